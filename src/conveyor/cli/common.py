@@ -1,0 +1,129 @@
+"""What the commands share: finding the data directory, opening the store, printing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from conveyor.store.db import Settings, Store, open_store
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+def interactive() -> bool:
+    """Rich output only for a person at a terminal; CI logs get plain lines."""
+    return sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
+
+
+def console() -> Console:
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def repository_root(start: Path) -> Path | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(start), "rev-parse", "--show-toplevel"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except FileNotFoundError:
+        return None
+    return Path(out.stdout.strip()) if out.returncode == 0 else None
+
+
+def settings_for(repo: Path | None = None) -> Settings:
+    """CONVEYOR_HOME if set, else `.conveyor/` at the top of the repository (or here)."""
+    if os.environ.get("CONVEYOR_HOME"):
+        return Settings.resolve()
+    root = repo or repository_root(Path.cwd()) or Path.cwd()
+    return Settings.resolve(default_root=root)
+
+
+def store_for(repo: Path | None = None, *, recover: bool = True) -> Store:
+    store = open_store(settings_for(repo))
+    if recover:
+        from conveyor.engine.recovery import recover_interrupted
+
+        for run_id in recover_interrupted(store):
+            click.echo(f"run {run_id} was interrupted: the process running it stopped", err=True)
+    return store
+
+
+def print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, default=_json_default))
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, dt.datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    if interactive():
+        from rich.table import Table
+
+        table = Table(*headers, box=None, pad_edge=False, header_style="bold")
+        for row in rows:
+            table.add_row(*row)
+        console().print(table)
+        return
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    for row in [list(headers), *rows]:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def duration(start: dt.datetime | None, end: dt.datetime | None) -> str:
+    if start is None:
+        return "-"
+    end = end or dt.datetime.now(dt.UTC)
+    seconds = (end - start).total_seconds()
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def when(value: dt.datetime | None) -> str:
+    if value is None:
+        return "-"
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+STATUS_STYLE = {
+    "succeeded": "green",
+    "failed": "red",
+    "running": "yellow",
+    "queued": "cyan",
+    "pending": "dim",
+    "skipped": "dim",
+    "cancelled": "magenta",
+    "interrupted": "magenta",
+}
+
+# Shapes as well as colours, so that state never rests on colour alone.
+STATUS_MARK = {
+    "succeeded": "✓",
+    "failed": "✗",
+    "running": "●",
+    "queued": "○",
+    "pending": "·",
+    "skipped": "–",
+    "cancelled": "⊘",
+    "interrupted": "⚠",
+}

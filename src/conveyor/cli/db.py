@@ -1,0 +1,41 @@
+"""`conveyor db`: the database schema."""
+
+from __future__ import annotations
+
+import click
+
+from conveyor.cli.common import settings_for
+from conveyor.store.db import SCHEMA_REVISION, current_revision, make_engine, upgrade
+
+
+@click.group()
+def db() -> None:
+    """Database schema: upgrade, current revision."""
+
+
+@db.command("upgrade")
+def upgrade_command() -> None:
+    """Migrate the database to this version of Conveyor (back it up first)."""
+    settings = settings_for()
+    engine = make_engine(settings)
+    try:
+        before = current_revision(engine)
+        upgrade(engine)
+        after = current_revision(engine)
+    finally:
+        engine.dispose()
+    if before == after:
+        click.echo(f"the database is already at schema {after}")
+    else:
+        click.echo(f"upgraded the database from schema {before or 'none'} to {after}")
+
+
+@db.command("current")
+def current_command() -> None:
+    """Print the database's schema revision and the one this Conveyor needs."""
+    engine = make_engine(settings_for())
+    try:
+        click.echo(f"database: {current_revision(engine) or 'none'}")
+    finally:
+        engine.dispose()
+    click.echo(f"needed:   {SCHEMA_REVISION}")

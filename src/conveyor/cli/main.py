@@ -1,0 +1,78 @@
+"""The `conveyor` command. Subcommands are imported only when called: start-up time is part of
+every pipeline's feedback loop, and most commands need a fraction of the package."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+from conveyor import __version__
+from conveyor.errors import ConveyorError
+
+# name -> (module, attribute, one-line help shown by `conveyor --help`)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "init": ("conveyor.cli.init", "init", "Write a starter conveyor.yml for this repository."),
+    "validate": ("conveyor.cli.spec", "validate", "Check a pipeline file; exit 1 on errors."),
+    "schema": ("conveyor.cli.spec", "schema", "Print the JSON Schema of conveyor.yml."),
+    "explain": ("conveyor.cli.spec", "explain", "Show the resolved job DAG and environments."),
+    "run": ("conveyor.cli.run", "run", "Run the pipeline for a commit."),
+    "runs": ("conveyor.cli.runs", "runs", "List recent runs."),
+    "show": ("conveyor.cli.runs", "show", "Show one run: jobs, steps, artifacts."),
+    "logs": ("conveyor.cli.runs", "logs", "Print (or follow) the logs of a run or job."),
+    "cancel": ("conveyor.cli.runs", "cancel", "Cancel a queued or running run."),
+    "db": ("conveyor.cli.db", "db", "Database schema: upgrade, current revision."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = COMMANDS.get(cmd_name)
+        if entry is None:
+            return None
+        command = getattr(importlib.import_module(entry[0]), entry[1])
+        assert isinstance(command, click.Command)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="conveyor")
+def cli() -> None:
+    """Conveyor carries every commit to production and measures the flow."""
+
+
+def main(argv: list[str] | None = None) -> Any:
+    try:
+        return cli.main(args=argv, prog_name="conveyor", standalone_mode=False)
+    except ConveyorError as exc:
+        report_error(exc)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(1)
+
+
+def report_error(exc: ConveyorError) -> None:
+    click.echo(f"error: {exc.message}", err=True)
+    if exc.hint:
+        click.echo(f"  hint: {exc.hint}", err=True)

@@ -1,0 +1,97 @@
+"""`conveyor run`: run the pipeline for one commit, here, with a live view of its jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import click
+from sqlalchemy import select
+
+from conveyor.cli.common import interactive, store_for
+from conveyor.cli.view import LiveView, PlainView, RunView
+from conveyor.engine.driver import RunDriver, process_owner
+from conveyor.engine.states import JobStatus, RunStatus
+from conveyor.runner.artifacts import ArtifactStore
+from conveyor.runner.executor import RunnerSettings
+from conveyor.runner.local import LocalRunner
+from conveyor.runner.secrets import Secrets
+from conveyor.runner.workspace import find_repo_root
+from conveyor.sources.commits import queue_commit
+from conveyor.store.db import Store
+from conveyor.store.models import Job, LogLine
+
+EXIT_CODES = {
+    RunStatus.SUCCEEDED: 0,
+    RunStatus.FAILED: 1,
+    RunStatus.CANCELLED: 130,
+    RunStatus.INTERRUPTED: 130,
+}
+FAILED_LOG_TAIL = 20
+
+
+@click.command()
+@click.option("--sha", "rev", default="HEAD", show_default=True, help="Commit, branch or tag.")
+@click.option(
+    "--repo",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The repository (default: the one around the current directory).",
+)
+@click.option("-j", "--parallelism", type=click.IntRange(min=1), help="Jobs at once.")
+@click.option("--keep-workspaces", is_flag=True, help="Keep each job's workspace afterwards.")
+def run(rev: str, repo: Path | None, parallelism: int | None, keep_workspaces: bool) -> None:
+    """Run the pipeline of conveyor.yml for a commit (default HEAD) and wait for it."""
+    root = find_repo_root(repo or Path.cwd())
+    store = store_for(root)
+    queued = queue_commit(store, root, rev, owner=process_owner())
+    settings = RunnerSettings(
+        workspaces=store.home / "workspaces",
+        artifacts=ArtifactStore(store.home / "artifacts"),
+        secrets=Secrets.load(store.home),
+        keep_workspaces=keep_workspaces,
+    )
+    limit = parallelism or queued.pipeline.defaults.parallelism or os.cpu_count() or 2
+    view: RunView = LiveView(store) if interactive() else PlainView(store)
+    view.begin(queued)
+    status = asyncio.run(_drive(store, queued.run_id, LocalRunner(store, settings), limit, view))
+    view.end(queued.run_id)
+    _print_failed_tail(store, queued.run_id)
+    raise SystemExit(EXIT_CODES[status])
+
+
+async def _drive(
+    store: Store, run_id: int, runner: LocalRunner, parallelism: int, view: RunView
+) -> RunStatus:
+    driver = RunDriver(store, run_id, runner.launch, parallelism)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, driver.request_cancel)
+    unsubscribe = store.subscribe(view.event)
+    try:
+        return await driver.drive()
+    finally:
+        unsubscribe()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def _print_failed_tail(store: Store, run_id: int) -> None:
+    with store.session() as session:
+        failed = session.scalars(
+            select(Job)
+            .where(Job.run_id == run_id, Job.status == JobStatus.FAILED)
+            .order_by(Job.position)
+        ).all()
+        for job in failed:
+            lines = session.scalars(
+                select(LogLine.text)
+                .where(LogLine.job_id == job.id)
+                .order_by(LogLine.seq.desc())
+                .limit(FAILED_LOG_TAIL)
+            ).all()
+            click.echo(f"\n--- {job.name}: {job.reason} (last {len(lines)} lines) ---", err=True)
+            for text in reversed(lines):
+                click.echo(text, err=True)
+            click.echo(f"--- full log: conveyor logs {run_id} {job.name}", err=True)

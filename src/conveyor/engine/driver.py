@@ -1,0 +1,96 @@
+"""Drive one run to its end: apply the scheduler's decisions, hand ready jobs to a runner,
+heartbeat, and honour cancellation from this process (Ctrl-C) or another (`conveyor cancel`)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from conveyor.engine import runs
+from conveyor.engine.scheduler import cancel_decisions, next_decisions, run_outcome
+from conveyor.engine.states import JobStatus, RunStatus
+from conveyor.store.db import Store
+
+HEARTBEAT_SECONDS = 0.5
+LEASE_SECONDS = 30.0
+
+# (run id, job name, fencing token, cancel event) -> the job's final status
+Launcher = Callable[[int, str, int, asyncio.Event], Coroutine[Any, Any, JobStatus]]
+
+
+def process_owner() -> str:
+    """Identifies this process for recovery: host, pid, and the process start time."""
+    try:
+        with open(f"/proc/{os.getpid()}/stat", encoding="ascii") as fh:
+            started = fh.read().rsplit(")", 1)[1].split()[19]
+    except OSError:
+        started = "?"
+    return f"{socket.gethostname()}:{os.getpid()}:{started}"
+
+
+class RunDriver:
+    def __init__(self, store: Store, run_id: int, launch: Launcher, parallelism: int) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.launch = launch
+        self.parallelism = max(1, parallelism)
+        self.cancel = asyncio.Event()
+        self._cancel_applied = False
+
+    def request_cancel(self) -> None:
+        """Cancel from inside this process (e.g. Ctrl-C); recorded like `conveyor cancel`."""
+        if not self.cancel.is_set():
+            runs.request_cancel(self.store, self.run_id, by="interrupt")
+            self.cancel.set()
+
+    async def drive(self) -> RunStatus:
+        runs.start_run(self.store, self.run_id, process_owner())
+        running: dict[asyncio.Task[JobStatus], str] = {}
+        beat = asyncio.get_running_loop().time()
+        try:
+            while True:
+                views = runs.job_views(self.store, self.run_id)
+                if self.cancel.is_set() and not self._cancel_applied:
+                    for d in cancel_decisions(views):
+                        runs.apply_job_status(self.store, self.run_id, d.job, d.status, d.reason)
+                    self._cancel_applied = True
+                    continue
+                decisions = next_decisions(views)
+                for d in decisions:
+                    runs.apply_job_status(self.store, self.run_id, d.job, d.status, d.reason)
+                if decisions:
+                    continue
+                queued = [n for n, v in views.items() if v.status is JobStatus.QUEUED]
+                started = set(running.values())
+                for name in queued:
+                    if len(running) >= self.parallelism or self.cancel.is_set():
+                        break
+                    if name in started:
+                        continue
+                    token = runs.lease_job(self.store, self.run_id, name, "local", LEASE_SECONDS)
+                    task = asyncio.create_task(self.launch(self.run_id, name, token, self.cancel))
+                    running[task] = name
+                if not running and all(v.status.terminal for v in views.values()):
+                    status, reason = run_outcome(views, self.cancel.is_set())
+                    runs.finish_run(self.store, self.run_id, status, reason)
+                    return status
+                if not running:
+                    raise RuntimeError(f"run {self.run_id} is stuck: {views}")
+                now = asyncio.get_running_loop().time()
+                timeout = max(0.0, beat + HEARTBEAT_SECONDS - now)
+                done, _ = await asyncio.wait(
+                    running, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in done:
+                    running.pop(task)
+                    task.result()
+                if asyncio.get_running_loop().time() >= beat + HEARTBEAT_SECONDS:
+                    beat = asyncio.get_running_loop().time()
+                    if runs.heartbeat(self.store, self.run_id) and not self.cancel.is_set():
+                        self.cancel.set()
+        finally:
+            for task in running:
+                task.cancel()

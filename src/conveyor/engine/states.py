@@ -1,0 +1,148 @@
+"""Run, job and step states, and the only transitions allowed between them.
+
+Every status change in Conveyor goes through :func:`check_transition`; the rules are small named
+tables so that a test can walk every pair of states and so that a reader can see the whole
+machine at a glance.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+
+
+class IllegalTransition(Exception):
+    """A status change the state machine does not allow (a bug, or a stale writer)."""
+
+    def __init__(self, kind: str, current: enum.Enum, target: enum.Enum) -> None:
+        super().__init__(f"{kind} cannot go from {current.value} to {target.value}")
+        self.current = current
+        self.target = target
+
+
+class RunStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    # The process driving the run died (kill -9, power loss); found and closed at the next start.
+    INTERRUPTED = "interrupted"
+
+    @property
+    def terminal(self) -> bool:
+        return self in RUN_TERMINAL
+
+
+class JobStatus(enum.StrEnum):
+    PENDING = "pending"  # waiting for the jobs it needs
+    QUEUED = "queued"  # ready, waiting for a runner
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # its `if:` did not hold
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def terminal(self) -> bool:
+        return self in JOB_TERMINAL
+
+
+class StepStatus(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def terminal(self) -> bool:
+        return self in STEP_TERMINAL
+
+
+RUN_TERMINAL = frozenset(
+    {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.INTERRUPTED}
+)
+JOB_TERMINAL = frozenset(
+    {
+        JobStatus.SUCCEEDED,
+        JobStatus.FAILED,
+        JobStatus.SKIPPED,
+        JobStatus.CANCELLED,
+        JobStatus.INTERRUPTED,
+    }
+)
+STEP_TERMINAL = frozenset(
+    {
+        StepStatus.SUCCEEDED,
+        StepStatus.FAILED,
+        StepStatus.SKIPPED,
+        StepStatus.CANCELLED,
+        StepStatus.INTERRUPTED,
+    }
+)
+
+# Each rule names why the move exists; the tables below are the whole machine.
+RUN_TRANSITIONS: Mapping[RunStatus, frozenset[RunStatus]] = {
+    # start: the first job is handed to a runner; cancel/interrupt: before anything ran.
+    RunStatus.QUEUED: frozenset({RunStatus.RUNNING, RunStatus.CANCELLED, RunStatus.INTERRUPTED}),
+    # finish: every job is terminal; cancel: a person asked; interrupt: the driver died.
+    RunStatus.RUNNING: frozenset(
+        {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.INTERRUPTED}
+    ),
+}
+
+JOB_TRANSITIONS: Mapping[JobStatus, frozenset[JobStatus]] = {
+    # ready: its needs are done and its `if:` holds; skip: its `if:` does not hold.
+    JobStatus.PENDING: frozenset(
+        {JobStatus.QUEUED, JobStatus.SKIPPED, JobStatus.CANCELLED, JobStatus.INTERRUPTED}
+    ),
+    # lease: a runner took it.
+    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.INTERRUPTED}),
+    # requeue: the runner's lease expired and the job may be tried again.
+    JobStatus.RUNNING: frozenset(
+        {
+            JobStatus.SUCCEEDED,
+            JobStatus.FAILED,
+            JobStatus.CANCELLED,
+            JobStatus.INTERRUPTED,
+            JobStatus.QUEUED,
+        }
+    ),
+}
+
+STEP_TRANSITIONS: Mapping[StepStatus, frozenset[StepStatus]] = {
+    StepStatus.PENDING: frozenset(
+        {StepStatus.RUNNING, StepStatus.SKIPPED, StepStatus.CANCELLED, StepStatus.INTERRUPTED}
+    ),
+    StepStatus.RUNNING: frozenset(
+        {
+            StepStatus.SUCCEEDED,
+            StepStatus.FAILED,
+            StepStatus.CANCELLED,
+            StepStatus.INTERRUPTED,
+        }
+    ),
+}
+
+
+def allowed(current: enum.Enum, target: enum.Enum) -> bool:
+    """Whether ``current -> target`` is a legal move for that kind of status."""
+    table: Mapping[enum.Enum, frozenset[enum.Enum]]
+    if isinstance(current, RunStatus) and isinstance(target, RunStatus):
+        table = RUN_TRANSITIONS  # type: ignore[assignment]
+    elif isinstance(current, JobStatus) and isinstance(target, JobStatus):
+        table = JOB_TRANSITIONS  # type: ignore[assignment]
+    elif isinstance(current, StepStatus) and isinstance(target, StepStatus):
+        table = STEP_TRANSITIONS  # type: ignore[assignment]
+    else:
+        return False
+    return target in table.get(current, frozenset())
+
+
+def check_transition(kind: str, current: enum.Enum, target: enum.Enum) -> None:
+    if not allowed(current, target):
+        raise IllegalTransition(kind, current, target)

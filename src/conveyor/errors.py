@@ -1,0 +1,25 @@
+"""Errors a user is expected to meet: they carry a message and an exit code, never a traceback."""
+
+from __future__ import annotations
+
+
+class ConveyorError(Exception):
+    """An expected failure, shown to the user as one clear message."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if self.hint is None else f"{self.message}\n  hint: {self.hint}"
+
+
+class NotFound(ConveyorError):
+    """A run, job or other record the user named does not exist."""
+
+
+class GitError(ConveyorError):
+    """A repository or commit could not be read."""

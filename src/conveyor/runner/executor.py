@@ -1,0 +1,244 @@
+"""Execute one job: a fresh workspace at the exact commit, its steps in order, its artifacts.
+
+The executor decides nothing about the run; it reports what happened through a JobReporter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import functools
+import os
+import shutil
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from conveyor.engine.plan import JobPlan, RunContext, StepPlan
+from conveyor.engine.states import JobStatus, StepStatus
+from conveyor.errors import ConveyorError
+from conveyor.runner.artifacts import ArtifactStore, collect_artifacts
+from conveyor.runner.masking import SecretMasker
+from conveyor.runner.process import ProcessResult, run_process
+from conveyor.runner.reporting import JobReporter
+from conveyor.runner.secrets import Secrets
+from conveyor.runner.workspace import export_commit
+
+LOG_FLUSH_SECONDS = 0.1
+LOG_FLUSH_LINES = 1000
+KILL_GRACE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    workspaces: Path
+    artifacts: ArtifactStore
+    secrets: Secrets
+    keep_workspaces: bool = False
+    base_env: Mapping[str, str] | None = None
+
+
+class LogBuffer:
+    """Collects masked lines and hands them to the reporter in batches, while the step runs."""
+
+    def __init__(self, reporter: JobReporter, masker: SecretMasker) -> None:
+        self.reporter = reporter
+        self.masker = masker
+        self.position: int | None = None
+        self._lines: list[tuple[dt.datetime, str]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def line(self, text: str) -> None:
+        self._lines.append((dt.datetime.now(dt.UTC), self.masker.mask(text)))
+        if len(self._lines) >= LOG_FLUSH_LINES:
+            self._wake.set()
+
+    async def flush(self) -> None:
+        lines, self._lines = self._lines, []
+        await self.reporter.log(self.position, lines)
+
+    async def _pump(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), LOG_FLUSH_SECONDS)
+            self._wake.clear()
+            if self._lines:
+                await self.flush()
+
+    async def __aenter__(self) -> LogBuffer:
+        self._task = asyncio.create_task(self._pump())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush()
+
+
+def _inherited_env(base: Mapping[str, str], secret_names: set[str]) -> dict[str, str]:
+    # The runner's own CONVEYOR_* settings and any secret exported to it stay out of the step.
+    return {
+        k: v for k, v in base.items() if not k.startswith("CONVEYOR_") and k not in secret_names
+    }
+
+
+def _argv(step: StepPlan) -> list[str]:
+    if step.shell == "sh":
+        return ["sh", "-e", "-c", step.run]
+    return ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step.run]
+
+
+def _describe(result: ProcessResult, timeout: float) -> tuple[StepStatus, str | None]:
+    if result.cancelled:
+        return StepStatus.CANCELLED, "cancelled"
+    if result.timed_out:
+        return StepStatus.FAILED, f"timed out after {timeout:g}s"
+    if result.exit_code == 0:
+        return StepStatus.SUCCEEDED, None
+    if result.exit_code == 127:
+        return StepStatus.FAILED, "command not found (exit 127)"
+    if result.exit_code is not None and result.exit_code < 0:
+        return StepStatus.FAILED, f"killed by signal {-result.exit_code}"
+    return StepStatus.FAILED, f"exited with {result.exit_code}"
+
+
+class JobExecutor:
+    def __init__(
+        self,
+        plan: JobPlan,
+        context: RunContext,
+        reporter: JobReporter,
+        settings: RunnerSettings,
+        cancel: asyncio.Event,
+    ) -> None:
+        self.plan = plan
+        self.context = context
+        self.reporter = reporter
+        self.settings = settings
+        self.cancel = cancel
+        self.workspace = settings.workspaces / f"run-{context.run_id}" / plan.name
+
+    async def execute(self) -> JobStatus:
+        masker = SecretMasker(self.settings.secrets.all_values())
+        async with LogBuffer(self.reporter, masker) as log:
+            try:
+                status, reason = await self._execute(log, masker)
+            except ConveyorError as exc:
+                log.position = None
+                log.line(f"[conveyor] {exc}")
+                status, reason = JobStatus.FAILED, str(exc)
+            finally:
+                if not self.settings.keep_workspaces:
+                    await asyncio.to_thread(shutil.rmtree, self.workspace, True)
+        await self.reporter.job_finished(status, reason)
+        return status
+
+    async def _execute(self, log: LogBuffer, masker: SecretMasker) -> tuple[JobStatus, str | None]:
+        secrets = self.settings.secrets
+        job_env = {k: secrets.substitute(v) for k, v in self.plan.env.items()}
+        step_envs = [{k: secrets.substitute(v) for k, v in s.env.items()} for s in self.plan.steps]
+        for value in secrets.all_values():
+            masker.add(value)
+        if self.workspace.exists():
+            await asyncio.to_thread(shutil.rmtree, self.workspace)
+        await asyncio.to_thread(
+            export_commit, Path(self.context.repository), self.context.sha, self.workspace
+        )
+        base = _inherited_env(self.settings.base_env or os.environ, secrets.names())
+        deadline = time.monotonic() + self.plan.timeout
+        failed: str | None = None
+        for position, step in enumerate(self.plan.steps):
+            log.position = position
+            if self.cancel.is_set():
+                await self.reporter.step_finished(position, StepStatus.CANCELLED, None, None, 0)
+                continue
+            runs = {
+                "success": failed is None,
+                "failure": failed is not None,
+                "always": True,
+            }[step.condition]
+            if not runs:
+                await self.reporter.step_finished(position, StepStatus.SKIPPED, None, None, 0)
+                continue
+            env = {
+                **base,
+                **self.context.variables(self.plan.name),
+                "CONVEYOR_WORKSPACE": str(self.workspace),
+                "CONVEYOR_STEP": step.name,
+                **job_env,
+                **step_envs[position],
+            }
+            status, exit_code, reason, attempts = await self._run_step(
+                position, step, env, log, deadline
+            )
+            await log.flush()
+            await self.reporter.step_finished(position, status, exit_code, reason, attempts)
+            if status is StepStatus.FAILED and not step.continue_on_error and failed is None:
+                failed = f"step {step.name} {reason}"
+        if self.cancel.is_set():
+            return JobStatus.CANCELLED, "cancelled"
+        if failed is not None:
+            return JobStatus.FAILED, failed
+        if time.monotonic() > deadline:
+            return JobStatus.FAILED, f"job timed out after {self.plan.timeout:g}s"
+        if self.plan.artifacts:
+            files = await asyncio.to_thread(collect_artifacts, self.workspace, self.plan.artifacts)
+            await asyncio.to_thread(self.settings.artifacts.store_all, self.workspace, files)
+            await self.reporter.artifacts(files)
+            for f in files:
+                log.line(f"[conveyor] artifact {f.path} {f.digest} ({f.size} bytes)")
+        return JobStatus.SUCCEEDED, None
+
+    async def _run_step(
+        self,
+        position: int,
+        step: StepPlan,
+        env: dict[str, str],
+        log: LogBuffer,
+        deadline: float,
+    ) -> tuple[StepStatus, int | None, str | None, int]:
+        cwd = self.workspace
+        if step.working_directory:
+            cwd = (self.workspace / step.working_directory).resolve()
+            if not cwd.is_relative_to(self.workspace.resolve()) or not cwd.is_dir():
+                return (
+                    StepStatus.FAILED,
+                    None,
+                    f"working directory '{step.working_directory}' is not a folder of the commit",
+                    0,
+                )
+        attempts = step.retries + 1
+        status, exit_code, reason = StepStatus.FAILED, None, None
+        for attempt in range(1, attempts + 1):
+            await self.reporter.step_started(position, attempt)
+            timeout = max(0.0, min(step.timeout, deadline - time.monotonic()))
+            env["CONVEYOR_ATTEMPT"] = str(attempt)
+
+            # The pid is recorded while the step runs, so recovery can stop it after a crash.
+            recording: list[asyncio.Task[None]] = []
+            result = await run_process(
+                _argv(step),
+                cwd=cwd,
+                env=env,
+                on_line=log.line,
+                timeout=timeout,
+                cancel=self.cancel,
+                max_bytes=self.plan.log_limit,
+                kill_grace=KILL_GRACE_SECONDS,
+                on_start=functools.partial(self._record_pid, position, recording),
+            )
+            await asyncio.gather(*recording)
+            status, reason = _describe(result, timeout)
+            exit_code = result.exit_code
+            if status is not StepStatus.FAILED or attempt == attempts or self.cancel.is_set():
+                return status, exit_code, reason, attempt
+            log.line(f"[conveyor] attempt {attempt} of {attempts} {reason}; trying again")
+        return status, exit_code, reason, attempts
+
+    def _record_pid(self, position: int, tasks: list[asyncio.Task[None]], pid: int) -> None:
+        tasks.append(asyncio.create_task(self.reporter.step_process(position, pid)))

@@ -1,0 +1,185 @@
+"""Opening the store: SQLite (WAL) in the data directory by default, any SQLAlchemy URL on request.
+
+Like JupyterHub, a brand-new database is created at the current schema, and an existing one at
+an older schema is refused with the command that upgrades it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from conveyor.errors import ConveyorError
+from conveyor.store.models import Event, utcnow
+
+# The newest migration in conveyor/store/migrations/versions (a test keeps them in step).
+SCHEMA_REVISION = "0002"
+
+
+class SchemaOutdated(ConveyorError):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where Conveyor keeps its data: CONVEYOR_HOME, and CONVEYOR_DATABASE_URL if set."""
+
+    home: Path
+    database_url: str
+
+    @classmethod
+    def resolve(cls, home: Path | None = None, default_root: Path | None = None) -> Settings:
+        env_home = os.environ.get("CONVEYOR_HOME")
+        if home is None:
+            home = Path(env_home) if env_home else (default_root or Path.cwd()) / ".conveyor"
+        home = home.absolute()
+        url = os.environ.get("CONVEYOR_DATABASE_URL") or f"sqlite:///{home / 'conveyor.db'}"
+        return cls(home=home, database_url=url)
+
+
+Listener = Callable[[Event], None]
+
+
+@dataclass
+class Writer:
+    """One transaction: projection changes plus the events that explain them."""
+
+    session: Session
+    events: list[Event] = field(default_factory=list)
+
+    def emit(
+        self,
+        type_: str,
+        *,
+        service: str | None = None,
+        run_id: int | None = None,
+        job_id: int | None = None,
+        **data: Any,
+    ) -> Event:
+        ev = Event(
+            ts=utcnow(), type=type_, service=service, run_id=run_id, job_id=job_id, data=data
+        )
+        self.session.add(ev)
+        self.events.append(ev)
+        return ev
+
+
+class Store:
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        self.settings = settings
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._listeners: list[Listener] = []
+
+    @property
+    def home(self) -> Path:
+        return self.settings.home
+
+    def session(self) -> Session:
+        return self._sessions()
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    @contextmanager
+    def write(self) -> Iterator[Writer]:
+        """Write in one transaction; listeners hear of its events only after the commit."""
+        with self._sessions() as session, session.begin():
+            writer = Writer(session)
+            yield writer
+        for ev in writer.events:
+            for listener in list(self._listeners):
+                listener(ev)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL lets readers (conveyor logs --follow) run beside the writer; NORMAL is durable in WAL
+    # against process crashes, which is the failure the design asks us to survive.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def make_engine(settings: Settings) -> Engine:
+    url = settings.database_url
+    if url.startswith("sqlite"):
+        settings.home.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    try:
+        return create_engine(url, pool_pre_ping=True)
+    except ModuleNotFoundError as exc:
+        raise ConveyorError(
+            f"the database driver for {url.split(':', 1)[0]} is not installed ({exc.name})",
+            hint="pip install 'conveyor[postgres]'",
+        ) from None
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def _has_tables(engine: Engine) -> bool:
+    with engine.connect() as conn:
+        return bool(inspect(conn).get_table_names())
+
+
+def open_store(settings: Settings | None = None, *, upgrade_new: bool = True) -> Store:
+    """Open the store, creating a fresh one; refuse an existing one at an older schema."""
+    settings = settings or Settings.resolve()
+    engine = make_engine(settings)
+    try:
+        revision = current_revision(engine)
+        if revision is None and upgrade_new and not _has_tables(engine):
+            upgrade(engine)
+            revision = SCHEMA_REVISION
+    except OperationalError as exc:
+        engine.dispose()
+        raise ConveyorError(f"cannot open the database {_safe_url(settings)}: {exc.orig}") from None
+    if revision != SCHEMA_REVISION:
+        engine.dispose()
+        raise SchemaOutdated(
+            f"the database {_safe_url(settings)} is at schema {revision or 'none'}, "
+            f"this Conveyor needs {SCHEMA_REVISION}",
+            hint="back it up, then run `conveyor db upgrade`",
+        )
+    return Store(settings, engine)
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Run the Alembic migrations up to ``revision`` (imported here: it is slow to import)."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", "conveyor.store:migrations")
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+
+
+def _safe_url(settings: Settings) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(settings.database_url).render_as_string(hide_password=True)

@@ -1,0 +1,181 @@
+"""The tables. The events table is the source of truth; the others are projections of it that
+are written in the same transaction as the event that changed them."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Aware UTC datetimes on every backend (SQLite has no time zones and returns naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use an aware UTC datetime")
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(
+        self, value: dt.datetime | None, dialect: Dialect
+    ) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+# BigInteger ids on PostgreSQL, but SQLite only autoincrements INTEGER PRIMARY KEY.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        dt.datetime: UTCDateTime,
+        dict[str, Any]: JSON,
+        list[Any]: JSON,
+    }
+
+
+class Event(Base):
+    """Append-only log of everything that happened (database triggers refuse updates)."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    ts: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    type: Mapped[str] = mapped_column(String(100))
+    service: Mapped[str | None] = mapped_column(String(200))
+    run_id: Mapped[int | None] = mapped_column(Id)
+    job_id: Mapped[int | None] = mapped_column(Id)
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+    __table_args__ = (Index("ix_events_run", "run_id", "id"), Index("ix_events_type", "type"))
+
+
+class Service(Base):
+    __tablename__ = "services"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    repository: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Run(Base):
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    service_id: Mapped[int] = mapped_column(ForeignKey("services.id"))
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    sha: Mapped[str] = mapped_column(String(64))
+    ref: Mapped[str | None] = mapped_column(String(500))
+    trigger: Mapped[str] = mapped_column(String(50))
+    commit: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    pipeline: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[dt.datetime | None]
+    finished_at: Mapped[dt.datetime | None]
+    # Who drives the run ("host:pid:boot-marker"), and when it last said it was alive.
+    owner: Mapped[str | None] = mapped_column(String(300))
+    heartbeat_at: Mapped[dt.datetime | None]
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    service: Mapped[Service] = relationship()
+    jobs: Mapped[list[Job]] = relationship(
+        back_populates="run", order_by="Job.position", cascade="all, delete-orphan"
+    )
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    position: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(Text)
+    needs: Mapped[list[Any]] = mapped_column(default=list)
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    started_at: Mapped[dt.datetime | None]
+    finished_at: Mapped[dt.datetime | None]
+    runner: Mapped[str | None] = mapped_column(String(300))
+    # Fencing token: bumped at every lease, so a runner holding an older one cannot report.
+    lease_token: Mapped[int] = mapped_column(Integer, default=0)
+    lease_expires_at: Mapped[dt.datetime | None]
+
+    run: Mapped[Run] = relationship(back_populates="jobs")
+    steps: Mapped[list[Step]] = relationship(
+        back_populates="job", order_by="Step.position", cascade="all, delete-orphan"
+    )
+
+    __table_args__ = (UniqueConstraint("run_id", "name"),)
+
+
+class Step(Base):
+    __tablename__ = "steps"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(500))
+    status: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(Text)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    pid: Mapped[int | None] = mapped_column(Integer)
+    started_at: Mapped[dt.datetime | None]
+    finished_at: Mapped[dt.datetime | None]
+
+    job: Mapped[Job] = relationship(back_populates="steps")
+
+
+class LogLine(Base):
+    __tablename__ = "log_lines"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
+    step_position: Mapped[int | None] = mapped_column(Integer)
+    seq: Mapped[int] = mapped_column(Integer)
+    ts: Mapped[dt.datetime] = mapped_column()
+    text: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (UniqueConstraint("job_id", "seq", name="uq_log_lines_job_seq"),)
+
+
+class Artifact(Base):
+    __tablename__ = "artifacts"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
+    path: Mapped[str] = mapped_column(Text)
+    digest: Mapped[str] = mapped_column(String(80))
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

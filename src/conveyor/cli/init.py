@@ -43,6 +43,9 @@ FOOTER = """
 """
 
 
+_PLAIN_BRANCH = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./*-]*")
+
+
 @dataclass(frozen=True)
 class Starter:
     kind: str
@@ -167,9 +170,23 @@ def service_name(root: Path) -> str:
     return name or "my-service"
 
 
+def _yaml_flow_scalar(value: str) -> str:
+    """`main` as written; a name YAML would read as something else (`*`, `#x`, `[x]`, `true`,
+    `1.10`) double-quoted. A JSON string is a valid YAML double-quoted scalar."""
+    if _PLAIN_BRANCH.fullmatch(value):
+        import yaml
+
+        try:
+            if yaml.safe_load(f"[{value}]") == [value]:
+                return value
+        except yaml.YAMLError:
+            pass
+    return json.dumps(value)
+
+
 def render(root: Path, branch: str = "main") -> tuple[Starter, str]:
     starter = detect(root)
-    text = HEADER.format(service=service_name(root), branch=branch)
+    text = HEADER.format(service=service_name(root), branch=_yaml_flow_scalar(branch))
     text += starter.jobs + FOOTER.format(start=starter.start)
     return starter, text
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 from pathlib import Path
 
 import click
@@ -15,7 +16,7 @@ from conveyor.cli.view import LiveView, PlainView, RunView
 from conveyor.engine.driver import RunDriver, process_owner
 from conveyor.engine.states import JobStatus, RunStatus
 from conveyor.runner.artifacts import ArtifactStore
-from conveyor.runner.executor import RunnerSettings
+from conveyor.runner.executor import RunnerSettings, SourceCache
 from conveyor.runner.local import LocalRunner
 from conveyor.runner.secrets import Secrets
 from conveyor.runner.workspace import find_repo_root
@@ -45,17 +46,25 @@ def run(rev: str, repo: Path | None, parallelism: int | None, keep_workspaces: b
     """Run the pipeline of conveyor.yml for a commit (default HEAD) and wait for it."""
     root = find_repo_root(repo or Path.cwd())
     store = store_for(root)
-    queued = queue_commit(store, root, rev, owner=process_owner())
+    # Everything that can fail on bad local setup (e.g. a malformed secrets file) is read before
+    # the run is recorded, so a mistake never leaves a queued run behind.
     settings = RunnerSettings(
         workspaces=store.home / "workspaces",
         artifacts=ArtifactStore(store.home / "artifacts"),
         secrets=Secrets.load(store.home),
+        sources=SourceCache(store.home / "workspaces"),
         keep_workspaces=keep_workspaces,
     )
+    queued = queue_commit(store, root, rev, owner=process_owner())
     limit = parallelism or queued.pipeline.defaults.parallelism or os.cpu_count() or 2
     view: RunView = LiveView(store) if interactive() else PlainView(store)
     view.begin(queued)
-    status = asyncio.run(_drive(store, queued.run_id, LocalRunner(store, settings), limit, view))
+    try:
+        status = asyncio.run(
+            _drive(store, queued.run_id, LocalRunner(store, settings), limit, view)
+        )
+    finally:
+        settings.sources.clear()
     view.end(queued.run_id)
     _print_failed_tail(store, queued.run_id)
     raise SystemExit(EXIT_CODES[status])
@@ -66,6 +75,7 @@ async def _drive(
 ) -> RunStatus:
     driver = RunDriver(store, run_id, runner.launch, parallelism)
     loop = asyncio.get_running_loop()
+    _use_pidfd_child_watcher(loop)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, driver.request_cancel)
     unsubscribe = store.subscribe(view.event)
@@ -75,6 +85,16 @@ async def _drive(
         unsubscribe()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+def _use_pidfd_child_watcher(loop: asyncio.AbstractEventLoop) -> None:
+    """Python 3.11 waits for each child in a thread of its own; a pidfd watcher is a few ms
+    faster per step. Python 3.12 and later use pidfds by default."""
+    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
+        return
+    watcher = asyncio.PidfdChildWatcher()
+    watcher.attach_loop(loop)
+    asyncio.set_child_watcher(watcher)
 
 
 def _print_failed_tail(store: Store, run_id: int) -> None:

@@ -23,6 +23,9 @@ from conveyor.errors import NotFound
 from conveyor.store.models import Artifact, Job, LogLine, Run, Service
 
 FOLLOW_POLL_SECONDS = 0.2
+# Run ids are 64-bit in the store; a larger number cannot name a run (and must not reach the
+# database driver, which cannot even bind it).
+MAX_RUN_ID = 2**63 - 1
 
 
 def _run_dict(run: Run) -> dict[str, Any]:
@@ -66,7 +69,10 @@ def runs(service: str | None, status: str | None, limit: int, as_json: bool) -> 
         print_json(found)
         return
     if not found:
-        click.echo("no runs yet: `conveyor run` runs the pipeline for HEAD")
+        if service or status:
+            click.echo("no runs match: `conveyor runs` without filters lists them all")
+        else:
+            click.echo("no runs yet: `conveyor run` runs the pipeline for HEAD")
         return
     print_table(
         ["run", "service", "status", "commit", "branch", "trigger", "started", "took"],
@@ -91,7 +97,7 @@ def _clip(text: str, width: int) -> str:
 
 
 def _load_run(session: Session, run_id: int) -> Run:
-    run = session.get(Run, run_id)
+    run = session.get(Run, run_id) if 0 < run_id <= MAX_RUN_ID else None
     if run is None:
         raise NotFound(f"there is no run {run_id}", hint="`conveyor runs` lists the runs")
     return run
@@ -235,6 +241,8 @@ def logs(run_id: int, job: str | None, follow: bool, timestamps: bool) -> None:
 def cancel(run_id: int) -> None:
     """Cancel a queued or running run: its jobs' processes are stopped."""
     store = store_for()
+    with store.session() as session:
+        _load_run(session, run_id)  # the same message as show/logs for a run that is not there
     status = request_cancel(store, run_id, by="cli")
     click.echo(f"cancel requested for run {run_id} (it was {status.value})")
     with store.session() as session:

@@ -17,8 +17,8 @@ from conveyor.store.db import Store
 HEARTBEAT_SECONDS = 0.5
 LEASE_SECONDS = 30.0
 
-# (run id, job name, fencing token, cancel event) -> the job's final status
-Launcher = Callable[[int, str, int, asyncio.Event], Coroutine[Any, Any, JobStatus]]
+# (job, fencing token, cancel event) -> the job's final status
+Launcher = Callable[[runs.JobRef, int, asyncio.Event], Coroutine[Any, Any, JobStatus]]
 
 
 def process_owner() -> str:
@@ -48,20 +48,19 @@ class RunDriver:
 
     async def drive(self) -> RunStatus:
         runs.start_run(self.store, self.run_id, process_owner())
+        refs = runs.job_refs(self.store, self.run_id)
         running: dict[asyncio.Task[JobStatus], str] = {}
         beat = asyncio.get_running_loop().time()
         try:
             while True:
-                views = runs.job_views(self.store, self.run_id)
+                views = runs.job_views(self.store, refs)
                 if self.cancel.is_set() and not self._cancel_applied:
-                    for d in cancel_decisions(views):
-                        runs.apply_job_status(self.store, self.run_id, d.job, d.status, d.reason)
+                    runs.apply_decisions(self.store, refs, cancel_decisions(views))
                     self._cancel_applied = True
                     continue
                 decisions = next_decisions(views)
-                for d in decisions:
-                    runs.apply_job_status(self.store, self.run_id, d.job, d.status, d.reason)
                 if decisions:
+                    runs.apply_decisions(self.store, refs, decisions)
                     continue
                 queued = [n for n, v in views.items() if v.status is JobStatus.QUEUED]
                 started = set(running.values())
@@ -70,8 +69,8 @@ class RunDriver:
                         break
                     if name in started:
                         continue
-                    token = runs.lease_job(self.store, self.run_id, name, "local", LEASE_SECONDS)
-                    task = asyncio.create_task(self.launch(self.run_id, name, token, self.cancel))
+                    token = runs.lease_job(self.store, refs[name], "local", LEASE_SECONDS)
+                    task = asyncio.create_task(self.launch(refs[name], token, self.cancel))
                     running[task] = name
                 if not running and all(v.status.terminal for v in views.values()):
                     status, reason = run_outcome(views, self.cancel.is_set())

@@ -12,12 +12,12 @@ import datetime as dt
 import os
 import signal
 import socket
-from contextlib import suppress
 
 from sqlalchemy import select
 
-from conveyor.engine.runs import set_job_status
-from conveyor.engine.states import JobStatus, RunStatus, StepStatus, check_transition
+from conveyor.engine.runs import job_refs_of, move_job
+from conveyor.engine.states import JobStatus, RunStatus, check_transition
+from conveyor.runner.process import kill_process_group
 from conveyor.store.db import Store
 from conveyor.store.models import Run, utcnow
 
@@ -44,14 +44,21 @@ def owner_alive(owner: str | None, heartbeat_at: dt.datetime | None, now: dt.dat
     return heartbeat_at is not None and now - heartbeat_at < STALE_AFTER
 
 
-def _belongs_to(pid: int, run_id: int) -> bool:
-    """Only kill a pid that still carries this run's variables (pids are reused)."""
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as fh:
-            env = fh.read().split(b"\0")
-    except OSError:
-        return False
-    return f"CONVEYOR_RUN_ID={run_id}".encode() in env
+def _processes_of(run_id: int) -> list[int]:
+    """Processes started by this run's steps: they carry its CONVEYOR_RUN_ID in their
+    environment, which (unlike a stored pid) cannot point at an unrelated, reused pid."""
+    marker = f"CONVEYOR_RUN_ID={run_id}".encode()
+    found: list[int] = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as fh:
+                if marker in fh.read().split(b"\0"):
+                    found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
 
 
 def recover_interrupted(store: Store) -> list[int]:
@@ -70,13 +77,12 @@ def recover_interrupted(store: Store) -> list[int]:
             run = w.session.get_one(Run, run_id, with_for_update=True)
             if RunStatus(run.status).terminal or owner_alive(run.owner, run.heartbeat_at, now):
                 continue
-            local = (run.owner or "").split(":", 1)[0] == socket.gethostname()
+            if (run.owner or "").split(":", 1)[0] == socket.gethostname():
+                _stop_processes(run_id)
+            refs = {ref.id: ref for ref in job_refs_of(run)}
             for job in run.jobs:
-                for step in job.steps:
-                    if step.status == StepStatus.RUNNING and step.pid and local:
-                        _stop_group(step.pid, run_id)
                 if not JobStatus(job.status).terminal:
-                    set_job_status(w, run, job, JobStatus.INTERRUPTED, "its driver stopped")
+                    move_job(w, refs[job.id], JobStatus.INTERRUPTED, "its driver stopped")
             check_transition("run", RunStatus(run.status), RunStatus.INTERRUPTED)
             run.status = RunStatus.INTERRUPTED
             run.reason = f"the process running it ({run.owner or 'unknown'}) stopped"
@@ -92,7 +98,12 @@ def recover_interrupted(store: Store) -> list[int]:
     return recovered
 
 
-def _stop_group(pid: int, run_id: int) -> None:
-    if _belongs_to(pid, run_id):
-        with suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
+def _stop_processes(run_id: int) -> None:
+    own_group = os.getpgid(0)
+    for pid in _processes_of(run_id):
+        try:
+            group = os.getpgid(pid)
+        except ProcessLookupError:
+            continue
+        if group != own_group:
+            kill_process_group(group, signal.SIGKILL)

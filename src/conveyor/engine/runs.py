@@ -4,17 +4,32 @@ event in one transaction."""
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import case, select, update
 
-from conveyor.engine.plan import JobPlan
-from conveyor.engine.scheduler import JobView
-from conveyor.engine.states import JobStatus, RunStatus, StepStatus, check_transition
+from conveyor.engine.plan import Condition, JobPlan
+from conveyor.engine.scheduler import Decision, JobView
+from conveyor.engine.states import (
+    IllegalTransition,
+    JobStatus,
+    RunStatus,
+    StepStatus,
+    allowed,
+    check_transition,
+)
 from conveyor.errors import ConveyorError, NotFound
 from conveyor.store.db import Store, Writer
 from conveyor.store.models import Job, Run, Service, Step, utcnow
+
+StatusT = TypeVar("StatusT", bound=enum.Enum)
+
+
+class StaleLease(ConveyorError):
+    """The job was leased to another runner since this one took it."""
 
 
 def ensure_service(w: Writer, name: str, repository: str) -> Service:
@@ -97,13 +112,6 @@ def get_run(w: Writer, run_id: int) -> Run:
     return run
 
 
-def get_job(w: Writer, run_id: int, name: str) -> Job:
-    job = w.session.scalar(select(Job).where(Job.run_id == run_id, Job.name == name))
-    if job is None:
-        raise NotFound(f"run {run_id} has no job '{name}'")
-    return job
-
-
 def start_run(store: Store, run_id: int, owner: str) -> None:
     with store.write() as w:
         run = get_run(w, run_id)
@@ -116,73 +124,160 @@ def start_run(store: Store, run_id: int, owner: str) -> None:
         w.emit("pipelinerun.started", service=run.service.name, run_id=run_id, owner=owner)
 
 
-def job_views(store: Store, run_id: int) -> dict[str, JobView]:
+@dataclass(frozen=True)
+class JobRef:
+    """What stays fixed about a job for its whole life: enough to address it and its events."""
+
+    id: int
+    run_id: int
+    name: str
+    service: str
+    needs: tuple[str, ...]
+    condition: Condition
+    continue_on_error: bool
+
+
+def job_refs_of(run: Run) -> list[JobRef]:
+    return [
+        JobRef(
+            id=j.id,
+            run_id=run.id,
+            name=j.name,
+            service=run.service.name,
+            needs=tuple(j.needs),
+            condition=j.config.get("condition", "success"),
+            continue_on_error=bool(j.config.get("continue_on_error", False)),
+        )
+        for j in run.jobs
+    ]
+
+
+def job_refs(store: Store, run_id: int) -> dict[str, JobRef]:
     with store.session() as session:
-        jobs = session.scalars(select(Job).where(Job.run_id == run_id).order_by(Job.position))
-        return {
-            j.name: JobView(
-                status=JobStatus(j.status),
-                needs=tuple(j.needs),
-                condition=j.config.get("condition", "success"),
-                continue_on_error=bool(j.config.get("continue_on_error", False)),
-            )
-            for j in jobs
-        }
+        run = session.get(Run, run_id)
+        if run is None:
+            raise NotFound(f"there is no run {run_id}")
+        return {ref.name: ref for ref in job_refs_of(run)}
 
 
-def set_job_status(
-    w: Writer, run: Run, job: Job, status: JobStatus, reason: str | None = None
-) -> None:
-    current = JobStatus(job.status)
-    check_transition(f"job {job.name}", current, status)
+def job_statuses(store: Store, run_id: int) -> dict[str, JobStatus]:
+    with store.session() as session:
+        rows = session.execute(select(Job.name, Job.status).where(Job.run_id == run_id))
+        return {name: JobStatus(status) for name, status in rows}
+
+
+def job_views(store: Store, refs: Mapping[str, JobRef]) -> dict[str, JobView]:
+    if not refs:
+        return {}
+    statuses = job_statuses(store, next(iter(refs.values())).run_id)
+    return {
+        name: JobView(statuses[name], ref.needs, ref.condition, ref.continue_on_error)
+        for name, ref in refs.items()
+    }
+
+
+def _sources(kind: type[StatusT], target: StatusT) -> list[str]:
+    """The states from which ``target`` may be reached: the state machine, as a WHERE clause."""
+    return [s.value for s in kind if allowed(s, target)]
+
+
+@dataclass(frozen=True)
+class Moved:
+    at: dt.datetime
+    started_at: dt.datetime | None
+    lease_token: int
+
+
+def move_job(
+    w: Writer,
+    ref: JobRef,
+    status: JobStatus,
+    reason: str | None = None,
+    *,
+    token: int | None = None,
+    **values: Any,
+) -> Moved:
+    """Move a job to ``status`` if the rules (and, given a token, the lease) allow it.
+
+    The check and the change are one UPDATE, so two writers racing on one job cannot both win.
+    """
     now = utcnow()
-    job.status = status
-    job.reason = reason
+    changes: dict[str, Any] = {"status": status, "reason": reason, **values}
     if status is JobStatus.RUNNING:
-        job.started_at = now
+        changes["started_at"] = now
     if status.terminal:
-        job.finished_at = now
-        job.lease_expires_at = None
-        # Steps that never got to run end with their job.
-        step_status = {
-            JobStatus.SKIPPED: StepStatus.SKIPPED,
-            JobStatus.INTERRUPTED: StepStatus.INTERRUPTED,
-        }.get(status, StepStatus.CANCELLED)
-        for step in job.steps:
-            if not StepStatus(step.status).terminal:
-                check_transition(f"step {step.name}", StepStatus(step.status), step_status)
-                step.status = step_status
-                step.finished_at = now if step.started_at else None
+        changes["finished_at"] = now
+        changes["lease_expires_at"] = None
+    stmt = update(Job).where(Job.id == ref.id, Job.status.in_(_sources(JobStatus, status)))
+    if token is not None:
+        stmt = stmt.where(Job.lease_token == token)
+    row = w.session.execute(
+        stmt.values(**changes).returning(Job.started_at, Job.lease_token),
+        execution_options={"synchronize_session": False},
+    ).one_or_none()
+    if row is None:
+        current, held = w.session.execute(
+            select(Job.status, Job.lease_token).where(Job.id == ref.id)
+        ).one()
+        if token is not None and held != token:
+            raise StaleLease(
+                f"job {ref.name} of run {ref.run_id} was leased again "
+                f"(token {held}, this runner holds {token})"
+            )
+        raise IllegalTransition(f"job {ref.name}", JobStatus(current), status)
+    started_at, lease_token = row
+    if status.terminal:
+        _close_steps(w, ref, status, now)
     kind = {
         JobStatus.QUEUED: "taskrun.queued",
         JobStatus.RUNNING: "taskrun.started",
     }.get(status, "taskrun.finished")
-    data: dict[str, Any] = {"job": job.name, "status": status.value}
+    data: dict[str, Any] = {"job": ref.name, "status": status.value}
     if reason:
         data["reason"] = reason
-    if status.terminal and job.started_at:
-        data["duration"] = round((now - job.started_at).total_seconds(), 3)
-    w.emit(kind, service=run.service.name, run_id=run.id, job_id=job.id, **data)
+    if status.terminal and started_at is not None:
+        data["duration"] = round((now - started_at).total_seconds(), 3)
+    w.emit(kind, service=ref.service, run_id=ref.run_id, job_id=ref.id, **data)
+    return Moved(now, started_at, lease_token)
 
 
-def apply_job_status(
-    store: Store, run_id: int, name: str, status: JobStatus, reason: str | None = None
+def _close_steps(w: Writer, ref: JobRef, status: JobStatus, now: dt.datetime) -> None:
+    """Steps that never got to run (or whose runner is gone) end with their job."""
+    step_status = {
+        JobStatus.SKIPPED: StepStatus.SKIPPED,
+        JobStatus.INTERRUPTED: StepStatus.INTERRUPTED,
+    }.get(status, StepStatus.CANCELLED)
+    w.session.execute(
+        update(Step)
+        .where(Step.job_id == ref.id, Step.status.in_(_sources(StepStatus, step_status)))
+        .values(
+            status=step_status,
+            finished_at=case((Step.started_at.is_(None), None), else_=now),
+        ),
+        execution_options={"synchronize_session": False},
+    )
+
+
+def apply_decisions(
+    store: Store, refs: Mapping[str, JobRef], decisions: Sequence[Decision]
 ) -> None:
+    """The scheduler's decisions for one turn, in one transaction."""
     with store.write() as w:
-        run = get_run(w, run_id)
-        set_job_status(w, run, get_job(w, run_id, name), status, reason)
+        for d in decisions:
+            move_job(w, refs[d.job], d.status, d.reason)
 
 
-def lease_job(store: Store, run_id: int, name: str, runner: str, lease_seconds: float) -> int:
+def lease_job(store: Store, ref: JobRef, runner: str, lease_seconds: float) -> int:
     """Hand a queued job to a runner; returns the fencing token it must report with."""
     with store.write() as w:
-        run = get_run(w, run_id)
-        job = get_job(w, run_id, name)
-        job.lease_token += 1
-        job.runner = runner
-        job.lease_expires_at = utcnow() + dt.timedelta(seconds=lease_seconds)
-        set_job_status(w, run, job, JobStatus.RUNNING)
-        return job.lease_token
+        return move_job(
+            w,
+            ref,
+            JobStatus.RUNNING,
+            runner=runner,
+            lease_token=Job.lease_token + 1,
+            lease_expires_at=utcnow() + dt.timedelta(seconds=lease_seconds),
+        ).lease_token
 
 
 def finish_run(store: Store, run_id: int, status: RunStatus, reason: str | None) -> None:

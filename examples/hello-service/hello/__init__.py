@@ -1,0 +1,1 @@
+"""A tiny web service for the sample pipeline: a greeting and a health endpoint."""

@@ -1,0 +1,340 @@
+"""Run one step's command as a real process and stream its output line by line.
+
+The child gets its own session (and so its own process group) so that a timeout, a cancel or
+the end of the step can signal everything it started, not just the direct child. Output is read
+in fixed-size chunks from a pipe we own, never with readline: a step may write a gigabyte without
+a newline, and memory must stay bounded whatever it writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from conveyor.errors import ConveyorError
+
+__all__ = [
+    "ProcessResult",
+    "kill_process_group",
+    "process_alive",
+    "run_process",
+    "sanitize_line",
+]
+
+_CHUNK = 256 * 1024
+# After the main process exits, how long stragglers in its group may keep the pipe open before
+# they are killed. Short: well-behaved steps have closed their output by then.
+_DRAIN_GRACE = 0.2
+# After SIGKILL to the group, how long to wait for the pipe to close. Only a process that left our
+# group (setsid) can still hold it; we stop reading rather than hang on it.
+_ORPHAN_GRACE = 2.0
+
+# C0 control bytes other than \t, \n, \r and ESC become 0xFF, which is never valid UTF-8, so the
+# decoder turns each into U+FFFD. Done on bytes because bytes.translate runs at memory speed,
+# and safe because bytes below 0x80 never occur inside a multi-byte UTF-8 sequence.
+_KEEP = {0x09, 0x0A, 0x0D, 0x1B}
+_CONTROL_TO_INVALID = bytes(0xFF if b < 0x20 and b not in _KEEP else b for b in range(256))
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    """How a process ended.
+
+    ``exit_code`` is None when we killed it (timeout or cancel); a negative value -N means it was
+    killed by signal N from elsewhere (asyncio's convention).
+    """
+
+    exit_code: int | None
+    timed_out: bool
+    cancelled: bool
+    truncated: bool
+    output_bytes: int
+    duration: float
+    pid: int
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+def kill_process_group(pgid: int, sig: int) -> None:
+    """Send ``sig`` to every process in the group; a group that is already gone is not an error."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
+def process_alive(pid: int) -> bool:
+    """True while ``pid`` is running. A zombie (exited, not yet reaped) counts as dead."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no procfs (not Linux): kill(0) is all we know
+    # The state follows the command name, which is in parentheses and may itself contain ")".
+    state = stat[stat.rfind(")") + 2 :][:1]
+    return state not in ("Z", "X", "")
+
+
+def sanitize_line(line: str) -> str:
+    """Make one already-decoded line storable: strip trailing CRs, mark any other CR."""
+    line = line.rstrip("\r")
+    return line.replace("\r", "\ufffd") if "\r" in line else line
+
+
+def _format_size(n: int) -> str:
+    if n < 1024:
+        return f"{n} bytes"
+    if n < 2**20:
+        return f"{n / 1024:.1f} KiB"
+    return f"{n / 2**20:.1f} MiB"
+
+
+class _LineSink:
+    """Turns raw chunks into clean lines for ``on_line``, stopping after ``max_bytes``."""
+
+    def __init__(self, on_line: Callable[[str], None], max_bytes: int, max_line: int) -> None:
+        self._on_line = on_line
+        self._max_bytes = max_bytes
+        self._max_line = max_line
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending: list[str] = []
+        self._pending_len = 0
+        self.total = 0
+        self.truncated = False
+
+    def feed(self, data: bytes) -> None:
+        before = self.total
+        self.total += len(data)
+        if self.truncated:
+            return  # draining only, so a chatty child never blocks on a full pipe
+        if self.total > self._max_bytes:
+            self._push(
+                self._decoder.decode(
+                    data[: self._max_bytes - before].translate(_CONTROL_TO_INVALID)
+                )
+            )
+            self._flush()
+            self.truncated = True
+            self._on_line(
+                f"[conveyor] output truncated after {_format_size(self._max_bytes)}; "
+                "the rest of this step's output was discarded"
+            )
+            return
+        self._push(self._decoder.decode(data.translate(_CONTROL_TO_INVALID)))
+
+    def close(self) -> None:
+        if not self.truncated:
+            self._flush()
+
+    def _flush(self) -> None:
+        self._push(self._decoder.decode(b"", final=True))
+        if self._pending_len:
+            self._emit()
+
+    def _push(self, text: str) -> None:
+        *complete, partial = text.split("\n")
+        for piece in complete:
+            self._add(piece)
+            self._emit()
+        self._add(partial)
+
+    def _add(self, piece: str) -> None:
+        if not piece:
+            return
+        if self._pending_len + len(piece) <= self._max_line:
+            self._pending.append(piece)
+            self._pending_len += len(piece)
+            return
+        # Join once and cut in place, so a huge line costs linear time.
+        joined = "".join(self._pending) + piece
+        start = 0
+        while len(joined) - start > self._max_line:
+            self._on_line(sanitize_line(joined[start : start + self._max_line]))
+            start += self._max_line
+        rest = joined[start:]
+        self._pending = [rest] if rest else []
+        self._pending_len = len(rest)
+
+    def _emit(self) -> None:
+        line = "".join(self._pending)
+        self._pending = []
+        self._pending_len = 0
+        self._on_line(sanitize_line(line))
+
+
+async def _pump(reader: asyncio.StreamReader, sink: _LineSink) -> None:
+    while data := await reader.read(_CHUNK):
+        sink.feed(data)
+    sink.close()
+
+
+async def _wait_all(tasks: set[asyncio.Future[Any]], timeout: float) -> bool:
+    """Wait for every task up to ``timeout``; True when all are done."""
+    pending = {t for t in tasks if not t.done()}
+    if pending:
+        _, pending = await asyncio.wait(pending, timeout=max(0.0, timeout))
+    return not pending
+
+
+async def _spawn(
+    argv: Sequence[str], cwd: Path, env: Mapping[str, str], stdout_fd: int
+) -> asyncio.subprocess.Process:
+    if not argv:
+        raise ConveyorError("cannot run an empty command")
+    if not cwd.is_dir():
+        raise ConveyorError(f"working directory {cwd} does not exist")
+    try:
+        return await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=stdout_fd,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    except FileNotFoundError as exc:
+        raise ConveyorError(
+            f"command not found: {argv[0]}",
+            hint="check the spelling, and that it is installed and on the step's PATH",
+        ) from exc
+    except PermissionError as exc:
+        raise ConveyorError(
+            f"command is not executable: {argv[0]}", hint=f"chmod +x {argv[0]}"
+        ) from exc
+    except OSError as exc:  # e.g. ENOEXEC: a script without a #! line
+        raise ConveyorError(f"cannot run {argv[0]}: {exc.strerror or exc}") from exc
+
+
+async def run_process(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    on_line: Callable[[str], None],
+    timeout: float | None = None,
+    cancel: asyncio.Event | None = None,
+    max_bytes: int = 64 * 2**20,
+    max_line: int = 16384,
+    kill_grace: float = 5.0,
+    on_start: Callable[[int], None] | None = None,
+) -> ProcessResult:
+    """Run ``argv`` (no shell) in its own process group, calling ``on_line`` for each output line.
+
+    stdout and stderr are merged in the order the child wrote them. ``argv[0]`` is looked up on
+    ``env["PATH"]``. Raises ConveyorError ("command not found: ...") when ``argv[0]`` cannot be
+    found, and when it is not executable or ``cwd`` is missing; every other outcome, including a
+    crash, timeout or cancel, is a ProcessResult.
+
+    Lines are decoded as UTF-8 (invalid bytes become U+FFFD), control characters other than tab
+    and ESC become U+FFFD, trailing CRs are dropped and lines longer than ``max_line`` characters
+    are split. After ``max_bytes`` of output a single marker line is sent and the rest is read and
+    discarded.
+
+    On timeout or cancel the group gets SIGTERM, then SIGKILL once ``kill_grace`` has passed or
+    everything has exited. When the main process exits on its own, whatever it left running in
+    its group is killed: a step's processes do not outlive the step.
+    """
+    if max_line < 1 or max_bytes < 0:
+        raise ValueError("max_line must be at least 1 and max_bytes not negative")
+    loop = asyncio.get_running_loop()
+    # We own the pipe (rather than asking asyncio for stdout=PIPE) so that we can stop reading
+    # it when a process that escaped the group keeps it open.
+    read_fd, write_fd = os.pipe()
+    pipe = os.fdopen(read_fd, "rb", 0)
+    reader = asyncio.StreamReader(limit=_CHUNK)
+    try:
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), pipe
+        )
+    except BaseException:
+        pipe.close()
+        os.close(write_fd)
+        raise
+    try:
+        proc = await _spawn(argv, cwd, env, write_fd)
+    except BaseException:
+        transport.close()
+        raise
+    finally:
+        os.close(write_fd)  # only the child may hold the write end, or we never see EOF
+    started = time.monotonic()
+    pid = proc.pid
+
+    sink = _LineSink(on_line, max_bytes, max_line)
+    pump: asyncio.Future[Any] = asyncio.ensure_future(_pump(reader, sink))
+    exited: asyncio.Future[Any] = asyncio.ensure_future(proc.wait())
+    cancelled_task: asyncio.Future[Any] | None = (
+        asyncio.ensure_future(cancel.wait()) if cancel is not None else None
+    )
+    timed_out = cancelled = False
+    try:
+        if on_start is not None:
+            on_start(pid)
+        deadline = None if timeout is None else started + timeout
+        while not exited.done():
+            watch = {exited} | ({cancelled_task} if cancelled_task else set())
+            if not pump.done():
+                watch.add(pump)
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            done, _ = await asyncio.wait(
+                watch, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            )
+            if pump in done and pump.exception() is not None:
+                break  # on_line failed: stop the step, the error is raised below
+            if exited in done:
+                break
+            if cancelled_task is not None and cancelled_task in done:
+                cancelled = True
+                break
+            if not done:
+                timed_out = True
+                break
+
+        if timed_out or cancelled or not exited.done():
+            kill_process_group(pid, signal.SIGTERM)
+            await _wait_all({exited, pump}, kill_grace)
+        else:
+            await _wait_all({pump}, _DRAIN_GRACE)
+        kill_process_group(pid, signal.SIGKILL)
+        await exited
+        if not await _wait_all({pump}, _ORPHAN_GRACE):
+            transport.close()  # a process outside our group holds the pipe: stop reading
+        await pump
+    except BaseException:
+        kill_process_group(pid, signal.SIGKILL)
+        transport.close()
+        pump.cancel()
+        # Reap it even when we are being cancelled, or it lingers as a zombie with an open
+        # transport. SIGKILL cannot be ignored, so this wait is short.
+        await asyncio.wait({exited}, timeout=kill_grace + _ORPHAN_GRACE)
+        raise
+    finally:
+        if cancelled_task is not None:
+            cancelled_task.cancel()
+        transport.close()
+
+    killed = timed_out or cancelled
+    return ProcessResult(
+        exit_code=None if killed else proc.returncode,
+        timed_out=timed_out,
+        cancelled=cancelled,
+        truncated=sink.truncated,
+        output_bytes=sink.total,
+        duration=time.monotonic() - started,
+        pid=pid,
+    )

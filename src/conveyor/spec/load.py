@@ -1,0 +1,268 @@
+"""Text or file to a validated `Pipeline`, or a `PipelineError` listing every problem found."""
+
+import re
+import types
+from pathlib import Path
+from typing import Annotated, Any, Union, get_args, get_origin
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+
+from conveyor.spec import checks
+from conveyor.spec.models import EXTENSION_PREFIX, SKIP_GRAPH_CHECKS, Pipeline
+from conveyor.spec.problems import (
+    Finding,
+    KeyPath,
+    PipelineError,
+    Position,
+    Problem,
+    describe,
+    format_path,
+    printable,
+    suggest,
+)
+from conveyor.spec.yamlpos import Document, read_document
+
+
+def parse_pipeline(text: str, filename: str = "conveyor.yml") -> Pipeline:
+    """Validate pipeline YAML; raise `PipelineError` with every problem, sorted by line."""
+    doc = read_document(text, keep_text=_is_env_value)
+    findings = list(doc.findings)
+    pipeline: Pipeline | None = None
+    if doc.fatal:  # no data to check further
+        raise PipelineError(_problems(filename, doc, findings))
+    if doc.empty:
+        findings.append(
+            Finding((), "the file is empty: a pipeline needs at least 'service' and 'jobs'")
+        )
+    elif not isinstance(doc.data, dict):
+        findings.append(
+            Finding(
+                (),
+                "the top level must be a mapping with keys such as 'service' and 'jobs', "
+                f"got {describe(doc.data)}",
+                position=doc.values.get(()),
+            )
+        )
+    else:
+        # Top-level `x-*` keys hold YAML anchors for reuse (as in Compose files); not validated.
+        data = {k: v for k, v in doc.data.items() if not k.startswith(EXTENSION_PREFIX)}
+        try:
+            pipeline = Pipeline.model_validate(data, context={SKIP_GRAPH_CHECKS: True})
+        except ValidationError as exc:
+            # A value the YAML layer already objected to (bad tag) needs no second message.
+            seen = {(f.path, f.position) for f in doc.findings}
+            findings += [f for f in _from_pydantic(exc, doc) if (f.path, f.position) not in seen]
+        findings.extend(checks.findings_from_data(data))
+    if findings or pipeline is None:
+        raise PipelineError(_problems(filename, doc, findings))
+    return pipeline
+
+
+def load_pipeline(path: Path | str) -> Pipeline:
+    """Read and validate a pipeline file. Unreadable files are a `PipelineError` too."""
+    name = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise PipelineError([Problem(name, None, None, "", "file not found")]) from None
+    except IsADirectoryError:
+        raise PipelineError([Problem(name, None, None, "", "is a directory, not a file")]) from None
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise PipelineError([Problem(name, None, None, "", f"cannot read: {reason}")]) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line_start = raw.rfind(b"\n", 0, exc.start) + 1
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = len(raw[line_start : exc.start].decode("utf-8", "replace")) + 1
+        problem = Problem(
+            name,
+            line,
+            column,
+            "",
+            f"not UTF-8 text (byte 0x{raw[exc.start]:02x} cannot be decoded)",
+            "a pipeline file must be UTF-8 text: re-save it as UTF-8 (or is it a binary file?)",
+        )
+        raise PipelineError([problem]) from None
+    return parse_pipeline(text, name)
+
+
+def _is_env_value(path: KeyPath) -> bool:
+    return len(path) >= 2 and path[-2] == "env"
+
+
+def _problems(filename: str, doc: Document, findings: list[Finding]) -> list[Problem]:
+    problems: dict[Problem, None] = {}  # ordered set: one check may be reached twice
+    for f in findings:
+        # Findings without a position come from the graph checks and name one reference.
+        position = f.position or _locate(doc, f.path, prefer_key=False)
+        line, column = position if position else (None, None)
+        hint = printable(f.hint) if f.hint is not None else None
+        path, message = printable(format_path(f.path)), printable(f.message)
+        problems[Problem(filename, line, column, path, message, hint)] = None
+    return sorted(problems, key=lambda p: (p.line or 0, p.column or 0, p.path, p.message))
+
+
+def _locate(doc: Document, path: KeyPath, *, prefer_key: bool) -> Position | None:
+    """Where `path` was written, else its nearest written ancestor. A mapping or list is
+    shown at its key (the line that names it); a scalar at the value itself."""
+    for end in range(len(path), -1, -1):
+        sub = path[:end]
+        key, value = doc.keys.get(sub), doc.values.get(sub)
+        if end < len(path) or prefer_key:
+            if key or value:
+                return key or value
+        elif value or key:
+            return value or key
+    return None
+
+
+def _walk(data: object, loc: tuple[int | str, ...]) -> tuple[KeyPath, object, list[int | str]]:
+    """Follow pydantic's `loc` through the data as far as it exists there."""
+    path: list[str | int] = []
+    current = data
+    parts = list(loc)
+    while parts:
+        part = parts[0]
+        # Two branches because each guard narrows `current` differently for the type checker.
+        if isinstance(current, dict) and isinstance(part, str) and part in current:  # noqa: SIM114
+            current = current[part]
+        elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
+            current = current[part]
+        else:
+            break
+        path.append(part)
+        parts.pop(0)
+    return tuple(path), current, parts
+
+
+def _from_pydantic(exc: ValidationError, doc: Document) -> list[Finding]:
+    findings: list[Finding] = []
+    for error in exc.errors():
+        path, value, rest = _walk(doc.data, error["loc"])
+        kind = error["type"]
+        if kind == "extra_forbidden" and path:
+            key, parent = str(path[-1]), path[:-1]
+            allowed = _allowed_keys(parent)
+            findings.append(
+                Finding(parent, f"unknown key '{key}'", suggest(key, allowed), doc.keys.get(path))
+            )
+        elif kind == "missing":
+            missing = rest[0] if rest else "?"
+            findings.append(
+                Finding(
+                    path,
+                    f"missing required key '{missing}'",
+                    position=_locate(doc, path, prefer_key=True),
+                )
+            )
+        elif rest and rest[0] == "[key]" and path:
+            message, hint = _message(error)
+            findings.append(Finding(path[:-1], message, hint, doc.keys.get(path)))
+        else:
+            message, hint = _message(error)
+            container = isinstance(value, dict | list)
+            position = _locate(doc, path, prefer_key=container or bool(rest))
+            findings.append(Finding(path, message, hint, position))
+    return _drop_explained_missing(findings)
+
+
+def _drop_explained_missing(findings: list[Finding]) -> list[Finding]:
+    """`servce: x` gives 'unknown key servce — did you mean service?' and 'missing service':
+    the second says nothing new."""
+    suggested = {
+        (f.path, f.hint) for f in findings if f.message.startswith("unknown key") and f.hint
+    }
+    return [
+        f
+        for f in findings
+        if not (
+            f.message.startswith("missing required key ")
+            and (f.path, f"did you mean {f.message.removeprefix('missing required key ')}?")
+            in suggested
+        )
+    ]
+
+
+_TYPE_NAMES = {
+    "string_type": "a string",
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "finite_number": "a finite number",
+}
+_BOUNDS = {
+    "greater_than_equal": ("ge", "at least"),
+    "less_than_equal": ("le", "at most"),
+    "greater_than": ("gt", "greater than"),
+    "less_than": ("lt", "less than"),
+}
+
+
+def _message(error: ErrorDetails) -> tuple[str, str | None]:
+    kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
+    if "detail" in ctx:
+        hint = ctx.get("hint")
+        return str(ctx["detail"]), str(hint) if hint is not None else None
+    if kind in _TYPE_NAMES:
+        return f"expected {_TYPE_NAMES[kind]}, got {describe(value)}", None
+    if kind == "literal_error":
+        choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        hint = suggest(str(value), choices) if isinstance(value, str) else None
+        hint = hint if hint and hint.startswith("did you mean") else None
+        return f"expected {ctx.get('expected')}, got {describe(value)}", hint
+    if kind in _BOUNDS:
+        name, words = _BOUNDS[kind]
+        return f"must be {words} {ctx.get(name)}, got {describe(value)}", None
+    return str(error["msg"]).removeprefix("Value error, "), None
+
+
+def _allowed_keys(path: KeyPath) -> list[str]:
+    """Keys the model at `path` accepts (by their YAML spelling)."""
+    model = _model_at(path)
+    if model is None:
+        return []
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _model_at(path: KeyPath) -> type[BaseModel] | None:
+    tp: Any = Pipeline
+    for part in path:
+        tp = _unwrap(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            fields = {f.alias or n: f for n, f in tp.model_fields.items()}
+            if not isinstance(part, str) or part not in fields:
+                return None
+            tp = fields[part].annotation
+        elif get_origin(tp) is dict:
+            tp = get_args(tp)[1]
+        elif get_origin(tp) is list:
+            tp = get_args(tp)[0]
+        else:
+            return None
+    tp = _unwrap(tp)
+    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
+
+
+def _unwrap(tp: Any) -> Any:
+    while True:
+        origin = get_origin(tp)
+        if origin is Annotated:
+            tp = get_args(tp)[0]
+        elif origin is Union or origin is types.UnionType:
+            members = [a for a in get_args(tp) if a is not type(None)]
+            if len(members) != 1:
+                return tp
+            tp = members[0]
+        else:
+            return tp

@@ -1,0 +1,450 @@
+"""Typed models of `conveyor.yml` (pydantic v2); the field types live in `fields`."""
+
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from conveyor.spec import checks
+from conveyor.spec.fields import (
+    DEFAULT_NOTIFY_EVENTS,
+    EXTENSION_PREFIX,
+    NOTIFY_EVENTS,
+    SKIP_GRAPH_CHECKS,
+    TIERS,
+    Command,
+    Condition,
+    Duration,
+    Env,
+    EnvironmentName,
+    JobName,
+    NotifyEvent,
+    Retries,
+    ServiceName,
+    Shell,
+    Size,
+    StrList,
+    TargetName,
+    Tier,
+    check_regex,
+    one_or_many,
+    user_error,
+)
+from conveyor.spec.problems import describe
+
+__all__ = ["EXTENSION_PREFIX", "NOTIFY_EVENTS", "SKIP_GRAPH_CHECKS"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+
+
+_IF = "When to run: after earlier steps/jobs succeeded (success), failed (failure), or always."
+_TIMEOUT = "Longest time allowed; running longer is a failure."
+_RETRIES = "How many times to retry after a failure (0-10)."
+_CONTINUE = "A failure is recorded but does not fail the job/run."
+_ENV = "Environment variables; numbers and booleans are passed as written."
+_SHELL = "Shell that runs `run`: bash or sh. Default: defaults.shell."
+_WORKDIR = "Directory to run in, relative to the workspace root."
+
+
+class Step(_Model):
+    """One command of a job."""
+
+    name: str | None = Field(None, description="Name shown in logs and the UI.")
+    run: Command = Field(description="The command(s) to execute, run by `shell`.")
+    if_: Condition = Field("success", alias="if", description=_IF)
+    timeout: Duration | None = Field(None, description=_TIMEOUT)
+    retries: Retries | None = Field(None, description=_RETRIES)
+    continue_on_error: bool = Field(False, description=_CONTINUE)
+    env: Env = Field(default_factory=dict, description=_ENV)
+    shell: Shell | None = Field(None, description=_SHELL)
+    working_directory: str | None = Field(None, description=_WORKDIR)
+
+
+class Job(_Model):
+    """A node of the CI DAG: one command (`run`) or a list of `steps`, run in one workspace."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["run"]}, {"required": ["steps"]}]}
+    )
+
+    needs: StrList = Field(
+        default_factory=list, description="Jobs that must finish (successfully) before this one."
+    )
+    run: Command | None = Field(None, description="The command(s) to execute (one step).")
+    steps: list[Step] | None = Field(None, description="Several named steps, instead of `run`.")
+    if_: Condition = Field("success", alias="if", description=_IF)
+    timeout: Duration | None = Field(None, description=_TIMEOUT + " Default: defaults.timeout.")
+    retries: Retries | None = Field(None, description=_RETRIES + " Default: defaults.retries.")
+    continue_on_error: bool = Field(False, description=_CONTINUE)
+    env: Env = Field(default_factory=dict, description=_ENV)
+    artifacts: StrList = Field(
+        default_factory=list,
+        description="Glob patterns of files to keep, stored by sha256 (the release's payload).",
+    )
+    image: str | None = Field(None, description="Run the steps in this container image.")
+    runs_on: StrList = Field(
+        default_factory=list, description="Runner labels required; empty means any runner."
+    )
+    shell: Shell | None = Field(None, description=_SHELL)
+    working_directory: str | None = Field(None, description=_WORKDIR)
+
+    @field_validator("run", mode="before")
+    @classmethod
+    def _run_given(cls, value: object) -> object:
+        if value is None:  # `run:` with nothing after it
+            raise user_error("empty_run", "empty run: give the command(s) to execute")
+        return value
+
+    @field_validator("steps")
+    @classmethod
+    def _some_steps(cls, value: list[Step] | None) -> list[Step] | None:
+        if value is not None and not value:
+            raise user_error("empty_steps", "no steps: give at least one step, or use 'run'")
+        return value
+
+    @model_validator(mode="after")
+    def _run_or_steps(self) -> Self:
+        if self.run is not None and self.steps is not None:
+            raise user_error(
+                "run_and_steps",
+                "job has both 'run' and 'steps': use 'run' for one command, 'steps' for several",
+            )
+        if self.run is None and self.steps is None:
+            raise user_error(
+                "no_run", "job has neither 'run' nor 'steps': give the command(s) to execute"
+            )
+        return self
+
+    def resolved_steps(self, name: str) -> list[Step]:
+        """The steps to execute; a job with `run` is one step named after the job. Unnamed
+        steps are named after the first line of their command."""
+        if self.run is not None:
+            return [Step(name=name, run=self.run)]
+        steps = self.steps or []
+        return [s if s.name else s.model_copy(update={"name": _first_line(s.run)}) for s in steps]
+
+
+def _first_line(command: str) -> str:
+    line = command.strip().splitlines()[0]
+    return line if len(line) <= 60 else line[:57] + "..."
+
+
+class Approval(_Model):
+    """A person must approve before the deployment starts."""
+
+    approvers: StrList = Field(description="Users or groups who may approve.")
+    required: int = Field(1, ge=1, description="How many distinct approvals are needed.")
+    self_approval: bool = Field(
+        False, description="Whether the author or pusher of the change may approve it."
+    )
+    timeout: Duration = Field(86400.0, description="How long to wait for approvals.")
+    on_timeout: Literal["reject", "approve"] = Field(
+        "reject", description="What happens when nobody decided within `timeout`."
+    )
+
+    @field_validator("approvers")
+    @classmethod
+    def _some_approvers(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise user_error("no_approvers", "approval needs at least one approver")
+        return value
+
+
+class Deploy(_Model):
+    """How a release is put into the environment. Keys other than these are options of the
+    target (e.g. `host` for ssh) and are passed to it unchanged."""
+
+    model_config = ConfigDict(extra="allow")
+
+    target: TargetName = Field(
+        "process", description="Deploy target: process, container, ssh, command, or a plugin's."
+    )
+    start: str | None = Field(None, description="Command that starts the service ($PORT is set).")
+    strategy: Literal["recreate", "blue-green", "rolling"] = Field(
+        "recreate", description="How the old release is replaced by the new one."
+    )
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """Target-specific options (every key not modelled above)."""
+        return dict(self.model_extra or {})
+
+
+class HttpCheck(_Model):
+    """Healthy when GET `path` answers `expect` (and `body` matches) `successes` times in a row."""
+
+    path: str = Field("/", description="URL path probed on the deployment.")
+    expect: int = Field(200, ge=100, le=599, description="Expected HTTP status code.")
+    body: Annotated[str | None, AfterValidator(check_regex)] = Field(
+        None, description="Regular expression the response body must match."
+    )
+    within: Duration = Field(30.0, description="Give up (unhealthy) after this long.")
+    interval: Duration = Field(1.0, description="Time between probes.")
+    successes: int = Field(1, ge=1, description="Consecutive passing probes needed.")
+    timeout: Duration = Field(5.0, description="Timeout of one probe.")
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise user_error("relative_path", f"path {describe(value)} must start with '/'")
+        return value
+
+
+class CommandCheck(_Model):
+    """Healthy when the command exits 0 `successes` times in a row."""
+
+    run: Command = Field(description="Command to run; exit status 0 means healthy.")
+    within: Duration = Field(30.0, description="Give up (unhealthy) after this long.")
+    interval: Duration = Field(1.0, description="Time between runs.")
+    successes: int = Field(1, ge=1, description="Consecutive passing runs needed.")
+
+
+class PrometheusCheck(_Model):
+    """Healthy while a PromQL query stays below (or above) a threshold."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["below"]}, {"required": ["above"]}]}
+    )
+
+    url: str | None = Field(None, description="Prometheus base URL; default: the server's.")
+    query: Command = Field(description="PromQL expression returning one number.")
+    below: float | None = Field(None, description="Healthy while the value is below this.")
+    above: float | None = Field(None, description="Healthy while the value is above this.")
+    for_: Duration = Field(60.0, alias="for", description="How long the condition must hold.")
+    within: Duration | None = Field(None, description="Give up after this long.")
+
+    @model_validator(mode="after")
+    def _one_threshold(self) -> Self:
+        if (self.below is None) == (self.above is None):
+            raise user_error("threshold", "give exactly one of 'below' or 'above'")
+        return self
+
+
+class Health(_Model):
+    """Checks a deployment must pass before it counts as done."""
+
+    http: HttpCheck | None = Field(None, description="HTTP probe.")
+    command: CommandCheck | None = Field(None, description="Command probe.")
+    prometheus: PrometheusCheck | None = Field(None, description="Prometheus query.")
+
+    @model_validator(mode="after")
+    def _some_check(self) -> Self:
+        if self.http is None and self.command is None and self.prometheus is None:
+            raise user_error(
+                "no_checks", "health has no checks: add 'http', 'command' or 'prometheus'"
+            )
+        return self
+
+
+class VerifyStep(_Model):
+    """A command run against the deployment once it is healthy (smoke/integration tests)."""
+
+    name: str | None = Field(None, description="Name shown in logs and the UI.")
+    run: Command = Field(description="Command(s); $CONVEYOR_DEPLOY_URL points at the deployment.")
+    timeout: Duration | None = Field(None, description=_TIMEOUT)
+
+
+class Environment(_Model):
+    """A place releases are promoted to."""
+
+    after: str | None = Field(None, description="Environment a release must reach first.")
+    tier: Tier | None = Field(
+        None,
+        description="DORA tier. Default: the environment's name if it is a tier, else staging.",
+    )
+    approval: Approval | None = Field(None, description="Approval gate before deploying.")
+    deploy: Deploy = Field(default_factory=Deploy, description="How to deploy.")
+    health: Health | None = Field(None, description="Checks that decide the deployment is done.")
+    verify: list[VerifyStep] = Field(
+        default_factory=list, description="Verification commands run after health passes."
+    )
+    on_failure: Literal["rollback", "hold", "none"] = Field(
+        "rollback", description="On failed health/verify: roll back, hold for a person, or nothing."
+    )
+    supersede: bool = Field(
+        False, description="Let the newest ready release skip older queued ones."
+    )
+    keep: int = Field(3, ge=1, description="Previous releases kept ready for rollback.")
+    env: Env = Field(default_factory=dict, description=_ENV)
+
+    @field_validator("verify", mode="before")
+    @classmethod
+    def _null_verify(cls, value: object) -> object:
+        return [] if value is None else value
+
+
+class SlackNotifier(_Model):
+    """Post to a Slack incoming webhook."""
+
+    webhook: str = Field(description="Incoming-webhook URL, usually ${{ secrets.NAME }}.")
+    channel: str | None = Field(None, description="Channel override.")
+
+
+class WebhookNotifier(_Model):
+    """POST a JSON event to a URL."""
+
+    url: str = Field(description="Receiver URL.")
+    secret: str | None = Field(None, description="HMAC-SHA256 signing secret.")
+
+
+class EmailNotifier(_Model):
+    """Send an email."""
+
+    to: StrList = Field(description="Recipients.")
+    from_: str | None = Field(None, alias="from", description="Sender address.")
+    smtp: str | None = Field(None, description="SMTP URL; default: the server's.")
+
+    @field_validator("to")
+    @classmethod
+    def _some_recipients(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise user_error("no_recipients", "email needs at least one recipient in 'to'")
+        return value
+
+
+class Notifier(_Model):
+    """One notification channel (exactly one of slack, webhook, email) and its events."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [{"required": ["slack"]}, {"required": ["webhook"]}, {"required": ["email"]}]
+        }
+    )
+
+    slack: SlackNotifier | None = Field(None, description="Slack channel.")
+    webhook: WebhookNotifier | None = Field(None, description="Generic webhook.")
+    email: EmailNotifier | None = Field(None, description="Email.")
+    on: list[NotifyEvent] = Field(
+        default_factory=lambda: list(DEFAULT_NOTIFY_EVENTS),
+        description="Events to send. Default: approval.requested, deployment.failed, "
+        "deployment.rolledback, run.failed.",
+    )
+
+    @field_validator("on", mode="before")
+    @classmethod
+    def _one_event(cls, value: object) -> object:
+        return one_or_many(value)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        given = [k for k in ("slack", "webhook", "email") if getattr(self, k) is not None]
+        if not given:
+            raise user_error("no_channel", "notifier needs one of 'slack', 'webhook' or 'email'")
+        if len(given) > 1:
+            raise user_error(
+                "many_channels",
+                f"notifier has both '{given[0]}' and '{given[1]}': use one list entry per channel",
+            )
+        return self
+
+    @property
+    def kind(self) -> Literal["slack", "webhook", "email"]:
+        return "slack" if self.slack else "webhook" if self.webhook else "email"
+
+
+class PushTrigger(_Model):
+    """Run for pushes (hook or forge webhook) to matching branches."""
+
+    branches: StrList = Field(description="Branch names or globs, e.g. main, release/*.")
+    paths: StrList | None = Field(None, description="Only when a changed file matches a glob.")
+
+
+class PollTrigger(_Model):
+    """Poll a repository for new commits."""
+
+    url: str = Field(description="Repository URL to poll.")
+    interval: Duration = Field(description="Time between polls.")
+    branches: StrList = Field(description="Branch names or globs to follow.")
+
+
+class Triggers(_Model):
+    """What starts a run."""
+
+    push: PushTrigger | None = Field(None, description="Pushes to the repository.")
+    poll: PollTrigger | None = Field(None, description="Polling a remote repository.")
+
+
+class Defaults(_Model):
+    """Values used by jobs and steps that do not set their own."""
+
+    timeout: Duration = Field(3600.0, description="Default job timeout.")
+    shell: Shell = Field("bash", description="Default shell.")
+    parallelism: int | None = Field(
+        None, ge=1, description="Most jobs of one run at once; default: the runner's capacity."
+    )
+    log_limit: Size = Field(64 * 1024 * 1024, description="Most log bytes kept per step.")
+    retries: Retries = Field(0, description="Default retries for jobs.")
+
+
+class Pipeline(_Model):
+    """A service's `conveyor.yml`: CI jobs, the environments releases go through, notifications."""
+
+    service: ServiceName = Field(description="The deployable thing this file describes.")
+    on: Triggers | None = Field(None, description="What starts a run.")
+    jobs: dict[JobName, Job] = Field(description="CI: a DAG of jobs run for every change.")
+    environments: dict[EnvironmentName, Environment] = Field(
+        default_factory=dict, description="CD: the environments a release is promoted through."
+    )
+    notify: list[Notifier] = Field(default_factory=list, description="Where events are sent.")
+    defaults: Defaults = Field(default_factory=Defaults, description="Defaults for jobs.")
+    concurrency: str | None = Field(
+        None, description="Runs with the same key run one at a time (others wait)."
+    )
+
+    @field_validator("jobs", mode="before")
+    @classmethod
+    def _jobs_given(cls, value: object) -> object:
+        if value is None or value == {}:
+            raise user_error("no_jobs", "no jobs defined: add at least one job")
+        return value
+
+    @field_validator("environments", "notify", mode="before")
+    @classmethod
+    def _null_is_empty(cls, value: object, info: ValidationInfo) -> object:
+        if value is None:  # every entry commented out
+            return {} if info.field_name == "environments" else []
+        return value
+
+    @field_validator("environments")
+    @classmethod
+    def _derive_tiers(cls, value: dict[str, Environment]) -> dict[str, Environment]:
+        return {
+            name: env
+            if env.tier is not None
+            else env.model_copy(update={"tier": name if name in TIERS else "staging"})
+            for name, env in value.items()
+        }
+
+    @model_validator(mode="after")
+    def _graph(self, info: ValidationInfo) -> Self:
+        if info.context and info.context.get(SKIP_GRAPH_CHECKS):
+            return self
+        findings = checks.graph_findings(
+            {n: [checks.Ref(d, ()) for d in j.needs] for n, j in self.jobs.items()},
+            {n: checks.Ref(e.after, ()) if e.after else None for n, e in self.environments.items()},
+        )
+        if findings:
+            raise user_error("graph", "; ".join(f.message for f in findings))
+        return self
+
+    def job_order(self) -> list[list[str]]:
+        """Topological stages: jobs with no needs first; names sorted within a stage."""
+        return checks.stages({n: j.needs for n, j in self.jobs.items()})
+
+    def environment_order(self) -> list[str]:
+        """Environments in promotion order (each after the one it names; ties in file order)."""
+        return checks.chain_order({n: e.after for n, e in self.environments.items()})
+
+    def secret_references(self) -> set[str]:
+        """Names used as `${{ secrets.NAME }}` in any string of the pipeline."""
+        return checks.secret_names(self.model_dump(by_alias=True))

@@ -1,0 +1,141 @@
+"""Shared fixtures: real git repositories and the real `conveyor` command in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Ada Author",
+    "GIT_AUTHOR_EMAIL": "ada@example.com",
+    "GIT_COMMITTER_NAME": "Ada Author",
+    "GIT_COMMITTER_EMAIL": "ada@example.com",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+
+@dataclass
+class GitRepo:
+    path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def git(self, *args: str) -> str:
+        out = subprocess.run(
+            ["git", "-C", str(self.path), *args],
+            check=True,
+            capture_output=True,
+            text=True,
+            env={**os.environ, **GIT_ENV, "HOME": str(self.path.parent)},
+        )
+        return out.stdout.strip()
+
+    def write(self, relpath: str, content: str | bytes, *, executable: bool = False) -> Path:
+        target = self.path / relpath
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            target.write_bytes(content)
+        else:
+            target.write_text(textwrap.dedent(content), encoding="utf-8")
+        if executable:
+            target.chmod(0o755)
+        return target
+
+    def commit(self, message: str = "change", files: Mapping[str, str] | None = None) -> str:
+        for relpath, content in (files or {}).items():
+            self.write(relpath, content)
+        self.git("add", "-A")
+        self.git("commit", "-q", "--allow-empty", "-m", message)
+        return self.git("rev-parse", "HEAD")
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> GitRepo:
+    path = tmp_path / "repo"
+    path.mkdir()
+    r = GitRepo(path)
+    r.git("init", "-q", "-b", "main")
+    return r
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+@dataclass
+class Conveyor:
+    """Runs the real `conveyor` command, as a user would, with its own data directory."""
+
+    home: Path
+    cwd: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+        env.update(GIT_ENV)
+        env["CONVEYOR_HOME"] = str(self.home)
+        env.update(self.extra_env)
+        return env
+
+    def argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "conveyor", *args]
+
+    def __call__(
+        self, *args: str, cwd: Path | None = None, timeout: float = 60, check: bool = False
+    ) -> Result:
+        proc = subprocess.run(
+            self.argv(*args),
+            cwd=cwd or self.cwd,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        result = Result(proc.returncode, proc.stdout, proc.stderr)
+        assert "Traceback" not in result.output, result.output
+        if check:
+            assert proc.returncode == 0, result.output
+        return result
+
+    def popen(self, *args: str, cwd: Path | None = None) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            self.argv(*args),
+            cwd=cwd or self.cwd,
+            env=self.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+
+@pytest.fixture
+def conveyor(tmp_path: Path, repo: GitRepo) -> Conveyor:
+    return Conveyor(home=tmp_path / "home", cwd=repo.path)
+
+
+@pytest.fixture
+def store_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """CONVEYOR_HOME for tests that open the store in-process."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("CONVEYOR_HOME", str(home))
+    monkeypatch.delenv("CONVEYOR_DATABASE_URL", raising=False)
+    yield home

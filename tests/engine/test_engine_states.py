@@ -1,0 +1,84 @@
+"""Every pair of states is tried against the rules: allowed moves pass, all others raise."""
+
+from __future__ import annotations
+
+import itertools
+from enum import Enum
+
+import pytest
+
+from conveyor.engine.states import (
+    JOB_TERMINAL,
+    RUN_TERMINAL,
+    STEP_TERMINAL,
+    IllegalTransition,
+    JobStatus,
+    RunStatus,
+    StepStatus,
+    allowed,
+    check_transition,
+)
+
+EXPECTED: dict[type[Enum], set[tuple[str, str]]] = {
+    RunStatus: {
+        ("queued", "running"),
+        ("queued", "cancelled"),
+        ("queued", "interrupted"),
+        ("running", "succeeded"),
+        ("running", "failed"),
+        ("running", "cancelled"),
+        ("running", "interrupted"),
+    },
+    JobStatus: {
+        ("pending", "queued"),
+        ("pending", "skipped"),
+        ("pending", "cancelled"),
+        ("pending", "interrupted"),
+        ("queued", "running"),
+        ("queued", "cancelled"),
+        ("queued", "interrupted"),
+        ("running", "succeeded"),
+        ("running", "failed"),
+        ("running", "cancelled"),
+        ("running", "interrupted"),
+        ("running", "queued"),
+    },
+    StepStatus: {
+        ("pending", "running"),
+        ("pending", "skipped"),
+        ("pending", "cancelled"),
+        ("pending", "interrupted"),
+        ("running", "succeeded"),
+        ("running", "failed"),
+        ("running", "cancelled"),
+        ("running", "interrupted"),
+    },
+}
+
+
+@pytest.mark.parametrize("kind", [RunStatus, JobStatus, StepStatus], ids=lambda k: k.__name__)
+def test_every_pair_of_states(kind: type[Enum]) -> None:
+    for current, target in itertools.product(list(kind), repeat=2):
+        pair = (current.value, target.value)
+        if pair in EXPECTED[kind]:
+            assert allowed(current, target), pair
+            check_transition("x", current, target)
+        else:
+            assert not allowed(current, target), pair
+            with pytest.raises(IllegalTransition, match=f"from {current.value} to {target.value}"):
+                check_transition("x", current, target)
+
+
+@pytest.mark.parametrize(
+    ("kind", "terminal"),
+    [(RunStatus, RUN_TERMINAL), (JobStatus, JOB_TERMINAL), (StepStatus, STEP_TERMINAL)],
+)
+def test_terminal_states_have_no_way_out(kind: type[Enum], terminal: frozenset[Enum]) -> None:
+    for state in kind:
+        leaves = any(allowed(state, t) for t in kind)
+        assert leaves == (state not in terminal), state
+        assert state.terminal == (state in terminal)  # type: ignore[attr-defined]
+
+
+def test_statuses_of_different_kinds_never_mix() -> None:
+    assert not allowed(RunStatus.QUEUED, JobStatus.RUNNING)

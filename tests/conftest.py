@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,7 +89,11 @@ class Conveyor:
     extra_env: dict[str, str] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+        # Not CONVEYOR_* of the caller, nor make's variables when the suite runs under `make`.
+        skip = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_") and k not in skip
+        }
         env.update(GIT_ENV)
         env["CONVEYOR_HOME"] = str(self.home)
         env.update(self.extra_env)
@@ -130,12 +134,3 @@ class Conveyor:
 @pytest.fixture
 def conveyor(tmp_path: Path, repo: GitRepo) -> Conveyor:
     return Conveyor(home=tmp_path / "home", cwd=repo.path)
-
-
-@pytest.fixture
-def store_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """CONVEYOR_HOME for tests that open the store in-process."""
-    home = tmp_path / "home"
-    monkeypatch.setenv("CONVEYOR_HOME", str(home))
-    monkeypatch.delenv("CONVEYOR_DATABASE_URL", raising=False)
-    yield home

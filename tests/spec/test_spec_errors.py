@@ -499,3 +499,18 @@ def test_pipeline_error_is_a_conveyor_error() -> None:
 
     with pytest.raises(ConveyorError):
         parse_pipeline("")
+
+
+def test_a_secret_inside_a_command_is_refused_with_the_env_way() -> None:
+    assert problems("""
+        service: shop-api
+        jobs:
+          publish:
+            steps:
+              - run: echo building
+              - run: twine upload --password ${{ secrets.PYPI }} dist/*
+    """) == [
+        "conveyor.yml:6:14: jobs.publish.steps[1].run: secrets cannot be used inside run: "
+        "(found secrets.PYPI) — pass it through env: { PYPI: '${{ secrets.PYPI }}' } "
+        "and use $PYPI in the command"
+    ]

@@ -250,8 +250,12 @@ def test_secret_references_anywhere() -> None:
         service: a
         jobs:
           x:
-            run: curl -H "${{ secrets.TOKEN }}" ${{secrets.URL}}
-            env: {KEY: "${{ secrets.API_KEY }}", PLAIN: "${{ env.HOME }}"}
+            run: curl -H "$TOKEN" "$URL"
+            env:
+              TOKEN: "${{ secrets.TOKEN }}"
+              URL: ${{secrets.URL}}
+              KEY: "${{ secrets.API_KEY }}"
+              PLAIN: "${{ env.HOME }}"
         environments:
           production:
             deploy: {target: ssh, key: "${{ secrets.SSH_KEY }}"}

@@ -89,4 +89,3 @@ def test_listeners_hear_events_only_after_commit(tmp_path: Path) -> None:
     assert heard == ["committed"]
     with store.session() as session:
         assert session.execute(text("SELECT type FROM events")).scalars().all() == ["committed"]
-

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from conveyor.cli.common import repository_root
+from conveyor.errors import ConveyorError
 
 HEADER = """\
 # Conveyor pipeline for {service}.
@@ -201,14 +202,20 @@ def init(force: bool, branch: str) -> None:
     if target.exists() and not force:
         click.echo(f"{target} already exists; --force overwrites it", err=True)
         raise SystemExit(1)
-    starter, text = render(root, branch)
-    target.write_text(text, encoding="utf-8")
     ignore = root / ".gitignore"
-    existing = ignore.read_text(encoding="utf-8") if ignore.exists() else ""
-    if ".conveyor/" not in existing.splitlines():
-        ignore.write_text(
-            existing + ("" if existing.endswith("\n") or not existing else "\n") + ".conveyor/\n",
-            encoding="utf-8",
-        )
+    try:
+        starter, text = render(root, branch)
+        # Read first: a .gitignore we cannot use must not leave a half-done init behind. Bytes,
+        # so that a file in another encoding is kept exactly as it was.
+        existing = ignore.read_bytes() if ignore.exists() else b""
+        target.write_text(text, encoding="utf-8")
+        if b".conveyor/" not in existing.splitlines():
+            newline = b"" if existing.endswith(b"\n") or not existing else b"\n"
+            ignore.write_bytes(existing + newline + b".conveyor/\n")
+    except OSError as exc:
+        where = exc.filename or target
+        raise ConveyorError(
+            f"cannot write the starter pipeline: {where}: {exc.strerror or exc}"
+        ) from None
     click.echo(f"wrote {target} for a {starter.kind} project")
     click.echo("next: `conveyor validate`, commit it, then `conveyor run`")

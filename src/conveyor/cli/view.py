@@ -91,7 +91,13 @@ class LiveView:
 
         console().print(f"[bold]{headline(queued)}[/bold]")
         self.rows = {j.name: _JobRow(needs=list(j.needs)) for j in queued.jobs}
-        self.live = Live(self._render(), console=console(), refresh_per_second=8, transient=False)
+        # get_renderable: every refresh redraws, so running jobs' clocks keep ticking.
+        self.live = Live(
+            console=console(),
+            get_renderable=self._render,
+            refresh_per_second=8,
+            transient=False,
+        )
         self.live.__enter__()
 
     def event(self, ev: Event) -> None:
@@ -110,7 +116,7 @@ class LiveView:
             attempt = ev.data.get("attempt", 1)
             row.note = ev.data["step"] + (f" (attempt {attempt})" if attempt > 1 else "")
         if self.live is not None:
-            self.live.update(self._render())
+            self.live.refresh()
 
     def _render(self) -> Table:
         from rich.table import Table
@@ -132,6 +138,6 @@ class LiveView:
 
     def end(self, run_id: int) -> None:
         if self.live is not None:
-            self.live.update(self._render())
+            self.live.refresh()
             self.live.__exit__(None, None, None)
         console().print(summary(self.store, run_id))

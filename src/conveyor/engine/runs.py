@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import case, select, update
+from sqlalchemy import select, update
 
 from conveyor.engine.plan import Condition, JobPlan
 from conveyor.engine.scheduler import Decision, JobView
@@ -242,20 +242,20 @@ def move_job(
 
 
 def _close_steps(w: Writer, ref: JobRef, status: JobStatus, now: dt.datetime) -> None:
-    """Steps that never got to run (or whose runner is gone) end with their job."""
-    step_status = {
-        JobStatus.SKIPPED: StepStatus.SKIPPED,
-        JobStatus.INTERRUPTED: StepStatus.INTERRUPTED,
-    }.get(status, StepStatus.CANCELLED)
-    w.session.execute(
-        update(Step)
-        .where(Step.job_id == ref.id, Step.status.in_(_sources(StepStatus, step_status)))
-        .values(
-            status=step_status,
-            finished_at=case((Step.started_at.is_(None), None), else_=now),
-        ),
-        execution_options={"synchronize_session": False},
-    )
+    """Steps left unfinished end with their job: those that never started are skipped (or
+    cancelled / interrupted with the job), one caught mid-way ends as the job did."""
+    if status in (JobStatus.CANCELLED, JobStatus.INTERRUPTED):
+        pending = running = StepStatus(status.value)
+    else:
+        pending, running = StepStatus.SKIPPED, StepStatus.FAILED
+    for current, target in ((StepStatus.PENDING, pending), (StepStatus.RUNNING, running)):
+        check_transition("step", current, target)
+        w.session.execute(
+            update(Step)
+            .where(Step.job_id == ref.id, Step.status == current)
+            .values(status=target, finished_at=None if current is StepStatus.PENDING else now),
+            execution_options={"synchronize_session": False},
+        )
 
 
 def apply_decisions(

@@ -162,8 +162,10 @@ class JobExecutor:
                 status, reason = await self._execute(log, masker)
             except ConveyorError as exc:
                 log.position = None
-                log.line(f"[conveyor] {exc}")
-                status, reason = JobStatus.FAILED, str(exc)
+                log.line(f"[conveyor] {exc.message}")
+                if exc.hint:
+                    log.line(f"[conveyor] hint: {exc.hint}")
+                status, reason = JobStatus.FAILED, exc.message
             finally:
                 if not self.settings.keep_workspaces:
                     await asyncio.to_thread(shutil.rmtree, self.workspace, True)

@@ -33,7 +33,17 @@ def full_ref(repo: Path, rev: str) -> str | None:
         branch = current_branch(repo)
         return f"refs/heads/{branch}" if branch else None
     out = subprocess.run(
-        ["git", "-C", str(repo), "rev-parse", "--symbolic-full-name", "--end-of-options", rev],
+        [
+            "git",
+            "-C",
+            str(repo),
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            "--symbolic-full-name",
+            "--end-of-options",
+            rev,
+        ],
         capture_output=True,
         text=True,
         check=False,

@@ -60,7 +60,40 @@ def findings_from_data(data: Mapping[str, object]) -> list[Finding]:
         for name, env in raw_envs.items():
             after = _as_name(env.get("after")) if isinstance(env, dict) else None
             envs[name] = Ref(after, ("environments", name, "after")) if after is not None else None
-    return graph_findings(jobs, envs)
+    return [*graph_findings(jobs, envs), *secrets_in_commands(data)]
+
+
+def secrets_in_commands(data: Mapping[str, object]) -> list[Finding]:
+    """`${{ secrets.X }}` inside a `run:` would paste the value into shell source, where quoting
+    and masking can both fail; secrets go through `env:` and are used as `$X`."""
+    findings: list[Finding] = []
+    raw_jobs = data.get("jobs")
+    if not isinstance(raw_jobs, dict):
+        return findings
+    for name, job in raw_jobs.items():
+        if not isinstance(job, dict):
+            continue
+        places: list[tuple[KeyPath, object]] = [(("jobs", name, "run"), job.get("run"))]
+        steps = job.get("steps")
+        if isinstance(steps, list):
+            places += [
+                (("jobs", name, "steps", i, "run"), step.get("run"))
+                for i, step in enumerate(steps)
+                if isinstance(step, dict)
+            ]
+        for path, command in places:
+            if not isinstance(command, str):
+                continue
+            for secret in sorted(set(_SECRET.findall(command))):
+                findings.append(
+                    Finding(
+                        path,
+                        f"secrets cannot be used inside run: (found secrets.{secret})",
+                        f"pass it through env: {{ {secret}: '${{{{ secrets.{secret} }}}}' }}"
+                        f" and use ${secret} in the command",
+                    )
+                )
+    return findings
 
 
 def _as_name(value: object) -> str | None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -120,7 +120,13 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
 def make_engine(settings: Settings) -> Engine:
     url = settings.database_url
     if url.startswith("sqlite"):
-        settings.home.mkdir(parents=True, exist_ok=True)
+        try:
+            settings.home.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConveyorError(
+                f"cannot create the data directory {settings.home}: {exc.strerror or exc}",
+                hint="set CONVEYOR_HOME to a writable directory",
+            ) from None
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
@@ -130,6 +136,11 @@ def make_engine(settings: Settings) -> Engine:
         raise ConveyorError(
             f"the database driver for {url.split(':', 1)[0]} is not installed ({exc.name})",
             hint="pip install 'conveyor[postgres]'",
+        ) from None
+    except (ArgumentError, NoSuchModuleError) as exc:
+        raise ConveyorError(
+            f"CONVEYOR_DATABASE_URL is not a database URL Conveyor can use: {exc}",
+            hint="e.g. postgresql+psycopg://user:password@127.0.0.1:5432/conveyor",
         ) from None
 
 
@@ -157,9 +168,13 @@ def open_store(settings: Settings | None = None, *, upgrade_new: bool = True) ->
                 if revision is None and not _has_tables(engine):
                     upgrade(engine)
                     revision = SCHEMA_REVISION
-    except OperationalError as exc:
+    except DatabaseError as exc:  # also OperationalError: locked, unreachable, corrupt, ...
         engine.dispose()
-        raise ConveyorError(f"cannot open the database {_safe_url(settings)}: {exc.orig}") from None
+        raise ConveyorError(
+            f"cannot open the database {_safe_url(settings)}: {exc.orig}",
+            hint="check that it is reachable and is a Conveyor database; restore a backup "
+            "if it is damaged",
+        ) from None
     if revision != SCHEMA_REVISION:
         engine.dispose()
         raise SchemaOutdated(

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 SIZES = (10, 50)
-REPEATS = 7
+REPEATS = 11
 GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "Bench",
     "GIT_AUTHOR_EMAIL": "bench@example.com",

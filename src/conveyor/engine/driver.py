@@ -7,10 +7,17 @@ import asyncio
 import os
 import socket
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from typing import Any
 
 from conveyor.engine import runs
-from conveyor.engine.scheduler import cancel_decisions, next_decisions, run_outcome
+from conveyor.engine.scheduler import (
+    Decision,
+    JobView,
+    cancel_decisions,
+    next_decisions,
+    run_outcome,
+)
 from conveyor.engine.states import JobStatus, RunStatus
 from conveyor.store.db import Store
 
@@ -40,6 +47,22 @@ class RunDriver:
         self.cancel = asyncio.Event()
         self._cancel_applied = False
 
+    def _decide(self, views: dict[str, JobView]) -> list[Decision]:
+        """Every decision this turn allows, followed through the DAG (a skipped job skips its
+        dependants at once); ``views`` is updated to match."""
+        if self.cancel.is_set() and not self._cancel_applied:
+            self._cancel_applied = True
+            batch = cancel_decisions(views)
+        else:
+            batch = next_decisions(views)
+        decided: list[Decision] = []
+        while batch:
+            decided += batch
+            for d in batch:
+                views[d.job] = replace(views[d.job], status=d.status)
+            batch = next_decisions(views)
+        return decided
+
     def request_cancel(self) -> None:
         """Cancel from inside this process (e.g. Ctrl-C); recorded like `conveyor cancel`."""
         if not self.cancel.is_set():
@@ -54,24 +77,24 @@ class RunDriver:
         try:
             while True:
                 views = runs.job_views(self.store, refs)
-                if self.cancel.is_set() and not self._cancel_applied:
-                    runs.apply_decisions(self.store, refs, cancel_decisions(views))
-                    self._cancel_applied = True
-                    continue
-                decisions = next_decisions(views)
-                if decisions:
-                    runs.apply_decisions(self.store, refs, decisions)
-                    continue
-                queued = [n for n, v in views.items() if v.status is JobStatus.QUEUED]
-                started = set(running.values())
-                for name in queued:
-                    if len(running) >= self.parallelism or self.cancel.is_set():
-                        break
-                    if name in started:
-                        continue
-                    token = runs.lease_job(self.store, refs[name], "local", LEASE_SECONDS)
-                    task = asyncio.create_task(self.launch(refs[name], token, self.cancel))
-                    running[task] = name
+                decisions = self._decide(views)
+                free = self.parallelism - len(running)
+                lease = (
+                    []
+                    if self.cancel.is_set()
+                    else [n for n, v in views.items() if v.status is JobStatus.QUEUED][
+                        : max(0, free)
+                    ]
+                )
+                if decisions or lease:
+                    # One transaction for the turn: what the scheduler decided, and the leases.
+                    tokens = runs.apply_turn(
+                        self.store, refs, decisions, lease, lease_seconds=LEASE_SECONDS
+                    )
+                    for name, token in tokens.items():
+                        task = asyncio.create_task(self.launch(refs[name], token, self.cancel))
+                        running[task] = name
+                        views[name] = replace(views[name], status=JobStatus.RUNNING)
                 if not running and all(v.status.terminal for v in views.values()):
                     status, reason = run_outcome(views, self.cancel.is_set())
                     runs.finish_run(self.store, self.run_id, status, reason)

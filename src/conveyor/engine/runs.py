@@ -6,10 +6,11 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import selectinload
 
 from conveyor.engine.plan import Condition, JobPlan
 from conveyor.engine.scheduler import Decision, JobView
@@ -135,6 +136,8 @@ class JobRef:
     needs: tuple[str, ...]
     condition: Condition
     continue_on_error: bool
+    plan: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    step_ids: tuple[int, ...] = ()
 
 
 def job_refs_of(run: Run) -> list[JobRef]:
@@ -147,6 +150,8 @@ def job_refs_of(run: Run) -> list[JobRef]:
             needs=tuple(j.needs),
             condition=j.config.get("condition", "success"),
             continue_on_error=bool(j.config.get("continue_on_error", False)),
+            plan=j.config,
+            step_ids=tuple(step.id for step in j.steps),
         )
         for j in run.jobs
     ]
@@ -154,7 +159,7 @@ def job_refs_of(run: Run) -> list[JobRef]:
 
 def job_refs(store: Store, run_id: int) -> dict[str, JobRef]:
     with store.session() as session:
-        run = session.get(Run, run_id)
+        run = session.get(Run, run_id, options=[selectinload(Run.jobs).selectinload(Job.steps)])
         if run is None:
             raise NotFound(f"there is no run {run_id}")
         return {ref.name: ref for ref in job_refs_of(run)}
@@ -226,7 +231,8 @@ def move_job(
             )
         raise IllegalTransition(f"job {ref.name}", JobStatus(current), status)
     started_at, lease_token = row
-    if status.terminal:
+    if status.terminal and status is not JobStatus.SUCCEEDED:
+        # A job succeeds only after its runner has finished every step.
         _close_steps(w, ref, status, now)
     kind = {
         JobStatus.QUEUED: "taskrun.queued",
@@ -262,22 +268,41 @@ def apply_decisions(
     store: Store, refs: Mapping[str, JobRef], decisions: Sequence[Decision]
 ) -> None:
     """The scheduler's decisions for one turn, in one transaction."""
+    apply_turn(store, refs, decisions)
+
+
+def apply_turn(
+    store: Store,
+    refs: Mapping[str, JobRef],
+    decisions: Sequence[Decision],
+    lease: Sequence[str] = (),
+    *,
+    runner: str = "local",
+    lease_seconds: float = 30.0,
+) -> dict[str, int]:
+    """Decisions and leases of one scheduling turn in one transaction; returns the fencing
+    token of each leased job."""
     with store.write() as w:
         for d in decisions:
             move_job(w, refs[d.job], d.status, d.reason)
+        return {name: _lease(w, refs[name], runner, lease_seconds) for name in lease}
+
+
+def _lease(w: Writer, ref: JobRef, runner: str, lease_seconds: float) -> int:
+    return move_job(
+        w,
+        ref,
+        JobStatus.RUNNING,
+        runner=runner,
+        lease_token=Job.lease_token + 1,
+        lease_expires_at=utcnow() + dt.timedelta(seconds=lease_seconds),
+    ).lease_token
 
 
 def lease_job(store: Store, ref: JobRef, runner: str, lease_seconds: float) -> int:
     """Hand a queued job to a runner; returns the fencing token it must report with."""
     with store.write() as w:
-        return move_job(
-            w,
-            ref,
-            JobStatus.RUNNING,
-            runner=runner,
-            lease_token=Job.lease_token + 1,
-            lease_expires_at=utcnow() + dt.timedelta(seconds=lease_seconds),
-        ).lease_token
+        return _lease(w, ref, runner, lease_seconds)
 
 
 def finish_run(store: Store, run_id: int, status: RunStatus, reason: str | None) -> None:

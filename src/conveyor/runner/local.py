@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from sqlalchemy import select
-
 from conveyor.engine.plan import JobPlan, RunContext
 from conveyor.engine.runs import JobRef
 from conveyor.engine.states import JobStatus
 from conveyor.runner.executor import JobExecutor, RunnerSettings
 from conveyor.runner.reporting import StoreReporter
 from conveyor.store.db import Store
-from conveyor.store.models import Job, Run
+from conveyor.store.models import Run
 
 
 class LocalRunner:
@@ -23,10 +21,9 @@ class LocalRunner:
         self._contexts: dict[int, RunContext] = {}
 
     def _load(self, ref: JobRef) -> tuple[JobPlan, RunContext]:
-        with self.store.session() as session:
-            config = session.scalars(select(Job.config).where(Job.id == ref.id)).one()
-            context = self._contexts.get(ref.run_id)
-            if context is None:
+        context = self._contexts.get(ref.run_id)
+        if context is None:
+            with self.store.session() as session:
                 run = session.get_one(Run, ref.run_id)
                 context = RunContext(
                     run_id=run.id,
@@ -36,7 +33,7 @@ class LocalRunner:
                     repository=run.service.repository,
                 )
                 self._contexts[ref.run_id] = context
-            return JobPlan.model_validate(config), context
+        return JobPlan.model_validate(ref.plan), context
 
     async def launch(self, ref: JobRef, token: int, cancel: asyncio.Event) -> JobStatus:
         plan, context = self._load(ref)

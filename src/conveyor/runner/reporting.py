@@ -47,12 +47,15 @@ class StoreReporter:
                 select(Step.position, Step.id, Step.name).where(Step.job_id == ref.id)
             )
             self._steps = {pos: (sid, name) for pos, sid, name in rows}
-            last = session.scalar(
-                select(LogLine.seq)
-                .where(LogLine.job_id == ref.id)
-                .order_by(LogLine.seq.desc())
-                .limit(1)
-            )
+            # A job leased again (its first runner was lost) continues its log's numbering.
+            last = None
+            if token > 1:
+                last = session.scalar(
+                    select(LogLine.seq)
+                    .where(LogLine.job_id == ref.id)
+                    .order_by(LogLine.seq.desc())
+                    .limit(1)
+                )
         self._seq = last or 0
         self._started: dict[int, dt.datetime] = {}
 

@@ -24,6 +24,7 @@ EXPECTED: dict[type[Enum], set[tuple[str, str]]] = {
         ("queued", "running"),
         ("queued", "cancelled"),
         ("queued", "interrupted"),
+        ("queued", "failed"),
         ("running", "succeeded"),
         ("running", "failed"),
         ("running", "cancelled"),

@@ -154,12 +154,21 @@ def test_single_strings_are_accepted_where_lists_are() -> None:
 
 def test_numbers_are_accepted_as_strings() -> None:
     p = parse("service: 2024\njobs: {x: {run: 42, needs: [], image: 3}}\nconcurrency: 1\n")
-    assert (p.service, p.jobs["x"].run, p.jobs["x"].image, p.concurrency) == (
+    assert (p.service, p.jobs["x"].run, p.jobs["x"].image, p.concurrency_group()) == (
         "2024",
         "42",
         "3",
-        "1",
+        ("1", False),
     )
+
+
+def test_concurrency_is_a_group_or_a_group_with_supersede() -> None:
+    short = parse("service: a\nconcurrency: deploy\njobs: {x: {run: make}}\n")
+    full = parse(
+        "service: a\nconcurrency: {group: deploy, supersede: true}\njobs: {x: {run: make}}\n"
+    )
+    assert short.concurrency_group() == ("deploy", False)
+    assert full.concurrency_group() == ("deploy", True)
 
 
 def test_numeric_job_names_in_needs_resolve() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from conveyor import jsonio
 from conveyor.store.db import Settings, Store, open_store
 
 if TYPE_CHECKING:
@@ -62,13 +62,7 @@ def store_for(repo: Path | None = None, *, recover: bool = True) -> Store:
 
 
 def print_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, default=_json_default))
-
-
-def _json_default(value: object) -> str:
-    if isinstance(value, dt.datetime):
-        return value.isoformat().replace("+00:00", "Z")
-    raise TypeError(f"cannot encode {type(value).__name__}")
+    click.echo(jsonio.dumps(value, indent=2))
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

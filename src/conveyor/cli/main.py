@@ -24,6 +24,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "logs": ("conveyor.cli.runs", "logs", "Print (or follow) the logs of a run or job."),
     "cancel": ("conveyor.cli.runs", "cancel", "Cancel a queued or running run."),
     "db": ("conveyor.cli.db", "db", "Database schema: upgrade, current revision."),
+    "server": ("conveyor.cli.server", "server", "Serve the API, webhooks and runners."),
+    "token": ("conveyor.cli.admin", "token", "API tokens: create, list, revoke."),
+    "service": ("conveyor.cli.admin", "service", "Services the server builds."),
 }
 
 

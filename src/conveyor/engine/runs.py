@@ -24,7 +24,7 @@ from conveyor.engine.states import (
 )
 from conveyor.errors import ConveyorError, NotFound
 from conveyor.store.db import Store, Writer
-from conveyor.store.models import Job, Run, Service, Step, utcnow
+from conveyor.store.models import Artifact, Job, Run, Service, Step, utcnow
 
 StatusT = TypeVar("StatusT", bound=enum.Enum)
 
@@ -40,8 +40,6 @@ def ensure_service(w: Writer, name: str, repository: str) -> Service:
         w.session.add(service)
         w.session.flush()
         w.emit("service.registered", service=name, repository=repository)
-    elif service.repository != repository:
-        service.repository = repository
     return service
 
 
@@ -57,6 +55,8 @@ def create_run(
     pipeline: Mapping[str, Any],
     jobs: Sequence[JobPlan],
     owner: str | None = None,
+    concurrency_group: str | None = None,
+    supersede: bool = False,
 ) -> int:
     """Record a queued run with all its jobs and steps; returns the run id.
 
@@ -77,6 +77,7 @@ def create_run(
             cancel_requested=False,
             owner=owner,
             heartbeat_at=utcnow() if owner else None,
+            concurrency_group=concurrency_group,
         )
         for position, plan in enumerate(jobs):
             job = Job(
@@ -102,7 +103,12 @@ def create_run(
             ref=ref,
             trigger=trigger,
             jobs=[j.name for j in jobs],
+            concurrency_group=concurrency_group,
         )
+        if supersede and concurrency_group is not None:
+            from conveyor.engine.dispatch import supersede_queued
+
+            supersede_queued(w, run)
         return run.id
 
 
@@ -349,3 +355,87 @@ def _ended(status: RunStatus) -> str:
         RunStatus.CANCELLED: "been cancelled",
         RunStatus.INTERRUPTED: "been interrupted",
     }.get(status, f"ended ({status.value})")
+
+
+def create_rerun(store: Store, run_id: int, *, failed_only: bool, trigger: str) -> int:
+    """A new run of the same commit and plan. With `failed_only`, jobs that succeeded are
+    carried over as succeeded, with their artifacts, and only the others run again."""
+    with store.write() as w:
+        old = get_run(w, run_id)
+        if not RunStatus(old.status).terminal:
+            raise ConveyorError(
+                f"run {run_id} is still {old.status}", hint="cancel it or wait for it to end"
+            )
+        if not old.jobs:
+            raise ConveyorError(f"run {run_id} has no jobs to run again (its file was invalid)")
+        run = Run(
+            service_id=old.service_id,
+            status=RunStatus.QUEUED,
+            sha=old.sha,
+            ref=old.ref,
+            trigger=trigger,
+            commit=dict(old.commit),
+            pipeline=dict(old.pipeline),
+            created_at=utcnow(),
+            cancel_requested=False,
+            concurrency_group=old.concurrency_group,
+        )
+        reused: dict[str, int] = {}
+        for job in old.jobs:
+            keep = failed_only and job.status == JobStatus.SUCCEEDED
+            new = Job(
+                name=job.name,
+                position=job.position,
+                status=JobStatus.SUCCEEDED if keep else JobStatus.PENDING,
+                reason=f"reused from run {run_id}" if keep else None,
+                needs=list(job.needs),
+                config=dict(job.config),
+                lease_token=0,
+                started_at=job.started_at if keep else None,
+                finished_at=job.finished_at if keep else None,
+            )
+            new.steps = [
+                Step(
+                    position=s.position,
+                    name=s.name,
+                    status=s.status if keep else StepStatus.PENDING,
+                    exit_code=s.exit_code if keep else None,
+                    attempts=s.attempts if keep else 0,
+                    started_at=s.started_at if keep else None,
+                    finished_at=s.finished_at if keep else None,
+                )
+                for s in job.steps
+            ]
+            run.jobs.append(new)
+            if keep:
+                reused[job.name] = job.id
+        w.session.add(run)
+        w.session.flush()
+        new_ids = {j.name: j.id for j in run.jobs}
+        for artifact in w.session.scalars(
+            select(Artifact).where(Artifact.run_id == run_id, Artifact.job_id.in_(reused.values()))
+        ):
+            name = next(n for n, jid in reused.items() if jid == artifact.job_id)
+            w.session.add(
+                Artifact(
+                    run_id=run.id,
+                    job_id=new_ids[name],
+                    path=artifact.path,
+                    digest=artifact.digest,
+                    size=artifact.size,
+                    created_at=artifact.created_at,
+                )
+            )
+        w.emit(
+            "pipelinerun.queued",
+            service=old.service.name,
+            run_id=run.id,
+            sha=old.sha,
+            ref=old.ref,
+            trigger=trigger,
+            rerun_of=run_id,
+            failed_only=failed_only,
+            reused=sorted(reused),
+            jobs=[j.name for j in run.jobs],
+        )
+        return run.id

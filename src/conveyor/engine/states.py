@@ -87,8 +87,11 @@ STEP_TERMINAL = frozenset(
 
 # Each rule names why the move exists; the tables below are the whole machine.
 RUN_TRANSITIONS: Mapping[RunStatus, frozenset[RunStatus]] = {
-    # start: the first job is handed to a runner; cancel/interrupt: before anything ran.
-    RunStatus.QUEUED: frozenset({RunStatus.RUNNING, RunStatus.CANCELLED, RunStatus.INTERRUPTED}),
+    # start: the first job is handed to a runner; cancel/interrupt: before anything ran;
+    # reject: the commit's pipeline file could not be planned, so nothing can run.
+    RunStatus.QUEUED: frozenset(
+        {RunStatus.RUNNING, RunStatus.CANCELLED, RunStatus.INTERRUPTED, RunStatus.FAILED}
+    ),
     # finish: every job is terminal; cancel: a person asked; interrupt: the driver died.
     RunStatus.RUNNING: frozenset(
         {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.INTERRUPTED}

@@ -16,9 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from conveyor.engine.plan import JobPlan, RunContext, StepPlan
+from conveyor.engine.runs import StaleLease
 from conveyor.engine.states import JobStatus, StepStatus
 from conveyor.errors import ConveyorError
 from conveyor.runner.artifacts import ArtifactStore, collect_artifacts
+from conveyor.runner.container import (
+    client_env,
+    container_argv,
+    container_engine,
+    container_name,
+    remove_container,
+    step_variables,
+)
 from conveyor.runner.masking import SecretMasker
 from conveyor.runner.process import ProcessResult, run_process
 from conveyor.runner.reporting import JobReporter
@@ -28,6 +37,8 @@ from conveyor.runner.workspace import export_commit
 LOG_FLUSH_SECONDS = 0.1
 LOG_FLUSH_LINES = 1000
 KILL_GRACE_SECONDS = 5.0
+# Well inside the 30 s lease, and often enough that a cancel from elsewhere lands in a second.
+HEARTBEAT_SECONDS = 1.0
 
 
 class SourceCache:
@@ -156,21 +167,43 @@ class JobExecutor:
         self.workspace = settings.workspaces / f"run-{context.run_id}" / plan.name
 
     async def execute(self) -> JobStatus:
+        """Run the job and report its end; a lost lease ends it quietly (someone else has it)."""
+        beating = asyncio.create_task(self._heartbeat())
+        try:
+            status, reason = await self._run_reported()
+            await self.reporter.job_finished(status, reason)
+        except StaleLease:
+            self.cancel.set()
+            return JobStatus.CANCELLED
+        finally:
+            beating.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StaleLease):
+                await beating
+        return status
+
+    async def _heartbeat(self) -> None:
+        """Keep the lease alive while the job runs, and hear of cancellation from afar."""
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            if await self.reporter.heartbeat():
+                self.cancel.set()
+
+    async def _run_reported(self) -> tuple[JobStatus, str | None]:
         masker = SecretMasker(self.settings.secrets.all_values())
         async with LogBuffer(self.reporter, masker) as log:
             try:
-                status, reason = await self._execute(log, masker)
+                return await self._execute(log, masker)
             except ConveyorError as exc:
+                if isinstance(exc, StaleLease):
+                    raise
                 log.position = None
                 log.line(f"[conveyor] {exc.message}")
                 if exc.hint:
                     log.line(f"[conveyor] hint: {exc.hint}")
-                status, reason = JobStatus.FAILED, exc.message
+                return JobStatus.FAILED, exc.message
             finally:
                 if not self.settings.keep_workspaces:
                     await asyncio.to_thread(shutil.rmtree, self.workspace, True)
-        await self.reporter.job_finished(status, reason)
-        return status
 
     async def _execute(self, log: LogBuffer, masker: SecretMasker) -> tuple[JobStatus, str | None]:
         secrets = self.settings.secrets
@@ -254,16 +287,41 @@ class JobExecutor:
             timeout = max(0.0, min(step.timeout, deadline - time.monotonic()))
             env["CONVEYOR_ATTEMPT"] = str(attempt)
 
-            result = await run_process(
-                _argv(step),
-                cwd=cwd,
-                env=env,
-                on_line=log.line,
-                timeout=timeout,
-                cancel=self.cancel,
-                max_bytes=self.plan.log_limit,
-                kill_grace=KILL_GRACE_SECONDS,
-            )
+            # --- container support (`image:`, see conveyor.runner.container) ---
+            argv, process_env, engine, container = _argv(step), env, "", None
+            if self.plan.image:
+                runner_env = self.settings.base_env or os.environ
+                engine = container_engine(runner_env)
+                container = container_name(self.context.run_id, self.plan.name, step.name, attempt)
+                variables = step_variables(env, [*self.plan.env, *step.env])
+                host = _inherited_env(runner_env, self.settings.secrets.names())
+                process_env = client_env(host, variables)
+                argv = container_argv(
+                    engine,
+                    self.plan.image,
+                    argv,
+                    workspace=self.workspace,
+                    env=variables,
+                    workdir=step.working_directory or "",
+                    name=container,
+                )
+            try:
+                result = await run_process(
+                    argv,
+                    cwd=cwd,
+                    env=process_env,
+                    on_line=log.line,
+                    timeout=timeout,
+                    cancel=self.cancel,
+                    max_bytes=self.plan.log_limit,
+                    kill_grace=KILL_GRACE_SECONDS,
+                )
+            finally:
+                if container is not None and await remove_container(
+                    engine, container, env=process_env
+                ):
+                    log.line(f"[conveyor] removed container {container} left by the step")
+            # --- end of container support ---
             limit = step.timeout if step.timeout <= self.plan.timeout else self.plan.timeout
             status, reason = _describe(result, limit)
             exit_code = result.exit_code

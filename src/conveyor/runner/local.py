@@ -30,7 +30,7 @@ class LocalRunner:
                     service=run.service.name,
                     sha=run.sha,
                     ref=run.ref,
-                    repository=run.service.repository,
+                    repository=run.commit.get("source") or run.service.repository,
                 )
                 self._contexts[ref.run_id] = context
         return JobPlan.model_validate(ref.plan), context

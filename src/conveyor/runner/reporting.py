@@ -1,14 +1,15 @@
 """How a runner tells the store what a job is doing.
 
 The built-in runner writes straight to the store through :class:`StoreReporter`; a remote agent
-sends the same calls over HTTP. Every call carries the job's fencing token, so a runner whose
-lease was taken away cannot change a job that now belongs to someone else.
+sends the same reports over HTTP and the server applies them with :func:`apply_report`. Every
+report carries the job's fencing token, so a runner whose lease was taken away cannot change a
+job that now belongs to someone else.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, exists, insert, select, update
@@ -17,7 +18,7 @@ from conveyor.engine.runs import JobRef, StaleLease, move_job
 from conveyor.engine.states import IllegalTransition, JobStatus, StepStatus, allowed
 from conveyor.runner.artifacts import ArtifactFile
 from conveyor.store.db import Store, Writer
-from conveyor.store.models import Artifact, Job, LogLine, Step, utcnow
+from conveyor.store.models import Artifact, Job, LogLine, Run, Step, utcnow
 
 LogBatch = Sequence[tuple[dt.datetime, str]]
 
@@ -35,18 +36,25 @@ class JobReporter(Protocol):
     ) -> None: ...
     async def artifacts(self, files: Sequence[ArtifactFile]) -> None: ...
     async def job_finished(self, status: JobStatus, reason: str | None) -> None: ...
+    async def heartbeat(self) -> bool:
+        """Extend the lease; True when the run was asked to cancel."""
+        ...
 
 
-class StoreReporter:
-    def __init__(self, store: Store, ref: JobRef, token: int) -> None:
-        self.store = store
+class JobRecorder:
+    """The effects of each report on the store, inside a transaction the caller owns."""
+
+    def __init__(self, store: Store, ref: JobRef, token: int, lease_seconds: float = 30.0) -> None:
         self.ref = ref
         self.token = token
+        self.lease_seconds = lease_seconds
         with store.session() as session:
             rows = session.execute(
-                select(Step.position, Step.id, Step.name).where(Step.job_id == ref.id)
+                select(Step.position, Step.id, Step.name, Step.started_at).where(
+                    Step.job_id == ref.id
+                )
             )
-            self._steps = {pos: (sid, name) for pos, sid, name in rows}
+            self._steps = {pos: (sid, name) for pos, sid, name, _ in rows}
             # A job leased again (its first runner was lost) continues its log's numbering.
             last = None
             if token > 1:
@@ -62,7 +70,7 @@ class StoreReporter:
     def _lease_held(self) -> ColumnElement[bool]:
         return exists().where(Job.id == self.ref.id, Job.lease_token == self.token)
 
-    def _check_lease(self, w: Writer) -> None:
+    def check_lease(self, w: Writer) -> None:
         held = w.session.scalar(select(Job.lease_token).where(Job.id == self.ref.id))
         if held != self.token:
             raise StaleLease(
@@ -81,7 +89,7 @@ class StoreReporter:
             execution_options={"synchronize_session": False},
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
-            self._check_lease(w)
+            self.check_lease(w)
             current = w.session.scalars(select(Step.status).where(Step.id == step_id)).one()
             raise IllegalTransition(f"step {name}", StepStatus(current), status)
 
@@ -95,27 +103,22 @@ class StoreReporter:
             **data,
         )
 
-    async def step_started(self, position: int, attempt: int) -> None:
+    def step_started(self, w: Writer, position: int, attempt: int) -> None:
         step_id, name = self._steps[position]
-        with self.store.write() as w:
-            if attempt == 1:
-                self._started[position] = utcnow()
-                self._move_step(
-                    w,
-                    position,
-                    StepStatus.RUNNING,
-                    started_at=self._started[position],
-                    attempts=attempt,
-                )
-            else:
-                self._check_lease(w)
-                w.session.execute(
-                    update(Step).where(Step.id == step_id).values(attempts=attempt),
-                    execution_options={"synchronize_session": False},
-                )
-            self._emit(w, "step.started", step=name, position=position, attempt=attempt)
+        if attempt == 1:
+            self._started[position] = utcnow()
+            self._move_step(
+                w, position, StepStatus.RUNNING, started_at=self._started[position], attempts=1
+            )
+        else:
+            self.check_lease(w)
+            w.session.execute(
+                update(Step).where(Step.id == step_id).values(attempts=attempt),
+                execution_options={"synchronize_session": False},
+            )
+        self._emit(w, "step.started", step=name, position=position, attempt=attempt)
 
-    async def log(self, position: int | None, lines: LogBatch) -> None:
+    def log(self, w: Writer, position: int | None, lines: LogBatch) -> None:
         if not lines:
             return
         first = self._seq + 1
@@ -125,21 +128,124 @@ class StoreReporter:
                 "step_position": position,
                 "seq": first + i,
                 "ts": ts,
-                "text": t,
+                "text": text,
             }
-            for i, (ts, t) in enumerate(lines)
+            for i, (ts, text) in enumerate(lines)
         ]
-        with self.store.write() as w:
-            self._check_lease(w)
-            w.session.execute(insert(LogLine), rows)
-            self._emit(
-                w,
-                "log.appended",
-                position=position,
-                first_seq=first,
-                last_seq=first + len(rows) - 1,
-            )
+        self.check_lease(w)
+        w.session.execute(insert(LogLine), rows)
+        self._emit(
+            w, "log.appended", position=position, first_seq=first, last_seq=first + len(rows) - 1
+        )
         self._seq += len(rows)
+
+    def step_finished(
+        self,
+        w: Writer,
+        position: int,
+        status: StepStatus,
+        *,
+        exit_code: int | None,
+        reason: str | None,
+        attempts: int,
+    ) -> None:
+        step_id, name = self._steps[position]
+        now = utcnow()
+        values: dict[str, Any] = {"exit_code": exit_code, "reason": reason, "attempts": attempts}
+        if status is not StepStatus.SKIPPED:
+            values["finished_at"] = now
+        self._move_step(w, position, status, **values)
+        data: dict[str, Any] = {"status": status.value, "attempts": attempts}
+        if exit_code is not None:
+            data["exit_code"] = exit_code
+        if reason:
+            data["reason"] = reason
+        started = self._started.get(position)
+        if started is None and status is not StepStatus.SKIPPED:
+            started = w.session.scalar(select(Step.started_at).where(Step.id == step_id))
+        if started is not None:
+            data["duration"] = round((now - started).total_seconds(), 3)
+        self._emit(w, "step.finished", step=name, position=position, **data)
+
+    def artifacts(self, w: Writer, files: Sequence[ArtifactFile]) -> None:
+        self.check_lease(w)
+        now = utcnow()
+        for f in files:
+            w.session.add(
+                Artifact(
+                    run_id=self.ref.run_id,
+                    job_id=self.ref.id,
+                    path=f.path,
+                    digest=f.digest,
+                    size=f.size,
+                    created_at=now,
+                )
+            )
+            self._emit(w, "artifact.packaged", path=f.path, digest=f.digest, size=f.size)
+
+    def job_finished(self, w: Writer, status: JobStatus, reason: str | None) -> None:
+        move_job(w, self.ref, status, reason, token=self.token)
+
+    def heartbeat(self, w: Writer) -> bool:
+        """Extend the lease (if still held); returns whether the run was asked to cancel."""
+        expires = utcnow() + dt.timedelta(seconds=self.lease_seconds)
+        result = w.session.execute(
+            update(Job)
+            .where(Job.id == self.ref.id, Job.lease_token == self.token)
+            .values(lease_expires_at=expires),
+            execution_options={"synchronize_session": False},
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            self.check_lease(w)
+        cancel = w.session.scalar(select(Run.cancel_requested).where(Run.id == self.ref.run_id))
+        return bool(cancel)
+
+    def apply(self, w: Writer, report: Mapping[str, Any]) -> bool:
+        """Apply one report as a remote runner sends it (see conveyor.server.runners)."""
+        kind = report["kind"]
+        if kind == "step_started":
+            self.step_started(w, int(report["position"]), int(report["attempt"]))
+        elif kind == "log":
+            lines = [(dt.datetime.fromisoformat(ts), str(text)) for ts, text in report["lines"]]
+            self.log(w, report.get("position"), lines)
+        elif kind == "step_finished":
+            self.step_finished(
+                w,
+                int(report["position"]),
+                StepStatus(report["status"]),
+                exit_code=report.get("exit_code"),
+                reason=report.get("reason"),
+                attempts=int(report["attempts"]),
+            )
+        elif kind == "artifacts":
+            self.artifacts(
+                w,
+                [ArtifactFile(f["path"], f["digest"], int(f["size"])) for f in report["files"]],
+            )
+        elif kind == "job_finished":
+            self.job_finished(w, JobStatus(report["status"]), report.get("reason"))
+        elif kind == "heartbeat":
+            return self.heartbeat(w)
+        else:
+            raise ValueError(f"unknown report kind {kind!r}")
+        return False
+
+
+class StoreReporter:
+    """The built-in runner's reporter: each report is its own transaction."""
+
+    def __init__(self, store: Store, ref: JobRef, token: int, lease_seconds: float = 30.0) -> None:
+        self.store = store
+        self.recorder = JobRecorder(store, ref, token, lease_seconds)
+
+    async def step_started(self, position: int, attempt: int) -> None:
+        with self.store.write() as w:
+            self.recorder.step_started(w, position, attempt)
+
+    async def log(self, position: int | None, lines: LogBatch) -> None:
+        if lines:
+            with self.store.write() as w:
+                self.recorder.log(w, position, lines)
 
     async def step_finished(
         self,
@@ -149,41 +255,19 @@ class StoreReporter:
         reason: str | None,
         attempts: int,
     ) -> None:
-        _, name = self._steps[position]
-        now = utcnow()
         with self.store.write() as w:
-            values: dict[str, Any] = {"exit_code": exit_code, "reason": reason}
-            values["attempts"] = attempts
-            if status is not StepStatus.SKIPPED:
-                values["finished_at"] = now
-            self._move_step(w, position, status, **values)
-            data: dict[str, Any] = {"status": status.value, "attempts": attempts}
-            if exit_code is not None:
-                data["exit_code"] = exit_code
-            if reason:
-                data["reason"] = reason
-            started = self._started.get(position)
-            if started is not None:
-                data["duration"] = round((now - started).total_seconds(), 3)
-            self._emit(w, "step.finished", step=name, position=position, **data)
+            self.recorder.step_finished(
+                w, position, status, exit_code=exit_code, reason=reason, attempts=attempts
+            )
 
     async def artifacts(self, files: Sequence[ArtifactFile]) -> None:
         with self.store.write() as w:
-            self._check_lease(w)
-            now = utcnow()
-            for f in files:
-                w.session.add(
-                    Artifact(
-                        run_id=self.ref.run_id,
-                        job_id=self.ref.id,
-                        path=f.path,
-                        digest=f.digest,
-                        size=f.size,
-                        created_at=now,
-                    )
-                )
-                self._emit(w, "artifact.packaged", path=f.path, digest=f.digest, size=f.size)
+            self.recorder.artifacts(w, files)
 
     async def job_finished(self, status: JobStatus, reason: str | None) -> None:
         with self.store.write() as w:
-            move_job(w, self.ref, status, reason, token=self.token)
+            self.recorder.job_finished(w, status, reason)
+
+    async def heartbeat(self) -> bool:
+        with self.store.write() as w:
+            return self.recorder.heartbeat(w)

@@ -72,11 +72,18 @@ def queue_commit(
     trigger: str = "manual",
     ref: str | None = None,
     owner: str | None = None,
+    service: str | None = None,
 ) -> QueuedRun:
+    """Queue a run of `rev`; with `service`, refuse a commit whose file names another one."""
     commit = resolve_commit(repo, rev)
     pipeline = load_pipeline_at(repo, commit)
+    if service is not None and pipeline.service != service:
+        raise ConveyorError(
+            f"conveyor.yml at {commit.short_sha} is for service {pipeline.service}, not {service}"
+        )
     jobs = plan_jobs(pipeline)
     ref = ref or full_ref(repo, rev)
+    group, supersede = pipeline.concurrency_group()
     run_id = create_run(
         store,
         service=pipeline.service,
@@ -94,9 +101,13 @@ def queue_commit(
             "committer_name": commit.committer_name,
             "committed_at": commit.committed_at.isoformat(),
             "parents": list(commit.parents),
+            # Where this run reads the commit from: the repository, or the server's mirror.
+            "source": str(repo),
         },
         pipeline=pipeline.model_dump(mode="json", by_alias=True, exclude_none=True),
         jobs=jobs,
         owner=owner,
+        concurrency_group=group,
+        supersede=supersede,
     )
     return QueuedRun(run_id, commit, ref, pipeline, jobs)

@@ -386,6 +386,17 @@ class Defaults(_Model):
     retries: Retries = Field(0, description="Default retries for jobs.")
 
 
+class Concurrency(_Model):
+    """Runs with the same group run one at a time, in the order they were queued."""
+
+    group: str = Field(min_length=1, description="Runs sharing this key never overlap.")
+    supersede: bool = Field(
+        False,
+        description="When a run is queued, older runs of the group that have not started yet "
+        "are cancelled with the reason 'superseded by run N' (visible, never silent).",
+    )
+
+
 class Pipeline(_Model):
     """A service's `conveyor.yml`: CI jobs, the environments releases go through, notifications."""
 
@@ -397,9 +408,22 @@ class Pipeline(_Model):
     )
     notify: list[Notifier] = Field(default_factory=list, description="Where events are sent.")
     defaults: Defaults = Field(default_factory=Defaults, description="Defaults for jobs.")
-    concurrency: str | None = Field(
-        None, description="Runs with the same key run one at a time (others wait)."
+    concurrency: Concurrency | None = Field(
+        None,
+        description="Runs with the same key run one at a time (others wait in FIFO order); "
+        "a string is the group, or {group, supersede}.",
     )
+
+    @field_validator("concurrency", mode="before")
+    @classmethod
+    def _group_shorthand(cls, value: object) -> object:
+        return {"group": value} if isinstance(value, str | int) else value
+
+    def concurrency_group(self) -> tuple[str | None, bool]:
+        """The run's concurrency group and whether newer runs supersede queued ones."""
+        if self.concurrency is None:
+            return None, False
+        return self.concurrency.group, self.concurrency.supersede
 
     @field_validator("jobs", mode="before")
     @classmethod

@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -82,8 +83,53 @@ class Service(Base):
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
+    # A local path (used in place) or a URL (fetched into a mirror under CONVEYOR_HOME).
     repository: Mapped[str] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # HMAC secret for forge webhooks: needed in clear to verify signatures, never shown again.
+    webhook_secret: Mapped[str | None] = mapped_column(Text)
+    allow_unsigned: Mapped[bool] = mapped_column(Boolean, default=False)
+    poll_interval: Mapped[float | None] = mapped_column(Float)
+    polled_at: Mapped[dt.datetime | None]
+    # Last sha seen per branch by polling: {"main": "<sha>"}.
+    poll_state: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Token(Base):
+    """API tokens: only a SHA-256 of the token is kept (tokens are 256-bit random values, so a
+    fast hash is enough: there is nothing to brute-force)."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    scopes: Mapped[list[Any]] = mapped_column(default=list)
+    user: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[dt.datetime | None]
+    revoked_at: Mapped[dt.datetime | None]
+
+
+class Delivery(Base):
+    """Webhook and hook deliveries already accepted, so a replay is recognised and ignored."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(50))
+    delivery_id: Mapped[str] = mapped_column(String(200))
+    service: Mapped[str] = mapped_column(String(200))
+    received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # received -> queued (a run was made) or ignored (filtered out, with the reason).
+    status: Mapped[str] = mapped_column(String(20), index=True, default="received")
+    reason: Mapped[str | None] = mapped_column(Text)
+    # The push, normalised: {"ref", "before", "after", "pusher", ...}.
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    run_id: Mapped[int | None] = mapped_column(Id)
+
+    __table_args__ = (UniqueConstraint("source", "delivery_id", name="uq_deliveries_source_id"),)
 
 
 class Run(Base):
@@ -105,6 +151,8 @@ class Run(Base):
     owner: Mapped[str | None] = mapped_column(String(300))
     heartbeat_at: Mapped[dt.datetime | None]
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Runs sharing a group never overlap; they start in the order they were queued.
+    concurrency_group: Mapped[str | None] = mapped_column(String(300), index=True)
 
     service: Mapped[Service] = relationship()
     jobs: Mapped[list[Job]] = relationship(
@@ -119,7 +167,7 @@ class Job(Base):
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
     name: Mapped[str] = mapped_column(String(200))
     position: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20), index=True)
     reason: Mapped[str | None] = mapped_column(Text)
     needs: Mapped[list[Any]] = mapped_column(default=list)
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -128,7 +176,9 @@ class Job(Base):
     runner: Mapped[str | None] = mapped_column(String(300))
     # Fencing token: bumped at every lease, so a runner holding an older one cannot report.
     lease_token: Mapped[int] = mapped_column(Integer, default=0)
-    lease_expires_at: Mapped[dt.datetime | None]
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(index=True)
+    # Highest report sequence applied for the current lease: a retried report is not applied twice.
+    report_seq: Mapped[int] = mapped_column(Integer, default=0)
 
     run: Mapped[Run] = relationship(back_populates="jobs")
     steps: Mapped[list[Step]] = relationship(

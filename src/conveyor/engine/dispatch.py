@@ -1,0 +1,291 @@
+"""The server's scheduling: start queued runs, move running runs forward, lease jobs to
+runners, take back leases that expired.
+
+Every function is a transaction on the store and keeps no state between calls, so any number
+of server processes can run them side by side: on PostgreSQL the rows they act on are locked
+(`FOR UPDATE SKIP LOCKED`), and every state change is a conditional UPDATE that only one
+writer can win.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import selectinload
+
+from conveyor.engine.plan import RunContext
+from conveyor.engine.runs import JobRef, job_refs_of, move_job
+from conveyor.engine.scheduler import (
+    Decision,
+    JobView,
+    cancel_decisions,
+    next_decisions,
+    run_outcome,
+)
+from conveyor.engine.states import JobStatus, RunStatus, StepStatus, check_transition
+from conveyor.store.db import Store, Writer
+from conveyor.store.models import Job, Run, Step, utcnow
+
+LEASE_SECONDS = 30.0
+# A job whose runner vanished is given to another runner this many times, then fails.
+REQUEUE_LIMIT = 2
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A job handed to a runner: everything it needs to execute and report."""
+
+    ref: JobRef
+    token: int
+    context: RunContext
+    expires_at: dt.datetime
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "job_id": self.ref.id,
+            "run_id": self.ref.run_id,
+            "job": self.ref.name,
+            "token": self.token,
+            "plan": dict(self.ref.plan),
+            "context": self.context.model_dump(mode="json"),
+            "expires_at": self.expires_at.isoformat(),
+        }
+
+
+def _locked(stmt: Any, w: Writer) -> Any:
+    """Row locks where the database has them; SQLite serialises writers anyway."""
+    if w.session.bind is not None and w.session.bind.dialect.name == "postgresql":
+        return stmt.with_for_update(skip_locked=True)
+    return stmt
+
+
+def start_queued_runs(store: Store, max_running: int) -> list[int]:
+    """Start queued runs in FIFO order, never two of one concurrency group at once."""
+    with store.write() as w:
+        running = w.session.scalar(
+            select(func.count()).select_from(Run).where(Run.status == RunStatus.RUNNING)
+        )
+        slots = max_running - (running or 0)
+        if slots <= 0:
+            return []
+        busy = set(
+            w.session.scalars(
+                select(Run.concurrency_group).where(
+                    Run.status == RunStatus.RUNNING, Run.concurrency_group.is_not(None)
+                )
+            )
+        )
+        queued = w.session.scalars(
+            _locked(select(Run).where(Run.status == RunStatus.QUEUED).order_by(Run.id), w)
+        ).all()
+        started: list[int] = []
+        for run in queued:
+            if len(started) >= slots:
+                break
+            if run.concurrency_group is not None:
+                if run.concurrency_group in busy:
+                    continue
+                busy.add(run.concurrency_group)
+            check_transition("run", RunStatus(run.status), RunStatus.RUNNING)
+            run.status = RunStatus.RUNNING
+            run.started_at = utcnow()
+            w.emit("pipelinerun.started", service=run.service.name, run_id=run.id, owner="server")
+            started.append(run.id)
+        return started
+
+
+def supersede_queued(w: Writer, run: Run) -> list[int]:
+    """Cancel the group's older runs that have not started, naming the run that replaced them."""
+    older = w.session.scalars(
+        select(Run).where(
+            Run.concurrency_group == run.concurrency_group,
+            Run.status == RunStatus.QUEUED,
+            Run.id < run.id,
+        )
+    ).all()
+    for old in older:
+        check_transition("run", RunStatus(old.status), RunStatus.CANCELLED)
+        reason = f"superseded by run {run.id}"
+        for ref in job_refs_of(old):
+            move_job(w, ref, JobStatus.CANCELLED, reason)
+        old.status = RunStatus.CANCELLED
+        old.reason = reason
+        old.finished_at = utcnow()
+        w.emit(
+            "pipelinerun.finished",
+            service=old.service.name,
+            run_id=old.id,
+            status=RunStatus.CANCELLED.value,
+            reason=reason,
+            superseded_by=run.id,
+        )
+    return [o.id for o in older]
+
+
+def _decide(views: dict[str, JobView], cancel: bool) -> list[Decision]:
+    batch = cancel_decisions(views) if cancel else next_decisions(views)
+    decided: list[Decision] = []
+    while batch:
+        decided += batch
+        for d in batch:
+            views[d.job] = replace(views[d.job], status=d.status)
+        batch = [] if cancel else next_decisions(views)
+    return decided
+
+
+def advance_runs(store: Store) -> list[int]:
+    """Apply the scheduler's decisions to every running run; finish the ones that are done.
+    Returns the runs that finished."""
+    finished: list[int] = []
+    with store.session() as session:
+        run_ids = session.scalars(
+            select(Run.id).where(Run.status == RunStatus.RUNNING, Run.owner.is_(None))
+        ).all()
+    for run_id in run_ids:
+        with store.write() as w:
+            run = w.session.scalars(
+                _locked(
+                    select(Run)
+                    .where(Run.id == run_id, Run.status == RunStatus.RUNNING)
+                    .options(selectinload(Run.jobs)),
+                    w,
+                )
+            ).one_or_none()
+            if run is None:
+                continue
+            refs = {ref.name: ref for ref in job_refs_of(run)}
+            views = {
+                job.name: JobView(
+                    JobStatus(job.status),
+                    refs[job.name].needs,
+                    refs[job.name].condition,
+                    refs[job.name].continue_on_error,
+                )
+                for job in run.jobs
+            }
+            for d in _decide(views, run.cancel_requested):
+                move_job(w, refs[d.job], d.status, d.reason)
+            if all(v.status.terminal for v in views.values()):
+                status, reason = run_outcome(views, run.cancel_requested)
+                check_transition("run", RunStatus(run.status), status)
+                now = utcnow()
+                run.status, run.reason, run.finished_at = status, reason, now
+                data: dict[str, Any] = {"status": status.value}
+                if reason:
+                    data["reason"] = reason
+                if run.started_at:
+                    data["duration"] = round((now - run.started_at).total_seconds(), 3)
+                w.emit("pipelinerun.finished", service=run.service.name, run_id=run.id, **data)
+                finished.append(run.id)
+    return finished
+
+
+def lease_next(
+    store: Store,
+    runner: str,
+    labels: Sequence[str],
+    lease_seconds: float = LEASE_SECONDS,
+) -> Lease | None:
+    """Give the oldest queued job this runner can take (its `runs_on` labels are a subset of
+    the runner's) to the runner, with a new fencing token."""
+    have = set(labels)
+    with store.write() as w:
+        candidates = w.session.scalars(
+            _locked(
+                select(Job).where(Job.status == JobStatus.QUEUED).order_by(Job.id).limit(100), w
+            )
+        ).all()
+        for job in candidates:
+            if not set(job.config.get("runs_on") or []) <= have:
+                continue
+            run = job.run
+            ref = next(r for r in job_refs_of(run) if r.id == job.id)
+            expires = utcnow() + dt.timedelta(seconds=lease_seconds)
+            token = move_job(
+                w,
+                ref,
+                JobStatus.RUNNING,
+                runner=runner,
+                lease_token=Job.lease_token + 1,
+                lease_expires_at=expires,
+                report_seq=0,
+            ).lease_token
+            context = RunContext(
+                run_id=run.id,
+                service=run.service.name,
+                sha=run.sha,
+                ref=run.ref,
+                repository=run.commit.get("source") or run.service.repository,
+            )
+            return Lease(ref, token, context, expires)
+    return None
+
+
+def expire_leases(store: Store, requeue_limit: int = REQUEUE_LIMIT) -> list[tuple[int, str]]:
+    """Jobs whose runner stopped heartbeating go back to the queue (their steps start over),
+    or fail once they have been lost too often. Returns (run id, job) of each."""
+    now = utcnow()
+    expired: list[tuple[int, str]] = []
+    with store.write() as w:
+        jobs = w.session.scalars(
+            _locked(
+                select(Job).where(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now), w
+            )
+        ).all()
+        for job in jobs:
+            if job.run.owner is not None:
+                continue  # driven by `conveyor run` in-process; recovery handles it
+            ref = next(r for r in job_refs_of(job.run) if r.id == job.id)
+            lost = f"runner {job.runner or '?'} stopped answering (lease {job.lease_token} expired)"
+            if job.lease_token <= requeue_limit:
+                move_job(w, ref, JobStatus.QUEUED, lost)
+                reset_steps(w, job.id)
+                w.emit(
+                    "taskrun.requeued",
+                    service=ref.service,
+                    run_id=ref.run_id,
+                    job_id=ref.id,
+                    job=ref.name,
+                    runner=job.runner,
+                    lease=job.lease_token,
+                )
+            else:
+                move_job(w, ref, JobStatus.FAILED, lost)
+            expired.append((job.run_id, job.name))
+    return expired
+
+
+def reset_steps(w: Writer, job_id: int) -> None:
+    """The one way back for steps: a job given to a new runner starts from its first step.
+    (The earlier attempt's events stay in the log.)"""
+    w.session.execute(
+        update(Step)
+        .where(Step.job_id == job_id)
+        .values(
+            status=StepStatus.PENDING,
+            started_at=None,
+            finished_at=None,
+            exit_code=None,
+            reason=None,
+            attempts=0,
+        ),
+        execution_options={"synchronize_session": False},
+    )
+
+
+def extend_running_leases(store: Store, seconds: float = LEASE_SECONDS) -> int:
+    """At server start: runners could not reach a dead server, so give them a full lease
+    to come back before their jobs are taken away."""
+    until = utcnow() + dt.timedelta(seconds=seconds)
+    with store.write() as w:
+        result = w.session.execute(
+            update(Job)
+            .where(Job.status == JobStatus.RUNNING, Job.lease_expires_at < until)
+            .values(lease_expires_at=until),
+            execution_options={"synchronize_session": False},
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]

@@ -1,0 +1,72 @@
+"""The server's built-in runner: leases jobs from the store, like a remote agent would, and
+executes them in this process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+
+from conveyor.engine.dispatch import LEASE_SECONDS, Lease, lease_next
+from conveyor.engine.plan import JobPlan
+from conveyor.runner.executor import JobExecutor, RunnerSettings
+from conveyor.runner.reporting import StoreReporter
+from conveyor.store.db import Store
+
+log = logging.getLogger("conveyor.runner")
+
+# Without a wake-up from this process, look for work this often (other servers may queue it).
+IDLE_POLL_SECONDS = 0.5
+
+
+class RunnerPool:
+    def __init__(
+        self,
+        store: Store,
+        settings: RunnerSettings,
+        *,
+        slots: int,
+        labels: list[str] | None = None,
+        name: str | None = None,
+        wake: asyncio.Event | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.slots = max(1, slots)
+        self.name = name or f"builtin@{socket.gethostname()}"
+        self.labels = labels if labels is not None else ["local", socket.gethostname()]
+        # Set when jobs may be waiting: by the server's hub, and when one of ours finishes.
+        self.wake = wake or asyncio.Event()
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def serve(self) -> None:
+        try:
+            while True:
+                while len(self._running) < self.slots:
+                    lease = lease_next(self.store, self.name, self.labels, LEASE_SECONDS)
+                    if lease is None:
+                        break
+                    task = asyncio.create_task(self._execute(lease))
+                    self._running.add(task)
+                    task.add_done_callback(self._running.discard)
+                self.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), IDLE_POLL_SECONDS)
+        finally:
+            for task in list(self._running):
+                task.cancel()
+            if self._running:
+                await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def _execute(self, lease: Lease) -> None:
+        try:
+            reporter = StoreReporter(self.store, lease.ref, lease.token, LEASE_SECONDS)
+            plan = JobPlan.model_validate(lease.ref.plan)
+            await JobExecutor(
+                plan, lease.context, reporter, self.settings, asyncio.Event()
+            ).execute()
+        except Exception:
+            log.exception("job %s of run %s failed in the runner", lease.ref.name, lease.ref.run_id)
+        finally:
+            self.wake.set()

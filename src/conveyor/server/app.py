@@ -1,0 +1,187 @@
+"""The ASGI application: REST API under /api/v1, webhooks, runner protocol, log streams, and
+the background loops that move work forward (dispatcher, change intake, built-in runner)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from conveyor import __version__
+from conveyor.engine.dispatch import (
+    advance_runs,
+    expire_leases,
+    extend_running_leases,
+    start_queued_runs,
+)
+from conveyor.engine.runs import StaleLease
+from conveyor.errors import ConveyorError, NotFound
+from conveyor.runner.artifacts import ArtifactStore
+from conveyor.runner.executor import RunnerSettings, SourceCache
+from conveyor.runner.pool import RunnerPool
+from conveyor.runner.secrets import Secrets
+from conveyor.server.hub import Hub, wait_for
+from conveyor.sources.intake import process_pending
+from conveyor.store.db import Store
+
+log = logging.getLogger("conveyor.server")
+
+# Background loops also poll this often, for work queued by other server processes.
+POLL_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    runner_slots: int = os.cpu_count() or 2
+    max_running_runs: int = 8
+    runner_labels: tuple[str, ...] | None = None
+    webhook_max_bytes: int = 1_048_576
+
+
+class ServerState:
+    """What the routes share: the store, the artifact store, the hub."""
+
+    def __init__(self, store: Store, config: ServerConfig) -> None:
+        self.store = store
+        self.config = config
+        self.artifacts = ArtifactStore(store.home / "artifacts")
+        self.sources = SourceCache(store.home / "workspaces")
+        self.hub: Hub | None = None
+
+    def notify(self, channel: str) -> None:
+        if self.hub is not None:
+            self.hub.notify(channel)
+
+
+def error_response(status: int, code: str, message: str, hint: str | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"error": {"code": code, "message": message}}
+    if hint:
+        body["error"]["hint"] = hint
+    return JSONResponse(body, status_code=status)
+
+
+async def _loop(
+    name: str,
+    step: Callable[[], object],
+    wake: asyncio.Event,
+    *,
+    in_thread: bool = False,
+    every: float = POLL_SECONDS,
+) -> None:
+    """Run `step` whenever woken or every `every` seconds; a failure is logged, not fatal.
+    Steps that may wait on git or the network run in a thread, off the event loop."""
+    while True:
+        try:
+            if in_thread:
+                await asyncio.to_thread(step)
+            else:
+                step()
+        except Exception:
+            log.exception("%s failed; trying again", name)
+        await wait_for(wake, every)
+
+
+def create_app(store: Store, config: ServerConfig | None = None) -> FastAPI:
+    config = config or ServerConfig()
+    state = ServerState(store, config)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        hub = Hub(asyncio.get_running_loop())
+        state.hub = hub
+        unsubscribe = store.subscribe(hub.announce)
+        extended = extend_running_leases(store)
+        if extended:
+            log.info("gave %d running jobs a fresh lease after start-up", extended)
+        tasks: list[asyncio.Task[None]] = []
+        with (
+            hub.listening("dispatch") as dispatch_wake,
+            hub.listening("intake") as intake_wake,
+            hub.listening("jobs") as jobs_wake,
+        ):
+
+            def dispatch() -> None:
+                expire_leases(store)
+                start_queued_runs(store, config.max_running_runs)
+                advance_runs(store)
+
+            def intake() -> None:
+                if process_pending(store, store.home):
+                    hub.notify("dispatch")
+
+            tasks.append(asyncio.create_task(_loop("dispatcher", dispatch, dispatch_wake)))
+            tasks.append(asyncio.create_task(_loop("intake", intake, intake_wake, in_thread=True)))
+            if config.runner_slots > 0:
+                settings = RunnerSettings(
+                    workspaces=store.home / "workspaces",
+                    artifacts=state.artifacts,
+                    secrets=Secrets.load(store.home),
+                    sources=state.sources,
+                )
+                pool = RunnerPool(
+                    store,
+                    settings,
+                    slots=config.runner_slots,
+                    labels=list(config.runner_labels) if config.runner_labels else None,
+                    wake=jobs_wake,
+                )
+                tasks.append(asyncio.create_task(pool.serve()))
+            try:
+                yield
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                unsubscribe()
+                state.hub = None
+
+    app = FastAPI(
+        title="Conveyor",
+        version=__version__,
+        description="Every commit to production, and the flow measured.",
+        lifespan=lifespan,
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+    )
+    app.state.conveyor = state
+
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, exc: NotFound) -> JSONResponse:
+        return error_response(404, "not_found", exc.message, exc.hint)
+
+    @app.exception_handler(StaleLease)
+    async def stale(request: Request, exc: StaleLease) -> JSONResponse:
+        return error_response(409, "stale_lease", exc.message)
+
+    @app.exception_handler(ConveyorError)
+    async def conveyor_error(request: Request, exc: ConveyorError) -> JSONResponse:
+        return error_response(400, "bad_request", exc.message, exc.hint)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {401: "unauthorized", 403: "forbidden", 404: "not_found", 413: "too_large"}
+        return error_response(exc.status_code, code.get(exc.status_code, "error"), str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        message = f"{where}: {first.get('msg', 'invalid request')}" if where else "invalid request"
+        return error_response(422, "invalid_request", message)
+
+    from conveyor.server import hooks, runners, runs
+
+    app.include_router(runs.router, prefix="/api/v1")
+    app.include_router(hooks.router, prefix="/api/v1")
+    app.include_router(runners.router, prefix="/api/v1")
+    return app

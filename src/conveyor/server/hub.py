@@ -1,0 +1,68 @@
+"""Wake-ups inside one server process: the store announces committed events, and the loops
+waiting on them (dispatcher, intake, built-in runner, long-polls, log streams) wake at once
+instead of at their next poll. Other server processes are caught by those polls."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Iterator
+
+from conveyor.store.models import Event
+
+# Which channels hear of which events.
+CHANNELS: dict[str, set[str]] = {
+    "dispatch": {
+        "pipelinerun.queued",
+        "pipelinerun.cancel_requested",
+        "taskrun.finished",
+        "taskrun.requeued",
+    },
+    "jobs": {"taskrun.queued", "taskrun.requeued"},
+    "intake": {"change.received"},
+    "logs": {"log.appended", "taskrun.finished", "pipelinerun.finished"},
+}
+
+
+class Hub:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._loop_thread = threading.get_ident()
+        self._waiters: dict[str, set[asyncio.Event]] = {name: set() for name in CHANNELS}
+
+    def _set(self, event: asyncio.Event) -> None:
+        if threading.get_ident() == self._loop_thread:
+            event.set()
+        else:
+            self.loop.call_soon_threadsafe(event.set)
+
+    def announce(self, ev: Event) -> None:
+        for channel, kinds in CHANNELS.items():
+            if ev.type in kinds:
+                self.notify(channel)
+
+    def notify(self, channel: str) -> None:
+        for waiter in list(self._waiters[channel]):
+            self._set(waiter)
+
+    @contextlib.contextmanager
+    def listening(self, channel: str) -> Iterator[asyncio.Event]:
+        """An event set whenever the channel is notified, for as long as the block runs."""
+        waiter = asyncio.Event()
+        self._waiters[channel].add(waiter)
+        try:
+            yield waiter
+        finally:
+            self._waiters[channel].discard(waiter)
+
+
+async def wait_for(event: asyncio.Event, timeout: float) -> bool:
+    """Wait for `event` at most `timeout` seconds, then clear it; True if it was set."""
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        event.clear()

@@ -1,0 +1,167 @@
+"""The runner protocol: agents on other machines long-poll for jobs, report what they do, and
+upload artifacts; the server keeps the logs and the record.
+
+A report batch carries the lease's fencing token and a sequence number per report: a report
+from a runner whose lease was taken away is refused (409), and one sent twice (a retry after a
+lost answer) is acknowledged without being applied again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import os
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+from sqlalchemy import select, update
+
+from conveyor.engine.dispatch import LEASE_SECONDS, lease_next
+from conveyor.engine.runs import JobRef, StaleLease, job_refs_of
+from conveyor.errors import NotFound
+from conveyor.runner.reporting import JobRecorder
+from conveyor.server.auth import require
+from conveyor.server.hub import wait_for
+from conveyor.server.tokens import Identity
+from conveyor.store.models import Job, Run
+
+router = APIRouter(tags=["runners"])
+RunnerAuth = Annotated[Identity, Depends(require("runner"))]
+MAX_ARTIFACT_BYTES = 2 * 2**30
+
+
+class LeaseIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    labels: list[str] = Field(default_factory=list, max_length=50)
+    wait: float = Field(25.0, ge=0, le=60)
+
+
+def _state(request: Request) -> Any:
+    return request.app.state.conveyor
+
+
+@router.post("/runners/lease", responses={204: {"description": "no job within `wait`"}})
+async def lease(request: Request, body: LeaseIn, identity: RunnerAuth) -> Any:
+    """Long-poll for a job whose `runs_on` labels this runner has."""
+    state = _state(request)
+    runner = f"{body.name} ({identity.name})"
+    deadline = time.monotonic() + body.wait
+    with state.hub.listening("jobs") as wake:
+        while True:
+            found = lease_next(state.store, runner, body.labels, LEASE_SECONDS)
+            if found is not None:
+                return found.as_json() | {"lease_seconds": LEASE_SECONDS}
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or await request.is_disconnected():
+                return Response(status_code=204)
+            await wait_for(wake, min(remaining, 0.5))
+
+
+class Report(BaseModel):
+    seq: int = Field(ge=1)
+    kind: str
+    model_config = {"extra": "allow"}
+
+
+class ReportsIn(BaseModel):
+    token: int = Field(ge=1)
+    reports: list[Report] = Field(max_length=1000)
+
+
+def _ref(request: Request, job_id: int) -> JobRef:
+    with _state(request).store.session() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise NotFound(f"there is no job {job_id}")
+        return next(r for r in job_refs_of(job.run) if r.id == job_id)
+
+
+@router.post("/jobs/{job_id}/reports")
+def reports(request: Request, job_id: int, body: ReportsIn, _: RunnerAuth) -> dict[str, Any]:
+    """Apply a runner's reports in order; answers whether the run was asked to cancel."""
+    store = _state(request).store
+    ref = _ref(request, job_id)
+    recorder = JobRecorder(store, ref, body.token, LEASE_SECONDS)
+    cancel = False
+    applied = 0
+    with store.write() as w:
+        held, last = w.session.execute(
+            select(Job.lease_token, Job.report_seq).where(Job.id == job_id)
+        ).one()
+        if held != body.token:
+            raise StaleLease(f"job {ref.name} was leased again (token {held}, yours {body.token})")
+        for report in sorted(body.reports, key=lambda r: r.seq):
+            if report.seq <= last:
+                continue  # already applied: the runner is retrying a report we answered
+            try:
+                cancel = recorder.apply(w, report.model_dump()) or cancel
+            except (KeyError, ValueError, TypeError) as exc:
+                raise HTTPException(
+                    400, f"report {report.seq} ({report.kind}) is malformed: {exc}"
+                ) from None
+            last = report.seq
+            applied += 1
+        w.session.execute(update(Job).where(Job.id == job_id).values(report_seq=last))
+        cancel = cancel or bool(
+            w.session.scalar(select(Run.cancel_requested).where(Run.id == ref.run_id))
+        )
+    return {"applied": applied, "seq": last, "cancel": cancel}
+
+
+@router.put("/artifacts/{digest}", status_code=201)
+async def upload_artifact(request: Request, digest: str, _: RunnerAuth) -> dict[str, Any]:
+    """Store an artifact's bytes under their sha256 (checked against the name)."""
+    state = _state(request)
+    if not digest.startswith("sha256:") or len(digest) != 71:
+        raise HTTPException(400, "artifacts are named sha256:<64 hex digits>")
+    if state.artifacts.exists(digest):
+        return {"digest": digest, "stored": False}
+    hasher = hashlib.sha256()
+    size = 0
+    fd, tmp = tempfile.mkstemp(dir=state.store.home, prefix=".upload-")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_ARTIFACT_BYTES:
+                    raise HTTPException(413, "artifact too large")
+                hasher.update(chunk)
+                out.write(chunk)
+        if f"sha256:{hasher.hexdigest()}" != digest:
+            raise HTTPException(400, "the uploaded bytes do not match the digest")
+        await asyncio.to_thread(state.artifacts.put, Path(tmp))
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return {"digest": digest, "stored": True, "size": size}
+
+
+@router.get("/runs/{run_id}/source", response_class=Response)
+async def source(request: Request, run_id: int, _: RunnerAuth) -> Response:
+    """The commit's tree as a tar archive, for runners that have no copy of the repository."""
+    state = _state(request)
+    with state.store.session() as session:
+        run = session.get(Run, run_id)
+        if run is None:
+            raise NotFound(f"there is no run {run_id}")
+        repo = Path(run.commit.get("source") or run.service.repository)
+        sha = run.sha
+    with tempfile.TemporaryDirectory(dir=state.store.home) as tmp:
+        tree = Path(tmp) / "tree"
+        await state.sources.checkout(repo, sha, tree)
+        data = await asyncio.to_thread(_tar, tree)
+    return Response(data, media_type="application/x-tar")
+
+
+def _tar(tree: Path) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for path in sorted(tree.rglob("*")):
+            tar.add(path, arcname=str(path.relative_to(tree)), recursive=False)
+    return buffer.getvalue()

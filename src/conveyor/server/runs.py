@@ -1,0 +1,237 @@
+"""Services, runs, logs and artifacts."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import FileResponse, StreamingResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from conveyor import __version__, jsonio
+from conveyor.engine.runs import create_rerun, request_cancel
+from conveyor.errors import NotFound
+from conveyor.server.auth import require
+from conveyor.server.hub import wait_for
+from conveyor.server.tokens import Identity
+from conveyor.sources.commits import queue_commit
+from conveyor.sources.mirror import source_for
+from conveyor.store import queries
+from conveyor.store.models import Service, utcnow
+
+router = APIRouter()
+Reader = Annotated[Identity, Depends(require("read"))]
+Trigger = Annotated[Identity, Depends(require("trigger"))]
+Admin = Annotated[Identity, Depends(require("admin"))]
+
+# Log streams also look for lines written by other server processes this often.
+STREAM_POLL_SECONDS = 0.5
+
+
+def _state(request: Request) -> Any:
+    return request.app.state.conveyor
+
+
+@router.get("/health", tags=["server"])
+def health() -> dict[str, str]:
+    return {"status": "ok", "version": __version__}
+
+
+class ServiceIn(BaseModel):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", max_length=200)
+    repository: str = Field(min_length=1, max_length=2000)
+    webhook_secret: str | None = Field(None, min_length=16, max_length=500)
+    generate_webhook_secret: bool = False
+    allow_unsigned: bool = False
+    poll_interval: float | None = Field(None, gt=0)
+
+
+def _service_dict(svc: Service) -> dict[str, Any]:
+    return {
+        "name": svc.name,
+        "repository": svc.repository,
+        "signed_webhooks": svc.webhook_secret is not None,
+        "allow_unsigned": svc.allow_unsigned,
+        "poll_interval": svc.poll_interval,
+        "created_at": svc.created_at,
+    }
+
+
+@router.get("/services", tags=["services"])
+def list_services(request: Request, _: Reader) -> list[dict[str, Any]]:
+    with _state(request).store.session() as session:
+        return [_service_dict(s) for s in session.scalars(select(Service).order_by(Service.name))]
+
+
+@router.post("/services", status_code=201, tags=["services"])
+def add_service(request: Request, body: ServiceIn, identity: Admin) -> dict[str, Any]:
+    """Register a service, or update its settings. A generated webhook secret is shown once."""
+    secret = body.webhook_secret
+    if body.generate_webhook_secret:
+        secret = secrets.token_urlsafe(32)
+    with _state(request).store.write() as w:
+        svc = w.session.scalar(select(Service).where(Service.name == body.name))
+        if svc is None:
+            svc = Service(name=body.name, repository=body.repository, created_at=utcnow())
+            w.session.add(svc)
+        svc.repository = body.repository
+        if secret is not None:
+            svc.webhook_secret = secret
+        svc.allow_unsigned = body.allow_unsigned
+        svc.poll_interval = body.poll_interval
+        w.session.flush()
+        w.emit(
+            "service.registered",
+            service=svc.name,
+            repository=svc.repository,
+            by=identity.name,
+            poll_interval=svc.poll_interval,
+        )
+        data = _service_dict(svc)
+    if body.generate_webhook_secret:
+        data["webhook_secret"] = secret
+    return data
+
+
+class RunIn(BaseModel):
+    service: str = Field(max_length=200)
+    rev: str = Field("HEAD", min_length=1, max_length=250, pattern=r"^[^\s-][^\s]*$")
+
+
+@router.get("/runs", tags=["runs"])
+def list_runs(
+    request: Request,
+    _: Reader,
+    service: str | None = None,
+    status: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+) -> list[dict[str, Any]]:
+    return queries.list_runs(_state(request).store, service=service, status=status, limit=limit)
+
+
+@router.post("/runs", status_code=201, tags=["runs"])
+def trigger_run(request: Request, body: RunIn, identity: Trigger) -> dict[str, Any]:
+    """Queue a run of the service's pipeline for a commit, branch or tag."""
+    state = _state(request)
+    with state.store.session() as session:
+        svc = session.scalar(select(Service).where(Service.name == body.service))
+        if svc is None:
+            raise NotFound(
+                f"there is no service {body.service!r}", hint="`conveyor service add` registers it"
+            )
+        repository = svc.repository
+    repo = source_for(state.store.home, body.service, repository)
+    queued = queue_commit(
+        state.store, repo, body.rev, trigger=f"api:{identity.name}", service=body.service
+    )
+    return queries.run_detail(state.store, queued.run_id)
+
+
+@router.get("/runs/{run_id}", tags=["runs"])
+def show_run(request: Request, run_id: int, _: Reader) -> dict[str, Any]:
+    return queries.run_detail(_state(request).store, run_id)
+
+
+@router.post("/runs/{run_id}/cancel", tags=["runs"])
+def cancel_run(request: Request, run_id: int, identity: Trigger) -> dict[str, Any]:
+    store = _state(request).store
+    with store.session() as session:
+        queries.load_run(session, run_id)
+    previous = request_cancel(store, run_id, by=identity.name)
+    return {"run": run_id, "was": previous.value, "jobs": queries.job_count(store, run_id)}
+
+
+class RerunIn(BaseModel):
+    failed_only: bool = False
+
+
+@router.post("/runs/{run_id}/rerun", status_code=201, tags=["runs"])
+def rerun(request: Request, run_id: int, body: RerunIn, identity: Trigger) -> dict[str, Any]:
+    """Run the same commit again: every job, or only those that did not succeed (the others
+    keep their results and artifacts)."""
+    store = _state(request).store
+    with store.session() as session:
+        queries.load_run(session, run_id)
+    new_id = create_rerun(
+        store, run_id, failed_only=body.failed_only, trigger=f"rerun:{identity.name}"
+    )
+    return queries.run_detail(store, new_id)
+
+
+@router.get("/runs/{run_id}/logs", tags=["logs"])
+def get_logs(
+    request: Request,
+    run_id: int,
+    _: Reader,
+    job: str | None = None,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=10000)] = 5000,
+) -> dict[str, Any]:
+    store = _state(request).store
+    jobs = queries.run_jobs(store, run_id, job)
+    lines, ended = queries.log_page(store, run_id, jobs, after, limit)
+    return {"lines": lines, "ended": ended, "next": lines[-1]["id"] if lines else after}
+
+
+def _sse(event: str, data: Any) -> bytes:
+    return f"event: {event}\ndata: {jsonio.dumps(data)}\n\n".encode()
+
+
+@router.get(
+    "/runs/{run_id}/logs/stream",
+    tags=["logs"],
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def stream_logs(
+    request: Request,
+    run_id: int,
+    _: Reader,
+    job: str | None = None,
+    after: Annotated[int, Query(ge=0)] = 0,
+) -> StreamingResponse:
+    """Server-sent events: `line` for each log line as it is written, then `end`."""
+    state = _state(request)
+    jobs = queries.run_jobs(state.store, run_id, job)
+
+    async def events() -> AsyncIterator[bytes]:
+        cursor = after
+        with state.hub.listening("logs") as wake:
+            while True:
+                lines, ended = queries.log_page(state.store, run_id, jobs, cursor)
+                for line in lines:
+                    cursor = line["id"]
+                    yield _sse("line", line)
+                if ended:
+                    yield _sse("end", {"run": run_id})
+                    return
+                if await request.is_disconnected():
+                    return
+                if not lines:
+                    await wait_for(wake, STREAM_POLL_SECONDS)
+                else:
+                    await asyncio.sleep(0)
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get("/runs/{run_id}/artifacts", tags=["artifacts"])
+def list_artifacts(request: Request, run_id: int, _: Reader) -> list[dict[str, Any]]:
+    artifacts: list[dict[str, Any]] = queries.run_detail(_state(request).store, run_id)["artifacts"]
+    return artifacts
+
+
+@router.get("/artifacts/{digest}", tags=["artifacts"], response_class=FileResponse)
+def download_artifact(request: Request, digest: str, _: Reader) -> FileResponse:
+    store = _state(request).artifacts
+    if not digest.startswith("sha256:") or not store.exists(digest):
+        raise NotFound(f"there is no artifact {digest}")
+    return FileResponse(store.path_for(digest), media_type="application/octet-stream")

@@ -1,0 +1,140 @@
+"""Read models shared by the CLI and the HTTP API, so both show the same thing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from conveyor.engine.states import RunStatus
+from conveyor.errors import NotFound
+from conveyor.store.db import Store
+from conveyor.store.models import Artifact, Job, LogLine, Run, Service
+
+# Ids are 64-bit in the store; a larger number cannot name anything (and must not reach the
+# database driver, which cannot even bind it).
+MAX_ID = 2**63 - 1
+
+
+def run_summary(run: Run) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "service": run.service.name,
+        "status": run.status,
+        "reason": run.reason,
+        "sha": run.sha,
+        "ref": run.ref,
+        "trigger": run.trigger,
+        "subject": run.commit.get("subject"),
+        "author": run.commit.get("author_name"),
+        "concurrency_group": run.concurrency_group,
+        "created_at": run.created_at,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "duration": (
+            (run.finished_at - run.started_at).total_seconds()
+            if run.started_at and run.finished_at
+            else None
+        ),
+    }
+
+
+def list_runs(
+    store: Store, *, service: str | None = None, status: str | None = None, limit: int = 20
+) -> list[dict[str, Any]]:
+    with store.session() as session:
+        query = select(Run).order_by(Run.id.desc()).limit(limit)
+        if service:
+            query = query.join(Service).where(Service.name == service)
+        if status:
+            query = query.where(Run.status == status)
+        return [run_summary(r) for r in session.scalars(query)]
+
+
+def load_run(session: Session, run_id: int) -> Run:
+    run = session.get(Run, run_id) if 0 < run_id <= MAX_ID else None
+    if run is None:
+        raise NotFound(f"there is no run {run_id}", hint="`conveyor runs` lists the runs")
+    return run
+
+
+def run_detail(store: Store, run_id: int) -> dict[str, Any]:
+    with store.session() as session:
+        run = load_run(session, run_id)
+        data = run_summary(run)
+        data["commit"] = {k: v for k, v in run.commit.items() if k != "source"}
+        data["jobs"] = [
+            {
+                "name": job.name,
+                "status": job.status,
+                "reason": job.reason,
+                "needs": job.needs,
+                "runner": job.runner,
+                "started_at": job.started_at,
+                "finished_at": job.finished_at,
+                "steps": [
+                    {
+                        "name": s.name,
+                        "status": s.status,
+                        "exit_code": s.exit_code,
+                        "attempts": s.attempts,
+                        "reason": s.reason,
+                        "started_at": s.started_at,
+                        "finished_at": s.finished_at,
+                    }
+                    for s in job.steps
+                ],
+            }
+            for job in run.jobs
+        ]
+        names = {job.id: job.name for job in run.jobs}
+        data["artifacts"] = [
+            {"job": names[a.job_id], "path": a.path, "digest": a.digest, "size": a.size}
+            for a in session.scalars(
+                select(Artifact).where(Artifact.run_id == run.id).order_by(Artifact.id)
+            )
+        ]
+        return data
+
+
+def run_jobs(store: Store, run_id: int, job: str | None = None) -> dict[int, str]:
+    """The run's jobs by id (only `job`, if named), with clear errors for unknown names."""
+    with store.session() as session:
+        run = load_run(session, run_id)
+        jobs = {j.id: j.name for j in run.jobs}
+    if job is None:
+        return jobs
+    wanted = {jid: name for jid, name in jobs.items() if name == job}
+    if not wanted:
+        raise NotFound(
+            f"run {run_id} has no job '{job}'", hint=f"its jobs: {', '.join(jobs.values())}"
+        )
+    return wanted
+
+
+def log_page(
+    store: Store, run_id: int, job_ids: dict[int, str], after: int = 0, limit: int = 5000
+) -> tuple[list[dict[str, Any]], bool]:
+    """Lines after the cursor `after` (a line id), and whether the run has ended. The status
+    is read first, so every line written before the run ended is in this page or the next."""
+    with store.session() as session:
+        ended = RunStatus(
+            session.scalars(select(Run.status).where(Run.id == run_id)).one()
+        ).terminal
+        rows = session.execute(
+            select(LogLine.id, LogLine.job_id, LogLine.seq, LogLine.ts, LogLine.text)
+            .where(LogLine.job_id.in_(list(job_ids)), LogLine.id > after)
+            .order_by(LogLine.id)
+            .limit(limit)
+        ).all()
+    lines = [
+        {"id": lid, "job": job_ids[jid], "seq": seq, "ts": ts, "text": text}
+        for lid, jid, seq, ts, text in rows
+    ]
+    return lines, ended and len(lines) < limit
+
+
+def job_count(store: Store, run_id: int) -> int:
+    with store.session() as session:
+        return len(session.scalars(select(Job.id).where(Job.run_id == run_id)).all())

@@ -6,12 +6,13 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import click
 from sqlalchemy import select
 
-from conveyor.cli.common import interactive, store_for
+from conveyor.cli.common import STATUS_MARK, interactive, store_for
 from conveyor.cli.view import LiveView, PlainView, RunView
 from conveyor.engine.driver import RunDriver, process_owner
 from conveyor.engine.states import JobStatus, RunStatus
@@ -20,7 +21,7 @@ from conveyor.runner.executor import RunnerSettings, SourceCache
 from conveyor.runner.local import LocalRunner
 from conveyor.runner.secrets import Secrets
 from conveyor.runner.workspace import find_repo_root
-from conveyor.sources.commits import queue_commit
+from conveyor.sources.commits import full_ref, queue_commit
 from conveyor.store.db import Store
 from conveyor.store.models import Job, LogLine
 
@@ -31,6 +32,7 @@ EXIT_CODES = {
     RunStatus.INTERRUPTED: 130,
 }
 FAILED_LOG_TAIL = 20
+REMOTE_POLL_SECONDS = 0.3
 
 
 @click.command()
@@ -43,8 +45,13 @@ FAILED_LOG_TAIL = 20
 @click.option("-j", "--parallelism", type=click.IntRange(min=1), help="Jobs at once.")
 @click.option("--keep-workspaces", is_flag=True, help="Keep each job's workspace afterwards.")
 def run(rev: str, repo: Path | None, parallelism: int | None, keep_workspaces: bool) -> None:
-    """Run the pipeline of conveyor.yml for a commit (default HEAD) and wait for it."""
+    """Run the pipeline of conveyor.yml for a commit (default HEAD) and wait for it.
+
+    With CONVEYOR_URL set, the server runs it (the commit must be in the service's
+    repository there) and this command follows it."""
     root = find_repo_root(repo or Path.cwd())
+    if os.environ.get("CONVEYOR_URL"):
+        raise SystemExit(_run_on_server(root, rev))
     store = store_for(root)
     # Everything that can fail on bad local setup (e.g. a malformed secrets file) is read before
     # the run is recorded, so a mistake never leaves a queued run behind.
@@ -85,6 +92,36 @@ async def _drive(
         unsubscribe()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+def _run_on_server(root: Path, rev: str) -> int:
+    from conveyor.cli.backend import HttpBackend
+    from conveyor.cli.runs import print_run
+    from conveyor.runner.workspace import resolve_commit
+    from conveyor.sources.commits import load_pipeline_at
+
+    commit = resolve_commit(root, rev)
+    service = load_pipeline_at(root, commit).service
+    server = HttpBackend(os.environ["CONVEYOR_URL"], os.environ.get("CONVEYOR_TOKEN"))
+    data = server.trigger(service, commit.sha, full_ref(root, rev))
+    run_id = data["id"]
+    click.echo(f"run {run_id} · {service} @ {commit.short_sha} · queued on {server.url}")
+    seen: dict[str, str] = {}
+    while True:
+        for job in data["jobs"]:
+            if seen.get(job["name"]) != job["status"]:
+                seen[job["name"]] = job["status"]
+                why = f": {job['reason']}" if job["reason"] else ""
+                click.echo(
+                    f"  {STATUS_MARK.get(job['status'], '?')} {job['name']} {job['status']}{why}"
+                )
+        if RunStatus(data["status"]).terminal:
+            break
+        time.sleep(REMOTE_POLL_SECONDS)
+        data = server.run_detail(run_id)
+    click.echo("")
+    print_run(data)
+    return EXIT_CODES[RunStatus(data["status"])]
 
 
 def _use_pidfd_child_watcher(loop: asyncio.AbstractEventLoop) -> None:

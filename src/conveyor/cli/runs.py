@@ -1,53 +1,17 @@
-"""`conveyor runs`, `show`, `logs`, `cancel`: looking at runs and stopping them."""
+"""`conveyor runs`, `show`, `logs`, `cancel`, `rerun`: looking at runs and acting on them,
+against the local store or, with CONVEYOR_URL set, a server."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import click
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from conveyor.cli.common import (
-    STATUS_MARK,
-    duration,
-    print_json,
-    print_table,
-    store_for,
-    when,
-)
-from conveyor.engine.runs import request_cancel
+from conveyor.cli.backend import backend
+from conveyor.cli.common import STATUS_MARK, duration, print_json, print_table, when
 from conveyor.engine.states import RunStatus
-from conveyor.errors import NotFound
-from conveyor.store.models import Artifact, Job, LogLine, Run, Service
 
-FOLLOW_POLL_SECONDS = 0.2
-# Run ids are 64-bit in the store; a larger number cannot name a run (and must not reach the
-# database driver, which cannot even bind it).
-MAX_RUN_ID = 2**63 - 1
-
-
-def _run_dict(run: Run) -> dict[str, Any]:
-    return {
-        "id": run.id,
-        "service": run.service.name,
-        "status": run.status,
-        "reason": run.reason,
-        "sha": run.sha,
-        "ref": run.ref,
-        "trigger": run.trigger,
-        "subject": run.commit.get("subject"),
-        "author": run.commit.get("author_name"),
-        "created_at": run.created_at,
-        "started_at": run.started_at,
-        "finished_at": run.finished_at,
-        "duration": (
-            (run.finished_at - run.started_at).total_seconds()
-            if run.started_at and run.finished_at
-            else None
-        ),
-    }
+run_id_argument = click.argument("run_id", type=int)
 
 
 @click.command()
@@ -57,14 +21,7 @@ def _run_dict(run: Run) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def runs(service: str | None, status: str | None, limit: int, as_json: bool) -> None:
     """List recent runs, newest first."""
-    store = store_for()
-    with store.session() as session:
-        query = select(Run).order_by(Run.id.desc()).limit(limit)
-        if service:
-            query = query.join(Service).where(Service.name == service)
-        if status:
-            query = query.where(Run.status == status)
-        found = [_run_dict(r) for r in session.scalars(query)]
+    found = backend().list_runs(service, status, limit)
     if as_json:
         print_json(found)
         return
@@ -96,60 +53,19 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _load_run(session: Session, run_id: int) -> Run:
-    run = session.get(Run, run_id) if 0 < run_id <= MAX_RUN_ID else None
-    if run is None:
-        raise NotFound(f"there is no run {run_id}", hint="`conveyor runs` lists the runs")
-    return run
-
-
-def _show_dict(session: Session, run: Run) -> dict[str, Any]:
-    data = _run_dict(run)
-    data["commit"] = run.commit
-    data["jobs"] = [
-        {
-            "name": job.name,
-            "status": job.status,
-            "reason": job.reason,
-            "needs": job.needs,
-            "started_at": job.started_at,
-            "finished_at": job.finished_at,
-            "steps": [
-                {
-                    "name": s.name,
-                    "status": s.status,
-                    "exit_code": s.exit_code,
-                    "attempts": s.attempts,
-                    "reason": s.reason,
-                    "started_at": s.started_at,
-                    "finished_at": s.finished_at,
-                }
-                for s in job.steps
-            ],
-        }
-        for job in run.jobs
-    ]
-    names = {job.id: job.name for job in run.jobs}
-    data["artifacts"] = [
-        {"job": names[a.job_id], "path": a.path, "digest": a.digest, "size": a.size}
-        for a in session.scalars(
-            select(Artifact).where(Artifact.run_id == run.id).order_by(Artifact.id)
-        )
-    ]
-    return data
-
-
 @click.command()
-@click.argument("run_id", type=int)
+@run_id_argument
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def show(run_id: int, as_json: bool) -> None:
     """Show a run: its commit, jobs, steps and artifacts."""
-    store = store_for()
-    with store.session() as session:
-        data = _show_dict(session, _load_run(session, run_id))
+    data = backend().run_detail(run_id)
     if as_json:
         print_json(data)
         return
+    print_run(data)
+
+
+def print_run(data: dict[str, Any]) -> None:
     mark = STATUS_MARK.get(data["status"], "?")
     click.echo(f"run {data['id']} · {data['service']} · {mark} {data['status']}")
     if data["reason"]:
@@ -191,60 +107,39 @@ def show(run_id: int, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("run_id", type=int)
+@run_id_argument
 @click.argument("job", required=False)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the run ends.")
 @click.option("--timestamps", is_flag=True, help="Prefix each line with its time.")
 def logs(run_id: int, job: str | None, follow: bool, timestamps: bool) -> None:
     """Print the logs of a run (all jobs, or one)."""
-    store = store_for()
-    with store.session() as session:
-        run = _load_run(session, run_id)
-        jobs = {j.id: j.name for j in run.jobs}
-        if job is not None:
-            wanted = [jid for jid, name in jobs.items() if name == job]
-            if not wanted:
-                raise NotFound(
-                    f"run {run_id} has no job '{job}'",
-                    hint=f"its jobs: {', '.join(jobs.values())}",
-                )
-            job_ids = wanted
-        else:
-            job_ids = list(jobs)
-    prefix = job is None and len(jobs) > 1
-    width = max((len(n) for n in jobs.values()), default=0)
-    last_id = 0
-    while True:
-        with store.session() as session:
-            # Status first: lines written before the run ended are then sure to be read below.
-            status = RunStatus(session.get_one(Run, run_id).status) if follow else None
-            rows = session.execute(
-                select(LogLine.id, LogLine.job_id, LogLine.ts, LogLine.text)
-                .where(LogLine.job_id.in_(job_ids), LogLine.id > last_id)
-                .order_by(LogLine.id)
-                .limit(5000)
-            ).all()
-        for line_id, job_id, ts, text in rows:
-            head = f"{jobs[job_id].ljust(width)} | " if prefix else ""
-            stamp = f"{ts.isoformat(timespec='milliseconds')} " if timestamps else ""
-            click.echo(f"{stamp}{head}{text}")
-            last_id = line_id
-        if len(rows) == 5000:
-            continue
-        if not follow or (status is not None and status.terminal):
-            return
-        time.sleep(FOLLOW_POLL_SECONDS)
+    source = backend()
+    names = source.job_names(run_id)
+    prefix = job is None and len(names) > 1
+    width = max((len(n) for n in names), default=0)
+    for line in source.logs(run_id, job, follow):
+        head = f"{line['job'].ljust(width)} | " if prefix else ""
+        stamp = f"{line['ts'].isoformat(timespec='milliseconds')} " if timestamps else ""
+        click.echo(f"{stamp}{head}{line['text']}")
 
 
 @click.command()
-@click.argument("run_id", type=int)
+@run_id_argument
 def cancel(run_id: int) -> None:
     """Cancel a queued or running run: its jobs' processes are stopped."""
-    store = store_for()
-    with store.session() as session:
-        _load_run(session, run_id)  # the same message as show/logs for a run that is not there
-    status = request_cancel(store, run_id, by="cli")
-    click.echo(f"cancel requested for run {run_id} (it was {status.value})")
-    with store.session() as session:
-        names = session.scalars(select(Job.name).where(Job.run_id == run_id)).all()
-    click.echo(f"`conveyor show {run_id}` shows when its {len(names)} jobs have stopped")
+    was, jobs = backend().cancel(run_id)
+    click.echo(f"cancel requested for run {run_id} (it was {was})")
+    click.echo(f"`conveyor show {run_id}` shows when its {jobs} jobs have stopped")
+
+
+@click.command()
+@run_id_argument
+@click.option("--failed", "failed_only", is_flag=True, help="Only the jobs that did not succeed.")
+def rerun(run_id: int, failed_only: bool) -> None:
+    """Run a finished run's commit again: every job, or only those that did not succeed
+    (the others keep their results and artifacts). Needs a server (CONVEYOR_URL)."""
+    data = backend().rerun(run_id, failed_only)
+    reused = [j["name"] for j in data["jobs"] if (j["reason"] or "").startswith("reused from")]
+    click.echo(f"run {data['id']} queued: a re-run of run {run_id}")
+    if reused:
+        click.echo(f"  kept from run {run_id}: {', '.join(reused)}")

@@ -100,6 +100,12 @@ def add_service(request: Request, body: ServiceIn, identity: Admin) -> dict[str,
 class RunIn(BaseModel):
     service: str = Field(max_length=200)
     rev: str = Field("HEAD", min_length=1, max_length=250, pattern=r"^[^\s-][^\s]*$")
+    ref: str | None = Field(
+        None,
+        max_length=1000,
+        pattern=r"^refs/[^\x00-\x1f\x7f]+$",
+        description="e.g. refs/heads/main",
+    )
 
 
 @router.get("/runs", tags=["runs"])
@@ -126,7 +132,12 @@ def trigger_run(request: Request, body: RunIn, identity: Trigger) -> dict[str, A
         repository = svc.repository
     repo = source_for(state.store.home, body.service, repository)
     queued = queue_commit(
-        state.store, repo, body.rev, trigger=f"api:{identity.name}", service=body.service
+        state.store,
+        repo,
+        body.rev,
+        trigger=f"api:{identity.name}",
+        service=body.service,
+        ref=body.ref,
     )
     return queries.run_detail(state.store, queued.run_id)
 

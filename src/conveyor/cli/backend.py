@@ -1,0 +1,187 @@
+"""Where the CLI gets its answers: the local store (embedded), or a server when CONVEYOR_URL
+is set. Both give the same dictionaries, so every command prints the same thing either way."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from conveyor.errors import ConveyorError, NotFound
+
+FOLLOW_POLL_SECONDS = 0.2
+PAGE = 5000
+TIME_KEYS = {"created_at", "started_at", "finished_at", "ts", "revoked_at"}
+
+
+class Backend(Protocol):
+    def list_runs(self, service: str | None, status: str | None, limit: int) -> list[Any]: ...
+    def run_detail(self, run_id: int) -> dict[str, Any]: ...
+    def logs(self, run_id: int, job: str | None, follow: bool) -> Iterator[dict[str, Any]]: ...
+    def job_names(self, run_id: int) -> list[str]: ...
+    def cancel(self, run_id: int) -> tuple[str, int]: ...
+    def rerun(self, run_id: int, failed_only: bool) -> dict[str, Any]: ...
+
+
+def backend() -> Backend:
+    url = os.environ.get("CONVEYOR_URL")
+    if url:
+        return HttpBackend(url, os.environ.get("CONVEYOR_TOKEN"))
+    return LocalBackend()
+
+
+class LocalBackend:
+    def __init__(self) -> None:
+        from conveyor.cli.common import store_for
+
+        self.store = store_for()
+
+    def list_runs(self, service: str | None, status: str | None, limit: int) -> list[Any]:
+        from conveyor.store.queries import list_runs
+
+        return list_runs(self.store, service=service, status=status, limit=limit)
+
+    def run_detail(self, run_id: int) -> dict[str, Any]:
+        from conveyor.store.queries import run_detail
+
+        return run_detail(self.store, run_id)
+
+    def job_names(self, run_id: int) -> list[str]:
+        from conveyor.store.queries import run_jobs
+
+        return list(run_jobs(self.store, run_id).values())
+
+    def logs(self, run_id: int, job: str | None, follow: bool) -> Iterator[dict[str, Any]]:
+        from conveyor.store.queries import log_page, run_jobs
+
+        jobs = run_jobs(self.store, run_id, job)
+        cursor = 0
+        while True:
+            lines, ended = log_page(self.store, run_id, jobs, cursor, PAGE)
+            for line in lines:
+                cursor = line["id"]
+                yield line
+            if len(lines) == PAGE:
+                continue  # more lines are already waiting
+            if ended or not follow:
+                return
+            time.sleep(FOLLOW_POLL_SECONDS)
+
+    def cancel(self, run_id: int) -> tuple[str, int]:
+        from conveyor.engine.runs import request_cancel
+        from conveyor.store.queries import job_count, load_run
+
+        with self.store.session() as session:
+            load_run(session, run_id)
+        previous = request_cancel(self.store, run_id, by="cli")
+        return previous.value, job_count(self.store, run_id)
+
+    def rerun(self, run_id: int, failed_only: bool) -> dict[str, Any]:
+        raise ConveyorError(
+            "re-running needs a server (the embedded mode runs with `conveyor run`)",
+            hint="set CONVEYOR_URL, or run `conveyor run --sha <sha>` again",
+        )
+
+
+def _times(value: Any) -> Any:
+    """Turn the API's RFC 3339 strings back into datetimes, as the local store gives them."""
+    if isinstance(value, list):
+        return [_times(v) for v in value]
+    if isinstance(value, dict):
+        return {
+            k: (
+                dt.datetime.fromisoformat(v.replace("Z", "+00:00"))
+                if k in TIME_KEYS and isinstance(v, str)
+                else _times(v)
+            )
+            for k, v in value.items()
+        }
+    return value
+
+
+class HttpBackend:
+    def __init__(self, url: str, token: str | None) -> None:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.url = url.rstrip("/")
+        self.client = httpx.Client(
+            base_url=f"{self.url}/api/v1", headers=headers, timeout=httpx.Timeout(30.0)
+        )
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        import httpx
+
+        try:
+            response = self.client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ConveyorError(
+                f"cannot reach the server at {self.url}: {exc}",
+                hint="is `conveyor server` running? CONVEYOR_URL names it",
+            ) from None
+        if response.status_code >= 400:
+            try:
+                error = response.json()["error"]
+                message, hint = error["message"], error.get("hint")
+            except (ValueError, KeyError, TypeError):
+                message, hint = f"the server answered {response.status_code}", None
+            cls = NotFound if response.status_code == 404 else ConveyorError
+            raise cls(message, hint=hint)
+        return _times(response.json()) if response.content else None
+
+    def list_runs(self, service: str | None, status: str | None, limit: int) -> list[Any]:
+        params: dict[str, Any] = {"limit": limit}
+        if service:
+            params["service"] = service
+        if status:
+            params["status"] = status
+        runs: list[Any] = self._call("GET", "/runs", params=params)
+        return runs
+
+    def run_detail(self, run_id: int) -> dict[str, Any]:
+        detail: dict[str, Any] = self._call("GET", f"/runs/{run_id}")
+        return detail
+
+    def job_names(self, run_id: int) -> list[str]:
+        return [j["name"] for j in self.run_detail(run_id)["jobs"]]
+
+    def logs(self, run_id: int, job: str | None, follow: bool) -> Iterator[dict[str, Any]]:
+        params: dict[str, Any] = {"job": job} if job else {}
+        if not follow:
+            cursor = 0
+            while True:
+                page = self._call("GET", f"/runs/{run_id}/logs", params=params | {"after": cursor})
+                yield from page["lines"]
+                if not page["lines"] or page["ended"]:
+                    return
+                cursor = page["next"]
+        self.run_detail(run_id)  # a clear error for an unknown run, before streaming
+        with self.client.stream(
+            "GET", f"/runs/{run_id}/logs/stream", params=params, timeout=None
+        ) as response:
+            event = None
+            for raw in response.iter_lines():
+                if raw.startswith("event: "):
+                    event = raw.removeprefix("event: ")
+                elif raw.startswith("data: ") and event == "line":
+                    yield _times(json.loads(raw.removeprefix("data: ")))
+                elif raw.startswith("data: ") and event == "end":
+                    return
+
+    def cancel(self, run_id: int) -> tuple[str, int]:
+        answer = self._call("POST", f"/runs/{run_id}/cancel")
+        return answer["was"], answer["jobs"]
+
+    def rerun(self, run_id: int, failed_only: bool) -> dict[str, Any]:
+        detail: dict[str, Any] = self._call(
+            "POST", f"/runs/{run_id}/rerun", json={"failed_only": failed_only}
+        )
+        return detail
+
+    def trigger(self, service: str, rev: str, ref: str | None = None) -> dict[str, Any]:
+        body = {"service": service, "rev": rev} | ({"ref": ref} if ref else {})
+        detail: dict[str, Any] = self._call("POST", "/runs", json=body)
+        return detail

@@ -7,12 +7,14 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests import pg
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Ada Author",
@@ -134,3 +136,23 @@ class Conveyor:
 @pytest.fixture
 def conveyor(tmp_path: Path, repo: GitRepo) -> Conveyor:
     return Conveyor(home=tmp_path / "home", cwd=repo.path)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A new, empty database for this test: a SQLite file, or a PostgreSQL database of its own
+    on the server CONVEYOR_TEST_POSTGRES_URL names (see tests/pg.py)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'conveyor.db'}"
+        return
+    with pg.fresh_database(pg.admin_url()) as url:
+        yield url
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if pg.creation_seconds:
+        times = sorted(pg.creation_seconds)
+        terminalreporter.write_line(
+            f"PostgreSQL: {len(times)} test databases created, "
+            f"median {times[len(times) // 2] * 1000:.0f} ms, max {times[-1] * 1000:.0f} ms each"
+        )

@@ -302,7 +302,13 @@ def test_help_lists_every_command(conveyor: Conveyor) -> None:
         "show",
         "logs",
         "cancel",
+        "rerun",
         "db",
+        "server",
+        "token",
+        "service",
+        "runner",
+        "hook",
     ]
     text = conveyor("--help", check=True).stdout
     section = text.split("Commands:", 1)[1]

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import select
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conveyor import __version__
@@ -30,13 +32,17 @@ from conveyor.runner.executor import RunnerSettings, SourceCache
 from conveyor.runner.pool import RunnerPool
 from conveyor.runner.secrets import Secrets
 from conveyor.server.hub import Hub, wait_for
+from conveyor.server.intake import ChangeRecorder
 from conveyor.sources.intake import process_pending
 from conveyor.store.db import Store
+from conveyor.store.models import Service
 
 log = logging.getLogger("conveyor.server")
 
 # Background loops also poll this often, for work queued by other server processes.
 POLL_SECONDS = 0.5
+# How long a service's webhook settings are reused before being read again.
+SERVICE_CACHE_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,28 @@ class ServerState:
         self.artifacts = ArtifactStore(store.home / "artifacts")
         self.sources = SourceCache(store.home / "workspaces")
         self.hub: Hub | None = None
+        self.changes = ChangeRecorder(store)
+        self._services: dict[str, tuple[float, Any]] = {}
+
+    def service(self, name: str) -> Any:
+        """A service's webhook settings, cached briefly: every delivery needs them."""
+        now = time.monotonic()
+        cached = self._services.get(name)
+        if cached is not None and now - cached[0] < SERVICE_CACHE_SECONDS:
+            return cached[1]
+        with self.store.session() as session:
+            svc = session.scalar(select(Service).where(Service.name == name))
+            value = (
+                None
+                if svc is None
+                else {"secret": svc.webhook_secret, "allow_unsigned": svc.allow_unsigned}
+            )
+        self._services[name] = (now, value)
+        return value
+
+    def forget_service(self, name: str) -> None:
+        """Drop a service's cached settings: it was just registered or changed here."""
+        self._services.pop(name, None)
 
     def notify(self, channel: str) -> None:
         if self.hub is not None:
@@ -118,8 +146,24 @@ def create_app(store: Store, config: ServerConfig | None = None) -> FastAPI:
                 if process_pending(store, store.home):
                     hub.notify("dispatch")
 
+            tasks.append(asyncio.create_task(state.changes.serve()))
             tasks.append(asyncio.create_task(_loop("dispatcher", dispatch, dispatch_wake)))
             tasks.append(asyncio.create_task(_loop("intake", intake, intake_wake, in_thread=True)))
+            # --- polling: remote heads of services with a poll interval, and git hook spools
+            from conveyor.sources.poll import poll_sources
+
+            tasks.append(
+                asyncio.create_task(
+                    _loop(
+                        "poll",
+                        lambda: poll_sources(store, store.home),
+                        asyncio.Event(),
+                        in_thread=True,
+                        every=1.0,
+                    )
+                )
+            )
+            # --- end polling
             if config.runner_slots > 0:
                 settings = RunnerSettings(
                     workspaces=store.home / "workspaces",

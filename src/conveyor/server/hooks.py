@@ -97,9 +97,7 @@ async def forge_hook(request: Request, forge: str, service: str) -> JSONResponse
         body += chunk
         if len(body) > limit:
             raise HTTPException(413, f"payload larger than {limit} bytes")
-    with state.store.session() as session:
-        svc = session.scalar(select(Service).where(Service.name == service))
-        secret, allow_unsigned = (svc.webhook_secret, svc.allow_unsigned) if svc else (None, False)
+    svc = state.service(service)
     if svc is None:
         log.warning("%s webhook for unknown service %s refused", forge, service)
         raise HTTPException(404, f"there is no service {service!r}")
@@ -108,8 +106,8 @@ async def forge_hook(request: Request, forge: str, service: str) -> JSONResponse
             forge,
             dict(request.headers),
             bytes(body),
-            secret=secret,
-            allow_unsigned=allow_unsigned,
+            secret=svc["secret"],
+            allow_unsigned=svc["allow_unsigned"],
             max_bytes=limit,
         )
     except WebhookRejected as exc:

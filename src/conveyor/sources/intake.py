@@ -9,20 +9,22 @@ in between loses nothing: unprocessed deliveries are picked up at the next start
 from __future__ import annotations
 
 import fnmatch
+import functools
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 
 from conveyor.engine.runs import create_run, ensure_service
 from conveyor.engine.states import RunStatus, check_transition
 from conveyor.errors import ConveyorError
-from conveyor.runner.workspace import resolve_commit
+from conveyor.runner.workspace import CommitInfo, resolve_commit
 from conveyor.sources.commits import load_pipeline_at, queue_commit
 from conveyor.sources.mirror import source_for
-from conveyor.spec import PipelineError
+from conveyor.spec import Pipeline, PipelineError
 from conveyor.store.db import Store, Writer
 from conveyor.store.models import Delivery, Run, Service, utcnow
 
@@ -47,70 +49,120 @@ def record_change(
     payload: dict[str, Any],
 ) -> bool:
     """Record an accepted change in the caller's transaction; False if it was seen before."""
-    seen = w.session.scalar(
-        select(Delivery.id).where(Delivery.source == source, Delivery.delivery_id == delivery_id)
-    )
-    if seen is not None:
-        return False
-    w.session.add(
-        Delivery(
-            source=source,
-            delivery_id=delivery_id,
-            service=service,
-            received_at=utcnow(),
-            status="received",
-            payload=payload,
+    return record_changes(
+        w,
+        [{"source": source, "delivery_id": delivery_id, "service": service, "payload": payload}],
+    )[0]
+
+
+def record_changes(w: Writer, changes: Sequence[Mapping[str, Any]]) -> list[bool]:
+    """Record many changes at once (one lookup, one insert); for each, whether it was new."""
+    keys = [(c["source"], c["delivery_id"]) for c in changes]
+    seen = {
+        (source, delivery)
+        for source, delivery in w.session.execute(
+            select(Delivery.source, Delivery.delivery_id).where(
+                Delivery.delivery_id.in_([d for _, d in keys])
+            )
         )
-    )
-    w.emit(
-        "change.received",
-        service=service,
-        source=source,
-        delivery=delivery_id,
-        ref=payload.get("ref"),
-        after=payload.get("after"),
-    )
-    return True
+    }
+    fresh: list[bool] = []
+    rows: list[dict[str, Any]] = []
+    now = utcnow()
+    for key, change in zip(keys, changes, strict=True):
+        fresh.append(key not in seen)
+        if key in seen:
+            continue
+        seen.add(key)  # the same delivery twice in one batch counts once
+        rows.append(dict(change) | {"received_at": now, "status": "received"})
+        payload = change["payload"]
+        w.emit(
+            "change.received",
+            service=change["service"],
+            source=change["source"],
+            delivery=change["delivery_id"],
+            ref=payload.get("ref"),
+            after=payload.get("after"),
+        )
+    if rows:
+        w.session.execute(insert(Delivery), rows)
+    return fresh
 
 
 def branch_matches(branch: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(branch, pattern) for pattern in patterns)
 
 
-def process_pending(store: Store, home: Path) -> list[Outcome]:
-    """Turn every received change into a run (or a recorded reason why not), oldest first."""
+def process_pending(store: Store, home: Path, batch: int = 500) -> list[Outcome]:
+    """Turn received changes into runs (or recorded reasons why not), oldest first.
+
+    Deliveries announcing the same push (a forge's retry with a new id, a hook and a poll both
+    seeing it) make one run: the first queues it, the others are recorded as duplicates.
+    """
     with store.session() as session:
-        pending = session.scalars(
-            select(Delivery.id).where(Delivery.status == "received").order_by(Delivery.id)
+        pending = session.execute(
+            select(
+                Delivery.id,
+                Delivery.delivery_id,
+                Delivery.service,
+                Delivery.source,
+                Delivery.payload,
+            )
+            .where(Delivery.status == "received")
+            .order_by(Delivery.id)
+            .limit(batch)
         ).all()
-    return [_process(store, home, delivery_id) for delivery_id in pending]
-
-
-def _process(store: Store, home: Path, delivery_pk: int) -> Outcome:
-    with store.session() as session:
-        delivery = session.get_one(Delivery, delivery_pk)
-        payload = dict(delivery.payload)
-        service = session.scalar(select(Service).where(Service.name == delivery.service))
-        repository = service.repository if service else None
-        source = delivery.source
-    try:
-        outcome = _outcome(store, home, delivery.service, repository, payload, source)
-    except ConveyorError as exc:
-        outcome = Outcome("ignored", exc.message)
-    with store.write() as w:
-        row = w.session.get_one(Delivery, delivery_pk)
-        row.status, row.reason, row.run_id = outcome.status, outcome.reason, outcome.run_id
-        w.emit(
-            "change.processed",
-            service=row.service,
-            run_id=outcome.run_id,
-            delivery=row.delivery_id,
-            status=outcome.status,
-            reason=outcome.reason,
-        )
-    if outcome.status == "ignored":
-        log.info("change %s for %s ignored: %s", row.delivery_id, row.service, outcome.reason)
-    return outcome
+        wanted = {row.service for row in pending}
+        repositories: dict[str, str] = {
+            name: repository
+            for name, repository in session.execute(
+                select(Service.name, Service.repository).where(Service.name.in_(wanted))
+            )
+        }
+    outcomes: list[Outcome] = []
+    decided: dict[tuple[str, str, str], Outcome] = {}
+    results: list[tuple[Any, Outcome]] = []
+    for row in pending:
+        push = (row.service, str(row.payload.get("ref")), str(row.payload.get("after")))
+        if push in decided:
+            first = decided[push]
+            outcome = Outcome("ignored", "another delivery announced the same push", first.run_id)
+        else:
+            try:
+                outcome = _outcome(
+                    store,
+                    home,
+                    row.service,
+                    repositories.get(row.service),
+                    row.payload,
+                    row.source,
+                )
+            except ConveyorError as exc:
+                outcome = Outcome("ignored", exc.message)
+            decided[push] = outcome
+        results.append((row, outcome))
+        outcomes.append(outcome)
+    if results:
+        with store.write() as w:
+            for row, outcome in results:
+                w.session.execute(
+                    update(Delivery)
+                    .where(Delivery.id == row.id)
+                    .values(status=outcome.status, reason=outcome.reason, run_id=outcome.run_id),
+                    execution_options={"synchronize_session": False},
+                )
+                w.emit(
+                    "change.processed",
+                    service=row.service,
+                    run_id=outcome.run_id,
+                    delivery=row.delivery_id,
+                    status=outcome.status,
+                    reason=outcome.reason,
+                )
+    for row, outcome in results:
+        if outcome.status == "ignored":
+            log.info("change %s for %s ignored: %s", row.delivery_id, row.service, outcome.reason)
+    return outcomes
 
 
 def _outcome(
@@ -130,17 +182,26 @@ def _outcome(
         return Outcome("ignored", f"{ref} was deleted")
     branch = ref.removeprefix("refs/heads/")
     repo = source_for(home, service, repository)
-    commit = resolve_commit(repo, after)
-    try:
-        pipeline = load_pipeline_at(repo, commit)
-    except PipelineError as exc:
-        run_id = _record_invalid(store, service, repository, repo, commit.sha, ref, exc)
+    commit, pipeline = _read_commit(repo, after)
+    if isinstance(pipeline, PipelineError):
+        run_id = _record_invalid(store, service, repository, repo, commit.sha, ref, pipeline)
         return Outcome("queued", "the pipeline file is invalid", run_id)
     push = pipeline.on.push if pipeline.on else None
     if push is not None and not branch_matches(branch, list(push.branches)):
         return Outcome("ignored", f"branch {branch} is not in on.push.branches")
     queued = queue_commit(store, repo, commit.sha, trigger=source, ref=ref, service=service)
     return Outcome("queued", None, queued.run_id)
+
+
+@functools.lru_cache(maxsize=256)
+def _read_commit(repo: Path, sha: str) -> tuple[CommitInfo, Pipeline | PipelineError]:
+    """A commit and its pipeline file never change: read each once, however many deliveries
+    name it (a burst of webhooks for one push, or replays)."""
+    commit = resolve_commit(repo, sha)
+    try:
+        return commit, load_pipeline_at(repo, commit)
+    except PipelineError as exc:
+        return commit, exc
 
 
 def _record_invalid(

@@ -73,10 +73,14 @@ def queue_commit(
     ref: str | None = None,
     owner: str | None = None,
     service: str | None = None,
+    read: tuple[CommitInfo, Pipeline] | None = None,
 ) -> QueuedRun:
-    """Queue a run of `rev`; with `service`, refuse a commit whose file names another one."""
-    commit = resolve_commit(repo, rev)
-    pipeline = load_pipeline_at(repo, commit)
+    """Queue a run of `rev`; with `service`, refuse a commit whose file names another one.
+    `read` passes a commit and pipeline already read from `repo`, to skip reading them again."""
+    commit, pipeline = read or (None, None)
+    if commit is None or pipeline is None:
+        commit = resolve_commit(repo, rev)
+        pipeline = load_pipeline_at(repo, commit)
     if service is not None and pipeline.service != service:
         raise ConveyorError(
             f"conveyor.yml at {commit.short_sha} is for service {pipeline.service}, not {service}"

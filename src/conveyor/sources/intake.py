@@ -189,7 +189,9 @@ def _outcome(
     push = pipeline.on.push if pipeline.on else None
     if push is not None and not branch_matches(branch, list(push.branches)):
         return Outcome("ignored", f"branch {branch} is not in on.push.branches")
-    queued = queue_commit(store, repo, commit.sha, trigger=source, ref=ref, service=service)
+    queued = queue_commit(
+        store, repo, commit.sha, trigger=source, ref=ref, service=service, read=(commit, pipeline)
+    )
     return Outcome("queued", None, queued.run_id)
 
 

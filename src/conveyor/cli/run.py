@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from conveyor.engine.states import JobStatus, RunStatus
 from conveyor.runner.artifacts import ArtifactStore
 from conveyor.runner.executor import RunnerSettings, SourceCache
 from conveyor.runner.local import LocalRunner
+from conveyor.runner.process import use_fast_child_watcher
 from conveyor.runner.secrets import Secrets
 from conveyor.runner.workspace import find_repo_root
 from conveyor.sources.commits import full_ref, queue_commit
@@ -55,11 +55,12 @@ def run(rev: str, repo: Path | None, parallelism: int | None, keep_workspaces: b
     store = store_for(root)
     # Everything that can fail on bad local setup (e.g. a malformed secrets file) is read before
     # the run is recorded, so a mistake never leaves a queued run behind.
+    sources = SourceCache(store.home / "workspaces")
     settings = RunnerSettings(
         workspaces=store.home / "workspaces",
         artifacts=ArtifactStore(store.home / "artifacts"),
         secrets=Secrets.load(store.home),
-        sources=SourceCache(store.home / "workspaces"),
+        sources=sources,
         keep_workspaces=keep_workspaces,
     )
     queued = queue_commit(store, root, rev, owner=process_owner())
@@ -71,7 +72,7 @@ def run(rev: str, repo: Path | None, parallelism: int | None, keep_workspaces: b
             _drive(store, queued.run_id, LocalRunner(store, settings), limit, view)
         )
     finally:
-        settings.sources.clear()
+        sources.clear()
     view.end(queued.run_id)
     _print_failed_tail(store, queued.run_id)
     raise SystemExit(EXIT_CODES[status])
@@ -82,7 +83,7 @@ async def _drive(
 ) -> RunStatus:
     driver = RunDriver(store, run_id, runner.launch, parallelism)
     loop = asyncio.get_running_loop()
-    _use_pidfd_child_watcher(loop)
+    use_fast_child_watcher(loop)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, driver.request_cancel)
     unsubscribe = store.subscribe(view.event)
@@ -122,16 +123,6 @@ def _run_on_server(root: Path, rev: str) -> int:
     click.echo("")
     print_run(data)
     return EXIT_CODES[RunStatus(data["status"])]
-
-
-def _use_pidfd_child_watcher(loop: asyncio.AbstractEventLoop) -> None:
-    """Python 3.11 waits for each child in a thread of its own; a pidfd watcher is a few ms
-    faster per step. Python 3.12 and later use pidfds by default."""
-    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
-        return
-    watcher = asyncio.PidfdChildWatcher()
-    watcher.attach_loop(loop)
-    asyncio.set_child_watcher(watcher)
 
 
 def _print_failed_tail(store: Store, run_id: int) -> None:

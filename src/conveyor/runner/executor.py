@@ -10,10 +10,13 @@ import contextlib
 import datetime as dt
 import os
 import shutil
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from conveyor.engine.plan import JobPlan, RunContext, StepPlan
 from conveyor.engine.runs import StaleLease
@@ -46,31 +49,59 @@ class SourceCache:
 
     Exporting is a git process and a tree walk; copying a small tree is a fraction of that, and
     a 50-job pipeline would otherwise pay for 50 exports. Each job still gets its own copy, so
-    jobs never see each other's changes.
+    jobs never see each other's changes. The most recent `keep` exports are kept; `prepare`
+    lets the server export a commit as soon as its run is queued, before a runner asks.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, keep: int = 16) -> None:
         self.root = root
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
-        self._ready: dict[tuple[str, str], Path] = {}
+        self.keep = keep
+        self._lock = threading.Lock()
+        self._exporting: dict[tuple[str, str], threading.Lock] = {}
+        self._ready: OrderedDict[tuple[str, str], Path] = OrderedDict()
+
+    def prepare(self, repo: Path, sha: str) -> Path:
+        """Export the commit unless it is already (thread-safe; blocking)."""
+        key = (str(repo), sha)
+        with self._lock:
+            if key in self._ready:
+                self._ready.move_to_end(key)
+                return self._ready[key]
+            exporting = self._exporting.setdefault(key, threading.Lock())
+        with exporting:
+            with self._lock:
+                if key in self._ready:
+                    return self._ready[key]
+            source = self.root / f"source-{sha}-{abs(hash(str(repo))):x}"
+            if source.exists():
+                shutil.rmtree(source)
+            export_commit(repo, sha, source)
+            with self._lock:
+                self._ready[key] = source
+                self._exporting.pop(key, None)
+                stale = []
+                while len(self._ready) > self.keep:
+                    stale.append(self._ready.popitem(last=False)[1])
+        for old in stale:
+            shutil.rmtree(old, ignore_errors=True)
+        return source
 
     async def checkout(self, repo: Path, sha: str, dest: Path) -> None:
-        key = (str(repo), sha)
-        async with self._locks.setdefault(key, asyncio.Lock()):
-            source = self._ready.get(key)
-            if source is None:
-                source = self.root / f"source-{sha}"
-                if source.exists():
-                    await asyncio.to_thread(shutil.rmtree, source)
-                await asyncio.to_thread(export_commit, repo, sha, source)
-                self._ready[key] = source
+        source = await asyncio.to_thread(self.prepare, repo, sha)
         await asyncio.to_thread(shutil.copytree, source, dest, symlinks=True)
 
     def clear(self) -> None:
-        for source in self._ready.values():
+        with self._lock:
+            sources, self._ready = list(self._ready.values()), OrderedDict()
+        for source in sources:
             shutil.rmtree(source, ignore_errors=True)
-        self._ready.clear()
-        self._locks.clear()
+
+
+class Sources(Protocol):
+    """Where a job's workspace comes from: a local export (SourceCache), or the server's copy
+    for a remote agent (conveyor.runner.agent)."""
+
+    async def checkout(self, repo: Path, sha: str, dest: Path) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -78,7 +109,7 @@ class RunnerSettings:
     workspaces: Path
     artifacts: ArtifactStore
     secrets: Secrets
-    sources: SourceCache
+    sources: Sources
     keep_workspaces: bool = False
     base_env: Mapping[str, str] | None = None
 
@@ -185,8 +216,12 @@ class JobExecutor:
         """Keep the lease alive while the job runs, and hear of cancellation from afar."""
         while True:
             await asyncio.sleep(HEARTBEAT_SECONDS)
-            if await self.reporter.heartbeat():
-                self.cancel.set()
+            try:
+                if await self.reporter.heartbeat():
+                    self.cancel.set()
+            except StaleLease:
+                self.cancel.set()  # another runner has the job: stop its steps here
+                raise
 
     async def _run_reported(self) -> tuple[JobStatus, str | None]:
         masker = SecretMasker(self.settings.secrets.all_values())

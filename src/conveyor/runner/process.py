@@ -14,6 +14,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ __all__ = [
     "process_alive",
     "run_process",
     "sanitize_line",
+    "use_fast_child_watcher",
 ]
 
 _CHUNK = 256 * 1024
@@ -64,6 +66,16 @@ class ProcessResult:
     @property
     def ok(self) -> bool:
         return self.exit_code == 0
+
+
+def use_fast_child_watcher(loop: asyncio.AbstractEventLoop) -> None:
+    """Python 3.11 waits for each child in a thread of its own; a pidfd watcher saves a few
+    milliseconds per step. Python 3.12 and later use pidfds by default."""
+    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
+        return
+    watcher = asyncio.PidfdChildWatcher()
+    watcher.attach_loop(loop)
+    asyncio.set_child_watcher(watcher)
 
 
 def kill_process_group(pgid: int, sig: int) -> None:

@@ -30,6 +30,7 @@ from conveyor.errors import ConveyorError, NotFound
 from conveyor.runner.artifacts import ArtifactStore
 from conveyor.runner.executor import RunnerSettings, SourceCache
 from conveyor.runner.pool import RunnerPool
+from conveyor.runner.process import use_fast_child_watcher
 from conveyor.runner.secrets import Secrets
 from conveyor.server.hub import Hub, wait_for
 from conveyor.server.intake import ChangeRecorder
@@ -124,6 +125,7 @@ def create_app(store: Store, config: ServerConfig | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        use_fast_child_watcher(asyncio.get_running_loop())
         hub = Hub(asyncio.get_running_loop())
         state.hub = hub
         unsubscribe = store.subscribe(hub.announce)
@@ -143,7 +145,7 @@ def create_app(store: Store, config: ServerConfig | None = None) -> FastAPI:
                 advance_runs(store)
 
             def intake() -> None:
-                if process_pending(store, store.home):
+                if process_pending(store, store.home, prepare=state.sources.prepare):
                     hub.notify("dispatch")
 
             tasks.append(asyncio.create_task(state.changes.serve()))

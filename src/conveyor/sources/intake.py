@@ -11,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,11 +93,18 @@ def branch_matches(branch: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(branch, pattern) for pattern in patterns)
 
 
-def process_pending(store: Store, home: Path, batch: int = 500) -> list[Outcome]:
+def process_pending(
+    store: Store,
+    home: Path,
+    batch: int = 500,
+    prepare: Callable[[Path, str], object] | None = None,
+) -> list[Outcome]:
     """Turn received changes into runs (or recorded reasons why not), oldest first.
 
     Deliveries announcing the same push (a forge's retry with a new id, a hook and a poll both
     seeing it) make one run: the first queues it, the others are recorded as duplicates.
+    `prepare(repo, sha)` is called for each queued commit, so its workspace can be exported
+    before a runner asks for it.
     """
     with store.session() as session:
         pending = session.execute(
@@ -172,6 +179,7 @@ def _outcome(
     repository: str | None,
     payload: dict[str, Any],
     source: str,
+    prepare: Callable[[Path, str], object] | None = None,
 ) -> Outcome:
     if repository is None:
         return Outcome("ignored", f"service {service} is not registered")
@@ -192,6 +200,8 @@ def _outcome(
     queued = queue_commit(
         store, repo, commit.sha, trigger=source, ref=ref, service=service, read=(commit, pipeline)
     )
+    if prepare is not None:
+        prepare(repo, commit.sha)
     return Outcome("queued", None, queued.run_id)
 
 

@@ -10,6 +10,7 @@ writer can win.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -27,10 +28,29 @@ from conveyor.engine.scheduler import (
     run_outcome,
 )
 from conveyor.engine.states import JobStatus, RunStatus, StepStatus, check_transition
+from conveyor.errors import ConveyorError
 from conveyor.store.db import Store, Writer
 from conveyor.store.models import Job, Run, Step, utcnow
 
-LEASE_SECONDS = 30.0
+
+def _lease_seconds(default: float = 30.0) -> float:
+    """How long a lease lasts without a heartbeat: 30 s, or CONVEYOR_LEASE_SECONDS (read by
+    the server at start; failure drills and tests shorten it)."""
+    raw = os.environ.get("CONVEYOR_LEASE_SECONDS", "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= 86400:
+        raise ConveyorError(
+            f"CONVEYOR_LEASE_SECONDS must be a number of seconds above 0, not {raw!r}"
+        )
+    return value
+
+
+LEASE_SECONDS = _lease_seconds()
 # A job whose runner vanished is given to another runner this many times, then fails.
 REQUEUE_LIMIT = 2
 

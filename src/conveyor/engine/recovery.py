@@ -65,9 +65,11 @@ def recover_interrupted(store: Store) -> list[int]:
     """Mark runs with a dead driver as interrupted; returns their ids."""
     now = utcnow()
     with store.session() as session:
+        # Runs without an owner are the server's: their jobs are leased to runners, and lost
+        # runners are handled by lease expiry (conveyor.engine.dispatch), not here.
         candidates = session.execute(
             select(Run.id, Run.owner, Run.heartbeat_at).where(
-                Run.status.in_([RunStatus.QUEUED, RunStatus.RUNNING])
+                Run.status.in_([RunStatus.QUEUED, RunStatus.RUNNING]), Run.owner.is_not(None)
             )
         ).all()
     dead = [rid for rid, owner, beat in candidates if not owner_alive(owner, beat, now)]

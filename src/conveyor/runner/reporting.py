@@ -55,16 +55,10 @@ class JobRecorder:
                 )
             )
             self._steps = {pos: (sid, name) for pos, sid, name, _ in rows}
-            # A job leased again (its first runner was lost) continues its log's numbering.
-            last = None
-            if token > 1:
-                last = session.scalar(
-                    select(LogLine.seq)
-                    .where(LogLine.job_id == ref.id)
-                    .order_by(LogLine.seq.desc())
-                    .limit(1)
-                )
-        self._seq = last or 0
+        # The log's last line number, read in the first transaction that writes lines: a job
+        # leased again (its first runner was lost) continues its numbering, and the server
+        # makes a recorder per report batch of a remote runner.
+        self._seq: int | None = None
         self._started: dict[int, dt.datetime] = {}
 
     def _lease_held(self) -> ColumnElement[bool]:
@@ -121,6 +115,14 @@ class JobRecorder:
     def log(self, w: Writer, position: int | None, lines: LogBatch) -> None:
         if not lines:
             return
+        if self._seq is None:
+            last = w.session.scalar(
+                select(LogLine.seq)
+                .where(LogLine.job_id == self.ref.id)
+                .order_by(LogLine.seq.desc())
+                .limit(1)
+            )
+            self._seq = last or 0
         first = self._seq + 1
         rows = [
             {

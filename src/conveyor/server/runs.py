@@ -92,6 +92,8 @@ def add_service(request: Request, body: ServiceIn, identity: Admin) -> dict[str,
             poll_interval=svc.poll_interval,
         )
         data = _service_dict(svc)
+    # A new secret (or a service that was unknown a moment ago) must count from now on.
+    _state(request).forget_service(body.name)
     if body.generate_webhook_secret:
         data["webhook_secret"] = secret
     return data

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 
 from conveyor.engine.dispatch import LEASE_SECONDS, Lease, lease_next
@@ -34,7 +35,7 @@ class RunnerPool:
         self.store = store
         self.settings = settings
         self.slots = max(1, slots)
-        self.name = name or f"builtin@{socket.gethostname()}"
+        self.name = name or f"builtin@{socket.gethostname()}:{os.getpid()}"
         self.labels = labels if labels is not None else ["local", socket.gethostname()]
         # Set when jobs may be waiting: by the server's hub, and when one of ours finishes.
         self.wake = wake or asyncio.Event()

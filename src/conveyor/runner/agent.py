@@ -619,7 +619,8 @@ class Agent:
                     )
                     down = True
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), backoff.next())
+                    async with asyncio.timeout(backoff.next()):
+                        await self._stopping.wait()
                 continue
             if down:
                 self.echo(f"the server at {self.server_url} answers again", err=True)

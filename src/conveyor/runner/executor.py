@@ -137,7 +137,8 @@ class LogBuffer:
     async def _pump(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), LOG_FLUSH_SECONDS)
+                async with asyncio.timeout(LOG_FLUSH_SECONDS):
+                    await self._wake.wait()
             self._wake.clear()
             if self._lines:
                 await self.flush()

@@ -53,7 +53,8 @@ class RunnerPool:
                     task.add_done_callback(self._running.discard)
                 self.wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), IDLE_POLL_SECONDS)
+                    async with asyncio.timeout(IDLE_POLL_SECONDS):
+                        await self.wake.wait()
         finally:
             for task in list(self._running):
                 task.cancel()

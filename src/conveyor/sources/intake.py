@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import insert, select, update
 
-from conveyor.engine.runs import create_run, ensure_service
+from conveyor.engine.runs import ensure_service
 from conveyor.engine.states import RunStatus, check_transition
 from conveyor.errors import ConveyorError
 from conveyor.runner.workspace import CommitInfo, resolve_commit
@@ -225,31 +225,34 @@ def _record_invalid(
     ref: str,
     error: PipelineError,
 ) -> int:
-    """A push whose pipeline file is broken still shows as a run: failed, naming the lines."""
+    """A push whose pipeline file is broken still shows as a run: failed, naming the lines.
+    Queued and rejected in one transaction, so the dispatcher never sees it queued."""
     commit = resolve_commit(repo, sha)
-    run_id = create_run(
-        store,
-        service=service,
-        repository=repository,
-        sha=sha,
-        ref=ref,
-        trigger="push",
-        commit={"sha": sha, "subject": commit.subject, "author_name": commit.author_name},
-        pipeline={},
-        jobs=[],
-    )
+    reason = "the pipeline file is invalid: " + "; ".join(str(p) for p in error.problems)
     with store.write() as w:
-        ensure_service(w, service, repository)
-        run = w.session.get_one(Run, run_id)
-        check_transition("run", RunStatus(run.status), RunStatus.FAILED)
-        run.status = RunStatus.FAILED
-        run.reason = "the pipeline file is invalid: " + "; ".join(str(p) for p in error.problems)
-        run.finished_at = utcnow()
+        svc = ensure_service(w, service, repository)
+        now = utcnow()
+        run = Run(
+            service_id=svc.id,
+            status=RunStatus.QUEUED,
+            sha=sha,
+            ref=ref,
+            trigger="push",
+            commit={"sha": sha, "subject": commit.subject, "author_name": commit.author_name},
+            pipeline={},
+            created_at=now,
+            cancel_requested=False,
+        )
+        w.session.add(run)
+        w.session.flush()
+        w.emit("pipelinerun.queued", service=service, run_id=run.id, sha=sha, ref=ref, jobs=[])
+        check_transition("run", RunStatus.QUEUED, RunStatus.FAILED)
+        run.status, run.reason, run.finished_at = RunStatus.FAILED, reason, now
         w.emit(
             "pipelinerun.finished",
             service=service,
-            run_id=run_id,
+            run_id=run.id,
             status=RunStatus.FAILED.value,
-            reason=run.reason,
+            reason=reason,
         )
-    return run_id
+        return run.id

@@ -79,6 +79,8 @@ class Store:
         self.settings = settings
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._write_engine = _sqlite_writer(engine) if engine.dialect.name == "sqlite" else engine
+        self._write_sessions = sessionmaker(self._write_engine, expire_on_commit=False)
         self._listeners: list[Listener] = []
 
     @property
@@ -95,7 +97,7 @@ class Store:
     @contextmanager
     def write(self) -> Iterator[Writer]:
         """Write in one transaction; listeners hear of its events only after the commit."""
-        with self._sessions() as session, session.begin():
+        with self._write_sessions() as session, session.begin():
             writer = Writer(session)
             yield writer
         for ev in writer.events:
@@ -104,6 +106,8 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+        if self._write_engine is not self.engine:
+            self._write_engine.dispose()
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
@@ -115,6 +119,24 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
+
+
+def _sqlite_writer(engine: Engine) -> Engine:
+    """A second engine for write transactions that take SQLite's write lock at BEGIN.
+
+    Python's sqlite3 begins a transaction only at its first INSERT or UPDATE, so the reads
+    before it (check, then write: the state machine's way) would see data another writer may
+    change before this one commits. BEGIN IMMEDIATE serialises whole write transactions, as
+    row locks do on PostgreSQL. Reads keep the plain engine and never wait for writers (WAL).
+    """
+    writer = create_engine(engine.url, connect_args={"timeout": 30, "isolation_level": None})
+    event.listen(writer, "connect", _sqlite_pragmas)
+
+    @event.listens_for(writer, "begin")
+    def _begin_immediate(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return writer
 
 
 def make_engine(settings: Settings) -> Engine:

@@ -16,10 +16,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import selectinload
 
 from conveyor.engine.plan import RunContext
-from conveyor.engine.runs import JobRef, job_refs_of, move_job
+from conveyor.engine.runs import JobRef, job_ref, job_refs_of, move_job
 from conveyor.engine.scheduler import (
     Decision,
     JobView,
@@ -85,6 +84,9 @@ def _locked(stmt: Any, w: Writer) -> Any:
 
 def start_queued_runs(store: Store, max_running: int) -> list[int]:
     """Start queued runs in FIFO order, never two of one concurrency group at once."""
+    with store.session() as session:
+        if session.scalar(select(Run.id).where(Run.status == RunStatus.QUEUED).limit(1)) is None:
+            return []
     with store.write() as w:
         running = w.session.scalar(
             select(func.count()).select_from(Run).where(Run.status == RunStatus.RUNNING)
@@ -157,50 +159,72 @@ def _decide(views: dict[str, JobView], cancel: bool) -> list[Decision]:
     return decided
 
 
+def _refs_cache(store: Store) -> dict[int, dict[str, JobRef]]:
+    """Job facts that never change, per running run (dropped when the run ends)."""
+    cache: dict[int, dict[str, JobRef]] = store.cache.setdefault("dispatch.job_refs", {})
+    return cache
+
+
+def _run_refs(cache: dict[int, dict[str, JobRef]], run: Run) -> dict[str, JobRef]:
+    refs = cache.get(run.id)
+    if refs is None:
+        refs = cache[run.id] = {ref.name: ref for ref in job_refs_of(run)}
+    return refs
+
+
+def _views(session: Any, refs: dict[str, JobRef], run_id: int) -> dict[str, JobView]:
+    statuses = dict(session.execute(select(Job.name, Job.status).where(Job.run_id == run_id)).all())
+    return {
+        name: JobView(JobStatus(statuses[name]), ref.needs, ref.condition, ref.continue_on_error)
+        for name, ref in refs.items()
+    }
+
+
 def advance_runs(store: Store) -> list[int]:
     """Apply the scheduler's decisions to every running run; finish the ones that are done.
-    Returns the runs that finished."""
+    Returns the runs that finished. Runs with nothing to decide cost one read, no write."""
     finished: list[int] = []
+    cache = _refs_cache(store)
     with store.session() as session:
-        run_ids = session.scalars(
-            select(Run.id).where(Run.status == RunStatus.RUNNING, Run.owner.is_(None))
+        running = session.scalars(
+            select(Run).where(Run.status == RunStatus.RUNNING, Run.owner.is_(None))
         ).all()
-    for run_id in run_ids:
+        todo = []
+        for run in running:
+            views = _views(session, _run_refs(cache, run), run.id)
+            if (
+                run.cancel_requested
+                or all(v.status.terminal for v in views.values())
+                or next_decisions(views)
+            ):
+                todo.append(run.id)
+        live = {run.id for run in running}
+    for run_id in list(cache):
+        if run_id not in live:
+            del cache[run_id]
+    for run_id in todo:
         with store.write() as w:
-            run = w.session.scalars(
-                _locked(
-                    select(Run)
-                    .where(Run.id == run_id, Run.status == RunStatus.RUNNING)
-                    .options(selectinload(Run.jobs)),
-                    w,
-                )
+            locked = w.session.scalars(
+                _locked(select(Run).where(Run.id == run_id, Run.status == RunStatus.RUNNING), w)
             ).one_or_none()
-            if run is None:
+            if locked is None:
                 continue
-            refs = {ref.name: ref for ref in job_refs_of(run)}
-            views = {
-                job.name: JobView(
-                    JobStatus(job.status),
-                    refs[job.name].needs,
-                    refs[job.name].condition,
-                    refs[job.name].continue_on_error,
-                )
-                for job in run.jobs
-            }
-            for d in _decide(views, run.cancel_requested):
+            refs = _run_refs(cache, locked)
+            views = _views(w.session, refs, run_id)
+            for d in _decide(views, locked.cancel_requested):
                 move_job(w, refs[d.job], d.status, d.reason)
             if all(v.status.terminal for v in views.values()):
-                status, reason = run_outcome(views, run.cancel_requested)
-                check_transition("run", RunStatus(run.status), status)
+                status, reason = run_outcome(views, locked.cancel_requested)
+                check_transition("run", RunStatus(locked.status), status)
                 now = utcnow()
-                run.status, run.reason, run.finished_at = status, reason, now
+                locked.status, locked.reason, locked.finished_at = status, reason, now
                 data: dict[str, Any] = {"status": status.value}
                 if reason:
                     data["reason"] = reason
-                if run.started_at:
-                    data["duration"] = round((now - run.started_at).total_seconds(), 3)
-                w.emit("pipelinerun.finished", service=run.service.name, run_id=run.id, **data)
-                finished.append(run.id)
+                if locked.started_at:
+                    data["duration"] = round((now - locked.started_at).total_seconds(), 3)
+                w.emit("pipelinerun.finished", service=locked.service.name, run_id=run_id, **data)
+                finished.append(run_id)
     return finished
 
 
@@ -223,7 +247,7 @@ def lease_next(
             if not set(job.config.get("runs_on") or []) <= have:
                 continue
             run = job.run
-            ref = next(r for r in job_refs_of(run) if r.id == job.id)
+            ref = job_ref(job, run.service.name)
             expires = utcnow() + dt.timedelta(seconds=lease_seconds)
             token = move_job(
                 w,
@@ -250,6 +274,16 @@ def expire_leases(store: Store, requeue_limit: int = REQUEUE_LIMIT) -> list[tupl
     or fail once they have been lost too often. Returns (run id, job) of each."""
     now = utcnow()
     expired: list[tuple[int, str]] = []
+    with store.session() as session:
+        if (
+            session.scalar(
+                select(Job.id)
+                .where(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now)
+                .limit(1)
+            )
+            is None
+        ):
+            return expired
     with store.write() as w:
         jobs = w.session.scalars(
             _locked(
@@ -259,7 +293,7 @@ def expire_leases(store: Store, requeue_limit: int = REQUEUE_LIMIT) -> list[tupl
         for job in jobs:
             if job.run.owner is not None:
                 continue  # driven by `conveyor run` in-process; recovery handles it
-            ref = next(r for r in job_refs_of(job.run) if r.id == job.id)
+            ref = job_ref(job, job.run.service.name)
             lost = f"runner {job.runner or '?'} stopped answering (lease {job.lease_token} expired)"
             if job.lease_token <= requeue_limit:
                 move_job(w, ref, JobStatus.QUEUED, lost)

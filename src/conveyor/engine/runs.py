@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import selectinload
 
 from conveyor.engine.plan import Condition, JobPlan
 from conveyor.engine.scheduler import Decision, JobView
@@ -143,29 +142,28 @@ class JobRef:
     condition: Condition
     continue_on_error: bool
     plan: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
-    step_ids: tuple[int, ...] = ()
+
+
+def job_ref(job: Job, service: str) -> JobRef:
+    return JobRef(
+        id=job.id,
+        run_id=job.run_id,
+        name=job.name,
+        service=service,
+        needs=tuple(job.needs),
+        condition=job.config.get("condition", "success"),
+        continue_on_error=bool(job.config.get("continue_on_error", False)),
+        plan=job.config,
+    )
 
 
 def job_refs_of(run: Run) -> list[JobRef]:
-    return [
-        JobRef(
-            id=j.id,
-            run_id=run.id,
-            name=j.name,
-            service=run.service.name,
-            needs=tuple(j.needs),
-            condition=j.config.get("condition", "success"),
-            continue_on_error=bool(j.config.get("continue_on_error", False)),
-            plan=j.config,
-            step_ids=tuple(step.id for step in j.steps),
-        )
-        for j in run.jobs
-    ]
+    return [job_ref(j, run.service.name) for j in run.jobs]
 
 
 def job_refs(store: Store, run_id: int) -> dict[str, JobRef]:
     with store.session() as session:
-        run = session.get(Run, run_id, options=[selectinload(Run.jobs).selectinload(Job.steps)])
+        run = session.get(Run, run_id)
         if run is None:
             raise NotFound(f"there is no run {run_id}")
         return {ref.name: ref for ref in job_refs_of(run)}

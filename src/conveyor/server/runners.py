@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select, update
 
 from conveyor.engine.dispatch import LEASE_SECONDS, lease_next
-from conveyor.engine.runs import JobRef, StaleLease, job_refs_of
+from conveyor.engine.runs import JobRef, StaleLease, job_ref
 from conveyor.errors import NotFound
 from conveyor.runner.reporting import JobRecorder
 from conveyor.server.auth import require
@@ -80,7 +80,7 @@ def _ref(request: Request, job_id: int) -> JobRef:
         job = session.get(Job, job_id)
         if job is None:
             raise NotFound(f"there is no job {job_id}")
-        return next(r for r in job_refs_of(job.run) if r.id == job_id)
+        return job_ref(job, job.run.service.name)
 
 
 @router.post("/jobs/{job_id}/reports")

@@ -82,6 +82,8 @@ class Store:
         self._write_engine = _sqlite_writer(engine) if engine.dialect.name == "sqlite" else engine
         self._write_sessions = sessionmaker(self._write_engine, expire_on_commit=False)
         self._listeners: list[Listener] = []
+        # For derived facts that never change once written (e.g. a run's job plan), per store.
+        self.cache: dict[str, Any] = {}
 
     @property
     def home(self) -> Path:

@@ -98,10 +98,11 @@ class Process:
 
 
 class ServerProcess:
-    """`conveyor server --runners 0` on 127.0.0.1:<free port>, with its own CONVEYOR_HOME."""
+    """`conveyor server` on 127.0.0.1:<free port> (no built-in runner unless asked), own home."""
 
-    def __init__(self, home: Path, *, lease_seconds: float | None = None) -> None:
+    def __init__(self, home: Path, *, lease_seconds: float | None = None, runners: int = 0) -> None:
         self.home = home
+        self.runners = runners
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         extra = {"CONVEYOR_HOME": str(home)}
@@ -142,7 +143,13 @@ class ServerProcess:
         self.starts += 1
         self.process = Process(
             conveyor_argv(
-                "server", "--port", str(self.port), "--runners", "0", "--log-level", "warning"
+                "server",
+                "--port",
+                str(self.port),
+                "--runners",
+                str(self.runners),
+                "--log-level",
+                "warning",
             ),
             self.env,
             self.home.parent / "logs" / f"server-{self.starts}",

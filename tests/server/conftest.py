@@ -1,5 +1,5 @@
 """The HTTP API in-process: the real app and its background loops (dispatcher, intake, built-in
-runner) on a real SQLite store, driven through httpx against real git repositories.
+runner) on a real store (SQLite and PostgreSQL), driven through httpx against real git repositories.
 
 There is no pytest-asyncio: each test hands an async body to `serve`, which runs it with
 `asyncio.run` inside the app's lifespan.
@@ -252,13 +252,14 @@ Serve = Callable[..., None]
 
 
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Serve]:
-    """serve(body, config=None): start the app on a fresh store and run `body(api)` in it."""
+def serve(tmp_path: Path, database_url: str) -> Iterator[Serve]:
+    """serve(body, config=None): start the app on a fresh store (SQLite, and PostgreSQL) and
+    run `body(api)` in it."""
     home = tmp_path / "home"
     stores: list[Store] = []
 
     async def main(body: Body, config: ServerConfig) -> None:
-        store = open_store(Settings(home=home, database_url=f"sqlite:///{home}/conveyor.db"))
+        store = open_store(Settings(home=home, database_url=database_url))
         stores.append(store)
         app = create_app(store, config)
         admin = create_token(store, "admin", ["admin"], user="root")

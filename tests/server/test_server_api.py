@@ -119,13 +119,15 @@ def test_tokens_are_stored_only_as_hashes(serve: Serve, tmp_path: Path) -> None:
         with api.store.session() as session:
             hashes = set(session.scalars(select(Token.token_hash)))
         assert len(hashes) == 3
-        files = sorted(api.home.glob("conveyor.db*"))
-        assert files, "no database file"
-        stored = b"".join(f.read_bytes() for f in files)
         for token in tokens:
-            assert token.encode() not in stored
-            assert token[4:].encode() not in stored
             assert sha256_of(token.encode()).removeprefix("sha256:") in hashes
+        if api.store.engine.dialect.name == "sqlite":  # the bytes on disk, too
+            files = sorted(api.home.glob("conveyor.db*"))
+            assert files, "no database file"
+            stored = b"".join(f.read_bytes() for f in files)
+            for token in tokens:
+                assert token.encode() not in stored
+                assert token[4:].encode() not in stored
 
     serve(body)
 

@@ -124,6 +124,7 @@ async def forge_hook(request: Request, forge: str, service: str) -> JSONResponse
         "repository": push.repository,
         "commits": [c.sha for c in push.commits][:100],
     }
-    with state.store.write() as w:
-        new = record_change(w, source=forge, delivery_id=delivery, service=service, payload=payload)
+    new = await state.changes.record(
+        source=forge, delivery_id=delivery, service=service, payload=payload
+    )
     return _accepted(forge, service, delivery, new)

@@ -37,6 +37,10 @@ class ChangeRecorder:
         self._wake.set()
         return await item.done
 
+    def _write(self, changes: list[dict[str, Any]]) -> list[bool]:
+        with self.store.write() as w:
+            return record_changes(w, changes)
+
     async def serve(self) -> None:
         while True:
             await self._wake.wait()
@@ -45,8 +49,10 @@ class ChangeRecorder:
             if not batch:
                 continue
             try:
-                with self.store.write() as w:
-                    results = record_changes(w, [item.change for item in batch])
+                # In a thread: while this batch commits, the loop takes the next requests,
+                # which then make one batch together (a write blocking the loop would keep
+                # every batch at one request).
+                results = await asyncio.to_thread(self._write, [item.change for item in batch])
             except Exception as exc:  # nothing in the batch was stored: every sender hears why
                 for item in batch:
                     if not item.done.done():
@@ -55,5 +61,3 @@ class ChangeRecorder:
             for item, new in zip(batch, results, strict=True):
                 if not item.done.done():
                     item.done.set_result(new)
-            # Let the requests that arrived meanwhile gather into the next batch.
-            await asyncio.sleep(0)

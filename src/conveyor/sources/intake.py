@@ -150,14 +150,18 @@ def process_pending(
         results.append((row, outcome))
         outcomes.append(outcome)
     if results:
+        same: dict[Outcome, list[int]] = {}
+        for row, outcome in results:
+            same.setdefault(outcome, []).append(row.id)
         with store.write() as w:
-            for row, outcome in results:
+            for outcome, ids in same.items():
                 w.session.execute(
                     update(Delivery)
-                    .where(Delivery.id == row.id)
+                    .where(Delivery.id.in_(ids))
                     .values(status=outcome.status, reason=outcome.reason, run_id=outcome.run_id),
                     execution_options={"synchronize_session": False},
                 )
+            for row, outcome in results:
                 w.emit(
                     "change.processed",
                     service=row.service,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy import create_engine, event, insert, inspect, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
@@ -69,9 +69,26 @@ class Writer:
         ev = Event(
             ts=utcnow(), type=type_, service=service, run_id=run_id, job_id=job_id, data=data
         )
-        self.session.add(ev)
         self.events.append(ev)
         return ev
+
+    def flush_events(self) -> None:
+        """Append this transaction's events in one statement (in the order they were emitted)."""
+        if self.events:
+            self.session.execute(
+                insert(Event),
+                [
+                    {
+                        "ts": ev.ts,
+                        "type": ev.type,
+                        "service": ev.service,
+                        "run_id": ev.run_id,
+                        "job_id": ev.job_id,
+                        "data": ev.data,
+                    }
+                    for ev in self.events
+                ],
+            )
 
 
 class Store:
@@ -102,6 +119,7 @@ class Store:
         with self._write_sessions() as session, session.begin():
             writer = Writer(session)
             yield writer
+            writer.flush_events()
         for ev in writer.events:
             for listener in list(self._listeners):
                 listener(ev)

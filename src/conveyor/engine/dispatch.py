@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 
 from conveyor.engine.plan import RunContext
-from conveyor.engine.runs import JobRef, job_ref, job_refs_of, move_job
+from conveyor.engine.runs import JobRef, job_ref, job_refs_of, move_job, run_context
 from conveyor.engine.scheduler import (
     Decision,
     JobView,
@@ -258,13 +258,7 @@ def lease_next(
                 lease_expires_at=expires,
                 report_seq=0,
             ).lease_token
-            context = RunContext(
-                run_id=run.id,
-                service=run.service.name,
-                sha=run.sha,
-                ref=run.ref,
-                repository=run.commit.get("source") or run.service.repository,
-            )
+            context = run_context(run)
             return Lease(ref, token, context, expires)
     return None
 

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import select, update
 
-from conveyor.engine.plan import Condition, JobPlan
+from conveyor.engine.plan import Condition, JobPlan, RunContext
 from conveyor.engine.scheduler import Decision, JobView
 from conveyor.engine.states import (
     IllegalTransition,
@@ -142,6 +142,17 @@ class JobRef:
     condition: Condition
     continue_on_error: bool
     plan: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+def run_context(run: Run) -> RunContext:
+    """What every job of the run sees; the source is where this run reads its commit."""
+    return RunContext(
+        run_id=run.id,
+        service=run.service.name,
+        sha=run.sha,
+        ref=run.ref,
+        repository=run.commit.get("source") or run.service.repository,
+    )
 
 
 def job_ref(job: Job, service: str) -> JobRef:

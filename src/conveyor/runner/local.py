@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from conveyor.engine.plan import JobPlan, RunContext
-from conveyor.engine.runs import JobRef
+from conveyor.engine.runs import JobRef, run_context
 from conveyor.engine.states import JobStatus
 from conveyor.runner.executor import JobExecutor, RunnerSettings
 from conveyor.runner.reporting import StoreReporter
@@ -25,13 +25,7 @@ class LocalRunner:
         if context is None:
             with self.store.session() as session:
                 run = session.get_one(Run, ref.run_id)
-                context = RunContext(
-                    run_id=run.id,
-                    service=run.service.name,
-                    sha=run.sha,
-                    ref=run.ref,
-                    repository=run.commit.get("source") or run.service.repository,
-                )
+                context = run_context(run)
                 self._contexts[ref.run_id] = context
         return JobPlan.model_validate(ref.plan), context
 

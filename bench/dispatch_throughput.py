@@ -16,7 +16,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from serverproc import Server
+from benchserver import Server
 
 RUNS = 10
 JOBS_PER_RUN = 100

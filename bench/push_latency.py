@@ -24,7 +24,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from serverproc import Server
+from benchserver import Server
 
 PUSHES = 50
 GIT_ENV = {

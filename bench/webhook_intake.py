@@ -17,8 +17,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from benchserver import Server
 from rawhttp import blast, request
-from serverproc import Server
 
 from conveyor.sources.forges import sign_github
 

@@ -205,10 +205,11 @@ def test_a_signed_github_push_runs_the_pushed_commit_once(
         )
         assert row.payload["pusher"] == "Codertocat"
 
-        # GitHub redelivers with the same delivery id: acknowledged, not run again.
+        # A replay of the same delivery id: refused (409, JSON error), nothing new stored.
         r = await deliver(api, "github", "svc", data, headers)
-        assert r.status_code == 200, r.text
-        assert r.json() == {"status": "duplicate", "delivery": delivery}
+        assert r.status_code == 409, r.text
+        assert r.json()["error"]["code"] == "duplicate_delivery"
+        assert r.json()["delivery"] == delivery
         assert api.count(Delivery) == 1
         assert api.count(Event, Event.type == "change.received") == 1
         assert len((await api.get("/runs")).json()) == 1

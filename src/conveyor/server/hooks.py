@@ -33,10 +33,19 @@ def _state(request: Request) -> Any:
 
 
 def _accepted(source: str, service: str, delivery: str, new: bool) -> JSONResponse:
-    if not new:
-        log.info("%s delivery %s for %s is a replay; ignored", source, delivery, service)
+    """202 for a new change. A replayed forge delivery is refused with 409 and a JSON error
+    (nothing is stored); the git hook's own retries get 200 "duplicate", which tells it that
+    its spooled change has arrived."""
+    if new:
+        return JSONResponse({"status": "accepted", "delivery": delivery}, status_code=202)
+    log.warning("%s delivery %s for %s is a replay; ignored", source, delivery, service)
+    if source == "git":
         return JSONResponse({"status": "duplicate", "delivery": delivery}, status_code=200)
-    return JSONResponse({"status": "accepted", "delivery": delivery}, status_code=202)
+    body = {
+        "error": {"code": "duplicate_delivery", "message": f"delivery {delivery} was seen before"},
+        "delivery": delivery,
+    }
+    return JSONResponse(body, status_code=409)
 
 
 class GitPush(BaseModel):

@@ -52,8 +52,14 @@ def validate(path: Path | None) -> None:
 
 
 @click.command()
-def schema() -> None:
+@click.option("--markdown", is_flag=True, help="The file reference in Markdown instead.")
+def schema(markdown: bool) -> None:
     """Print the JSON Schema of conveyor.yml, for editors (e.g. yaml-language-server)."""
+    if markdown:
+        from conveyor.spec.reference import pipeline_reference
+
+        click.echo(pipeline_reference(), nl=False)
+        return
     click.echo(json.dumps(pipeline_json_schema(), indent=2))
 
 

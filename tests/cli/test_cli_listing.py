@@ -303,6 +303,8 @@ def test_help_lists_every_command(conveyor: Conveyor) -> None:
         "logs",
         "cancel",
         "rerun",
+        "releases",
+        "release",
         "db",
         "server",
         "token",

@@ -56,6 +56,10 @@ def test_run_runs_show_logs_cancel_and_rerun_through_a_server(
         until(lambda: server.run(2)["status"] == "succeeded", 30, "the re-run to succeed")
         followed = conveyor("logs", "2", "flaky", "--follow")
         assert followed.stdout.splitlines() == ["checking"]
+        [release] = conveyor("releases", "--json").json()
+        assert (release["id"], release["run"], release["service"]) == (1, 2, "remote")
+        shown = conveyor("release", "1", "--json").json()
+        assert shown["evidence"] == {"jobs": {"build": "succeeded", "flaky": "succeeded"}}
         missing = conveyor("show", "99")
         assert missing.returncode == 1
         assert "there is no run 99" in missing.stderr

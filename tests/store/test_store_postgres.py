@@ -181,6 +181,7 @@ def test_a_run_goes_through_every_state_and_fences_stale_runners(store: Store) -
         *["taskrun.queued", "taskrun.started", "taskrun.finished"],  # test
         *["taskrun.queued", "taskrun.started", "taskrun.finished"],  # deploy
         "pipelinerun.finished",
+        "release.created",  # a run that succeeded yields its release
     ]
     with store.session() as session:
         finished = session.scalars(

@@ -24,6 +24,8 @@ class Backend(Protocol):
     def job_names(self, run_id: int) -> list[str]: ...
     def cancel(self, run_id: int) -> tuple[str, int]: ...
     def rerun(self, run_id: int, failed_only: bool) -> dict[str, Any]: ...
+    def list_releases(self, service: str | None, limit: int) -> list[Any]: ...
+    def release_detail(self, release_id: int) -> dict[str, Any]: ...
 
 
 def backend() -> Backend:
@@ -78,6 +80,16 @@ class LocalBackend:
             load_run(session, run_id)
         previous = request_cancel(self.store, run_id, by="cli")
         return previous.value, job_count(self.store, run_id)
+
+    def list_releases(self, service: str | None, limit: int) -> list[Any]:
+        from conveyor.store.queries import list_releases
+
+        return list_releases(self.store, service=service, limit=limit)
+
+    def release_detail(self, release_id: int) -> dict[str, Any]:
+        from conveyor.store.queries import release_detail
+
+        return release_detail(self.store, release_id)
 
     def rerun(self, run_id: int, failed_only: bool) -> dict[str, Any]:
         raise ConveyorError(
@@ -179,6 +191,15 @@ class HttpBackend:
         detail: dict[str, Any] = self._call(
             "POST", f"/runs/{run_id}/rerun", json={"failed_only": failed_only}
         )
+        return detail
+
+    def list_releases(self, service: str | None, limit: int) -> list[Any]:
+        params: dict[str, Any] = {"limit": limit} | ({"service": service} if service else {})
+        releases: list[Any] = self._call("GET", "/releases", params=params)
+        return releases
+
+    def release_detail(self, release_id: int) -> dict[str, Any]:
+        detail: dict[str, Any] = self._call("GET", f"/releases/{release_id}")
         return detail
 
     def trigger(self, service: str, rev: str, ref: str | None = None) -> dict[str, Any]:

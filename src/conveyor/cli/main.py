@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "logs": ("conveyor.cli.runs", "logs", "Print (or follow) the logs of a run or job."),
     "cancel": ("conveyor.cli.runs", "cancel", "Cancel a queued or running run."),
     "rerun": ("conveyor.cli.runs", "rerun", "Run a finished run again (all or failed jobs)."),
+    "releases": ("conveyor.cli.releases", "releases", "List releases (successful runs)."),
+    "release": ("conveyor.cli.releases", "release", "Show one release and its evidence."),
     "db": ("conveyor.cli.db", "db", "Database schema: upgrade, current revision."),
     "server": ("conveyor.cli.server", "server", "Serve the API, webhooks and runners."),
     "token": ("conveyor.cli.admin", "token", "API tokens: create, list, revoke."),

@@ -18,7 +18,14 @@ from typing import Any
 from sqlalchemy import func, select, update
 
 from conveyor.engine.plan import RunContext
-from conveyor.engine.runs import JobRef, job_ref, job_refs_of, move_job, run_context
+from conveyor.engine.runs import (
+    JobRef,
+    close_run,
+    job_ref,
+    job_refs_of,
+    move_job,
+    run_context,
+)
 from conveyor.engine.scheduler import (
     Decision,
     JobView,
@@ -215,15 +222,7 @@ def advance_runs(store: Store) -> list[int]:
                 move_job(w, refs[d.job], d.status, d.reason)
             if all(v.status.terminal for v in views.values()):
                 status, reason = run_outcome(views, locked.cancel_requested)
-                check_transition("run", RunStatus(locked.status), status)
-                now = utcnow()
-                locked.status, locked.reason, locked.finished_at = status, reason, now
-                data: dict[str, Any] = {"status": status.value}
-                if reason:
-                    data["reason"] = reason
-                if locked.started_at:
-                    data["duration"] = round((now - locked.started_at).total_seconds(), 3)
-                w.emit("pipelinerun.finished", service=locked.service.name, run_id=run_id, **data)
+                close_run(w, locked, status, reason)
                 finished.append(run_id)
     return finished
 

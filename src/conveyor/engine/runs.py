@@ -23,7 +23,7 @@ from conveyor.engine.states import (
 )
 from conveyor.errors import ConveyorError, NotFound
 from conveyor.store.db import Store, Writer
-from conveyor.store.models import Artifact, Job, Run, Service, Step, utcnow
+from conveyor.store.models import Artifact, Job, Release, Run, Service, Step, utcnow
 
 StatusT = TypeVar("StatusT", bound=enum.Enum)
 
@@ -320,20 +320,48 @@ def lease_job(store: Store, ref: JobRef, runner: str, lease_seconds: float) -> i
         return _lease(w, ref, runner, lease_seconds)
 
 
+def close_run(w: Writer, run: Run, status: RunStatus, reason: str | None) -> None:
+    """End a run; a run that succeeded yields its release in the same transaction."""
+    check_transition("run", RunStatus(run.status), status)
+    now = utcnow()
+    run.status, run.reason, run.finished_at = status, reason, now
+    data: dict[str, Any] = {"status": status.value}
+    if reason:
+        data["reason"] = reason
+    if run.started_at:
+        data["duration"] = round((now - run.started_at).total_seconds(), 3)
+    w.emit("pipelinerun.finished", service=run.service.name, run_id=run.id, **data)
+    if status is RunStatus.SUCCEEDED:
+        release = Release(
+            service_id=run.service_id,
+            run_id=run.id,
+            sha=run.sha,
+            ref=run.ref,
+            created_at=now,
+            # Read, not taken from run.jobs: statuses changed by UPDATEs in this transaction.
+            evidence={
+                "jobs": dict(
+                    w.session.execute(
+                        select(Job.name, Job.status).where(Job.run_id == run.id)
+                    ).all()
+                )
+            },
+        )
+        w.session.add(release)
+        w.session.flush()
+        w.emit(
+            "release.created",
+            service=run.service.name,
+            run_id=run.id,
+            release=release.id,
+            sha=run.sha,
+            ref=run.ref,
+        )
+
+
 def finish_run(store: Store, run_id: int, status: RunStatus, reason: str | None) -> None:
     with store.write() as w:
-        run = get_run(w, run_id)
-        check_transition("run", RunStatus(run.status), status)
-        now = utcnow()
-        run.status = status
-        run.reason = reason
-        run.finished_at = now
-        data: dict[str, Any] = {"status": status.value}
-        if reason:
-            data["reason"] = reason
-        if run.started_at:
-            data["duration"] = round((now - run.started_at).total_seconds(), 3)
-        w.emit("pipelinerun.finished", service=run.service.name, run_id=run_id, **data)
+        close_run(w, get_run(w, run_id), status, reason)
 
 
 def heartbeat(store: Store, run_id: int) -> bool:

@@ -248,3 +248,18 @@ def download_artifact(request: Request, digest: str, _: Reader) -> FileResponse:
     if not digest.startswith("sha256:") or not store.exists(digest):
         raise NotFound(f"there is no artifact {digest}")
     return FileResponse(store.path_for(digest), media_type="application/octet-stream")
+
+
+@router.get("/releases", tags=["releases"])
+def list_releases(
+    request: Request,
+    _: Reader,
+    service: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+) -> list[dict[str, Any]]:
+    return queries.list_releases(_state(request).store, service=service, limit=limit)
+
+
+@router.get("/releases/{release_id}", tags=["releases"])
+def show_release(request: Request, release_id: int, _: Reader) -> dict[str, Any]:
+    return queries.release_detail(_state(request).store, release_id)

@@ -228,3 +228,21 @@ class Artifact(Base):
     digest: Mapped[str] = mapped_column(String(80))
     size: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Release(Base):
+    """The immutable result of a successful run: the commit, its artifacts (by digest, through
+    the run) and the evidence (every job's outcome). Deployments will hang off it."""
+
+    __tablename__ = "releases"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    service_id: Mapped[int] = mapped_column(ForeignKey("services.id"), index=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), unique=True)
+    sha: Mapped[str] = mapped_column(String(64))
+    ref: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    evidence: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+    service: Mapped[Service] = relationship()
+    run: Mapped[Run] = relationship()

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from conveyor.engine.states import RunStatus
 from conveyor.errors import NotFound
 from conveyor.store.db import Store
-from conveyor.store.models import Artifact, Job, LogLine, Run, Service
+from conveyor.store.models import Artifact, Job, LogLine, Release, Run, Service
 
 # Ids are 64-bit in the store; a larger number cannot name anything (and must not reach the
 # database driver, which cannot even bind it).
@@ -138,3 +138,41 @@ def log_page(
 def job_count(store: Store, run_id: int) -> int:
     with store.session() as session:
         return len(session.scalars(select(Job.id).where(Job.run_id == run_id)).all())
+
+
+def release_summary(release: Release) -> dict[str, Any]:
+    return {
+        "id": release.id,
+        "service": release.service.name,
+        "run": release.run_id,
+        "sha": release.sha,
+        "ref": release.ref,
+        "subject": release.run.commit.get("subject"),
+        "author": release.run.commit.get("author_name"),
+        "created_at": release.created_at,
+    }
+
+
+def list_releases(
+    store: Store, *, service: str | None = None, limit: int = 20
+) -> list[dict[str, Any]]:
+    with store.session() as session:
+        query = select(Release).order_by(Release.id.desc()).limit(limit)
+        if service:
+            query = query.join(Service).where(Service.name == service)
+        return [release_summary(r) for r in session.scalars(query)]
+
+
+def release_detail(store: Store, release_id: int) -> dict[str, Any]:
+    with store.session() as session:
+        release = session.get(Release, release_id) if 0 < release_id <= MAX_ID else None
+        if release is None:
+            raise NotFound(
+                f"there is no release {release_id}", hint="`conveyor releases` lists them"
+            )
+        data = release_summary(release)
+        run_id = release.run_id
+        data["commit"] = {k: v for k, v in release.run.commit.items() if k != "source"}
+        data["evidence"] = release.evidence
+    data["artifacts"] = run_detail(store, run_id)["artifacts"]
+    return data

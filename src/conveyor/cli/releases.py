@@ -1,0 +1,60 @@
+"""`conveyor releases` and `conveyor release ID`: what successful runs yielded."""
+
+from __future__ import annotations
+
+import click
+
+from conveyor.cli.backend import backend
+from conveyor.cli.common import STATUS_MARK, print_json, print_table, when
+
+
+@click.command()
+@click.option("--service", help="Only releases of this service.")
+@click.option("-n", "--limit", default=20, show_default=True, type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def releases(service: str | None, limit: int, as_json: bool) -> None:
+    """List releases, newest first: each is a successful run's commit and artifacts."""
+    found = backend().list_releases(service, limit)
+    if as_json:
+        print_json(found)
+        return
+    if not found:
+        click.echo("no releases yet: a run that succeeds makes one")
+        return
+    print_table(
+        ["release", "service", "commit", "branch", "run", "created"],
+        [
+            [
+                str(r["id"]),
+                r["service"],
+                f"{r['sha'][:12]} {r['subject'] or ''}".strip(),
+                (r["ref"] or "-").removeprefix("refs/heads/"),
+                str(r["run"]),
+                when(r["created_at"]),
+            ]
+            for r in found
+        ],
+    )
+
+
+@click.command()
+@click.argument("release_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def release(release_id: int, as_json: bool) -> None:
+    """Show a release: commit, evidence (every job's outcome) and artifacts by digest."""
+    data = backend().release_detail(release_id)
+    if as_json:
+        print_json(data)
+        return
+    click.echo(f"release {data['id']} · {data['service']} · from run {data['run']}")
+    click.echo(f"  commit:  {data['sha']} {data['subject'] or ''}".rstrip())
+    click.echo(f"  author:  {data['author'] or '-'}")
+    click.echo(f"  branch:  {(data['ref'] or '-').removeprefix('refs/heads/')}")
+    click.echo(f"  created: {when(data['created_at'])}")
+    click.echo("  evidence:")
+    for job, status in data["evidence"].get("jobs", {}).items():
+        click.echo(f"    {STATUS_MARK.get(status, '?')} {job} {status}")
+    if data["artifacts"]:
+        click.echo("  artifacts:")
+        for a in data["artifacts"]:
+            click.echo(f"    {a['path']}  {a['digest']}  {a['size']} bytes")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -25,14 +25,9 @@ from conveyor.engine.runs import (
     job_refs_of,
     move_job,
     run_context,
+    views_in,
 )
-from conveyor.engine.scheduler import (
-    Decision,
-    JobView,
-    cancel_decisions,
-    next_decisions,
-    run_outcome,
-)
+from conveyor.engine.scheduler import decide, next_decisions, run_outcome
 from conveyor.engine.states import JobStatus, RunStatus, StepStatus, check_transition
 from conveyor.errors import ConveyorError
 from conveyor.store.db import Store, Writer
@@ -155,17 +150,6 @@ def supersede_queued(w: Writer, run: Run) -> list[int]:
     return [o.id for o in older]
 
 
-def _decide(views: dict[str, JobView], cancel: bool) -> list[Decision]:
-    batch = cancel_decisions(views) if cancel else next_decisions(views)
-    decided: list[Decision] = []
-    while batch:
-        decided += batch
-        for d in batch:
-            views[d.job] = replace(views[d.job], status=d.status)
-        batch = [] if cancel else next_decisions(views)
-    return decided
-
-
 def _refs_cache(store: Store) -> dict[int, dict[str, JobRef]]:
     """Job facts that never change, per running run (dropped when the run ends)."""
     cache: dict[int, dict[str, JobRef]] = store.cache.setdefault("dispatch.job_refs", {})
@@ -179,14 +163,6 @@ def _run_refs(cache: dict[int, dict[str, JobRef]], run: Run) -> dict[str, JobRef
     return refs
 
 
-def _views(session: Any, refs: dict[str, JobRef], run_id: int) -> dict[str, JobView]:
-    statuses = dict(session.execute(select(Job.name, Job.status).where(Job.run_id == run_id)).all())
-    return {
-        name: JobView(JobStatus(statuses[name]), ref.needs, ref.condition, ref.continue_on_error)
-        for name, ref in refs.items()
-    }
-
-
 def advance_runs(store: Store) -> list[int]:
     """Apply the scheduler's decisions to every running run; finish the ones that are done.
     Returns the runs that finished. Runs with nothing to decide cost one read, no write."""
@@ -198,7 +174,7 @@ def advance_runs(store: Store) -> list[int]:
         ).all()
         todo = []
         for run in running:
-            views = _views(session, _run_refs(cache, run), run.id)
+            views = views_in(session, _run_refs(cache, run))
             if (
                 run.cancel_requested
                 or all(v.status.terminal for v in views.values())
@@ -217,8 +193,8 @@ def advance_runs(store: Store) -> list[int]:
             if locked is None:
                 continue
             refs = _run_refs(cache, locked)
-            views = _views(w.session, refs, run_id)
-            for d in _decide(views, locked.cancel_requested):
+            views = views_in(w.session, refs)
+            for d in decide(views, locked.cancel_requested):
                 move_job(w, refs[d.job], d.status, d.reason)
             if all(v.status.terminal for v in views.values()):
                 status, reason = run_outcome(views, locked.cancel_requested)

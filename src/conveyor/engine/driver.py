@@ -11,13 +11,8 @@ from dataclasses import replace
 from typing import Any
 
 from conveyor.engine import runs
-from conveyor.engine.scheduler import (
-    Decision,
-    JobView,
-    cancel_decisions,
-    next_decisions,
-    run_outcome,
-)
+from conveyor.engine.recovery import process_start_time
+from conveyor.engine.scheduler import Decision, JobView, decide, run_outcome
 from conveyor.engine.states import JobStatus, RunStatus
 from conveyor.store.db import Store
 
@@ -30,11 +25,7 @@ Launcher = Callable[[runs.JobRef, int, asyncio.Event], Coroutine[Any, Any, JobSt
 
 def process_owner() -> str:
     """Identifies this process for recovery: host, pid, and the process start time."""
-    try:
-        with open(f"/proc/{os.getpid()}/stat", encoding="ascii") as fh:
-            started = fh.read().rsplit(")", 1)[1].split()[19]
-    except OSError:
-        started = "?"
+    started = process_start_time(os.getpid()) or "?"
     return f"{socket.gethostname()}:{os.getpid()}:{started}"
 
 
@@ -48,20 +39,9 @@ class RunDriver:
         self._cancel_applied = False
 
     def _decide(self, views: dict[str, JobView]) -> list[Decision]:
-        """Every decision this turn allows, followed through the DAG (a skipped job skips its
-        dependants at once); ``views`` is updated to match."""
-        if self.cancel.is_set() and not self._cancel_applied:
-            self._cancel_applied = True
-            batch = cancel_decisions(views)
-        else:
-            batch = next_decisions(views)
-        decided: list[Decision] = []
-        while batch:
-            decided += batch
-            for d in batch:
-                views[d.job] = replace(views[d.job], status=d.status)
-            batch = next_decisions(views)
-        return decided
+        cancel = self.cancel.is_set() and not self._cancel_applied
+        self._cancel_applied = self._cancel_applied or cancel
+        return decide(views, cancel)
 
     def request_cancel(self) -> None:
         """Cancel from inside this process (e.g. Ctrl-C); recorded like `conveyor cancel`."""

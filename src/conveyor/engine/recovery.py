@@ -24,7 +24,9 @@ from conveyor.store.models import Run, utcnow
 STALE_AFTER = dt.timedelta(seconds=30)
 
 
-def _start_time(pid: int) -> str | None:
+def process_start_time(pid: int) -> str | None:
+    """When the process started (clock ticks since boot): with the pid, names one process,
+    even after the pid is reused."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
             return fh.read().rsplit(")", 1)[1].split()[19]
@@ -38,7 +40,7 @@ def owner_alive(owner: str | None, heartbeat_at: dt.datetime | None, now: dt.dat
     host, _, rest = owner.partition(":")
     pid_text, _, started = rest.partition(":")
     if host == socket.gethostname() and pid_text.isdigit():
-        actual = _start_time(int(pid_text))
+        actual = process_start_time(int(pid_text))
         # Same pid but another start time: the pid was reused by an unrelated process.
         return actual is not None and (started in ("", "?") or actual == started)
     return heartbeat_at is not None and now - heartbeat_at < STALE_AFTER

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from conveyor.engine.plan import Condition, JobPlan, RunContext
 from conveyor.engine.scheduler import Decision, JobView
@@ -186,14 +187,22 @@ def job_statuses(store: Store, run_id: int) -> dict[str, JobStatus]:
         return {name: JobStatus(status) for name, status in rows}
 
 
-def job_views(store: Store, refs: Mapping[str, JobRef]) -> dict[str, JobView]:
+def views_in(session: Session, refs: Mapping[str, JobRef]) -> dict[str, JobView]:
+    """The scheduler's view of a run's jobs: fixed facts from `refs`, statuses read now."""
     if not refs:
         return {}
-    statuses = job_statuses(store, next(iter(refs.values())).run_id)
+    run_id = next(iter(refs.values())).run_id
+    rows = session.execute(select(Job.name, Job.status).where(Job.run_id == run_id))
+    statuses = {name: JobStatus(status) for name, status in rows}
     return {
         name: JobView(statuses[name], ref.needs, ref.condition, ref.continue_on_error)
         for name, ref in refs.items()
     }
+
+
+def job_views(store: Store, refs: Mapping[str, JobRef]) -> dict[str, JobView]:
+    with store.session() as session:
+        return views_in(session, refs)
 
 
 def _sources(kind: type[StatusT], target: StatusT) -> list[str]:
@@ -277,13 +286,6 @@ def _close_steps(w: Writer, ref: JobRef, status: JobStatus, now: dt.datetime) ->
             .values(status=target, finished_at=None if current is StepStatus.PENDING else now),
             execution_options={"synchronize_session": False},
         )
-
-
-def apply_decisions(
-    store: Store, refs: Mapping[str, JobRef], decisions: Sequence[Decision]
-) -> None:
-    """The scheduler's decisions for one turn, in one transaction."""
-    apply_turn(store, refs, decisions)
 
 
 def apply_turn(

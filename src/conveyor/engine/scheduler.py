@@ -7,7 +7,7 @@ is what lets the same rules drive the built-in runner and, later, a fleet of rem
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from conveyor.engine.plan import Condition
 from conveyor.engine.states import JobStatus, RunStatus
@@ -76,6 +76,20 @@ def cancel_decisions(jobs: Mapping[str, JobView]) -> list[Decision]:
         for name, job in jobs.items()
         if job.status in (JobStatus.PENDING, JobStatus.QUEUED)
     ]
+
+
+def decide(views: dict[str, JobView], cancel: bool = False) -> list[Decision]:
+    """Every decision this turn allows, followed through the DAG (a skipped job skips its
+    dependants at once); ``views`` is updated to match. With ``cancel``, what has not started
+    is cancelled instead."""
+    batch = cancel_decisions(views) if cancel else next_decisions(views)
+    decided: list[Decision] = []
+    while batch:
+        decided += batch
+        for d in batch:
+            views[d.job] = replace(views[d.job], status=d.status)
+        batch = [] if cancel else next_decisions(views)
+    return decided
 
 
 def run_outcome(

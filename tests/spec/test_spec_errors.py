@@ -40,7 +40,7 @@ def test_problem_fields_are_one_based_and_structured() -> None:
 def test_unknown_key_without_a_near_miss_lists_the_valid_keys() -> None:
     assert problems("service: a\nflavour: x\njobs: {x: {run: y}}\n") == [
         "conveyor.yml:2:1: unknown key 'flavour' — valid keys: concurrency, defaults, "
-        "environments, jobs, notify, on, service"
+        "environments, jobs, notify, on, publish, service"
     ]
 
 
@@ -455,7 +455,7 @@ def test_deep_nesting_is_refused() -> None:
 def test_control_characters_in_names_are_escaped() -> None:
     assert problems('service: a\n"tab\\there": 1\njobs:\n  "x\\ny": {run: y}\n') == [
         "conveyor.yml:2:1: unknown key 'tab\\there' — valid keys: concurrency, defaults, "
-        "environments, jobs, notify, on, service",
+        "environments, jobs, notify, on, publish, service",
         "conveyor.yml:4:3: jobs: job name 'x\\ny' is not valid: use letters, digits, '_', '.' "
         "and '-', not starting with '.' or '-'",
     ]

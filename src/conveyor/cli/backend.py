@@ -14,7 +14,20 @@ from conveyor.errors import ConveyorError, NotFound
 
 FOLLOW_POLL_SECONDS = 0.2
 PAGE = 5000
-TIME_KEYS = {"created_at", "started_at", "finished_at", "ts", "revoked_at"}
+TIME_KEYS = {
+    "created_at",
+    "started_at",
+    "finished_at",
+    "ts",
+    "revoked_at",
+    "since",
+    "healthy_at",
+    "requested_at",
+    "deadline",
+    "at",
+    "opened_at",
+    "resolved_at",
+}
 
 
 class Backend(Protocol):

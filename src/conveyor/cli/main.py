@@ -32,6 +32,19 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "service": ("conveyor.cli.admin", "service", "Services the server builds."),
     "runner": ("conveyor.cli.runner", "runner", "Run jobs for a server (a runner agent)."),
     "hook": ("conveyor.cli.hook", "hook", "Git hooks that hand changes to the server."),
+    "envs": ("conveyor.cli.delivery", "envs", "What runs where: environments and their queues."),
+    "deployments": ("conveyor.cli.delivery", "deployments", "List deployments."),
+    "deployment": ("conveyor.cli.delivery", "deployment", "Show one deployment and its log."),
+    "promote": ("conveyor.cli.delivery", "promote", "Queue a release for an environment."),
+    "rollback": ("conveyor.cli.delivery", "rollback", "Put an environment back on a release."),
+    "hold": ("conveyor.cli.delivery", "hold", "Stop promotions into an environment."),
+    "unhold": ("conveyor.cli.delivery", "unhold", "Let promotions into an environment move."),
+    "approvals": ("conveyor.cli.delivery", "approvals", "Approvals waiting for a decision."),
+    "approve": ("conveyor.cli.delivery", "approve", "Approve a deployment."),
+    "reject": ("conveyor.cli.delivery", "reject", "Reject a deployment, with a reason."),
+    "incidents": ("conveyor.cli.delivery", "incidents", "Production incidents."),
+    "audit": ("conveyor.cli.delivery", "audit", "The audit log of decisions."),
+    "user": ("conveyor.cli.delivery", "user", "People who approve (add, list)."),
 }
 
 

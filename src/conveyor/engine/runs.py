@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from conveyor.engine.plan import Condition, JobPlan, RunContext
+from conveyor.engine.promotion import queue_first_environments
 from conveyor.engine.scheduler import Decision, JobView
 from conveyor.engine.states import (
     IllegalTransition,
@@ -359,6 +360,7 @@ def close_run(w: Writer, run: Run, status: RunStatus, reason: str | None) -> Non
             sha=run.sha,
             ref=run.ref,
         )
+        queue_first_environments(w, release)
 
 
 def finish_run(store: Store, run_id: int, status: RunStatus, reason: str | None) -> None:

@@ -19,6 +19,8 @@ from sqlalchemy import select
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conveyor import __version__
+from conveyor.delivery.controller import DeliveryController
+from conveyor.delivery.outbox import Outbox
 from conveyor.engine.dispatch import (
     advance_runs,
     expire_leases,
@@ -52,6 +54,9 @@ class ServerConfig:
     max_running_runs: int = 8
     runner_labels: tuple[str, ...] | None = None
     webhook_max_bytes: int = 1_048_576
+    # Carry out deployments in this server process (one per cluster is enough; any may).
+    delivery: bool = True
+    prometheus_url: str | None = None
 
 
 class ServerState:
@@ -63,6 +68,7 @@ class ServerState:
         self.artifacts = ArtifactStore(store.home / "artifacts")
         self.sources = SourceCache(store.home / "workspaces")
         self.hub: Hub | None = None
+        self.delivery: DeliveryController | None = None
         self.changes = ChangeRecorder(store)
         self._services: dict[str, tuple[float, Any]] = {}
 
@@ -137,6 +143,8 @@ def create_app(store: Store, config: ServerConfig | None = None) -> FastAPI:
             hub.listening("dispatch") as dispatch_wake,
             hub.listening("intake") as intake_wake,
             hub.listening("jobs") as jobs_wake,
+            hub.listening("delivery") as delivery_wake,
+            hub.listening("notify") as notify_wake,
         ):
 
             def dispatch() -> None:
@@ -166,6 +174,12 @@ def create_app(store: Store, config: ServerConfig | None = None) -> FastAPI:
                 )
             )
             # --- end polling
+            if config.delivery:
+                state.delivery = DeliveryController(
+                    store, state.artifacts, wake=delivery_wake, prometheus_url=config.prometheus_url
+                )
+                tasks.append(asyncio.create_task(state.delivery.serve()))
+                tasks.append(asyncio.create_task(Outbox(store, wake=notify_wake).serve()))
             if config.runner_slots > 0:
                 settings = RunnerSettings(
                     workspaces=store.home / "workspaces",
@@ -225,9 +239,10 @@ def create_app(store: Store, config: ServerConfig | None = None) -> FastAPI:
         message = f"{where}: {first.get('msg', 'invalid request')}" if where else "invalid request"
         return error_response(422, "invalid_request", message)
 
-    from conveyor.server import hooks, runners, runs
+    from conveyor.server import delivery, hooks, runners, runs
 
     app.include_router(runs.router, prefix="/api/v1")
+    app.include_router(delivery.router, prefix="/api/v1")
     app.include_router(hooks.router, prefix="/api/v1")
     app.include_router(runners.router, prefix="/api/v1")
     return app

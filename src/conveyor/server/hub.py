@@ -22,6 +22,32 @@ CHANNELS: dict[str, set[str]] = {
     "jobs": {"taskrun.queued", "taskrun.requeued"},
     "intake": {"change.received"},
     "logs": {"log.appended", "taskrun.finished", "pipelinerun.finished"},
+    "delivery": {
+        "release.created",
+        "release.published",
+        "release.publish_failed",
+        "deployment.queued",
+        "deployment.succeeded",
+        "deployment.failed",
+        "deployment.rolled_back",
+        "deployment.cancelled",
+        "approval.approved",
+        "approval.rejected",
+        "approval.expired",
+        "environment.unheld",
+    },
+    # Every event that may have written notices to the outbox.
+    "notify": {
+        "approval.requested",
+        "deployment.deploying",
+        "deployment.succeeded",
+        "deployment.failed",
+        "deployment.rolling_back",
+        "deployment.rolled_back",
+        "deployment.rejected",
+        "incident.opened",
+        "incident.resolved",
+    },
 }
 
 

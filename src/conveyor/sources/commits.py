@@ -74,6 +74,7 @@ def queue_commit(
     owner: str | None = None,
     service: str | None = None,
     read: tuple[CommitInfo, Pipeline] | None = None,
+    pusher: str | None = None,
 ) -> QueuedRun:
     """Queue a run of `rev`; with `service`, refuse a commit whose file names another one.
     `read` passes a commit and pipeline already read from `repo`, to skip reading them again."""
@@ -105,6 +106,8 @@ def queue_commit(
             "committer_name": commit.committer_name,
             "committed_at": commit.committed_at.isoformat(),
             "parents": list(commit.parents),
+            # Who pushed it (hook or forge), so that they cannot approve its deployment.
+            "pusher": pusher,
             # Where this run reads the commit from: the repository, or the server's mirror.
             "source": str(repo),
         },

@@ -202,7 +202,14 @@ def _outcome(
     if push is not None and not branch_matches(branch, list(push.branches)):
         return Outcome("ignored", f"branch {branch} is not in on.push.branches")
     queued = queue_commit(
-        store, repo, commit.sha, trigger=source, ref=ref, service=service, read=(commit, pipeline)
+        store,
+        repo,
+        commit.sha,
+        trigger=source,
+        ref=ref,
+        service=service,
+        read=(commit, pipeline),
+        pusher=payload.get("pusher") if isinstance(payload.get("pusher"), str) else None,
     )
     if prepare is not None:
         prepare(repo, commit.sha)

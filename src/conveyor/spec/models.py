@@ -91,6 +91,11 @@ class Job(_Model):
         description="Glob patterns of files to keep, stored by sha256 (the release's payload).",
     )
     image: str | None = Field(None, description="Run the steps in this container image.")
+    images: StrList = Field(
+        default_factory=list,
+        description="Container images this job pushed (e.g. $CONVEYOR_REGISTRY/app:$CONVEYOR_SHA); "
+        "the release records each by digest.",
+    )
     runs_on: StrList = Field(
         default_factory=list, description="Runner labels required; empty means any runner."
     )
@@ -191,6 +196,9 @@ class HttpCheck(_Model):
     interval: Duration = Field(1.0, description="Time between probes.")
     successes: int = Field(1, ge=1, description="Consecutive passing probes needed.")
     timeout: Duration = Field(5.0, description="Timeout of one probe.")
+    latency: Duration | None = Field(
+        None, description="Slowest acceptable response; a slower probe fails."
+    )
 
     @field_validator("path")
     @classmethod
@@ -397,6 +405,14 @@ class Concurrency(_Model):
     )
 
 
+class Publish(_Model):
+    """Push each release's artifacts to an OCI registry as one artifact, recorded by digest."""
+
+    registry: str = Field(description="Registry host[:port], e.g. 127.0.0.1:5000 or ghcr.io.")
+    repository: str | None = Field(None, description="Repository name. Default: the service.")
+    insecure: bool = Field(False, description="Talk plain HTTP to the registry (local registries).")
+
+
 class Pipeline(_Model):
     """A service's `conveyor.yml`: CI jobs, the environments releases go through, notifications."""
 
@@ -407,6 +423,9 @@ class Pipeline(_Model):
         default_factory=dict, description="CD: the environments a release is promoted through."
     )
     notify: list[Notifier] = Field(default_factory=list, description="Where events are sent.")
+    publish: Publish | None = Field(
+        None, description="Where releases are published (an OCI registry)."
+    )
     defaults: Defaults = Field(default_factory=Defaults, description="Defaults for jobs.")
     concurrency: Concurrency | None = Field(
         None,

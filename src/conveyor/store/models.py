@@ -243,6 +243,175 @@ class Release(Base):
     ref: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     evidence: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Where the release was published: {"status": "pending|published|failed|none",
+    # "reference", "digest", "images": [...pinned by digest], "error"}. Written once.
+    publication: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
     service: Mapped[Service] = relationship()
     run: Mapped[Run] = relationship()
+
+
+class Deployment(Base):
+    """One release put into one environment (kind ``deploy``), or an earlier release put back
+    (kind ``rollback``). Its status follows engine.deploy_states; its checks, log and the target's
+    instance state are kept on the row so a restarted server can pick it up."""
+
+    __tablename__ = "deployments"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    service_id: Mapped[int] = mapped_column(ForeignKey("services.id"), index=True)
+    environment: Mapped[str] = mapped_column(String(200))
+    tier: Mapped[str] = mapped_column(String(50))
+    release_id: Mapped[int] = mapped_column(ForeignKey("releases.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(20), default="deploy")
+    status: Mapped[str] = mapped_column(String(30), index=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    # auto (promotion down the chain), manual (`conveyor promote`), rollback, failure (policy).
+    trigger: Mapped[str] = mapped_column(String(30))
+    requested_by: Mapped[str | None] = mapped_column(String(200))
+    # The release that was serving when this one started, and for rollbacks the deployment
+    # being undone.
+    previous_release_id: Mapped[int | None] = mapped_column(Id)
+    rollback_of: Mapped[int | None] = mapped_column(Id)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[dt.datetime | None]
+    # When it started serving (health passed), and when it ended (terminal status).
+    healthy_at: Mapped[dt.datetime | None]
+    finished_at: Mapped[dt.datetime | None]
+    checks: Mapped[list[Any]] = mapped_column(default=list)
+    log: Mapped[list[Any]] = mapped_column(default=list)
+    instance: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    url: Mapped[str | None] = mapped_column(Text)
+    # Which server process carries it out, for recovery after a crash.
+    owner: Mapped[str | None] = mapped_column(String(300))
+
+    service: Mapped[Service] = relationship()
+    release: Mapped[Release] = relationship()
+
+    __table_args__ = (Index("ix_deployments_env", "service_id", "environment", "id"),)
+
+
+class EnvironmentState(Base):
+    """What serves in one environment of one service: the current release and its instance,
+    the last verified release (the rollback target) and whether promotions are held."""
+
+    __tablename__ = "environments"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    service_id: Mapped[int] = mapped_column(ForeignKey("services.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    tier: Mapped[str] = mapped_column(String(50))
+    current_release_id: Mapped[int | None] = mapped_column(Id)
+    current_deployment_id: Mapped[int | None] = mapped_column(Id)
+    verified_release_id: Mapped[int | None] = mapped_column(Id)
+    instance: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    url: Mapped[str | None] = mapped_column(Text)
+    healthy: Mapped[bool | None] = mapped_column(Boolean)
+    since: Mapped[dt.datetime | None]
+    held: Mapped[bool] = mapped_column(Boolean, default=False)
+    hold_reason: Mapped[str | None] = mapped_column(Text)
+    held_by: Mapped[str | None] = mapped_column(String(200))
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    service: Mapped[Service] = relationship()
+
+    __table_args__ = (UniqueConstraint("service_id", "name", name="uq_environments_name"),)
+
+
+class Approval(Base):
+    """A gate on one deployment: who may decide, how many must approve, until when."""
+
+    __tablename__ = "approvals"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id"), index=True)
+    # approval (the environment's gate) or inconclusive (checks could not decide).
+    kind: Mapped[str] = mapped_column(String(20), default="approval")
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    approvers: Mapped[list[Any]] = mapped_column(default=list)
+    required: Mapped[int] = mapped_column(Integer, default=1)
+    self_approval: Mapped[bool] = mapped_column(Boolean, default=False)
+    # People who may not approve: the change's author and pusher.
+    excluded: Mapped[list[Any]] = mapped_column(default=list)
+    on_timeout: Mapped[str] = mapped_column(String(20), default="reject")
+    requested_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    deadline: Mapped[dt.datetime | None] = mapped_column(index=True)
+    decided_at: Mapped[dt.datetime | None]
+    reason: Mapped[str | None] = mapped_column(Text)
+
+    deployment: Mapped[Deployment] = relationship()
+    decisions: Mapped[list[ApprovalDecision]] = relationship(
+        back_populates="approval", order_by="ApprovalDecision.id"
+    )
+
+
+class ApprovalDecision(Base):
+    __tablename__ = "approval_decisions"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    approval_id: Mapped[int] = mapped_column(ForeignKey("approvals.id"), index=True)
+    user: Mapped[str] = mapped_column(String(200))
+    decision: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(Text)
+    via: Mapped[str] = mapped_column(String(20))
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    approval: Mapped[Approval] = relationship(back_populates="decisions")
+
+    __table_args__ = (UniqueConstraint("approval_id", "user", name="uq_approval_decisions_user"),)
+
+
+class Incident(Base):
+    """A production failure: opened by a failed check, an alert or a person; resolved by a
+    restore."""
+
+    __tablename__ = "incidents"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    service_id: Mapped[int] = mapped_column(ForeignKey("services.id"), index=True)
+    environment: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    title: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(30))
+    deployment_id: Mapped[int | None] = mapped_column(Id, index=True)
+    release_id: Mapped[int | None] = mapped_column(Id)
+    fingerprint: Mapped[str | None] = mapped_column(String(200), index=True)
+    opened_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    resolved_at: Mapped[dt.datetime | None]
+    resolved_by: Mapped[str | None] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+    service: Mapped[Service] = relationship()
+
+
+class User(Base):
+    """People known to the server (added with `conveyor user add`; a users file adds more)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    emails: Mapped[list[Any]] = mapped_column(default=list)
+    groups: Mapped[list[Any]] = mapped_column(default=list)
+    slack_id: Mapped[str | None] = mapped_column(String(50))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Notification(Base):
+    """Outbox: a notice for one notifier, written with the event that caused it and sent
+    afterwards with retries, so a crash loses none and a dead channel blocks nothing."""
+
+    __tablename__ = "notifications"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    service_id: Mapped[int] = mapped_column(ForeignKey("services.id"))
+    event: Mapped[str] = mapped_column(String(50))
+    channel: Mapped[str] = mapped_column(String(20))
+    # The notifier's settings from conveyor.yml (secrets still as ${{ secrets.X }}).
+    notifier: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    notice: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(20), index=True, default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[dt.datetime | None]

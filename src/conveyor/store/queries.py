@@ -174,5 +174,9 @@ def release_detail(store: Store, release_id: int) -> dict[str, Any]:
         run_id = release.run_id
         data["commit"] = {k: v for k, v in release.run.commit.items() if k != "source"}
         data["evidence"] = release.evidence
+        data["publication"] = release.publication
     data["artifacts"] = run_detail(store, run_id)["artifacts"]
+    from conveyor.store.delivery_queries import list_deployments
+
+    data["deployments"] = list_deployments(store, release=release_id, limit=1000)[::-1]
     return data

@@ -1,0 +1,1 @@
+"""Health checks (HTTP, command, Prometheus) that decide whether a deployment is done."""

@@ -1,0 +1,1 @@
+"""Carrying releases through environments: publishing, deploying, checking, rolling back."""

@@ -1,0 +1,473 @@
+"""Carrying out deployments: the I/O half of promotion.
+
+engine.promotion decides which deployment starts; this module does it (bundle, target, health,
+switch, verification) and reports every phase back to the store before moving on. One target
+object lives per service and environment for the server's lifetime (it owns the environment's
+proxy), and a restarted server re-adopts what the store says is serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import string
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select
+
+from conveyor.checks.base import CheckResult, Outcome, combine
+from conveyor.checks.health import run_health, run_verify
+from conveyor.delivery.bundles import prepare_bundle
+from conveyor.engine import promotion
+from conveyor.engine.deploy_states import ApprovalStatus, DeploymentStatus
+from conveyor.engine.driver import process_owner
+from conveyor.engine.recovery import owner_alive
+from conveyor.errors import ConveyorError
+from conveyor.runner.artifacts import ArtifactStore
+from conveyor.runner.secrets import Secrets
+from conveyor.spec.models import Environment
+from conveyor.store.db import Store
+from conveyor.store.models import Approval, Deployment, EnvironmentState, Release, utcnow
+from conveyor.targets.base import Instance, ReleaseBundle, Target, TargetContext
+from conveyor.targets.registry import target_class
+
+log = logging.getLogger("conveyor.delivery")
+D = DeploymentStatus
+
+
+@dataclasses.dataclass
+class _Job:
+    """What one deployment needs, read from the store once."""
+
+    id: int
+    kind: str
+    service: str
+    environment: str
+    tier: str
+    release_id: int
+    config: Environment
+    serving: Instance | None
+    kept: Instance | None
+
+
+class DeploymentLog:
+    """Lines of one deployment, written to its record in batches."""
+
+    def __init__(self, store: Store, deployment_id: int) -> None:
+        self.store, self.id, self.pending = store, deployment_id, list[str]()
+
+    def __call__(self, line: str) -> None:
+        self.pending.append(f"{time.strftime('%H:%M:%S')} {line}")
+
+    def flush(self) -> None:
+        if self.pending:
+            lines, self.pending = self.pending, []
+            promotion.record_log(self.store, self.id, lines)
+
+
+class DeliveryController:
+    def __init__(
+        self,
+        store: Store,
+        artifacts: ArtifactStore,
+        *,
+        prometheus_url: str | None = None,
+        poll_seconds: float = 0.5,
+        wake: asyncio.Event | None = None,
+    ) -> None:
+        self.store = store
+        self.artifacts = artifacts
+        self.prometheus_url = prometheus_url or os.environ.get("CONVEYOR_PROMETHEUS_URL")
+        self.poll_seconds = poll_seconds
+        self.owner = process_owner()
+        self.wake = wake or asyncio.Event()
+        self._targets: dict[tuple[str, str], Target] = {}
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._publishing: set[int] = set()
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        try:
+            await self.recover()
+            while True:
+                await self.tick()
+                try:
+                    async with asyncio.timeout(self.poll_seconds):
+                        await self.wake.wait()
+                except TimeoutError:
+                    pass
+                self.wake.clear()
+        finally:
+            await self.close()
+
+    async def tick(self) -> None:
+        """Publish what waits for it; start what may start."""
+        for release_id in await asyncio.to_thread(self._unpublished):
+            if release_id not in self._publishing:
+                self._publishing.add(release_id)
+                self._spawn(-release_id, self._publish(release_id))
+        for started in await asyncio.to_thread(promotion.start_next, self.store, self.owner):
+            self._spawn(started.deployment_id, self._carry(started.deployment_id))
+
+    def _spawn(self, key: int, work: Any) -> None:
+        task = asyncio.create_task(work)
+        self._tasks[key] = task
+        task.add_done_callback(lambda _t: self._tasks.pop(key, None))
+
+    async def idle(self) -> None:
+        """Wait until nothing is being carried out (tests and shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+
+    async def close(self) -> None:
+        for task in list(self._tasks.values()):
+            task.cancel()
+        await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+        for target in self._targets.values():
+            await target.close()
+        self._targets.clear()
+
+    # --- targets -----------------------------------------------------------------------------
+
+    def _env_vars(self, job: _Job) -> dict[str, str]:
+        secrets = Secrets.load(self.store.home)
+        values = {k: secrets.substitute(str(v)) for k, v in job.config.env.items()}
+        return {
+            **os.environ,
+            **values,
+            "CONVEYOR": "true",
+            "CONVEYOR_SERVICE": job.service,
+            "CONVEYOR_ENVIRONMENT": job.environment,
+            "CONVEYOR_TIER": job.tier,
+        }
+
+    def target(self, job: _Job, log_line: Callable[[str], None]) -> Target:
+        """The environment's target, made on first use; its context follows the deployment."""
+        key = (job.service, job.environment)
+        options = {
+            "strategy": job.config.deploy.strategy,
+            **({"start": job.config.deploy.start} if job.config.deploy.start else {}),
+            **job.config.deploy.options,
+        }
+        ctx = TargetContext(
+            service=job.service,
+            environment=job.environment,
+            tier=job.tier,
+            options=options,
+            env=self._env_vars(job),
+            state_dir=self.store.home / "deploy" / job.service / job.environment,
+            log=log_line,
+            keep=job.config.keep,
+        )
+        ctx.state_dir.mkdir(parents=True, exist_ok=True)
+        target = self._targets.get(key)
+        if target is None or target.name != job.config.deploy.target:
+            target = target_class(job.config.deploy.target)(ctx)
+            self._targets[key] = target
+        else:
+            target.ctx = ctx
+        return target
+
+    # --- one deployment ----------------------------------------------------------------------
+
+    def _load(self, deployment_id: int) -> _Job:
+        with self.store.session() as session:
+            dep = session.get(Deployment, deployment_id)
+            assert dep is not None
+            env = session.scalar(
+                select(EnvironmentState).where(
+                    EnvironmentState.service_id == dep.service_id,
+                    EnvironmentState.name == dep.environment,
+                )
+            )
+            serving = (
+                Instance(env.current_release_id, env.url, dict(env.instance))
+                if env is not None and env.current_release_id and env.instance
+                else None
+            )
+            kept = None
+            if dep.kind == "rollback":
+                earlier = session.scalar(
+                    select(Deployment)
+                    .where(
+                        Deployment.service_id == dep.service_id,
+                        Deployment.environment == dep.environment,
+                        Deployment.release_id == dep.release_id,
+                        Deployment.status == D.SUCCEEDED,
+                    )
+                    .order_by(Deployment.id.desc())
+                    .limit(1)
+                )
+                if earlier is not None and earlier.instance:
+                    kept = Instance(earlier.release_id, earlier.url, dict(earlier.instance))
+            return _Job(
+                id=dep.id,
+                kind=dep.kind,
+                service=dep.service.name,
+                environment=dep.environment,
+                tier=dep.tier,
+                release_id=dep.release_id,
+                config=promotion.environment_config(dep),
+                serving=serving,
+                kept=kept,
+            )
+
+    async def _carry(self, deployment_id: int) -> None:
+        line = DeploymentLog(self.store, deployment_id)
+        try:
+            job = await asyncio.to_thread(self._load, deployment_id)
+            if job.kind == "rollback":
+                await self._roll_back(job, line)
+            else:
+                await self._deploy(job, line)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug must end the deployment clearly, not hang it
+            log.exception("deployment %s failed unexpectedly", deployment_id)
+            line(f"internal error: {exc}")
+            await self._fail(deployment_id, f"internal error: {exc}", serving=True, line=line)
+        finally:
+            await asyncio.to_thread(line.flush)
+            self.wake.set()
+
+    async def _deploy(self, job: _Job, line: DeploymentLog) -> None:
+        bundle = await asyncio.to_thread(prepare_bundle, self.store, self.artifacts, job.release_id)
+        target = self.target(job, line)
+        line(f"deploying {bundle.version} to {job.environment} with the {target.name} target")
+        try:
+            instance = await target.deploy(bundle, job.serving)
+        except ConveyorError as exc:
+            line(f"deploy failed: {exc.message}")
+            await self._fail(job.id, exc.message, serving=target.in_place, line=line)
+            return
+        instance.state.setdefault("endpoint", target.endpoint(instance))
+        await asyncio.to_thread(
+            promotion.record_placed, self.store, job.id, instance.state, instance.url
+        )
+        outcome, detail = await self._check(job, target, bundle, instance, line)
+        if outcome is not Outcome.PASS:
+            if not target.in_place:
+                await target.discard(instance)
+            await self._fail(job.id, detail, serving=target.in_place, line=line)
+            return
+        if not target.in_place:
+            await target.switch(instance, job.serving)
+            line(f"traffic switched to {bundle.version}")
+        await asyncio.to_thread(promotion.record_serving, self.store, job.id, instance.state)
+        if job.config.verify:
+            await asyncio.to_thread(promotion.record_checks, self.store, job.id, [], D.VERIFYING)
+            url = target.endpoint(instance) or instance.url or ""
+            result = await run_verify(
+                job.config.verify,
+                env={**target.ctx.env, **_release_env(bundle), "CONVEYOR_DEPLOY_URL": url},
+                cwd=bundle.root,
+                on_line=line,
+            )
+            await asyncio.to_thread(
+                promotion.record_checks, self.store, job.id, [result.as_json()], D.VERIFYING
+            )
+            if result.outcome is not Outcome.PASS:
+                await self._fail(
+                    job.id, f"verification failed: {result.detail}", serving=True, line=line
+                )
+                return
+        await asyncio.to_thread(promotion.succeed, self.store, job.id)
+        line(f"{bundle.version} is live in {job.environment}")
+
+    async def _check(
+        self,
+        job: _Job,
+        target: Target,
+        bundle: ReleaseBundle,
+        instance: Instance,
+        line: DeploymentLog,
+    ) -> tuple[Outcome, str]:
+        """Health checks, and a person's decision if they were inconclusive."""
+        if job.config.health is None:
+            return Outcome.PASS, "no health checks"
+        line(f"health checks against {instance.url}")
+        await asyncio.to_thread(line.flush)
+        results = await run_health(
+            job.config.health,
+            base_url=instance.url,
+            env={
+                **target.ctx.env,
+                **_release_env(bundle),
+                "CONVEYOR_DEPLOY_URL": instance.url or "",
+            },
+            cwd=bundle.root,
+            prometheus_url=self.prometheus_url,
+        )
+        for result in results:
+            line(f"{result.kind}: {result.outcome.value} — {result.detail}")
+        outcome = combine(results)
+        detail = _detail(results, outcome)
+        if outcome is Outcome.INCONCLUSIVE:
+            approval = await asyncio.to_thread(
+                promotion.record_checks, self.store, job.id, [r.as_json() for r in results], D.HELD
+            )
+            assert approval is not None
+            line(f"checks inconclusive: waiting for a person (approval {approval})")
+            await asyncio.to_thread(line.flush)
+            decided = await self._decision(approval)
+            if decided is ApprovalStatus.APPROVED:
+                return Outcome.PASS, "accepted by a person after inconclusive checks"
+            return Outcome.FAIL, f"inconclusive checks, then {decided.value}: {detail}"
+        await asyncio.to_thread(
+            promotion.record_checks, self.store, job.id, [r.as_json() for r in results], D.CHECKING
+        )
+        return outcome, detail
+
+    async def _decision(self, approval_id: int) -> ApprovalStatus:
+        while True:
+            await asyncio.to_thread(promotion.expire_approvals, self.store)
+            with self.store.session() as session:
+                approval = session.get(Approval, approval_id)
+                assert approval is not None
+                status = ApprovalStatus(approval.status)
+            if status.terminal:
+                return status
+            await asyncio.sleep(self.poll_seconds)
+
+    async def _fail(
+        self, deployment_id: int, reason: str, *, serving: bool, line: DeploymentLog
+    ) -> None:
+        await asyncio.to_thread(line.flush)
+        rollback = await asyncio.to_thread(
+            promotion.fail, self.store, deployment_id, reason, serving=serving
+        )
+        if rollback is not None:
+            line(f"rolling back (deployment {rollback})")
+            await self._carry(rollback)
+
+    async def _roll_back(self, job: _Job, line: DeploymentLog) -> None:
+        bundle = await asyncio.to_thread(prepare_bundle, self.store, self.artifacts, job.release_id)
+        target = self.target(job, line)
+        line(f"rolling {job.environment} back to {bundle.version}")
+        try:
+            instance = await target.rollback(job.serving, bundle, job.kept)
+        except ConveyorError as exc:
+            await self._fail(job.id, f"rollback failed: {exc.message}", serving=True, line=line)
+            return
+        instance.state.setdefault("endpoint", target.endpoint(instance))
+        await asyncio.to_thread(
+            promotion.record_placed, self.store, job.id, instance.state, instance.url
+        )
+        outcome, detail = Outcome.PASS, ""
+        if job.config.health is not None:
+            results = await run_health(
+                job.config.health,
+                base_url=target.endpoint(instance) or instance.url,
+                env={**target.ctx.env, **_release_env(bundle)},
+                cwd=bundle.root,
+                prometheus_url=self.prometheus_url,
+            )
+            outcome, detail = combine(results), _detail(results, combine(results))
+            await asyncio.to_thread(
+                promotion.record_checks,
+                self.store,
+                job.id,
+                [r.as_json() for r in results],
+                D.CHECKING,
+            )
+        if outcome is Outcome.FAIL:
+            await self._fail(
+                job.id, f"restored release is unhealthy: {detail}", serving=True, line=line
+            )
+            return
+        await asyncio.to_thread(promotion.succeed, self.store, job.id)
+        line(f"{job.environment} is back on {bundle.version}")
+
+    # --- publishing --------------------------------------------------------------------------
+
+    def _unpublished(self) -> list[int]:
+        with self.store.session() as session:
+            rows = session.scalars(select(Release).order_by(Release.id.desc()).limit(50)).all()
+            return [r.id for r in rows if r.publication.get("status") == "pending"]
+
+    async def _publish(self, release_id: int) -> None:
+        from conveyor.delivery.publishing import publish_release
+
+        try:
+            result = await asyncio.to_thread(
+                publish_release, self.store, self.artifacts, release_id
+            )
+            await asyncio.to_thread(promotion.record_publication, self.store, release_id, result)
+        finally:
+            self._publishing.discard(release_id)
+            self.wake.set()
+
+    # --- after a restart ---------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Close deployments a dead server left mid-way and take back what is serving."""
+        now = utcnow()
+        for deployment_id, candidate in await asyncio.to_thread(
+            promotion.interrupted, self.store, lambda owner: owner_alive(owner, None, now)
+        ):
+            job = await asyncio.to_thread(self._load, deployment_id)
+            line = DeploymentLog(self.store, deployment_id)
+            target = self.target(job, line)
+            serving_now = job.serving is not None and job.serving.state == candidate
+            if candidate and not serving_now:
+                await target.discard(Instance(job.release_id, None, candidate))
+            line("the server stopped during this deployment")
+            await self._fail(
+                deployment_id,
+                "interrupted: the server stopped during the deployment",
+                serving=serving_now or (target.in_place and bool(candidate)),
+                line=line,
+            )
+        for job in await asyncio.to_thread(self._serving):
+            line = DeploymentLog(self.store, job.id)
+            target = self.target(job, line)
+            assert job.serving is not None
+            try:
+                if await target.adopt(job.serving):
+                    continue
+                bundle = await asyncio.to_thread(
+                    prepare_bundle, self.store, self.artifacts, job.release_id
+                )
+                instance = await target.deploy(bundle, None)
+                await target.switch(instance, None)
+                instance.state.setdefault("endpoint", target.endpoint(instance))
+                await asyncio.to_thread(
+                    promotion.record_restarted,
+                    self.store,
+                    job.service,
+                    job.environment,
+                    instance.state,
+                )
+            except ConveyorError as exc:
+                log.error("%s %s could not be restarted: %s", job.service, job.environment, exc)
+
+    def _serving(self) -> list[_Job]:
+        with self.store.session() as session:
+            envs = session.scalars(
+                select(EnvironmentState).where(EnvironmentState.current_deployment_id.is_not(None))
+            ).all()
+            ids = [e.current_deployment_id for e in envs if e.instance]
+        return [self._load(i) for i in ids if i is not None]
+
+
+def _release_env(bundle: ReleaseBundle) -> dict[str, str]:
+    return {
+        "CONVEYOR_RELEASE": bundle.version,
+        "CONVEYOR_RELEASE_ID": str(bundle.release_id),
+        "CONVEYOR_SHA": bundle.sha,
+    }
+
+
+def _detail(results: list[CheckResult], outcome: Outcome) -> str:
+    picked = [r for r in results if r.outcome is outcome] or results
+    return "; ".join(f"{r.kind}: {r.detail}" for r in picked) or outcome.value
+
+
+def expand(text: str, values: dict[str, str]) -> str:
+    """$NAME / ${NAME} from ``values`` only (never the shell, never the server's env)."""
+    return string.Template(text).safe_substitute(values)

@@ -1,0 +1,130 @@
+"""Sending the outbox: every pending notice to its channel, with retries, off the deployment's
+path. A notice is marked sent or failed (with the error) once delivery ends; a server that dies
+mid-way sends the pending ones again after its restart (at least once)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from typing import Any
+
+from sqlalchemy import select
+
+from conveyor.notify.base import Notice
+from conveyor.notify.send import DeliveryReport, deliver
+from conveyor.runner.secrets import SECRET_REF, Secrets
+from conveyor.spec.models import Notifier
+from conveyor.store.db import Store
+from conveyor.store.models import Notification, utcnow
+
+log = logging.getLogger("conveyor.notify")
+SENDERS = 4
+
+
+class Outbox:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        base_url: str | None = None,
+        attempts: int = 5,
+        backoff: float = 0.5,
+        poll_seconds: float = 0.5,
+        wake: asyncio.Event | None = None,
+    ) -> None:
+        self.store = store
+        self.base_url = base_url or os.environ.get("CONVEYOR_BASE_URL")
+        self.smtp = os.environ.get("CONVEYOR_SMTP_URL")
+        self.sender = os.environ.get("CONVEYOR_MAIL_FROM")
+        self.attempts, self.backoff, self.poll_seconds = attempts, backoff, poll_seconds
+        self.wake = wake or asyncio.Event()
+        self._busy: set[int] = set()
+        self._slots = asyncio.Semaphore(SENDERS)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def serve(self) -> None:
+        try:
+            while True:
+                await self.send_pending()
+                try:
+                    async with asyncio.timeout(self.poll_seconds):
+                        await self.wake.wait()
+                except TimeoutError:
+                    pass
+                self.wake.clear()
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def send_pending(self) -> None:
+        for row_id, notifier, notice in await asyncio.to_thread(self._pending):
+            if row_id in self._busy:
+                continue
+            self._busy.add(row_id)
+            task = asyncio.create_task(self._send(row_id, notifier, notice))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Send everything pending now and wait for it (tests, shutdown)."""
+        await self.send_pending()
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def _pending(self) -> list[tuple[int, dict[str, Any], dict[str, Any]]]:
+        with self.store.session() as session:
+            rows = session.scalars(
+                select(Notification)
+                .where(Notification.status == "pending")
+                .order_by(Notification.id)
+                .limit(50)
+            ).all()
+            return [(r.id, dict(r.notifier), dict(r.notice)) for r in rows]
+
+    async def _send(self, row_id: int, notifier: dict[str, Any], notice: dict[str, Any]) -> None:
+        try:
+            async with self._slots:
+                report = await self._deliver(row_id, notifier, notice)
+            await asyncio.to_thread(self._record, row_id, report)
+            if not report.ok:
+                log.warning("notification %s failed: %s", row_id, report.error)
+        finally:
+            self._busy.discard(row_id)
+
+    async def _deliver(
+        self, row_id: int, notifier: dict[str, Any], notice: dict[str, Any]
+    ) -> DeliveryReport:
+        try:
+            secrets = Secrets.load(self.store.home)
+            resolved = json.loads(_substitute(json.dumps(notifier), secrets))
+            model = Notifier.model_validate(resolved)
+            fields = {k: v for k, v in notice.items() if k in Notice.__dataclass_fields__}
+            message = Notice(id=row_id, **fields)
+        except Exception as exc:  # a broken notifier is reported on its row, never raised
+            return DeliveryReport(ok=False, attempts=0, error=str(exc))
+        return await deliver(
+            model,
+            message,
+            base_url=self.base_url,
+            default_smtp=self.smtp,
+            default_from=self.sender,
+            attempts=self.attempts,
+            backoff=self.backoff,
+        )
+
+    def _record(self, row_id: int, report: DeliveryReport) -> None:
+        with self.store.write() as w:
+            row = w.session.get(Notification, row_id)
+            if row is None:
+                return
+            row.status = "sent" if report.ok else "failed"
+            row.attempts, row.error = report.attempts, report.error
+            row.sent_at = utcnow() if report.ok else None
+
+
+def _substitute(text: str, secrets: Secrets) -> str:
+    """Secrets go into the JSON text as JSON strings, so a quote in a value cannot break it."""
+    return SECRET_REF.sub(lambda m: json.dumps(secrets.get(m.group(1)))[1:-1], text)

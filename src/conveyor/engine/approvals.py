@@ -1,0 +1,226 @@
+"""Approvals: who may decide, and recording each decision in the audit log.
+
+People come from the server's users table (`conveyor user add`) and an optional users file
+(``CONVEYOR_HOME/users.yml`` or ``CONVEYOR_USERS_FILE``)::
+
+    users:
+      alice: { emails: [alice@example.com], groups: [ops], slack: U024BE7LH }
+
+An approver entry in `conveyor.yml` names a user or a group. The change's author, committer and
+pusher may not approve it unless the approval says `self_approval: true`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from sqlalchemy import select
+
+from conveyor.engine.deploy_states import ApprovalStatus, DeploymentStatus
+from conveyor.engine.promotion import close_approval, move, notify, version_of
+from conveyor.errors import ConveyorError, NotFound
+from conveyor.store.db import Store
+from conveyor.store.models import Approval, ApprovalDecision, User, utcnow
+
+
+class NotAllowed(ConveyorError):
+    """The person may not take this decision (not an approver, or their own change)."""
+
+    exit_code = 3
+
+
+@dataclass(frozen=True)
+class Person:
+    name: str
+    emails: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    slack_id: str | None = None
+
+    def identities(self) -> set[str]:
+        return {self.name.lower(), *(e.lower() for e in self.emails)}
+
+
+def users_file(home: Path) -> Path:
+    return Path(os.environ.get("CONVEYOR_USERS_FILE") or home / "users.yml")
+
+
+def _file_people(home: Path) -> dict[str, Person]:
+    path = users_file(home)
+    if not path.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConveyorError(f"{path}: not valid YAML: {exc}") from None
+    users = data.get("users") if isinstance(data, dict) else None
+    if not isinstance(users, dict):
+        raise ConveyorError(f"{path}: expected a mapping 'users:' of name → details")
+    people: dict[str, Person] = {}
+    for name, given in users.items():
+        details = given or {}
+        if not isinstance(details, dict):
+            raise ConveyorError(f"{path}: users.{name} must be a mapping")
+        people[str(name)] = Person(
+            name=str(name),
+            emails=tuple(_strings(details.get("emails", details.get("email")))),
+            groups=tuple(_strings(details.get("groups"))),
+            slack_id=str(details["slack"]) if details.get("slack") else None,
+        )
+    return people
+
+
+def _strings(value: Any) -> list[str]:
+    if value is None:
+        return []
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
+
+def people(store: Store) -> dict[str, Person]:
+    """Everyone known: the users file, then the users table (which wins on a name clash)."""
+    known = _file_people(store.home)
+    with store.session() as session:
+        for user in session.scalars(select(User)):
+            known[user.name] = Person(
+                user.name, tuple(user.emails), tuple(user.groups), user.slack_id
+            )
+    return known
+
+
+def person(store: Store, name: str) -> Person:
+    found = people(store).get(name)
+    if found is None:
+        raise NotAllowed(
+            f"user {name} is not known to this server",
+            hint="add them with `conveyor user add` or in the users file",
+        )
+    return found
+
+
+def by_slack_id(store: Store, slack_id: str) -> Person:
+    for p in people(store).values():
+        if p.slack_id == slack_id:
+            return p
+    raise NotAllowed(f"Slack user {slack_id} is not mapped to a Conveyor user")
+
+
+def add_user(
+    store: Store, name: str, emails: list[str], groups: list[str], slack_id: str | None, by: str
+) -> None:
+    with store.write() as w:
+        user = w.session.scalar(select(User).where(User.name == name))
+        if user is None:
+            user = User(name=name, created_at=utcnow())
+            w.session.add(user)
+        user.emails, user.groups, user.slack_id = emails, groups, slack_id
+        w.emit("user.saved", name=name, emails=emails, groups=groups, actor=by)
+
+
+def may_approve(who: Person, approval: Approval) -> str | None:
+    """Why ``who`` may not approve, or None if they may."""
+    allowed = set(approval.approvers)
+    if "*" not in allowed and who.name not in allowed and not allowed & set(who.groups):
+        return f"{who.name} is not an approver here (approvers: {', '.join(approval.approvers)})"
+    if not approval.self_approval and who.identities() & set(approval.excluded):
+        return (
+            f"{who.name} authored or pushed this change and cannot approve its deployment "
+            "(self_approval is false)"
+        )
+    return None
+
+
+def decide(
+    store: Store,
+    approval_id: int,
+    user: str,
+    decision: str,
+    reason: str | None,
+    via: str,
+    who: Person | None = None,
+) -> ApprovalStatus:
+    """Record ``user``'s approve/reject; returns the approval's status afterwards."""
+    if decision not in ("approve", "reject"):
+        raise ConveyorError(f"unknown decision {decision!r}: approve or reject")
+    if decision == "reject" and not (reason or "").strip():
+        raise ConveyorError("a rejection needs a reason (--reason)")
+    with store.session() as session:
+        approval = session.get(Approval, approval_id)
+        if approval is None:
+            raise NotFound(
+                f"there is no approval {approval_id}", hint="`conveyor approvals` lists them"
+            )
+        service, deployment_id = approval.deployment.service.name, approval.deployment_id
+        try:
+            who = who or person(store, user)
+            refusal = may_approve(who, approval)
+        except NotAllowed as exc:
+            refusal = exc.message
+    if refusal is not None:
+        with store.write() as w:  # refused attempts belong in the audit log too
+            w.emit(
+                "approval.refused",
+                service=service,
+                approval=approval_id,
+                deployment=deployment_id,
+                actor=who.name if who else user,
+                decision=decision,
+                via=via,
+                reason=refusal,
+            )
+        raise NotAllowed(refusal)
+    assert who is not None
+    with store.write() as w:
+        approval = w.session.get(Approval, approval_id)
+        assert approval is not None
+        status = ApprovalStatus(approval.status)
+        if status.terminal:
+            raise ConveyorError(f"approval {approval_id} is already {status.value}")
+        if any(d.user == who.name for d in approval.decisions):
+            raise ConveyorError(f"{who.name} has already decided on approval {approval_id}")
+        w.session.add(
+            ApprovalDecision(
+                approval_id=approval.id,
+                user=who.name,
+                decision=decision,
+                reason=reason,
+                via=via,
+                at=utcnow(),
+            )
+        )
+        w.session.flush()
+        w.session.refresh(approval, ["decisions"])
+        dep = approval.deployment
+        w.emit(
+            "approval.decision",
+            service=dep.service.name,
+            approval=approval.id,
+            deployment=dep.id,
+            environment=dep.environment,
+            actor=who.name,
+            decision=decision,
+            via=via,
+            reason=reason,
+        )
+        if decision == "reject":
+            close_approval(
+                w, approval, ApprovalStatus.REJECTED, f"rejected by {who.name}: {reason}"
+            )
+            if approval.kind == "approval" and dep.status == DeploymentStatus.AWAITING_APPROVAL:
+                move(w, dep, DeploymentStatus.REJECTED, f"rejected by {who.name}: {reason}")
+                notify(
+                    w,
+                    dep,
+                    "deployment.failed",
+                    f"{dep.service.name} {version_of(dep.release)} will not go to "
+                    f"{dep.environment}: rejected by {who.name} ({reason})",
+                )
+        else:
+            approvals = [d.user for d in approval.decisions if d.decision == "approve"]
+            if len(approvals) >= approval.required:
+                close_approval(
+                    w, approval, ApprovalStatus.APPROVED, f"approved by {', '.join(approvals)}"
+                )
+        return ApprovalStatus(approval.status)

@@ -1,0 +1,897 @@
+"""The promotion controller's decisions: which release goes where next, and what a deployment's
+outcome means for its environment.
+
+Everything here reads and writes the store only; the delivery package does the I/O (targets,
+checks) and reports back through these functions. Each function is one transaction, checked
+against engine.deploy_states and written with its events (and outbox notices) before anyone
+hears of it.
+
+Rules (design §5): one active deployment per environment; the rest wait in FIFO order, rollbacks
+first; a hold stops promotions but not rollbacks; `supersede: true` lets the newest queued release
+skip older ones, visibly; a release reaches an environment only after the one named by `after:`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import select
+
+from conveyor.engine.deploy_states import (
+    ApprovalStatus,
+    DeploymentStatus,
+    IncidentStatus,
+    check_transition,
+)
+from conveyor.engine.notices import queue_notices
+from conveyor.errors import ConveyorError, NotFound
+from conveyor.spec.fields import SKIP_GRAPH_CHECKS
+from conveyor.spec.models import Environment, Pipeline
+from conveyor.store.db import Store, Writer
+from conveyor.store.models import (
+    Approval,
+    Deployment,
+    EnvironmentState,
+    Incident,
+    Release,
+    Run,
+    Service,
+    utcnow,
+)
+
+D = DeploymentStatus
+EXECUTING = frozenset({D.DEPLOYING, D.CHECKING, D.VERIFYING, D.HELD})
+
+
+def pipeline_of(run: Run) -> Pipeline:
+    """The pipeline file the release was built from: it also says how to deploy it."""
+    return Pipeline.model_validate(run.pipeline, context={SKIP_GRAPH_CHECKS: True})
+
+
+def environment_config(deployment: Deployment) -> Environment:
+    pipeline = pipeline_of(deployment.release.run)
+    env = pipeline.environments.get(deployment.environment)
+    if env is None:  # a rollback to a release whose file had no such environment
+        raise ConveyorError(
+            f"release {deployment.release_id}'s conveyor.yml has no environment "
+            f"{deployment.environment}"
+        )
+    return env
+
+
+def version_of(release: Release) -> str:
+    return f"r{release.id}-{release.sha[:7]}"
+
+
+def env_row(
+    w: Writer, service_id: int, name: str, tier: str, *, lock: bool = False
+) -> EnvironmentState:
+    query = select(EnvironmentState).where(
+        EnvironmentState.service_id == service_id, EnvironmentState.name == name
+    )
+    row = w.session.scalar(query.with_for_update() if lock else query)
+    if row is None:
+        row = EnvironmentState(
+            service_id=service_id,
+            name=name,
+            tier=tier,
+            instance={},
+            held=False,
+            updated_at=utcnow(),
+        )
+        w.session.add(row)
+        w.session.flush()
+    return row
+
+
+def _service(w: Writer, name: str) -> Service:
+    service = w.session.scalar(select(Service).where(Service.name == name))
+    if service is None:
+        raise NotFound(f"there is no service {name}", hint="`conveyor service list` lists them")
+    return service
+
+
+def move(w: Writer, dep: Deployment, status: DeploymentStatus, reason: str | None = None) -> None:
+    check_transition("deployment", DeploymentStatus(dep.status), status)
+    dep.status = status
+    if reason is not None:
+        dep.reason = reason
+    if status.terminal:
+        dep.finished_at = utcnow()
+    w.emit(
+        f"deployment.{status.value}",
+        service=dep.service.name,
+        deployment=dep.id,
+        environment=dep.environment,
+        release=dep.release_id,
+        kind=dep.kind,
+        reason=reason,
+    )
+
+
+def notify(w: Writer, dep: Deployment, event: str, summary: str, **extra: Any) -> None:
+    release = dep.release
+    queue_notices(
+        w,
+        pipeline_of(release.run),
+        service_id=dep.service_id,
+        event=event,
+        service=dep.service.name,
+        summary=summary,
+        environment=dep.environment,
+        release=version_of(release),
+        sha=release.sha,
+        deployment_id=dep.id,
+        **extra,
+    )
+
+
+def _queue(
+    w: Writer,
+    release: Release,
+    environment: str,
+    tier: str,
+    *,
+    trigger: str,
+    by: str | None,
+    kind: str = "deploy",
+    rollback_of: int | None = None,
+) -> Deployment:
+    dep = Deployment(
+        service_id=release.service_id,
+        environment=environment,
+        tier=tier,
+        release_id=release.id,
+        kind=kind,
+        status=D.QUEUED,
+        trigger=trigger,
+        requested_by=by,
+        rollback_of=rollback_of,
+        created_at=utcnow(),
+        checks=[],
+        log=[],
+        instance={},
+    )
+    w.session.add(dep)
+    w.session.flush()
+    env_row(w, release.service_id, environment, tier)
+    w.emit(
+        "deployment.queued",
+        service=release.service.name,
+        deployment=dep.id,
+        environment=environment,
+        release=release.id,
+        kind=kind,
+        trigger=trigger,
+        actor=by,
+    )
+    return dep
+
+
+def queue_first_environments(w: Writer, release: Release) -> list[Deployment]:
+    """A new release enters every environment that has no `after:` (called by close_run)."""
+    try:
+        pipeline = pipeline_of(release.run)
+    except ValidationError:  # runs recorded without a usable file (tests, imports) deploy nowhere
+        return []
+    needs_publish = pipeline.publish is not None or any(j.images for j in pipeline.jobs.values())
+    release.publication = {"status": "pending" if needs_publish else "none"}
+    return [
+        _queue(w, release, name, env.tier or "staging", trigger="auto", by=None)
+        for name, env in pipeline.environments.items()
+        if env.after is None
+    ]
+
+
+def _active(w: Writer, service_id: int, environment: str) -> Deployment | None:
+    return w.session.scalar(
+        select(Deployment)
+        .where(
+            Deployment.service_id == service_id,
+            Deployment.environment == environment,
+            Deployment.status.in_([s.value for s in D if s.active]),
+        )
+        .order_by(Deployment.id)
+        .limit(1)
+    )
+
+
+def _reached(w: Writer, release_id: int, environment: str) -> bool:
+    return (
+        w.session.scalar(
+            select(Deployment.id)
+            .where(
+                Deployment.release_id == release_id,
+                Deployment.environment == environment,
+                Deployment.status == D.SUCCEEDED,
+            )
+            .limit(1)
+        )
+        is not None
+    )
+
+
+@dataclass(frozen=True)
+class Started:
+    """A deployment this controller must now carry out."""
+
+    deployment_id: int
+    kind: str
+
+
+def _set_reason(dep: Deployment, reason: str) -> None:
+    if dep.reason != reason:
+        dep.reason = reason
+
+
+def start_next(store: Store, owner: str, now: dt.datetime | None = None) -> list[Started]:
+    """Move each environment's queue on: expire approvals, supersede, gate, and claim the
+    deployments that may start now for ``owner``."""
+    now = now or utcnow()
+    started: list[Started] = []
+    with store.write() as w:
+        _expire_approvals(w, now)
+        waiting = w.session.scalars(
+            select(Deployment)
+            .where(Deployment.status.in_([D.QUEUED.value, D.AWAITING_APPROVAL.value]))
+            .order_by(Deployment.id)
+        ).all()
+        envs: dict[tuple[int, str], list[Deployment]] = {}
+        for dep in waiting:
+            envs.setdefault((dep.service_id, dep.environment), []).append(dep)
+        for (service_id, name), deps in envs.items():
+            env = env_row(w, service_id, name, deps[0].tier, lock=True)
+            chosen = _next_in(w, env, deps)
+            if chosen is not None:
+                dep = chosen
+                dep.owner, dep.started_at = owner, utcnow()
+                dep.previous_release_id = env.current_release_id
+                move(w, dep, D.DEPLOYING)
+                if dep.kind == "deploy":
+                    notify(
+                        w,
+                        dep,
+                        "deployment.started",
+                        f"{dep.service.name} {version_of(dep.release)} is being deployed to "
+                        f"{dep.environment}",
+                    )
+                started.append(Started(dep.id, dep.kind))
+    return started
+
+
+def _next_in(w: Writer, env: EnvironmentState, deps: Sequence[Deployment]) -> Deployment | None:
+    """The deployment of this environment that starts now, if any (gates applied)."""
+    active = _active(w, env.service_id, env.name)
+    queued = [d for d in deps if d.status == D.QUEUED]
+    rollbacks = [d for d in queued if d.kind == "rollback"]
+    promotions = [d for d in queued if d.kind == "deploy"]
+    config = environment_config(promotions[-1]) if promotions else None
+    if config is not None and config.supersede and len(promotions) > 1:
+        newest = promotions[-1]
+        for old in promotions[:-1]:
+            move(w, old, D.SUPERSEDED, f"superseded by release {newest.release_id}")
+        promotions = [newest]
+    if active is not None:
+        if (
+            active.status == D.AWAITING_APPROVAL
+            and config is not None
+            and config.supersede
+            and promotions
+            and active.kind == "deploy"
+        ):
+            _withdraw_approvals(w, active, f"superseded by release {promotions[-1].release_id}")
+            move(w, active, D.SUPERSEDED, f"superseded by release {promotions[-1].release_id}")
+        elif active.status == D.AWAITING_APPROVAL and _approved(w, active):
+            return active
+        else:
+            for dep in queued:
+                _set_reason(dep, f"waiting for deployment {active.id} ({active.status})")
+            return None
+    if rollbacks:
+        return rollbacks[0]
+    for dep in promotions:
+        publication = dep.release.publication.get("status")
+        if publication == "failed":
+            move(
+                w,
+                dep,
+                D.CANCELLED,
+                f"release {dep.release_id} could not be published: "
+                f"{dep.release.publication.get('error')}",
+            )
+            continue
+        if env.held:
+            _set_reason(dep, f"{env.name} is held by {env.held_by}: {env.hold_reason}")
+            return None
+        if publication == "pending":
+            _set_reason(dep, "waiting for the release to be published")
+            return None
+        approval = environment_config(dep).approval
+        if approval is not None:
+            _request_approval(w, dep, approval.model_dump())
+            return None
+        return dep
+    return None
+
+
+def _approved(w: Writer, dep: Deployment) -> bool:
+    status = w.session.scalar(
+        select(Approval.status)
+        .where(Approval.deployment_id == dep.id, Approval.kind == "approval")
+        .order_by(Approval.id.desc())
+        .limit(1)
+    )
+    return status == ApprovalStatus.APPROVED
+
+
+def _excluded(run: Run) -> list[str]:
+    """The change's author, committer and pusher: who may not approve it by default."""
+    commit = run.commit
+    people = [commit.get(k) for k in ("author_name", "author_email", "committer_name", "pusher")]
+    return sorted({str(p).strip().lower() for p in people if p})
+
+
+def _request_approval(w: Writer, dep: Deployment, config: dict[str, Any]) -> None:
+    approval = _new_approval(w, dep, "approval", config)
+    move(w, dep, D.AWAITING_APPROVAL, f"waiting for approval {approval.id}")
+    notify(
+        w,
+        dep,
+        "approval.requested",
+        f"{dep.service.name} {version_of(dep.release)} waits for approval to deploy to "
+        f"{dep.environment} ({approval.required} of {', '.join(approval.approvers)})",
+        approval_id=approval.id,
+    )
+
+
+def _new_approval(w: Writer, dep: Deployment, kind: str, config: dict[str, Any]) -> Approval:
+    now = utcnow()
+    approval = Approval(
+        deployment_id=dep.id,
+        kind=kind,
+        status=ApprovalStatus.PENDING,
+        approvers=list(config.get("approvers") or []),
+        required=int(config.get("required", 1)),
+        self_approval=bool(config.get("self_approval", False)),
+        excluded=_excluded(dep.release.run),
+        on_timeout=str(config.get("on_timeout", "reject")),
+        requested_at=now,
+        deadline=now + dt.timedelta(seconds=float(config.get("timeout", 86400.0))),
+    )
+    w.session.add(approval)
+    w.session.flush()
+    w.emit(
+        "approval.requested",
+        service=dep.service.name,
+        approval=approval.id,
+        deployment=dep.id,
+        environment=dep.environment,
+        release=dep.release_id,
+        kind=kind,
+        approvers=approval.approvers,
+        required=approval.required,
+    )
+    return approval
+
+
+def _withdraw_approvals(w: Writer, dep: Deployment, reason: str) -> None:
+    for approval in w.session.scalars(
+        select(Approval).where(
+            Approval.deployment_id == dep.id, Approval.status == ApprovalStatus.PENDING
+        )
+    ):
+        close_approval(w, approval, ApprovalStatus.WITHDRAWN, reason)
+
+
+def close_approval(w: Writer, approval: Approval, status: ApprovalStatus, reason: str) -> None:
+    check_transition("approval", ApprovalStatus(approval.status), status)
+    approval.status, approval.reason, approval.decided_at = status, reason, utcnow()
+    w.emit(
+        f"approval.{status.value}",
+        service=approval.deployment.service.name,
+        approval=approval.id,
+        deployment=approval.deployment_id,
+        reason=reason,
+    )
+
+
+def _expire_approvals(w: Writer, now: dt.datetime) -> None:
+    for approval in w.session.scalars(
+        select(Approval).where(Approval.status == ApprovalStatus.PENDING, Approval.deadline < now)
+    ).all():
+        dep = approval.deployment
+        if approval.on_timeout == "approve":
+            close_approval(
+                w, approval, ApprovalStatus.APPROVED, "timed out: approved (on_timeout: approve)"
+            )
+            continue
+        close_approval(w, approval, ApprovalStatus.EXPIRED, "timed out: rejected by policy")
+        if approval.kind == "approval" and dep.status == D.AWAITING_APPROVAL:
+            move(w, dep, D.REJECTED, f"approval {approval.id} timed out")
+
+
+# --- what a running deployment reports ------------------------------------------------------
+
+
+def _get(w: Writer, deployment_id: int) -> Deployment:
+    dep = w.session.get(Deployment, deployment_id)
+    if dep is None:
+        raise NotFound(f"there is no deployment {deployment_id}")
+    return dep
+
+
+def record_placed(
+    store: Store, deployment_id: int, instance: dict[str, Any], url: str | None
+) -> None:
+    """The target put the release in place; health checks start."""
+    with store.write() as w:
+        dep = _get(w, deployment_id)
+        dep.instance, dep.url = instance, url
+        move(w, dep, D.CHECKING)
+
+
+def record_log(store: Store, deployment_id: int, lines: Sequence[str]) -> None:
+    with store.write() as w:
+        dep = _get(w, deployment_id)
+        dep.log = [*dep.log, *lines][-2000:]
+
+
+def record_checks(
+    store: Store, deployment_id: int, results: Sequence[dict[str, Any]], status: DeploymentStatus
+) -> int | None:
+    """Store check results and move on: VERIFYING, HELD (returns the approval a person must
+    give) or stay for the caller to succeed/fail."""
+    with store.write() as w:
+        dep = _get(w, deployment_id)
+        dep.checks = [*dep.checks, *results]
+        if status == D.HELD:
+            approval = _new_approval(
+                w,
+                dep,
+                "inconclusive",
+                {"approvers": _held_approvers(dep), "required": 1, "self_approval": True},
+            )
+            move(w, dep, D.HELD, f"checks were inconclusive: approval {approval.id} decides")
+            notify(
+                w,
+                dep,
+                "approval.requested",
+                f"{dep.service.name} {version_of(dep.release)} in {dep.environment}: checks "
+                "were inconclusive; approve to keep it, reject to roll it back",
+                approval_id=approval.id,
+            )
+            return approval.id
+        if status != D(dep.status):
+            move(w, dep, status)
+        return None
+
+
+def _held_approvers(dep: Deployment) -> list[str]:
+    config = environment_config(dep).approval
+    return list(config.approvers) if config else ["*"]
+
+
+def succeed(
+    store: Store, deployment_id: int, *, switched_instance: dict[str, Any] | None = None
+) -> list[int]:
+    """The deployment is healthy (and verified): it serves its environment now. Returns the
+    deployments queued next down the chain."""
+    with store.write() as w:
+        dep = _get(w, deployment_id)
+        now = utcnow()
+        if switched_instance is not None:
+            dep.instance = switched_instance
+        dep.healthy_at = dep.healthy_at or now
+        env = env_row(w, dep.service_id, dep.environment, dep.tier, lock=True)
+        env.current_release_id, env.current_deployment_id = dep.release_id, dep.id
+        env.verified_release_id = dep.release_id
+        env.instance, env.healthy, env.since, env.updated_at = dep.instance, True, now, now
+        env.url = _endpoint(dep) or env.url
+        move(w, dep, D.SUCCEEDED)
+        version = version_of(dep.release)
+        if dep.kind == "rollback":
+            _finish_rollback(w, dep, restored=True)
+            return []
+        notify(
+            w,
+            dep,
+            "deployment.succeeded",
+            f"{dep.service.name} {version} is live in {dep.environment}",
+        )
+        pipeline = pipeline_of(dep.release.run)
+        return [
+            _queue(w, dep.release, name, cfg.tier or "staging", trigger="auto", by=None).id
+            for name, cfg in pipeline.environments.items()
+            if cfg.after == dep.environment
+        ]
+
+
+def _endpoint(dep: Deployment) -> str | None:
+    value = dep.instance.get("endpoint")
+    return str(value) if value else None
+
+
+def _finish_rollback(w: Writer, rollback: Deployment, *, restored: bool) -> None:
+    failed = w.session.get(Deployment, rollback.rollback_of) if rollback.rollback_of else None
+    version = version_of(rollback.release)
+    if failed is not None and failed.status == D.ROLLING_BACK:
+        move(
+            w,
+            failed,
+            D.ROLLED_BACK if restored else D.FAILED,
+            f"rolled back to {version} by deployment {rollback.id}"
+            if restored
+            else f"{failed.reason}; the rollback (deployment {rollback.id}) failed too",
+        )
+    if restored:
+        notify(
+            w,
+            rollback,
+            "deployment.rolledback",
+            f"{rollback.service.name} {rollback.environment} is back on {version}",
+            fields={"rolled back": f"deployment {rollback.rollback_of}"}
+            if rollback.rollback_of
+            else None,
+        )
+        for incident in w.session.scalars(
+            select(Incident).where(
+                Incident.service_id == rollback.service_id,
+                Incident.environment == rollback.environment,
+                Incident.status == IncidentStatus.OPEN,
+                Incident.source == "deployment",
+            )
+        ).all():
+            resolve_incident(w, incident, f"rollback deployment {rollback.id} restored {version}")
+
+
+def fail(
+    store: Store,
+    deployment_id: int,
+    reason: str,
+    *,
+    serving: bool,
+) -> int | None:
+    """The deployment failed. ``serving`` says whether the failed release took traffic (it was
+    switched in, or replaced the old one in place). Applies the environment's failure policy;
+    returns the rollback deployment to carry out, if any (already claimed for the caller)."""
+    with store.write() as w:
+        dep = _get(w, deployment_id)
+        env = env_row(w, dep.service_id, dep.environment, dep.tier, lock=True)
+        if dep.kind == "rollback":
+            move(w, dep, D.FAILED, reason)
+            _finish_rollback(w, dep, restored=False)
+            env.healthy, env.updated_at = False, utcnow()
+            _hold(w, env, "conveyor", f"rollback deployment {dep.id} failed: {reason}")
+            notify(w, dep, "deployment.failed", _failure_summary(dep, reason))
+            return None
+        if serving:
+            env.current_release_id, env.current_deployment_id = dep.release_id, dep.id
+            env.instance, env.healthy, env.updated_at = dep.instance, False, utcnow()
+        policy = environment_config(dep).on_failure
+        target = env.verified_release_id if serving else None
+        notify(w, dep, "deployment.failed", _failure_summary(dep, reason))
+        if serving and dep.tier == "production":
+            open_incident(
+                w,
+                service_id=dep.service_id,
+                environment=dep.environment,
+                title=f"{dep.service.name} {version_of(dep.release)} failed in "
+                f"{dep.environment}: {reason}",
+                source="deployment",
+                deployment=dep,
+            )
+        if policy == "rollback" and target is not None and target != dep.release_id:
+            move(w, dep, D.ROLLING_BACK, reason)
+            release = w.session.get(Release, target)
+            assert release is not None
+            rollback = _queue(
+                w,
+                release,
+                dep.environment,
+                dep.tier,
+                trigger="failure",
+                by="conveyor",
+                kind="rollback",
+                rollback_of=dep.id,
+            )
+            rollback.owner, rollback.started_at = dep.owner, utcnow()
+            rollback.previous_release_id = dep.release_id
+            move(w, rollback, D.DEPLOYING)
+            return rollback.id
+        if not serving:
+            reason = f"{reason}; {_kept(w, env)}"
+        elif policy == "rollback":
+            reason = f"{reason}; no earlier verified release to roll back to"
+        move(w, dep, D.FAILED, reason)
+        if policy == "hold":
+            _hold(w, env, "conveyor", f"deployment {dep.id} failed: {reason}")
+        return None
+
+
+def _kept(w: Writer, env: EnvironmentState) -> str:
+    if env.current_release_id is None:
+        return "nothing was serving before"
+    release = w.session.get(Release, env.current_release_id)
+    assert release is not None
+    return f"{version_of(release)} kept serving"
+
+
+def _failure_summary(dep: Deployment, reason: str) -> str:
+    return f"{dep.service.name} {version_of(dep.release)} failed in {dep.environment}: {reason}"
+
+
+# --- incidents --------------------------------------------------------------------------------
+
+
+def open_incident(
+    w: Writer,
+    *,
+    service_id: int,
+    environment: str | None,
+    title: str,
+    source: str,
+    deployment: Deployment | None = None,
+    fingerprint: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> Incident:
+    incident = Incident(
+        service_id=service_id,
+        environment=environment,
+        status=IncidentStatus.OPEN,
+        title=title,
+        source=source,
+        deployment_id=deployment.id if deployment else None,
+        release_id=deployment.release_id if deployment else None,
+        fingerprint=fingerprint,
+        opened_at=utcnow(),
+        data=data or {},
+    )
+    w.session.add(incident)
+    w.session.flush()
+    service = w.session.get(Service, service_id)
+    assert service is not None
+    w.emit(
+        "incident.opened",
+        service=service.name,
+        incident=incident.id,
+        environment=environment,
+        deployment=incident.deployment_id,
+        title=title,
+        source=source,
+    )
+    if deployment is not None:
+        notify(w, deployment, "incident.opened", title, incident_id=incident.id)
+    return incident
+
+
+def resolve_incident(w: Writer, incident: Incident, by: str) -> None:
+    check_transition("incident", IncidentStatus(incident.status), IncidentStatus.RESOLVED)
+    incident.status, incident.resolved_at, incident.resolved_by = (
+        IncidentStatus.RESOLVED,
+        utcnow(),
+        by,
+    )
+    w.emit(
+        "incident.resolved",
+        service=incident.service.name,
+        incident=incident.id,
+        environment=incident.environment,
+        resolved_by=by,
+    )
+    dep = w.session.get(Deployment, incident.deployment_id) if incident.deployment_id else None
+    if dep is not None:
+        notify(
+            w,
+            dep,
+            "incident.resolved",
+            f"{incident.title} — resolved: {by}",
+            incident_id=incident.id,
+        )
+
+
+# --- what people ask for ----------------------------------------------------------------------
+
+
+def promote(store: Store, release_id: int, environment: str, by: str) -> int:
+    """Queue ``release`` for ``environment`` by hand; gates (after, hold, approval) still hold."""
+    with store.write() as w:
+        release = w.session.get(Release, release_id)
+        if release is None:
+            raise NotFound(
+                f"there is no release {release_id}", hint="`conveyor releases` lists them"
+            )
+        config = pipeline_of(release.run).environments.get(environment)
+        if config is None:
+            names = ", ".join(pipeline_of(release.run).environments) or "none"
+            raise ConveyorError(
+                f"release {release_id}'s conveyor.yml has no environment {environment} "
+                f"(it has: {names})"
+            )
+        if config.after and not _reached(w, release_id, config.after):
+            raise ConveyorError(
+                f"release {release_id} has not reached {config.after} yet; {environment} comes "
+                f"after {config.after}",
+                hint=f"conveyor promote {release_id} {config.after}",
+            )
+        pending = w.session.scalar(
+            select(Deployment.id).where(
+                Deployment.release_id == release_id,
+                Deployment.environment == environment,
+                Deployment.status.in_([s.value for s in D if not s.terminal]),
+            )
+        )
+        if pending is not None:
+            raise ConveyorError(
+                f"release {release_id} is already on its way to {environment} "
+                f"(deployment {pending})"
+            )
+        return _queue(w, release, environment, config.tier or "staging", trigger="manual", by=by).id
+
+
+def rollback(store: Store, service: str, environment: str, by: str, to: int | None = None) -> int:
+    """Queue a rollback of ``environment`` to release ``to`` (default: the last release that
+    succeeded there before the current one). Rollbacks skip holds, approvals and the queue."""
+    with store.write() as w:
+        svc = _service(w, service)
+        env = w.session.scalar(
+            select(EnvironmentState).where(
+                EnvironmentState.service_id == svc.id, EnvironmentState.name == environment
+            )
+        )
+        if env is None or env.current_release_id is None:
+            raise ConveyorError(f"nothing has been deployed to {service} {environment} yet")
+        history = w.session.scalars(
+            select(Deployment)
+            .where(
+                Deployment.service_id == svc.id,
+                Deployment.environment == environment,
+                Deployment.status == D.SUCCEEDED,
+            )
+            .order_by(Deployment.id.desc())
+        ).all()
+        candidates = [d.release for d in history if d.release_id != env.current_release_id]
+        if to is None:
+            if not candidates:
+                raise ConveyorError(
+                    f"{service} {environment} has no earlier release to roll back to",
+                    hint="only releases that succeeded there before can be restored",
+                )
+            release = candidates[0]
+        else:
+            match = [r for r in candidates if r.id == to]
+            if not match:
+                raise ConveyorError(
+                    f"release {to} never succeeded in {service} {environment} "
+                    "(or it is the one serving now)",
+                    hint=f"`conveyor envs {service}` shows what runs where",
+                )
+            release = match[0]
+        return _queue(
+            w,
+            release,
+            environment,
+            env.tier,
+            trigger="rollback",
+            by=by,
+            kind="rollback",
+            rollback_of=env.current_deployment_id,
+        ).id
+
+
+def _hold(w: Writer, env: EnvironmentState, by: str, reason: str) -> None:
+    env.held, env.held_by, env.hold_reason, env.updated_at = True, by, reason, utcnow()
+    w.emit(
+        "environment.held", service=env.service.name, environment=env.name, actor=by, reason=reason
+    )
+
+
+def hold(store: Store, service: str, environment: str, by: str, reason: str | None) -> None:
+    with store.write() as w:
+        svc = _service(w, service)
+        env = _known_env(w, svc, environment)
+        _hold(w, env, by, reason or "no reason given")
+
+
+def unhold(store: Store, service: str, environment: str, by: str) -> None:
+    with store.write() as w:
+        svc = _service(w, service)
+        env = _known_env(w, svc, environment)
+        if not env.held:
+            raise ConveyorError(f"{service} {environment} is not held")
+        env.held, env.held_by, env.hold_reason, env.updated_at = False, None, None, utcnow()
+        w.emit("environment.unheld", service=service, environment=environment, actor=by)
+
+
+def _known_env(w: Writer, svc: Service, environment: str) -> EnvironmentState:
+    release = w.session.scalar(
+        select(Release).where(Release.service_id == svc.id).order_by(Release.id.desc()).limit(1)
+    )
+    pipeline = pipeline_of(release.run) if release else None
+    if pipeline is None or environment not in pipeline.environments:
+        known = ", ".join(pipeline.environments) if pipeline else "none yet"
+        raise NotFound(f"service {svc.name} has no environment {environment} (it has: {known})")
+    return env_row(w, svc.id, environment, pipeline.environments[environment].tier or "staging")
+
+
+def cancel_deployment(store: Store, deployment_id: int, by: str) -> None:
+    with store.write() as w:
+        dep = _get(w, deployment_id)
+        status = DeploymentStatus(dep.status)
+        if status not in (D.QUEUED, D.AWAITING_APPROVAL):
+            raise ConveyorError(
+                f"deployment {deployment_id} is {status.value}; only queued or waiting "
+                "deployments can be cancelled (use `conveyor rollback` to undo a live one)"
+            )
+        _withdraw_approvals(w, dep, f"cancelled by {by}")
+        move(w, dep, D.CANCELLED, f"cancelled by {by}")
+
+
+def interrupted(store: Store, owner_alive: Any) -> list[tuple[int, dict[str, Any]]]:
+    """Deployments whose carrier died mid-way: returned (id, candidate instance) so the
+    controller can stop the candidate and apply the failure policy."""
+    with store.session() as session:
+        rows = session.scalars(
+            select(Deployment).where(Deployment.status.in_([s.value for s in EXECUTING]))
+        ).all()
+        return [(d.id, dict(d.instance)) for d in rows if not owner_alive(d.owner)]
+
+
+def record_serving(store: Store, deployment_id: int, instance: dict[str, Any]) -> None:
+    """Traffic reaches the new release now (switched, or replaced in place): the environment
+    serves it, not yet verified."""
+    with store.write() as w:
+        dep = _get(w, deployment_id)
+        now = utcnow()
+        dep.instance, dep.healthy_at = instance, now
+        env = env_row(w, dep.service_id, dep.environment, dep.tier, lock=True)
+        env.current_release_id, env.current_deployment_id = dep.release_id, dep.id
+        env.instance, env.healthy, env.since, env.updated_at = instance, True, now, now
+        env.url = _endpoint(dep) or env.url
+        w.emit(
+            "environment.switched",
+            service=dep.service.name,
+            environment=dep.environment,
+            deployment=dep.id,
+            release=dep.release_id,
+        )
+
+
+def record_restarted(
+    store: Store, service: str, environment: str, instance: dict[str, Any]
+) -> None:
+    """After a server restart the serving release was gone and has been started again."""
+    with store.write() as w:
+        svc = _service(w, service)
+        env = env_row(w, svc.id, environment, "staging", lock=True)
+        env.instance, env.updated_at = instance, utcnow()
+        if env.current_deployment_id:
+            dep = w.session.get(Deployment, env.current_deployment_id)
+            if dep is not None:
+                dep.instance = instance
+        w.emit("environment.restarted", service=service, environment=environment)
+
+
+def expire_approvals(store: Store) -> None:
+    with store.write() as w:
+        _expire_approvals(w, utcnow())
+
+
+def record_publication(store: Store, release_id: int, publication: dict[str, Any]) -> None:
+    """Where the release was published (or why it could not be): written once."""
+    with store.write() as w:
+        release = w.session.get(Release, release_id)
+        if release is None or release.publication.get("status") != "pending":
+            return
+        release.publication = publication
+        ok = publication.get("status") == "published"
+        w.emit(
+            "release.published" if ok else "release.publish_failed",
+            service=release.service.name,
+            run_id=release.run_id,
+            release=release.id,
+            **{k: v for k, v in publication.items() if k != "status"},
+        )

@@ -1,0 +1,1 @@
+"""Notifications: Slack (Block Kit), signed JSON webhooks and email, with retries."""

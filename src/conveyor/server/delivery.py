@@ -1,0 +1,257 @@
+"""Delivery API: environments, deployments, promotion, rollback, holds, approvals (also from a
+Slack button), incidents, users and the audit log."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from pydantic import BaseModel, Field
+
+from conveyor.engine import approvals, promotion
+from conveyor.errors import ConveyorError
+from conveyor.server.auth import require
+from conveyor.server.tokens import Identity
+from conveyor.store import delivery_queries as dq
+
+router = APIRouter()
+Reader = Annotated[Identity, Depends(require("read"))]
+Trigger = Annotated[Identity, Depends(require("trigger"))]
+Approver = Annotated[Identity, Depends(require("approve"))]
+Admin = Annotated[Identity, Depends(require("admin"))]
+SLACK_BODY_LIMIT = 64 * 1024
+
+
+def _state(request: Request) -> Any:
+    return request.app.state.conveyor
+
+
+def _actor(identity: Identity) -> str:
+    return identity.user or f"token:{identity.name}"
+
+
+def _wake(request: Request) -> None:
+    _state(request).notify("delivery")
+
+
+@router.get("/environments", tags=["delivery"])
+def list_environments(
+    request: Request, _: Reader, service: str | None = None
+) -> list[dict[str, Any]]:
+    return dq.environments(_state(request).store, service)
+
+
+@router.get("/deployments", tags=["delivery"])
+def list_deployments(
+    request: Request,
+    _: Reader,
+    service: str | None = None,
+    environment: str | None = None,
+    release: int | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> list[dict[str, Any]]:
+    return dq.list_deployments(
+        _state(request).store,
+        service=service,
+        environment=environment,
+        release=release,
+        limit=limit,
+    )
+
+
+@router.get("/deployments/{deployment_id}", tags=["delivery"])
+def show_deployment(request: Request, deployment_id: int, _: Reader) -> dict[str, Any]:
+    return dq.deployment_detail(_state(request).store, deployment_id)
+
+
+@router.post("/deployments/{deployment_id}/cancel", tags=["delivery"])
+def cancel_deployment(request: Request, deployment_id: int, identity: Trigger) -> dict[str, Any]:
+    promotion.cancel_deployment(_state(request).store, deployment_id, _actor(identity))
+    _wake(request)
+    return dq.deployment_detail(_state(request).store, deployment_id)
+
+
+class PromoteIn(BaseModel):
+    environment: str = Field(min_length=1, max_length=200)
+
+
+@router.post("/releases/{release_id}/promote", status_code=201, tags=["delivery"])
+def promote(
+    request: Request, release_id: int, body: PromoteIn, identity: Trigger
+) -> dict[str, Any]:
+    store = _state(request).store
+    dep = promotion.promote(store, release_id, body.environment, _actor(identity))
+    _wake(request)
+    return dq.deployment_detail(store, dep)
+
+
+class RollbackIn(BaseModel):
+    to: int | None = Field(None, ge=1)
+
+
+@router.post(
+    "/services/{service}/environments/{environment}/rollback", status_code=201, tags=["delivery"]
+)
+def rollback(
+    request: Request, service: str, environment: str, body: RollbackIn, identity: Trigger
+) -> dict[str, Any]:
+    store = _state(request).store
+    dep = promotion.rollback(store, service, environment, _actor(identity), body.to)
+    _wake(request)
+    return dq.deployment_detail(store, dep)
+
+
+class HoldIn(BaseModel):
+    reason: str | None = Field(None, max_length=2000)
+
+
+@router.post("/services/{service}/environments/{environment}/hold", tags=["delivery"])
+def hold(
+    request: Request, service: str, environment: str, body: HoldIn, identity: Trigger
+) -> dict[str, Any]:
+    store = _state(request).store
+    promotion.hold(store, service, environment, _actor(identity), body.reason)
+    return dq.environments(store, service)[_index(store, service, environment)]
+
+
+@router.post("/services/{service}/environments/{environment}/unhold", tags=["delivery"])
+def unhold(request: Request, service: str, environment: str, identity: Trigger) -> dict[str, Any]:
+    store = _state(request).store
+    promotion.unhold(store, service, environment, _actor(identity))
+    _wake(request)
+    return dq.environments(store, service)[_index(store, service, environment)]
+
+
+def _index(store: Any, service: str, environment: str) -> int:
+    names = [e["environment"] for e in dq.environments(store, service)]
+    return names.index(environment)
+
+
+@router.get("/approvals", tags=["approvals"])
+def list_approvals(request: Request, _: Reader, all: bool = False) -> list[dict[str, Any]]:
+    return dq.list_approvals(_state(request).store, pending_only=not all)
+
+
+class DecisionIn(BaseModel):
+    reason: str | None = Field(None, max_length=2000)
+
+
+def _decide(
+    request: Request, approval_id: int, identity: Identity, decision: str, reason: str | None
+) -> dict[str, Any]:
+    if identity.user is None:
+        raise HTTPException(
+            403, "this token belongs to no user; approvals need a person's token (--user)"
+        )
+    store = _state(request).store
+    approvals.decide(store, approval_id, identity.user, decision, reason, via="api")
+    _wake(request)
+    return next(a for a in dq.list_approvals(store, pending_only=False) if a["id"] == approval_id)
+
+
+@router.post("/approvals/{approval_id}/approve", tags=["approvals"])
+def approve(
+    request: Request, approval_id: int, body: DecisionIn, identity: Approver
+) -> dict[str, Any]:
+    return _decide(request, approval_id, identity, "approve", body.reason)
+
+
+@router.post("/approvals/{approval_id}/reject", tags=["approvals"])
+def reject(
+    request: Request, approval_id: int, body: DecisionIn, identity: Approver
+) -> dict[str, Any]:
+    return _decide(request, approval_id, identity, "reject", body.reason)
+
+
+@router.post("/slack/actions", tags=["approvals"])
+async def slack_action(request: Request) -> dict[str, Any]:
+    """Slack's interactivity request URL: the Approve / Reject buttons of an approval message.
+    Authenticated by Slack's request signature (v0), not by a token."""
+    from conveyor.notify.slack import (
+        SlackPayloadError,
+        SlackSignatureError,
+        parse_action,
+        verify_slack_signature,
+    )
+
+    secret = os.environ.get("CONVEYOR_SLACK_SIGNING_SECRET")
+    if not secret:
+        raise HTTPException(404, "Slack actions are not configured on this server")
+    body = await request.body()
+    if len(body) > SLACK_BODY_LIMIT:
+        raise HTTPException(413, "request body too large")
+    try:
+        verify_slack_signature(
+            signing_secret=secret,
+            timestamp=request.headers.get("X-Slack-Request-Timestamp"),
+            signature=request.headers.get("X-Slack-Signature"),
+            body=body,
+        )
+    except SlackSignatureError as exc:
+        raise HTTPException(401, exc.message) from None
+    try:
+        action = parse_action(body)
+    except SlackPayloadError as exc:
+        raise HTTPException(400, exc.message) from None
+    store = _state(request).store
+    try:
+        who = approvals.by_slack_id(store, action.slack_user_id)
+        status = approvals.decide(
+            store,
+            action.approval_id,
+            who.name,
+            action.decision,
+            f"from Slack by {action.slack_user_name}" if action.decision == "reject" else None,
+            via="slack",
+            who=who,
+        )
+    except ConveyorError as exc:
+        # Slack shows this text to the person who pressed the button.
+        return {"response_type": "ephemeral", "replace_original": False, "text": exc.message}
+    _wake(request)
+    return {
+        "response_type": "ephemeral",
+        "replace_original": False,
+        "text": f"Recorded: {action.decision} by {who.name} (approval {status.value})",
+    }
+
+
+@router.get("/incidents", tags=["incidents"])
+def list_incidents(
+    request: Request, _: Reader, service: str | None = None, open: bool = False
+) -> list[dict[str, Any]]:
+    return dq.list_incidents(_state(request).store, service=service, open_only=open)
+
+
+@router.get("/audit", tags=["audit"])
+def audit(
+    request: Request,
+    _: Reader,
+    service: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=10000)] = 100,
+) -> list[dict[str, Any]]:
+    return dq.audit_log(_state(request).store, service=service, limit=limit)
+
+
+class UserIn(BaseModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.@-]+$", max_length=200)
+    emails: list[str] = Field(default_factory=list)
+    groups: list[str] = Field(default_factory=list)
+    slack_id: str | None = Field(None, max_length=50)
+
+
+@router.get("/users", tags=["users"])
+def list_users(request: Request, _: Admin) -> list[dict[str, Any]]:
+    return [
+        {"name": p.name, "emails": list(p.emails), "groups": list(p.groups), "slack_id": p.slack_id}
+        for p in approvals.people(_state(request).store).values()
+    ]
+
+
+@router.post("/users", status_code=201, tags=["users"])
+def save_user(request: Request, body: UserIn, identity: Admin) -> dict[str, Any]:
+    approvals.add_user(
+        _state(request).store, body.name, body.emails, body.groups, body.slack_id, _actor(identity)
+    )
+    return body.model_dump()

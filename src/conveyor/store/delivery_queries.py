@@ -1,0 +1,272 @@
+"""Read models of delivery for the API, the CLI and the UI: environments, deployments,
+approvals, incidents and the audit log. Plain dicts, JSON-ready."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import or_, select
+
+from conveyor.engine.promotion import pipeline_of, version_of
+from conveyor.errors import NotFound
+from conveyor.store.db import Store
+from conveyor.store.models import (
+    Approval,
+    Deployment,
+    EnvironmentState,
+    Event,
+    Incident,
+    Release,
+    Service,
+)
+
+MAX_ID = 2**63 - 1
+# Events that record a person's (or the policy's) decision: the audit log.
+AUDIT_EVENTS = (
+    "deployment.queued",
+    "approval.requested",
+    "approval.decision",
+    "approval.refused",
+    "approval.approved",
+    "approval.rejected",
+    "approval.expired",
+    "approval.withdrawn",
+    "environment.held",
+    "environment.unheld",
+    "deployment.cancelled",
+    "deployment.rolling_back",
+    "incident.opened",
+    "incident.resolved",
+    "token.created",
+    "token.revoked",
+    "user.saved",
+    "service.registered",
+)
+
+
+def deployment_summary(dep: Deployment) -> dict[str, Any]:
+    return {
+        "id": dep.id,
+        "service": dep.service.name,
+        "environment": dep.environment,
+        "tier": dep.tier,
+        "release": dep.release_id,
+        "version": version_of(dep.release),
+        "sha": dep.release.sha,
+        "kind": dep.kind,
+        "status": dep.status,
+        "reason": dep.reason,
+        "trigger": dep.trigger,
+        "requested_by": dep.requested_by,
+        "previous_release": dep.previous_release_id,
+        "rollback_of": dep.rollback_of,
+        "created_at": dep.created_at,
+        "started_at": dep.started_at,
+        "healthy_at": dep.healthy_at,
+        "finished_at": dep.finished_at,
+        "url": dep.instance.get("endpoint") or dep.url,
+    }
+
+
+def list_deployments(
+    store: Store,
+    *,
+    service: str | None = None,
+    environment: str | None = None,
+    release: int | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    with store.session() as session:
+        query = select(Deployment).order_by(Deployment.id.desc()).limit(limit)
+        if service:
+            query = query.join(Service).where(Service.name == service)
+        if environment:
+            query = query.where(Deployment.environment == environment)
+        if release:
+            query = query.where(Deployment.release_id == release)
+        return [deployment_summary(d) for d in session.scalars(query)]
+
+
+def deployment_detail(store: Store, deployment_id: int) -> dict[str, Any]:
+    with store.session() as session:
+        dep = session.get(Deployment, deployment_id) if 0 < deployment_id <= MAX_ID else None
+        if dep is None:
+            raise NotFound(
+                f"there is no deployment {deployment_id}",
+                hint="`conveyor deployments` lists them",
+            )
+        data = deployment_summary(dep)
+        data["checks"] = dep.checks
+        data["log"] = dep.log
+        data["approvals"] = [
+            approval_summary(a)
+            for a in session.scalars(select(Approval).where(Approval.deployment_id == dep.id))
+        ]
+        return data
+
+
+def environments(store: Store, service: str | None = None) -> list[dict[str, Any]]:
+    """Every environment of every service (or one): what serves, since when, healthy or not,
+    held or not, and what waits — in the chain order of the latest release's file."""
+    out: list[dict[str, Any]] = []
+    with store.session() as session:
+        services = session.scalars(
+            select(Service).order_by(Service.name).where(Service.name == service)
+            if service
+            else select(Service).order_by(Service.name)
+        ).all()
+        if service and not services:
+            raise NotFound(f"there is no service {service}")
+        for svc in services:
+            latest = session.scalar(
+                select(Release)
+                .where(Release.service_id == svc.id)
+                .order_by(Release.id.desc())
+                .limit(1)
+            )
+            names = list(pipeline_of(latest.run).environments) if latest else []
+            rows = {
+                e.name: e
+                for e in session.scalars(
+                    select(EnvironmentState).where(EnvironmentState.service_id == svc.id)
+                )
+            }
+            names += [n for n in rows if n not in names]
+            for name in names:
+                out.append(_environment(session, svc, name, rows.get(name)))
+    return out
+
+
+def _environment(
+    session: Any, svc: Service, name: str, env: EnvironmentState | None
+) -> dict[str, Any]:
+    current = (
+        session.get(Release, env.current_release_id) if env and env.current_release_id else None
+    )
+    waiting = session.scalars(
+        select(Deployment)
+        .where(
+            Deployment.service_id == svc.id,
+            Deployment.environment == name,
+            Deployment.status.in_(
+                [
+                    "queued",
+                    "awaiting_approval",
+                    "deploying",
+                    "checking",
+                    "verifying",
+                    "held",
+                    "rolling_back",
+                ]
+            ),
+        )
+        .order_by(Deployment.id)
+    ).all()
+    return {
+        "service": svc.name,
+        "environment": name,
+        "tier": env.tier if env else None,
+        "release": current.id if current else None,
+        "version": version_of(current) if current else None,
+        "sha": current.sha if current else None,
+        "since": env.since if env else None,
+        "healthy": env.healthy if env else None,
+        "url": env.url if env else None,
+        "verified_release": env.verified_release_id if env else None,
+        "held": bool(env and env.held),
+        "held_by": env.held_by if env else None,
+        "hold_reason": env.hold_reason if env else None,
+        "queue": [
+            {
+                "deployment": d.id,
+                "release": d.release_id,
+                "kind": d.kind,
+                "status": d.status,
+                "reason": d.reason,
+            }
+            for d in waiting
+        ],
+    }
+
+
+def approval_summary(approval: Approval) -> dict[str, Any]:
+    dep = approval.deployment
+    return {
+        "id": approval.id,
+        "kind": approval.kind,
+        "status": approval.status,
+        "deployment": dep.id,
+        "service": dep.service.name,
+        "environment": dep.environment,
+        "release": dep.release_id,
+        "version": version_of(dep.release),
+        "approvers": approval.approvers,
+        "required": approval.required,
+        "approved": sum(1 for d in approval.decisions if d.decision == "approve"),
+        "self_approval": approval.self_approval,
+        "requested_at": approval.requested_at,
+        "deadline": approval.deadline,
+        "on_timeout": approval.on_timeout,
+        "reason": approval.reason,
+        "decisions": [
+            {"user": d.user, "decision": d.decision, "reason": d.reason, "via": d.via, "at": d.at}
+            for d in approval.decisions
+        ],
+    }
+
+
+def list_approvals(store: Store, *, pending_only: bool = True) -> list[dict[str, Any]]:
+    with store.session() as session:
+        query = select(Approval).order_by(Approval.id.desc()).limit(100)
+        if pending_only:
+            query = query.where(Approval.status == "pending")
+        return [approval_summary(a) for a in session.scalars(query)]
+
+
+def audit_log(
+    store: Store, *, service: str | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
+    with store.session() as session:
+        query = (
+            select(Event).where(Event.type.in_(AUDIT_EVENTS)).order_by(Event.id.desc()).limit(limit)
+        )
+        if service:
+            query = query.where(or_(Event.service == service))
+        return [
+            {
+                "id": e.id,
+                "at": e.ts,
+                "type": e.type,
+                "service": e.service,
+                "actor": e.data.get("actor"),
+                "data": {k: v for k, v in e.data.items() if k != "actor"},
+            }
+            for e in session.scalars(query)
+        ]
+
+
+def list_incidents(
+    store: Store, *, service: str | None = None, open_only: bool = False
+) -> list[dict[str, Any]]:
+    with store.session() as session:
+        query = select(Incident).order_by(Incident.id.desc()).limit(100)
+        if service:
+            query = query.join(Service).where(Service.name == service)
+        if open_only:
+            query = query.where(Incident.status == "open")
+        return [
+            {
+                "id": i.id,
+                "service": i.service.name,
+                "environment": i.environment,
+                "status": i.status,
+                "title": i.title,
+                "source": i.source,
+                "deployment": i.deployment_id,
+                "release": i.release_id,
+                "opened_at": i.opened_at,
+                "resolved_at": i.resolved_at,
+                "resolved_by": i.resolved_by,
+            }
+            for i in session.scalars(query)
+        ]

@@ -6,7 +6,7 @@ until no deployment can move any more.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import os
 import signal
 import textwrap
@@ -60,7 +60,9 @@ def pipeline(environments: str, *, extra: str = "") -> str:
     )
 
 
-def release(repo: GitRepo, conveyor: Conveyor, version: str, conveyor_yml: str, *, healthy: bool = True) -> int:
+def release(
+    repo: GitRepo, conveyor: Conveyor, version: str, conveyor_yml: str, *, healthy: bool = True
+) -> int:
     """Commit the service at ``version`` and run its pipeline: returns the new release's id."""
     repo.commit(
         version,
@@ -125,6 +127,19 @@ async def delivery(home: Path) -> AsyncIterator[Harness]:
 def stop_released_processes(home: Path) -> None:
     """Processes started by the process target carry their release folder as cwd."""
     releases = str(home / "releases")
+    from conveyor.targets import process as process_target
+
+    # Ours first, so that they are reaped (not left as zombies or warned about).
+    for pid, child in list(process_target._CHILDREN.items()):
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            cwd = ""
+        if cwd.startswith(releases) or child.poll() is not None:
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGKILL)
+            child.wait(timeout=10)
+            process_target._CHILDREN.pop(pid, None)
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -136,7 +151,5 @@ def stop_released_processes(home: Path) -> None:
             try:
                 os.killpg(int(entry.name), signal.SIGKILL)
             except OSError:
-                try:
+                with contextlib.suppress(OSError):
                     os.kill(int(entry.name), signal.SIGKILL)
-                except OSError:
-                    pass

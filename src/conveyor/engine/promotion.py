@@ -523,7 +523,7 @@ def _finish_rollback(w: Writer, rollback: Deployment, *, restored: bool) -> None
             w,
             failed,
             D.ROLLED_BACK if restored else D.FAILED,
-            f"rolled back to {version} by deployment {rollback.id}"
+            f"{failed.reason}; rolled back to {version} by deployment {rollback.id}"
             if restored
             else f"{failed.reason}; the rollback (deployment {rollback.id}) failed too",
         )

@@ -1,0 +1,143 @@
+"""The command health check: a script of the user's own decides whether the deployment is healthy.
+
+It is the escape hatch for anything an HTTP probe cannot express (a queue drained, a migration
+applied). Like the HTTP check it wants ``successes`` passing runs in a row within ``within``; a
+run never outlives the window, so a hanging script cannot hold the deployment forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from conveyor.checks.base import CheckResult, Outcome
+from conveyor.checks.http import format_seconds
+from conveyor.errors import ConveyorError
+from conveyor.runner.process import ProcessResult, run_process
+from conveyor.spec.models import CommandCheck
+
+__all__ = ["command_check", "describe_exit", "output_tail"]
+
+# A health script's output matters for its last few lines ("connection refused", "0 replicas
+# ready"); memory stays bounded however much it prints.
+_TAIL_LINES = 20
+_MAX_OUTPUT = 1024 * 1024
+_KEEP = 100
+_DETAIL_CHARS = 200
+
+
+def describe_exit(result: ProcessResult, timeout: float | None) -> str:
+    """How a run ended, in words: "exited 1", "killed by signal 9", "timed out after 30 s"."""
+    if result.timed_out:
+        return "timed out" if timeout is None else f"timed out after {format_seconds(timeout)}"
+    if result.cancelled:
+        return "was cancelled"
+    code = result.exit_code
+    if code is not None and code < 0:
+        return f"killed by signal {-code}"
+    return f"exited {code}"
+
+
+def output_tail(lines: deque[str] | list[str], count: int = 3) -> str:
+    """The last non-empty lines as one line, short enough for a ``detail``."""
+    tail = [line.strip() for line in lines if line.strip()][-count:]
+    text = " | ".join(tail)
+    return text if len(text) <= _DETAIL_CHARS else "…" + text[-(_DETAIL_CHARS - 1) :]
+
+
+async def command_check(
+    check: CommandCheck,
+    *,
+    env: Mapping[str, str],
+    cwd: Path,
+) -> CheckResult:
+    """Run ``bash -c check.run`` every ``interval`` until ``successes`` runs in a row exit 0
+    (PASS) or ``within`` runs out (FAIL, with the last failing run's output tail).
+
+    The command comes from the user's own repository, which is why it runs through a shell at
+    all. When it cannot be started (no bash, no working directory) the verdict is INCONCLUSIVE:
+    that says nothing about the deployment.
+    """
+    started = time.monotonic()
+    deadline = started + check.within
+    runs = 0
+    streak = 0
+    exit_codes: list[int | None] = []
+    last_failure = ""
+    last_output = ""
+    passed_last = False
+
+    while True:
+        run_started = time.monotonic()
+        remaining = deadline - run_started
+        if remaining <= 0:
+            break
+        lines: deque[str] = deque(maxlen=_TAIL_LINES)
+        try:
+            result = await run_process(
+                ["bash", "-c", check.run],
+                cwd=cwd,
+                env=env,
+                on_line=lines.append,
+                timeout=remaining,
+                max_bytes=_MAX_OUTPUT,
+            )
+        except ConveyorError as exc:
+            return CheckResult(
+                "command",
+                Outcome.INCONCLUSIVE,
+                f"cannot run the check command: {exc}",
+                duration=time.monotonic() - started,
+                data={"runs": runs, "exit_codes": exit_codes},
+            )
+        runs += 1
+        exit_codes.append(result.exit_code)
+        del exit_codes[:-_KEEP]
+        passed_last = result.ok
+        if result.ok:
+            streak += 1
+            if streak >= check.successes:
+                break
+        else:
+            streak = 0
+            if result.timed_out:
+                last_failure = f"command still running after {format_seconds(check.within)}"
+            else:
+                last_failure = f"command {describe_exit(result, None)}"
+            last_output = output_tail(lines)
+        next_at = run_started + check.interval
+        if next_at >= deadline:
+            break
+        await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+
+    data: dict[str, Any] = {
+        "runs": runs,
+        "consecutive_successes": streak,
+        "needed": check.successes,
+        "exit_codes": exit_codes,
+    }
+    duration = time.monotonic() - started
+    if streak >= check.successes:
+        return CheckResult(
+            "command",
+            Outcome.PASS,
+            f"command exited 0, {streak}/{check.successes} consecutive successes "
+            f"after {runs} run{'s' if runs != 1 else ''}",
+            duration=duration,
+            data=data,
+        )
+    data["output_tail"] = last_output
+    tally = f"{streak}/{check.successes} consecutive successes in {format_seconds(check.within)}"
+    if not last_failure:
+        detail = f"command: only {tally}"
+    elif passed_last:
+        detail = f"{last_failure}, then {tally}"
+    else:
+        detail = f"{last_failure}; {tally}"
+    if last_output:
+        detail += f": {last_output}"
+    return CheckResult("command", Outcome.FAIL, detail, duration=duration, data=data)

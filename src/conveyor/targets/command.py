@@ -1,0 +1,232 @@
+"""The ``command`` target: deploy with the user's own tool (helm, kubectl, ansible, a script).
+
+Conveyor cannot know every platform, but it can decide which release goes where, run checks,
+record and roll back. This target hands the "how" to a command from the user's repository and
+tells it the "what" through ``CONVEYOR_*`` variables, so one deploy script serves every
+release, and a rollback is the same script given an older release (unless the user has a
+dedicated ``rollback`` command, e.g. ``helm rollback``).
+
+Commands run like job steps: ``bash -eo pipefail -c`` in the release folder, with the server's
+environment minus its own ``CONVEYOR_*`` settings, plus the environment's variables.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from conveyor.errors import ConveyorError
+from conveyor.runner.process import run_process
+from conveyor.targets.base import (
+    Instance,
+    ReleaseBundle,
+    Target,
+    TargetError,
+    TargetStatus,
+)
+
+__all__ = ["CommandTarget"]
+
+DEFAULT_TIMEOUT = 600.0
+TAIL_LINES = 15
+
+
+def _text(options: Mapping[str, Any], key: str) -> str | None:
+    value = options.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise TargetError(f"command target: option {key} must be a non-empty command")
+    return value
+
+
+class CommandTarget(Target):
+    """Options: ``deploy`` (required), ``rollback``, ``status`` (exit 0 means running), ``url``
+    and ``timeout`` (600 s, for each command)."""
+
+    name = "command"
+
+    async def deploy(self, bundle: ReleaseBundle, previous: Instance | None) -> Instance:
+        command = self._required("deploy")
+        earlier = _version_of(previous)
+        await self._run("deploy", command, self._env(bundle, earlier), bundle.root)
+        return self._instance(bundle, earlier)
+
+    async def rollback(
+        self, failed: Instance | None, to: ReleaseBundle, kept: Instance | None
+    ) -> Instance:
+        """Without a ``rollback`` command the deploy command puts the older release back: it is
+        given that release's variables and folder, exactly as when it first deployed it."""
+        command = _text(self.ctx.options, "rollback")
+        what = "rollback"
+        if command is None:
+            command, what = self._required("deploy"), "deploy (for the rollback)"
+        undone = _version_of(failed)
+        await self._run(what, command, self._env(to, undone), to.root)
+        return self._instance(to, undone)
+
+    async def status(self, instance: Instance) -> TargetStatus:
+        command = _text(self.ctx.options, "status")
+        version = instance.state.get("version")
+        if command is None:
+            return TargetStatus(True, f"{version or instance.release_id}: no status command")
+        env = self._base_env()
+        env.update(_state_variables(instance))
+        cwd = self._status_dir(instance)
+        tail: deque[str] = deque(maxlen=TAIL_LINES)
+        try:
+            result = await run_process(
+                _argv(command),
+                cwd=cwd,
+                env=env,
+                on_line=lambda line: _keep(tail, self.ctx.log, "status", line),
+                timeout=self._timeout(),
+            )
+        except ConveyorError as exc:
+            return TargetStatus(False, f"status command could not run: {exc.message}")
+        if result.timed_out:
+            return TargetStatus(False, f"status command timed out after {self._timeout():g} s")
+        detail = tail[-1] if tail else ""
+        if result.ok:
+            return TargetStatus(True, detail or f"{version or instance.release_id} is running")
+        return TargetStatus(
+            False, f"status command exited with status {result.exit_code}" + _suffix(detail)
+        )
+
+    def endpoint(self, instance: Instance) -> str | None:
+        return _text(self.ctx.options, "url")
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _required(self, key: str) -> str:
+        command = _text(self.ctx.options, key)
+        if command is None:
+            raise TargetError(
+                f"command target: option {key} is required",
+                hint="deploy: {target: command, deploy: ./deploy.sh}",
+            )
+        return command
+
+    def _timeout(self) -> float:
+        value = self.ctx.options.get("timeout", DEFAULT_TIMEOUT)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise TargetError("command target: option timeout must be a positive number")
+        return float(value)
+
+    def _base_env(self) -> dict[str, str]:
+        """The server's own CONVEYOR_* settings (its home, tokens) stay out of user commands;
+        PATH, HOME, KUBECONFIG and the like are what the user's tools need."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+        env.update(self.ctx.env)
+        return env
+
+    def _env(self, bundle: ReleaseBundle, previous: str | None) -> dict[str, str]:
+        env = self._base_env()
+        env.update(
+            {
+                "CONVEYOR_RELEASE": bundle.version,
+                "CONVEYOR_RELEASE_ID": str(bundle.release_id),
+                "CONVEYOR_SHA": bundle.sha,
+                "CONVEYOR_RELEASE_DIR": str(bundle.root),
+                "CONVEYOR_IMAGES": " ".join(bundle.images),
+                "CONVEYOR_IMAGE": bundle.images[0] if bundle.images else "",
+            }
+        )
+        if previous is not None and previous != bundle.version:
+            env["CONVEYOR_PREVIOUS_RELEASE"] = previous
+        else:
+            env.pop("CONVEYOR_PREVIOUS_RELEASE", None)
+        url = _text(self.ctx.options, "url")
+        if url is not None:
+            env["CONVEYOR_DEPLOY_URL"] = url
+        return env
+
+    def _instance(self, bundle: ReleaseBundle, previous: str | None) -> Instance:
+        return Instance(
+            release_id=bundle.release_id,
+            url=_text(self.ctx.options, "url"),
+            state={
+                "version": bundle.version,
+                "sha": bundle.sha,
+                "images": list(bundle.images),
+                "root": str(bundle.root),
+                "previous": previous,
+            },
+        )
+
+    def _status_dir(self, instance: Instance) -> Path:
+        """The release folder if it is still there; it is often a temporary copy, so the
+        environment's own folder is the fallback."""
+        root = instance.state.get("root")
+        if isinstance(root, str) and Path(root).is_dir():
+            return Path(root)
+        self.ctx.state_dir.mkdir(parents=True, exist_ok=True)
+        return self.ctx.state_dir
+
+    async def _run(self, what: str, command: str, env: dict[str, str], cwd: Path) -> None:
+        tail: deque[str] = deque(maxlen=TAIL_LINES)
+        timeout = self._timeout()
+        self.ctx.log(f"[conveyor] {what}: {command}")
+        try:
+            result = await run_process(
+                _argv(command),
+                cwd=cwd,
+                env=env,
+                on_line=lambda line: _keep(tail, self.ctx.log, None, line),
+                timeout=timeout,
+            )
+        except ConveyorError as exc:
+            raise TargetError(f"{what} command could not run: {exc.message}") from exc
+        if result.ok:
+            return
+        if result.timed_out:
+            problem = f"{what} command timed out after {timeout:g} s"
+        elif result.exit_code is not None and result.exit_code < 0:
+            problem = f"{what} command was killed by signal {-result.exit_code}"
+            problem += f" after {result.duration:.1f} s"
+        else:
+            problem = f"{what} command exited with status {result.exit_code}"
+            problem += f" after {result.duration:.1f} s"
+        if tail:
+            problem += "; last output:\n    " + "\n    ".join(tail)
+        raise TargetError(problem)
+
+
+def _argv(command: str) -> list[str]:
+    # As a job step runs: a failing line stops the script, and so does a failing pipe stage.
+    return ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", command]
+
+
+def _keep(tail: deque[str], log: Callable[[str], None], prefix: str | None, line: str) -> None:
+    tail.append(line)
+    log(f"{prefix}: {line}" if prefix else line)
+
+
+def _suffix(detail: str) -> str:
+    return f": {detail}" if detail else ""
+
+
+def _version_of(instance: Instance | None) -> str | None:
+    if instance is None:
+        return None
+    version = instance.state.get("version")
+    return version if isinstance(version, str) else None
+
+
+def _state_variables(instance: Instance) -> dict[str, str]:
+    state = instance.state
+    env = {"CONVEYOR_RELEASE_ID": str(instance.release_id)}
+    if isinstance(state.get("version"), str):
+        env["CONVEYOR_RELEASE"] = state["version"]
+    if isinstance(state.get("sha"), str):
+        env["CONVEYOR_SHA"] = state["sha"]
+    images = state.get("images")
+    if isinstance(images, list) and all(isinstance(i, str) for i in images):
+        env["CONVEYOR_IMAGES"] = " ".join(images)
+        env["CONVEYOR_IMAGE"] = images[0] if images else ""
+    if instance.url:
+        env["CONVEYOR_DEPLOY_URL"] = instance.url
+    return env

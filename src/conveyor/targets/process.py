@@ -1,0 +1,429 @@
+"""The `process` deploy target: the service runs as a plain process on the server's machine.
+
+Each release runs the user's `start` command on a fresh port of its own (``$PORT``); the built-in
+proxy (conveyor.targets.proxy) listens on the environment's stable port and forwards to the
+release that is serving. Fresh ports are what make blue-green possible: the new release starts
+beside the old one, its checks reach it directly, and `switch` moves traffic in one step.
+
+Releases run in a session of their own, so they outlive a restart of the server; `Instance.state`
+keeps their pid *and* process start time, so a restarted server can find them again without
+mistaking an unrelated process that reused the pid for one of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from conveyor.engine.recovery import process_start_time
+from conveyor.runner.process import kill_process_group, process_alive
+from conveyor.spec.durations import DurationError, parse_duration
+from conveyor.targets.base import (
+    Instance,
+    ReleaseBundle,
+    Target,
+    TargetContext,
+    TargetError,
+    TargetStatus,
+)
+from conveyor.targets.proxy import Proxy
+
+__all__ = ["ProcessTarget"]
+
+_STRATEGIES = ("recreate", "blue-green")
+_POLL = 0.02
+# After SIGKILL, how long to wait for the kernel to take the process away.
+_KILL_WAIT = 5.0
+_PROBE_TIMEOUT = 1.0
+_TAIL_LINES = 5
+_TAIL_BYTES = 16 * 1024
+
+# Releases this server process started. Keeping the Popen objects (rather than dropping them)
+# lets us reap a release that exits, and keeps subprocess from warning that a child it no longer
+# tracks is still running: releases are meant to outlive the object that started them.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+@dataclass(frozen=True)
+class _Options:
+    start: str
+    strategy: str
+    port: int | None
+    ready_timeout: float
+    stop_timeout: float
+    drain_timeout: float
+
+
+def _seconds(options: Mapping[str, Any], key: str, default: float, *, zero: bool = False) -> float:
+    value = options.get(key, default)
+    if zero and value in (0, "0"):
+        return 0.0
+    try:
+        return parse_duration(value)
+    except DurationError as exc:
+        raise TargetError(f"deploy.{key}: {exc}") from None
+
+
+def _parse_options(options: Mapping[str, Any]) -> _Options:
+    start = options.get("start")
+    if not isinstance(start, str) or not start.strip():
+        raise TargetError(
+            "the process target needs a `start` command",
+            hint="add `start: <command that listens on $PORT>` under `deploy:` in conveyor.yml",
+        )
+    strategy = options.get("strategy") or "recreate"
+    if strategy not in _STRATEGIES:
+        raise TargetError(
+            f"the process target does not support strategy {strategy!r}",
+            hint="use `strategy: recreate` or `strategy: blue-green`",
+        )
+    port = options.get("port")
+    if port is not None and (
+        isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535
+    ):
+        raise TargetError(f"deploy.port must be a port number from 1 to 65535, got {port!r}")
+    return _Options(
+        start=start,
+        strategy=strategy,
+        port=port,
+        ready_timeout=_seconds(options, "ready_timeout", 30.0),
+        stop_timeout=_seconds(options, "stop_timeout", 5.0),
+        drain_timeout=_seconds(options, "drain_timeout", 10.0, zero=True),
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _running(state: Mapping[str, Any]) -> bool:
+    """Alive and still the same process: a pid alone may since name an unrelated process."""
+    pid = state.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    _reap(pid)
+    if not process_alive(pid):
+        return False
+    started = state.get("start_time")
+    return started is None or process_start_time(pid) == started
+
+
+def _reap(pid: int) -> int | None:
+    """Collect the exit status of a release we started, so it does not linger as a zombie."""
+    child = _CHILDREN.get(pid)
+    if child is None:
+        return None
+    code = child.poll()
+    if code is not None:
+        del _CHILDREN[pid]
+    return code
+
+
+def _reap_all() -> None:
+    for pid in list(_CHILDREN):
+        _reap(pid)
+
+
+def _group_is_ours(pid: int, started: str | None) -> bool:
+    """Whether signalling process group ``pid`` can only reach processes of this release.
+
+    A group id stays reserved while any member lives, even after its leader is gone, so when no
+    process carries the pid the group is either ours (stragglers) or empty. A process with that
+    pid and another start time means the number was reused: the group is someone else's.
+    """
+    actual = process_start_time(pid)
+    return actual is None or started is None or actual == started
+
+
+async def _wait_gone(pid: int, started: str | None, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        if not _running({"pid": pid, "start_time": started}):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(_POLL)
+
+
+async def _accepts(port: int) -> bool:
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection("127.0.0.1", port), _PROBE_TIMEOUT
+        )
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+def _log_tail(path: Path, offset: int) -> str:
+    """The last lines this run of the release wrote (not earlier runs of the same version)."""
+    try:
+        with path.open("rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(offset, size - _TAIL_BYTES))
+            data = fh.read()
+    except OSError:
+        return " (its log cannot be read)"
+    lines = [line for line in data.decode("utf-8", "replace").splitlines() if line.strip()]
+    if not lines:
+        return " (its log is empty)"
+    return "".join(f"\n  {line}" for line in lines[-_TAIL_LINES:])
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"was killed by {name}"
+    return f"exited with status {code}"
+
+
+class ProcessTarget(Target):
+    """Runs releases as local processes behind the built-in proxy."""
+
+    name: ClassVar[str] = "process"
+
+    def __init__(self, ctx: TargetContext) -> None:
+        super().__init__(ctx)
+        self._opts: _Options | None = None
+        self._proxy: Proxy | None = None
+
+    @property
+    def options(self) -> _Options:
+        # Parsed on first use, so that `status` and `endpoint` still work for an environment
+        # whose conveyor.yml has since become invalid.
+        if self._opts is None:
+            self._opts = _parse_options(self.ctx.options)
+        return self._opts
+
+    # --- the Target interface ------------------------------------------------------------------
+
+    async def deploy(self, bundle: ReleaseBundle, previous: Instance | None) -> Instance:
+        opts = self.options
+        # The stable port first: if it is taken, fail before anything is started or stopped.
+        proxy = await self._ensure_proxy()
+        if opts.strategy == "recreate":
+            if previous is not None:
+                await self._stop(previous, opts.stop_timeout)
+            instance = await self._launch(bundle)
+            await self._route(instance, drain_timeout=0.0)
+            return instance
+        if previous is not None and proxy.upstream is None and _running(previous.state):
+            # A restarted server deploying without adopting first: users keep reaching previous.
+            await self._route(previous, drain_timeout=0.0)
+        return await self._launch(bundle)
+
+    async def switch(self, new: Instance, previous: Instance | None) -> None:
+        await self._ensure_proxy()
+        await self._route(new, drain_timeout=self.options.drain_timeout)
+        if previous is not None and previous.state.get("pid") != new.state.get("pid"):
+            await self._stop(previous, self.options.stop_timeout)
+
+    async def discard(self, instance: Instance) -> None:
+        await self._stop(instance, self.options.stop_timeout)
+
+    async def rollback(
+        self, failed: Instance | None, to: ReleaseBundle, kept: Instance | None
+    ) -> Instance:
+        opts = self.options
+        await self._ensure_proxy()
+        if (
+            kept is not None
+            and kept.state.get("version") == to.version
+            and _running(kept.state)
+            and await _accepts(int(kept.state["port"]))
+        ):
+            # Still running (blue-green, failed before or right after the switch): the fastest
+            # way back is to route to it again.
+            instance = kept
+        else:
+            if failed is not None and opts.strategy == "recreate":
+                # Recreate promises never to run two releases at once; keep that promise.
+                await self._stop(failed, opts.stop_timeout)
+            instance = await self._launch(to)
+        # No drain: the failed release's in-flight requests end with its own graceful stop.
+        await self._route(instance, drain_timeout=0.0)
+        if failed is not None and failed.state.get("pid") != instance.state.get("pid"):
+            await self._stop(failed, opts.stop_timeout)
+        return instance
+
+    async def status(self, instance: Instance) -> TargetStatus:
+        pid, port = instance.state.get("pid"), instance.state.get("port")
+        if _running(instance.state):
+            return TargetStatus(True, f"pid {pid} on :{port}")
+        return TargetStatus(False, f"pid {pid} is not running")
+
+    def endpoint(self, instance: Instance) -> str | None:
+        port = self._proxy.port if self._proxy is not None else self._stable_port()
+        return f"http://127.0.0.1:{port}" if port else None
+
+    async def adopt(self, instance: Instance) -> bool:
+        if not _running(instance.state):
+            return False
+        await self._ensure_proxy()
+        await self._route(instance, drain_timeout=0.0)
+        return True
+
+    async def close(self) -> None:
+        proxy, self._proxy = self._proxy, None
+        if proxy is not None:
+            await proxy.close()
+
+    # --- the proxy -----------------------------------------------------------------------------
+
+    @property
+    def _port_file(self) -> Path:
+        return self.ctx.state_dir / "port"
+
+    def _stable_port(self) -> int:
+        """The configured port, else the one picked on the first deploy, else 0 (pick one)."""
+        port = self.ctx.options.get("port")
+        if port is not None:
+            # Validated on deploy; here only read, so that `endpoint` never raises.
+            return port if isinstance(port, int) and not isinstance(port, bool) else 0
+        try:
+            return int(self._port_file.read_text().strip())
+        except (OSError, ValueError):
+            return 0
+
+    async def _ensure_proxy(self) -> Proxy:
+        if self._proxy is not None:
+            return self._proxy
+        wanted = self._stable_port()
+        proxy = Proxy(wanted)
+        await proxy.start()
+        if wanted == 0:
+            # Let the system pick (no race with other programs), then keep it: the
+            # environment's URL must not change when the server restarts.
+            try:
+                self._port_file.parent.mkdir(parents=True, exist_ok=True)
+                tmp = self._port_file.with_suffix(".tmp")
+                tmp.write_text(f"{proxy.port}\n")
+                tmp.replace(self._port_file)
+            except OSError as exc:
+                await proxy.close()
+                raise TargetError(f"cannot record the environment's port: {exc}") from exc
+        self._proxy = proxy
+        self.ctx.log(f"proxy listening on 127.0.0.1:{proxy.port}")
+        return proxy
+
+    async def _route(self, instance: Instance, drain_timeout: float) -> None:
+        proxy = await self._ensure_proxy()
+        port = int(instance.state["port"])
+        previous = proxy.upstream
+        if previous == port:
+            return
+        self.ctx.log(f"proxy :{proxy.port} now forwards to {instance.state.get('version')} :{port}")
+        await proxy.switch(port, drain_timeout)
+        if previous is not None and drain_timeout > 0 and proxy.active_connections(previous):
+            self.ctx.log(
+                f"{proxy.active_connections(previous)} connection(s) to :{previous} still open "
+                f"after {drain_timeout:g} s; they end when that release stops"
+            )
+
+    # --- releases ------------------------------------------------------------------------------
+
+    async def _launch(self, bundle: ReleaseBundle) -> Instance:
+        """Start ``bundle`` on a fresh port and wait until that port accepts connections."""
+        opts = self.options
+        _reap_all()
+        root = bundle.root
+        if not root.is_dir():
+            raise TargetError(f"release folder {root} does not exist")
+        port = _free_port()
+        version = bundle.version
+        log_path = self.ctx.state_dir / "logs" / f"{version}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {**self.ctx.env, "PORT": str(port), "CONVEYOR_RELEASE": version}
+        with log_path.open("ab") as log:
+            log.write(f"[conveyor] starting {version} on port {port}\n".encode())
+            log.flush()
+            offset = log.tell()
+            try:
+                child = subprocess.Popen(
+                    ["bash", "-c", opts.start],
+                    cwd=root,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise TargetError(f"cannot run the start command: {exc.strerror or exc}") from exc
+        started_at = time.monotonic()
+        _CHILDREN[child.pid] = child
+        state: dict[str, Any] = {
+            "pid": child.pid,
+            "start_time": process_start_time(child.pid),
+            "port": port,
+            "version": version,
+            "root": str(root),
+            "log": str(log_path),
+        }
+        instance = Instance(bundle.release_id, url=f"http://127.0.0.1:{port}", state=state)
+        self.ctx.log(f"started {version}: pid {child.pid} on :{port} (log: {log_path})")
+
+        deadline = started_at + opts.ready_timeout
+        while True:
+            if await _accepts(port):
+                break
+            code = _reap(child.pid)
+            if code is not None:
+                elapsed = time.monotonic() - started_at
+                if _group_is_ours(child.pid, state["start_time"]):
+                    kill_process_group(child.pid, signal.SIGKILL)  # anything it left behind
+                raise TargetError(
+                    f"start command {_describe_exit(code)} after {elapsed:.2f} s; "
+                    f"last lines of its log ({log_path}):{_log_tail(log_path, offset)}"
+                )
+            if time.monotonic() >= deadline:
+                await self._stop(instance, opts.stop_timeout)
+                raise TargetError(
+                    f"{version} did not accept connections on port {port} within "
+                    f"{opts.ready_timeout:g} s (the start command must listen on $PORT); "
+                    f"last lines of its log ({log_path}):{_log_tail(log_path, offset)}"
+                )
+            await asyncio.sleep(_POLL)
+        self.ctx.log(
+            f"{version} accepts connections on :{port} after {time.monotonic() - started_at:.2f} s"
+        )
+        return instance
+
+    async def _stop(self, instance: Instance, timeout: float) -> None:
+        """SIGTERM to the release's process group, SIGKILL once ``timeout`` has passed."""
+        pid = instance.state.get("pid")
+        if not isinstance(pid, int) or pid <= 0:
+            return
+        started = instance.state.get("start_time")
+        version = instance.state.get("version", f"release {instance.release_id}")
+        if not _running(instance.state):
+            if _group_is_ours(pid, started):
+                kill_process_group(pid, signal.SIGKILL)  # stragglers of a leader that died
+            return
+        kill_process_group(pid, signal.SIGTERM)
+        if not await _wait_gone(pid, started, timeout):
+            self.ctx.log(f"{version} (pid {pid}) did not stop within {timeout:g} s: killing it")
+            kill_process_group(pid, signal.SIGKILL)
+            if not await _wait_gone(pid, started, _KILL_WAIT):
+                raise TargetError(f"{version} (pid {pid}) is still running after SIGKILL")
+        if _group_is_ours(pid, started):
+            kill_process_group(pid, signal.SIGKILL)  # what it started and left behind
+        self.ctx.log(f"stopped {version} (pid {pid})")

@@ -311,6 +311,19 @@ def test_help_lists_every_command(conveyor: Conveyor) -> None:
         "service",
         "runner",
         "hook",
+        "envs",
+        "deployments",
+        "deployment",
+        "promote",
+        "rollback",
+        "hold",
+        "unhold",
+        "approvals",
+        "approve",
+        "reject",
+        "incidents",
+        "audit",
+        "user",
     ]
     text = conveyor("--help", check=True).stdout
     section = text.split("Commands:", 1)[1]

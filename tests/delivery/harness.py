@@ -25,17 +25,19 @@ from conveyor.store.delivery_queries import environments, list_deployments
 from tests.conftest import Conveyor, GitRepo
 
 # A service with nothing but the standard library: it answers its VERSION on every path and
-# /healthz with 200 or 503 as its HEALTHY file says, on 127.0.0.1:$PORT.
+# /healthz with 200 or 503 as its HEALTHY file says (or never, for "hang"), on 127.0.0.1:$PORT.
 APP = """\
-import http.server, os, pathlib
+import http.server, os, pathlib, threading
 
 VERSION = pathlib.Path("VERSION").read_text().strip()
-HEALTHY = pathlib.Path("HEALTHY").read_text().strip() == "yes"
+HEALTH = pathlib.Path("HEALTHY").read_text().strip()
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        code = 503 if self.path == "/healthz" and not HEALTHY else 200
+        if self.path == "/healthz" and HEALTH == "hang":
+            threading.Event().wait()
+        code = 503 if self.path == "/healthz" and HEALTH != "yes" else 200
         body = VERSION.encode()
         self.send_response(code)
         self.send_header("Content-Length", str(len(body)))
@@ -61,7 +63,12 @@ def pipeline(environments: str, *, extra: str = "") -> str:
 
 
 def release(
-    repo: GitRepo, conveyor: Conveyor, version: str, conveyor_yml: str, *, healthy: bool = True
+    repo: GitRepo,
+    conveyor: Conveyor,
+    version: str,
+    conveyor_yml: str,
+    *,
+    healthy: bool | str = True,
 ) -> int:
     """Commit the service at ``version`` and run its pipeline: returns the new release's id."""
     repo.commit(
@@ -69,7 +76,7 @@ def release(
         {
             "app.py": APP,
             "VERSION": version,
-            "HEALTHY": "yes" if healthy else "no",
+            "HEALTHY": healthy if isinstance(healthy, str) else "yes" if healthy else "no",
             "conveyor.yml": conveyor_yml,
         },
     )

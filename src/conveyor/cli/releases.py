@@ -58,3 +58,19 @@ def release(release_id: int, as_json: bool) -> None:
         click.echo("  artifacts:")
         for a in data["artifacts"]:
             click.echo(f"    {a['path']}  {a['digest']}  {a['size']} bytes")
+    publication = data.get("publication") or {}
+    if publication.get("status") not in (None, "none"):
+        click.echo(f"  published: {publication['status']}")
+        if publication.get("pinned"):
+            click.echo(f"    {publication['pinned']}")
+        for image in publication.get("images") or []:
+            click.echo(f"    image {image}")
+        if publication.get("error"):
+            click.echo(f"    {publication['error']}")
+    if data.get("deployments"):
+        click.echo("  deployments:")
+        for d in data["deployments"]:
+            click.echo(
+                f"    #{d['id']} {d['environment']} {d['kind']} {d['status']}"
+                + (f" — {d['reason']}" if d["reason"] else "")
+            )

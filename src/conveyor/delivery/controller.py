@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 import string
@@ -22,7 +23,7 @@ from sqlalchemy import select
 from conveyor.checks.base import CheckResult, Outcome, combine
 from conveyor.checks.health import run_health, run_verify
 from conveyor.delivery.bundles import prepare_bundle
-from conveyor.engine import promotion
+from conveyor.engine import outcomes, promotion
 from conveyor.engine.deploy_states import ApprovalStatus, DeploymentStatus
 from conveyor.engine.driver import process_owner
 from conveyor.engine.recovery import owner_alive
@@ -32,7 +33,7 @@ from conveyor.runner.secrets import Secrets
 from conveyor.spec.models import Environment
 from conveyor.store.db import Store
 from conveyor.store.models import Approval, Deployment, EnvironmentState, Release, utcnow
-from conveyor.targets.base import Instance, ReleaseBundle, Target, TargetContext
+from conveyor.targets.base import Instance, ReleaseBundle, Target, TargetContext, TargetError
 from conveyor.targets.registry import target_class
 
 log = logging.getLogger("conveyor.delivery")
@@ -66,7 +67,7 @@ class DeploymentLog:
     def flush(self) -> None:
         if self.pending:
             lines, self.pending = self.pending, []
-            promotion.record_log(self.store, self.id, lines)
+            outcomes.record_log(self.store, self.id, lines)
 
 
 class DeliveryController:
@@ -236,18 +237,33 @@ class DeliveryController:
             self.wake.set()
 
     async def _deploy(self, job: _Job, line: DeploymentLog) -> None:
-        bundle = await asyncio.to_thread(prepare_bundle, self.store, self.artifacts, job.release_id)
-        target = self.target(job, line)
+        try:
+            bundle = await asyncio.to_thread(
+                prepare_bundle, self.store, self.artifacts, job.release_id
+            )
+            target = self.target(job, line)
+        except ConveyorError as exc:  # e.g. an unknown target: nothing was touched yet
+            line(f"deploy failed: {exc.message}")
+            await self._fail(job.id, exc.message, serving=False, line=line)
+            return
         line(f"deploying {bundle.version} to {job.environment} with the {target.name} target")
         try:
             instance = await target.deploy(bundle, job.serving)
         except ConveyorError as exc:
             line(f"deploy failed: {exc.message}")
-            await self._fail(job.id, exc.message, serving=target.in_place, line=line)
+            await self._fail(
+                job.id,
+                exc.message,
+                serving=False,
+                displaced=target.in_place
+                and job.serving is not None
+                and not (isinstance(exc, TargetError) and exc.previous_serving),
+                line=line,
+            )
             return
         instance.state.setdefault("endpoint", target.endpoint(instance))
         await asyncio.to_thread(
-            promotion.record_placed, self.store, job.id, instance.state, instance.url
+            outcomes.record_placed, self.store, job.id, instance.state, instance.url
         )
         outcome, detail = await self._check(job, target, bundle, instance, line)
         if outcome is not Outcome.PASS:
@@ -258,9 +274,9 @@ class DeliveryController:
         if not target.in_place:
             await target.switch(instance, job.serving)
             line(f"traffic switched to {bundle.version}")
-        await asyncio.to_thread(promotion.record_serving, self.store, job.id, instance.state)
+        await asyncio.to_thread(outcomes.record_serving, self.store, job.id, instance.state)
         if job.config.verify:
-            await asyncio.to_thread(promotion.record_checks, self.store, job.id, [], D.VERIFYING)
+            await asyncio.to_thread(outcomes.record_checks, self.store, job.id, [], D.VERIFYING)
             url = target.endpoint(instance) or instance.url or ""
             result = await run_verify(
                 job.config.verify,
@@ -269,14 +285,14 @@ class DeliveryController:
                 on_line=line,
             )
             await asyncio.to_thread(
-                promotion.record_checks, self.store, job.id, [result.as_json()], D.VERIFYING
+                outcomes.record_checks, self.store, job.id, [result.as_json()], D.VERIFYING
             )
             if result.outcome is not Outcome.PASS:
                 await self._fail(
                     job.id, f"verification failed: {result.detail}", serving=True, line=line
                 )
                 return
-        await asyncio.to_thread(promotion.succeed, self.store, job.id)
+        await asyncio.to_thread(outcomes.succeed, self.store, job.id)
         line(f"{bundle.version} is live in {job.environment}")
 
     async def _check(
@@ -309,7 +325,7 @@ class DeliveryController:
         detail = _detail(results, outcome)
         if outcome is Outcome.INCONCLUSIVE:
             approval = await asyncio.to_thread(
-                promotion.record_checks, self.store, job.id, [r.as_json() for r in results], D.HELD
+                outcomes.record_checks, self.store, job.id, [r.as_json() for r in results], D.HELD
             )
             assert approval is not None
             line(f"checks inconclusive: waiting for a person (approval {approval})")
@@ -319,7 +335,7 @@ class DeliveryController:
                 return Outcome.PASS, "accepted by a person after inconclusive checks"
             return Outcome.FAIL, f"inconclusive checks, then {decided.value}: {detail}"
         await asyncio.to_thread(
-            promotion.record_checks, self.store, job.id, [r.as_json() for r in results], D.CHECKING
+            outcomes.record_checks, self.store, job.id, [r.as_json() for r in results], D.CHECKING
         )
         return outcome, detail
 
@@ -335,19 +351,38 @@ class DeliveryController:
             await asyncio.sleep(self.poll_seconds)
 
     async def _fail(
-        self, deployment_id: int, reason: str, *, serving: bool, line: DeploymentLog
+        self,
+        deployment_id: int,
+        reason: str,
+        *,
+        serving: bool,
+        line: DeploymentLog,
+        displaced: bool | None = None,
     ) -> None:
         await asyncio.to_thread(line.flush)
         rollback = await asyncio.to_thread(
-            promotion.fail, self.store, deployment_id, reason, serving=serving
+            functools.partial(
+                outcomes.fail,
+                self.store,
+                deployment_id,
+                reason,
+                serving=serving,
+                displaced=displaced,
+            )
         )
         if rollback is not None:
             line(f"rolling back (deployment {rollback})")
             await self._carry(rollback)
 
     async def _roll_back(self, job: _Job, line: DeploymentLog) -> None:
-        bundle = await asyncio.to_thread(prepare_bundle, self.store, self.artifacts, job.release_id)
-        target = self.target(job, line)
+        try:
+            bundle = await asyncio.to_thread(
+                prepare_bundle, self.store, self.artifacts, job.release_id
+            )
+            target = self.target(job, line)
+        except ConveyorError as exc:
+            await self._fail(job.id, f"rollback failed: {exc.message}", serving=True, line=line)
+            return
         line(f"rolling {job.environment} back to {bundle.version}")
         try:
             instance = await target.rollback(job.serving, bundle, job.kept)
@@ -356,12 +391,21 @@ class DeliveryController:
             return
         instance.state.setdefault("endpoint", target.endpoint(instance))
         await asyncio.to_thread(
-            promotion.record_placed, self.store, job.id, instance.state, instance.url
+            outcomes.record_placed, self.store, job.id, instance.state, instance.url
         )
         outcome, detail = Outcome.PASS, ""
-        if job.config.health is not None:
+        health = job.config.health
+        if health is not None and health.prometheus is not None:
+            # Prometheus would still judge the release being undone: its samples (and any
+            # rate() over them) are of the failed release's traffic. The checks that observe
+            # the restored instance itself decide whether the rollback worked.
+            line("the prometheus check is not run for a rollback")
+            health = health.model_copy(update={"prometheus": None})
+            if health.http is None and health.command is None:
+                health = None
+        if health is not None:
             results = await run_health(
-                job.config.health,
+                health,
                 base_url=target.endpoint(instance) or instance.url,
                 env={**target.ctx.env, **_release_env(bundle)},
                 cwd=bundle.root,
@@ -369,7 +413,7 @@ class DeliveryController:
             )
             outcome, detail = combine(results), _detail(results, combine(results))
             await asyncio.to_thread(
-                promotion.record_checks,
+                outcomes.record_checks,
                 self.store,
                 job.id,
                 [r.as_json() for r in results],
@@ -380,7 +424,7 @@ class DeliveryController:
                 job.id, f"restored release is unhealthy: {detail}", serving=True, line=line
             )
             return
-        await asyncio.to_thread(promotion.succeed, self.store, job.id)
+        await asyncio.to_thread(outcomes.succeed, self.store, job.id)
         line(f"{job.environment} is back on {bundle.version}")
 
     # --- publishing --------------------------------------------------------------------------
@@ -397,7 +441,7 @@ class DeliveryController:
             result = await asyncio.to_thread(
                 publish_release, self.store, self.artifacts, release_id
             )
-            await asyncio.to_thread(promotion.record_publication, self.store, release_id, result)
+            await asyncio.to_thread(outcomes.record_publication, self.store, release_id, result)
         finally:
             self._publishing.discard(release_id)
             self.wake.set()
@@ -437,7 +481,7 @@ class DeliveryController:
                 await target.switch(instance, None)
                 instance.state.setdefault("endpoint", target.endpoint(instance))
                 await asyncio.to_thread(
-                    promotion.record_restarted,
+                    outcomes.record_restarted,
                     self.store,
                     job.service,
                     job.environment,

@@ -55,6 +55,8 @@ class RunContext(BaseModel):
     sha: str
     ref: str | None
     repository: str
+    # The pipeline's `publish.registry`: jobs push their images there (CONVEYOR_REGISTRY).
+    registry: str | None = None
 
     @property
     def branch(self) -> str | None:
@@ -76,4 +78,6 @@ class RunContext(BaseModel):
             values["CONVEYOR_REF"] = self.ref
         if self.branch:
             values["CONVEYOR_BRANCH"] = self.branch
+        if self.registry:
+            values["CONVEYOR_REGISTRY"] = self.registry
         return values

@@ -24,7 +24,6 @@ from sqlalchemy import select
 from conveyor.engine.deploy_states import (
     ApprovalStatus,
     DeploymentStatus,
-    IncidentStatus,
     check_transition,
 )
 from conveyor.engine.notices import queue_notices
@@ -36,7 +35,6 @@ from conveyor.store.models import (
     Approval,
     Deployment,
     EnvironmentState,
-    Incident,
     Release,
     Run,
     Service,
@@ -88,7 +86,7 @@ def env_row(
     return row
 
 
-def _service(w: Writer, name: str) -> Service:
+def service_named(w: Writer, name: str) -> Service:
     service = w.session.scalar(select(Service).where(Service.name == name))
     if service is None:
         raise NotFound(f"there is no service {name}", hint="`conveyor service list` lists them")
@@ -130,7 +128,7 @@ def notify(w: Writer, dep: Deployment, event: str, summary: str, **extra: Any) -
     )
 
 
-def _queue(
+def queue_deployment(
     w: Writer,
     release: Release,
     environment: str,
@@ -181,7 +179,7 @@ def queue_first_environments(w: Writer, release: Release) -> list[Deployment]:
     needs_publish = pipeline.publish is not None or any(j.images for j in pipeline.jobs.values())
     release.publication = {"status": "pending" if needs_publish else "none"}
     return [
-        _queue(w, release, name, env.tier or "staging", trigger="auto", by=None)
+        queue_deployment(w, release, name, env.tier or "staging", trigger="auto", by=None)
         for name, env in pipeline.environments.items()
         if env.after is None
     ]
@@ -336,7 +334,7 @@ def _excluded(run: Run) -> list[str]:
 
 
 def _request_approval(w: Writer, dep: Deployment, config: dict[str, Any]) -> None:
-    approval = _new_approval(w, dep, "approval", config)
+    approval = new_approval(w, dep, "approval", config)
     move(w, dep, D.AWAITING_APPROVAL, f"waiting for approval {approval.id}")
     notify(
         w,
@@ -348,7 +346,7 @@ def _request_approval(w: Writer, dep: Deployment, config: dict[str, Any]) -> Non
     )
 
 
-def _new_approval(w: Writer, dep: Deployment, kind: str, config: dict[str, Any]) -> Approval:
+def new_approval(w: Writer, dep: Deployment, kind: str, config: dict[str, Any]) -> Approval:
     now = utcnow()
     approval = Approval(
         deployment_id=dep.id,
@@ -414,283 +412,14 @@ def _expire_approvals(w: Writer, now: dt.datetime) -> None:
             move(w, dep, D.REJECTED, f"approval {approval.id} timed out")
 
 
-# --- what a running deployment reports ------------------------------------------------------
+# --- shared by engine.outcomes -----------------------------------------------------------
 
 
-def _get(w: Writer, deployment_id: int) -> Deployment:
+def get_deployment(w: Writer, deployment_id: int) -> Deployment:
     dep = w.session.get(Deployment, deployment_id)
     if dep is None:
         raise NotFound(f"there is no deployment {deployment_id}")
     return dep
-
-
-def record_placed(
-    store: Store, deployment_id: int, instance: dict[str, Any], url: str | None
-) -> None:
-    """The target put the release in place; health checks start."""
-    with store.write() as w:
-        dep = _get(w, deployment_id)
-        dep.instance, dep.url = instance, url
-        move(w, dep, D.CHECKING)
-
-
-def record_log(store: Store, deployment_id: int, lines: Sequence[str]) -> None:
-    with store.write() as w:
-        dep = _get(w, deployment_id)
-        dep.log = [*dep.log, *lines][-2000:]
-
-
-def record_checks(
-    store: Store, deployment_id: int, results: Sequence[dict[str, Any]], status: DeploymentStatus
-) -> int | None:
-    """Store check results and move on: VERIFYING, HELD (returns the approval a person must
-    give) or stay for the caller to succeed/fail."""
-    with store.write() as w:
-        dep = _get(w, deployment_id)
-        dep.checks = [*dep.checks, *results]
-        if status == D.HELD:
-            approval = _new_approval(
-                w,
-                dep,
-                "inconclusive",
-                {"approvers": _held_approvers(dep), "required": 1, "self_approval": True},
-            )
-            move(w, dep, D.HELD, f"checks were inconclusive: approval {approval.id} decides")
-            notify(
-                w,
-                dep,
-                "approval.requested",
-                f"{dep.service.name} {version_of(dep.release)} in {dep.environment}: checks "
-                "were inconclusive; approve to keep it, reject to roll it back",
-                approval_id=approval.id,
-            )
-            return approval.id
-        if status != D(dep.status):
-            move(w, dep, status)
-        return None
-
-
-def _held_approvers(dep: Deployment) -> list[str]:
-    config = environment_config(dep).approval
-    return list(config.approvers) if config else ["*"]
-
-
-def succeed(
-    store: Store, deployment_id: int, *, switched_instance: dict[str, Any] | None = None
-) -> list[int]:
-    """The deployment is healthy (and verified): it serves its environment now. Returns the
-    deployments queued next down the chain."""
-    with store.write() as w:
-        dep = _get(w, deployment_id)
-        now = utcnow()
-        if switched_instance is not None:
-            dep.instance = switched_instance
-        dep.healthy_at = dep.healthy_at or now
-        env = env_row(w, dep.service_id, dep.environment, dep.tier, lock=True)
-        env.current_release_id, env.current_deployment_id = dep.release_id, dep.id
-        env.verified_release_id = dep.release_id
-        env.instance, env.healthy, env.since, env.updated_at = dep.instance, True, now, now
-        env.url = _endpoint(dep) or env.url
-        move(w, dep, D.SUCCEEDED)
-        version = version_of(dep.release)
-        if dep.kind == "rollback":
-            _finish_rollback(w, dep, restored=True)
-            return []
-        notify(
-            w,
-            dep,
-            "deployment.succeeded",
-            f"{dep.service.name} {version} is live in {dep.environment}",
-        )
-        pipeline = pipeline_of(dep.release.run)
-        return [
-            _queue(w, dep.release, name, cfg.tier or "staging", trigger="auto", by=None).id
-            for name, cfg in pipeline.environments.items()
-            if cfg.after == dep.environment
-        ]
-
-
-def _endpoint(dep: Deployment) -> str | None:
-    value = dep.instance.get("endpoint")
-    return str(value) if value else None
-
-
-def _finish_rollback(w: Writer, rollback: Deployment, *, restored: bool) -> None:
-    failed = w.session.get(Deployment, rollback.rollback_of) if rollback.rollback_of else None
-    version = version_of(rollback.release)
-    if failed is not None and failed.status == D.ROLLING_BACK:
-        move(
-            w,
-            failed,
-            D.ROLLED_BACK if restored else D.FAILED,
-            f"{failed.reason}; rolled back to {version} by deployment {rollback.id}"
-            if restored
-            else f"{failed.reason}; the rollback (deployment {rollback.id}) failed too",
-        )
-    if restored:
-        notify(
-            w,
-            rollback,
-            "deployment.rolledback",
-            f"{rollback.service.name} {rollback.environment} is back on {version}",
-            fields={"rolled back": f"deployment {rollback.rollback_of}"}
-            if rollback.rollback_of
-            else None,
-        )
-        for incident in w.session.scalars(
-            select(Incident).where(
-                Incident.service_id == rollback.service_id,
-                Incident.environment == rollback.environment,
-                Incident.status == IncidentStatus.OPEN,
-                Incident.source == "deployment",
-            )
-        ).all():
-            resolve_incident(w, incident, f"rollback deployment {rollback.id} restored {version}")
-
-
-def fail(
-    store: Store,
-    deployment_id: int,
-    reason: str,
-    *,
-    serving: bool,
-) -> int | None:
-    """The deployment failed. ``serving`` says whether the failed release took traffic (it was
-    switched in, or replaced the old one in place). Applies the environment's failure policy;
-    returns the rollback deployment to carry out, if any (already claimed for the caller)."""
-    with store.write() as w:
-        dep = _get(w, deployment_id)
-        env = env_row(w, dep.service_id, dep.environment, dep.tier, lock=True)
-        if dep.kind == "rollback":
-            move(w, dep, D.FAILED, reason)
-            _finish_rollback(w, dep, restored=False)
-            env.healthy, env.updated_at = False, utcnow()
-            _hold(w, env, "conveyor", f"rollback deployment {dep.id} failed: {reason}")
-            notify(w, dep, "deployment.failed", _failure_summary(dep, reason))
-            return None
-        if serving:
-            env.current_release_id, env.current_deployment_id = dep.release_id, dep.id
-            env.instance, env.healthy, env.updated_at = dep.instance, False, utcnow()
-        policy = environment_config(dep).on_failure
-        target = env.verified_release_id if serving else None
-        notify(w, dep, "deployment.failed", _failure_summary(dep, reason))
-        if serving and dep.tier == "production":
-            open_incident(
-                w,
-                service_id=dep.service_id,
-                environment=dep.environment,
-                title=f"{dep.service.name} {version_of(dep.release)} failed in "
-                f"{dep.environment}: {reason}",
-                source="deployment",
-                deployment=dep,
-            )
-        if policy == "rollback" and target is not None and target != dep.release_id:
-            move(w, dep, D.ROLLING_BACK, reason)
-            release = w.session.get(Release, target)
-            assert release is not None
-            rollback = _queue(
-                w,
-                release,
-                dep.environment,
-                dep.tier,
-                trigger="failure",
-                by="conveyor",
-                kind="rollback",
-                rollback_of=dep.id,
-            )
-            rollback.owner, rollback.started_at = dep.owner, utcnow()
-            rollback.previous_release_id = dep.release_id
-            move(w, rollback, D.DEPLOYING)
-            return rollback.id
-        if not serving:
-            reason = f"{reason}; {_kept(w, env)}"
-        elif policy == "rollback":
-            reason = f"{reason}; no earlier verified release to roll back to"
-        move(w, dep, D.FAILED, reason)
-        if policy == "hold":
-            _hold(w, env, "conveyor", f"deployment {dep.id} failed: {reason}")
-        return None
-
-
-def _kept(w: Writer, env: EnvironmentState) -> str:
-    if env.current_release_id is None:
-        return "nothing was serving before"
-    release = w.session.get(Release, env.current_release_id)
-    assert release is not None
-    return f"{version_of(release)} kept serving"
-
-
-def _failure_summary(dep: Deployment, reason: str) -> str:
-    return f"{dep.service.name} {version_of(dep.release)} failed in {dep.environment}: {reason}"
-
-
-# --- incidents --------------------------------------------------------------------------------
-
-
-def open_incident(
-    w: Writer,
-    *,
-    service_id: int,
-    environment: str | None,
-    title: str,
-    source: str,
-    deployment: Deployment | None = None,
-    fingerprint: str | None = None,
-    data: dict[str, Any] | None = None,
-) -> Incident:
-    incident = Incident(
-        service_id=service_id,
-        environment=environment,
-        status=IncidentStatus.OPEN,
-        title=title,
-        source=source,
-        deployment_id=deployment.id if deployment else None,
-        release_id=deployment.release_id if deployment else None,
-        fingerprint=fingerprint,
-        opened_at=utcnow(),
-        data=data or {},
-    )
-    w.session.add(incident)
-    w.session.flush()
-    service = w.session.get(Service, service_id)
-    assert service is not None
-    w.emit(
-        "incident.opened",
-        service=service.name,
-        incident=incident.id,
-        environment=environment,
-        deployment=incident.deployment_id,
-        title=title,
-        source=source,
-    )
-    if deployment is not None:
-        notify(w, deployment, "incident.opened", title, incident_id=incident.id)
-    return incident
-
-
-def resolve_incident(w: Writer, incident: Incident, by: str) -> None:
-    check_transition("incident", IncidentStatus(incident.status), IncidentStatus.RESOLVED)
-    incident.status, incident.resolved_at, incident.resolved_by = (
-        IncidentStatus.RESOLVED,
-        utcnow(),
-        by,
-    )
-    w.emit(
-        "incident.resolved",
-        service=incident.service.name,
-        incident=incident.id,
-        environment=incident.environment,
-        resolved_by=by,
-    )
-    dep = w.session.get(Deployment, incident.deployment_id) if incident.deployment_id else None
-    if dep is not None:
-        notify(
-            w,
-            dep,
-            "incident.resolved",
-            f"{incident.title} — resolved: {by}",
-            incident_id=incident.id,
-        )
 
 
 # --- what people ask for ----------------------------------------------------------------------
@@ -729,14 +458,16 @@ def promote(store: Store, release_id: int, environment: str, by: str) -> int:
                 f"release {release_id} is already on its way to {environment} "
                 f"(deployment {pending})"
             )
-        return _queue(w, release, environment, config.tier or "staging", trigger="manual", by=by).id
+        return queue_deployment(
+            w, release, environment, config.tier or "staging", trigger="manual", by=by
+        ).id
 
 
 def rollback(store: Store, service: str, environment: str, by: str, to: int | None = None) -> int:
     """Queue a rollback of ``environment`` to release ``to`` (default: the last release that
     succeeded there before the current one). Rollbacks skip holds, approvals and the queue."""
     with store.write() as w:
-        svc = _service(w, service)
+        svc = service_named(w, service)
         env = w.session.scalar(
             select(EnvironmentState).where(
                 EnvironmentState.service_id == svc.id, EnvironmentState.name == environment
@@ -770,7 +501,7 @@ def rollback(store: Store, service: str, environment: str, by: str, to: int | No
                     hint=f"`conveyor envs {service}` shows what runs where",
                 )
             release = match[0]
-        return _queue(
+        return queue_deployment(
             w,
             release,
             environment,
@@ -782,7 +513,7 @@ def rollback(store: Store, service: str, environment: str, by: str, to: int | No
         ).id
 
 
-def _hold(w: Writer, env: EnvironmentState, by: str, reason: str) -> None:
+def hold_environment(w: Writer, env: EnvironmentState, by: str, reason: str) -> None:
     env.held, env.held_by, env.hold_reason, env.updated_at = True, by, reason, utcnow()
     w.emit(
         "environment.held", service=env.service.name, environment=env.name, actor=by, reason=reason
@@ -791,14 +522,14 @@ def _hold(w: Writer, env: EnvironmentState, by: str, reason: str) -> None:
 
 def hold(store: Store, service: str, environment: str, by: str, reason: str | None) -> None:
     with store.write() as w:
-        svc = _service(w, service)
+        svc = service_named(w, service)
         env = _known_env(w, svc, environment)
-        _hold(w, env, by, reason or "no reason given")
+        hold_environment(w, env, by, reason or "no reason given")
 
 
 def unhold(store: Store, service: str, environment: str, by: str) -> None:
     with store.write() as w:
-        svc = _service(w, service)
+        svc = service_named(w, service)
         env = _known_env(w, svc, environment)
         if not env.held:
             raise ConveyorError(f"{service} {environment} is not held")
@@ -819,7 +550,7 @@ def _known_env(w: Writer, svc: Service, environment: str) -> EnvironmentState:
 
 def cancel_deployment(store: Store, deployment_id: int, by: str) -> None:
     with store.write() as w:
-        dep = _get(w, deployment_id)
+        dep = get_deployment(w, deployment_id)
         status = DeploymentStatus(dep.status)
         if status not in (D.QUEUED, D.AWAITING_APPROVAL):
             raise ConveyorError(
@@ -840,58 +571,6 @@ def interrupted(store: Store, owner_alive: Any) -> list[tuple[int, dict[str, Any
         return [(d.id, dict(d.instance)) for d in rows if not owner_alive(d.owner)]
 
 
-def record_serving(store: Store, deployment_id: int, instance: dict[str, Any]) -> None:
-    """Traffic reaches the new release now (switched, or replaced in place): the environment
-    serves it, not yet verified."""
-    with store.write() as w:
-        dep = _get(w, deployment_id)
-        now = utcnow()
-        dep.instance, dep.healthy_at = instance, now
-        env = env_row(w, dep.service_id, dep.environment, dep.tier, lock=True)
-        env.current_release_id, env.current_deployment_id = dep.release_id, dep.id
-        env.instance, env.healthy, env.since, env.updated_at = instance, True, now, now
-        env.url = _endpoint(dep) or env.url
-        w.emit(
-            "environment.switched",
-            service=dep.service.name,
-            environment=dep.environment,
-            deployment=dep.id,
-            release=dep.release_id,
-        )
-
-
-def record_restarted(
-    store: Store, service: str, environment: str, instance: dict[str, Any]
-) -> None:
-    """After a server restart the serving release was gone and has been started again."""
-    with store.write() as w:
-        svc = _service(w, service)
-        env = env_row(w, svc.id, environment, "staging", lock=True)
-        env.instance, env.updated_at = instance, utcnow()
-        if env.current_deployment_id:
-            dep = w.session.get(Deployment, env.current_deployment_id)
-            if dep is not None:
-                dep.instance = instance
-        w.emit("environment.restarted", service=service, environment=environment)
-
-
 def expire_approvals(store: Store) -> None:
     with store.write() as w:
         _expire_approvals(w, utcnow())
-
-
-def record_publication(store: Store, release_id: int, publication: dict[str, Any]) -> None:
-    """Where the release was published (or why it could not be): written once."""
-    with store.write() as w:
-        release = w.session.get(Release, release_id)
-        if release is None or release.publication.get("status") != "pending":
-            return
-        release.publication = publication
-        ok = publication.get("status") == "published"
-        w.emit(
-            "release.published" if ok else "release.publish_failed",
-            service=release.service.name,
-            run_id=release.run_id,
-            release=release.id,
-            **{k: v for k, v in publication.items() if k != "status"},
-        )

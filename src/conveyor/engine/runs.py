@@ -148,12 +148,15 @@ class JobRef:
 
 def run_context(run: Run) -> RunContext:
     """What every job of the run sees; the source is where this run reads its commit."""
+    publish = run.pipeline.get("publish")
+    registry = publish.get("registry") if isinstance(publish, dict) else None
     return RunContext(
         run_id=run.id,
         service=run.service.name,
         sha=run.sha,
         ref=run.ref,
         repository=run.commit.get("source") or run.service.repository,
+        registry=registry if isinstance(registry, str) else None,
     )
 
 

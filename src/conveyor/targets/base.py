@@ -35,7 +35,18 @@ __all__ = [
 
 class TargetError(ConveyorError):
     """A deployment step failed in a way the user must read: the message says what and where
-    ("start command exited with status 1 within 0.2 s", "host 10.0.0.5: connection refused")."""
+    ("start command exited with status 1 within 0.2 s", "host 10.0.0.5: connection refused").
+
+    ``previous_serving`` is set by a `deploy` that failed while the release that served before
+    still serves (nothing was replaced yet, or the target put it back itself): there is then
+    nothing to roll back, even for a target that replaces releases in place.
+    """
+
+    def __init__(
+        self, message: str, *, hint: str | None = None, previous_serving: bool = False
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.previous_serving = previous_serving
 
 
 @dataclass(frozen=True)

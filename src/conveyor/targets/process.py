@@ -203,14 +203,18 @@ class ProcessTarget(Target):
     def __init__(self, ctx: TargetContext) -> None:
         super().__init__(ctx)
         self._opts: _Options | None = None
+        self._opts_of: dict[str, Any] | None = None
         self._proxy: Proxy | None = None
 
     @property
     def options(self) -> _Options:
         # Parsed on first use, so that `status` and `endpoint` still work for an environment
-        # whose conveyor.yml has since become invalid.
-        if self._opts is None:
+        # whose conveyor.yml has since become invalid; parsed again when the controller hands
+        # this target another deployment's context, since every release brings its own
+        # `deploy:` options (a rollback restores the old release's options too).
+        if self._opts is None or self._opts_of != self.ctx.options:
             self._opts = _parse_options(self.ctx.options)
+            self._opts_of = dict(self.ctx.options)
         return self._opts
 
     # --- the Target interface ------------------------------------------------------------------

@@ -481,7 +481,7 @@ class SshTarget(Target):
             try:
                 await packed.get()  # before any host is touched
             except _HostError as exc:
-                raise TargetError(f"ssh target: {exc}") from None
+                raise TargetError(f"ssh target: {exc}", previous_serving=True) from None
             try:
                 for spec in settings.hosts:
                     try:
@@ -491,8 +491,9 @@ class SshTarget(Target):
                     except _HostError as exc:
                         failure = f"host {spec.label}: {exc}"
                         self.ctx.log(f"[conveyor] {failure}")
-                        undone = await self._undo(settings, runs)
-                        raise TargetError(failure + undone) from None
+                        undone, restored = await self._undo(settings, runs)
+                        # Every host is back on what it served: the old release still serves.
+                        raise TargetError(failure + undone, previous_serving=restored) from None
                     except asyncio.CancelledError:
                         # A cancelled deploy must not leave hosts on different releases either.
                         self.ctx.log("[conveyor] deploy cancelled; switching hosts back")
@@ -679,10 +680,11 @@ class SshTarget(Target):
                 "restart command",
             )
 
-    async def _undo(self, settings: _Settings, runs: Sequence[_HostRun]) -> str:
+    async def _undo(self, settings: _Settings, runs: Sequence[_HostRun]) -> tuple[str, bool]:
         """Put every host this deploy switched back on its previous release; say what was done
-        for the error message."""
+        for the error message, and whether every host could be put back."""
         notes: list[str] = []
+        restored = True
         for run in runs:
             if not run.touched:
                 continue
@@ -704,7 +706,8 @@ class SshTarget(Target):
             except _HostError as exc:
                 self.ctx.log(f"[conveyor] {label}: could not switch back: {exc}")
                 notes.append(f"{label} could NOT be switched back: {exc}")
-        return "; " + "; ".join(notes) if notes else ""
+                restored = False
+        return ("; " + "; ".join(notes) if notes else ""), restored
 
     async def _prune(self, settings: _Settings, run: _HostRun) -> None:
         """Keep the newest ``keep + 1`` releases, and always the serving and the previous one.

@@ -106,35 +106,161 @@ p95 {w["latency_p95_ms"]} ms) | ≥ 1,000 /s |
 """
 
 
-def main() -> None:
+def _section_rollback(r: dict[str, Any]) -> str:
+    import delivery_rollback
+
+    rc = r["recreate"]
+    path = {s["span"]: s for s in rc["path_after_verdict"]}
+    route = path.get("route proxy → the old release", {}).get("starts_at_ms")
+    client = path.get("httpx.AsyncClient() made", {}).get("takes_ms")
+    launch = path.get("launch the old release (spawn → port accepts)", {}).get("takes_ms")
+    return f"""## Delivery: failed health check → previous release serving (target ≤ 2 s)
+
+The process target, a controller run in the benchmark's process (its `serve()` loop, its proxy
+on that event loop); a stdlib HTTP service released by `conveyor run` ({rc["rounds"]} rounds of
+a healthy release, then one whose `/healthz` answers 503; HTTP check every {r["interval"]},
+`within: {r["within"]}`). The stable URL is polled from another process every
+{r["poll_ms"]:g} ms on a fresh connection. Median / max over the rounds; load average (1 min)
+at the start: {r.get("load_average_at_start", "?")} on {os.cpu_count()} cores.
+
+{delivery_rollback.table(r)}
+
+Where the recreate rollback's time goes (spans timed by wrappers the benchmark installs around
+the controller's calls; medians, from the check's verdict):
+
+{delivery_rollback.path_table(r)}
+
+The service alone takes {r["service_alone_start_ms"]} ms from spawn to accepting (probed every
+1 ms); the target probes the port every 20 ms and takes {launch} ms. The proxy forwards to the
+old release from {route} ms, but users get it only once the event loop is free again: the
+rollback's health check builds its `httpx.AsyncClient` (an SSL context, {client} ms of CPU) on
+the loop that also carries the proxy. Detection is the check's `within` by construction: a 503
+never passes, and the check waits out its window before it fails.
+"""
+
+
+def _section_promotion(r: dict[str, Any]) -> str:
+    import delivery_promotion
+
+    return f"""## Delivery: release created → production serving
+
+A real `conveyor server`; each of {r["rounds"]} pushes (after a warm-up) goes through the git
+hook, the server's run makes a release, and its controller takes it through staging (process,
+blue-green, HTTP check, one verification command) and production (`after: staging`, process,
+recreate, HTTP check), no approval. Phases from the store's events and deployment records (the
+deployment log's own time stamps are whole seconds); the release folder's change time ends
+bundle preparation. Push → release created: {r["push_to_release_created_ms"]} ms (median).
+Load average (1 min) at the start: {r.get("load_average_at_start", "?")} on {os.cpu_count()} \
+cores.
+
+{delivery_promotion.table(r)}
+
+With recreate, production answers the new version before its health check has passed: the old
+release is stopped and the new one routed as soon as its port accepts.
+"""
+
+
+BENCHMARKS = (
+    "engine_overhead",
+    "push_latency",
+    "buildbot",
+    "dispatch",
+    "webhook_intake",
+    "delivery_rollback",
+    "delivery_promotion",
+)
+
+
+def _measure(name: str) -> dict[str, Any]:
     import buildbot_peer
+    import delivery_promotion
+    import delivery_rollback
     import dispatch_throughput
     import push_latency
     import webhook_intake
 
-    results = {
-        "engine_overhead": engine_overhead.measure(),
-        "push_latency": push_latency.measure(),
-        "buildbot": buildbot_peer.measure_buildbot(50),
-        "dispatch": dispatch_throughput.measure(),
-        "webhook_intake": webhook_intake.measure(),
+    runs: dict[str, Any] = {
+        "engine_overhead": engine_overhead.measure,
+        "push_latency": push_latency.measure,
+        "buildbot": lambda: buildbot_peer.measure_buildbot(50),
+        "dispatch": dispatch_throughput.measure,
+        "webhook_intake": webhook_intake.measure,
+        "delivery_rollback": delivery_rollback.measure,
+        "delivery_promotion": delivery_promotion.measure,
     }
-    (HERE / "results").mkdir(exist_ok=True)
+    result: dict[str, Any] = runs[name]()
+    return result
+
+
+def _previous_run() -> str:
+    """The "Last run:" of the README as it is (for results measured before runs were stamped)."""
+    try:
+        for line in (HERE / "README.md").read_text().splitlines():
+            if line.startswith("Last run: "):
+                return line.removeprefix("Last run: ").rstrip(".")
+    except OSError:
+        pass
+    return "an earlier run"
+
+
+def main(only: list[str] | None = None) -> None:
+    """Run every benchmark, or only those named (`python bench/run_all.py delivery_rollback`;
+    none with `--render`, which only rewrites the README): the others keep their results from
+    bench/results/latest.json, and the README says when and where each was measured."""
+    unknown = sorted(set(only or ()) - set(BENCHMARKS))
+    if unknown:
+        sys.exit(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
+    latest = HERE / "results" / "latest.json"
+    if only is not None and not latest.exists():
+        # It is not committed: without it, the other sections would vanish from the README.
+        sys.exit(f"{latest} holds no earlier results to keep: run `make bench` first")
+    results: dict[str, Any] = json.loads(latest.read_text()) if only is not None else {}
+    measured: dict[str, str] = results.pop("_measured", {})
+    for name in BENCHMARKS:
+        if name in results and name not in measured:
+            measured[name] = _previous_run()
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    (HERE / "results" / "latest.json").write_text(json.dumps(results, indent=2))
+    here = f"{stamp} on {machine()}"
+    for name in BENCHMARKS if only is None else only:
+        results[name] = _measure(name)
+        measured[name] = here
+    (HERE / "results").mkdir(exist_ok=True)
+    latest.write_text(json.dumps({**results, "_measured": measured}, indent=2))
+    runs: dict[str, list[str]] = {}
+    for name in BENCHMARKS:
+        if name in results:
+            runs.setdefault(measured[name], []).append(name)
+    if len(runs) == 1:
+        when = f"Last run: {next(iter(runs))}."
+    else:
+        when = "\n".join(f"- {', '.join(names)}: {run}." for run, names in runs.items())
+        when = f"Last runs:\n\n{when}"
+    sections = []
+    if {"engine_overhead"} <= results.keys():
+        sections.append(_section_engine(results["engine_overhead"]))
+    if {"push_latency", "buildbot"} <= results.keys():
+        sections.append(_section_push(results["push_latency"], results["buildbot"]))
+    if {"dispatch", "webhook_intake"} <= results.keys():
+        sections.append(_section_server(results["dispatch"], results["webhook_intake"]))
+    if "delivery_rollback" in results:
+        sections.append(_section_rollback(results["delivery_rollback"]))
+    if "delivery_promotion" in results:
+        sections.append(_section_promotion(results["delivery_promotion"]))
+    body = "\n".join(sections)
     text = f"""# Benchmarks
 
 Run by `make bench` (`bench/run_all.py`); each run rewrites this file. Targets come from the
-design (section 7) and are measured here, never asserted in tests.
+design (section 7) and are measured here, never asserted in tests. `python bench/run_all.py
+NAME...` runs only the named benchmarks (see BENCHMARKS there) and keeps the others' last results;
+`--render` only rewrites this file from bench/results/latest.json.
 
-Last run: {stamp} on {machine()}.
+{when}
 
-{_section_engine(results["engine_overhead"])}
-{_section_push(results["push_latency"], results["buildbot"])}
-{_section_server(results["dispatch"], results["webhook_intake"])}"""
+{body}"""
     (HERE / "README.md").write_text(text)
     print(text)
 
 
 if __name__ == "__main__":
-    main()
+    args = sys.argv[1:]
+    main([] if args == ["--render"] else args or None)

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from conveyor.checks.base import CheckResult, Outcome
-from conveyor.checks.http import describe_error, format_seconds
+from conveyor.checks.http import describe_error, format_seconds, tls_context
 from conveyor.spec.models import PrometheusCheck
 
 __all__ = ["prometheus_check"]
@@ -165,7 +165,7 @@ async def prometheus_check(
     data.update(samples=0, with_data=0, values=values)
 
     owned = client is None
-    http = client or httpx.AsyncClient(timeout=_QUERY_TIMEOUT)
+    http = client or httpx.AsyncClient(timeout=_QUERY_TIMEOUT, verify=tls_context())
     try:
         while True:
             now = clock()

@@ -30,6 +30,18 @@ def _loopback(host: str) -> bool:
 )
 @click.option("--labels", default=None, help="The built-in runner's labels, comma-separated.")
 @click.option("--max-runs", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--deliver/--no-deliver",
+    default=True,
+    show_default=True,
+    help="Carry out deployments in this process (one server of a cluster is enough).",
+)
+@click.option(
+    "--prometheus-url",
+    envvar="CONVEYOR_PROMETHEUS_URL",
+    default=None,
+    help="Prometheus for health checks that name no URL [env: CONVEYOR_PROMETHEUS_URL].",
+)
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning"]))
 def server(
     host: str,
@@ -37,6 +49,8 @@ def server(
     runner_slots: int | None,
     labels: str | None,
     max_runs: int,
+    deliver: bool,
+    prometheus_url: str | None,
     log_level: str,
 ) -> None:
     """Serve the API on HOST:PORT (127.0.0.1:8080), with the engine and a runner inside."""
@@ -58,6 +72,8 @@ def server(
         runner_slots=os.cpu_count() or 2 if runner_slots is None else runner_slots,
         max_running_runs=max_runs,
         runner_labels=tuple(x.strip() for x in labels.split(",") if x.strip()) if labels else None,
+        delivery=deliver,
+        prometheus_url=prometheus_url,
     )
     app = create_app(store, config)
     click.echo(f"conveyor server on http://{host}:{port}  (data: {store.home})", err=True)

@@ -13,8 +13,8 @@ import dataclasses
 import functools
 import logging
 import os
+import socket
 import string
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -62,7 +62,7 @@ class DeploymentLog:
         self.store, self.id, self.pending = store, deployment_id, list[str]()
 
     def __call__(self, line: str) -> None:
-        self.pending.append(f"{time.strftime('%H:%M:%S')} {line}")
+        self.pending.append(f"{utcnow().strftime('%H:%M:%S.%f')[:-3]} {line}")
 
     def flush(self) -> None:
         if self.pending:
@@ -452,7 +452,10 @@ class DeliveryController:
         """Close deployments a dead server left mid-way and take back what is serving."""
         now = utcnow()
         for deployment_id, candidate in await asyncio.to_thread(
-            promotion.interrupted, self.store, lambda owner: owner_alive(owner, None, now)
+            promotion.interrupted,
+            self.store,
+            socket.gethostname(),
+            lambda owner: owner_alive(owner, None, now),
         ):
             job = await asyncio.to_thread(self._load, deployment_id)
             line = DeploymentLog(self.store, deployment_id)

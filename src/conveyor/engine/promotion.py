@@ -14,7 +14,7 @@ skip older ones, visibly; a release reaches an environment only after the one na
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -561,14 +561,21 @@ def cancel_deployment(store: Store, deployment_id: int, by: str) -> None:
         move(w, dep, D.CANCELLED, f"cancelled by {by}")
 
 
-def interrupted(store: Store, owner_alive: Any) -> list[tuple[int, dict[str, Any]]]:
-    """Deployments whose carrier died mid-way: returned (id, candidate instance) so the
-    controller can stop the candidate and apply the failure policy."""
+def interrupted(
+    store: Store, host: str, owner_alive: Callable[[str | None], bool]
+) -> list[tuple[int, dict[str, Any]]]:
+    """Deployments a dead process on ``host`` left mid-way: returned (id, candidate instance)
+    so the controller can stop the candidate and apply the failure policy. Only this host's:
+    what a target started lives on the machine that started it."""
     with store.session() as session:
         rows = session.scalars(
             select(Deployment).where(Deployment.status.in_([s.value for s in EXECUTING]))
         ).all()
-        return [(d.id, dict(d.instance)) for d in rows if not owner_alive(d.owner)]
+        return [
+            (d.id, dict(d.instance))
+            for d in rows
+            if (d.owner or "").partition(":")[0] == host and not owner_alive(d.owner)
+        ]
 
 
 def expire_approvals(store: Store) -> None:

@@ -10,7 +10,6 @@ through checks, verification, rollbacks and the records a person reads afterward
 from __future__ import annotations
 
 import asyncio
-import shlex
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ import oras.client
 import pytest
 
 from tests.conftest import Conveyor, GitRepo
-from tests.delivery.harness import delivery, pipeline, release
+from tests.delivery.harness import HEALTH, delivery, pipeline, release
 from tests.podman import Podman, podman_session  # noqa: F401
 from tests.prometheus import Prometheus, prometheus_session  # noqa: F401
 from tests.registry import (
@@ -118,7 +117,9 @@ def test_command_target_deploys_with_the_users_script_and_rolls_back_through_rol
             await h.settle()
             *_, failed, rollback = h.deployments("production")
             assert (failed["release"], failed["status"]) == (third, "failed")
-            assert failed["reason"].endswith(f"the rollback (deployment {rollback['id']}) failed too")
+            assert failed["reason"].endswith(
+                f"the rollback (deployment {rollback['id']}) failed too"
+            )
             assert (rollback["kind"], rollback["release"]) == ("rollback", first)
             assert rollback["status"] == "failed"
             assert rollback["reason"].startswith("restored release is unhealthy: command:")
@@ -196,8 +197,7 @@ def test_ssh_target_rolls_over_both_hosts_rolls_back_by_hand_and_survives_an_unr
     restart = f'echo "$(cat VERSION) $CONVEYOR_RELEASE $CONVEYOR_HOST" >> {restarts}'
     # Checked from the controller's machine: both hosts' `current` is the release's folder.
     links = " && ".join(
-        f'test "$(readlink {shlex.quote(str(p / "current"))})" = "releases/$CONVEYOR_RELEASE"'
-        for p in (path_a, path_b)
+        f'test "$(readlink "{p}/current")" = "releases/$CONVEYOR_RELEASE"' for p in (path_a, path_b)
     )
     env = f"""
     production:
@@ -248,7 +248,8 @@ def test_ssh_target_rolls_over_both_hosts_rolls_back_by_hand_and_survives_an_unr
             assert current(path_a) == current(path_b) == f"releases/{v1}"
             assert restarted()[4:] == [f"v1 {v1} {a.label}", f"v1 {v1} {b.label}"]
             back = h.deployments("production")[-1]
-            assert (back["kind"], back["status"], back["release"]) == ("rollback", "succeeded", 1)
+            assert (back["kind"], back["status"]) == ("rollback", "succeeded")
+            assert back["release"] == first
 
             # Host b goes away: the next release fails naming it, and host a, already switched,
             # is put back. The environment stays on release 1.
@@ -270,6 +271,40 @@ def test_ssh_target_rolls_over_both_hosts_rolls_back_by_hand_and_survives_an_unr
 
     run(scenario())
     assert conveyor("incidents", "--json").json() == []
+
+
+# --- process: every release brings its own deploy options ------------------------------------
+
+
+def test_each_release_is_deployed_with_its_own_options_and_a_rollback_restores_them(
+    repo: GitRepo, conveyor: Conveyor
+) -> None:
+    def env(start: str) -> str:
+        return f"""
+        production:
+          deploy: {{ target: process, start: {start!r} }}
+          {HEALTH}
+        """
+
+    release(repo, conveyor, "v1", conveyor_yml(env("python3 app.py")))
+
+    async def scenario() -> None:
+        async with delivery(conveyor.home) as h:
+            await h.settle()
+            url = h.env("production")["url"]
+            assert (await h.get(url)).text == "v1"
+            # The same controller (and target) deploys v2 with v2's start command...
+            patched = "echo v2-patched > VERSION && exec python3 app.py"
+            release(repo, conveyor, "v2", conveyor_yml(env(patched)))
+            await h.settle()
+            assert (await h.get(url)).text == "v2-patched"
+            # ...and puts v1 back with v1's.
+            conveyor("rollback", "production", check=True)
+            await h.settle()
+            assert (await h.get(url)).text == "v1"
+            assert [d["status"] for d in h.deployments("production")] == ["succeeded"] * 3
+
+    run(scenario())
 
 
 # --- Prometheus health ------------------------------------------------------------------------

@@ -232,7 +232,7 @@ class ContainerTarget(Target):
             proxy = await self._ensure_proxy()
             pinned = await self._pull(image)
         except TargetError as exc:
-            pass
+            exc.previous_serving = True
             raise
         if opts.strategy == "recreate":
             if previous is not None:

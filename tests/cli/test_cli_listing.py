@@ -324,6 +324,9 @@ def test_help_lists_every_command(conveyor: Conveyor) -> None:
         "incidents",
         "audit",
         "user",
+        "dora",
+        "incident",
+        "import",
     ]
     text = conveyor("--help", check=True).stdout
     section = text.split("Commands:", 1)[1]

@@ -45,6 +45,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "incidents": ("conveyor.cli.delivery", "incidents", "Production incidents."),
     "audit": ("conveyor.cli.delivery", "audit", "The audit log of decisions."),
     "user": ("conveyor.cli.delivery", "user", "People who approve (add, list)."),
+    "dora": ("conveyor.cli.dora", "dora", "The five DORA metrics, explained."),
+    "incident": ("conveyor.cli.incidents", "incident", "Incidents: open, resolve, list."),
+    "import": ("conveyor.cli.imports", "import_history", "Import deployment/incident history."),
 }
 
 

@@ -16,6 +16,7 @@ import os
 import socket
 import string
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -26,10 +27,14 @@ from conveyor.delivery.bundles import prepare_bundle
 from conveyor.engine import outcomes, promotion
 from conveyor.engine.deploy_states import ApprovalStatus, DeploymentStatus
 from conveyor.engine.driver import process_owner
+from conveyor.engine.recording import previous_success
 from conveyor.engine.recovery import owner_alive
 from conveyor.errors import ConveyorError
+from conveyor.metrics.facts import Change
+from conveyor.metrics.ranges import commit_range
 from conveyor.runner.artifacts import ArtifactStore
 from conveyor.runner.secrets import Secrets
+from conveyor.sources.mirror import source_for
 from conveyor.spec.models import Environment
 from conveyor.store.db import Store
 from conveyor.store.models import Approval, Deployment, EnvironmentState, Release, utcnow
@@ -292,7 +297,10 @@ class DeliveryController:
                     job.id, f"verification failed: {result.detail}", serving=True, line=line
                 )
                 return
-        await asyncio.to_thread(outcomes.succeed, self.store, job.id)
+        changes = await asyncio.to_thread(self._changes, job, line)
+        await asyncio.to_thread(
+            functools.partial(outcomes.succeed, self.store, job.id, changes=changes)
+        )
         line(f"{bundle.version} is live in {job.environment}")
 
     async def _check(
@@ -426,6 +434,26 @@ class DeliveryController:
             return
         await asyncio.to_thread(outcomes.succeed, self.store, job.id)
         line(f"{job.environment} is back on {bundle.version}")
+
+    def _changes(self, job: _Job, line: DeploymentLog) -> list[Change]:
+        """The deployment's commit range, for lead time; a git failure costs the lead time of
+        this deployment, never the deployment itself."""
+        with self.store.session() as session:
+            release = session.get(Release, job.release_id)
+            assert release is not None
+            sha, service = release.sha, release.service
+            source = str(release.run.commit.get("source") or service.repository)
+            previous = previous_success(session, job.service, job.environment)
+        try:
+            repo = (
+                Path(source)
+                if Path(source).is_dir()
+                else source_for(self.store.home, service.name, service.repository, fetch=False)
+            )
+            return commit_range(repo, sha, previous)
+        except ConveyorError as exc:
+            line(f"lead time: the commit range could not be read: {exc.message}")
+            return []
 
     # --- publishing --------------------------------------------------------------------------
 

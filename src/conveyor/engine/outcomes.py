@@ -24,6 +24,8 @@ from conveyor.engine.promotion import (
     service_named,
     version_of,
 )
+from conveyor.engine.recording import record_deployment_fact
+from conveyor.metrics.facts import Change
 from conveyor.store.db import Store, Writer
 from conveyor.store.models import (
     Deployment,
@@ -87,10 +89,14 @@ def _held_approvers(dep: Deployment) -> list[str]:
 
 
 def succeed(
-    store: Store, deployment_id: int, *, switched_instance: dict[str, Any] | None = None
+    store: Store,
+    deployment_id: int,
+    *,
+    switched_instance: dict[str, Any] | None = None,
+    changes: Sequence[Change] = (),
 ) -> list[int]:
-    """The deployment is healthy (and verified): it serves its environment now. Returns the
-    deployments queued next down the chain."""
+    """The deployment is healthy (and verified): it serves its environment now. ``changes`` is
+    its commit range (for lead time). Returns the deployments queued next down the chain."""
     with store.write() as w:
         dep = get_deployment(w, deployment_id)
         now = utcnow()
@@ -103,6 +109,7 @@ def succeed(
         env.instance, env.healthy, env.since, env.updated_at = dep.instance, True, now, now
         env.url = _endpoint(dep) or env.url
         move(w, dep, D.SUCCEEDED)
+        record_deployment_fact(w, dep, "succeeded", changes)
         version = version_of(dep.release)
         if dep.kind == "rollback":
             _finish_rollback(w, dep, restored=True)
@@ -140,6 +147,7 @@ def _finish_rollback(w: Writer, rollback: Deployment, *, restored: bool) -> None
             if restored
             else f"{failed.reason}; the rollback (deployment {rollback.id}) failed too",
         )
+        record_deployment_fact(w, failed, "rolled_back" if restored else "failed")
     if restored:
         notify(
             w,
@@ -177,9 +185,11 @@ def fail(
     displaced = serving if displaced is None else displaced
     with store.write() as w:
         dep = get_deployment(w, deployment_id)
+        dep.failed_at = dep.failed_at or utcnow()
         env = env_row(w, dep.service_id, dep.environment, dep.tier, lock=True)
         if dep.kind == "rollback":
             move(w, dep, D.FAILED, reason)
+            record_deployment_fact(w, dep, "failed")
             _finish_rollback(w, dep, restored=False)
             if serving and dep.instance:
                 # The target put the release back before its checks failed: it is what runs
@@ -232,6 +242,7 @@ def fail(
         elif policy == "rollback":
             reason = f"{reason}; no earlier verified release to roll back to"
         move(w, dep, D.FAILED, reason)
+        record_deployment_fact(w, dep, "failed")
         if policy == "hold":
             hold_environment(w, env, "conveyor", f"deployment {dep.id} failed: {reason}")
         return None

@@ -239,10 +239,15 @@ def create_app(store: Store, config: ServerConfig | None = None) -> FastAPI:
         message = f"{where}: {first.get('msg', 'invalid request')}" if where else "invalid request"
         return error_response(422, "invalid_request", message)
 
-    from conveyor.server import delivery, hooks, runners, runs
+    from conveyor.server import alerts, delivery, dora, hooks, imports, metrics, runners, runs
 
     app.include_router(runs.router, prefix="/api/v1")
     app.include_router(delivery.router, prefix="/api/v1")
+    app.include_router(dora.router, prefix="/api/v1")
+    app.include_router(alerts.router, prefix="/api/v1")
+    app.include_router(imports.router, prefix="/api/v1")
+    # /metrics at the root, where Prometheus looks by default.
+    app.include_router(metrics.router)
     app.include_router(hooks.router, prefix="/api/v1")
     app.include_router(runners.router, prefix="/api/v1")
     return app

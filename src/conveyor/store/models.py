@@ -277,6 +277,8 @@ class Deployment(Base):
     started_at: Mapped[dt.datetime | None]
     # When it started serving (health passed), and when it ended (terminal status).
     healthy_at: Mapped[dt.datetime | None]
+    # When its failure was detected (a failed check or verification), for recovery time.
+    failed_at: Mapped[dt.datetime | None]
     finished_at: Mapped[dt.datetime | None]
     checks: Mapped[list[Any]] = mapped_column(default=list)
     log: Mapped[list[Any]] = mapped_column(default=list)
@@ -376,6 +378,8 @@ class Incident(Base):
     deployment_id: Mapped[int | None] = mapped_column(Id, index=True)
     release_id: Mapped[int | None] = mapped_column(Id)
     fingerprint: Mapped[str | None] = mapped_column(String(200), index=True)
+    # The id in the system it came from (an import's id), to import it only once.
+    external_id: Mapped[str | None] = mapped_column(String(300), index=True)
     opened_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     resolved_at: Mapped[dt.datetime | None]
     resolved_by: Mapped[str | None] = mapped_column(Text)
@@ -415,3 +419,57 @@ class Notification(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[dt.datetime | None]
+
+
+class DeploymentFactRow(Base):
+    """What DORA reads about one deployment that ended (succeeded, failed or rolled back),
+    from Conveyor's own deployments or from imported history. See metrics.facts."""
+
+    __tablename__ = "deployment_facts"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    # "c<deployment id>" for Conveyor's own, "i:<service>:<id>" for imported ones.
+    key: Mapped[str] = mapped_column(String(300), unique=True)
+    source: Mapped[str] = mapped_column(String(20))
+    service: Mapped[str] = mapped_column(String(200))
+    environment: Mapped[str] = mapped_column(String(200))
+    tier: Mapped[str] = mapped_column(String(50))
+    kind: Mapped[str] = mapped_column(String(20))
+    result: Mapped[str] = mapped_column(String(20))
+    sha: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[dt.datetime] = mapped_column()
+    finished_at: Mapped[dt.datetime] = mapped_column()
+    failed_at: Mapped[dt.datetime | None] = mapped_column()
+    rollback_of: Mapped[str | None] = mapped_column(String(300))
+    fixes_incident: Mapped[bool] = mapped_column(Boolean, default=False)
+    stages: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    deployment_id: Mapped[int | None] = mapped_column(Id)
+
+    __table_args__ = (
+        Index("ix_deployment_facts_window", "tier", "finished_at"),
+        Index("ix_deployment_facts_service", "service", "finished_at"),
+    )
+
+
+class ChangeFactRow(Base):
+    """A commit a deployment brought to its environment first (its commit range)."""
+
+    __tablename__ = "change_facts"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    fact_id: Mapped[int] = mapped_column(ForeignKey("deployment_facts.id"), index=True)
+    sha: Mapped[str] = mapped_column(String(64))
+    committed_at: Mapped[dt.datetime] = mapped_column()
+    authored_at: Mapped[dt.datetime | None] = mapped_column()
+    seen_at: Mapped[dt.datetime | None] = mapped_column()
+
+
+class EventCursor(Base):
+    """How far a consumer of the event log has got (e.g. the CDEvents sender), so it resumes
+    after a restart without sending anything twice or skipping anything."""
+
+    __tablename__ = "event_cursors"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    last_event_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -9,7 +9,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from conveyor.engine.deploy_states import DeploymentStatus, IncidentStatus, check_transition
+from conveyor.engine.deploy_states import DeploymentStatus, IncidentStatus
+from conveyor.engine.incidents import open_incident, resolve_incident
 from conveyor.engine.promotion import (
     D,
     env_row,
@@ -32,7 +33,6 @@ from conveyor.store.models import (
     EnvironmentState,
     Incident,
     Release,
-    Service,
     utcnow,
 )
 
@@ -258,75 +258,6 @@ def _kept(w: Writer, env: EnvironmentState) -> str:
 
 def _failure_summary(dep: Deployment, reason: str) -> str:
     return f"{dep.service.name} {version_of(dep.release)} failed in {dep.environment}: {reason}"
-
-
-# --- incidents --------------------------------------------------------------------------------
-
-
-def open_incident(
-    w: Writer,
-    *,
-    service_id: int,
-    environment: str | None,
-    title: str,
-    source: str,
-    deployment: Deployment | None = None,
-    fingerprint: str | None = None,
-    data: dict[str, Any] | None = None,
-) -> Incident:
-    incident = Incident(
-        service_id=service_id,
-        environment=environment,
-        status=IncidentStatus.OPEN,
-        title=title,
-        source=source,
-        deployment_id=deployment.id if deployment else None,
-        release_id=deployment.release_id if deployment else None,
-        fingerprint=fingerprint,
-        opened_at=utcnow(),
-        data=data or {},
-    )
-    w.session.add(incident)
-    w.session.flush()
-    service = w.session.get(Service, service_id)
-    assert service is not None
-    w.emit(
-        "incident.opened",
-        service=service.name,
-        incident=incident.id,
-        environment=environment,
-        deployment=incident.deployment_id,
-        title=title,
-        source=source,
-    )
-    if deployment is not None:
-        notify(w, deployment, "incident.opened", title, incident_id=incident.id)
-    return incident
-
-
-def resolve_incident(w: Writer, incident: Incident, by: str) -> None:
-    check_transition("incident", IncidentStatus(incident.status), IncidentStatus.RESOLVED)
-    incident.status, incident.resolved_at, incident.resolved_by = (
-        IncidentStatus.RESOLVED,
-        utcnow(),
-        by,
-    )
-    w.emit(
-        "incident.resolved",
-        service=incident.service.name,
-        incident=incident.id,
-        environment=incident.environment,
-        resolved_by=by,
-    )
-    dep = w.session.get(Deployment, incident.deployment_id) if incident.deployment_id else None
-    if dep is not None:
-        notify(
-            w,
-            dep,
-            "incident.resolved",
-            f"{incident.title} — resolved: {by}",
-            incident_id=incident.id,
-        )
 
 
 def record_serving(store: Store, deployment_id: int, instance: dict[str, Any]) -> None:

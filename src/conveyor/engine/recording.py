@@ -34,6 +34,7 @@ def previous_success(session: Session, service: str, environment: str) -> str | 
             DeploymentFactRow.environment == environment,
             DeploymentFactRow.kind == "deploy",
             DeploymentFactRow.result == "succeeded",
+            DeploymentFactRow.sha != "",  # an imported deployment may not name its commit
         )
         .order_by(DeploymentFactRow.finished_at.desc(), DeploymentFactRow.id.desc())
         .limit(1)

@@ -57,6 +57,8 @@ class ServerConfig:
     # Carry out deployments in this server process (one per cluster is enough; any may).
     delivery: bool = True
     prometheus_url: str | None = None
+    # HTTP endpoints that receive every run, deployment and incident as CDEvents (CloudEvents).
+    cdevents_sinks: tuple[str, ...] = ()
 
 
 class ServerState:
@@ -180,6 +182,11 @@ def create_app(store: Store, config: ServerConfig | None = None) -> FastAPI:
                 )
                 tasks.append(asyncio.create_task(state.delivery.serve()))
                 tasks.append(asyncio.create_task(Outbox(store, wake=notify_wake).serve()))
+            if config.cdevents_sinks:
+                from conveyor.notify.cdevents import CDEventsSender
+
+                sender = CDEventsSender(store, config.cdevents_sinks)
+                tasks.append(asyncio.create_task(sender.serve()))
             if config.runner_slots > 0:
                 settings = RunnerSettings(
                     workspaces=store.home / "workspaces",

@@ -1,0 +1,802 @@
+"""Prometheus metrics read from the store: a custom collector for a dedicated registry.
+
+Two kinds of figures:
+
+- **Gauges** (what is in progress now: runs, jobs, deployments, pending approvals, open
+  incidents, how far event consumers lag) are read on each scrape with small indexed queries
+  (``status IN (...)`` on indexed status columns, grouped).
+- **Counters and histograms** (deployments, lead time, run/job durations, queue and approval
+  waits, ...) are the whole history of the store. They are kept in memory and brought up to date
+  at each scrape by reading only what was appended since the previous one: the event log, the
+  deployment facts and the change facts, each in id order (`Tail`). A new server reads the
+  history once (spread over several scrapes if it is long, see ``budget``) and exports these
+  families only once it has caught up, so a counter never shows a partial total.
+
+Every value comes from the store, so any server process of a cluster exports the same totals;
+a restarted server exports the same totals again (no counter reset).
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+from sqlalchemy import and_, func, select
+from sqlalchemy.orm import Session, aliased
+from sqlalchemy.sql import Executable
+
+from conveyor import __version__
+from conveyor.store.db import Store
+from conveyor.store.models import (
+    Approval,
+    ChangeFactRow,
+    Deployment,
+    DeploymentFactRow,
+    EnvironmentState,
+    Event,
+    EventCursor,
+    Incident,
+    Job,
+    Run,
+    Service,
+)
+
+__all__ = [
+    "APPROVAL_BUCKETS",
+    "DURATION_BUCKETS",
+    "LEAD_TIME_BUCKETS",
+    "QUEUE_BUCKETS",
+    "StoreCollector",
+    "Tail",
+    "metrics_registry",
+]
+
+log = logging.getLogger("conveyor.metrics")
+
+# Bucket bounds in seconds. Lead time has the DORA band edges (1 h, 1 d, 1 w, 30 d, 180 d) so
+# that the share of changes in each band is exact.
+LEAD_TIME_BUCKETS: tuple[float, ...] = (
+    300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800, 345600,
+    604800, 1209600, 2592000, 7776000, 15552000,
+)  # fmt: skip
+DURATION_BUCKETS: tuple[float, ...] = (
+    1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200,
+)  # fmt: skip
+QUEUE_BUCKETS: tuple[float, ...] = (
+    0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600,
+)  # fmt: skip
+APPROVAL_BUCKETS: tuple[float, ...] = (
+    60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800, 604800,
+)  # fmt: skip
+RESOLUTION_BUCKETS: tuple[float, ...] = (
+    60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800, 604800, 2592000,
+)  # fmt: skip
+
+RUN_ACTIVE = ("queued", "running")
+JOB_ACTIVE = ("queued", "running")
+# Every deployment status that is not terminal (engine.deploy_states).
+DEPLOYMENT_OPEN = (
+    "queued",
+    "awaiting_approval",
+    "deploying",
+    "checking",
+    "verifying",
+    "held",
+    "rolling_back",
+)
+APPROVAL_ENDS = {"approval.approved", "approval.rejected", "approval.expired"}
+# The event types the history families read (everything else in the log is skipped).
+EVENT_TYPES = (
+    "pipelinerun.queued",
+    "pipelinerun.started",
+    "pipelinerun.finished",
+    "taskrun.queued",
+    "taskrun.started",
+    "taskrun.finished",
+    "approval.requested",
+    "approval.approved",
+    "approval.rejected",
+    "approval.expired",
+    "approval.withdrawn",
+    "incident.opened",
+    "incident.resolved",
+    "cdevents.dropped",
+)
+
+# A new server reads the history in batches of this many rows.
+BATCH = 5000
+# Ids missing from an append-only table are waited for this long (see Tail.settle).
+GAP_GRACE_SECONDS = 10.0
+# The first production deployment of a service may bring its whole history; only the commits
+# made within this window before it count for lead time here.
+FIRST_DEPLOYMENT_LOOKBACK = dt.timedelta(days=30)
+
+
+def _int(value: Any) -> int:
+    """An id from an event's data (0 when it has none, or not a number)."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _seconds(later: dt.datetime, earlier: dt.datetime) -> float:
+    return max(0.0, (later - earlier).total_seconds())
+
+
+# --- reading an append-only table in id order ----------------------------------------------------
+
+
+class Tail:
+    """A position in an append-only table read in id order, safe against ids that commit out of
+    order.
+
+    On PostgreSQL a transaction that took id 100 may commit after one that took id 101; a reader
+    that moved past 101 at once would never see 100. So a reader only moves through ids it has
+    seen, in order: at a missing id it stops, and waits for it at most ``grace`` seconds (a
+    transaction in flight commits within that; after it, the id was rolled back and never
+    comes). On SQLite ids are always contiguous and this never waits.
+    """
+
+    def __init__(
+        self,
+        position: int = 0,
+        *,
+        grace: float = GAP_GRACE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.position = position
+        self.grace = grace
+        self.clock = clock
+        self._gaps: dict[int, float] = {}
+
+    def settle(self, ids: Sequence[int]) -> int:
+        """How many of ``ids`` (ascending, all above the position) may be consumed now."""
+        expected = self.position + 1
+        now = self.clock()
+        for index, id_ in enumerate(ids):
+            if id_ != expected:
+                first_seen = self._gaps.setdefault(expected, now)
+                if now - first_seen < self.grace:
+                    return index
+            expected = id_ + 1
+        return len(ids)
+
+    def advance(self, position: int) -> None:
+        self.position = max(self.position, position)
+        for gap in [g for g in self._gaps if g <= self.position]:
+            del self._gaps[gap]
+
+    def waiting(self) -> bool:
+        """Whether a missing id is holding the tail back."""
+        return bool(self._gaps)
+
+    def next_ids(self, session: Session, id_column: Any, limit: int) -> list[int]:
+        """The ids after the position that may be consumed now (see `settle`)."""
+        ids = list(
+            session.connection().scalars(
+                select(id_column).where(id_column > self.position).order_by(id_column).limit(limit)
+            )
+        )
+        return ids[: self.settle(ids)]
+
+
+# --- in-memory families --------------------------------------------------------------------------
+
+
+@dataclass
+class _Histogram:
+    bounds: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+    count: int = 0
+
+    def observe(self, value: float) -> None:
+        if not self.counts:
+            self.counts = [0] * len(self.bounds)
+        index = bisect.bisect_left(self.bounds, value)  # the first bound >= value
+        if index < len(self.bounds):
+            self.counts[index] += 1
+        self.count += 1
+        self.total += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        out: list[tuple[str, float]] = []
+        running = 0
+        counts = self.counts or [0] * len(self.bounds)
+        for bound, n in zip(self.bounds, counts, strict=True):
+            running += n
+            out.append((_bound(bound), float(running)))
+        out.append(("+Inf", float(self.count)))
+        return out
+
+
+def _bound(value: float) -> str:
+    return repr(float(value))
+
+
+@dataclass
+class _Family:
+    """One counter or histogram family, its series keyed by label values."""
+
+    name: str
+    documentation: str
+    labels: tuple[str, ...]
+    buckets: tuple[float, ...] | None = None
+    series: dict[tuple[str, ...], Any] = field(default_factory=dict)
+
+    def inc(self, key: tuple[str, ...], amount: float = 1.0) -> None:
+        self.series[key] = self.series.get(key, 0.0) + amount
+
+    def observe(self, key: tuple[str, ...], value: float) -> None:
+        assert self.buckets is not None
+        hist = self.series.get(key)
+        if hist is None:
+            hist = self.series[key] = _Histogram(self.buckets)
+        hist.observe(value)
+
+    def metric(self) -> Metric:
+        if self.buckets is None:
+            counter = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
+            for key in sorted(self.series):
+                counter.add_metric(list(key), self.series[key])
+            return counter
+        histogram = HistogramMetricFamily(self.name, self.documentation, labels=self.labels)
+        for key in sorted(self.series):
+            hist: _Histogram = self.series[key]
+            histogram.add_metric(list(key), hist.buckets(), hist.total)
+        return histogram
+
+
+class _History:
+    """Counters and histograms over the store's whole history, brought up to date
+    incrementally from three append-only tables."""
+
+    def __init__(self, *, grace: float, lookback: dt.timedelta) -> None:
+        self.lookback = lookback
+        self.events = Tail(grace=grace)
+        self.facts = Tail(grace=grace)
+        self.changes = Tail(grace=grace)
+        self.caught_up = False
+        F = _Family
+        self.deployments = F(
+            "conveyor_deployments",
+            "Deployments that ended, by service, environment, tier, kind (deploy or rollback), "
+            "result (succeeded, failed, rolled_back) and source (conveyor or an import).",
+            ("service", "environment", "tier", "kind", "result", "source"),
+        )
+        self.deployment_duration = F(
+            "conveyor_deployment_duration_seconds",
+            "How long deployments took, from start to their end (rollbacks included).",
+            ("service", "environment", "tier", "result"),
+            DURATION_BUCKETS,
+        )
+        self.lead_time = F(
+            "conveyor_lead_time_seconds",
+            "Lead time for changes: per commit, from its commit time to the end of the first "
+            "successful production deployment that brought it.",
+            ("service",),
+            LEAD_TIME_BUCKETS,
+        )
+        self.runs_finished = F(
+            "conveyor_runs_finished",
+            "Pipeline runs that ended, by service and status.",
+            ("service", "status"),
+        )
+        self.run_duration = F(
+            "conveyor_run_duration_seconds",
+            "How long pipeline runs took, from start to end (runs that never started are "
+            "not observed).",
+            ("service", "status"),
+            DURATION_BUCKETS,
+        )
+        self.run_queue = F(
+            "conveyor_run_queue_wait_seconds",
+            "How long runs waited between being queued and starting.",
+            ("service",),
+            QUEUE_BUCKETS,
+        )
+        self.jobs_finished = F(
+            "conveyor_jobs_finished",
+            "Jobs that ended, by service and status.",
+            ("service", "status"),
+        )
+        self.job_duration = F(
+            "conveyor_job_duration_seconds",
+            "How long jobs took on their runner, from start to end.",
+            ("service", "status"),
+            DURATION_BUCKETS,
+        )
+        self.job_queue = F(
+            "conveyor_job_queue_wait_seconds",
+            "How long jobs waited between being ready (queued) and a runner starting them.",
+            ("service",),
+            QUEUE_BUCKETS,
+        )
+        self.approval_wait = F(
+            "conveyor_approval_wait_seconds",
+            "How long approvals waited for their decision, by kind (approval gate, or "
+            "inconclusive checks) and result (approved, rejected, expired).",
+            ("service", "environment", "kind", "result"),
+            APPROVAL_BUCKETS,
+        )
+        self.incidents_opened = F(
+            "conveyor_incidents_opened",
+            "Incidents opened, by service.",
+            ("service",),
+        )
+        self.incident_resolution = F(
+            "conveyor_incident_resolution_seconds",
+            "How long incidents stayed open, from opening to resolution.",
+            ("service",),
+            RESOLUTION_BUCKETS,
+        )
+        self.cdevents_dropped = F(
+            "conveyor_cdevents_dropped",
+            "CDEvents a sink was given up on (after its retries, or refused), by sink host.",
+            ("sink",),
+        )
+        # What is in flight, to measure waits when it ends: run/job ids -> queued time,
+        # approval id -> (requested time, service, environment, kind).
+        self._queued_runs: dict[int, dt.datetime] = {}
+        self._queued_jobs: dict[int, dt.datetime] = {}
+        self._approvals: dict[int, tuple[dt.datetime, str, str, str]] = {}
+        # The first successful production deployment of each (service, environment).
+        self._first: dict[tuple[str, str], tuple[dt.datetime, int]] = {}
+
+    def families(self) -> list[_Family]:
+        return [
+            self.deployments,
+            self.deployment_duration,
+            self.lead_time,
+            self.runs_finished,
+            self.run_duration,
+            self.run_queue,
+            self.jobs_finished,
+            self.job_duration,
+            self.job_queue,
+            self.approval_wait,
+            self.incidents_opened,
+            self.incident_resolution,
+            self.cdevents_dropped,
+        ]
+
+    def refresh(self, store: Store, deadline: float) -> bool:
+        """Read what was appended since the last refresh, until caught up or past the deadline
+        (monotonic); True if caught up."""
+        done = True
+        with store.session() as session:
+            for step in (self._read_events, self._read_facts, self._read_changes):
+                while True:
+                    more = step(session)
+                    if not more:
+                        break
+                    if time.monotonic() > deadline:
+                        done = False
+                        break
+                if not done:
+                    break
+        if done:
+            self.caught_up = True
+        return done
+
+    # --- the event log -----------------------------------------------------------------------
+
+    def _read_events(self, session: Session) -> bool:
+        ids = self.events.next_ids(session, Event.id, BATCH)
+        if not ids:
+            return False
+        rows = session.connection().execute(
+            select(Event.id, Event.ts, Event.type, Event.service, Event.run_id, Event.job_id,
+                   Event.data)
+            .where(Event.id > self.events.position, Event.id <= ids[-1],
+                   Event.type.in_(EVENT_TYPES))
+            .order_by(Event.id)
+        ).all()  # fmt: skip
+        resolved = [_int((r.data or {}).get("incident")) for r in rows
+                    if r.type == "incident.resolved"]  # fmt: skip
+        durations = self._resolution_times(session, resolved)
+        for row in rows:
+            try:
+                self._apply(row, durations)
+            except (TypeError, ValueError, AttributeError):  # an odd event is skipped, not fatal
+                log.warning("/metrics: event %s (%s) has odd data; skipped", row.id, row.type)
+        self.events.advance(ids[-1])
+        return len(ids) == BATCH
+
+    def _resolution_times(self, session: Session, ids: list[int]) -> dict[int, float]:
+        if not ids:
+            return {}
+        rows = session.execute(
+            select(Incident.id, Incident.opened_at, Incident.resolved_at).where(
+                Incident.id.in_(ids)
+            )
+        ).all()
+        return {r.id: _seconds(r.resolved_at, r.opened_at) for r in rows if r.resolved_at}
+
+    def _apply(self, row: Any, resolution: dict[int, float]) -> None:
+        kind: str = row.type
+        data: dict[str, Any] = row.data or {}
+        service = row.service or ""
+        if kind == "pipelinerun.queued" and row.run_id is not None:
+            self._queued_runs[row.run_id] = row.ts
+        elif kind == "pipelinerun.started" and row.run_id is not None:
+            queued = self._queued_runs.pop(row.run_id, None)
+            if queued is not None:
+                self.run_queue.observe((service,), _seconds(row.ts, queued))
+        elif kind == "pipelinerun.finished":
+            self._queued_runs.pop(row.run_id, None)
+            status = str(data.get("status", ""))
+            self.runs_finished.inc((service, status))
+            if isinstance(data.get("duration"), int | float):
+                self.run_duration.observe((service, status), float(data["duration"]))
+        elif kind == "taskrun.queued" and row.job_id is not None:
+            self._queued_jobs[row.job_id] = row.ts
+        elif kind == "taskrun.started" and row.job_id is not None:
+            queued = self._queued_jobs.pop(row.job_id, None)
+            if queued is not None:
+                self.job_queue.observe((service,), _seconds(row.ts, queued))
+        elif kind == "taskrun.finished":
+            self._queued_jobs.pop(row.job_id, None)
+            status = str(data.get("status", ""))
+            self.jobs_finished.inc((service, status))
+            if isinstance(data.get("duration"), int | float):
+                self.job_duration.observe((service, status), float(data["duration"]))
+        elif kind == "approval.requested" and data.get("approval") is not None:
+            self._approvals[int(data["approval"])] = (
+                row.ts,
+                service,
+                str(data.get("environment") or ""),
+                str(data.get("kind") or "approval"),
+            )
+        elif kind in APPROVAL_ENDS or kind == "approval.withdrawn":
+            requested = self._approvals.pop(_int(data.get("approval")), None)
+            if requested is not None and kind in APPROVAL_ENDS:
+                at, svc, environment, approval_kind = requested
+                result = kind.removeprefix("approval.")
+                self.approval_wait.observe(
+                    (svc, environment, approval_kind, result), _seconds(row.ts, at)
+                )
+        elif kind == "incident.opened":
+            self.incidents_opened.inc((service,))
+        elif kind == "incident.resolved":
+            took = resolution.get(_int(data.get("incident")))
+            if took is not None:
+                self.incident_resolution.observe((service,), took)
+        elif kind == "cdevents.dropped":
+            self.cdevents_dropped.inc((str(data.get("sink") or ""),))
+
+    # --- deployment and change facts ---------------------------------------------------------
+
+    def _read_facts(self, session: Session) -> bool:
+        ids = self.facts.next_ids(session, DeploymentFactRow.id, BATCH)
+        if not ids:
+            return False
+        F = DeploymentFactRow
+        rows = session.connection().execute(
+            select(F.id, F.service, F.environment, F.tier, F.kind, F.result, F.source,
+                   F.started_at, F.finished_at)
+            .where(F.id > self.facts.position, F.id <= ids[-1])
+            .order_by(F.id)
+        ).all()  # fmt: skip
+        for r in rows:
+            self.deployments.inc((r.service, r.environment, r.tier, r.kind, r.result, r.source))
+            self.deployment_duration.observe(
+                (r.service, r.environment, r.tier, r.result), _seconds(r.finished_at, r.started_at)
+            )
+            if r.tier == "production" and r.kind == "deploy" and r.result == "succeeded":
+                key = (r.service, r.environment)
+                first = self._first.get(key)
+                if first is None or (r.finished_at, r.id) < first:
+                    self._first[key] = (r.finished_at, r.id)
+        self.facts.advance(ids[-1])
+        return len(ids) == BATCH
+
+    def _read_changes(self, session: Session) -> bool:
+        ids = self.changes.next_ids(session, ChangeFactRow.id, BATCH)
+        if not ids:
+            return False
+        C, F = ChangeFactRow, DeploymentFactRow
+        conn = session.connection()
+        changes = conn.execute(
+            select(C.id, C.fact_id, C.committed_at)
+            .where(C.id > self.changes.position, C.id <= ids[-1])
+            .order_by(C.id)
+        ).all()
+        # Two queries, not a join: with a join SQLite may start from the facts' tier index
+        # and read every production fact for each batch.
+        wanted = sorted({c.fact_id for c in changes})
+        facts = {
+            f.id: f
+            for f in conn.execute(
+                select(F.id, F.service, F.environment, F.finished_at).where(
+                    F.id.in_(wanted),
+                    F.tier == "production",
+                    F.kind == "deploy",
+                    F.result == "succeeded",
+                )
+            )
+        }
+        upto = ids[-1]
+        for change in changes:
+            if change.fact_id > self.facts.position:
+                # Its deployment fact committed after the facts were read: next time.
+                upto = change.id - 1
+                break
+            fact = facts.get(change.fact_id)
+            if fact is None:
+                continue  # not a successful production deployment
+            first = self._first.get((fact.service, fact.environment))
+            if (
+                first is not None
+                and first[1] == fact.id
+                and change.committed_at < fact.finished_at - self.lookback
+            ):
+                continue  # the first deployment's history beyond the look-back
+            self.lead_time.observe((fact.service,), _seconds(fact.finished_at, change.committed_at))
+        if upto < ids[0]:
+            return False
+        self.changes.advance(upto)
+        return upto == ids[-1] and len(ids) == BATCH
+
+
+# --- the collector -------------------------------------------------------------------------------
+
+
+def _gauge(name: str, documentation: str, labels: Sequence[str]) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, labels=list(labels))
+
+
+def _timestamp(value: dt.datetime) -> float:
+    return value.timestamp()
+
+
+class StoreCollector(Collector):
+    """Reads the store at each scrape (see the module's docstring). Thread-safe: concurrent
+    scrapes wait for one another. ``cache_seconds`` reuses the last answer for scrapes that
+    come that soon after it; ``budget`` bounds the time one scrape spends catching up on
+    history."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        cache_seconds: float = 1.0,
+        budget: float = 5.0,
+        grace: float = GAP_GRACE_SECONDS,
+        first_deployment_lookback: dt.timedelta = FIRST_DEPLOYMENT_LOOKBACK,
+    ) -> None:
+        self.store = store
+        self.cache_seconds = cache_seconds
+        self.budget = budget
+        self._history = _History(grace=grace, lookback=first_deployment_lookback)
+        self._lock = threading.Lock()
+        self._cached: list[Metric] = []
+        self._cached_at = -float("inf")
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # no names to check against other collectors: the registry is our own
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._cached_at >= self.cache_seconds:
+                self._cached = self._read(now)
+                self._cached_at = time.monotonic()
+            metrics = list(self._cached)
+        yield from metrics
+
+    def _read(self, started: float) -> list[Metric]:
+        metrics: list[Metric] = []
+        info = GaugeMetricFamily(
+            "conveyor_build_info", "Conveyor's version (always 1).", labels=["version"]
+        )
+        info.add_metric([__version__], 1)
+        metrics.append(info)
+        took = time.perf_counter()
+        try:
+            caught_up = self._history.refresh(self.store, started + self.budget)
+        except Exception:  # a broken read must not take the gauges down with it
+            log.exception("reading the history for /metrics failed")
+            caught_up = False
+        if not caught_up:
+            log.info("/metrics: still reading the history; its families come once it is read")
+        if self._history.caught_up:
+            metrics.extend(f.metric() for f in self._history.families())
+        with self.store.session() as session:
+            metrics.extend(self._gauges(session))
+        history = GaugeMetricFamily(
+            "conveyor_metrics_history_complete",
+            "1 when the history families (counters, histograms) are up to date with the "
+            "store, 0 while a new server is still reading it.",
+        )
+        history.add_metric([], 1.0 if caught_up else 0.0)
+        metrics.append(history)
+        scrape = GaugeMetricFamily(
+            "conveyor_metrics_scrape_duration_seconds",
+            "How long reading the store for this scrape took.",
+        )
+        scrape.add_metric([], time.perf_counter() - took)
+        metrics.append(scrape)
+        return metrics
+
+    # --- gauges: what is in progress now -----------------------------------------------------
+
+    def _gauges(self, session: Session) -> Iterator[Metric]:
+        yield self._runs(session)
+        yield self._jobs(session)
+        yield from self._deployments(session)
+        yield self._approvals(session)
+        yield self._incidents(session)
+        yield self._lag(session)
+
+    def _runs(self, session: Session) -> Metric:
+        gauge = _gauge(
+            "conveyor_runs_in_progress",
+            "Pipeline runs queued or running now.",
+            ("service", "status"),
+        )
+        counts = _counts(
+            session,
+            select(Service.name, Run.status, func.count())
+            .join(Service, Service.id == Run.service_id)
+            .where(Run.status.in_(RUN_ACTIVE))
+            .group_by(Service.name, Run.status),
+        )
+        # Every service, at 0 when idle, so that graphs and sums have a series to show.
+        services = set(session.scalars(select(Service.name))) | {key[0] for key in counts}
+        for service in sorted(services):
+            for status in RUN_ACTIVE:
+                gauge.add_metric([service, status], counts.get((service, status), 0))
+        return gauge
+
+    def _jobs(self, session: Session) -> Metric:
+        gauge = _gauge(
+            "conveyor_jobs_in_progress",
+            "Jobs waiting for a runner (queued) or running now.",
+            ("service", "status"),
+        )
+        counts = _counts(
+            session,
+            select(Service.name, Job.status, func.count())
+            .join(Run, Run.id == Job.run_id)
+            .join(Service, Service.id == Run.service_id)
+            .where(Job.status.in_(JOB_ACTIVE))
+            .group_by(Service.name, Job.status),
+        )
+        for service in sorted({key[0] for key in counts}):
+            for status in JOB_ACTIVE:
+                gauge.add_metric([service, status], counts.get((service, status), 0))
+        return gauge
+
+    def _deployments(self, session: Session) -> Iterator[Metric]:
+        gauge = _gauge(
+            "conveyor_deployments_in_progress",
+            "Deployments not ended yet, by status (queued, awaiting_approval, deploying, "
+            "checking, verifying, held, rolling_back).",
+            ("service", "environment", "tier", "status"),
+        )
+        oldest = _gauge(
+            "conveyor_deployment_oldest_start_time_seconds",
+            "Start time (Unix seconds) of the oldest deployment in each status: when it began "
+            "deploying, or was queued if it has not begun. For 'stuck deployment' alerts.",
+            ("service", "environment", "tier", "status"),
+        )
+        since = func.min(func.coalesce(Deployment.started_at, Deployment.created_at))
+        rows = session.execute(
+            select(Service.name, Deployment.environment, Deployment.tier, Deployment.status,
+                   func.count(), since)
+            .join(Service, Service.id == Deployment.service_id)
+            .where(Deployment.status.in_(DEPLOYMENT_OPEN))
+            .group_by(Service.name, Deployment.environment, Deployment.tier, Deployment.status)
+        ).all()  # fmt: skip
+        for service, environment, tier, status, count, first in sorted(rows, key=_first4):
+            labels = [service, environment, tier, status]
+            gauge.add_metric(labels, count)
+            if first is not None:
+                oldest.add_metric(labels, _timestamp(_aware(first)))
+        yield gauge
+        yield oldest
+
+    def _approvals(self, session: Session) -> Metric:
+        gauge = _gauge(
+            "conveyor_approvals_pending",
+            "Approvals waiting for a decision now.",
+            ("service", "environment", "kind"),
+        )
+        counts = _counts(
+            session,
+            select(Service.name, Deployment.environment, Approval.kind, func.count())
+            .join(Deployment, Deployment.id == Approval.deployment_id)
+            .join(Service, Service.id == Deployment.service_id)
+            .where(Approval.status == "pending")
+            .group_by(Service.name, Deployment.environment, Approval.kind),
+        )
+        for key in sorted(counts):
+            gauge.add_metric(list(key), counts[key])
+        return gauge
+
+    def _incidents(self, session: Session) -> Metric:
+        gauge = _gauge(
+            "conveyor_incidents_open",
+            "Incidents open now, by service, environment and its tier (an incident without "
+            "an environment counts as production: incidents are production failures).",
+            ("service", "environment", "tier"),
+        )
+        env = aliased(EnvironmentState)
+        rows = session.execute(
+            select(Service.name, Incident.environment, env.tier, func.count())
+            .join(Service, Service.id == Incident.service_id)
+            .outerjoin(
+                env,
+                and_(env.service_id == Incident.service_id, env.name == Incident.environment),
+            )
+            .where(Incident.status == "open")
+            .group_by(Service.name, Incident.environment, env.tier)
+        ).all()
+        merged: dict[tuple[str, str, str], int] = {}
+        for service, environment, tier, count in rows:
+            key = (service, environment or "", tier or "production")
+            merged[key] = merged.get(key, 0) + int(count)
+        for key in sorted(merged):
+            gauge.add_metric(list(key), merged[key])
+        return gauge
+
+    def _lag(self, session: Session) -> Metric:
+        gauge = _gauge(
+            "conveyor_event_consumer_lag_events",
+            "Events in the log that a consumer (the CDEvents sender, per sink) has not "
+            "handled yet.",
+            ("consumer",),
+        )
+        cursors = session.execute(select(EventCursor.name, EventCursor.last_event_id)).all()
+        if cursors:
+            last = session.scalar(select(func.max(Event.id))) or 0
+            for name, position in sorted(cursors):
+                gauge.add_metric([name], max(0, last - int(position)))
+        return gauge
+
+
+def _counts(session: Session, query: Executable) -> dict[tuple[str, ...], int]:
+    out: dict[tuple[str, ...], int] = {}
+    for row in session.execute(query).all():
+        *key, count = row
+        out[tuple(str(k) for k in key)] = int(count)
+    return out
+
+
+def _first4(row: Any) -> tuple[str, str, str, str]:
+    return (str(row[0]), str(row[1]), str(row[2]), str(row[3]))
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    # min() over a UTC column comes back without the column's type on some backends.
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def metrics_registry(store: Store, **options: Any) -> CollectorRegistry:
+    """A registry of Conveyor's metrics for ``store`` plus the process's own (memory, CPU,
+    open files, Python's GC), separate from prometheus_client's global registry."""
+    from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StoreCollector(store, **options))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry

@@ -1,0 +1,283 @@
+"""`conveyor dora`: the five DORA metrics and the flow figures, with tiers and trends.
+
+Embedded it reads the local store; with CONVEYOR_URL it asks the server (GET /api/v1/dora) for
+the same JSON. The table, the CSV and --explain are all drawn from that JSON, so the output is
+the same either way.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import sys
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import click
+
+from conveyor.cli.common import interactive, print_json, print_table
+
+ARROW = {"up": "↑", "down": "↓", "flat": "→"}
+ORDER = (
+    "deployment_frequency",
+    "lead_time",
+    "change_failure_rate",
+    "recovery_time",
+    "rework_rate",
+    "batch_size",
+    "work_in_progress",
+)
+
+
+@click.command()
+@click.option("--service", help="Only this service (default: all).")
+@click.option("--env-tier", default="production", show_default=True, help="Environment tier.")
+@click.option("--since", help="The last N days or weeks, today included (default 90d).")
+@click.option("--from", "start", metavar="DATE", help="First day of the window (YYYY-MM-DD).")
+@click.option("--to", "end", metavar="DATE", help="First day after the window (excluded).")
+@click.option(
+    "--by",
+    type=click.Choice(["day", "week", "month"]),
+    default="week",
+    show_default=True,
+    help="Buckets of the series.",
+)
+@click.option("--tz", default="UTC", show_default=True, help="IANA time zone of days and weeks.")
+@click.option("--week-start", default="monday", show_default=True, help="First day of a week.")
+@click.option(
+    "--lead-time-from",
+    type=click.Choice(["committed", "authored", "seen"]),
+    default="committed",
+    show_default=True,
+    help="Lead time starts at the committer date, the author date or when Conveyor saw it.",
+)
+@click.option("--tiers", default="2023", show_default=True, help="DORA tier table: 2023, 2024.")
+@click.option(
+    "--look-back",
+    default="30d",
+    show_default=True,
+    help="How old a first deployment's commits may be and still count for lead time.",
+)
+@click.option(
+    "--attribution-window",
+    default="48h",
+    show_default=True,
+    help="How long after a deployment ended an incident is still blamed on it.",
+)
+@click.option("--explain", is_flag=True, help="List the deployments, commits and incidents.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print the series (one row per bucket) as CSV.")
+def dora(
+    service: str | None,
+    env_tier: str,
+    since: str | None,
+    start: str | None,
+    end: str | None,
+    by: str,
+    tz: str,
+    week_start: str,
+    lead_time_from: str,
+    tiers: str,
+    look_back: str,
+    attribution_window: str,
+    explain: bool,
+    as_json: bool,
+    as_csv: bool,
+) -> None:
+    """Deployment frequency, lead time, change failure rate, recovery time and rework rate,
+    with batch size and work in progress; tiers from the DORA reports, trends against the
+    previous window of the same length. docs/metrics.md defines each figure."""
+    if as_json and as_csv:
+        raise click.UsageError("--json and --csv cannot be used together")
+    params = {
+        "service": service,
+        "env_tier": env_tier,
+        "since": since,
+        "from": start,
+        "to": end,
+        "by": by,
+        "tz": tz,
+        "week_start": week_start,
+        "lead_time_from": lead_time_from,
+        "tiers": tiers,
+        "look_back": look_back,
+        "attribution_window": attribution_window,
+        "explain": explain,
+    }
+    data = fetch(params)
+    if as_json:
+        print_json(data)
+    elif as_csv:
+        write_csv(data["series"])
+    else:
+        render(data)
+        if explain:
+            render_explanation(data)
+
+
+def fetch(params: dict[str, Any]) -> dict[str, Any]:
+    """The report as JSON: from the server when CONVEYOR_URL is set, else computed here."""
+    from conveyor.cli.backend import HttpBackend, backend
+
+    chosen = backend()
+    if isinstance(chosen, HttpBackend):
+        query = {k: v for k, v in params.items() if v not in (None, False)}
+        found: dict[str, Any] = chosen._call("GET", "/dora", params=query)
+        return found
+    from conveyor.metrics.dora import from_params
+    from conveyor.metrics.load import report
+
+    window, settings = from_params(params)
+    return report(chosen.store, window, settings).to_json()  # type: ignore[attr-defined]
+
+
+# --- the table --------------------------------------------------------------------------------
+
+
+def duration(seconds: float | None) -> str:
+    from conveyor.metrics.dora import fmt_duration
+
+    return "-" if seconds is None else fmt_duration(seconds)
+
+
+def show(metric: str, value: float | None) -> str:
+    """A figure's value as a person reads it."""
+    if value is None:
+        return "-"
+    if metric in ("lead_time", "recovery_time"):
+        return duration(value)
+    if metric in ("change_failure_rate", "rework_rate"):
+        return f"{value * 100:.1f} %"
+    if metric == "deployment_frequency":
+        return f"{value:.2f} / week"
+    if metric == "batch_size":
+        return plural(value, "commit")
+    return plural(value, "release")
+
+
+def plural(n: float, word: str) -> str:
+    return f"{n:g} {word}" + ("" if n == 1 else "s")
+
+
+SAMPLE = {
+    "deployment_frequency": "deployment",
+    "lead_time": "commit",
+    "change_failure_rate": "deployment",
+    "recovery_time": "failure",
+    "rework_rate": "deployment",
+    "batch_size": "deployment",
+    "work_in_progress": "release",
+}
+
+
+def trend(metric: str, fig: dict[str, Any]) -> str:
+    if fig.get("trend") is None:
+        return "-"
+    word = {True: " better", False: " worse", None: ""}[fig.get("better")]
+    arrow = f"{ARROW[fig['trend']]} from {show(metric, fig['previous'])}{word}"
+    if interactive() and fig.get("better") is not None:
+        colour = "green" if fig["better"] else "red"
+        return f"[{colour}]{arrow}[/{colour}]"
+    return arrow
+
+
+def render(data: dict[str, Any]) -> None:
+    w, scope, tiers = data["window"], data["scope"], data["tiers"]
+    who = scope["service"] or f"all services ({len(scope['services'])})"
+    click.echo(
+        f"DORA · {who} · {scope['env_tier']} · {w['from']} → {w['to']} "
+        f"({w['days']} days, {w['time_zone']}, weeks from {w['week_start'].capitalize()})"
+    )
+    previous = data.get("previous_window")
+    against = f"trends against {previous['from']} → {previous['to']} · " if previous else ""
+    click.echo(f"{against}tiers: {tiers['title']} ({tiers['url']})")
+    click.echo("")
+    rows = []
+    metrics = data["metrics"]
+    for name in ORDER:
+        fig = metrics.get(name)
+        if fig is None:
+            continue
+        p90 = show(name, fig.get("p90")) if "p90" in fig else "-"
+        rows.append(
+            [
+                fig["title"],
+                show(name, fig["value"]),
+                p90,
+                plural(fig["sample_size"], SAMPLE[name]),
+                fig["tier"] or "-",
+                trend(name, fig),
+            ]
+        )
+        if name == "deployment_frequency":
+            extra = f"{fig['deploy_days_per_week']:.2f} / week · band: {fig['band']}"
+            rows.append(["  deploy days", extra, "", plural(fig["deploy_days"], "day"), "", ""])
+        if name == "work_in_progress" and fig["by_environment"]:
+            where = ", ".join(f"{k} {v}" for k, v in fig["by_environment"].items())
+            rows.append(["  by environment", where, "", "", "", ""])
+    print_table(["metric", "value", "p90", "sample", "tier", "trend"], rows)
+    stages = metrics["lead_time"].get("stages")
+    if stages and metrics["lead_time"]["sample_size"]:
+        parts = [
+            f"{name} {stage['share'] * 100:.0f}% ({duration(stage['mean'])})"
+            for name, stage in stages.items()
+            if stage["share"]
+        ]
+        click.echo("")
+        click.echo("where lead time goes (share, mean per commit): " + " · ".join(parts))
+    click.echo("")
+    print_table(
+        ["from", "deploys", "deploy days", "lead time", "p90", "CFR", "recovery", "rework"],
+        [
+            [
+                row["start"],
+                str(row["deployments"]),
+                str(row["deploy_days"]),
+                duration(row["lead_time_median"]),
+                duration(row["lead_time_p90"]),
+                show("change_failure_rate", row["change_failure_rate"]),
+                duration(row["recovery_median"]),
+                show("rework_rate", row["rework_rate"]),
+            ]
+            for row in data["series"]
+        ],
+    )
+
+
+def render_explanation(data: dict[str, Any]) -> None:
+    """What is behind each figure, one line per deployment, commit, incident or release."""
+    zone = ZoneInfo(data["window"]["time_zone"])
+    for name in ORDER:
+        fig = data["metrics"].get(name)
+        if fig is None:
+            continue
+        click.echo("")
+        click.echo(f"{fig['title']}: {fig['definition']}")
+        found = fig.get("explanation", [])
+        if not found:
+            click.echo("  (nothing)")
+        for item in found:
+            value = item["value"]
+            shown = duration(value) if value is not None and name != "batch_size" else ""
+            when = _local(item["time"], zone)
+            click.echo(
+                f"  {when}  {item['kind']} {item['id']} ({item['service']})"
+                + (f"  {shown}" if shown else "")
+                + f"  {item['how']}"
+                + (f" [deployment {item['deployment']}]" if item.get("deployment") else "")
+            )
+
+
+def _local(value: str | None, zone: ZoneInfo) -> str:
+    if value is None:
+        return "-"
+    moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+
+
+def write_csv(series: list[dict[str, Any]]) -> None:
+    if not series:
+        return
+    out = csv.DictWriter(sys.stdout, fieldnames=list(series[0]), lineterminator="\n")
+    out.writeheader()
+    out.writerows(series)

@@ -1,0 +1,656 @@
+"""The five DORA metrics and the flow figures, computed from facts (no I/O).
+
+``compute(deployments, incidents, window, settings)`` turns DeploymentFacts and IncidentFacts
+into a DoraReport; ``compute_facts`` does the same from the compact rows load.py reads straight
+from SQL (one tuple per deployment, commits as flat columns), so a million deployments never
+become a million objects. The definitions are docs/metrics.md's; each is applied in one place.
+
+Times are epoch seconds inside: subtraction and bisect on floats keep this fast. The window,
+its days and buckets are local calendar dates in the window's time zone, turned into instants
+once; each deployment is placed by one bisect on the day boundaries, and every figure is then
+added up from per-day tallies (so empty days and weeks are there, as zeros, by construction).
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from itertools import pairwise
+from operator import itemgetter
+from typing import Any
+
+from conveyor.metrics import tiers as tier_tables
+from conveyor.metrics.dora_options import (
+    Settings,
+    Window,
+    fmt_duration,
+    from_params,
+    iso,
+    parse_duration,
+    window_for,
+)
+from conveyor.metrics.dora_report import (
+    SPLIT,
+    TITLES,
+    DoraReport,
+    Figure,
+    Tally,
+    add_up,
+    figures_of,
+    median,
+    p90,
+    rounded,
+    series_of,
+)
+from conveyor.metrics.facts import DeploymentFact, IncidentFact
+
+__all__ = [
+    "Commit",
+    "DoraReport",
+    "Facts",
+    "Figure",
+    "Settings",
+    "Window",
+    "compute",
+    "compute_facts",
+    "fmt_duration",
+    "from_params",
+    "median",
+    "p90",
+    "parse_duration",
+    "prepare",
+    "window_for",
+]
+
+Row = tuple[Any, ...]
+Items = dict[str, list[dict[str, Any]]]
+Commit = tuple[int, float, str]  # (deployment row id, lead-time start, sha)
+# A deployment row (load.py selects its columns in this order). STAGES: the five stage points
+# as a tuple of epoch seconds, or the stored JSON (a dict, or its text), read only when needed.
+RID, KEY, SERVICE, ENV, KIND, RESULT, SHA, STARTED, FINISHED, FAILED, ROLLBACK_OF, FIXES = range(12)
+STAGES = 12
+STAGE_POINTS = (
+    "run_started",
+    "run_finished",
+    "staging_finished",
+    "approval_requested",
+    "approval_decided",
+)
+# The value-stream stage that ends at each stage point, then at the deployment's end.
+ENDS = ("waiting", "ci", "staging", "production", "approval", "production")
+
+
+@dataclass
+class Facts:
+    """What the engine reads: deployment rows of one tier (with the margins load.py adds), their
+    commits ordered by deployment row id (a deployment's commits are one slice, found by
+    bisect), incidents, the tier of each (service, environment), and work in progress."""
+
+    deployments: list[Row]
+    commits: Sequence[Commit]
+    incidents: Sequence[IncidentFact]
+    env_tiers: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    wip: Mapping[str, Any] | None = None
+
+
+def _ts(value: dt.datetime | None) -> float | None:
+    return None if value is None else value.timestamp()
+
+
+# --- entry points -----------------------------------------------------------------------------
+
+
+def prepare(
+    deployments: Iterable[DeploymentFact],
+    incidents: Iterable[IncidentFact],
+    settings: Settings,
+    *,
+    env_tiers: Mapping[tuple[str, str], str] | None = None,
+    wip: Mapping[str, Any] | None = None,
+) -> Facts:
+    """Facts → rows: the deployments of ``settings.tier`` (and service), their commits timed
+    from the chosen start (committer date where the author date or first-seen time is unknown).
+    Every deployment still tells its environment's tier, for incidents naming only that."""
+    tiers: dict[tuple[str, str], str] = {}
+    rows: list[Row] = []
+    commits: list[Commit] = []
+    for f in deployments:
+        tiers[(f.service, f.environment)] = f.tier
+        if f.tier != settings.tier or (settings.service and f.service != settings.service):
+            continue
+        rid = len(rows)
+        stages = tuple(_ts(f.stages.get(name)) for name in STAGE_POINTS)
+        rows.append(
+            (
+                rid,
+                f.id,
+                f.service,
+                f.environment,
+                f.kind,
+                f.result,
+                f.sha,
+                _ts(f.started_at),
+                _ts(f.finished_at),
+                _ts(f.failed_at),
+                f.rollback_of,
+                f.fixes_incident,
+                stages,
+            )
+        )
+        for c in f.changes:
+            start = {"authored": c.authored_at, "seen": c.seen_at}.get(settings.lead_time_from)
+            commits.append((rid, (start or c.committed_at).timestamp(), c.sha))
+    tiers.update(env_tiers or {})
+    return Facts(rows, commits, list(incidents), tiers, wip)
+
+
+def compute(
+    deployments: Iterable[DeploymentFact],
+    incidents: Iterable[IncidentFact],
+    window: Window,
+    settings: Settings | None = None,
+    *,
+    wip: Mapping[str, Any] | None = None,
+    env_tiers: Mapping[tuple[str, str], str] | None = None,
+) -> DoraReport:
+    """The report for ``window`` from facts."""
+    settings = settings or Settings()
+    facts = prepare(deployments, incidents, settings, env_tiers=env_tiers, wip=wip)
+    return compute_facts(facts, window, settings)
+
+
+def compute_facts(facts: Facts, window: Window, settings: Settings) -> DoraReport:
+    """The report from rows. Deployments outside the window are context: the previous success
+    (first-deployment look-back), the attribution margin, rollbacks and restorations after."""
+    table = tier_tables.load(settings.tiers)
+    span = window.previous() if settings.compare else window
+    days = [
+        span.instant(span.start + dt.timedelta(days=i))
+        for i in range((window.end - span.start).days + 1)
+    ]
+    first = (window.start - span.start).days
+    engine = _Engine(facts, settings)
+    tally = Tally(len(days) - 1)
+    items: Items = {k: [] for k in TITLES}
+    stages = dict.fromkeys(SPLIT, 0.0)
+    engine.run(days, first, tally, items if settings.explain else None, stages)
+    series, total = series_of(window, settings.by, first, tally)
+    figures = figures_of(window, total, table, stages, facts.wip, settings.lead_time_from)
+    if settings.explain:
+        for key, found in items.items():
+            figures[key].items = found
+    if settings.compare:
+        previous = figures_of(span, add_up(tally, range(0, first)), table, None, None)
+        for key, fig in previous.items():
+            figures[key].previous = fig.value
+    services = sorted({d[SERVICE] for d in engine.deps})
+    environments = sorted({d[ENV] for d in engine.deps})
+    return DoraReport(window, settings, table, figures, series, services, environments)
+
+
+# --- the engine -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Episode:
+    """A failure to recover from: a failed deployment (with the incidents blamed on it), or
+    incidents no deployment is blamed for (overlapping ones of a service together)."""
+
+    id: str
+    service: str
+    detected: float
+    detected_by: str
+    restored: float | None
+    restored_by: str
+
+
+class _Engine:
+    """Indexes over the deployments and incidents in scope, attribution, and the one pass."""
+
+    def __init__(self, facts: Facts, settings: Settings) -> None:
+        self.s = settings
+        self.commits = facts.commits
+        deps = [
+            d for d in facts.deployments if not settings.service or d[SERVICE] == settings.service
+        ]
+        deps.sort(key=itemgetter(FINISHED, STARTED, KEY))
+        self.deps = deps
+        self.by_key = {d[KEY]: d for d in deps}
+        self.by_pair: dict[tuple[str, str], list[Row]] = {}
+        self.by_service: dict[str, list[Row]] = {}
+        self.ok_rollbacks: dict[tuple[str, str], list[float]] = {}
+        self.ok_deploys: dict[tuple[str, str], list[float]] = {}
+        self.rolled_back_by: dict[str, list[Row]] = {}
+        # What was live when: the deployment that started last (a rollback replaces what it
+        # undoes from its own start), by service and environment, in start order.
+        for d in sorted(deps, key=itemgetter(STARTED, FINISHED, KEY)):
+            self.by_pair.setdefault((d[SERVICE], d[ENV]), []).append(d)
+            self.by_service.setdefault(d[SERVICE], []).append(d)
+        for d in deps:
+            pair = (d[SERVICE], d[ENV])
+            if d[RESULT] == "succeeded":
+                found = self.ok_rollbacks if d[KIND] == "rollback" else self.ok_deploys
+                found.setdefault(pair, []).append(d[FINISHED])
+            if d[KIND] == "rollback" and d[ROLLBACK_OF]:
+                self.rolled_back_by.setdefault(d[ROLLBACK_OF], []).append(d)
+        self.attributed: dict[str, list[tuple[IncidentFact, str]]] = {}
+        self.incident_items: list[dict[str, Any]] = []
+        standalone: list[IncidentFact] = []
+        incidents = sorted(
+            (i for i in facts.incidents if self._in_scope(i, facts.env_tiers)),
+            key=lambda i: (i.opened_at, i.id),
+        )
+        for inc in incidents:
+            why = self._attribute(inc)
+            if why:
+                standalone.append(inc)
+                self.incident_items.append(
+                    _item(
+                        "incident",
+                        inc.id,
+                        inc.service,
+                        inc.opened_at.timestamp(),
+                        None,
+                        f"not attributed: {why}; counts for recovery time, not the CFR",
+                    )
+                )
+        self.failing = set(self.rolled_back_by) | set(self.attributed)
+        # Services deployed to several environments of the tier: a commit may be in the range
+        # of each; it counts once. Within one environment ranges never overlap (each starts
+        # after the previous successful deployment there), so no bookkeeping is needed.
+        envs: dict[str, set[str]] = {}
+        for service, env in self.by_pair:
+            envs.setdefault(service, set()).add(env)
+        self.shared = {service for service, names in envs.items() if len(names) > 1}
+        self.open_spans = _open_spans(incidents)
+        self.standalone = _groups(standalone)
+
+    def _in_scope(self, inc: IncidentFact, env_tiers: Mapping[tuple[str, str], str]) -> bool:
+        """An incident belongs to the tier of the deployment it names, else of its environment;
+        one naming neither is a production incident."""
+        if self.s.service and inc.service != self.s.service:
+            return False
+        if inc.deployment and inc.deployment in self.by_key:
+            return True
+        if inc.environment is None:
+            return self.s.tier == "production"
+        return env_tiers.get((inc.service, inc.environment), "production") == self.s.tier
+
+    def _attribute(self, inc: IncidentFact) -> str:
+        """Blame ``inc`` on a deployment, or say why not."""
+        opened = inc.opened_at.timestamp()
+        named = self.by_key.get(inc.deployment) if inc.deployment else None
+        if named is not None:
+            if named[KIND] == "rollback":
+                return f"it names rollback {named[KEY]}, and rollbacks are not in the CFR"
+            return self._blame(inc, named, "explicit")
+        pool = (
+            self.by_pair.get((inc.service, inc.environment), [])
+            if inc.environment is not None
+            else self.by_service.get(inc.service, [])
+        )
+        i = bisect.bisect_right(pool, opened, key=itemgetter(STARTED)) - 1
+        if i < 0:
+            return "no deployment of the service before it"
+        live = pool[i]
+        after, limit = opened - live[FINISHED], self.s.attribution_window.total_seconds()
+        if live[KIND] == "rollback":
+            return f"the live deployment {live[KEY]} is a rollback"
+        if after > limit:
+            return (
+                f"the live deployment {live[KEY]} finished {fmt_duration(after)} before, "
+                f"outside the {fmt_duration(limit)} attribution window"
+            )
+        when = f"{fmt_duration(after)} after it ended" if after >= 0 else "while it ran"
+        return self._blame(inc, live, f"by window: began {when}")
+
+    def _blame(self, inc: IncidentFact, dep: Row, how: str) -> str:
+        self.attributed.setdefault(dep[KEY], []).append((inc, how))
+        self.incident_items.append(
+            _item(
+                "incident",
+                inc.id,
+                inc.service,
+                inc.opened_at.timestamp(),
+                None,
+                f"attributed to {dep[KEY]} ({how})",
+            )
+        )
+        return ""
+
+    def _restore(self, service: str, env: str | None, after: float) -> tuple[float | None, str]:
+        """The first healthy rollback or healthy deployment finished after ``after``, in
+        ``env`` (or any environment of the service, for an incident without one)."""
+        pairs = (
+            [(service, env)]
+            if env
+            else [p for p in self.ok_deploys | self.ok_rollbacks if p[0] == service]
+        )
+        best: tuple[float | None, str] = (None, "")
+        for pair in pairs:
+            for found, what in ((self.ok_rollbacks, "rollback"), (self.ok_deploys, "deployment")):
+                times = found.get(pair, [])
+                i = bisect.bisect_right(times, after)
+                if i < len(times) and (best[0] is None or times[i] < best[0]):
+                    best = (times[i], f"healthy {what} in {pair[1]} finished")
+        return best
+
+    def failure(self, d: Row) -> list[str]:
+        """Why deployment ``d`` failed (empty: it did not). It counts once whatever the number
+        of reasons; all are kept for --explain."""
+        why = {"failed": ["health or verification failed"], "rolled_back": ["rolled back"]}
+        found = list(why.get(d[RESULT], []))
+        found += [f"undone by rollback {r[KEY]}" for r in self.rolled_back_by.get(d[KEY], ())]
+        found += [f"incident {i.id} ({how})" for i, how in self.attributed.get(d[KEY], ())]
+        return found
+
+    def episode(self, d: Row) -> _Episode:
+        """Detected: first of its failed check, a rollback of it starting, an incident blamed on
+        it opening (else its end). Restored: first of a healthy rollback or deployment in its
+        environment after that, and all its incidents resolved."""
+        found = [(d[FAILED], "check failed")] if d[FAILED] is not None else []
+        found += [
+            (r[STARTED], f"rollback {r[KEY]} started") for r in self.rolled_back_by.get(d[KEY], ())
+        ]
+        incidents = [i for i, _ in self.attributed.get(d[KEY], ())]
+        found += [(i.opened_at.timestamp(), f"incident {i.id} opened") for i in incidents]
+        detected, detected_by = min(found or [(d[FINISHED], "the deployment ended failed")])
+        restored, by = self._restore(d[SERVICE], d[ENV], detected)
+        return _resolved(
+            _Episode(d[KEY], d[SERVICE], detected, detected_by, restored, by),
+            incidents,
+            "its incidents resolved",
+        )
+
+    def incidents_episode(self, group: list[IncidentFact]) -> _Episode:
+        first, ids = group[0], "+".join(i.id for i in group)
+        envs = {i.environment for i in group}
+        env = first.environment if len(envs) == 1 else None
+        detected = first.opened_at.timestamp()
+        restored, by = self._restore(first.service, env, detected)
+        episode = _Episode(ids, first.service, detected, f"incident {ids} opened", restored, by)
+        return _resolved(episode, group, f"incident {ids} resolved")
+
+    def run(
+        self,
+        days: list[float],
+        first: int,
+        tally: Tally,
+        items: Items | None,
+        stages: dict[str, float],
+    ) -> None:
+        """One pass in finish order: commit bookkeeping for every deployment, tallies for those
+        that finished in the span, a recovery sample for each failure detected in it."""
+        lo, hi = days[0], days[-1]
+        commits, slices = self.commits, _slices(self.commits)
+        seen: dict[str, set[str]] = {s: set() for s in self.shared}
+        succeeded_in: set[tuple[str, str]] = set()
+        right, failing, spans, nothing = bisect.bisect_right, self.failing, self.open_spans, (0, 0)
+        leads_by_day, batches, deploys = tally.leads, tally.batches, tally.deploys
+        for d in self.deps:
+            fin, kind, ok = d[FINISHED], d[KIND], d[RESULT] == "succeeded"
+            day = right(days, fin) - 1 if lo <= fin < hi else -1
+            mine = items if items is not None and day >= first else None
+            why = self.failure(d) if kind == "deploy" and (not ok or d[KEY] in failing) else []
+            if why:
+                self._sample(self.episode(d), days, first, tally, items)
+            if kind == "deploy" and ok:
+                pair = (d[SERVICE], d[ENV])
+                is_first = pair not in succeeded_in
+                if is_first:
+                    succeeded_in.add(pair)
+                a, b = slices.get(d[RID], nothing)
+                mine_commits = commits[a:b]
+                known = seen.get(d[SERVICE])
+                shas = [c[2] for c in mine_commits] if known is not None else ()
+                if day < 0:
+                    if known is not None:
+                        known.update(shas)
+                    continue
+                if is_first or mine is not None or (known and not known.isdisjoint(shas)):
+                    ts = self._counted(d, mine_commits, is_first, known or set(), mine)
+                else:
+                    ts = [c[1] for c in mine_commits]
+                if known is not None:
+                    known.update(shas)
+                leads = [fin - t if t < fin else 0.0 for t in ts]
+                leads_by_day[day] += leads
+                batches[day].append(len(leads))
+                deploys[day] += 1
+                if mine is not None:
+                    how = f"{len(leads)} of its {len(mine_commits)} commits counted"
+                    mine["batch_size"].append(
+                        _item("deployment", d[KEY], d[SERVICE], fin, None, how)
+                    )
+                if day >= first and leads:
+                    _split(d, ts, stages)
+            elif day < 0:
+                continue
+            unplanned = (
+                self._unplanned(d) if kind == "rollback" or d[FIXES] or d[SERVICE] in spans else ""
+            )
+            tally.rework_total[day] += 1
+            tally.rework_unplanned[day] += bool(unplanned)
+            if kind == "deploy":
+                tally.cfr_total[day] += 1
+                tally.cfr_failed[day] += bool(why)
+            if mine is not None:
+                _explain(d, why, unplanned, mine)
+        for group in self.standalone:
+            self._sample(self.incidents_episode(group), days, first, tally, items)
+        if items is not None:
+            items["change_failure_rate"] += self.incident_items
+
+    def _counted(
+        self,
+        d: Row,
+        commits: Sequence[Commit],
+        is_first: bool,
+        known: set[str],
+        mine: Items | None,
+    ) -> list[float]:
+        """The start times of ``d``'s commits that count: not brought before by another
+        deployment of the service, and for a first deployment, not older than the look-back."""
+        keep = []
+        look_back = self.s.look_back.total_seconds()
+        oldest = d[FINISHED] - look_back
+        for _, time, sha in commits:
+            if sha in known:
+                how = "excluded: an earlier deployment of the service brought it"
+            elif is_first and time < oldest:
+                how = (
+                    f"excluded: older than the {fmt_duration(look_back)} look-back of the "
+                    "first deployment to this environment"
+                )
+            else:
+                keep.append(time)
+                how = "counted"
+            if mine is not None:
+                lead = max(0.0, d[FINISHED] - time)
+                mine["lead_time"].append(
+                    _item("commit", sha, d[SERVICE], time, lead, how) | {"deployment": d[KEY]}
+                )
+        return keep
+
+    def _unplanned(self, d: Row) -> str:
+        if d[KIND] == "rollback":
+            return f"rollback of {d[ROLLBACK_OF] or 'an earlier release'}"
+        if d[FIXES]:
+            return "marked as fixing an incident"
+        spans = self.open_spans.get(d[SERVICE])
+        if spans:
+            i = bisect.bisect_right(spans[0], d[STARTED]) - 1
+            if i >= 0 and (spans[1][i] is None or d[STARTED] < spans[1][i]):
+                return f"started while incident {spans[2][i]} was open"
+        return ""
+
+    def _sample(
+        self, ep: _Episode, days: list[float], first: int, tally: Tally, items: Items | None
+    ) -> None:
+        if not days[0] <= ep.detected < days[-1]:
+            return
+        day = bisect.bisect_right(days, ep.detected) - 1
+        value = None if ep.restored is None else max(0.0, ep.restored - ep.detected)
+        if value is None:
+            tally.unrestored[day] += 1
+        else:
+            tally.recoveries[day].append(value)
+        if items is not None and day >= first:
+            restored = (
+                f"restored: {ep.restored_by} at {iso(ep.restored)}"
+                if value is not None
+                else "not restored yet (left out of the median)"
+            )
+            items["recovery_time"].append(
+                _item(
+                    "failure",
+                    ep.id,
+                    ep.service,
+                    ep.detected,
+                    value,
+                    f"detected: {ep.detected_by}; {restored}",
+                )
+            )
+
+
+def _slices(commits: Sequence[Commit]) -> dict[int, tuple[int, int]]:
+    """Where each deployment's commits are in ``commits`` (ordered by deployment): counted in C,
+    then one step per deployment rather than per commit."""
+    slices, start = {}, 0
+    for rid, n in Counter(map(itemgetter(0), commits)).items():
+        slices[rid] = (start, start + n)
+        start += n
+    return slices
+
+
+def _resolved(ep: _Episode, incidents: Sequence[IncidentFact], why: str) -> _Episode:
+    """Restored when all ``incidents`` are resolved, if that comes first."""
+    ends = [_ts(i.resolved_at) for i in incidents]
+    if ends and None not in ends:
+        last = max(e for e in ends if e is not None)
+        if ep.restored is None or last < ep.restored:
+            return replace(ep, restored=last, restored_by=why)
+    return ep
+
+
+def _groups(incidents: Sequence[IncidentFact]) -> list[list[IncidentFact]]:
+    """Unattributed incidents of a service that overlap in time, together: two alerts in one
+    outage are one recovery, not two."""
+    groups: list[list[IncidentFact]] = []
+    end: float | None = 0.0
+    for inc in sorted(incidents, key=lambda i: (i.service, i.opened_at, i.id)):
+        opened, resolved = inc.opened_at.timestamp(), _ts(inc.resolved_at)
+        if groups and groups[-1][0].service == inc.service and (end is None or opened < end):
+            groups[-1].append(inc)
+            end = None if end is None or resolved is None else max(end, resolved)
+        else:
+            groups.append([inc])
+            end = resolved
+    return groups
+
+
+def _open_spans(
+    incidents: Sequence[IncidentFact],
+) -> dict[str, tuple[list[float], list[float | None], list[str]]]:
+    """Per service, when some incident was open: merged [opened, resolved) spans as (starts,
+    ends, first incident of each), for "deployed while an incident of the service was open"."""
+    spans: dict[str, tuple[list[float], list[float | None], list[str]]] = {}
+    for inc in sorted(incidents, key=lambda i: (i.service, i.opened_at)):
+        starts, ends, ids = spans.setdefault(inc.service, ([], [], []))
+        opened, resolved = inc.opened_at.timestamp(), _ts(inc.resolved_at)
+        if ends and (ends[-1] is None or opened < ends[-1]):
+            last = ends[-1]
+            ends[-1] = None if last is None or resolved is None else max(last, resolved)
+        else:
+            starts.append(opened)
+            ends.append(resolved)
+            ids.append(inc.id)
+    return spans
+
+
+def _split(d: Row, ts: Sequence[float], stages: dict[str, float]) -> None:
+    """Add the value-stream split of ``d``'s counted commits: each stretch between two known
+    points goes to the stage ending at the later one, so a commit's split adds up to its lead
+    time. Without any stage point its whole lead time is "unsplit"."""
+    fin = d[FINISHED]
+    points = [(min(p, fin), ENDS[i]) for i, p in enumerate(_points(d[STAGES])) if p is not None]
+    if not points:
+        stages["unsplit"] += sum(fin - t if t < fin else 0.0 for t in ts)
+        return
+    points.append((fin, "production"))
+    for i in range(1, len(points)):  # a point never precedes the one before it
+        points[i] = (max(points[i][0], points[i - 1][0]), points[i][1])
+    if max(ts) <= points[0][0]:  # the usual case: every commit is older than the run
+        stages[points[0][1]] += len(ts) * points[0][0] - sum(ts)
+        for (p0, _), (p1, stage) in pairwise(points):
+            stages[stage] += len(ts) * (p1 - p0)
+        return
+    for t in ts:  # a commit newer than the first point (clock skew, first-seen times)
+        prev = start = min(t, fin)
+        for p, stage in points:
+            end = max(p, start)
+            stages[stage] += end - prev
+            prev = end
+
+
+def _points(value: Any) -> Sequence[float | None]:
+    """The five stage points of a row: already a tuple (from facts), or the stored JSON of RFC
+    3339 strings, a dict (PostgreSQL) or its text (SQLite). Text is cut at its quotes rather
+    than parsed as JSON: it is read for every deployment of the window."""
+    if isinstance(value, tuple):
+        return value
+    out: list[float | None] = [None] * 5
+    if isinstance(value, str):
+        parts = value.split('"')
+        if len(parts) % 4 != 1:  # not only strings: take the long way
+            value = json.loads(value)
+        else:
+            for name, text in zip(parts[1::4], parts[3::4], strict=True):
+                at = _POINT.get(name)
+                if at is not None:
+                    out[at] = _read(text).timestamp()
+            return out
+    for name, text in value.items():
+        at = _POINT.get(name)
+        if at is not None and text:
+            out[at] = _read(text).timestamp()
+    return out
+
+
+_POINT = {name: i for i, name in enumerate(STAGE_POINTS)}
+_read = dt.datetime.fromisoformat
+
+
+def _item(
+    kind: str, id_: str, service: str, time: float | None, value: float | None, how: str
+) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "id": id_,
+        "service": service,
+        "time": iso(time),
+        "value": rounded(value),
+        "how": how,
+    }
+
+
+def _explain(d: Row, why: list[str], unplanned: str, mine: Items) -> None:
+    key, service, fin = d[KEY], d[SERVICE], d[FINISHED]
+    rollback = d[KIND] == "rollback"
+    df = (
+        "counted"
+        if not rollback and d[RESULT] == "succeeded"
+        else ("excluded: rollback" if rollback else f"excluded: {d[RESULT].replace('_', ' ')}")
+    )
+    cfr = "excluded: rollback" if rollback else ("failed: " + "; ".join(why) if why else "ok")
+    rework = f"unplanned: {unplanned}" if unplanned else "planned"
+    for name, how in (
+        ("deployment_frequency", df),
+        ("change_failure_rate", cfr),
+        ("rework_rate", rework),
+    ):
+        mine[name].append(_item("deployment", key, service, fin, None, how))

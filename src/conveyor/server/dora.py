@@ -1,0 +1,61 @@
+"""GET /api/v1/dora: the DORA report as `conveyor dora --json` prints it (token scope: read).
+
+A plain (not async) route: computing a large window takes CPU for a while, and FastAPI runs
+plain routes in its thread pool, so the event loop keeps serving everyone else meanwhile.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from conveyor.server.auth import require
+from conveyor.server.tokens import Identity
+
+router = APIRouter()
+Reader = Annotated[Identity, Depends(require("read"))]
+
+
+@router.get("/dora", tags=["metrics"])
+def dora_report(
+    request: Request,
+    _: Reader,
+    service: str | None = None,
+    env_tier: str = "production",
+    since: str | None = None,
+    start: Annotated[str | None, Query(alias="from")] = None,
+    end: Annotated[str | None, Query(alias="to")] = None,
+    by: Literal["day", "week", "month"] = "week",
+    tz: str = "UTC",
+    week_start: str = "monday",
+    lead_time_from: Literal["committed", "authored", "seen"] = "committed",
+    tiers: str = "2023",
+    look_back: str = "30d",
+    attribution_window: str = "48h",
+    explain: bool = False,
+) -> dict[str, Any]:
+    """The five DORA metrics, batch size and work in progress for a window (default: the last
+    90 days), with tiers and the previous window's values; ``explain`` adds what is behind
+    each figure. The parameters are `conveyor dora`'s."""
+    from conveyor.metrics.dora import from_params
+    from conveyor.metrics.load import report
+
+    window, settings = from_params(
+        {
+            "service": service,
+            "env_tier": env_tier,
+            "since": since,
+            "from": start,
+            "to": end,
+            "by": by,
+            "tz": tz,
+            "week_start": week_start,
+            "lead_time_from": lead_time_from,
+            "tiers": tiers,
+            "look_back": look_back,
+            "attribution_window": attribution_window,
+            "explain": explain,
+        }
+    )
+    return report(request.app.state.conveyor.store, window, settings).to_json()

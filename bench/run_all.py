@@ -168,6 +168,7 @@ BENCHMARKS = (
     "webhook_intake",
     "delivery_rollback",
     "delivery_promotion",
+    "dora_scale",
 )
 
 
@@ -176,6 +177,7 @@ def _measure(name: str) -> dict[str, Any]:
     import delivery_promotion
     import delivery_rollback
     import dispatch_throughput
+    import dora_scale
     import push_latency
     import webhook_intake
 
@@ -187,6 +189,7 @@ def _measure(name: str) -> dict[str, Any]:
         "webhook_intake": webhook_intake.measure,
         "delivery_rollback": delivery_rollback.measure,
         "delivery_promotion": delivery_promotion.measure,
+        "dora_scale": dora_scale.measure,
     }
     result: dict[str, Any] = runs[name]()
     return result
@@ -246,6 +249,10 @@ def main(only: list[str] | None = None) -> None:
         sections.append(_section_rollback(results["delivery_rollback"]))
     if "delivery_promotion" in results:
         sections.append(_section_promotion(results["delivery_promotion"]))
+    if "dora_scale" in results:
+        import dora_scale
+
+        sections.append(dora_scale.section(results["dora_scale"]))
     body = "\n".join(sections)
     text = f"""# Benchmarks
 

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conveyor.engine.incidents import record_alerts
+from conveyor.engine.alerts import record_alerts
 from conveyor.sources.alertmanager import parse_notification
 from conveyor.store.db import Settings, open_store
 from conveyor.store.models import utcnow

@@ -79,6 +79,20 @@ def _environments(client: Client, service: str | None) -> list[dict[str, Any]]:
     return environments(client.store, service)
 
 
+def incident_list(client: Client, service: str | None, open_only: bool) -> list[dict[str, Any]]:
+    """Incidents, newest first: `conveyor incidents` and `conveyor incident list` show them
+    each in their own table."""
+    if client.http:
+        found: list[dict[str, Any]] = client.get(
+            "/incidents", service=service, open="true" if open_only else None
+        )
+        return found
+    from conveyor.store.delivery_queries import list_incidents
+
+    assert client.store is not None
+    return list_incidents(client.store, service=service, open_only=open_only)
+
+
 @click.command()
 @click.argument("service", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -327,14 +341,7 @@ def reject(approval_id: int, reason: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def incidents(service: str | None, open_only: bool, as_json: bool) -> None:
     """Incidents: production failures, open and resolved."""
-    client = Client()
-    if client.http:
-        found = client.get("/incidents", service=service, open="true" if open_only else None)
-    else:
-        from conveyor.store.delivery_queries import list_incidents
-
-        assert client.store is not None
-        found = list_incidents(client.store, service=service, open_only=open_only)
+    found = incident_list(Client(), service, open_only)
     if as_json:
         print_json(found)
         return

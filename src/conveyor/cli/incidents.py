@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from conveyor.cli.common import print_json, print_table, when
-from conveyor.cli.delivery import Client, _service
+from conveyor.cli.delivery import Client, _service, incident_list
 from conveyor.spec.durations import DurationError, parse_duration
 
 
@@ -217,14 +217,7 @@ def resolve(incident_id: int, at: dt.datetime | None, reason: str | None, as_jso
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_(service: str | None, open_only: bool, as_json: bool) -> None:
     """Incidents, newest first."""
-    client = Client()
-    if client.http:
-        found = client.get("/incidents", service=service, open="true" if open_only else None)
-    else:
-        from conveyor.store.delivery_queries import list_incidents
-
-        assert client.store is not None
-        found = list_incidents(client.store, service=service, open_only=open_only)
+    found = incident_list(Client(), service, open_only)
     if as_json:
         print_json(found)
         return
@@ -272,7 +265,7 @@ def ignored(as_json: bool) -> None:
     if client.http:
         found = client.get("/alerts/ignored")
     else:
-        from conveyor.engine.incidents import ignored_alerts
+        from conveyor.engine.alerts import ignored_alerts
 
         assert client.store is not None
         found = list(ignored_alerts(client.store))

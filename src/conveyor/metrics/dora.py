@@ -604,6 +604,8 @@ def _points(value: Any) -> Sequence[float | None]:
     if isinstance(value, tuple):
         return value
     out: list[float | None] = [None] * 5
+    if value is None:  # not read (load.py reads them only for the window's deployments)
+        return out
     if isinstance(value, str):
         parts = value.split('"')
         if len(parts) % 4 != 1:  # not only strings: take the long way

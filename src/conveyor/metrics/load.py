@@ -22,7 +22,19 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Float, Integer, and_, cast, func, literal, or_, select, type_coerce
+from sqlalchemy import (
+    Float,
+    Integer,
+    and_,
+    case,
+    cast,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+    type_coerce,
+)
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -75,8 +87,10 @@ def _epoch(session: Session, value: Any) -> ColumnElement[float]:
     return cast(func.extract("epoch", value), Float)
 
 
-def _columns(session: Session) -> list[Any]:
-    """A deployment row, in metrics.dora's layout (stage points stay JSON, read when needed)."""
+def _columns(session: Session, window_start: dt.datetime) -> list[Any]:
+    """A deployment row, in metrics.dora's layout. The engine never reads the deployed commit:
+    it is left out (a quarter of the reading time). Stage points stay JSON, read when needed:
+    only for deployments that finished in the window (the split is the window's only)."""
     return [
         F.id,
         F.key,
@@ -84,13 +98,13 @@ def _columns(session: Session) -> list[Any]:
         F.environment,
         F.kind,
         F.result,
-        F.sha,
+        null(),
         _epoch(session, F.started_at),
         _epoch(session, F.finished_at),
         _epoch(session, F.failed_at),
         F.rollback_of,
         F.fixes_incident,
-        F.stages,
+        case((F.finished_at >= window_start, F.stages), else_=None),
     ]
 
 
@@ -119,9 +133,10 @@ def load_facts(store: Store, window: Window, settings: Settings, *, wip: bool = 
     lo = _utc(span.instant(span.start)) - margin
     hi = _utc(window.instant(window.end)) + margin
     with store.session() as session:
-        cols = _columns(session)
+        cols = _columns(session, _utc(window.instant(window.start)))
         in_range = [*_scope(settings), F.finished_at >= lo, F.finished_at < hi]
-        rows = _rows(session, select(*cols).where(*in_range))
+        # In finish order (the index's): the engine's sort then finds them sorted.
+        rows = _rows(session, select(*cols).where(*in_range).order_by(F.finished_at))
         keys = {r[KEY] for r in rows}
         incidents, named = _incidents(session, settings, lo, hi, in_range)
         # The last success before the range (tells a first deployment from a later one) and

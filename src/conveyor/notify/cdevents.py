@@ -158,6 +158,13 @@ class LogEvent:
         return cls(row.id, row.ts, row.type, row.service, row.run_id, row.job_id, row.data or {})
 
 
+def _outcome(content: dict[str, Any], event: LogEvent, status: str) -> None:
+    """A finished run's or task's outcome, and for one that did not succeed, why."""
+    content["outcome"] = OUTCOMES.get(status, "error")
+    if status != "succeeded":
+        content["errors"] = str(event.data.get("reason") or status)
+
+
 class Mapper:
     """Turns an event of the log into a CloudEvent carrying a CDEvent (or None when the event
     has no CDEvents counterpart). Reads what the event does not say (a deployment's release,
@@ -235,6 +242,9 @@ class Mapper:
     def _ref(self, id_: str) -> dict[str, str]:
         return {"id": id_, "source": self.source}
 
+    def _subject(self, id_: str, type_: str, content: dict[str, Any]) -> dict[str, Any]:
+        return {"id": id_, "source": self.source, "type": type_, "content": content}
+
     # --- runs and jobs ---------------------------------------------------------------------------
 
     def _pipelinerun(self, session: Session, event: LogEvent) -> dict[str, Any] | None:
@@ -248,15 +258,8 @@ class Mapper:
         }
         status = str(event.data.get("status", ""))
         if predicate == "finished":
-            content["outcome"] = OUTCOMES.get(status, "error")
-            if status != "succeeded":
-                content["errors"] = str(event.data.get("reason") or status)
-        subject = {
-            "id": f"runs/{event.run_id}",
-            "source": self.source,
-            "type": "pipelineRun",
-            "content": content,
-        }
+            _outcome(content, event, status)
+        subject = self._subject(f"runs/{event.run_id}", "pipelineRun", content)
         custom = {
             "runId": event.run_id,
             "sha": run.sha if run else event.data.get("sha"),
@@ -283,15 +286,8 @@ class Mapper:
             "pipelineRun": self._ref(f"runs/{event.run_id}"),
         }
         if predicate == "finished":
-            content["outcome"] = OUTCOMES.get(status, "error")
-            if status != "succeeded":
-                content["errors"] = str(event.data.get("reason") or status)
-        subject = {
-            "id": f"jobs/{event.job_id}",
-            "source": self.source,
-            "type": "taskRun",
-            "content": content,
-        }
+            _outcome(content, event, status)
+        subject = self._subject(f"jobs/{event.job_id}", "taskRun", content)
         custom = {
             "runId": event.run_id,
             "jobId": event.job_id,
@@ -324,15 +320,11 @@ class Mapper:
         else:
             predicate = "upgraded"
         artifact, version = self._release_facts(release, service)
-        subject = {
-            "id": f"services/{service}",
-            "source": self.source,
-            "type": "service",
-            "content": {
-                "environment": self._ref(dep.environment),
-                "artifactId": artifact,
-            },
-        }
+        subject = self._subject(
+            f"services/{service}",
+            "service",
+            {"environment": self._ref(dep.environment), "artifactId": artifact},
+        )
         custom = {
             "deploymentId": dep.id,
             "environment": dep.environment,
@@ -370,12 +362,7 @@ class Mapper:
         if release is not None:
             content["artifactId"], _ = self._release_facts(release, service)
             run = session.get(Run, release.run_id)
-        subject = {
-            "id": f"incidents/{incident.id}",
-            "source": self.source,
-            "type": "incident",
-            "content": content,
-        }
+        subject = self._subject(f"incidents/{incident.id}", "incident", content)
         custom = {
             "incidentId": incident.id,
             "environment": incident.environment,

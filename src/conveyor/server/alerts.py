@@ -12,7 +12,7 @@ retries a notification on 5xx only and drops it on 4xx. So:
 - 400: the body is not an Alertmanager notification (nothing is stored; resending it would
   fail again); 401/403: token; 413: body over the server's webhook limit;
 - 5xx (the store is unavailable): Alertmanager retries, and a redelivery is idempotent
-  (engine.incidents deduplicates by fingerprint).
+  (engine.alerts deduplicates by fingerprint).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, Field
 
-from conveyor.engine import incidents
+from conveyor.engine import alerts, incidents
 from conveyor.errors import ConveyorError
 from conveyor.server.auth import require
 from conveyor.server.tokens import Identity
@@ -77,7 +77,7 @@ async def alertmanager_hook(request: Request, identity: Trigger) -> JSONResponse
     try:
         # The store is synchronous: apply the alerts off the event loop.
         outcomes = await asyncio.to_thread(
-            incidents.record_alerts, state.store, notification, actor=_actor(identity)
+            alerts.record_alerts, state.store, notification, actor=_actor(identity)
         )
     except ConveyorError as exc:
         # A setting of this server is wrong (CONVEYOR_ALERT_SERVICE_LABEL, ...): a 5xx, so
@@ -159,7 +159,7 @@ def show_incident(request: Request, incident_id: int, _: Reader) -> dict[str, An
 def ignored_alerts(request: Request, _: Reader) -> list[dict[str, Any]]:
     """Alerts that opened nothing because Conveyor could not place them, with the reason,
     newest first: what to look at when an alert fired and no incident appeared."""
-    return list(incidents.ignored_alerts(_state(request).store))
+    return list(alerts.ignored_alerts(_state(request).store))
 
 
 def _utc(value: dt.datetime | None) -> dt.datetime | None:

@@ -1,0 +1,303 @@
+"""Attribution (design §6) ties an incident to the deployment that caused it:
+
+- explicit: the alert's ``deployment`` label or annotation, or the ``deployment``, ``release``
+  or ``commit`` a person gives;
+- by window: the deployment of the service that was serving the incident's production-tier
+  environment when the incident began, if it began within CONVEYOR_ATTRIBUTION_HOURS (48 by
+  default) after that deployment finished;
+- otherwise none: the incident counts for recovery time, not for change failure rate.
+
+How it was attributed is kept on the incident (``data.attribution``), so DORA can explain it.
+
+Recovery: when an incident is resolved, the time service was restored is recorded in
+``data.recovery``: the first healthy rollback of its environment after it opened, or its
+resolution, whichever came first.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from conveyor.engine.deploy_states import DeploymentStatus
+from conveyor.engine.promotion import version_of
+from conveyor.errors import ConveyorError, NotFound
+from conveyor.store.models import (
+    ChangeFactRow,
+    Deployment,
+    DeploymentFactRow,
+    EnvironmentState,
+    Incident,
+    Release,
+    Service,
+)
+
+PRODUCTION = "production"
+ATTRIBUTION_HOURS_ENV = "CONVEYOR_ATTRIBUTION_HOURS"
+DEFAULT_ATTRIBUTION_HOURS = 48.0
+_COMMIT = re.compile(r"^[0-9a-f]{7,64}$")
+
+D = DeploymentStatus
+
+
+# --- settings ---------------------------------------------------------------------------------
+
+
+def attribution_window() -> dt.timedelta:
+    """How long after a deployment finished an incident is still blamed on it by window."""
+    raw = os.environ.get(ATTRIBUTION_HOURS_ENV, "").strip()
+    if not raw:
+        return dt.timedelta(hours=DEFAULT_ATTRIBUTION_HOURS)
+    try:
+        hours = float(raw)
+    except ValueError:
+        hours = -1.0
+    if not 0 < hours < 24 * 366 * 10:
+        raise ConveyorError(
+            f"{ATTRIBUTION_HOURS_ENV}={raw!r} is not a number of hours greater than 0",
+            hint=f"the default is {DEFAULT_ATTRIBUTION_HOURS:g}",
+        )
+    return dt.timedelta(hours=hours)
+
+
+# --- attribution ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """Which deployment (and release) an incident is blamed on, how, and why, in words."""
+
+    how: Literal["explicit", "window", "none"]
+    detail: str
+    deployment_id: int | None = None
+    release_id: int | None = None
+
+    def as_data(self) -> dict[str, Any]:
+        return {"how": self.how, "detail": self.detail}
+
+
+def _hours(delta: dt.timedelta) -> str:
+    return f"{delta.total_seconds() / 3600:.1f} h"
+
+
+def _env_tier(session: Session, service_id: int, environment: str) -> str | None:
+    return session.scalar(
+        select(EnvironmentState.tier).where(
+            EnvironmentState.service_id == service_id, EnvironmentState.name == environment
+        )
+    )
+
+
+def attribute_by_window(
+    session: Session,
+    service_id: int,
+    environment: str | None,
+    began: dt.datetime,
+    window: dt.timedelta,
+) -> Attribution:
+    """The deployment live in ``environment`` (production tier) when the incident began, if
+    it began within ``window`` after that deployment finished."""
+    if environment is None:
+        return Attribution("none", "the incident names no environment")
+    tier = _env_tier(session, service_id, environment)
+    if tier is not None and tier != PRODUCTION:
+        return Attribution(
+            "none", f"{environment} is a {tier}-tier environment; only production is attributed"
+        )
+    live = session.scalar(
+        select(Deployment)
+        .where(
+            Deployment.service_id == service_id,
+            Deployment.environment == environment,
+            Deployment.healthy_at.is_not(None),
+            Deployment.healthy_at <= began,
+        )
+        .order_by(Deployment.healthy_at.desc(), Deployment.id.desc())
+        .limit(1)
+    )
+    if live is None:
+        return Attribution("none", f"no deployment was serving {environment} when it began")
+    if live.tier != PRODUCTION:
+        return Attribution(
+            "none", f"{environment} is a {live.tier}-tier environment; only production counts"
+        )
+    what = f"deployment {live.id} ({version_of(live.release)}, {live.kind})"
+    if live.finished_at is None or began <= live.finished_at:
+        return Attribution(
+            "window",
+            f"{what} was serving {environment} when it began, before it finished",
+            live.id,
+            live.release_id,
+        )
+    after = began - live.finished_at
+    if after > window:
+        return Attribution(
+            "none",
+            f"{what} was serving {environment}, but it began {_hours(after)} after that "
+            f"deployment finished (the attribution window is {_hours(window)})",
+        )
+    return Attribution(
+        "window",
+        f"{what} was serving {environment} when it began, {_hours(after)} after it finished "
+        f"(window {_hours(window)})",
+        live.id,
+        live.release_id,
+    )
+
+
+def explicit_deployment(
+    session: Session, service: Service, deployment_id: int, why: str
+) -> Attribution:
+    dep = session.get(Deployment, deployment_id)
+    if dep is None or dep.service_id != service.id:
+        raise NotFound(
+            f"there is no deployment {deployment_id} of {service.name}",
+            hint=f"`conveyor deployments --service {service.name}` lists them",
+        )
+    return Attribution(
+        "explicit",
+        f"{why}: deployment {dep.id} ({version_of(dep.release)} to {dep.environment})",
+        dep.id,
+        dep.release_id,
+    )
+
+
+def _deployment_of_release(
+    session: Session, release: Release, environment: str | None
+) -> Deployment | None:
+    """The deployment that brought ``release`` to ``environment`` (its first that served)."""
+    if environment is None:
+        return None
+    query = select(Deployment).where(
+        Deployment.release_id == release.id,
+        Deployment.environment == environment,
+        Deployment.kind == "deploy",
+    )
+    served = session.scalar(
+        query.where(Deployment.healthy_at.is_not(None)).order_by(Deployment.id).limit(1)
+    )
+    return served or session.scalar(query.order_by(Deployment.id.desc()).limit(1))
+
+
+def explicit_release(
+    session: Session, service: Service, environment: str | None, release_id: int, why: str
+) -> Attribution:
+    release = session.get(Release, release_id)
+    if release is None or release.service_id != service.id:
+        raise NotFound(
+            f"there is no release {release_id} of {service.name}",
+            hint=f"`conveyor releases --service {service.name}` lists them",
+        )
+    dep = _deployment_of_release(session, release, environment)
+    if dep is None:
+        where = environment or "any environment"
+        return Attribution(
+            "explicit",
+            f"{why}: release {release.id} ({version_of(release)}), never deployed to {where}",
+            None,
+            release.id,
+        )
+    return Attribution(
+        "explicit",
+        f"{why}: release {release.id} ({version_of(release)}), deployment {dep.id}",
+        dep.id,
+        release.id,
+    )
+
+
+def explicit_commit(
+    session: Session, service: Service, environment: str | None, commit: str, why: str
+) -> Attribution:
+    """The deployment that first brought ``commit`` to the environment: a release built from
+    it, else a deployment whose commit range (DORA's change facts) holds it."""
+    commit = commit.strip().lower()
+    if not _COMMIT.match(commit):
+        raise ConveyorError(f"{commit!r} is not a commit id (7 to 64 hex digits)")
+    releases = session.scalars(
+        select(Release)
+        .where(Release.service_id == service.id, Release.sha.startswith(commit))
+        .order_by(Release.id)
+    ).all()
+    if len({r.sha for r in releases}) > 1:
+        raise ConveyorError(f"commit {commit} is ambiguous: give more of its digits")
+    for release in releases:
+        dep = _deployment_of_release(session, release, environment)
+        if dep is not None:
+            return Attribution(
+                "explicit",
+                f"{why}: commit {commit[:12]} is release {release.id}, deployment {dep.id}",
+                dep.id,
+                release.id,
+            )
+    if environment is not None:
+        dep_id = session.scalar(
+            select(DeploymentFactRow.deployment_id)
+            .join(ChangeFactRow, ChangeFactRow.fact_id == DeploymentFactRow.id)
+            .where(
+                DeploymentFactRow.service == service.name,
+                DeploymentFactRow.environment == environment,
+                DeploymentFactRow.kind == "deploy",
+                DeploymentFactRow.deployment_id.is_not(None),
+                ChangeFactRow.sha.startswith(commit),
+            )
+            .order_by(DeploymentFactRow.finished_at)
+            .limit(1)
+        )
+        dep = session.get(Deployment, dep_id) if dep_id is not None else None
+        if dep is not None:
+            return Attribution(
+                "explicit",
+                f"{why}: commit {commit[:12]} reached {environment} with deployment {dep.id}",
+                dep.id,
+                dep.release_id,
+            )
+    if releases:
+        return Attribution(
+            "explicit",
+            f"{why}: commit {commit[:12]} is release {releases[0].id}, never deployed to "
+            f"{environment or 'any environment'}",
+            None,
+            releases[0].id,
+        )
+    raise NotFound(
+        f"commit {commit} is in no release or deployment of {service.name}"
+        + (f" to {environment}" if environment else "")
+    )
+
+
+# --- recovery ---------------------------------------------------------------------------------
+
+
+def recovery_of(
+    session: Session, incident: Incident, resolved_at: dt.datetime | None
+) -> dict[str, Any] | None:
+    """When service was restored: the first healthy rollback of the incident's environment
+    after it opened, or ``resolved_at``, whichever came first (None: neither yet)."""
+    restored_at, by = resolved_at, "resolved"
+    if incident.environment is not None:
+        query = select(Deployment).where(
+            Deployment.service_id == incident.service_id,
+            Deployment.environment == incident.environment,
+            Deployment.kind == "rollback",
+            Deployment.status != D.FAILED,
+            Deployment.healthy_at.is_not(None),
+            Deployment.healthy_at >= incident.opened_at,
+        )
+        if resolved_at is not None:
+            query = query.where(Deployment.healthy_at <= resolved_at)
+        rollback = session.scalar(query.order_by(Deployment.healthy_at).limit(1))
+        if rollback is not None and rollback.healthy_at is not None:
+            restored_at, by = rollback.healthy_at, f"rollback deployment {rollback.id}"
+    if restored_at is None:
+        return None
+    return {
+        "restored_at": restored_at.isoformat(),
+        "restored_by": by,
+        "seconds": round((restored_at - incident.opened_at).total_seconds(), 3),
+    }

@@ -7,6 +7,12 @@ from enum import Enum
 
 import pytest
 
+from conveyor.engine.deploy_states import (
+    DEPLOYMENT_TERMINAL,
+    ApprovalStatus,
+    DeploymentStatus,
+    IncidentStatus,
+)
 from conveyor.engine.states import (
     JOB_TERMINAL,
     RUN_TERMINAL,
@@ -54,10 +60,44 @@ EXPECTED: dict[type[Enum], set[tuple[str, str]]] = {
         ("running", "cancelled"),
         ("running", "interrupted"),
     },
+    DeploymentStatus: {
+        ("queued", "awaiting_approval"),
+        ("queued", "deploying"),
+        ("queued", "superseded"),
+        ("queued", "cancelled"),
+        ("awaiting_approval", "deploying"),
+        ("awaiting_approval", "rejected"),
+        ("awaiting_approval", "superseded"),
+        ("awaiting_approval", "cancelled"),
+        ("deploying", "checking"),
+        ("deploying", "failed"),
+        ("deploying", "rolling_back"),
+        ("checking", "verifying"),
+        ("checking", "succeeded"),
+        ("checking", "failed"),
+        ("checking", "rolling_back"),
+        ("checking", "held"),
+        ("verifying", "succeeded"),
+        ("verifying", "failed"),
+        ("verifying", "rolling_back"),
+        ("held", "succeeded"),
+        ("held", "failed"),
+        ("held", "rolling_back"),
+        ("rolling_back", "rolled_back"),
+        ("rolling_back", "failed"),
+    },
+    ApprovalStatus: {
+        ("pending", "approved"),
+        ("pending", "rejected"),
+        ("pending", "expired"),
+        ("pending", "withdrawn"),
+    },
+    IncidentStatus: {("open", "resolved")},
 }
+KINDS = [RunStatus, JobStatus, StepStatus, DeploymentStatus, ApprovalStatus, IncidentStatus]
 
 
-@pytest.mark.parametrize("kind", [RunStatus, JobStatus, StepStatus], ids=lambda k: k.__name__)
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.__name__)
 def test_every_pair_of_states(kind: type[Enum]) -> None:
     for current, target in itertools.product(list(kind), repeat=2):
         pair = (current.value, target.value)
@@ -72,7 +112,14 @@ def test_every_pair_of_states(kind: type[Enum]) -> None:
 
 @pytest.mark.parametrize(
     ("kind", "terminal"),
-    [(RunStatus, RUN_TERMINAL), (JobStatus, JOB_TERMINAL), (StepStatus, STEP_TERMINAL)],
+    [
+        (RunStatus, RUN_TERMINAL),
+        (JobStatus, JOB_TERMINAL),
+        (StepStatus, STEP_TERMINAL),
+        (DeploymentStatus, DEPLOYMENT_TERMINAL),
+        (ApprovalStatus, frozenset(ApprovalStatus) - {ApprovalStatus.PENDING}),
+        (IncidentStatus, frozenset({IncidentStatus.RESOLVED})),
+    ],
 )
 def test_terminal_states_have_no_way_out(kind: type[Enum], terminal: frozenset[Enum]) -> None:
     for state in kind:
@@ -83,3 +130,4 @@ def test_terminal_states_have_no_way_out(kind: type[Enum], terminal: frozenset[E
 
 def test_statuses_of_different_kinds_never_mix() -> None:
     assert not allowed(RunStatus.QUEUED, JobStatus.RUNNING)
+    assert not allowed(DeploymentStatus.QUEUED, RunStatus.RUNNING)

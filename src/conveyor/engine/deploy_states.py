@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 
-from conveyor.engine.states import IllegalTransition
+from conveyor.engine.states import allowed, check_transition, register
 
 
 class DeploymentStatus(enum.StrEnum):
@@ -105,20 +105,8 @@ INCIDENT_TRANSITIONS: Mapping[IncidentStatus, frozenset[IncidentStatus]] = {
 }
 
 
-def allowed(current: enum.Enum, target: enum.Enum) -> bool:
-    """Whether ``current -> target`` is a legal move for that kind of status."""
-    table: Mapping[enum.Enum, frozenset[enum.Enum]]
-    if isinstance(current, DeploymentStatus) and isinstance(target, DeploymentStatus):
-        table = DEPLOYMENT_TRANSITIONS  # type: ignore[assignment]
-    elif isinstance(current, ApprovalStatus) and isinstance(target, ApprovalStatus):
-        table = APPROVAL_TRANSITIONS  # type: ignore[assignment]
-    elif isinstance(current, IncidentStatus) and isinstance(target, IncidentStatus):
-        table = INCIDENT_TRANSITIONS  # type: ignore[assignment]
-    else:
-        return False
-    return target in table.get(current, frozenset())
+register(DeploymentStatus, DEPLOYMENT_TRANSITIONS)
+register(ApprovalStatus, APPROVAL_TRANSITIONS)
+register(IncidentStatus, INCIDENT_TRANSITIONS)
 
-
-def check_transition(kind: str, current: enum.Enum, target: enum.Enum) -> None:
-    if not allowed(current, target):
-        raise IllegalTransition(kind, current, target)
+__all__ = ["allowed", "check_transition"]

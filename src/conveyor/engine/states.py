@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
+from typing import Any, TypeVar
+
+StatusT = TypeVar("StatusT", bound=enum.Enum)
 
 
 class IllegalTransition(Exception):
@@ -132,16 +135,23 @@ STEP_TRANSITIONS: Mapping[StepStatus, frozenset[StepStatus]] = {
 }
 
 
+# Every kind of status and its table; other machines (deployments, approvals, incidents)
+# register theirs with `register`, so one `allowed` and one `check_transition` serve them all.
+TABLES: dict[type[enum.Enum], Mapping[Any, frozenset[Any]]] = {
+    RunStatus: RUN_TRANSITIONS,
+    JobStatus: JOB_TRANSITIONS,
+    StepStatus: STEP_TRANSITIONS,
+}
+
+
+def register(kind: type[StatusT], table: Mapping[StatusT, frozenset[StatusT]]) -> None:
+    TABLES[kind] = table
+
+
 def allowed(current: enum.Enum, target: enum.Enum) -> bool:
     """Whether ``current -> target`` is a legal move for that kind of status."""
-    table: Mapping[enum.Enum, frozenset[enum.Enum]]
-    if isinstance(current, RunStatus) and isinstance(target, RunStatus):
-        table = RUN_TRANSITIONS  # type: ignore[assignment]
-    elif isinstance(current, JobStatus) and isinstance(target, JobStatus):
-        table = JOB_TRANSITIONS  # type: ignore[assignment]
-    elif isinstance(current, StepStatus) and isinstance(target, StepStatus):
-        table = STEP_TRANSITIONS  # type: ignore[assignment]
-    else:
+    table = TABLES.get(type(current))
+    if table is None or type(target) is not type(current):
         return False
     return target in table.get(current, frozenset())
 

@@ -30,12 +30,10 @@ from conveyor.spec.durations import DurationError, parse_duration
 from conveyor.targets.base import (
     Instance,
     ReleaseBundle,
-    Target,
-    TargetContext,
     TargetError,
     TargetStatus,
 )
-from conveyor.targets.proxy import Proxy
+from conveyor.targets.proxied import ProxiedTarget
 
 __all__ = ["ProcessTarget"]
 
@@ -195,27 +193,13 @@ def _describe_exit(code: int) -> str:
     return f"exited with status {code}"
 
 
-class ProcessTarget(Target):
+class ProcessTarget(ProxiedTarget["_Options"]):
     """Runs releases as local processes behind the built-in proxy."""
 
     name: ClassVar[str] = "process"
 
-    def __init__(self, ctx: TargetContext) -> None:
-        super().__init__(ctx)
-        self._opts: _Options | None = None
-        self._opts_of: dict[str, Any] | None = None
-        self._proxy: Proxy | None = None
-
-    @property
-    def options(self) -> _Options:
-        # Parsed on first use, so that `status` and `endpoint` still work for an environment
-        # whose conveyor.yml has since become invalid; parsed again when the controller hands
-        # this target another deployment's context, since every release brings its own
-        # `deploy:` options (a rollback restores the old release's options too).
-        if self._opts is None or self._opts_of != self.ctx.options:
-            self._opts = _parse_options(self.ctx.options)
-            self._opts_of = dict(self.ctx.options)
-        return self._opts
+    def parse_options(self, options: Mapping[str, Any]) -> _Options:
+        return _parse_options(options)
 
     # --- the Target interface ------------------------------------------------------------------
 
@@ -274,73 +258,12 @@ class ProcessTarget(Target):
             return TargetStatus(True, f"pid {pid} on :{port}")
         return TargetStatus(False, f"pid {pid} is not running")
 
-    def endpoint(self, instance: Instance) -> str | None:
-        port = self._proxy.port if self._proxy is not None else self._stable_port()
-        return f"http://127.0.0.1:{port}" if port else None
-
     async def adopt(self, instance: Instance) -> bool:
         if not _running(instance.state):
             return False
         await self._ensure_proxy()
         await self._route(instance, drain_timeout=0.0)
         return True
-
-    async def close(self) -> None:
-        proxy, self._proxy = self._proxy, None
-        if proxy is not None:
-            await proxy.close()
-
-    # --- the proxy -----------------------------------------------------------------------------
-
-    @property
-    def _port_file(self) -> Path:
-        return self.ctx.state_dir / "port"
-
-    def _stable_port(self) -> int:
-        """The configured port, else the one picked on the first deploy, else 0 (pick one)."""
-        port = self.ctx.options.get("port")
-        if port is not None:
-            # Validated on deploy; here only read, so that `endpoint` never raises.
-            return port if isinstance(port, int) and not isinstance(port, bool) else 0
-        try:
-            return int(self._port_file.read_text().strip())
-        except (OSError, ValueError):
-            return 0
-
-    async def _ensure_proxy(self) -> Proxy:
-        if self._proxy is not None:
-            return self._proxy
-        wanted = self._stable_port()
-        proxy = Proxy(wanted)
-        await proxy.start()
-        if wanted == 0:
-            # Let the system pick (no race with other programs), then keep it: the
-            # environment's URL must not change when the server restarts.
-            try:
-                self._port_file.parent.mkdir(parents=True, exist_ok=True)
-                tmp = self._port_file.with_suffix(".tmp")
-                tmp.write_text(f"{proxy.port}\n")
-                tmp.replace(self._port_file)
-            except OSError as exc:
-                await proxy.close()
-                raise TargetError(f"cannot record the environment's port: {exc}") from exc
-        self._proxy = proxy
-        self.ctx.log(f"proxy listening on 127.0.0.1:{proxy.port}")
-        return proxy
-
-    async def _route(self, instance: Instance, drain_timeout: float) -> None:
-        proxy = await self._ensure_proxy()
-        port = int(instance.state["port"])
-        previous = proxy.upstream
-        if previous == port:
-            return
-        self.ctx.log(f"proxy :{proxy.port} now forwards to {instance.state.get('version')} :{port}")
-        await proxy.switch(port, drain_timeout)
-        if previous is not None and drain_timeout > 0 and proxy.active_connections(previous):
-            self.ctx.log(
-                f"{proxy.active_connections(previous)} connection(s) to :{previous} still open "
-                f"after {drain_timeout:g} s; they end when that release stops"
-            )
 
     # --- releases ------------------------------------------------------------------------------
 

@@ -143,8 +143,11 @@ class DeliveryController:
     def _env_vars(self, job: _Job) -> dict[str, str]:
         secrets = Secrets.load(self.store.home)
         values = {k: secrets.substitute(str(v)) for k, v in job.config.env.items()}
+        # The server's own CONVEYOR_* settings (its home, tokens, URLs) never reach a release,
+        # whichever target starts it.
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
         return {
-            **os.environ,
+            **inherited,
             **values,
             "CONVEYOR": "true",
             "CONVEYOR_SERVICE": job.service,

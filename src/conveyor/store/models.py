@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
@@ -462,6 +463,54 @@ class ChangeFactRow(Base):
     committed_at: Mapped[dt.datetime] = mapped_column()
     authored_at: Mapped[dt.datetime | None] = mapped_column()
     seen_at: Mapped[dt.datetime | None] = mapped_column()
+
+
+class DoraMark(Base):
+    """Something that may change a service's DORA figures from ``at`` on (a deployment fact,
+    an incident opened, attributed or resolved), written in the same transaction. The summary
+    of each profile re-tallies the marked days and moves past the mark (metrics.summary)."""
+
+    __tablename__ = "dora_marks"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    service: Mapped[str] = mapped_column(String(200))
+    at: Mapped[dt.datetime] = mapped_column()
+
+
+class DoraSummary(Base):
+    """One summarised profile (tier, time zone and the settings that change a day's tally): the
+    marks it has taken in, and when it was last used (unused profiles are dropped)."""
+
+    __tablename__ = "dora_summaries"
+
+    profile: Mapped[str] = mapped_column(String(300), primary_key=True)
+    last_mark_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    refreshed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    used_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class DoraDay(Base):
+    """The DORA engine's tally of one service on one local day of a profile: counts, and the
+    day's lead times, batch sizes and recovery times as sorted float64 arrays (little-endian
+    bytes), and its value-stream stage sums. Reports add days up instead of re-reading facts."""
+
+    __tablename__ = "dora_days"
+
+    profile: Mapped[str] = mapped_column(String(300), primary_key=True)
+    service: Mapped[str] = mapped_column(String(200), primary_key=True)
+    # date.toordinal() of the local day.
+    day: Mapped[int] = mapped_column(Integer, primary_key=True)
+    environments: Mapped[str] = mapped_column(Text)
+    deploys: Mapped[int] = mapped_column(Integer)
+    cfr_total: Mapped[int] = mapped_column(Integer)
+    cfr_failed: Mapped[int] = mapped_column(Integer)
+    rework_total: Mapped[int] = mapped_column(Integer)
+    rework_unplanned: Mapped[int] = mapped_column(Integer)
+    unrestored: Mapped[int] = mapped_column(Integer)
+    leads: Mapped[bytes] = mapped_column(LargeBinary)
+    batches: Mapped[bytes] = mapped_column(LargeBinary)
+    recoveries: Mapped[bytes] = mapped_column(LargeBinary)
+    stages: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class EventCursor(Base):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import json
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -166,29 +167,58 @@ def compute(
 def compute_facts(facts: Facts, window: Window, settings: Settings) -> DoraReport:
     """The report from rows. Deployments outside the window are context: the previous success
     (first-deployment look-back), the attribution margin, rollbacks and restorations after."""
-    table = tier_tables.load(settings.tiers)
     span = window.previous() if settings.compare else window
-    days = [
-        span.instant(span.start + dt.timedelta(days=i))
-        for i in range((window.end - span.start).days + 1)
-    ]
+    days = day_instants(span, window.end)
     first = (window.start - span.start).days
-    engine = _Engine(facts, settings)
-    tally = Tally(len(days) - 1)
     items: Items = {k: [] for k in TITLES}
-    stages = dict.fromkeys(SPLIT, 0.0)
-    engine.run(days, first, tally, items if settings.explain else None, stages)
-    series, total = series_of(window, settings.by, first, tally)
-    figures = figures_of(window, total, table, stages, facts.wip, settings.lead_time_from)
+    tally = tally_days(facts, days, settings, items if settings.explain else None, first)
+    report = report_of(tally, window, settings, facts.wip)
     if settings.explain:
         for key, found in items.items():
-            figures[key].items = found
+            report.figures[key].items = found
+    return report
+
+
+def day_instants(span: Window, end: dt.date) -> list[float]:
+    """The local midnights from the span's first day to ``end``, as epoch seconds."""
+    return [
+        span.instant(span.start + dt.timedelta(days=i)) for i in range((end - span.start).days + 1)
+    ]
+
+
+def tally_days(
+    facts: Facts,
+    days: list[float],
+    settings: Settings,
+    items: Items | None = None,
+    first: int = 0,
+) -> Tally:
+    """The engine's per-day tallies over ``days`` (local midnights); ``items`` collects what is
+    behind the figures for the days from ``first`` on. A day's tally depends on the facts
+    around it, never on where the span starts or ends (metrics.summary relies on that)."""
+    tally = Tally(len(days) - 1)
+    _Engine(facts, settings).run(days, first, tally, items)
+    return tally
+
+
+def report_of(
+    tally: Tally, window: Window, settings: Settings, wip: Mapping[str, Any] | None
+) -> DoraReport:
+    """The report from per-day tallies over the span (the previous window's days first when
+    ``settings.compare``): the engine's, or the summary's."""
+    table = tier_tables.load(settings.tiers)
+    span = window.previous() if settings.compare else window
+    first = (window.start - span.start).days
+    days = range(first, len(tally.deploys))
+    series, total = series_of(window, settings.by, first, tally)
+    stages = tally.stage_sums(days)
+    figures = figures_of(window, total, table, stages, wip, settings.lead_time_from)
     if settings.compare:
         previous = figures_of(span, add_up(tally, range(0, first)), table, None, None)
         for key, fig in previous.items():
             figures[key].previous = fig.value
-    services = sorted({d[SERVICE] for d in engine.deps})
-    environments = sorted({d[ENV] for d in engine.deps})
+    services = sorted(set().union(*tally.services))
+    environments = sorted(set().union(*tally.envs))
     return DoraReport(window, settings, table, figures, series, services, environments)
 
 
@@ -274,7 +304,8 @@ class _Engine:
         one naming neither is a production incident."""
         if self.s.service and inc.service != self.s.service:
             return False
-        if inc.deployment and inc.deployment in self.by_key:
+        named = self.by_key.get(inc.deployment) if inc.deployment else None
+        if named is not None and named[SERVICE] == inc.service:
             return True
         if inc.environment is None:
             return self.s.tier == "production"
@@ -284,7 +315,7 @@ class _Engine:
         """Blame ``inc`` on a deployment, or say why not."""
         opened = inc.opened_at.timestamp()
         named = self.by_key.get(inc.deployment) if inc.deployment else None
-        if named is not None:
+        if named is not None and named[SERVICE] == inc.service:
             if named[KIND] == "rollback":
                 return f"it names rollback {named[KEY]}, and rollbacks are not in the CFR"
             return self._blame(inc, named, "explicit")
@@ -381,13 +412,13 @@ class _Engine:
         first: int,
         tally: Tally,
         items: Items | None,
-        stages: dict[str, float],
     ) -> None:
         """One pass in finish order: commit bookkeeping for every deployment, tallies for those
         that finished in the span, a recovery sample for each failure detected in it."""
         lo, hi = days[0], days[-1]
         commits, slices = self.commits, _slices(self.commits)
-        seen: dict[str, set[str]] = {s: set() for s in self.shared}
+        # Per service deployed to several environments: when each commit was last brought.
+        seen: dict[str, dict[str, float]] = {s: {} for s in self.shared}
         succeeded_in: set[tuple[str, str]] = set()
         right, failing, spans, nothing = bisect.bisect_right, self.failing, self.open_spans, (0, 0)
         leads_by_day, batches, deploys = tally.leads, tally.batches, tally.deploys
@@ -395,6 +426,9 @@ class _Engine:
             fin, kind, ok = d[FINISHED], d[KIND], d[RESULT] == "succeeded"
             day = right(days, fin) - 1 if lo <= fin < hi else -1
             mine = items if items is not None and day >= first else None
+            if day >= 0:
+                tally.envs[day].add(d[ENV])
+                tally.services[day].add(d[SERVICE])
             why = self.failure(d) if kind == "deploy" and (not ok or d[KEY] in failing) else []
             if why:
                 self._sample(self.episode(d), days, first, tally, items)
@@ -409,14 +443,14 @@ class _Engine:
                 shas = [c[2] for c in mine_commits] if known is not None else ()
                 if day < 0:
                     if known is not None:
-                        known.update(shas)
+                        known.update({sha: fin for sha in shas})
                     continue
-                if is_first or mine is not None or (known and not known.isdisjoint(shas)):
-                    ts = self._counted(d, mine_commits, is_first, known or set(), mine)
+                if is_first or mine is not None or (known and not known.keys().isdisjoint(shas)):
+                    ts = self._counted(d, mine_commits, is_first, known or {}, mine)
                 else:
                     ts = [c[1] for c in mine_commits]
                 if known is not None:
-                    known.update(shas)
+                    known.update({sha: fin for sha in shas})
                 leads = [fin - t if t < fin else 0.0 for t in ts]
                 leads_by_day[day] += leads
                 batches[day].append(len(leads))
@@ -426,8 +460,8 @@ class _Engine:
                     mine["batch_size"].append(
                         _item("deployment", d[KEY], d[SERVICE], fin, None, how)
                     )
-                if day >= first and leads:
-                    _split(d, ts, stages)
+                if leads:
+                    _split(d, ts, tally.stages[day])
             elif day < 0:
                 continue
             unplanned = (
@@ -450,16 +484,18 @@ class _Engine:
         d: Row,
         commits: Sequence[Commit],
         is_first: bool,
-        known: set[str],
+        known: Mapping[str, float],
         mine: Items | None,
     ) -> list[float]:
-        """The start times of ``d``'s commits that count: not brought before by another
-        deployment of the service, and for a first deployment, not older than the look-back."""
+        """The start times of ``d``'s commits that count: not brought by another deployment of
+        the service within the look-back before, and for a first deployment, not older than the
+        look-back. (Both bounded by the look-back: a day's figures never depend on how far
+        back the report reads.)"""
         keep = []
         look_back = self.s.look_back.total_seconds()
         oldest = d[FINISHED] - look_back
         for _, time, sha in commits:
-            if sha in known:
+            if known.get(sha, -math.inf) >= oldest:
                 how = "excluded: an earlier deployment of the service brought it"
             elif is_first and time < oldest:
                 how = (
@@ -572,28 +608,31 @@ def _open_spans(
     return spans
 
 
-def _split(d: Row, ts: Sequence[float], stages: dict[str, float]) -> None:
+_STAGE = {name: i for i, name in enumerate(SPLIT)}
+
+
+def _split(d: Row, ts: Sequence[float], stages: list[float]) -> None:
     """Add the value-stream split of ``d``'s counted commits: each stretch between two known
     points goes to the stage ending at the later one, so a commit's split adds up to its lead
     time. Without any stage point its whole lead time is "unsplit"."""
     fin = d[FINISHED]
     points = [(min(p, fin), ENDS[i]) for i, p in enumerate(_points(d[STAGES])) if p is not None]
     if not points:
-        stages["unsplit"] += sum(fin - t if t < fin else 0.0 for t in ts)
+        stages[_STAGE["unsplit"]] += sum(fin - t if t < fin else 0.0 for t in ts)
         return
     points.append((fin, "production"))
     for i in range(1, len(points)):  # a point never precedes the one before it
         points[i] = (max(points[i][0], points[i - 1][0]), points[i][1])
     if max(ts) <= points[0][0]:  # the usual case: every commit is older than the run
-        stages[points[0][1]] += len(ts) * points[0][0] - sum(ts)
+        stages[_STAGE[points[0][1]]] += len(ts) * points[0][0] - sum(ts)
         for (p0, _), (p1, stage) in pairwise(points):
-            stages[stage] += len(ts) * (p1 - p0)
+            stages[_STAGE[stage]] += len(ts) * (p1 - p0)
         return
     for t in ts:  # a commit newer than the first point (clock skew, first-seen times)
         prev = start = min(t, fin)
         for p, stage in points:
             end = max(p, start)
-            stages[stage] += end - prev
+            stages[_STAGE[stage]] += end - prev
             prev = end
 
 

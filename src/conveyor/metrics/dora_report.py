@@ -1,14 +1,19 @@
 """A DORA report: its figures (value, unit, sample size, tier, trend, and what is behind
 each), the series by day, week or month, and how both are added up from the engine's per-day
-tallies. Percentiles are defined here, once."""
+tallies. Percentiles are defined here, once.
+
+Lead times, batch sizes and recovery times are added up as numpy float64 arrays: a report over a
+million deployments merges millions of them, and the medians must stay exact."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import chain
 from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from conveyor.metrics import tiers as tier_tables
 from conveyor.metrics.dora_options import By, Settings, Window
@@ -16,22 +21,36 @@ from conveyor.metrics.dora_options import By, Settings, Window
 MONTH_DAYS = 365.2425 / 12
 # The value-stream stages a lead time is split into.
 SPLIT = ("waiting", "ci", "staging", "approval", "production", "unsplit")
+Values = npt.NDArray[np.float64]
+EMPTY: Values = np.zeros(0)
 
 
-def median(values: Sequence[float]) -> float | None:
-    """The middle of sorted ``values`` (the mean of the two middle ones for an even count)."""
+def median(values: Sequence[float] | Values) -> float | None:
+    """The middle of ``values`` (the mean of the two middle ones for an even count); a list
+    must be sorted, an array need not be."""
     n = len(values)
     if not n:
         return None
     mid = n // 2
-    return float(values[mid]) if n % 2 else (values[mid - 1] + values[mid]) / 2
+    ranks = [mid] if n % 2 else [mid - 1, mid]
+    found = _at(values, ranks)
+    return found[0] if n % 2 else (found[0] + found[1]) / 2
 
 
-def p90(values: Sequence[float]) -> float | None:
-    """Nearest rank: the value at rank ceil(0.9 n) of sorted ``values``, so at least 90 % of
-    the values are at or below it and it is always one of them (the maximum below 10 values)."""
+def p90(values: Sequence[float] | Values) -> float | None:
+    """Nearest rank: the value at rank ceil(0.9 n) of ``values`` (sorted, if a list), so at
+    least 90 % of the values are at or below it and it is always one of them (the maximum
+    below 10 values)."""
     n = len(values)
-    return float(values[(90 * n + 99) // 100 - 1]) if n else None
+    return _at(values, [(90 * n + 99) // 100 - 1])[0] if n else None
+
+
+def _at(values: Sequence[float] | Values, ranks: list[int]) -> list[float]:
+    """The values at ``ranks`` of the sorted order: an array is partitioned around them (linear
+    time; millions of lead times are never sorted whole)."""
+    if isinstance(values, np.ndarray):
+        values = np.partition(values, ranks)
+    return [float(values[r]) for r in ranks]
 
 
 @dataclass
@@ -119,7 +138,9 @@ def rounded(value: float | None) -> float | None:
 
 
 class Tally:
-    """Per-day tallies over the span (the previous window's days, then the window's)."""
+    """Per-day tallies over the span (the previous window's days, then the window's): counts,
+    the values behind the percentiles (lists from the engine, arrays from the summary), the
+    value-stream stage sums (in SPLIT order) and the environments deployed to."""
 
     def __init__(self, n: int) -> None:
         self.deploys = [0] * n
@@ -128,9 +149,16 @@ class Tally:
         self.rework_total = [0] * n
         self.rework_unplanned = [0] * n
         self.unrestored = [0] * n
-        self.leads: list[list[float]] = [[] for _ in range(n)]
-        self.batches: list[list[int]] = [[] for _ in range(n)]
-        self.recoveries: list[list[float]] = [[] for _ in range(n)]
+        # Lists the engine appends to, or arrays from the summary.
+        self.leads: list[Any] = [[] for _ in range(n)]
+        self.batches: list[Any] = [[] for _ in range(n)]
+        self.recoveries: list[Any] = [[] for _ in range(n)]
+        self.stages = [[0.0] * len(SPLIT) for _ in range(n)]
+        self.envs: list[set[str]] = [set() for _ in range(n)]
+        self.services: list[set[str]] = [set() for _ in range(n)]
+
+    def stage_sums(self, days: range) -> dict[str, float]:
+        return {name: sum(self.stages[d][i] for d in days) for i, name in enumerate(SPLIT)}
 
 
 # --- figures ----------------------------------------------------------------------------------
@@ -165,7 +193,7 @@ DEFINITIONS = {
 
 @dataclass
 class _Agg:
-    """The tallies of some days added up; leads, batches and recoveries sorted."""
+    """The tallies of some days added up (leads, batches and recoveries in no order)."""
 
     deploys: int = 0
     deploy_days: int = 0
@@ -174,17 +202,24 @@ class _Agg:
     rework_total: int = 0
     unplanned: int = 0
     unrestored: int = 0
-    leads: list[float] = field(default_factory=list)
-    batches: list[int] = field(default_factory=list)
-    recoveries: list[float] = field(default_factory=list)
+    leads: Values = field(default_factory=lambda: EMPTY)
+    batches: Values = field(default_factory=lambda: EMPTY)
+    recoveries: Values = field(default_factory=lambda: EMPTY)
+
+
+def _joined(parts: Sequence[Sequence[float] | Values]) -> Values:
+    arrays = [np.asarray(p, dtype=np.float64) for p in parts if len(p)]
+    if not arrays:
+        return EMPTY
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
 
 def add_up(t: Tally, days: range) -> _Agg:
     def total(values: list[int]) -> int:
         return sum(values[days.start : days.stop])
 
-    def merged(lists: list[list[Any]]) -> list[Any]:
-        return sorted(chain.from_iterable(lists[days.start : days.stop]))
+    def merged(lists: list[list[float] | Values]) -> Values:
+        return _joined(lists[days.start : days.stop])
 
     return _Agg(
         total(t.deploys),
@@ -201,10 +236,10 @@ def add_up(t: Tally, days: range) -> _Agg:
 
 
 def _merge(parts: list[_Agg]) -> _Agg:
-    """Add buckets up; their sorted lists are runs that a sort merges cheaply."""
+    """Add buckets up."""
 
-    def runs(name: str) -> list[Any]:
-        return sorted(chain.from_iterable(getattr(p, name) for p in parts))
+    def runs(name: str) -> Values:
+        return _joined([getattr(p, name) for p in parts])
 
     out = _Agg(
         *(
@@ -354,7 +389,7 @@ def figures_of(
         total = sum(stages.values())
         figures["lead_time"].detail["stages"] = {
             name: {
-                "mean": rounded(stages[name] / len(a.leads)) if a.leads else None,
+                "mean": rounded(stages[name] / len(a.leads)) if len(a.leads) else None,
                 "share": rounded(stages[name] / total) if total else None,
             }
             for name in SPLIT
@@ -374,8 +409,8 @@ def figures_of(
     return figures
 
 
-def _mean(values: Sequence[float]) -> float | None:
-    return sum(values) / len(values) if values else None
+def _mean(values: Values) -> float | None:
+    return float(np.sum(values)) / len(values) if len(values) else None
 
 
 def _band(interval_days: float) -> str:

@@ -21,6 +21,7 @@ plan in one transaction.
 
 from __future__ import annotations
 
+import datetime as dt
 import gc
 import json
 import threading
@@ -57,6 +58,7 @@ from conveyor.metrics.import_records import (
     show,
 )
 from conveyor.store.db import Store, Writer
+from conveyor.store.marks import earliest, mark
 from conveyor.store.models import (
     Base,
     ChangeFactRow,
@@ -251,6 +253,15 @@ def _write(w: Writer, work: Plan, actor: str | None, origin: str) -> ImportSumma
     ]
     for incident_batch in chunks(incident_rows, INSERT_BATCH):
         session.execute(insert(_table(Incident)), list(incident_batch))
+    changed: dict[str, dt.datetime] = {}
+    for d in deployments:
+        earliest(changed, d.service, min(d.started_at, d.finished_at))
+    named = [i.deployment_key for i in incidents if i.deployment_key]
+    started = lookup(session, DeploymentFactRow.key, DeploymentFactRow.started_at, named)
+    for i in incidents:
+        named_start = started.get(i.deployment_key or "")
+        earliest(changed, i.service, min(filter(None, [i.opened_at, named_start]), default=None))
+    mark(session, changed)
     resolved = 0
     for row_id, resolved_at in work.resolutions:
         incident = session.get(Incident, row_id)

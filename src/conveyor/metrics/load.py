@@ -18,6 +18,7 @@ engine's bisect wants.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import sqlite3
 from collections.abc import Iterable
 from typing import Any
@@ -35,6 +36,7 @@ from sqlalchemy import (
     select,
     type_coerce,
 )
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -66,9 +68,23 @@ from conveyor.store.models import (
 
 F = DeploymentFactRow
 CHUNK = 500
+log = logging.getLogger("conveyor.metrics")
 
 
 def report(store: Store, window: Window, settings: Settings) -> DoraReport:
+    """The report of ``window``: added up from the summary (metrics.summary), or, to explain
+    the figures (or where the store cannot be written), computed from the facts."""
+    if not settings.explain:
+        from conveyor.metrics import summary
+
+        try:
+            return summary.report(store, window, settings)
+        except OperationalError as exc:  # e.g. a read-only data directory
+            log.warning("the DORA summary cannot be brought up to date (%s); reading facts", exc)
+    return engine_report(store, window, settings)
+
+
+def engine_report(store: Store, window: Window, settings: Settings) -> DoraReport:
     """Load the facts ``window`` needs and compute the report."""
     return compute_facts(load_facts(store, window, settings), window, settings)
 
@@ -90,7 +106,7 @@ def _epoch(session: Session, value: Any) -> ColumnElement[float]:
 def _columns(session: Session, window_start: dt.datetime) -> list[Any]:
     """A deployment row, in metrics.dora's layout. The engine never reads the deployed commit:
     it is left out (a quarter of the reading time). Stage points stay JSON, read when needed:
-    only for deployments that finished in the window (the split is the window's only)."""
+    only for deployments that finished in the span (the split is tallied per day)."""
     return [
         F.id,
         F.key,
@@ -128,40 +144,46 @@ def _scope(settings: Settings) -> list[ColumnElement[bool]]:
 
 def load_facts(store: Store, window: Window, settings: Settings, *, wip: bool = True) -> Facts:
     """Everything compute_facts needs for ``window`` (see the module docstring)."""
-    span = window.previous() if settings.compare else window
-    margin = settings.attribution_window
-    lo = _utc(span.instant(span.start)) - margin
-    hi = _utc(window.instant(window.end)) + margin
     with store.session() as session:
-        cols = _columns(session, _utc(window.instant(window.start)))
-        in_range = [*_scope(settings), F.finished_at >= lo, F.finished_at < hi]
-        # In finish order (the index's): the engine's sort then finds them sorted.
-        rows = _rows(session, select(*cols).where(*in_range).order_by(F.finished_at))
-        keys = {r[KEY] for r in rows}
-        incidents, named = _incidents(session, settings, lo, hi, in_range)
-        # The last success before the range (tells a first deployment from a later one) and
-        # the first healthy deployment after it (a restore), per (service, environment).
-        pairs = sorted({(r[SERVICE], r[ENV]): r[RID] for r in rows}.values())
-        extra = _edge(session, cols, settings, pairs, lo, before=True)
-        extra += _edge(session, cols, settings, pairs, hi, before=False)
-        named |= {r[ROLLBACK_OF] for r in rows if r[ROLLBACK_OF]}
-        wanted = sorted(named - keys - {r[KEY] for r in extra})
-        for i in range(0, len(wanted), CHUNK):
-            chunk = select(*cols).where(*_scope(settings), F.key.in_(wanted[i : i + CHUNK]))
-            extra += _rows(session, chunk)
-        seen = set(keys)
-        for r in extra:
-            if r[KEY] not in seen:
-                seen.add(r[KEY])
-                rows.append(r)
-        envs: dict[str, set[str]] = {}
-        for r in rows:
-            envs.setdefault(r[SERVICE], set()).add(r[ENV])
-        # Commit ids are needed to count a commit once across environments, and to show them.
-        shas = settings.explain or any(len(e) > 1 for e in envs.values())
-        commits = _commits(session, settings, in_range, shas)
-        env_tiers = _env_tiers(session, incidents)
-        progress = work_in_progress(session, settings) if wip else None
+        return facts_from(session, window, settings, wip=wip)
+
+
+def facts_from(session: Session, window: Window, settings: Settings, *, wip: bool = True) -> Facts:
+    """load_facts in an open session."""
+    span = window.previous() if settings.compare else window
+    # Before the span: the attribution window (incidents blamed on deployments before it) and
+    # the look-back (a commit brought there by another environment is not counted again).
+    lo = _utc(span.instant(span.start)) - max(settings.attribution_window, settings.look_back)
+    hi = _utc(window.instant(window.end)) + settings.attribution_window
+    cols = _columns(session, _utc(span.instant(span.start)))
+    in_range = [*_scope(settings), F.finished_at >= lo, F.finished_at < hi]
+    # In finish order (the index's): the engine's sort then finds them sorted.
+    rows = _rows(session, select(*cols).where(*in_range).order_by(F.finished_at))
+    keys = {r[KEY] for r in rows}
+    incidents, named = _incidents(session, settings, lo, hi, in_range)
+    # The last success before the range (tells a first deployment from a later one) and
+    # the first healthy deployment after it (a restore), per (service, environment).
+    pairs = sorted({(r[SERVICE], r[ENV]): r[RID] for r in rows}.values())
+    extra = _edge(session, cols, settings, pairs, lo, before=True)
+    extra += _edge(session, cols, settings, pairs, hi, before=False)
+    named |= {r[ROLLBACK_OF] for r in rows if r[ROLLBACK_OF]}
+    wanted = sorted(named - keys - {r[KEY] for r in extra})
+    for i in range(0, len(wanted), CHUNK):
+        chunk = select(*cols).where(*_scope(settings), F.key.in_(wanted[i : i + CHUNK]))
+        extra += _rows(session, chunk)
+    seen = set(keys)
+    for r in extra:
+        if r[KEY] not in seen:
+            seen.add(r[KEY])
+            rows.append(r)
+    envs: dict[str, set[str]] = {}
+    for r in rows:
+        envs.setdefault(r[SERVICE], set()).add(r[ENV])
+    # Commit ids are needed to count a commit once across environments, and to show them.
+    shas = settings.explain or any(len(e) > 1 for e in envs.values())
+    commits = _commits(session, settings, in_range, shas)
+    env_tiers = _env_tiers(session, incidents)
+    progress = work_in_progress(session, settings) if wip else None
     return Facts(rows, commits, incidents, env_tiers, progress)
 
 
@@ -236,6 +258,7 @@ def _incidents(
     of the deployments they name. An incident naming a release or a commit names the latest
     deployment of it (in the tier) before it opened."""
     own = select(F.deployment_id).where(*in_range, F.deployment_id.is_not(None))
+    keys = select(F.key).where(*in_range)
     stmt = (
         select(Incident, Service.name)
         .join(Service, Service.id == Incident.service_id)
@@ -246,14 +269,17 @@ def _incidents(
                     or_(Incident.resolved_at.is_(None), Incident.resolved_at >= lo),
                 ),
                 Incident.deployment_id.in_(own),
+                # Imported ones name the deployment's key, whenever they opened.
+                Incident.data["deployment_key"].as_string().in_(keys),
             )
         )
         .order_by(Incident.id)
     )
     if settings.service:
         stmt = stmt.where(Service.name == settings.service)
+    loaded = [(inc, service) for inc, service in session.execute(stmt)]
     found, named = [], set()
-    for inc, service in session.execute(stmt):
+    for inc, service in loaded + _overlapping(session, loaded, hi):
         key = _named(session, settings, inc, service)
         if key:
             named.add(key)
@@ -269,6 +295,37 @@ def _incidents(
             )
         )
     return found, named
+
+
+def _overlapping(
+    session: Session, loaded: list[tuple[Incident, str]], hi: dt.datetime
+) -> list[tuple[Incident, str]]:
+    """Incidents opened from ``hi`` on while one loaded of the same service was still open
+    (and so on): overlapping incidents of a service are one outage, wherever a span ends."""
+    reach: dict[str, dt.datetime | None] = {}
+    for inc, service in loaded:
+        if service not in reach or reach[service] is not None:
+            end = inc.resolved_at
+            reach[service] = None if end is None else max(end, reach.get(service) or end)
+    open_past = {s for s, end in reach.items() if end is None or end > hi}
+    if not open_past:
+        return []
+    later = session.execute(
+        select(Incident, Service.name)
+        .join(Service, Service.id == Incident.service_id)
+        .where(Service.name.in_(sorted(open_past)), Incident.opened_at >= hi)
+        .order_by(Incident.opened_at, Incident.id)
+    )
+    more = []
+    for inc, service in later:
+        end = reach[service]
+        if end is not None and inc.opened_at >= end:
+            continue
+        more.append((inc, service))
+        reach[service] = (
+            None if end is None or inc.resolved_at is None else max(end, inc.resolved_at)
+        )
+    return more
 
 
 def _named(session: Session, settings: Settings, inc: Incident, service: str) -> str | None:

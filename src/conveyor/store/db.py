@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from conveyor.errors import ConveyorError
+from conveyor.store import marks
 from conveyor.store.models import Event, utcnow
 
 # The newest migration in conveyor/store/migrations/versions (a test keeps them in step).
@@ -98,6 +99,8 @@ class Store:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._write_engine = _sqlite_writer(engine) if engine.dialect.name == "sqlite" else engine
         self._write_sessions = sessionmaker(self._write_engine, expire_on_commit=False)
+        for sessions in (self._sessions, self._write_sessions):
+            event.listen(sessions, "before_flush", marks.before_flush)
         self._listeners: list[Listener] = []
         # For derived facts that never change once written (e.g. a run's job plan), per store.
         self.cache: dict[str, Any] = {}

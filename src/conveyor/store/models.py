@@ -449,6 +449,7 @@ class DeploymentFactRow(Base):
     __table_args__ = (
         Index("ix_deployment_facts_window", "tier", "finished_at"),
         Index("ix_deployment_facts_service", "service", "finished_at"),
+        Index("ix_deployment_facts_scope", "service", "tier", "finished_at"),
     )
 
 
@@ -490,9 +491,10 @@ class DoraSummary(Base):
 
 
 class DoraDay(Base):
-    """The DORA engine's tally of one service on one local day of a profile: counts, and the
-    day's lead times, batch sizes and recovery times as sorted float64 arrays (little-endian
-    bytes), and its value-stream stage sums. Reports add days up instead of re-reading facts."""
+    """The DORA engine's tally of one service on one local day of a profile (service "*": all
+    services added up): counts, the day's lead times, batch sizes and recovery times as sorted
+    float64 arrays (little-endian bytes), and its value-stream stage sums. Reports add days up
+    instead of re-reading facts."""
 
     __tablename__ = "dora_days"
 
@@ -500,7 +502,9 @@ class DoraDay(Base):
     service: Mapped[str] = mapped_column(String(200), primary_key=True)
     # date.toordinal() of the local day.
     day: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Deployed to that day, one name a line ("*" rows add up every service's).
     environments: Mapped[str] = mapped_column(Text)
+    services: Mapped[str] = mapped_column(Text)
     deploys: Mapped[int] = mapped_column(Integer)
     cfr_total: Mapped[int] = mapped_column(Integer)
     cfr_failed: Mapped[int] = mapped_column(Integer)

@@ -1,5 +1,5 @@
-"""DORA summaries: marks of what changed (per service, from when), the summarised profiles,
-and each service's tally per local day.
+"""DORA summaries: an index on one service's facts of a tier; marks of what changed (per
+service, from when), the summarised profiles, and each service's tally per local day.
 
 Revision ID: 0007
 Revises: 0006
@@ -21,6 +21,10 @@ Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
+    # One service's facts of a tier, in finish order: what a summary re-tally reads.
+    op.create_index(
+        "ix_deployment_facts_scope", "deployment_facts", ["service", "tier", "finished_at"]
+    )
     op.create_table(
         "dora_marks",
         sa.Column("id", Id, primary_key=True, autoincrement=True),
@@ -40,6 +44,7 @@ def upgrade() -> None:
         sa.Column("service", sa.String(200), primary_key=True),
         sa.Column("day", sa.Integer(), primary_key=True),
         sa.Column("environments", sa.Text(), nullable=False),
+        sa.Column("services", sa.Text(), nullable=False),
         sa.Column("deploys", sa.Integer(), nullable=False),
         sa.Column("cfr_total", sa.Integer(), nullable=False),
         sa.Column("cfr_failed", sa.Integer(), nullable=False),
@@ -54,6 +59,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_deployment_facts_scope", "deployment_facts")
     op.drop_table("dora_days")
     op.drop_table("dora_summaries")
     op.drop_table("dora_marks")

@@ -407,10 +407,32 @@ def user() -> None:
 @click.option("--email", "emails", multiple=True, help="An email (repeatable).")
 @click.option("--group", "groups", multiple=True, help="A group (repeatable).")
 @click.option("--slack", "slack_id", help="Their Slack user id (for Slack approvals).")
+@click.option(
+    "--password",
+    "with_password",
+    is_flag=True,
+    help="Ask for a password to sign in to the web UI with (never given on the command line).",
+)
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    help="What they may do in the web UI: read, trigger, approve, admin (repeatable or "
+    "comma-separated; default read).",
+)
 def user_add(
-    name: str, emails: tuple[str, ...], groups: tuple[str, ...], slack_id: str | None
+    name: str,
+    emails: tuple[str, ...],
+    groups: tuple[str, ...],
+    slack_id: str | None,
+    with_password: bool,
+    scopes: tuple[str, ...],
 ) -> None:
     """Add or update a user."""
+    from conveyor.engine.credentials import check_new_password, parse_scopes
+
+    chosen = parse_scopes(scopes) if scopes else None
+    password = _ask_password(check_new_password) if with_password else None
     client = Client()
     if client.http:
         client.post(
@@ -422,7 +444,44 @@ def user_add(
 
         assert client.store is not None
         add_user(client.store, name, list(emails), list(groups), slack_id, client.actor)
+    if password is not None or chosen is not None:
+        _set_credentials(client, name, password, chosen)
     click.echo(f"user {name} saved")
+
+
+@user.command("passwd")
+@click.argument("name")
+def user_passwd(name: str) -> None:
+    """Set a user's web UI password (asked for; ends their signed-in sessions)."""
+    from conveyor.engine.credentials import check_new_password
+
+    password = _ask_password(check_new_password)
+    _set_credentials(Client(), name, password, None)
+    click.echo(f"password of {name} changed")
+
+
+def _ask_password(check: Any) -> str:
+    """Prompt twice without echo; stdin when it is not a terminal (scripts, tests)."""
+    password: str = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    check(password)
+    return password
+
+
+def _set_credentials(
+    client: Client, name: str, password: str | None, scopes: list[str] | None
+) -> None:
+    body: dict[str, Any] = {}
+    if password is not None:
+        body["password"] = password
+    if scopes is not None:
+        body["scopes"] = scopes
+    if client.http:
+        client.http._call("PUT", f"/users/{name}/credentials", json=body)
+        return
+    from conveyor.engine.credentials import set_credentials
+
+    assert client.store is not None
+    set_credentials(client.store, name, password=password, scopes=scopes, by=client.actor)
 
 
 @user.command("list")

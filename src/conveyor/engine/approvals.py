@@ -119,17 +119,84 @@ def add_user(
         w.emit("user.saved", name=name, emails=emails, groups=groups, actor=by)
 
 
+def _not_an_approver(who: Person, approval: Approval) -> bool:
+    allowed = set(approval.approvers)
+    return "*" not in allowed and who.name not in allowed and not allowed & set(who.groups)
+
+
+def _own_change(who: Person, approval: Approval) -> bool:
+    return not approval.self_approval and bool(who.identities() & set(approval.excluded))
+
+
 def may_approve(who: Person, approval: Approval) -> str | None:
     """Why ``who`` may not approve, or None if they may."""
-    allowed = set(approval.approvers)
-    if "*" not in allowed and who.name not in allowed and not allowed & set(who.groups):
+    if _not_an_approver(who, approval):
         return f"{who.name} is not an approver here (approvers: {', '.join(approval.approvers)})"
-    if not approval.self_approval and who.identities() & set(approval.excluded):
+    if _own_change(who, approval):
         return (
             f"{who.name} authored or pushed this change and cannot approve its deployment "
             "(self_approval is false)"
         )
     return None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether someone may decide an approval now, and if not why, said to them. ``conflict``
+    marks refusals about the approval's state (already decided), not about the person."""
+
+    may_decide: bool
+    reason: str | None = None
+    conflict: bool = False
+
+
+def _your_part(who: Person, commit: dict[str, Any]) -> str:
+    """Which part of the change is theirs, to tell them why they are excluded."""
+    mine = who.identities()
+
+    def named(*keys: str) -> bool:
+        return any(str(commit.get(k) or "").strip().lower() in mine for k in keys)
+
+    if named("author_name", "author_email"):
+        return "you are the author of this change"
+    if named("committer_name"):
+        return "you committed this change"
+    if named("pusher"):
+        return "you pushed this change"
+    return "you authored or pushed this change"
+
+
+def verdict(
+    approval: Approval,
+    user: str | None,
+    can_approve: bool,
+    known: dict[str, Person],
+) -> Verdict:
+    """May the holder of a token or session (its ``user``; ``can_approve``: it holds the approve
+    scope) decide ``approval``? The same rules `decide` and the API enforce, read-only and
+    worded for the person asking; ``known`` is `people(store)`, read once for a whole list."""
+    if user is None:
+        return Verdict(False, "you are signed in with a token without a user")
+    if not can_approve:
+        return Verdict(False, "your session has no approve scope")
+    status = ApprovalStatus(approval.status)
+    if status.terminal:
+        return Verdict(False, f"this approval is already {status.value}", conflict=True)
+    who = known.get(user)
+    if who is None:
+        return Verdict(False, f"you ({user}) are not known to this server as a user")
+    if _not_an_approver(who, approval):
+        return Verdict(
+            False, f"you are not among the approvers ({', '.join(approval.approvers) or 'none'})"
+        )
+    if _own_change(who, approval):
+        commit = approval.deployment.release.run.commit
+        return Verdict(False, f"{_your_part(who, commit)} (self-approval is not allowed)")
+    mine = next((d for d in approval.decisions if d.user == who.name), None)
+    if mine is not None:
+        done = "approved" if mine.decision == "approve" else "rejected"
+        return Verdict(False, f"you already {done}", conflict=True)
+    return Verdict(True)
 
 
 def decide(

@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conveyor import __version__
@@ -27,6 +30,7 @@ from conveyor.engine.dispatch import (
     extend_running_leases,
     start_queued_runs,
 )
+from conveyor.engine.recovery import stop_orphaned_steps
 from conveyor.engine.runs import StaleLease
 from conveyor.errors import ConveyorError, NotFound
 from conveyor.runner.artifacts import ArtifactStore
@@ -44,6 +48,8 @@ log = logging.getLogger("conveyor.server")
 
 # Background loops also poll this often, for work queued by other server processes.
 POLL_SECONDS = 0.5
+# How often the DORA summaries take in new facts and incidents (reports do it too).
+DORA_SUMMARY_SECONDS = 10.0
 # How long a service's webhook settings are reused before being read again.
 SERVICE_CACHE_SECONDS = 2.0
 
@@ -65,11 +71,17 @@ class ServerState:
     """What the routes share: the store, the artifact store, the hub."""
 
     def __init__(self, store: Store, config: ServerConfig) -> None:
+        # With PostgreSQL nothing else creates the data directory (artifacts, workspaces, and
+        # the runners' source archives live there).
+        store.home.mkdir(parents=True, exist_ok=True)
         self.store = store
         self.config = config
         self.artifacts = ArtifactStore(store.home / "artifacts")
         self.sources = SourceCache(store.home / "workspaces")
         self.hub: Hub | None = None
+        # Set when the server is asked to stop: endless responses (the web UI's live stream)
+        # end then, or the server would wait for browsers to close them.
+        self.stopping = asyncio.Event()
         self.delivery: DeliveryController | None = None
         self.changes = ChangeRecorder(store)
         self._services: dict[str, tuple[float, Any]] = {}
@@ -122,9 +134,43 @@ async def _loop(
                 await asyncio.to_thread(step)
             else:
                 step()
+        except OperationalError as exc:
+            # A full disk or a lost database: one line each time, not a traceback a second.
+            log.error("%s failed: the store: %s; trying again", name, exc.orig)
         except Exception:
             log.exception("%s failed; trying again", name)
         await wait_for(wake, every)
+
+
+def _on_exit_signal(
+    loop: asyncio.AbstractEventLoop, callback: Callable[[], None]
+) -> Callable[[], None]:
+    """Also call `callback` (on the loop) when SIGTERM or SIGINT asks the server to stop.
+
+    uvicorn waits for every response to finish before it shuts the app down, and tells a
+    streaming response nothing: this is how the live stream learns it must end. The handler
+    that was there (uvicorn's) still runs. Returns a function that puts it back."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    installed: dict[signal.Signals, Any] = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue
+
+        def handler(signum: int, frame: Any, previous: Any = previous) -> None:
+            loop.call_soon_threadsafe(callback)
+            previous(signum, frame)
+
+        signal.signal(sig, handler)
+        installed[sig] = (handler, previous)
+
+    def restore() -> None:
+        for sig, (handler, previous) in installed.items():
+            if signal.getsignal(sig) is handler:
+                signal.signal(sig, previous)
+
+    return restore
 
 
 def create_app(store: Store, config: ServerConfig | None = None) -> FastAPI:
@@ -135,8 +181,15 @@ def create_app(store: Store, config: ServerConfig | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         use_fast_child_watcher(asyncio.get_running_loop())
         hub = Hub(asyncio.get_running_loop())
+        state.stopping = asyncio.Event()
+        restore_signals = _on_exit_signal(asyncio.get_running_loop(), state.stopping.set)
         state.hub = hub
         unsubscribe = store.subscribe(hub.announce)
+        if config.runner_slots > 0:
+            # Before this server's runner starts: what a killed process of it left running.
+            orphans = stop_orphaned_steps(store.home / "workspaces")
+            if orphans:
+                log.warning("stopped %d step process groups a previous run left behind", orphans)
         extended = extend_running_leases(store)
         if extended:
             log.info("gave %d running jobs a fresh lease after start-up", extended)
@@ -182,6 +235,20 @@ def create_app(store: Store, config: ServerConfig | None = None) -> FastAPI:
                 )
                 tasks.append(asyncio.create_task(state.delivery.serve()))
                 tasks.append(asyncio.create_task(Outbox(store, wake=notify_wake).serve()))
+                # DORA reports served here only add days up: keep the summaries current.
+                from conveyor.metrics.summary import keep_current
+
+                tasks.append(
+                    asyncio.create_task(
+                        _loop(
+                            "DORA summary",
+                            lambda: keep_current(store),
+                            asyncio.Event(),
+                            in_thread=True,
+                            every=DORA_SUMMARY_SECONDS,
+                        )
+                    )
+                )
             if config.cdevents_sinks:
                 from conveyor.notify.cdevents import CDEventsSender
 
@@ -209,6 +276,7 @@ def create_app(store: Store, config: ServerConfig | None = None) -> FastAPI:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
                 unsubscribe()
+                restore_signals()
                 state.hub = None
 
     app = FastAPI(
@@ -246,6 +314,24 @@ def create_app(store: Store, config: ServerConfig | None = None) -> FastAPI:
         message = f"{where}: {first.get('msg', 'invalid request')}" if where else "invalid request"
         return error_response(422, "invalid_request", message)
 
+    @app.exception_handler(OperationalError)
+    async def store_failed(request: Request, exc: OperationalError) -> JSONResponse:
+        # The disk is full, the data directory went read-only or the database is unreachable:
+        # say so (503, nothing was recorded) instead of a bare 500 (the storage drills).
+        log.error("%s %s: the store failed: %s", request.method, request.url.path, exc.orig)
+        return error_response(
+            503,
+            "store_unavailable",
+            f"the store could not be used, nothing was recorded: {exc.orig}",
+            "check the free space and permissions of the data directory, or the database",
+        )
+
+    @app.exception_handler(OverflowError)
+    async def out_of_range(request: Request, exc: OverflowError) -> JSONResponse:
+        # SQLite refuses integers past 64 bits when binding them: an id or a number that large
+        # names nothing, it is bad input (found by the schemathesis drill).
+        return error_response(422, "invalid_request", "a number in the request is out of range")
+
     from conveyor.server import alerts, delivery, dora, hooks, imports, metrics, runners, runs
 
     app.include_router(runs.router, prefix="/api/v1")
@@ -257,4 +343,19 @@ def create_app(store: Store, config: ServerConfig | None = None) -> FastAPI:
     app.include_router(metrics.router)
     app.include_router(hooks.router, prefix="/api/v1")
     app.include_router(runners.router, prefix="/api/v1")
+    from conveyor.server import timeline
+
+    app.include_router(timeline.router, prefix="/api/v1")
+    from conveyor.server import overview, session, stream
+
+    app.include_router(session.router, prefix="/api/v1")
+    app.include_router(stream.router, prefix="/api/v1")
+    app.include_router(overview.router, prefix="/api/v1")
+    from conveyor.server import inbox
+
+    app.include_router(inbox.router, prefix="/api/v1")
+    # The web UI last: `/`, the UI paths and /static/ (docs/decisions/0008-web-ui.md).
+    from conveyor.web import routes as web
+
+    app.include_router(web.router)
     return app

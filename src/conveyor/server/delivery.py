@@ -10,10 +10,11 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from conveyor.engine import approvals, promotion
-from conveyor.errors import ConveyorError
+from conveyor.errors import ConveyorError, NotFound
 from conveyor.server.auth import require
 from conveyor.server.tokens import Identity
 from conveyor.store import delivery_queries as dq
+from conveyor.store.models import Approval
 
 router = APIRouter()
 Reader = Annotated[Identity, Depends(require("read"))]
@@ -129,8 +130,46 @@ def _index(store: Any, service: str, environment: str) -> int:
 
 
 @router.get("/approvals", tags=["approvals"])
-def list_approvals(request: Request, _: Reader, all: bool = False) -> list[dict[str, Any]]:
-    return dq.list_approvals(_state(request).store, pending_only=not all)
+def list_approvals(request: Request, identity: Reader, all: bool = False) -> list[dict[str, Any]]:
+    """Approvals (pending only unless ``all``), each with the change behind it, its rule in
+    words, and ``you``: whether the caller may decide it now and, if not, why."""
+    store = _state(request).store
+    found = dq.list_approvals(store, pending_only=not all)
+    known = approvals.people(store)
+    can_approve = identity.allows("approve")
+    with store.session() as session:
+        for row in found:
+            approval = session.get(Approval, row["id"])
+            assert approval is not None
+            commit = approval.deployment.release.run.commit
+            row["commit"] = {
+                "sha": approval.deployment.release.sha,
+                "subject": commit.get("subject"),
+                "author": commit.get("author_name"),
+                "author_email": commit.get("author_email"),
+            }
+            row["decided_at"] = approval.decided_at
+            row["rule"] = _rule(approval.required, approval.approvers, known)
+            verdict = approvals.verdict(approval, identity.user, can_approve, known)
+            row["you"] = {"may_decide": verdict.may_decide, "reason": verdict.reason}
+    return found
+
+
+def _rule(required: int, approvers: list[Any], known: dict[str, Any]) -> str:
+    """The rule in words, like "2 of group ops, carol": an approver entry names a user or a
+    group, and the page cannot tell which."""
+    groups = {g for p in known.values() for g in p.groups}
+    names = []
+    for a in approvers:
+        if a == "*":
+            names.append("anyone")
+        elif a in known:
+            names.append(str(a))
+        elif a in groups:
+            names.append(f"group {a}")
+        else:
+            names.append(f"{a} (no such user or group)")
+    return f"{required} of {', '.join(names) or 'nobody'}"
 
 
 class DecisionIn(BaseModel):
@@ -145,7 +184,25 @@ def _decide(
             403, "this token belongs to no user; approvals need a person's token (--user)"
         )
     store = _state(request).store
-    approvals.decide(store, approval_id, identity.user, decision, reason, via="api")
+    try:
+        approvals.decide(store, approval_id, identity.user, decision, reason, via="api")
+    except approvals.NotAllowed as exc:
+        raise HTTPException(403, exc.message) from None
+    except NotFound:
+        raise
+    except ConveyorError as exc:
+        # Already decided (by them, or closed): a conflict with the approval's state, not bad
+        # input. Asked again read-only, so that a missing reason stays a 400.
+        if decision == "reject" and not (reason or "").strip():
+            raise
+        with store.session() as session:
+            approval = session.get(Approval, approval_id)
+            conflict = approval is not None and (
+                approvals.verdict(approval, identity.user, True, approvals.people(store)).conflict
+            )
+        if conflict:
+            raise HTTPException(409, exc.message) from None
+        raise
     _wake(request)
     return next(a for a in dq.list_approvals(store, pending_only=False) if a["id"] == approval_id)
 
@@ -219,9 +276,25 @@ async def slack_action(request: Request) -> dict[str, Any]:
 
 @router.get("/incidents", tags=["incidents"])
 def list_incidents(
-    request: Request, _: Reader, service: str | None = None, open: bool = False
+    request: Request,
+    _: Reader,
+    service: str | None = None,
+    environment: str | None = None,
+    status: Annotated[str | None, Query(pattern="^(open|resolved|all)$")] = None,
+    open: bool = False,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
-    return dq.list_incidents(_state(request).store, service=service, open_only=open)
+    """Incidents, the latest opened first: ``status`` open, resolved or all (``open=true`` is
+    status=open), each with its attribution (``attribution.how``: explicit, window or none),
+    deployment, release and version, and ``recovery_seconds``."""
+    return dq.list_incidents(
+        _state(request).store,
+        service=service,
+        environment=environment,
+        status=None if status == "all" else status,
+        open_only=open,
+        limit=limit,
+    )
 
 
 @router.get("/audit", tags=["audit"])

@@ -49,7 +49,8 @@ def _accepted(source: str, service: str, delivery: str, new: bool) -> JSONRespon
 
 
 class GitPush(BaseModel):
-    repository: str = Field(min_length=1, max_length=4000)
+    # A path cannot hold a NUL byte (resolving one raises); refused as bad input.
+    repository: str = Field(min_length=1, max_length=4000, pattern=r"^[^\x00]+$")
     ref: str = Field(pattern=r"^refs/[^\x00-\x1f\x7f]+$", max_length=1000)
     before: str = Field(pattern=SHA)
     after: str = Field(pattern=SHA)

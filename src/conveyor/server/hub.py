@@ -48,7 +48,31 @@ CHANNELS: dict[str, set[str]] = {
         "incident.opened",
         "incident.resolved",
     },
+    "incidents": {
+        "incident.opened",
+        "incident.detected",
+        "incident.reported",
+        "incident.updated",
+        "incident.resolved",
+    },
 }
+
+
+class Tap:
+    """Every event type announced while a tap is open (for the web UI's stream)."""
+
+    def __init__(self) -> None:
+        self.types: set[str] = set()
+        self.changed = asyncio.Event()
+
+    def add(self, type_: str) -> None:
+        self.types.add(type_)
+        self.changed.set()
+
+    def take(self) -> set[str]:
+        taken, self.types = self.types, set()
+        self.changed.clear()
+        return taken
 
 
 class Hub:
@@ -56,6 +80,7 @@ class Hub:
         self.loop = loop
         self._loop_thread = threading.get_ident()
         self._waiters: dict[str, set[asyncio.Event]] = {name: set() for name in CHANNELS}
+        self._taps: set[Tap] = set()
 
     def _set(self, event: asyncio.Event) -> None:
         if threading.get_ident() == self._loop_thread:
@@ -67,6 +92,21 @@ class Hub:
         for channel, kinds in CHANNELS.items():
             if ev.type in kinds:
                 self.notify(channel)
+        for tap in list(self._taps):
+            if threading.get_ident() == self._loop_thread:
+                tap.add(ev.type)
+            else:
+                self.loop.call_soon_threadsafe(tap.add, ev.type)
+
+    @contextlib.contextmanager
+    def tapping(self) -> Iterator[Tap]:
+        """A tap that collects the type of every event announced, for as long as the block runs."""
+        tap = Tap()
+        self._taps.add(tap)
+        try:
+            yield tap
+        finally:
+            self._taps.discard(tap)
 
     def notify(self, channel: str) -> None:
         for waiter in list(self._waiters[channel]):

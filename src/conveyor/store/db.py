@@ -24,7 +24,7 @@ from conveyor.store import marks
 from conveyor.store.models import Event, utcnow
 
 # The newest migration in conveyor/store/migrations/versions (a test keeps them in step).
-SCHEMA_REVISION = "0007"
+SCHEMA_REVISION = "0008"
 
 
 class SchemaOutdated(ConveyorError):
@@ -215,10 +215,18 @@ def open_store(settings: Settings | None = None, *, upgrade_new: bool = True) ->
                     revision = SCHEMA_REVISION
     except DatabaseError as exc:  # also OperationalError: locked, unreachable, corrupt, ...
         engine.dispose()
+        hint = (
+            "check that it is reachable and is a Conveyor database; restore a backup "
+            "if it is damaged"
+        )
+        if _read_only(settings):
+            # Not damage: restoring a backup would not help (the storage drills).
+            hint = (
+                f"the data directory {settings.home} is read-only for this user: make it "
+                "writable, or set CONVEYOR_HOME to a writable directory"
+            )
         raise ConveyorError(
-            f"cannot open the database {_safe_url(settings)}: {exc.orig}",
-            hint="check that it is reachable and is a Conveyor database; restore a backup "
-            "if it is damaged",
+            f"cannot open the database {_safe_url(settings)}: {exc.orig}", hint=hint
         ) from None
     if revision != SCHEMA_REVISION:
         engine.dispose()
@@ -228,6 +236,14 @@ def open_store(settings: Settings | None = None, *, upgrade_new: bool = True) ->
             hint="back it up, then run `conveyor db upgrade`",
         )
     return Store(settings, engine)
+
+
+def _read_only(settings: Settings) -> bool:
+    """Whether SQLite's data directory or database file cannot be written by this process."""
+    if not settings.database_url.startswith("sqlite"):
+        return False
+    db = settings.home / "conveyor.db"
+    return not os.access(settings.home, os.W_OK) or (db.exists() and not os.access(db, os.W_OK))
 
 
 @contextmanager

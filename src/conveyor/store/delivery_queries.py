@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import or_, select
+from sqlalchemy.orm import joinedload
 
 from conveyor.engine.promotion import pipeline_of, version_of
 from conveyor.errors import NotFound
@@ -44,6 +45,9 @@ AUDIT_EVENTS = (
     "token.revoked",
     "user.saved",
     "service.registered",
+    # Web sign-in (conveyor.server.session): refusals, and new passwords or scopes.
+    "session.refused",
+    "user.credentials_changed",
 )
 
 
@@ -249,27 +253,49 @@ def audit_log(
 
 
 def list_incidents(
-    store: Store, *, service: str | None = None, open_only: bool = False
+    store: Store,
+    *,
+    service: str | None = None,
+    open_only: bool = False,
+    status: str | None = None,
+    environment: str | None = None,
+    limit: int = 100,
 ) -> list[dict[str, Any]]:
+    """Incidents, the latest opened first, each as `conveyor incident show` describes it
+    (attribution, restore) plus ``recovery_seconds``: to restored service where Conveyor knows
+    when that was, else resolved minus opened; None while open and not restored."""
+    from conveyor.engine.incidents import describe
+
     with store.session() as session:
-        query = select(Incident).order_by(Incident.id.desc()).limit(100)
+        query = (
+            select(Incident)
+            .order_by(Incident.opened_at.desc(), Incident.id.desc())
+            .limit(limit)
+            .options(joinedload(Incident.service))
+        )
         if service:
             query = query.join(Service).where(Service.name == service)
+        if environment:
+            query = query.where(Incident.environment == environment)
         if open_only:
-            query = query.where(Incident.status == "open")
-        return [
-            {
-                "id": i.id,
-                "service": i.service.name,
-                "environment": i.environment,
-                "status": i.status,
-                "title": i.title,
-                "source": i.source,
-                "deployment": i.deployment_id,
-                "release": i.release_id,
-                "opened_at": i.opened_at,
-                "resolved_at": i.resolved_at,
-                "resolved_by": i.resolved_by,
-            }
-            for i in session.scalars(query)
-        ]
+            status = "open"
+        if status:
+            query = query.where(Incident.status == status)
+        out = []
+        for incident in session.scalars(query):
+            row = describe(session, incident)
+            if row["recovery_seconds"] is None and incident.resolved_at is not None:
+                took = incident.resolved_at - incident.opened_at
+                row["recovery_seconds"] = round(took.total_seconds(), 3)
+            # An imported incident names its deployment by the fact key of the import.
+            key = incident.data.get("deployment_key")
+            row["deployment_key"] = key
+            if key and "attribution" not in incident.data:
+                row["attribution"] = {"how": "explicit", "detail": f"named by the import: {key}"}
+            elif incident.source == "import" and "attribution" not in incident.data:
+                row["attribution"] = {
+                    "how": "none",
+                    "detail": "imported without a deployment: DORA reports attribute it by window",
+                }
+            out.append(row)
+        return out

@@ -400,6 +400,26 @@ class User(Base):
     groups: Mapped[list[Any]] = mapped_column(default=list)
     slack_id: Mapped[str | None] = mapped_column(String(50))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # "scrypt$n$r$p$salt$hash" (hex); None: the user cannot sign in with a password.
+    password_hash: Mapped[str | None] = mapped_column(Text)
+    # What a password session of this user may do (the token scopes); read-only by default.
+    scopes: Mapped[list[Any]] = mapped_column(default=lambda: ["read"])
+
+
+class WebSession(Base):
+    """A signed-in browser: only the SHA-256 of its cookie is kept. A token session carries
+    the token's id (revoking the token ends it) and its scopes as they were at sign-in."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    user: Mapped[str | None] = mapped_column(String(200))
+    token_id: Mapped[int | None] = mapped_column(Id, ForeignKey("tokens.id"))
+    scopes: Mapped[list[Any]] = mapped_column(default=list)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(index=True)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 class Notification(Base):

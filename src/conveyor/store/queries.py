@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from sqlalchemy import select
@@ -10,7 +11,7 @@ from sqlalchemy.orm import Session
 from conveyor.engine.states import RunStatus
 from conveyor.errors import NotFound
 from conveyor.store.db import Store
-from conveyor.store.models import Artifact, Job, LogLine, Release, Run, Service
+from conveyor.store.models import Artifact, Event, Job, LogLine, Release, Run, Service
 
 # Ids are 64-bit in the store; a larger number cannot name anything (and must not reach the
 # database driver, which cannot even bind it).
@@ -59,6 +60,10 @@ def load_run(session: Session, run_id: int) -> Run:
     return run
 
 
+def _seconds(started: dt.datetime | None, finished: dt.datetime | None) -> float | None:
+    return (finished - started).total_seconds() if started and finished else None
+
+
 def run_detail(store: Store, run_id: int) -> dict[str, Any]:
     with store.session() as session:
         run = load_run(session, run_id)
@@ -67,14 +72,18 @@ def run_detail(store: Store, run_id: int) -> dict[str, Any]:
         data["jobs"] = [
             {
                 "name": job.name,
+                "position": job.position,
                 "status": job.status,
                 "reason": job.reason,
                 "needs": job.needs,
                 "runner": job.runner,
                 "started_at": job.started_at,
                 "finished_at": job.finished_at,
+                "duration": _seconds(job.started_at, job.finished_at),
                 "steps": [
                     {
+                        # Log lines name their step by this position (`step` in the logs API).
+                        "position": s.position,
                         "name": s.name,
                         "status": s.status,
                         "exit_code": s.exit_code,
@@ -82,12 +91,15 @@ def run_detail(store: Store, run_id: int) -> dict[str, Any]:
                         "reason": s.reason,
                         "started_at": s.started_at,
                         "finished_at": s.finished_at,
+                        "duration": _seconds(s.started_at, s.finished_at),
                     }
                     for s in job.steps
                 ],
             }
             for job in run.jobs
         ]
+        data["release"] = session.scalar(select(Release.id).where(Release.run_id == run.id))
+        data["rerun_of"] = _rerun_of(session, run.id)
         names = {job.id: job.name for job in run.jobs}
         data["artifacts"] = [
             {"job": names[a.job_id], "path": a.path, "digest": a.digest, "size": a.size}
@@ -96,6 +108,18 @@ def run_detail(store: Store, run_id: int) -> dict[str, Any]:
             )
         ]
         return data
+
+
+def _rerun_of(session: Session, run_id: int) -> int | None:
+    """The run this one re-ran, as recorded when it was queued (runs keep no column for it)."""
+    data = session.scalar(
+        select(Event.data)
+        .where(Event.run_id == run_id, Event.type == "pipelinerun.queued")
+        .order_by(Event.id)
+        .limit(1)
+    )
+    rerun_of = (data or {}).get("rerun_of")
+    return rerun_of if isinstance(rerun_of, int) else None
 
 
 def run_jobs(store: Store, run_id: int, job: str | None = None) -> dict[int, str]:
@@ -123,14 +147,22 @@ def log_page(
             session.scalars(select(Run.status).where(Run.id == run_id)).one()
         ).terminal
         rows = session.execute(
-            select(LogLine.id, LogLine.job_id, LogLine.seq, LogLine.ts, LogLine.text)
+            select(
+                LogLine.id,
+                LogLine.job_id,
+                LogLine.seq,
+                LogLine.ts,
+                LogLine.text,
+                LogLine.step_position,
+            )
             .where(LogLine.job_id.in_(list(job_ids)), LogLine.id > after)
             .order_by(LogLine.id)
             .limit(limit)
         ).all()
+    # `step` is the position of the step that wrote the line (null: the job's own setup).
     lines = [
-        {"id": lid, "job": job_ids[jid], "seq": seq, "ts": ts, "text": text}
-        for lid, jid, seq, ts, text in rows
+        {"id": lid, "job": job_ids[jid], "seq": seq, "ts": ts, "text": text, "step": step}
+        for lid, jid, seq, ts, text, step in rows
     ]
     return lines, ended and len(lines) < limit
 

@@ -1,1 +1,0 @@
-"""A tiny web service for the sample pipeline: a greeting and a health endpoint."""

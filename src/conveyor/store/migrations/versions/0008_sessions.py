@@ -1,0 +1,46 @@
+"""Web sessions: users may have a password and scopes; signed-in browsers hold a session.
+
+Revision ID: 0008
+Revises: 0007
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+from conveyor.store.models import UTCDateTime
+
+revision = "0008"
+down_revision = "0007"
+branch_labels = None
+depends_on = None
+
+Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("users") as batch:
+        batch.add_column(sa.Column("password_hash", sa.Text(), nullable=True))
+        # Users added before this revision could not sign in; read-only is the safe default.
+        batch.add_column(sa.Column("scopes", sa.JSON(), nullable=False, server_default='["read"]'))
+    op.create_table(
+        "sessions",
+        sa.Column("id", Id, primary_key=True, autoincrement=True),
+        sa.Column("digest", sa.String(64), nullable=False, unique=True),
+        sa.Column("user", sa.String(200), nullable=True),
+        sa.Column("token_id", Id, sa.ForeignKey("tokens.id"), nullable=True),
+        sa.Column("scopes", sa.JSON(), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("expires_at", UTCDateTime(), nullable=False),
+        sa.Column("last_seen_at", UTCDateTime(), nullable=False),
+    )
+    op.create_index("ix_sessions_expires_at", "sessions", ["expires_at"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_sessions_expires_at", "sessions")
+    op.drop_table("sessions")
+    with op.batch_alter_table("users") as batch:
+        batch.drop_column("scopes")
+        batch.drop_column("password_hash")

@@ -1,0 +1,123 @@
+"""Serves the web UI: index.html for `/` and every UI path (the page's router takes over in the
+browser), and the files under /static/. The API itself lives under /api/v1, elsewhere."""
+
+from __future__ import annotations
+
+import mimetypes
+from pathlib import Path
+from urllib.parse import quote
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import FileResponse, RedirectResponse, Response
+
+router = APIRouter(include_in_schema=False)
+
+STATIC = Path(__file__).parent / "static"
+INDEX = STATIC / "index.html"
+
+# No build step means no content-hashed file names, so a browser must revalidate every file
+# (cheap: ETag / Last-Modified answer 304) or it would mix old and new modules after an upgrade.
+CACHE = "no-cache"
+# Only our own scripts run; styles may be set inline (SVG charts, graph layout).
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+TYPES = {
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".html": "text/html; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".json": "application/json",
+}
+SECURITY_HEADERS = {
+    "Cache-Control": CACHE,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+def _signed_in(request: Request) -> bool:
+    from conveyor.server.session import COOKIE, identity_from_cookie
+
+    value = request.cookies.get(COOKIE)
+    if not value:
+        return False
+    return identity_from_cookie(request.app.state.conveyor.store, value) is not None
+
+
+def _index(request: Request, *, public: bool = False) -> Response:
+    if not public and not _signed_in(request):
+        target = request.url.path
+        if request.url.query:
+            target += "?" + request.url.query
+        return RedirectResponse(f"/signin?next={quote(target, safe='')}", status_code=303)
+    headers = dict(SECURITY_HEADERS)
+    headers["Content-Security-Policy"] = CSP
+    return FileResponse(INDEX, media_type=TYPES[".html"], headers=headers)
+
+
+@router.get("/")
+def overview(request: Request) -> Response:
+    return _index(request)
+
+
+@router.get("/signin")
+def signin(request: Request) -> Response:
+    return _index(request, public=True)
+
+
+@router.get("/runs/{run_id}")
+def run(request: Request, run_id: str) -> Response:
+    return _index(request)
+
+
+@router.get("/releases/{release_id}")
+def release(request: Request, release_id: str) -> Response:
+    return _index(request)
+
+
+@router.get("/services/{service}/environments/{environment}")
+def environment(request: Request, service: str, environment: str) -> Response:
+    return _index(request)
+
+
+@router.get("/approvals")
+def approvals(request: Request) -> Response:
+    return _index(request)
+
+
+@router.get("/dora")
+def dora(request: Request) -> Response:
+    return _index(request)
+
+
+@router.get("/incidents")
+def incidents(request: Request) -> Response:
+    return _index(request)
+
+
+@router.get("/inbox")
+def inbox(request: Request) -> Response:
+    return _index(request)
+
+
+def _etag(target: Path) -> str:
+    stat = target.stat()
+    return f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
+
+
+@router.get("/static/{path:path}")
+def static(request: Request, path: str) -> Response:
+    root = STATIC.resolve()
+    target = (root / path).resolve()
+    # Refuse anything outside static/ (.., symlinks) and anything that is not a plain file.
+    if not target.is_relative_to(root) or not target.is_file() or target.name.startswith("."):
+        raise HTTPException(404, f"no such file: /static/{path}")
+    etag = _etag(target)
+    headers = {**SECURITY_HEADERS, "ETag": etag}
+    if etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    media = TYPES.get(target.suffix) or mimetypes.guess_type(target.name)[0]
+    return FileResponse(target, media_type=media or "application/octet-stream", headers=headers)

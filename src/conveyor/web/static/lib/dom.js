@@ -1,0 +1,128 @@
+// Building DOM without a framework: h('a', {href: '/x', class: 'y'}, 'text', child, [more]).
+
+const SVG_NS = 'http://www.w3.org/2000/svg';
+const SVG_TAGS = new Set([
+  'svg', 'g', 'path', 'rect', 'circle', 'line', 'polyline', 'polygon', 'text', 'tspan',
+  'title', 'defs', 'marker', 'ellipse', 'use', 'clipPath', 'foreignObject',
+]);
+
+/**
+ * Create an element. attrs: plain attributes; `class` (string or array), `style` (object or
+ * string), `dataset` (object), `on<event>` (listener, e.g. onclick), boolean true/false toggles
+ * the attribute, null/undefined skip it. Children: strings, numbers, nodes, arrays; null and
+ * false are skipped, so `cond && h(...)` works.
+ */
+export function h(tag, attrs, ...children) {
+  const svg = SVG_TAGS.has(tag);
+  const el = svg ? document.createElementNS(SVG_NS, tag) : document.createElement(tag);
+  if (attrs && (typeof attrs !== 'object' || attrs instanceof Node || Array.isArray(attrs))) {
+    children.unshift(attrs);
+    attrs = null;
+  }
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key.startsWith('on') && typeof value === 'function') {
+      el.addEventListener(key.slice(2).toLowerCase(), value);
+    } else if (key === 'class' || key === 'className') {
+      const names = Array.isArray(value) ? value.filter(Boolean).join(' ') : value;
+      if (names) el.setAttribute('class', names);
+    } else if (key === 'style' && typeof value === 'object') {
+      for (const [prop, v] of Object.entries(value)) {
+        if (v !== null && v !== undefined) el.style.setProperty(prop, String(v));
+      }
+    } else if (key === 'dataset') {
+      for (const [k, v] of Object.entries(value)) el.dataset[k] = v;
+    } else if (value === true) {
+      el.setAttribute(key, '');
+    } else if (!svg && (key === 'value' || key === 'checked' || key === 'selected')) {
+      el[key] = value;
+    } else {
+      el.setAttribute(key, String(value));
+    }
+  }
+  append(el, children);
+  return el;
+}
+
+function append(el, children) {
+  for (const child of children) {
+    if (child === null || child === undefined || child === false || child === true) continue;
+    if (Array.isArray(child)) append(el, child);
+    else if (child instanceof Node) el.appendChild(child);
+    else el.appendChild(document.createTextNode(String(child)));
+  }
+}
+
+/** Remove every child of `el`; returns el. */
+export function clear(el) {
+  while (el.firstChild) el.removeChild(el.firstChild);
+  return el;
+}
+
+/** Replace the children of `el` with `children`. */
+export function replace(el, ...children) {
+  clear(el);
+  append(el, children);
+  return el;
+}
+
+const STATES = {
+  succeeded: ['✔', 'ok'],
+  success: ['✔', 'ok'],
+  passed: ['✔', 'ok'],
+  healthy: ['✔', 'ok'],
+  approved: ['✔', 'ok'],
+  resolved: ['✔', 'ok'],
+  deployed: ['✔', 'ok'],
+  failed: ['✖', 'bad'],
+  failure: ['✖', 'bad'],
+  error: ['✖', 'bad'],
+  unhealthy: ['✖', 'bad'],
+  rejected: ['✖', 'bad'],
+  open: ['⚠', 'bad'],
+  interrupted: ['✖', 'bad'],
+  publish_failed: ['✖', 'bad'],
+  running: ['⟳', 'active'],
+  deploying: ['⟳', 'active'],
+  rolling_back: ['↺', 'warn'],
+  checking: ['⟳', 'active'],
+  verifying: ['⟳', 'active'],
+  queued: ['◷', 'wait'],
+  pending: ['◷', 'wait'],
+  waiting: ['◷', 'wait'],
+  awaiting_approval: ['◷', 'wait'],
+  created: ['◷', 'wait'],
+  rolled_back: ['↺', 'warn'],
+  held: ['‖', 'warn'],
+  cancelled: ['⊘', 'muted'],
+  cancel_requested: ['⊘', 'muted'],
+  superseded: ['⊘', 'muted'],
+  skipped: ['⊘', 'muted'],
+  expired: ['⊘', 'muted'],
+  unknown: ['?', 'muted'],
+};
+
+/**
+ * A state badge: icon + text + colour, so colour is never the only signal.
+ * badge('rolled_back') → <span class="badge badge-warn">↺ rolled back</span>
+ */
+export function badge(state, label) {
+  const key = String(state || 'unknown').toLowerCase();
+  const [icon, tone] = STATES[key] || ['•', 'muted'];
+  return h('span', {class: ['badge', `badge-${tone}`], dataset: {state: key}},
+    h('span', {class: 'badge-icon', 'aria-hidden': 'true'}, icon),
+    ' ', label || key.replaceAll('_', ' '));
+}
+
+/** A <p> for "nothing here" messages. */
+export function empty(text) {
+  return h('p', {class: 'empty'}, text);
+}
+
+/** An error block for a failed load; `err` may be an ApiError. */
+export function errorBox(err, what = 'This page could not be loaded') {
+  const message = (err && err.message) || String(err);
+  return h('div', {class: 'error-box', role: 'alert'},
+    h('strong', null, what + ': '), message,
+    err && err.hint ? h('p', {class: 'hint'}, err.hint) : null);
+}

@@ -14,9 +14,9 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-## Run the sample pipeline in examples/ end to end (becomes `conveyor demo`).
+## The whole story on this machine: a sample service's three commits to production, then stop.
 demo: $(STAMP)
-	$(BIN)/python examples/run_sample.py
+	$(BIN)/conveyor demo --exit
 
 ## Lint, type-check and run every test (what CI runs).
 test: $(STAMP) lint

@@ -293,6 +293,7 @@ def test_schema_is_json_schema_of_the_pipeline(conveyor: Conveyor) -> None:
 
 def test_help_lists_every_command(conveyor: Conveyor) -> None:
     commands = [
+        "demo",
         "init",
         "validate",
         "schema",
@@ -401,3 +402,17 @@ def test_run_of_a_branch_or_tag_records_its_ref(
     assert result.returncode == 0, result.output
     [run] = conveyor("runs", "--json", check=True).json()
     assert run["ref"] == ref
+
+
+@pytest.mark.parametrize(
+    ("command", "first"),
+    [(["token", "list"], "name"), (["user", "list"], "name"), (["service", "list"], "service")],
+)
+def test_an_empty_list_prints_its_headers_and_no_error(
+    conveyor: Conveyor, command: list[str], first: str
+) -> None:
+    """A fresh store has nothing to list: the header line, not a traceback."""
+    result = conveyor(*command)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout.split()[0] == first

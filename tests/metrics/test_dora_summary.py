@@ -355,5 +355,13 @@ def test_the_server_keeps_profiles_in_use_current(tmp_path: Path) -> None:
             summary.report(store, paris, Settings()).to_json(),
             engine_report(store, paris, Settings()).to_json(),
         )
+        # Every mark was taken in and dropped: SQLite numbers the next ones from 1 again,
+        # and they must still be taken in.
+        _write(store, _history(rng, START + dt.timedelta(days=20), 3, "c"))
+        summary.keep_current(store)
+        _same(
+            summary.report(store, paris, Settings()).to_json(),
+            engine_report(store, paris, Settings()).to_json(),
+        )
     finally:
         store.close()

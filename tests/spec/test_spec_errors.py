@@ -356,7 +356,7 @@ def test_notify_errors() -> None:
         "use one list entry per channel",
         "conveyor.yml:6:10: notify[1].on[0]: unknown event 'deployment.faild' "
         "— did you mean 'deployment.failed'?",
-        "conveyor.yml:8:5: notify[2]: notifier needs one of 'slack', 'webhook' or 'email'",
+        "conveyor.yml:8:5: notify[2]: notifier needs one of 'slack', 'webhook', 'email' or 'inbox'",
     ]
 
 

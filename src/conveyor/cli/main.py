@@ -14,6 +14,7 @@ from conveyor.errors import ConveyorError
 
 # name -> (module, attribute, one-line help shown by `conveyor --help`)
 COMMANDS: dict[str, tuple[str, str, str]] = {
+    "demo": ("conveyor.cli.demo", "demo", "Commit to production, the whole story, here."),
     "init": ("conveyor.cli.init", "init", "Write a starter conveyor.yml for this repository."),
     "validate": ("conveyor.cli.spec", "validate", "Check a pipeline file; exit 1 on errors."),
     "schema": ("conveyor.cli.spec", "schema", "Print the JSON Schema of conveyor.yml."),

@@ -24,7 +24,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
-from sqlalchemy import delete, func, insert, select, text
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from conveyor.metrics.dora import Settings, Window, day_instants, report_of, tally_days
@@ -359,6 +359,10 @@ def _prune(session: Session, now: dt.datetime) -> None:
     taken = session.scalar(select(func.min(DoraSummary.last_mark_id)))
     if taken:
         session.execute(delete(DoraMark).where(DoraMark.id <= taken))
+        if not session.scalar(select(func.count()).select_from(DoraMark)):
+            # Every profile took every mark in. SQLite numbers the next row of an emptied
+            # table 1 again, below every last_mark_id: count from 0, or it would be missed.
+            session.execute(update(DoraSummary).values(last_mark_id=0))
 
 
 def _aware(value: dt.datetime) -> dt.datetime:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 
 from conveyor.notify.base import Notice, NotifyError
 from conveyor.notify.email import send_email
+from conveyor.notify.inbox import send_inbox
 from conveyor.notify.slack import absolute_url, send_slack
 from conveyor.notify.webhook import send_webhook
 from conveyor.spec.models import Notifier
@@ -58,6 +59,8 @@ async def _attempt(
         await send_email(
             notifier.email, notice, default_smtp=default_smtp, default_from=default_from
         )
+    elif notifier.inbox is not None:
+        await send_inbox(notice)
     else:  # the model guarantees one channel; a report beats an AttributeError
         raise NotifyError("the notifier has no channel", retry=False)
 

@@ -364,7 +364,15 @@ def run_hook(config: dict[str, object], stdin: bytes) -> None:
         else changes_from_commit(config)
     )
     spool_dir = str(config["spool"])
-    reachable, queued, problem = True, 0, ""
+    # Changes spooled while the server was away go first: it must see pushes in the order they
+    # happened, or it takes the older one for a late delivery and does not run it.
+    backlog, left, problem = 0, 0, ""
+    if spooled(spool_dir):
+        backlog, _, left, waiting = deliver_spool(
+            config, max_files=BACKLOG_FILES, max_seconds=BACKLOG_SECONDS
+        )
+        problem = waiting or "older changes are still waiting"
+    reachable, queued = left == 0, left
     for change in changes:
         try:
             path = spool(spool_dir, change)
@@ -383,10 +391,8 @@ def run_hook(config: dict[str, object], stdin: bytes) -> None:
             _say(f"{change['ref']} at {change['after'][:12]} {outcome}")
     if not reachable:
         _say(f"{problem}; {queued} change(s) queued in {spool_dir}, sent on the next run")
-    else:
-        delivered, *_ = deliver_spool(config, max_files=BACKLOG_FILES, max_seconds=BACKLOG_SECONDS)
-        if delivered:
-            _say(f"delivered {delivered} queued change(s)")
+    elif backlog:
+        _say(f"delivered {backlog} queued change(s)")
 
 
 def _send_unspooled(config: dict[str, object], change: dict[str, str]) -> None:

@@ -21,7 +21,7 @@ from sqlalchemy import insert, select, update
 from conveyor.engine.runs import ensure_service
 from conveyor.engine.states import RunStatus, check_transition
 from conveyor.errors import ConveyorError
-from conveyor.runner.workspace import CommitInfo, resolve_commit
+from conveyor.runner.workspace import CommitInfo, _git, resolve_commit
 from conveyor.sources.commits import load_pipeline_at, queue_commit
 from conveyor.sources.mirror import source_for
 from conveyor.spec import Pipeline, PipelineError
@@ -201,6 +201,9 @@ def _outcome(
     push = pipeline.on.push if pipeline.on else None
     if push is not None and not branch_matches(branch, list(push.branches)):
         return Outcome("ignored", f"branch {branch} is not in on.push.branches")
+    stale = _already_past(store, repo, service, ref, str(payload.get("before", "")), commit.sha)
+    if stale is not None:
+        return stale
     queued = queue_commit(
         store,
         repo,
@@ -214,6 +217,35 @@ def _outcome(
     if prepare is not None:
         prepare(repo, commit.sha)
     return Outcome("queued", None, queued.run_id)
+
+
+def _already_past(
+    store: Store, repo: Path, service: str, ref: str, before: str, sha: str
+) -> Outcome | None:
+    """A push of a commit the branch already ran, or has since moved past, is not run again.
+
+    Forges redeliver with new ids and deliver out of order: running a late push would build
+    an older commit after a newer one and deploy it over it. A push whose `before` is the
+    branch's last run commit is always a real move (a force-push back included)."""
+    with store.session() as session:
+        head = session.execute(
+            select(Run.id, Run.sha)
+            .join(Service, Run.service_id == Service.id)
+            .where(Service.name == service, Run.ref == ref)
+            .order_by(Run.id.desc())
+            .limit(1)
+        ).first()
+    if head is None or before == head.sha:
+        return None
+    if sha == head.sha:
+        return Outcome("ignored", f"{ref} at {sha[:7]} already ran as run {head.id}", head.id)
+    if _git(repo, "merge-base", "--is-ancestor", sha, head.sha, check=False).returncode == 0:
+        return Outcome(
+            "ignored",
+            f"a late delivery: {ref} has moved on to {head.sha[:7]} (run {head.id}), "
+            f"which contains {sha[:7]}",
+        )
+    return None
 
 
 @functools.lru_cache(maxsize=256)

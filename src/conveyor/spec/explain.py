@@ -159,6 +159,8 @@ def _notifier(n: Notifier) -> str:
         where = "slack" + (f" {n.slack.channel}" if n.slack.channel else "")
     elif n.webhook:
         where = f"webhook {n.webhook.url}"
+    elif n.inbox is not None:
+        where = "inbox"
     else:
         assert n.email is not None
         where = f"email to {', '.join(n.email.to)}"

@@ -320,18 +320,29 @@ class EmailNotifier(_Model):
         return value
 
 
+class InboxNotifier(_Model):
+    """Keep the notice in the server's own inbox (the web UI's /inbox page); nothing leaves
+    the machine."""
+
+
 class Notifier(_Model):
-    """One notification channel (exactly one of slack, webhook, email) and its events."""
+    """One notification channel (exactly one of slack, webhook, email, inbox) and its events."""
 
     model_config = ConfigDict(
         json_schema_extra={
-            "oneOf": [{"required": ["slack"]}, {"required": ["webhook"]}, {"required": ["email"]}]
+            "oneOf": [
+                {"required": ["slack"]},
+                {"required": ["webhook"]},
+                {"required": ["email"]},
+                {"required": ["inbox"]},
+            ]
         }
     )
 
     slack: SlackNotifier | None = Field(None, description="Slack channel.")
     webhook: WebhookNotifier | None = Field(None, description="Generic webhook.")
     email: EmailNotifier | None = Field(None, description="Email.")
+    inbox: InboxNotifier | None = Field(None, description="The server's inbox: `inbox: {}`.")
     on: list[NotifyEvent] = Field(
         default_factory=lambda: list(DEFAULT_NOTIFY_EVENTS),
         description="Events to send. Default: approval.requested, deployment.failed, "
@@ -343,11 +354,19 @@ class Notifier(_Model):
     def _one_event(cls, value: object) -> object:
         return one_or_many(value)
 
+    @field_validator("inbox", mode="before")
+    @classmethod
+    def _bare_inbox(cls, value: object) -> object:
+        # `inbox:` alone (null) or `inbox: true` say the same as `inbox: {}`.
+        return {} if value is None or value is True else value
+
     @model_validator(mode="after")
     def _exactly_one(self) -> Self:
-        given = [k for k in ("slack", "webhook", "email") if getattr(self, k) is not None]
+        given = [k for k in ("slack", "webhook", "email", "inbox") if getattr(self, k) is not None]
         if not given:
-            raise user_error("no_channel", "notifier needs one of 'slack', 'webhook' or 'email'")
+            raise user_error(
+                "no_channel", "notifier needs one of 'slack', 'webhook', 'email' or 'inbox'"
+            )
         if len(given) > 1:
             raise user_error(
                 "many_channels",
@@ -356,7 +375,9 @@ class Notifier(_Model):
         return self
 
     @property
-    def kind(self) -> Literal["slack", "webhook", "email"]:
+    def kind(self) -> Literal["slack", "webhook", "email", "inbox"]:
+        if self.inbox is not None:
+            return "inbox"
         return "slack" if self.slack else "webhook" if self.webhook else "email"
 
 

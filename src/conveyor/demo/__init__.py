@@ -1,0 +1,1 @@
+"""`conveyor demo`: the whole story of a commit to production, told on this machine."""

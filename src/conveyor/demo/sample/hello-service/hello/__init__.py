@@ -1,0 +1,1 @@
+"""hello: the sample service of `conveyor demo`."""

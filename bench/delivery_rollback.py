@@ -296,9 +296,12 @@ class Spans:
         self._undo: list[Callable[[], None]] = []
 
     def _install(self, owner: Any, attr: str, wrapper: Any) -> None:
-        original = owner.__dict__[attr]
+        if attr in owner.__dict__:
+            original = owner.__dict__[attr]
+            self._undo.append(lambda: setattr(owner, attr, original))
+        else:  # inherited (e.g. from the proxied-target base): dropping the wrapper restores it
+            self._undo.append(lambda: delattr(owner, attr))
         setattr(owner, attr, wrapper)
-        self._undo.append(lambda: setattr(owner, attr, original))
 
     def sync(self, owner: Any, attr: str, label: Callable[..., str] | None = None) -> None:
         original = getattr(owner, attr)

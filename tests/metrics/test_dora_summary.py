@@ -23,6 +23,7 @@ from conveyor.metrics.load import engine_report, report
 from conveyor.metrics.record import write_fact
 from conveyor.store.db import Settings as StoreSettings
 from conveyor.store.db import Store, open_store
+from conveyor.store.marks import summary_work
 from conveyor.store.models import DoraDay, DoraMark, DoraSummary, Incident, Service
 
 START = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
@@ -363,5 +364,32 @@ def test_the_server_keeps_profiles_in_use_current(tmp_path: Path) -> None:
             summary.report(store, paris, Settings()).to_json(),
             engine_report(store, paris, Settings()).to_json(),
         )
+    finally:
+        store.close()
+
+
+def test_the_server_knows_cheaply_when_there_is_nothing_to_take_in(tmp_path: Path) -> None:
+    """summary_work (checked before the summary, and numpy, are imported): nothing on a fresh
+    store, something once facts arrive, nothing once they are taken in, something again after."""
+    rng = random.Random(5)
+    store = open_store(
+        StoreSettings(home=tmp_path, database_url=f"sqlite:///{tmp_path / 'conveyor.db'}")
+    )
+
+    def work() -> bool:
+        with store.session() as s:
+            return summary_work(s)
+
+    try:
+        assert not work()
+        _service_ids(store)
+        _write(store, _history(rng, START, 10, "a"))
+        assert work()
+        summary.keep_current(store)
+        assert not work()
+        _write(store, _history(rng, START + dt.timedelta(days=10), 2, "b"))
+        assert work()
+        summary.keep_current(store)
+        assert not work()
     finally:
         store.close()

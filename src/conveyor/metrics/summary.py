@@ -231,6 +231,8 @@ def _build(store: Store, profile: str, tz: str, settings: Settings) -> None:
             w.session.add(
                 DoraSummary(profile=profile, last_mark_id=upto, refreshed_at=now, used_at=now)
             )
+            w.session.flush()
+        _prune(w.session, now)
 
 
 def _retally(

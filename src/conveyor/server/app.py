@@ -173,6 +173,17 @@ def _on_exit_signal(
     return restore
 
 
+def _keep_dora_summary_current(store: Store) -> None:
+    from conveyor.store.marks import summary_work
+
+    with store.session() as session:
+        if not summary_work(session):
+            return
+    from conveyor.metrics.summary import keep_current  # numpy: only once there is work
+
+    keep_current(store)
+
+
 def create_app(store: Store, config: ServerConfig | None = None) -> FastAPI:
     config = config or ServerConfig()
     state = ServerState(store, config)
@@ -236,13 +247,11 @@ def create_app(store: Store, config: ServerConfig | None = None) -> FastAPI:
                 tasks.append(asyncio.create_task(state.delivery.serve()))
                 tasks.append(asyncio.create_task(Outbox(store, wake=notify_wake).serve()))
                 # DORA reports served here only add days up: keep the summaries current.
-                from conveyor.metrics.summary import keep_current
-
                 tasks.append(
                     asyncio.create_task(
                         _loop(
                             "DORA summary",
-                            lambda: keep_current(store),
+                            lambda: _keep_dora_summary_current(store),
                             asyncio.Event(),
                             in_thread=True,
                             every=DORA_SUMMARY_SECONDS,

@@ -12,10 +12,17 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import exists, insert, select
 from sqlalchemy.orm import Session
 
-from conveyor.store.models import Deployment, DeploymentFactRow, DoraMark, Incident, Service
+from conveyor.store.models import (
+    Deployment,
+    DeploymentFactRow,
+    DoraMark,
+    DoraSummary,
+    Incident,
+    Service,
+)
 
 
 def mark(session: Session, marks: dict[str, dt.datetime]) -> None:
@@ -53,3 +60,17 @@ def before_flush(session: Session, _context: Any, _instances: Any) -> None:
                 earliest(found, service.name, min(opened, started) if started else opened)
     if found:
         session.add_all(DoraMark(service=name, at=at) for name, at in sorted(found.items()))
+
+
+def summary_work(session: Session) -> bool:
+    """Whether a DORA summary has anything to take in: marks not yet dropped (every profile
+    drops them once taken in), or facts and no summary yet. Cheap, and without importing the
+    summary (numpy): an idle server stays small."""
+    if session.scalar(select(exists().where(DoraMark.id > 0))):
+        return True
+    if session.scalar(select(exists().where(DoraSummary.profile != ""))):
+        return False
+    return bool(
+        session.scalar(select(exists().where(DeploymentFactRow.id > 0)))
+        or session.scalar(select(exists().where(Incident.id > 0)))
+    )

@@ -11,13 +11,16 @@ from __future__ import annotations
 import datetime as dt
 import math
 import random
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select, text
 
+from conveyor.errors import ConveyorError
 from conveyor.metrics import summary
-from conveyor.metrics.dora import Settings, Window
+from conveyor.metrics.dora import Settings, Window, from_params
 from conveyor.metrics.facts import Change, DeploymentFact
 from conveyor.metrics.load import engine_report, report
 from conveyor.metrics.record import write_fact
@@ -393,3 +396,55 @@ def test_the_server_knows_cheaply_when_there_is_nothing_to_take_in(tmp_path: Pat
         assert not work()
     finally:
         store.close()
+
+
+def test_facts_dated_out_of_any_report_range_neither_break_nor_slow_the_summary(
+    tmp_path: Path,
+) -> None:
+    """An import may carry a typo like year 1 or 9999 (the API fuzzing found it): the summary
+    skips those days instead of failing on date arithmetic, and reports stay exact."""
+    rng = random.Random(9)
+    store = open_store(
+        StoreSettings(home=tmp_path, database_url=f"sqlite:///{tmp_path / 'conveyor.db'}")
+    )
+    try:
+        _service_ids(store)
+        facts = _history(rng, START, 10, "a")
+        odd = [
+            replace(
+                facts[0],
+                id="year-1",
+                started_at=dt.datetime(1, 1, 1, tzinfo=dt.UTC),
+                finished_at=dt.datetime(1, 1, 1, 0, 5, tzinfo=dt.UTC),
+            ),
+            replace(
+                facts[0],
+                id="year-9999",
+                started_at=dt.datetime(9999, 12, 31, tzinfo=dt.UTC),
+                finished_at=dt.datetime(9999, 12, 31, 0, 5, tzinfo=dt.UTC),
+            ),
+        ]
+        _write(store, facts + odd)
+        summary.keep_current(store)
+        window = Window(dt.date(2024, 1, 1), dt.date(2024, 2, 1))
+        _same(
+            summary.report(store, window, Settings()).to_json(),
+            engine_report(store, window, Settings()).to_json(),
+        )
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"from": "0001-01-01", "to": "2000-01-01"}, "out of range"),
+        ({"since": "99999999999d"}, "longer than any report"),
+        ({"to": "9999-12-31"}, "out of range"),
+    ],
+)
+def test_windows_out_of_range_are_refused_with_the_range(
+    params: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConveyorError, match=message):
+        from_params(params)

@@ -139,6 +139,26 @@ def test_a_password_signs_in_with_the_user_s_scopes_and_a_wrong_one_is_refused_a
     serve(body)
 
 
+def test_an_address_that_keeps_guessing_must_wait(serve: Serve) -> None:
+    """Ten failed sign-ins from one address: the eleventh attempt is refused with 429 and a
+    Retry-After before any check, even with the right password; nothing is stored for it."""
+
+    async def body(api: Api) -> None:
+        add_user(api.store, "pat", [], ["ops"], None, "root")
+        set_credentials(api.store, "pat", password="correct horse", scopes=["read"], by="root")
+        for _ in range(10):
+            r = await sign_in(api, user="pat", password="guess")
+            assert r.status_code == 401
+        r = await sign_in(api, user="pat", password="correct horse")
+        assert r.status_code == 429
+        assert "too many failed sign-ins" in r.json()["error"]["message"]
+        assert 0 < int(r.headers["retry-after"]) <= 600
+        assert "set-cookie" not in r.headers
+        assert len(events(api, "session.refused")) == 10
+
+    serve(body)
+
+
 def test_a_cookie_without_the_csrf_header_cannot_change_anything(serve: Serve) -> None:
     async def body(api: Api) -> None:
         r = await sign_in(api, token=api.admin)

@@ -14,6 +14,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from conveyor.errors import ConveyorError
 from conveyor.metrics import tiers as tier_tables
 
+# The dates reports can cover (with a trend window as long again before, and margins).
+EARLIEST = dt.date(1970, 1, 1)
+LATEST = dt.date(2200, 1, 1)
+MAX_DURATION = dt.timedelta(days=(LATEST - EARLIEST).days)
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 ONE_DAY = dt.timedelta(days=1)
 LeadFrom = Literal["committed", "authored", "seen"]
@@ -145,11 +149,20 @@ def window_for(
     zone = _zone(tz)
     upper = _date(end, "--to") if end else (today or dt.datetime.now(zone).date()) + ONE_DAY
     if start:
-        return Window(_date(start, "--from"), upper, tz, week_start)
-    length = parse_duration(since or "90d")
-    if length.seconds or length.microseconds or length.days < 1:
-        raise ConveyorError(f"--since takes whole days or weeks (90d, 12w), not {since!r}")
-    return Window(upper - dt.timedelta(days=length.days), upper, tz, week_start)
+        window = Window(_date(start, "--from"), upper, tz, week_start)
+    else:
+        length = parse_duration(since or "90d")
+        if length.seconds or length.microseconds or length.days < 1:
+            raise ConveyorError(f"--since takes whole days or weeks (90d, 12w), not {since!r}")
+        if length.days > (LATEST - EARLIEST).days:
+            raise ConveyorError(f"--since {since} reaches before {EARLIEST}")
+        window = Window(upper - dt.timedelta(days=length.days), upper, tz, week_start)
+    if window.start < EARLIEST or window.end > LATEST:
+        raise ConveyorError(
+            f"the window {window.start} → {window.end} is out of range",
+            hint=f"reports cover {EARLIEST} to {LATEST}",
+        )
+    return window
 
 
 def parse_duration(text: str, unit: str = "d") -> dt.timedelta:
@@ -158,7 +171,10 @@ def parse_duration(text: str, unit: str = "d") -> dt.timedelta:
     if not found:
         raise ConveyorError(f"{text!r} is not a duration", hint="e.g. 90d, 12w, 48h, 30m")
     seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[found.group(2) or unit]
-    return dt.timedelta(seconds=float(found.group(1)) * seconds)
+    total = float(found.group(1)) * seconds
+    if total > MAX_DURATION.total_seconds():
+        raise ConveyorError(f"{text!r} is longer than any report", hint="e.g. 90d, 12w, 48h")
+    return dt.timedelta(seconds=total)
 
 
 def _date(text: str, option: str) -> dt.date:

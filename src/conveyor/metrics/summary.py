@@ -28,6 +28,7 @@ from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from conveyor.metrics.dora import Settings, Window, day_instants, report_of, tally_days
+from conveyor.metrics.dora_options import EARLIEST, LATEST
 from conveyor.metrics.dora_report import SPLIT, DoraReport, Tally
 from conveyor.store.db import Store
 from conveyor.store.models import (
@@ -271,10 +272,12 @@ def _retally(
             )
         )
         since = min(at, _aware(before) if before is not None else at)
-    since -= settings.attribution_window
     zone = ZoneInfo(tz)
-    start = since.astimezone(zone).date()
-    end_at = max(utcnow(), _aware(last)) + settings.attribution_window
+    # Reports cover EARLIEST..LATEST (dora_options): facts dated outside (an import's typo)
+    # are not tallied, and the arithmetic around them cannot overflow.
+    since = min(max(since, _instant(EARLIEST)), _instant(LATEST))
+    start = (since - settings.attribution_window).astimezone(zone).date()
+    end_at = min(max(utcnow(), _aware(last)), _instant(LATEST)) + settings.attribution_window
     end = end_at.astimezone(zone).date() + dt.timedelta(days=1)
     session.execute(
         delete(DoraDay).where(
@@ -365,6 +368,10 @@ def _prune(session: Session, now: dt.datetime) -> None:
             # Every profile took every mark in. SQLite numbers the next row of an emptied
             # table 1 again, below every last_mark_id: count from 0, or it would be missed.
             session.execute(update(DoraSummary).values(last_mark_id=0))
+
+
+def _instant(day: dt.date) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
 
 
 def _aware(value: dt.datetime) -> dt.datetime:

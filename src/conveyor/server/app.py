@@ -313,8 +313,19 @@ def create_app(store: Store, config: ServerConfig | None = None) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {401: "unauthorized", 403: "forbidden", 404: "not_found", 413: "too_large"}
-        return error_response(exc.status_code, code.get(exc.status_code, "error"), str(exc.detail))
+        code = {
+            401: "unauthorized",
+            403: "forbidden",
+            404: "not_found",
+            413: "too_large",
+            429: "too_many_requests",
+        }
+        response = error_response(
+            exc.status_code, code.get(exc.status_code, "error"), str(exc.detail)
+        )
+        # Keep what the handler said besides the message (Retry-After, WWW-Authenticate).
+        response.headers.update(exc.headers or {})
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

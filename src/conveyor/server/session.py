@@ -12,6 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
+import time
+from collections import deque
 from typing import Annotated, Any, NoReturn
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
@@ -33,6 +35,9 @@ MAX = dt.timedelta(days=7)
 # last_seen_at (and with it the idle expiry) is written at most this often per session.
 TOUCH_EVERY = dt.timedelta(minutes=1)
 SESSION_PREFIX = "cvs_"
+# Failed sign-ins one address may make within the window before it must wait.
+THROTTLE_FAILURES = 10
+THROTTLE_WINDOW = 600.0
 
 
 def digest(value: str) -> str:
@@ -91,8 +96,33 @@ class SignIn(BaseModel):
     password: str | None = Field(None, max_length=1024)
 
 
+def _failures(request: Request) -> deque[float]:
+    """This client's failed sign-ins still inside the throttle's window (this server's)."""
+    table: dict[str, deque[float]] = request.app.state.__dict__.setdefault("signin_failures", {})
+    client = request.client.host if request.client else "?"
+    found = table.setdefault(client, deque())
+    horizon = time.monotonic() - THROTTLE_WINDOW
+    while found and found[0] < horizon:
+        found.popleft()
+    return found
+
+
+def _throttle(request: Request) -> None:
+    """Guessing is slow: after THROTTLE_FAILURES failed sign-ins from one address within the
+    window, that address is refused (before any check) until the oldest failure ages out."""
+    failed = _failures(request)
+    if len(failed) >= THROTTLE_FAILURES:
+        wait = int(failed[0] + THROTTLE_WINDOW - time.monotonic()) + 1
+        raise HTTPException(
+            429,
+            f"too many failed sign-ins from this address: try again in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
+
+
 def _refuse(store: Store, request: Request, via: str, who: str | None, message: str) -> NoReturn:
     client = request.client.host if request.client else None
+    _failures(request).append(time.monotonic())
     with store.write() as w:
         w.emit("session.refused", via=via, user=who, client=client, actor=who or "unknown")
     raise HTTPException(401, message)
@@ -109,6 +139,7 @@ def _csrf(request: Request) -> None:
 def sign_in(request: Request, response: Response, body: SignIn) -> dict[str, Any]:
     """Start a browser session with {"token": ...} or {"user": ..., "password": ...}."""
     _csrf(request)
+    _throttle(request)
     store: Store = request.app.state.conveyor.store
     user: str | None
     token_id: int | None

@@ -29,6 +29,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 from conveyor.engine import alerts, incidents
 from conveyor.errors import ConveyorError
 from conveyor.server.auth import require
+from conveyor.server.hooks import read_body
 from conveyor.server.tokens import Identity
 from conveyor.sources.alertmanager import AlertPayloadError, parse_notification
 
@@ -46,19 +47,6 @@ def _actor(identity: Identity) -> str:
     return identity.user or f"token:{identity.name}"
 
 
-async def _body(request: Request, limit: int) -> bytes:
-    """The raw body, refused with 413 as soon as it passes ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, f"payload larger than {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise HTTPException(413, f"payload larger than {limit} bytes")
-    return bytes(body)
-
-
 def _bad_payload(message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": "bad_payload", "message": message}}, status_code=400)
 
@@ -68,7 +56,7 @@ async def alertmanager_hook(request: Request, identity: Trigger) -> JSONResponse
     """An Alertmanager webhook notification (payload version 4): firing alerts open or update
     incidents, resolved ones resolve them."""
     state = _state(request)
-    body = await _body(request, state.config.webhook_max_bytes)
+    body = await read_body(request, state.config.webhook_max_bytes)
     try:
         notification = parse_notification(body)
     except AlertPayloadError as exc:

@@ -48,6 +48,20 @@ def _accepted(source: str, service: str, delivery: str, new: bool) -> JSONRespon
     return JSONResponse(body, status_code=409)
 
 
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refused with 413 as soon as it passes ``limit`` bytes (declared or read):
+    a webhook sender must not make the server hold more than that."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"payload larger than {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPException(413, f"payload larger than {limit} bytes")
+    return bytes(body)
+
+
 class GitPush(BaseModel):
     # A path cannot hold a NUL byte (resolving one raises); refused as bad input.
     repository: str = Field(min_length=1, max_length=4000, pattern=r"^[^\x00]+$")
@@ -98,15 +112,11 @@ async def forge_hook(request: Request, forge: str, service: str) -> JSONResponse
 
     state = _state(request)
     limit = state.config.webhook_max_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        log.warning("%s webhook for %s refused: body of %s bytes", forge, service, declared)
-        raise HTTPException(413, f"payload larger than {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise HTTPException(413, f"payload larger than {limit} bytes")
+    try:
+        body = await read_body(request, limit)
+    except HTTPException:
+        log.warning("%s webhook for %s refused: body over %s bytes", forge, service, limit)
+        raise
     svc = state.service(service)
     if svc is None:
         log.warning("%s webhook for unknown service %s refused", forge, service)
@@ -115,7 +125,7 @@ async def forge_hook(request: Request, forge: str, service: str) -> JSONResponse
         push = verify_and_parse(
             forge,
             dict(request.headers),
-            bytes(body),
+            body,
             secret=svc["secret"],
             allow_unsigned=svc["allow_unsigned"],
             max_bytes=limit,
@@ -125,7 +135,7 @@ async def forge_hook(request: Request, forge: str, service: str) -> JSONResponse
         raise HTTPException(exc.status, exc.message) from None
     if push is None:
         return JSONResponse({"status": "ignored", "reason": "not a push event"}, status_code=202)
-    delivery = push.delivery_id or hashlib.sha256(bytes(body)).hexdigest()[:32]
+    delivery = push.delivery_id or hashlib.sha256(body).hexdigest()[:32]
     payload = {
         "ref": push.ref,
         "before": push.before,

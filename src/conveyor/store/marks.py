@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import exists, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from conveyor.store.models import (
@@ -66,11 +66,12 @@ def summary_work(session: Session) -> bool:
     """Whether a DORA summary has anything to take in: marks not yet dropped (every profile
     drops them once taken in), or facts and no summary yet. Cheap, and without importing the
     summary (numpy): an idle server stays small."""
-    if session.scalar(select(exists().where(DoraMark.id > 0))):
+
+    def any_row(column: Any) -> bool:
+        return session.scalar(select(column).limit(1)) is not None
+
+    if any_row(DoraMark.id):
         return True
-    if session.scalar(select(exists().where(DoraSummary.profile != ""))):
+    if any_row(DoraSummary.profile):
         return False
-    return bool(
-        session.scalar(select(exists().where(DeploymentFactRow.id > 0)))
-        or session.scalar(select(exists().where(Incident.id > 0)))
-    )
+    return any_row(DeploymentFactRow.id) or any_row(Incident.id)

@@ -19,6 +19,7 @@ from conveyor.engine.incidents import describe
 from conveyor.engine.promotion import version_of
 from conveyor.errors import NotFound
 from conveyor.store.db import Store
+from conveyor.store.delivery_queries import deployment_summary
 from conveyor.store.models import (
     Approval,
     Artifact,
@@ -173,25 +174,14 @@ def _release_entry(session: Session, release: Release) -> dict[str, Any]:
 
 
 def _deployment_fields(dep: Deployment) -> dict[str, Any]:
-    return {
-        "deployment": dep.id,
-        "environment": dep.environment,
-        "tier": dep.tier,
-        "release": dep.release_id,
-        "version": version_of(dep.release),
-        "status": dep.status,
-        "reason": dep.reason,
-        "trigger": dep.trigger,
-        "requested_by": dep.requested_by,
-        "previous_release": dep.previous_release_id,
-        "rollback_of": dep.rollback_of,
-        "created_at": dep.created_at,
-        "started_at": dep.started_at,
-        "healthy_at": dep.healthy_at,
+    """The deployment as GET /deployments shows it, with its failure time, duration and
+    checks; "deployment" for its id and no "kind" (the entry's own kind says that)."""
+    fields = deployment_summary(dep)
+    fields["deployment"] = fields.pop("id")
+    del fields["kind"]
+    return fields | {
         "failed_at": dep.failed_at,
-        "finished_at": dep.finished_at,
         "duration": _seconds(dep.started_at, dep.finished_at),
-        "url": dep.instance.get("endpoint") or dep.url,
         "checks": [
             {
                 "kind": c.get("kind"),

@@ -224,6 +224,13 @@ document.getElementById('signout').addEventListener('click', async () => {
 
 // --- routing ---------------------------------------------------------------------------------
 
+// A page's own stylesheet (pages/NAME.css), added once, when the page first shows.
+function useStyle(name) {
+  if (document.querySelector(`link[data-page-style="${name}"]`)) return;
+  document.head.appendChild(h('link', {rel: 'stylesheet', href: `/static/pages/${name}.css`,
+    dataset: {pageStyle: name}}));
+}
+
 async function render() {
   const seq = ++renderSeq;
   if (cleanup) {
@@ -259,6 +266,7 @@ async function render() {
   let module;
   try {
     module = await import(`./pages/${name}.js`);
+    if (module.styled) useStyle(name);
   } catch (err) {
     if (seq !== renderSeq) return;
     console.error(err);

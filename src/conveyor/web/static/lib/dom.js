@@ -126,3 +126,15 @@ export function errorBox(err, what = 'This page could not be loaded') {
     h('strong', null, what + ': '), message,
     err && err.hint ? h('p', {class: 'hint'}, err.hint) : null);
 }
+
+/** ``fn`` run once a burst of calls has been quiet for ``ms`` (live updates come in bursts);
+ * ``.cancel()`` drops a pending run. */
+export function debounce(fn, ms) {
+  let timer = null;
+  const run = () => {
+    clearTimeout(timer);
+    timer = setTimeout(fn, ms);
+  };
+  run.cancel = () => clearTimeout(timer);
+  return run;
+}

@@ -96,3 +96,8 @@ export function percent(ratio, digits = 1) {
   if (ratio === null || ratio === undefined) return '—';
   return `${(Number(ratio) * 100).toFixed(digits)} %`;
 }
+
+/** The UI path of one environment of one service. */
+export function envPath(service, env) {
+  return `/services/${encodeURIComponent(service)}/environments/${encodeURIComponent(env)}`;
+}

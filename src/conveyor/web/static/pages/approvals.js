@@ -3,18 +3,14 @@
 // which applies the same rules as when they press the button; the page only shows them.
 
 import {h, replace, badge, empty, errorBox} from '../lib/dom.js';
-import {timeEl, shortSha, firstLine} from '../lib/format.js';
+import {timeEl, shortSha, firstLine, envPath} from '../lib/format.js';
+
+// The shell loads pages/approvals.css with this page.
+export const styled = true;
 
 const RECENT = 10;
 
-function useStyle(name) {
-  if (document.querySelector(`link[data-page-style="${name}"]`)) return;
-  document.head.appendChild(h('link', {rel: 'stylesheet', href: `/static/pages/${name}.css`,
-    dataset: {pageStyle: name}}));
-}
-
 export async function render(root, params, ctx) {
-  useStyle('approvals');
   // Read-only viewers get no action buttons; anyone else sees them, disabled with the reason
   // when they may not decide.
   const acts = Boolean(ctx.me && (ctx.me.can.approve || ctx.me.can.trigger || ctx.me.can.admin));
@@ -174,10 +170,6 @@ export async function render(root, params, ctx) {
 
   await load();
   return ctx.live(['delivery', 'approvals'], () => { reload(); });
-}
-
-function envPath(service, env) {
-  return `/services/${encodeURIComponent(service)}/environments/${encodeURIComponent(env)}`;
 }
 
 function recentTable(rows) {

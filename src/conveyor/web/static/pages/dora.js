@@ -3,8 +3,11 @@
 // names, so a link reproduces it and maps one-to-one onto the API call. Figures are written the
 // way `conveyor dora` writes them (cli/dora.py), so the page and the terminal agree.
 
-import {h, clear, replace, errorBox, empty} from '../lib/dom.js';
+import {h, clear, replace, errorBox, empty, debounce} from '../lib/dom.js';
 import {chart, stackedBar, numberTicks, durationTicks, countTicks} from '../lib/chart.js';
+
+// The shell loads pages/dora.css with this page.
+export const styled = true;
 
 const PRESETS = [['30d', 'Last 30 days'], ['90d', 'Last 90 days'], ['180d', 'Last 180 days'],
   ['365d', 'Last 365 days']];
@@ -161,7 +164,6 @@ function localTime(iso, zone) {
 // --- the page --------------------------------------------------------------------------------
 
 export async function render(root, params, ctx) {
-  ensureStyles();
   let view = viewOf(params.query);
   let report = null;
   let services = [];
@@ -617,13 +619,10 @@ export async function render(root, params, ctx) {
     // The report's own list of services still fills the filter.
   });
   await load();
-  let timer = null;
-  const unsubscribe = ctx.live(['delivery', 'incidents'], () => {
-    clearTimeout(timer);
-    timer = setTimeout(load, LIVE_DEBOUNCE_MS);
-  });
+  const refresh = debounce(load, LIVE_DEBOUNCE_MS);
+  const unsubscribe = ctx.live(['delivery', 'incidents'], refresh);
   return () => {
-    clearTimeout(timer);
+    refresh.cancel();
     unsubscribe();
     seq += 1;
     if (dialog.el.open) dialog.el.close();
@@ -653,8 +652,3 @@ function capital(text) {
   return text ? text[0].toUpperCase() + text.slice(1) : '';
 }
 
-function ensureStyles() {
-  if (document.querySelector('link[data-page-style="dora"]')) return;
-  document.head.appendChild(h('link', {rel: 'stylesheet', href: '/static/pages/dora.css',
-    dataset: {pageStyle: 'dora'}}));
-}

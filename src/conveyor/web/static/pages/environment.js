@@ -3,19 +3,12 @@
 // the same API the CLI uses: GET /environments, GET /deployments, POST .../rollback|hold|unhold.
 
 import {h, replace, badge, empty, errorBox} from '../lib/dom.js';
-import {timeEl, duration, between, shortSha, absTime} from '../lib/format.js';
+import {timeEl, duration, between, shortSha, absTime, envPath} from '../lib/format.js';
+
+// The shell loads pages/environment.css with this page.
+export const styled = true;
 
 const HISTORY = 100;
-
-function useStyle(name) {
-  if (document.querySelector(`link[data-page-style="${name}"]`)) return;
-  document.head.appendChild(h('link', {rel: 'stylesheet', href: `/static/pages/${name}.css`,
-    dataset: {pageStyle: name}}));
-}
-
-function envPath(service, env) {
-  return `/services/${encodeURIComponent(service)}/environments/${encodeURIComponent(env)}`;
-}
 
 /** "auto", "by olga", "automatic, after a failure": who or what started a deployment. */
 function triggeredBy(d) {
@@ -31,7 +24,6 @@ function triggeredBy(d) {
 }
 
 export async function render(root, params, ctx) {
-  useStyle('environment');
   const {service, env} = params;
   const q = `service=${encodeURIComponent(service)}`;
   const mayAct = Boolean(ctx.me && (ctx.me.can.trigger || ctx.me.can.admin));

@@ -3,8 +3,11 @@
 // person acts on it. "New" marks notices this browser has not shown before (kept in
 // localStorage: the inbox itself is shared by everyone and has no per-person state).
 
-import {h, replace, badge, empty, errorBox} from '../lib/dom.js';
+import {h, replace, badge, empty, errorBox, debounce} from '../lib/dom.js';
 import {timeEl, shortSha} from '../lib/format.js';
+
+// The shell loads pages/inbox.css with this page.
+export const styled = true;
 
 const LIMIT = 200;
 const LIVE_DEBOUNCE_MS = 300;
@@ -20,12 +23,6 @@ const TONES = {
   'run.failed': 'failed',
   'run.succeeded': 'succeeded',
 };
-
-function useStyle(name) {
-  if (document.querySelector(`link[data-page-style="${name}"]`)) return;
-  document.head.appendChild(h('link', {rel: 'stylesheet', href: `/static/pages/${name}.css`,
-    dataset: {pageStyle: name}}));
-}
 
 function seenUpTo() {
   try {
@@ -80,7 +77,6 @@ function item(n, seen) {
 }
 
 export async function render(root, params, ctx) {
-  useStyle('inbox');
   const service = params.query.get('service') || '';
   const seen = seenUpTo();
   let last = null;
@@ -114,13 +110,10 @@ export async function render(root, params, ctx) {
   }
 
   await load();
-  let timer = null;
-  const unsubscribe = ctx.live(['delivery', 'incidents'], () => {
-    clearTimeout(timer);
-    timer = setTimeout(load, LIVE_DEBOUNCE_MS);
-  });
+  const refresh = debounce(load, LIVE_DEBOUNCE_MS);
+  const unsubscribe = ctx.live(['delivery', 'incidents'], refresh);
   return () => {
-    clearTimeout(timer);
+    refresh.cancel();
     unsubscribe();
     seq += 1;
   };

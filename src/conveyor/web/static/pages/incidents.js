@@ -2,8 +2,11 @@
 // to come back. Resolving is for those who may trigger (the server checks too). The view (tab,
 // service, a highlighted incident) lives in the URL query so it can be linked.
 
-import {h, clear, replace, badge, errorBox, empty} from '../lib/dom.js';
+import {h, clear, replace, badge, errorBox, empty, debounce} from '../lib/dom.js';
 import {timeEl} from '../lib/format.js';
+
+// The shell loads pages/incidents.css with this page.
+export const styled = true;
 
 const TABS = [['open', 'Open'], ['resolved', 'Resolved'], ['all', 'All']];
 const SOURCES = {
@@ -29,7 +32,6 @@ export function recovery(seconds) {
 }
 
 export async function render(root, params, ctx) {
-  ensureStyles();
   const q = params.query;
   const focusId = q.get('id') ? Number(q.get('id')) : null;
   let tab = TABS.some(([k]) => k === q.get('status')) ? q.get('status') : null;
@@ -221,13 +223,10 @@ export async function render(root, params, ctx) {
     drawFilter();
   }).catch(() => {});
   await load();
-  let timer = null;
-  const unsubscribe = ctx.live(['incidents', 'delivery'], () => {
-    clearTimeout(timer);
-    timer = setTimeout(load, LIVE_DEBOUNCE_MS);
-  });
+  const refresh = debounce(load, LIVE_DEBOUNCE_MS);
+  const unsubscribe = ctx.live(['incidents', 'delivery'], refresh);
   return () => {
-    clearTimeout(timer);
+    refresh.cancel();
     unsubscribe();
     seq += 1;
   };
@@ -249,8 +248,3 @@ function refocus(top, at) {
   if (el) el.focus({preventScroll: true});
 }
 
-function ensureStyles() {
-  if (document.querySelector('link[data-page-style="incidents"]')) return;
-  document.head.appendChild(h('link', {rel: 'stylesheet', href: '/static/pages/incidents.css',
-    dataset: {pageStyle: 'incidents'}}));
-}

@@ -2,13 +2,10 @@
 // health, holds, what waits, approvals, incidents) and its latest runs. Updates live.
 
 import {h, replace, badge, empty, errorBox} from '../lib/dom.js';
-import {timeEl, duration, shortSha} from '../lib/format.js';
+import {timeEl, duration, shortSha, envPath} from '../lib/format.js';
 
-function useStyles() {
-  if (document.querySelector('link[data-page-css="overview"]')) return;
-  document.head.appendChild(h('link', {rel: 'stylesheet', href: '/static/pages/overview.css',
-    dataset: {pageCss: 'overview'}}));
-}
+// The shell loads pages/overview.css with this page.
+export const styled = true;
 
 function releaseLink(release) {
   if (!release) return h('span', {class: 'empty'}, 'nothing deployed');
@@ -31,7 +28,7 @@ function countLink(href, n, one, many) {
 }
 
 function environmentTile(service, env) {
-  const path = `/services/${encodeURIComponent(service)}/environments/${encodeURIComponent(env.environment)}`;
+  const path = envPath(service, env.environment);
   const last = env.health.last_deployment;
   const facts = [];
   if (env.in_progress) {
@@ -113,7 +110,6 @@ function serviceSection(service, ctx, onTrigger) {
 }
 
 export async function render(root, params, ctx) {
-  useStyles();
   const summary = h('p', {class: 'subtle', id: 'ov-summary'});
   const body = h('div', {id: 'ov-body'}, h('p', {class: 'loading'}, 'Loading…'));
   replace(root,

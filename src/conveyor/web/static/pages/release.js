@@ -3,7 +3,10 @@
 // checks, approvals, rollbacks and incidents. It follows delivery and incident changes live.
 
 import {h, replace, badge, empty, errorBox} from '../lib/dom.js';
-import {timeEl, duration, between, shortSha, absTime} from '../lib/format.js';
+import {timeEl, duration, between, shortSha, absTime, envPath} from '../lib/format.js';
+
+// The shell loads pages/release.css with this page.
+export const styled = true;
 
 // Icon and label per entry kind: the icon is decoration, the label says it in words.
 const KINDS = {
@@ -22,16 +25,6 @@ const OUTCOMES = {
 };
 const FORGES = {github: 'GitHub', gitlab: 'GitLab', gitea: 'Gitea'};
 
-function useStyle(name) {
-  if (document.querySelector(`link[data-page-style="${name}"]`)) return;
-  document.head.appendChild(h('link', {rel: 'stylesheet', href: `/static/pages/${name}.css`,
-    dataset: {pageStyle: name}}));
-}
-
-function envPath(service, env) {
-  return `/services/${encodeURIComponent(service)}/environments/${encodeURIComponent(env)}`;
-}
-
 function bytes(n) {
   if (n === null || n === undefined) return '—';
   const units = ['B', 'KiB', 'MiB', 'GiB'];
@@ -45,7 +38,6 @@ function bytes(n) {
 }
 
 export async function render(root, params, ctx) {
-  useStyle('release');
   const id = Number.parseInt(params.id, 10);
   if (!Number.isFinite(id) || String(id) !== params.id || id < 1) {
     replace(root, h('h1', null, 'Release'), errorBox({message: `"${params.id}" is not a release number`}));

@@ -10,6 +10,9 @@ import {timeEl, absTime, duration, between, shortSha, firstLine} from '../lib/fo
 import {ansiToFragment, stripAnsi} from '../lib/ansi.js';
 import {createDag} from '../lib/dag.js';
 
+// The shell loads pages/run.css with this page.
+export const styled = true;
+
 const TERMINAL = new Set(['succeeded', 'failed', 'cancelled', 'interrupted', 'skipped']);
 const BAD = new Set(['failed', 'interrupted']);
 // Job and step starts are not announced on the live stream; while a run is active the page
@@ -19,12 +22,6 @@ const STREAM_RETRY_MS = 2000;
 const LINE_ANCHOR = /^#L(.+)-(\d+)$/;
 const SETUP = 'setup';
 const REUSED = /^reused from run (\d+)$/;
-
-function useStyle(name) {
-  if (document.querySelector(`link[data-page-style="${name}"]`)) return;
-  document.head.appendChild(h('link', {rel: 'stylesheet', href: `/static/pages/${name}.css`,
-    dataset: {pageStyle: name}}));
-}
 
 function lineId(job, seq) {
   return `L${job}-${seq}`;
@@ -74,7 +71,6 @@ function preferredJob(run, current = null) {
 }
 
 export async function render(root, params, ctx) {
-  useStyle('run');
   // Kept as the string it is: a Number would round an id beyond 2^53 into another one.
   const id = params.id;
   if (!/^[1-9]\d{0,18}$/.test(id)) {

@@ -411,3 +411,19 @@ def test_deploy_leaves_the_event_loop_free(tmp_path: Path, sshd: SshServers) -> 
     took = time.monotonic() - started
     assert (path / "releases" / bundle.version / "dist" / "big.bin").stat().st_size == 24 * 2**20
     assert worst < 0.5, f"the event loop stalled for {worst:.2f} s of a {took:.1f} s deploy"
+
+
+def test_the_ssh_target_imports_quietly_even_with_every_warning_an_error() -> None:
+    """asyncssh's use of cryptography's deprecated DSA is not ours: a user never sees it."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-c", "import conveyor.targets.ssh"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""

@@ -179,6 +179,9 @@ def _section_summary(r: dict[str, Any]) -> str:
     if "engine_overhead" in r:
         ms = r["engine_overhead"]["per_step_overhead_ms"]
         row("engine overhead per step, against bash", "≤ 10 ms median", f"{ms} ms", ms <= 10)
+    if "sandbox_overhead" in r:
+        ms = r["sandbox_overhead"]["pipeline"]["sandbox_per_step_ms"]
+        row("sandbox's part of it, per step (bubblewrap)", "≤ +5 ms median", f"{ms} ms", ms <= 5)
     if "push_latency" in r:
         c = r["push_latency"]
         step, end = c["push_to_first_step"]["median_ms"], c["push_to_finished"]["median_ms"]
@@ -211,6 +214,15 @@ def _section_summary(r: dict[str, Any]) -> str:
             "server memory, under load: peak / settled",
             "—",
             f"{m['peak_rss_mib']} / {m['settled_rss_mib']} MiB",
+        )
+    if "unauth_bodies" in r:
+        u = r["unauth_bodies"]
+        row(
+            f"RSS while {u['clients']} clients send {u['body_mb']} MB bodies without a token",
+            "≤ idle + 50 MB",
+            f"+{u['token_routes_growth_mib']} MiB (idle {u['idle_rss_mib']} MiB); forge "
+            f"webhooks, read to check their signature: +{u['growth_mib']} MiB",
+            u["token_routes_growth_mib"] * 2**20 / 1e6 <= 50,
         )
     if "delivery_rollback" in r:
         v = r["delivery_rollback"]["recreate"]["verdict_to_serving"]
@@ -245,11 +257,13 @@ def _section_summary(r: dict[str, Any]) -> str:
 
 BENCHMARKS = (
     "engine_overhead",
+    "sandbox_overhead",
     "push_latency",
     "buildbot",
     "dispatch",
     "webhook_intake",
     "server_memory",
+    "unauth_bodies",
     "delivery_rollback",
     "delivery_promotion",
     "dora_scale",
@@ -263,16 +277,20 @@ def _measure(name: str) -> dict[str, Any]:
     import dispatch_throughput
     import dora_scale
     import push_latency
+    import sandbox_overhead
     import server_memory
+    import unauth_bodies
     import webhook_intake
 
     runs: dict[str, Any] = {
         "engine_overhead": engine_overhead.measure,
+        "sandbox_overhead": sandbox_overhead.measure,
         "push_latency": push_latency.measure,
         "buildbot": lambda: buildbot_peer.measure_buildbot(50),
         "dispatch": dispatch_throughput.measure,
         "webhook_intake": webhook_intake.measure,
         "server_memory": server_memory.measure,
+        "unauth_bodies": unauth_bodies.measure,
         "delivery_rollback": delivery_rollback.measure,
         "delivery_promotion": delivery_promotion.measure,
         "dora_scale": dora_scale.measure,
@@ -333,6 +351,10 @@ def main(only: list[str] | None = None) -> None:
     sections = [_section_summary(results)]
     if {"engine_overhead"} <= results.keys():
         sections.append(_section_engine(results["engine_overhead"]))
+    if "sandbox_overhead" in results:
+        import sandbox_overhead
+
+        sections.append(sandbox_overhead.section(results["sandbox_overhead"]))
     if {"push_latency", "buildbot"} <= results.keys():
         sections.append(_section_push(results["push_latency"], results["buildbot"]))
     if {"dispatch", "webhook_intake"} <= results.keys():
@@ -341,6 +363,10 @@ def main(only: list[str] | None = None) -> None:
         import server_memory
 
         sections.append(server_memory.section(results["server_memory"]))
+    if "unauth_bodies" in results:
+        import unauth_bodies
+
+        sections.append(unauth_bodies.section(results["unauth_bodies"]))
     if "delivery_rollback" in results:
         sections.append(_section_rollback(results["delivery_rollback"]))
     if "delivery_promotion" in results:

@@ -26,6 +26,10 @@ from tests.conftest import GIT_ENV
 T = TypeVar("T")
 TERMINAL = {"succeeded", "failed", "cancelled", "interrupted"}
 START_SECONDS = 20.0
+# Pipeline code runs sandboxed (conveyor.sandbox): a step sees its workspace and the system's
+# folders, nothing else. A test whose steps wait for a file it creates elsewhere (a gate) runs
+# its runners with the sandbox off, and says so; tests/security shows the sandbox itself.
+UNSANDBOXED = {"CONVEYOR_SANDBOX": "off"}
 
 
 def until(predicate: Callable[[], T], timeout: float = 15.0, what: str = "condition") -> T:
@@ -100,7 +104,14 @@ class Process:
 class ServerProcess:
     """`conveyor server` on 127.0.0.1:<free port> (no built-in runner unless asked), own home."""
 
-    def __init__(self, home: Path, *, lease_seconds: float | None = None, runners: int = 0) -> None:
+    def __init__(
+        self,
+        home: Path,
+        *,
+        lease_seconds: float | None = None,
+        runners: int = 0,
+        sandbox: bool = True,
+    ) -> None:
         self.home = home
         self.runners = runners
         self.port = free_port()
@@ -108,6 +119,8 @@ class ServerProcess:
         extra = {"CONVEYOR_HOME": str(home)}
         if lease_seconds is not None:
             extra["CONVEYOR_LEASE_SECONDS"] = str(lease_seconds)
+        if not sandbox:
+            extra.update(UNSANDBOXED)
         self.env = clean_env(**extra)
         self.process: Process | None = None
         self.starts = 0
@@ -253,6 +266,7 @@ class AgentProcess(Process):
         *,
         slots: int = 1,
         work_dir: Path | None = None,
+        sandbox: bool = True,
     ) -> None:
         self.name = name
         self.work_dir = work_dir or server.home.parent / "agents" / name
@@ -269,7 +283,11 @@ class AgentProcess(Process):
                 str(self.work_dir),
             ),
             # The server and token come from the environment, as on a runner machine.
-            clean_env(CONVEYOR_URL=server.url, CONVEYOR_TOKEN=token),
+            clean_env(
+                CONVEYOR_URL=server.url,
+                CONVEYOR_TOKEN=token,
+                **({} if sandbox else UNSANDBOXED),
+            ),
             server.home.parent / "logs" / f"agent-{name}",
             server.home.parent,
         )
@@ -283,9 +301,9 @@ class Processes:
         self.servers: list[ServerProcess] = []
         self.agents: list[AgentProcess] = []
 
-    def server(self, *, lease_seconds: float | None = None) -> ServerProcess:
+    def server(self, *, lease_seconds: float | None = None, sandbox: bool = True) -> ServerProcess:
         """A started server with an admin token (`server.admin`)."""
-        server = ServerProcess(self.tmp_path / "home", lease_seconds=lease_seconds)
+        server = ServerProcess(self.tmp_path / "home", lease_seconds=lease_seconds, sandbox=sandbox)
         self.servers.append(server)
         server.admin = server.token("admin", "admin")
         server.start()

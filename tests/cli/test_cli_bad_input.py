@@ -238,18 +238,22 @@ def test_run_of_an_unknown_commit(
     assert runs_json(conveyor) == []
 
 
-def test_malformed_secrets_file_leaves_no_run_behind(repo: GitRepo, conveyor: Conveyor) -> None:
+def test_malformed_secrets_file_is_refused_by_import_and_stores_nothing(
+    repo: GitRepo, conveyor: Conveyor
+) -> None:
     commit_pipeline(repo, PIPELINE_OK)
     conveyor.home.mkdir(parents=True, exist_ok=True)
-    (conveyor.home / "secrets.env").write_text("this is not NAME=value\n", encoding="utf-8")
+    old = conveyor.home / "secrets.env"
+    old.write_text("GOOD=value\nthis is not NAME=value\n", encoding="utf-8")
 
-    result = conveyor("run")
+    result = conveyor("secret", "import", "shop", str(old))
 
     assert result.returncode == 1
-    assert "secrets.env:1: expected NAME=value" in result.stderr
-    listing = conveyor("runs", "--json", check=True)
-    assert listing.json() == []
-    assert "interrupted" not in listing.stderr
+    assert "secrets.env:2: expected NAME=value" in result.stderr
+    assert conveyor("secret", "list", "shop", "--json", check=True).json() == []
+    # The old file is no longer read by a run: named, not fatal.
+    run = conveyor("run", check=True)
+    assert "is no longer read" in run.stderr
 
 
 # --- what steps do -------------------------------------------------------------------------
@@ -507,10 +511,15 @@ def test_missing_secret_fails_the_job_and_names_the_secret(
     assert run["status"] == "failed"
     assert "token is" not in conveyor("logs", "1", check=True).stdout
 
-    conveyor.extra_env["PUBLISH_TOKEN"] = "hunter2-very-secret"
+    # The runner's environment is no source of secrets: only the service's own secrets are.
+    conveyor.extra_env["PUBLISH_TOKEN"] = "hunter2-from-the-environment"
+    assert "secret PUBLISH_TOKEN is not set" in conveyor("run").output
+    value = conveyor.cwd.parent / "publish-token"
+    value.write_text("hunter2-very-secret")
+    conveyor("secret", "set", "demo", "PUBLISH_TOKEN", "--value-file", str(value), check=True)
     again = conveyor("run")
     assert again.returncode == 0, again.output
-    assert conveyor("logs", "2", check=True).stdout == "token is ***\n"
+    assert conveyor("logs", "3", check=True).stdout == "token is ***\n"
 
 
 # --- the data directory ----------------------------------------------------------------------

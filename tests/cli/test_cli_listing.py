@@ -310,6 +310,7 @@ def test_help_lists_every_command(conveyor: Conveyor) -> None:
         "server",
         "token",
         "service",
+        "secret",
         "runner",
         "hook",
         "envs",

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import GitRepo
 from tests.delivery.harness import APP, stop_released_processes
-from tests.serverproc import ServerProcess, until
+from tests.serverproc import UNSANDBOXED, ServerProcess, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.drill]
 
@@ -63,12 +63,16 @@ def answer(url: str) -> str | None:
 
 
 def release_pids(home: Path) -> list[int]:
-    """Live processes running a release of this server (their cwd is a release folder)."""
+    """Live releases of this server: the leaders of the process groups running in a release
+    folder (a sandboxed release is bubblewrap, leading the release's processes)."""
     releases = str(home / "releases")
     found = []
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             try:
+                pid = int(entry.name)
+                if os.getpgid(pid) != pid:
+                    continue
                 if os.readlink(f"/proc/{entry.name}/cwd").startswith(releases):
                     with open(f"/proc/{entry.name}/stat", encoding="ascii") as fh:
                         if fh.read().rsplit(")", 1)[1].split()[0] != "Z":
@@ -106,7 +110,7 @@ def test_a_restarted_server_re_adopts_the_serving_release_or_starts_it_again(
     assert release_pids(server.home) == [pid]  # adopted, not restarted
 
     server.process.stop()  # type: ignore[union-attr]
-    os.kill(pid, 9)
+    os.killpg(pid, 9)
     until(lambda: not release_pids(server.home), 10, "the release to die")
     server.start()
     until(lambda: answer(url) == "v1", 20, "v1 started again after the restart")
@@ -121,6 +125,7 @@ def test_kill_9_during_a_blue_green_deployment_leaves_one_release_serving(
     gate = tmp_path / "gate"
     service(repo, "v1", gate=gate)
     gate.touch()
+    server.env.update(UNSANDBOXED)  # verification waits for the gate, outside any release
     server.start()
     server.trigger("shop")
     until(lambda: environment(server).get("verified_release") == 1, 30, "v1 verified")

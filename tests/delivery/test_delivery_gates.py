@@ -142,7 +142,7 @@ def test_two_of_many_approvals_without_self_approval(repo: GitRepo, conveyor: Co
             [approval] = conveyor("approvals", "--json").json()
             number = str(approval["id"])
             for who, message in [
-                ("ann", "authored or pushed this change"),
+                ("ann", "in the range being deployed: no self-approval"),
                 ("bob", "not an approver"),
             ]:
                 conveyor.extra_env["CONVEYOR_USER"] = who

@@ -10,6 +10,7 @@ through checks, verification, rollbacks and the records a person reads afterward
 from __future__ import annotations
 
 import asyncio
+import os
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,8 +60,11 @@ def current(path: Path) -> str | None:
 
 
 def test_command_target_deploys_with_the_users_script_and_rolls_back_through_rollback(
-    repo: GitRepo, conveyor: Conveyor, tmp_path: Path
+    repo: GitRepo, conveyor: Conveyor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The "platform" is a folder of this machine, which no sandboxed command can reach (a real
+    # one is across the network): the controller runs the commands unsandboxed.
+    monkeypatch.setenv("CONVEYOR_SANDBOX", "off")
     out = tmp_path / "platform"
     out.mkdir()
     deployed = out / "deployed"
@@ -145,8 +149,9 @@ def test_command_target_deploys_with_the_users_script_and_rolls_back_through_rol
 
 
 def test_an_unknown_target_fails_the_deployment_clearly_and_changes_nothing(
-    repo: GitRepo, conveyor: Conveyor, tmp_path: Path
+    repo: GitRepo, conveyor: Conveyor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("CONVEYOR_SANDBOX", "off")  # the platform is a folder, as above
     out = tmp_path / "platform"
     out.mkdir()
     good = f"""
@@ -188,8 +193,14 @@ def test_an_unknown_target_fails_the_deployment_clearly_and_changes_nothing(
 
 
 def test_ssh_target_rolls_over_both_hosts_rolls_back_by_hand_and_survives_an_unreachable_host(
-    repo: GitRepo, conveyor: Conveyor, sshd: SshServers, tmp_path: Path
+    repo: GitRepo,
+    conveyor: Conveyor,
+    sshd: SshServers,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # The health command reads the "hosts'" folders, on this machine here: unsandboxed.
+    monkeypatch.setenv("CONVEYOR_SANDBOX", "off")
     a, b = sshd.start(), sshd.start()
     # The hosts share this machine's filesystem: each keeps its releases in its own folder.
     path_a, path_b = tmp_path / "host-a" / "app", tmp_path / "host-b" / "app"
@@ -372,8 +383,12 @@ def test_a_prometheus_check_passes_a_release_then_fails_the_next_which_is_rolled
 # release's VERSION and HEALTHY files on 127.0.0.1:$PORT), pushes it where `publish:` says and
 # declares it in `images:`; it also leaves a file artifact. Podman's configuration comes from
 # the environment (tests/podman.py).
+# Builds and pushes with this machine's podman: such a job needs the sandbox off (in use, a
+# runner of its own, e.g. `conveyor runner --labels images --unsafe-no-sandbox`) and names the
+# engine's configuration in its env, since a step never inherits the runner's environment.
 IMAGE_JOB = """\
 image:
+  env: {env}
   run: |
     mkdir -p dist
     echo "notes for $(cat VERSION)" > dist/notes.txt
@@ -396,9 +411,12 @@ production:
 
 
 def container_yml(registry: Registry, *, deploy_extra: str = "") -> str:
+    # The `containers` fixture has put the test podman's configuration in this environment.
+    names = ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF")
+    engine = ", ".join(f'{k}: "{os.environ[k]}"' for k in names if k in os.environ)
     return conveyor_yml(
         CONTAINER_ENV.format(extra=deploy_extra),
-        jobs=IMAGE_JOB,
+        jobs=IMAGE_JOB.format(env=f"{{ {engine} }}"),
         extra=f'publish: {{ registry: "{registry.host}", insecure: true }}\n',
     )
 
@@ -430,6 +448,7 @@ def test_container_releases_are_published_deployed_by_digest_and_rolled_back(
     repo: GitRepo, conveyor: Conveyor, containers: Podman, registry: Registry, tmp_path: Path
 ) -> None:
     conveyor.extra_env.update(containers.env)
+    conveyor.extra_env["CONVEYOR_SANDBOX"] = "off"  # the image job runs podman (IMAGE_JOB)
     repo.write("Containerfile", CONTAINERFILE.format(image=containers.image))
     first = release(repo, conveyor, "v1", container_yml(registry))
 

@@ -5,6 +5,7 @@ Everything runs against a real store, real git repositories and the real `convey
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 from sqlalchemy import func, select
 
 from conveyor.metrics.imports import ImportFailed, import_history, parse
-from conveyor.server import imports as server_imports
+from conveyor.server.limits import BodyLimits
 from conveyor.store.db import Settings, Store, open_store
 from conveyor.store.models import (
     ChangeFactRow,
@@ -581,7 +582,6 @@ def test_an_imported_incident_may_name_one_of_conveyors_deployments(store: Store
 
 def test_the_api_imports_all_or_nothing_for_admins(
     serve: Serve,  # noqa: F811 (the fixture imported above)
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async def body(api: Api) -> None:
         headers = {"Content-Type": "application/x-ndjson"}
@@ -623,11 +623,12 @@ def test_the_api_imports_all_or_nothing_for_admins(
         assert r.status_code == 400
         assert "line 1: repository: 'repo' is relative" in r.json()["error"]["message"]
 
-        monkeypatch.setattr(server_imports, "MAX_BODY_BYTES", 1000)
+        state = api.app.state.conveyor
+        state.config = dataclasses.replace(api.config, body_limits=BodyLimits(imports=1000))
         r = await api.post("/import", content=HISTORY, headers=headers)
         assert r.status_code == 413
         assert r.json()["error"]["message"] == "the file is larger than 1000 bytes; split it"
-        monkeypatch.undo()
+        state.config = api.config
 
         r = await api.post("/import", content=b"\xff\xfe", headers=headers)
         assert r.status_code == 400

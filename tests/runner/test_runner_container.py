@@ -260,11 +260,16 @@ def boxed(conveyor: Conveyor, podman: Podman) -> Iterator[Conveyor]:
     assert podman.containers() == []
 
 
+def set_secret(conveyor: Conveyor, service: str, name: str, value: str) -> None:
+    value_file = conveyor.cwd.parent / f"{name}.value"
+    value_file.write_text(value)
+    conveyor("secret", "set", service, name, "--value-file", str(value_file), check=True)
+
+
 @pytest.mark.integration
 def test_steps_run_in_the_container_and_share_the_workspace(repo: GitRepo, boxed: Conveyor) -> None:
     secret = "c0nta1ner-s3cret"
-    boxed.home.mkdir()
-    (boxed.home / "secrets.env").write_text(f"API_TOKEN={secret}\n")
+    set_secret(boxed, "shop", "API_TOKEN", secret)
     assert Path("/etc/debian_version").exists()  # the host is Debian; the image is not
     sha = repo.commit(
         "pipeline",
@@ -370,8 +375,7 @@ def test_cancelling_a_run_stops_its_container_and_keeps_secrets_off_command_line
     repo: GitRepo, boxed: Conveyor, podman: Podman
 ) -> None:
     secret = "never-on-a-command-line-77"
-    boxed.home.mkdir()
-    (boxed.home / "secrets.env").write_text(f"API_TOKEN={secret}\n")
+    set_secret(boxed, "shop", "API_TOKEN", secret)
     repo.commit(
         "pipeline",
         {

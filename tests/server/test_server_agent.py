@@ -42,7 +42,8 @@ def commit_pipeline(repo: GitRepo, text: str) -> str:
 
 
 def wait_for_gate(gate: Path) -> str:
-    """Shell that waits (at most ~15 s, so a stray process ends by itself) for `gate`."""
+    """Shell that waits (at most ~15 s, so a stray process ends by itself) for `gate`. A
+    sandboxed step cannot see it: the agents of the tests that use it run unsandboxed."""
     return f'for i in $(seq 300); do [ -e "{gate}" ] && break; sleep 0.05; done; [ -e "{gate}" ]'
 
 
@@ -161,7 +162,7 @@ def test_a_job_of_a_killed_agent_is_leased_again_and_finished_by_another(
     server = procs.server(lease_seconds=3)
     token = server.token("agents", "runner")
     server.add_service("drill", repo.path)
-    first = procs.agent(server, token, "first")
+    first = procs.agent(server, token, "first", sandbox=False)
     run_id = server.trigger("drill")["id"]
 
     def started() -> int:
@@ -169,7 +170,7 @@ def test_a_job_of_a_killed_agent_is_leased_again_and_finished_by_another(
 
     until(lambda: started() == 1, 20, "the first agent to start the step")
     first.kill9()
-    second = procs.agent(server, token, "second")
+    second = procs.agent(server, token, "second", sandbox=False)
     until(lambda: started() == 2, 20, "the job to be leased again and started by the second")
     assert server.job(run_id, "slow")["runner"] == "second (agents)"
     gate.touch()
@@ -226,7 +227,7 @@ def test_reports_buffered_while_the_server_is_down_are_delivered_once(
     server = procs.server()
     token = server.token("agents", "runner")
     server.add_service("outage", repo.path)
-    agent = procs.agent(server, token, "steady")
+    agent = procs.agent(server, token, "steady", sandbox=False)
     run_id = server.trigger("outage")["id"]
 
     until(
@@ -285,7 +286,7 @@ def test_a_runner_whose_job_was_leased_again_is_refused_and_changes_nothing(
     old = r.json()
     assert old["lease_seconds"] == 2
     # A live agent gets the job once it is queued again, and waits at the gate in its step.
-    agent = procs.agent(server, token, "live")
+    agent = procs.agent(server, token, "live", sandbox=False)
     until(
         lambda: "waiting at the gate" in texts(job_lines(server, run_id, "deploy")),
         20,
@@ -458,7 +459,7 @@ def test_sigterm_lets_the_running_job_finish_and_takes_no_other(
     server = procs.server()
     token = server.token("agents", "runner")
     server.add_service("drain", repo.path)
-    agent = procs.agent(server, token, "draining")
+    agent = procs.agent(server, token, "draining", sandbox=False)
     run_id = server.trigger("drain")["id"]
     until(
         lambda: "waiting at the gate" in texts(job_lines(server, run_id, "first")),

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select
 from tests.conftest import GitRepo
 from tests.server.conftest import (
@@ -260,8 +261,11 @@ def test_unknown_runs_services_and_revisions_are_clear_errors(serve: Serve, repo
 
 
 def test_cancelling_a_running_run_stops_its_step_process(
-    serve: Serve, repo: GitRepo, tmp_path: Path
+    serve: Serve, repo: GitRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The step writes its pid outside its workspace: unsandboxed (a sandboxed step's $$ is of
+    # its own pid namespace). tests/security shows cancelling a sandboxed step.
+    monkeypatch.setenv("CONVEYOR_SANDBOX", "off")
     pidfile, never = tmp_path / "pid", tmp_path / "never"
     repo.commit(
         "slow",
@@ -308,8 +312,10 @@ def test_cancelling_a_running_run_stops_its_step_process(
 
 
 def test_rerun_of_failed_jobs_keeps_what_succeeded(
-    serve: Serve, repo: GitRepo, tmp_path: Path
+    serve: Serve, repo: GitRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The jobs count builds and look for the marker outside their workspaces: unsandboxed.
+    monkeypatch.setenv("CONVEYOR_SANDBOX", "off")
     builds, marker = tmp_path / "builds", tmp_path / "marker"
     repo.commit(
         "pipeline",
@@ -429,8 +435,9 @@ def parse_sse(chunk: str) -> tuple[str, Any]:
 
 
 def test_log_stream_delivers_lines_as_they_are_written(
-    serve: Serve, repo: GitRepo, tmp_path: Path
+    serve: Serve, repo: GitRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("CONVEYOR_SANDBOX", "off")  # the step waits for a file outside it
     go = tmp_path / "go"
     repo.commit(
         "pipeline",

@@ -31,7 +31,8 @@ def test_run_runs_show_logs_cancel_and_rerun_through_a_server(
             """
         },
     )
-    server = ServerProcess(tmp_path / "server-home", runners=2)
+    # The flaky job looks for a gate file outside its workspace: unsandboxed.
+    server = ServerProcess(tmp_path / "server-home", runners=2, sandbox=False)
     server.add_service("remote", repo.path)
     server.admin = server.token("me", "admin")
     server.start()

@@ -88,7 +88,6 @@ def test_approvals_by_token_and_by_a_signed_slack_button_with_notices_and_audit(
     serve: Serve, repo: GitRepo, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CONVEYOR_SLACK_SIGNING_SECRET", SIGNING_SECRET)
-    monkeypatch.setenv("HOOK_SECRET", HOOK_SECRET)
     repo.commit(
         "v1",
         {
@@ -117,6 +116,13 @@ notify:
             r = await api.post("/users", {"name": name, "groups": ["ops"], "slack_id": slack})
             assert r.status_code == 201, r.text
         await api.register("shop", repo.path)
+        # The notifier's ${{ secrets.HOOK_SECRET }} is a secret of the service, as a job's is.
+        r = await api.client.put(
+            f"{API}/services/shop/secrets/HOOK_SECRET",
+            json={"value": HOOK_SECRET},
+            headers=api.auth(api.admin),
+        )
+        assert r.status_code == 200, r.text
         run = await api.trigger("shop")
         assert (await api.wait_run(run["id"]))["status"] == "succeeded"
 

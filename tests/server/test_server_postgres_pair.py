@@ -10,7 +10,7 @@ import httpx
 import pytest
 from tests import pg
 from tests.conftest import GitRepo
-from tests.serverproc import Process, clean_env, conveyor_argv, free_port, until
+from tests.serverproc import UNSANDBOXED, Process, clean_env, conveyor_argv, free_port, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
@@ -19,7 +19,8 @@ RUNS = 12
 
 def _server(home: Path, url: str, port: int, name: str) -> Process:
     home.mkdir(parents=True, exist_ok=True)
-    env = clean_env(CONVEYOR_HOME=str(home), CONVEYOR_DATABASE_URL=url)
+    # Every job appends to one ledger outside the workspaces: unsandboxed.
+    env = clean_env(CONVEYOR_HOME=str(home), CONVEYOR_DATABASE_URL=url, **UNSANDBOXED)
     return Process(
         conveyor_argv("server", "--port", str(port), "--runners", "2", "--log-level", "warning"),
         env,

@@ -195,8 +195,10 @@ def test_each_approval_says_whether_the_caller_may_decide_it_and_the_server_hold
             return answer
 
         assert await you("olga") == {"may_decide": True, "reason": None}
+        sha = repo.git("rev-parse", "--short=7", "HEAD")
         assert (await you("ann"))["reason"] == (
-            "you are the author of this change (self-approval is not allowed)"
+            f"you authored {sha} in the range being deployed: no self-approval (unless the "
+            "approval says self_approval: true)"
         )
         assert (await you("bob"))["reason"] == "you are not among the approvers (ops)"
         assert (await you("reader"))["reason"] == "your session has no approve scope"
@@ -207,7 +209,7 @@ def test_each_approval_says_whether_the_caller_may_decide_it_and_the_server_hold
         # Bypassing the page changes nothing: the server refuses with its own message.
         r = await api.post(f"/approvals/{number}/approve", {}, token=tokens["ann"])
         assert r.status_code == 403
-        assert "authored or pushed this change" in r.json()["error"]["message"]
+        assert r.json()["error"]["message"].startswith(f"ann authored {sha} in the range")
         r = await api.post(f"/approvals/{number}/approve", {}, token=tokens["bob"])
         assert r.status_code == 403
         assert "not an approver" in r.json()["error"]["message"]

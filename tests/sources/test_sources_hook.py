@@ -161,10 +161,11 @@ def push(clone: GitRepo, branch: str) -> subprocess.CompletedProcess[str]:
 
 
 def install(conveyor: Conveyor, server: ServerProcess, repo: Path, *extra: str) -> str:
-    result = conveyor(
-        "hook", "install", str(repo), "--server", server.url, "--token", server.token, *extra
-    )
+    """Without --token: the hook's own token is made in the data directory (the server need
+    not be up yet)."""
+    result = conveyor("hook", "install", str(repo), "--server", server.url, *extra)
     assert result.returncode == 0, result.output
+    assert "created token hook-" in result.stdout
     return result.stdout
 
 
@@ -431,6 +432,7 @@ def test_a_foreign_hook_is_kept_unless_forced_and_put_back_on_uninstall(
     bare.git("init", "-q", "--bare")
     theirs = bare.write("hooks/post-receive", "#!/bin/sh\necho theirs\n", executable=True)
     args = ["hook", "install", str(bare.path), "--server", "http://127.0.0.1:9", "--token", "t0k"]
+    args.append("--reuse-token")  # the server is not there to make the hook's own token
 
     refused = conveyor(*args)
     assert refused.returncode != 0
@@ -454,7 +456,10 @@ def test_install_needs_a_token_and_a_server_url(conveyor: Conveyor, tmp_path: Pa
     bare.git("init", "-q", "--bare")
     no_token = conveyor("hook", "install", str(bare.path))
     assert no_token.returncode != 0
-    assert "--scope trigger" in no_token.output
+    assert "no service is registered for repository" in no_token.output
+    reuse_nothing = conveyor("hook", "install", str(bare.path), "--reuse-token")
+    assert reuse_nothing.returncode != 0
+    assert "--scope trigger --service SERVICE" in reuse_nothing.output
     for url in ["ftp://x", "http://", "http://h:port", "http://a b", "http://h\r\nX: y"]:
         with pytest.raises(ConveyorError):
             hook.install(bare.path, server=url, token="t")

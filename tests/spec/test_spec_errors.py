@@ -346,7 +346,7 @@ def test_notify_errors() -> None:
         service: a
         jobs: {x: {run: y}}
         notify:
-          - slack: {webhook: x}
+          - slack: {webhook: "https://hooks.example.com/x"}
             email: {to: a@example.com}
           - on: [deployment.faild]
             webhook: {url: https://example.com/hook}

@@ -294,6 +294,7 @@ def test_the_cli_runs_a_pipeline_on_the_database_it_is_given(
     trace.mkdir()
     sha = repo.commit("pipeline", {"conveyor.yml": PIPELINE.format(trace=trace)})
     conveyor.extra_env["CONVEYOR_DATABASE_URL"] = database_url
+    conveyor.extra_env["CONVEYOR_SANDBOX"] = "off"  # the jobs share the trace folder
 
     result = conveyor("run", timeout=120)
     assert result.returncode == 0, result.output

@@ -18,11 +18,9 @@ IMAGES = (
     "registry.example.com/web@sha256:" + "a" * 64,
     "registry.example.com/worker@sha256:" + "b" * 64,
 )
-# Writes every CONVEYOR_* variable and the folder it ran in, one file per release.
-RECORD = (
-    'env | grep -E "^(CONVEYOR_|DB_PASSWORD=)" | sort > "$OUT/$NAME-$CONVEYOR_RELEASE"; '
-    'pwd >> "$OUT/$NAME-$CONVEYOR_RELEASE"'
-)
+# Writes every CONVEYOR_* variable and the folder it ran in, into that folder (the release's:
+# the only one a sandboxed command may write).
+RECORD = 'env | grep -E "^(CONVEYOR_|DB_PASSWORD=)" | sort > "$NAME.record"; pwd >> "$NAME.record"'
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
@@ -38,8 +36,6 @@ def make_bundle(tmp_path: Path, release_id: int, images: tuple[str, ...] = IMAGE
 
 class Env:
     def __init__(self, tmp_path: Path, **options: Any) -> None:
-        self.out = tmp_path / "out"
-        self.out.mkdir(exist_ok=True)
         self.lines: list[str] = []
         self.ctx = TargetContext(
             service="web",
@@ -47,7 +43,6 @@ class Env:
             tier="production",
             options=options,
             env={
-                "OUT": str(self.out),
                 "NAME": "deploy",
                 "CONVEYOR_ENVIRONMENT": "production",
                 "DB_PASSWORD": "hunter2",
@@ -57,8 +52,8 @@ class Env:
         )
         self.target = CommandTarget(self.ctx)
 
-    def recorded(self, name: str, version: str) -> tuple[dict[str, str], str]:
-        *pairs, cwd = (self.out / f"{name}-{version}").read_text().splitlines()
+    def recorded(self, name: str, bundle: ReleaseBundle) -> tuple[dict[str, str], str]:
+        *pairs, cwd = (bundle.root / f"{name}.record").read_text().splitlines()
         return dict(p.split("=", 1) for p in pairs), cwd
 
 
@@ -73,7 +68,7 @@ def test_deploy_gets_the_release_in_variables_and_runs_in_its_folder(
     first = run(env.target.deploy(one, None))
     second = run(env.target.deploy(two, first))
 
-    variables, cwd = env.recorded("deploy", two.version)
+    variables, cwd = env.recorded("deploy", two)
     assert variables == {
         "CONVEYOR_DEPLOY_URL": "http://web.test",
         "CONVEYOR_ENVIRONMENT": "production",
@@ -87,7 +82,7 @@ def test_deploy_gets_the_release_in_variables_and_runs_in_its_folder(
         "DB_PASSWORD": "hunter2",
     }
     assert cwd == str(two.root)
-    assert "CONVEYOR_PREVIOUS_RELEASE" not in env.recorded("deploy", one.version)[0]
+    assert "CONVEYOR_PREVIOUS_RELEASE" not in env.recorded("deploy", one)[0]
     assert f"deployed {two.version}" in env.lines
     assert second.release_id == 2
     assert second.url == env.target.endpoint(second) == "http://web.test"
@@ -128,7 +123,7 @@ def test_rollback_command_gets_the_older_release_variables(tmp_path: Path) -> No
 
     back = run(env.target.rollback(second, one, first))
 
-    variables, cwd = env.recorded("rollback", one.version)
+    variables, cwd = env.recorded("rollback", one)
     assert variables["CONVEYOR_RELEASE"] == one.version
     assert variables["CONVEYOR_RELEASE_ID"] == "1"
     assert variables["CONVEYOR_SHA"] == one.sha
@@ -145,11 +140,11 @@ def test_without_a_rollback_command_deploy_runs_again_for_the_older_release(
     one, two = make_bundle(tmp_path, 1, ()), make_bundle(tmp_path, 2)
     first = run(env.target.deploy(one, None))
     second = run(env.target.deploy(two, first))
-    (env.out / f"deploy-{one.version}").unlink()
+    (one.root / "deploy.record").unlink()
 
     run(env.target.rollback(second, one, first))
 
-    variables, cwd = env.recorded("deploy", one.version)
+    variables, cwd = env.recorded("deploy", one)
     assert variables["CONVEYOR_RELEASE"] == one.version
     assert variables["CONVEYOR_IMAGES"] == variables["CONVEYOR_IMAGE"] == ""
     assert cwd == str(one.root)
@@ -162,9 +157,7 @@ def test_failing_rollback_is_a_target_error(tmp_path: Path) -> None:
 
 
 def test_status_exit_code_decides_running(tmp_path: Path) -> None:
-    env = Env(
-        tmp_path, deploy="true", status='echo "checking $CONVEYOR_RELEASE"; test -e "$OUT/up"'
-    )
+    env = Env(tmp_path, deploy="true", status='echo "checking $CONVEYOR_RELEASE"; test -e up')
     bundle = make_bundle(tmp_path, 1)
     instance = run(env.target.deploy(bundle, None))
 
@@ -172,7 +165,7 @@ def test_status_exit_code_decides_running(tmp_path: Path) -> None:
     assert not down.running
     assert down.detail == f"status command exited with status 1: checking {bundle.version}"
 
-    (env.out / "up").touch()
+    (bundle.root / "up").touch()
     up = run(env.target.status(instance))
     assert up.running
     assert up.detail == f"checking {bundle.version}"

@@ -75,7 +75,9 @@ class Web:
 
     def __init__(self, tmp_path: Path, runners: int = 2) -> None:
         self.tmp_path = tmp_path
-        self.server = ServerProcess(tmp_path / "home", runners=runners)
+        # The pages' steps wait on FIFOs in the test's folder, which a sandboxed step cannot
+        # see: the UI is what is tested here, tests/security tests the sandbox.
+        self.server = ServerProcess(tmp_path / "home", runners=runners, sandbox=False)
         self.home: Path = self.server.home
         self.url: str = self.server.url
         self.env: dict[str, str] = self.server.env

@@ -18,6 +18,7 @@ from conveyor.checks.base import CheckResult, Outcome
 from conveyor.checks.http import format_seconds
 from conveyor.errors import ConveyorError
 from conveyor.runner.process import ProcessResult, run_process
+from conveyor.sandbox import Sandbox, default_sandbox
 from conveyor.spec.models import CommandCheck
 
 __all__ = ["command_check", "describe_exit", "output_tail"]
@@ -54,13 +55,15 @@ async def command_check(
     *,
     env: Mapping[str, str],
     cwd: Path,
+    sandbox: Sandbox | None = None,
 ) -> CheckResult:
     """Run ``bash -c check.run`` every ``interval`` until ``successes`` runs in a row exit 0
     (PASS) or ``within`` runs out (FAIL, with the last failing run's output tail).
 
     The command comes from the user's own repository, which is why it runs through a shell at
-    all. When it cannot be started (no bash, no working directory) the verdict is INCONCLUSIVE:
-    that says nothing about the deployment.
+    all, and in ``sandbox`` (default: the server's) with ``cwd`` as its only writable folder
+    and ``env`` as its whole environment. When it cannot be started (no bash, no working
+    directory, no sandbox) the verdict is INCONCLUSIVE: that says nothing about the deployment.
     """
     started = time.monotonic()
     deadline = started + check.within
@@ -85,6 +88,7 @@ async def command_check(
                 on_line=lines.append,
                 timeout=remaining,
                 max_bytes=_MAX_OUTPUT,
+                sandbox=sandbox if sandbox is not None else default_sandbox(),
             )
         except ConveyorError as exc:
             return CheckResult(

@@ -20,6 +20,7 @@ from conveyor.checks.http import http_check
 from conveyor.checks.prometheus import prometheus_check
 from conveyor.errors import ConveyorError
 from conveyor.runner.process import run_process
+from conveyor.sandbox import Sandbox, default_sandbox
 from conveyor.spec.models import Health, VerifyStep
 
 __all__ = ["VERIFY_TIMEOUT", "run_health", "run_verify"]
@@ -38,6 +39,7 @@ async def run_health(
     env: Mapping[str, str],
     cwd: Path,
     prometheus_url: str | None,
+    sandbox: Sandbox | None = None,
 ) -> list[CheckResult]:
     """Run every configured check concurrently; results come in the order http, command,
     prometheus (whichever are configured), so a record reads the same every time.
@@ -49,7 +51,7 @@ async def run_health(
     if health.http is not None:
         checks.append(_no_url() if base_url is None else http_check(health.http, base_url))
     if health.command is not None:
-        checks.append(command_check(health.command, env=env, cwd=cwd))
+        checks.append(command_check(health.command, env=env, cwd=cwd, sandbox=sandbox))
     if health.prometheus is not None:
         checks.append(prometheus_check(health.prometheus, default_url=prometheus_url))
     # A TaskGroup cancels the other checks (and so kills their processes) when one raises or
@@ -72,11 +74,13 @@ async def run_verify(
     env: Mapping[str, str],
     cwd: Path,
     on_line: Callable[[str], None],
+    sandbox: Sandbox | None = None,
 ) -> CheckResult:
     """Run each step's command with ``bash -c`` in order, streaming its output to ``on_line``;
     stop at the first that does not exit 0 (FAIL, naming it), since later steps assume the
     earlier ones held. A step without a timeout gets VERIFY_TIMEOUT, so that a hung test
-    cannot hold the deployment forever.
+    cannot hold the deployment forever. Steps run in ``sandbox`` (default: the server's) with
+    ``cwd`` as their only writable folder and ``env`` as their whole environment.
     """
     started = time.monotonic()
     ran: list[dict[str, Any]] = []
@@ -95,7 +99,12 @@ async def run_verify(
         tail.clear()
         try:
             result = await run_process(
-                ["bash", "-c", step.run], cwd=cwd, env=env, on_line=collect, timeout=timeout
+                ["bash", "-c", step.run],
+                cwd=cwd,
+                env=env,
+                on_line=collect,
+                timeout=timeout,
+                sandbox=sandbox if sandbox is not None else default_sandbox(),
             )
         except ConveyorError as exc:
             ran.append({"name": name, "exit_code": None, "error": str(exc)})

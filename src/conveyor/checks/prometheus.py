@@ -11,7 +11,6 @@ makes the verdict INCONCLUSIVE, which holds the promotion for a person instead o
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from conveyor import jsonio
 from conveyor.checks.base import CheckResult, Outcome
 from conveyor.checks.http import describe_error, format_seconds, tls_context
 from conveyor.spec.models import PrometheusCheck
@@ -109,7 +109,7 @@ async def _query(
     except httpx.HTTPError as exc:
         raise _Unusable(f"Prometheus at {where} is unreachable: {describe_error(exc)}") from None
     try:
-        answer = json.loads(raw)
+        answer = jsonio.loads(raw)
     except ValueError:
         raise _Unusable(f"{where} answered HTTP {status}, not a Prometheus query result") from None
     return _parse(answer)

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from conveyor.cli.common import print_json, print_table, store_for, when
 from conveyor.server.tokens import SCOPES, create_token, list_tokens, revoke_token
 from conveyor.store.models import Service, utcnow
+from conveyor.store.vault import seal_webhook_secret
 
 
 @click.group()
@@ -22,19 +23,63 @@ def token() -> None:
 @click.argument("name")
 @click.option(
     "--scope",
+    "--scopes",
     "scopes",
     default="read",
     show_default=True,
     help=f"Comma-separated: {', '.join(SCOPES)}.",
 )
 @click.option("--user", help="The person this token acts for (used for approvals).")
-def token_create(name: str, scopes: str, user: str | None) -> None:
+@click.option(
+    "--service",
+    "services",
+    multiple=True,
+    help="Act on this service only (repeatable; default: every service). Reads stay global.",
+)
+@click.option(
+    "--environment",
+    "environments",
+    multiple=True,
+    help="Promote, roll back, hold and approve in this environment only (repeatable).",
+)
+@click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    help="Runner tokens: the only labels its runners may claim (repeatable).",
+)
+def token_create(
+    name: str,
+    scopes: str,
+    user: str | None,
+    services: tuple[str, ...],
+    environments: tuple[str, ...],
+    labels: tuple[str, ...],
+) -> None:
     """Create a token and print it (the only time it is shown)."""
     value = create_token(
-        store_for(), name, [s.strip() for s in scopes.split(",") if s.strip()], user
+        store_for(),
+        name,
+        [s.strip() for s in scopes.split(",") if s.strip()],
+        user,
+        services=_split(services),
+        environments=_split(environments),
+        labels=_split(labels),
     )
     click.echo(value)
     click.echo(f"token {name!r} created; store it now, it is not shown again", err=True)
+
+
+def _split(values: tuple[str, ...]) -> list[str]:
+    """Repeated and/or comma-separated values."""
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+def _limits(t: dict[str, Any]) -> str:
+    parts = [
+        f"{key}={','.join(t[key])}" for key in ("services", "environments", "labels") if t[key]
+    ]
+    return " ".join(parts) or "-"
 
 
 @token.command("list")
@@ -46,12 +91,13 @@ def token_list(as_json: bool) -> None:
         print_json(tokens)
         return
     print_table(
-        ["name", "prefix", "scopes", "user", "created", "revoked"],
+        ["name", "prefix", "scopes", "limited to", "user", "created", "revoked"],
         [
             [
                 t["name"],
                 t["prefix"] + "…",
                 ",".join(t["scopes"]),
+                _limits(t),
                 t["user"] or "-",
                 when(t["created_at"]),
                 when(t["revoked_at"]),
@@ -96,6 +142,8 @@ def service_add(
         repository = str(Path(repository).resolve())
     secret = pysecrets.token_urlsafe(32) if webhook_secret else None
     store = store_for()
+    # Sealed before the transaction: making the key file may need to read the store.
+    sealed = seal_webhook_secret(store, secret) if secret else None
     with store.write() as w:
         svc = w.session.scalar(select(Service).where(Service.name == name))
         if svc is None:
@@ -104,8 +152,8 @@ def service_add(
         svc.repository = repository
         svc.allow_unsigned = allow_unsigned
         svc.poll_interval = poll_interval
-        if secret:
-            svc.webhook_secret = secret
+        if sealed:
+            svc.webhook_secret = sealed
         w.emit("service.registered", service=name, repository=repository, by="cli")
     click.echo(f"service {name} -> {repository}")
     if secret:

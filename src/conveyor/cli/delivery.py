@@ -312,10 +312,20 @@ def _decide(approval_id: int, decision: str, reason: str | None) -> None:
         data = client.post(f"/approvals/{approval_id}/{decision}", {"reason": reason})
         status = data["status"]
     else:
+        from conveyor.delivery.authorship import ChangeReader
         from conveyor.engine.approvals import decide
 
-        assert client.store is not None
-        status = decide(client.store, approval_id, client.actor, decision, reason, via="cli").value
+        store = client.store
+        assert store is not None
+        status = decide(
+            store,
+            approval_id,
+            client.actor,
+            decision,
+            reason,
+            via="cli",
+            change=ChangeReader(store),
+        ).value
     click.echo(f"approval {approval_id}: {decision}d; it is now {status}")
 
 
@@ -420,6 +430,18 @@ def user() -> None:
     help="What they may do in the web UI: read, trigger, approve, admin (repeatable or "
     "comma-separated; default read).",
 )
+@click.option(
+    "--service",
+    "services",
+    multiple=True,
+    help="Their web UI scopes act on this service only (repeatable; default: every service).",
+)
+@click.option(
+    "--environment",
+    "environments",
+    multiple=True,
+    help="Their web UI scopes act in this environment only (repeatable).",
+)
 def user_add(
     name: str,
     emails: tuple[str, ...],
@@ -427,11 +449,18 @@ def user_add(
     slack_id: str | None,
     with_password: bool,
     scopes: tuple[str, ...],
+    services: tuple[str, ...],
+    environments: tuple[str, ...],
 ) -> None:
     """Add or update a user."""
-    from conveyor.engine.credentials import check_new_password, parse_scopes
+    from conveyor.engine.credentials import check_names, check_new_password, parse_scopes
 
     chosen = parse_scopes(scopes) if scopes else None
+    limits = {
+        key: check_names(key[:-1], [n for v in values for n in v.split(",")])
+        for key, values in (("services", services), ("environments", environments))
+        if values
+    }
     password = _ask_password(check_new_password) if with_password else None
     client = Client()
     if client.http:
@@ -444,8 +473,8 @@ def user_add(
 
         assert client.store is not None
         add_user(client.store, name, list(emails), list(groups), slack_id, client.actor)
-    if password is not None or chosen is not None:
-        _set_credentials(client, name, password, chosen)
+    if password is not None or chosen is not None or limits:
+        _set_credentials(client, name, password, chosen, limits)
     click.echo(f"user {name} saved")
 
 
@@ -468,9 +497,13 @@ def _ask_password(check: Any) -> str:
 
 
 def _set_credentials(
-    client: Client, name: str, password: str | None, scopes: list[str] | None
+    client: Client,
+    name: str,
+    password: str | None,
+    scopes: list[str] | None,
+    limits: dict[str, list[str]] | None = None,
 ) -> None:
-    body: dict[str, Any] = {}
+    body: dict[str, Any] = dict(limits or {})
     if password is not None:
         body["password"] = password
     if scopes is not None:
@@ -481,7 +514,15 @@ def _set_credentials(
     from conveyor.engine.credentials import set_credentials
 
     assert client.store is not None
-    set_credentials(client.store, name, password=password, scopes=scopes, by=client.actor)
+    set_credentials(
+        client.store,
+        name,
+        password=password,
+        scopes=scopes,
+        services=body.get("services"),
+        environments=body.get("environments"),
+        by=client.actor,
+    )
 
 
 @user.command("list")

@@ -38,7 +38,10 @@ def demo(
     incident, and the fix. Then the DORA figures. Set CONVEYOR_SLACK_WEBHOOK to have the
     notices posted to Slack too."""
     from conveyor.demo.story import Options, run_demo
+    from conveyor.sandbox import configure
 
+    # The demo's server sandboxes the sample's jobs and releases: say at once if it cannot.
+    configure()
     options = Options(
         directory=directory,
         port=port,

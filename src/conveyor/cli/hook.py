@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from conveyor.errors import ConveyorError
+
+if TYPE_CHECKING:
+    from conveyor.sources.hook import GitRepository
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 
@@ -45,7 +49,15 @@ def _branches(value: str | None) -> list[str] | None:
 @click.option(
     "--token",
     envvar="CONVEYOR_TOKEN",
-    help="A token with the trigger scope (default: CONVEYOR_TOKEN).",
+    help="An admin token, to create the hook's own token on the server with (default: "
+    "CONVEYOR_TOKEN; without one, it is created in the data directory, CONVEYOR_HOME); with "
+    "--reuse-token, the token the hook uses.",
+)
+@click.option(
+    "--reuse-token",
+    is_flag=True,
+    help="Install --token itself instead of creating a token for this hook (make it a "
+    "trigger token limited to the repository's services).",
 )
 @click.option(
     "--branches",
@@ -65,19 +77,44 @@ def hook_install(
     branches: str | None,
     spool: Path | None,
     force: bool,
+    reuse_token: bool,
 ) -> None:
-    """Install the hook in REPO (default: here)."""
+    """Install the hook in REPO (default: here).
+
+    The hook gets a token of its own: scope trigger, limited to the services built from REPO,
+    of no user (the pushers it names are recorded as its claims), replacing the token of a hook
+    installed here before. It is created on the server with --token (an admin's), or, without
+    --token, in the data directory (CONVEYOR_HOME), as `conveyor token create` does."""
     from conveyor.sources.hook import install
 
-    if not token:
+    local = not token and bool(
+        os.environ.get("CONVEYOR_HOME") or os.environ.get("CONVEYOR_DATABASE_URL")
+    )
+    if not token and (reuse_token or not local):
         raise ConveyorError(
             "the hook needs a token to call the server",
-            hint="create one with `conveyor token create hooks --scope trigger`, then pass "
-            "--token or set CONVEYOR_TOKEN",
+            hint="pass an admin token (--token or CONVEYOR_TOKEN) to create the hook's own, set "
+            "CONVEYOR_HOME to create it in the data directory, or create one with `conveyor "
+            "token create hook-SERVICE --scope trigger --service SERVICE` and pass it with "
+            "--token --reuse-token",
         )
+    created: list[str] = []
+
+    def hook_token(where: GitRepository) -> str:
+        value, line = _hook_token(where, server, token)
+        created.append(line)
+        return value
+
     done = install(
-        repo, server=server, token=token, branches=_branches(branches), spool=spool, force=force
+        repo,
+        server=server,
+        token=token if reuse_token and token else hook_token,
+        branches=_branches(branches),
+        spool=spool,
+        force=force,
     )
+    for line in created:
+        click.echo(line)
     for path in done.moved_aside:
         click.echo(f"moved the existing hook aside to {path}")
     kind = "pushes" if done.repository.bare else "commits"
@@ -86,6 +123,52 @@ def hook_install(
         click.echo(f"installed {path}")
     click.echo(f"{kind} to {watched} of {done.repository.path} go to {server}")
     click.echo(f"spool: {done.spool}")
+
+
+def _hook_token(where: GitRepository, server: str, token: str | None) -> tuple[str, str]:
+    """A new token for the hook of ``where``: (the token, what to tell about it)."""
+    from conveyor.sources.hook import installed_config
+
+    previous = (installed_config(where) or {}).get("token")
+    replaces = previous if isinstance(previous, str) else None
+    if token:
+        from conveyor.cli.backend import HttpBackend
+
+        try:
+            answer = HttpBackend(server, token)._call(
+                "POST",
+                "/hook-tokens",
+                json={"repository": str(where.path)} | ({"replaces": replaces} if replaces else {}),
+            )
+        except ConveyorError as exc:
+            raise ConveyorError(
+                f"the hook's token could not be created: {exc.message}",
+                hint=exc.hint
+                or "--token must be an admin's; or create a trigger token limited to this "
+                "repository's services and pass it with --reuse-token",
+            ) from None
+        value, name, services, revoked = (
+            str(answer["token"]),
+            answer["name"],
+            answer["services"],
+            answer["revoked"],
+        )
+    else:
+        from conveyor.cli.common import store_for
+        from conveyor.server.tokens import create_hook_token
+        from conveyor.sources.hook import registered_services
+
+        store = store_for()
+        with store.session() as session:
+            services = [s.name for s in registered_services(session, str(where.path))]
+        if not services:
+            raise ConveyorError(
+                f"no service is registered for repository {where.path}",
+                hint=f"`conveyor service add NAME --repo {where.path}` registers it",
+            )
+        value, name, revoked = create_hook_token(store, services, replaces)
+    line = f"created token {name} for the hook (trigger, services {', '.join(sorted(services))})"
+    return value, line + (f"; revoked the previous hook's token {revoked}" if revoked else "")
 
 
 @hook.command("flush")

@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "server": ("conveyor.cli.server", "server", "Serve the API, webhooks and runners."),
     "token": ("conveyor.cli.admin", "token", "API tokens: create, list, revoke."),
     "service": ("conveyor.cli.admin", "service", "Services the server builds."),
+    "secret": ("conveyor.cli.secret", "secret", "Secrets of a service: set, list, rm, import."),
     "runner": ("conveyor.cli.runner", "runner", "Run jobs for a server (a runner agent)."),
     "hook": ("conveyor.cli.hook", "hook", "Git hooks that hand changes to the server."),
     "envs": ("conveyor.cli.delivery", "envs", "What runs where: environments and their queues."),

@@ -21,9 +21,11 @@ from conveyor.runner.local import LocalRunner
 from conveyor.runner.process import use_fast_child_watcher
 from conveyor.runner.secrets import Secrets
 from conveyor.runner.workspace import find_repo_root
+from conveyor.sandbox import configure
 from conveyor.sources.commits import full_ref, queue_commit
 from conveyor.store.db import Store
 from conveyor.store.models import Job, LogLine
+from conveyor.store.vault import legacy_file, legacy_warning
 
 EXIT_CODES = {
     RunStatus.SUCCEEDED: 0,
@@ -44,7 +46,16 @@ REMOTE_POLL_SECONDS = 0.3
 )
 @click.option("-j", "--parallelism", type=click.IntRange(min=1), help="Jobs at once.")
 @click.option("--keep-workspaces", is_flag=True, help="Keep each job's workspace afterwards.")
-def run(rev: str, repo: Path | None, parallelism: int | None, keep_workspaces: bool) -> None:
+@click.option(
+    "--unsafe-no-sandbox",
+    "no_sandbox",
+    is_flag=True,
+    help="Run the jobs without the bubblewrap sandbox, as you, seeing this machine's files "
+    "[env: CONVEYOR_SANDBOX=off].",
+)
+def run(
+    rev: str, repo: Path | None, parallelism: int | None, keep_workspaces: bool, no_sandbox: bool
+) -> None:
     """Run the pipeline of conveyor.yml for a commit (default HEAD) and wait for it.
 
     With CONVEYOR_URL set, the server runs it (the commit must be in the service's
@@ -52,16 +63,23 @@ def run(rev: str, repo: Path | None, parallelism: int | None, keep_workspaces: b
     root = find_repo_root(repo or Path.cwd())
     if os.environ.get("CONVEYOR_URL"):
         raise SystemExit(_run_on_server(root, rev))
+    # Before the run is recorded: without a sandbox nothing is queued.
+    sandbox = configure(disabled=no_sandbox)
+    if not sandbox.enabled:
+        click.echo(f"warning: sandbox {sandbox.describe()}", err=True)
     store = store_for(root)
-    # Everything that can fail on bad local setup (e.g. a malformed secrets file) is read before
-    # the run is recorded, so a mistake never leaves a queued run behind.
+    legacy = legacy_file(store.home, os.environ)
+    if legacy is not None:
+        click.echo(f"warning: {legacy_warning(legacy)}", err=True)
     sources = SourceCache(store.home / "workspaces")
     settings = RunnerSettings(
         workspaces=store.home / "workspaces",
         artifacts=ArtifactStore(store.home / "artifacts"),
-        secrets=Secrets.load(store.home),
+        # None here: LocalRunner gives each job the secrets of its service it references.
+        secrets=Secrets(),
         sources=sources,
         keep_workspaces=keep_workspaces,
+        sandbox=sandbox,
     )
     queued = queue_commit(store, root, rev, owner=process_owner())
     limit = parallelism or queued.pipeline.defaults.parallelism or os.cpu_count() or 2

@@ -59,6 +59,13 @@ def _echo(line: str, err: bool = False) -> None:
     default=None,
     help="Where workspaces and downloaded sources live (default: ~/.cache/conveyor/runner/NAME).",
 )
+@click.option(
+    "--unsafe-no-sandbox",
+    "no_sandbox",
+    is_flag=True,
+    help="Run jobs without the bubblewrap sandbox, as this user, seeing this machine's files: "
+    "only where everyone who can push is trusted [env: CONVEYOR_SANDBOX=off].",
+)
 def runner(
     server_url: str,
     token: str,
@@ -66,6 +73,7 @@ def runner(
     slots: int,
     name: str | None,
     work_dir: Path | None,
+    no_sandbox: bool,
 ) -> None:
     """Run jobs for a Conveyor server: long-poll it for jobs whose runs_on labels this runner
     has, execute them here, report logs, results and artifacts.
@@ -74,12 +82,15 @@ def runner(
     finish and takes no new ones; a second signal ends them now (the server gives them to
     another runner once their leases expire).
 
-    Secrets (${{ secrets.NAME }}) come from CONVEYOR_SECRETS_FILE or WORK_DIR/secrets.env,
-    else from this process's environment (never its CONVEYOR_* settings).
+    Secrets (${{ secrets.NAME }}) come from the server with each job: the ones its env
+    references, of its service. This process's environment is never a source of secrets.
     """
     from conveyor.runner.agent import Agent
+    from conveyor.sandbox import configure
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # First: a runner that cannot sandbox jobs refuses to start (one line, naming the fix).
+    sandbox = configure(disabled=no_sandbox)
 
     name = name or socket.gethostname()
     label_list = [x.strip() for x in labels.split(",") if x.strip()]
@@ -91,6 +102,7 @@ def runner(
         slots,
         work_dir or _default_work_dir(name),
         echo=_echo,
+        sandbox=sandbox,
     )
     if _plain_http_elsewhere(server_url):
         _echo(

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
+import sys
 from urllib.parse import urlsplit
 
 import click
 
 from conveyor.cli.common import store_for
+from conveyor.server.limits import BodyLimits, describe, parse_limits
+from conveyor.server.listen import (
+    HEADER_TIMEOUT_SECONDS,
+    MAX_CONNECTIONS,
+    MAX_HEADER_BYTES,
+    guarded_protocol,
+    raise_fd_limit,
+    rate_limit_logs,
+)
+
+log = logging.getLogger("conveyor.server")
 
 
 def _loopback(host: str) -> bool:
@@ -17,6 +30,38 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return host == "localhost"
+
+
+def _trusted_proxies(value: str | None) -> list[str]:
+    """--forwarded-allow-ips: addresses or networks whose X-Forwarded-For/-Proto are believed."""
+    trusted: list[str] = []
+    for item in (x.strip() for x in (value or "").split(",")):
+        if not item:
+            continue
+        if item != "*":
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise click.BadParameter(
+                    f"{item!r} is not an IP address or network",
+                    param_hint="'--forwarded-allow-ips'",
+                ) from None
+        trusted.append(item)
+    return trusted
+
+
+def _body_limits(given: tuple[str, ...]) -> tuple[BodyLimits, int]:
+    """--body-limit KIND=SIZE values, else CONVEYOR_BODY_LIMITS (comma-separated)."""
+    from conveyor.server.app import ServerConfig
+
+    items = list(given) or [x for x in os.environ.get("CONVEYOR_BODY_LIMITS", "").split(",")]
+    defaults = ServerConfig()
+    try:
+        return parse_limits(
+            [x for x in items if x.strip()], defaults.body_limits, defaults.webhook_max_bytes
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--body-limit'") from None
 
 
 def _sinks(given: tuple[str, ...]) -> tuple[str, ...]:
@@ -66,6 +111,48 @@ def _sinks(given: tuple[str, ...]) -> tuple[str, ...]:
     help="Send every run, deployment and incident as CDEvents (CloudEvents over HTTP) to this "
     "URL; repeatable [env: CONVEYOR_CDEVENTS_SINKS, comma-separated].",
 )
+@click.option(
+    "--forwarded-allow-ips",
+    envvar="CONVEYOR_FORWARDED_ALLOW_IPS",
+    default=None,
+    metavar="ADDRESSES",
+    help="Believe X-Forwarded-For and X-Forwarded-Proto only from these proxies (IP addresses "
+    "or networks, comma-separated). Default: from nobody, not even 127.0.0.1 "
+    "[env: CONVEYOR_FORWARDED_ALLOW_IPS].",
+)
+@click.option(
+    "--body-limit",
+    "body_limits",
+    multiple=True,
+    metavar="KIND=SIZE",
+    help="Largest request body for a kind of route: api (1MiB), webhook (25MiB), runner "
+    "(256MiB), artifact (2GiB), import (64MiB); unauthenticated (32MiB) bounds all bodies of "
+    "not-yet-authenticated senders read at once. Repeatable "
+    "[env: CONVEYOR_BODY_LIMITS, comma-separated].",
+)
+@click.option(
+    "--max-connections",
+    envvar="CONVEYOR_MAX_CONNECTIONS",
+    default=MAX_CONNECTIONS,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Open client connections at most; more are answered 503 and closed at once.",
+)
+@click.option(
+    "--header-timeout",
+    default=HEADER_TIMEOUT_SECONDS,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds a client has to send a request's headers before its connection is closed.",
+)
+@click.option(
+    "--unsafe-no-sandbox",
+    "no_sandbox",
+    is_flag=True,
+    help="Run pipeline code (jobs, deploy commands, checks) without the bubblewrap sandbox, "
+    "as this user, seeing this machine's files: only where everyone who can push is trusted "
+    "[env: CONVEYOR_SANDBOX=off].",
+)
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning"]))
 def server(
     host: str,
@@ -76,12 +163,21 @@ def server(
     deliver: bool,
     prometheus_url: str | None,
     cdevents_sinks: tuple[str, ...],
+    forwarded_allow_ips: str | None,
+    body_limits: tuple[str, ...],
+    max_connections: int,
+    header_timeout: float,
+    no_sandbox: bool,
     log_level: str,
 ) -> None:
     """Serve the API on HOST:PORT (127.0.0.1:8080), with the engine and a runner inside."""
     import uvicorn
 
+    from conveyor.sandbox import configure
     from conveyor.server.app import ServerConfig, create_app
+
+    # First: a server that cannot sandbox pipeline code refuses to start (one line, the fix).
+    sandbox = configure(disabled=no_sandbox)
 
     if not _loopback(host):
         click.echo(
@@ -93,6 +189,8 @@ def server(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     sinks = _sinks(cdevents_sinks)
+    trusted = _trusted_proxies(forwarded_allow_ips)
+    limits, webhook_limit = _body_limits(body_limits)
     store = store_for()
     config = ServerConfig(
         runner_slots=os.cpu_count() or 2 if runner_slots is None else runner_slots,
@@ -101,12 +199,52 @@ def server(
         delivery=deliver,
         prometheus_url=prometheus_url,
         cdevents_sinks=sinks,
+        webhook_max_bytes=webhook_limit,
+        body_limits=limits,
+        sandbox=sandbox,
     )
     app = create_app(store, config)
     click.echo(f"conveyor server on http://{host}:{port}  (data: {store.home})", err=True)
+    if sandbox.enabled:
+        click.echo(f"sandbox: {sandbox.describe()}", err=True)
+    else:
+        log.warning("sandbox %s (--unsafe-no-sandbox or CONVEYOR_SANDBOX=off)", sandbox.describe())
     if sinks:
         # Hosts only: a sink's URL may carry a credential.
         hosts = ", ".join(urlsplit(url).netloc.rpartition("@")[2] for url in sinks)
         click.echo(f"CDEvents to {hosts}", err=True)
-    # The standard asyncio loop, not uvloop: it spawns step processes several times faster.
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, loop="asyncio")
+    if "*" in trusted:
+        click.echo(
+            "warning: X-Forwarded-For believed from anyone: any client picks the address its "
+            "sign-ins are throttled by; name your proxies instead of *",
+            err=True,
+        )
+    elif trusted:
+        click.echo(f"X-Forwarded-For believed from {', '.join(trusted)} only", err=True)
+    log.info("request body limits: %s", describe(limits, webhook_limit))
+    connections = raise_fd_limit(max_connections)
+    settings = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        # The standard asyncio loop, not uvloop: it spawns step processes several times faster.
+        loop="asyncio",
+        http=guarded_protocol(
+            header_timeout=header_timeout,
+            max_header_bytes=MAX_HEADER_BYTES,
+            max_connections=connections,
+        ),
+        # uvicorn believes X-Forwarded-For from 127.0.0.1 unless told otherwise: any local
+        # process could then pick the address the sign-in throttle counts against.
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=trusted or "",
+    )
+    # After uvicorn's Config, which sets up its loggers: every handler gets the limiter.
+    rate_limit_logs(["", "uvicorn", "uvicorn.error", "uvicorn.access"])
+    served = uvicorn.Server(settings)
+    with contextlib.suppress(KeyboardInterrupt):
+        served.run()
+    if not served.started:
+        sys.exit(3)  # as uvicorn.run does: the socket could not be bound, or start-up failed

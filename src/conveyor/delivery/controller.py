@@ -33,7 +33,8 @@ from conveyor.errors import ConveyorError
 from conveyor.metrics.facts import Change
 from conveyor.metrics.ranges import commit_range
 from conveyor.runner.artifacts import ArtifactStore
-from conveyor.runner.secrets import Secrets
+from conveyor.runner.secrets import SECRET_REF, referenced, scoped
+from conveyor.sandbox import Sandbox
 from conveyor.sources.mirror import source_for
 from conveyor.spec.models import Environment
 from conveyor.store.db import Store
@@ -84,9 +85,12 @@ class DeliveryController:
         prometheus_url: str | None = None,
         poll_seconds: float = 0.5,
         wake: asyncio.Event | None = None,
+        sandbox: Sandbox | None = None,
     ) -> None:
         self.store = store
         self.artifacts = artifacts
+        # Where start, verify and health commands run (None: from the server's environment).
+        self.sandbox = sandbox
         self.prometheus_url = prometheus_url or os.environ.get("CONVEYOR_PROMETHEUS_URL")
         self.poll_seconds = poll_seconds
         self.owner = process_owner()
@@ -140,14 +144,22 @@ class DeliveryController:
 
     # --- targets -----------------------------------------------------------------------------
 
-    def _env_vars(self, job: _Job) -> dict[str, str]:
-        secrets = Secrets.load(self.store.home)
-        values = {k: secrets.substitute(str(v)) for k, v in job.config.env.items()}
-        # The server's own CONVEYOR_* settings (its home, tokens, URLs) never reach a release,
-        # whichever target starts it.
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    def _env_vars(self, job: _Job, *, strict: bool = True) -> dict[str, str]:
+        # Only what this environment's env references, for this service and environment.
+        raw = {k: str(v) for k, v in job.config.env.items()}
+        secrets = scoped(self.store, job.service, referenced(raw.values()), job.environment)
+        try:
+            values = {k: secrets.substitute(v) for k, v in raw.items()}
+        except ConveyorError as exc:
+            if strict:
+                raise
+            # Re-adopting what serves needs no secret; a missing one must not stop it.
+            log.warning("%s %s: %s", job.service, job.environment, exc.message)
+            values = {k: v for k, v in raw.items() if not SECRET_REF.search(v)}
+        # Nothing of the server's own environment (its CONVEYOR_* settings, tokens, virtualenv)
+        # reaches a release, whichever target starts it: sandboxed commands get PATH, HOME and
+        # LANG from the sandbox.
         return {
-            **inherited,
             **values,
             "CONVEYOR": "true",
             "CONVEYOR_SERVICE": job.service,
@@ -155,8 +167,9 @@ class DeliveryController:
             "CONVEYOR_TIER": job.tier,
         }
 
-    def target(self, job: _Job, log_line: Callable[[str], None]) -> Target:
-        """The environment's target, made on first use; its context follows the deployment."""
+    def target(self, job: _Job, log_line: Callable[[str], None], *, strict: bool = True) -> Target:
+        """The environment's target, made on first use; its context follows the deployment.
+        Not `strict`: a secret that cannot be resolved is left out instead of failing."""
         key = (job.service, job.environment)
         options = {
             "strategy": job.config.deploy.strategy,
@@ -168,10 +181,11 @@ class DeliveryController:
             environment=job.environment,
             tier=job.tier,
             options=options,
-            env=self._env_vars(job),
+            env=self._env_vars(job, strict=strict),
             state_dir=self.store.home / "deploy" / job.service / job.environment,
             log=log_line,
             keep=job.config.keep,
+            sandbox=self.sandbox,
         )
         ctx.state_dir.mkdir(parents=True, exist_ok=True)
         target = self._targets.get(key)
@@ -291,6 +305,7 @@ class DeliveryController:
                 env={**target.ctx.env, **_release_env(bundle), "CONVEYOR_DEPLOY_URL": url},
                 cwd=bundle.root,
                 on_line=line,
+                sandbox=self.sandbox,
             )
             await asyncio.to_thread(
                 outcomes.record_checks, self.store, job.id, [result.as_json()], D.VERIFYING
@@ -329,6 +344,7 @@ class DeliveryController:
             },
             cwd=bundle.root,
             prometheus_url=self.prometheus_url,
+            sandbox=self.sandbox,
         )
         for result in results:
             line(f"{result.kind}: {result.outcome.value} — {result.detail}")
@@ -421,6 +437,7 @@ class DeliveryController:
                 env={**target.ctx.env, **_release_env(bundle)},
                 cwd=bundle.root,
                 prometheus_url=self.prometheus_url,
+                sandbox=self.sandbox,
             )
             outcome, detail = combine(results), _detail(results, combine(results))
             await asyncio.to_thread(
@@ -490,7 +507,7 @@ class DeliveryController:
         ):
             job = await asyncio.to_thread(self._load, deployment_id)
             line = DeploymentLog(self.store, deployment_id)
-            target = self.target(job, line)
+            target = self.target(job, line, strict=False)
             serving_now = job.serving is not None and job.serving.state == candidate
             if candidate and not serving_now:
                 await target.discard(Instance(job.release_id, None, candidate))
@@ -503,11 +520,12 @@ class DeliveryController:
             )
         for job in await asyncio.to_thread(self._serving):
             line = DeploymentLog(self.store, job.id)
-            target = self.target(job, line)
+            target = self.target(job, line, strict=False)
             assert job.serving is not None
             try:
                 if await target.adopt(job.serving):
                     continue
+                target = self.target(job, line)
                 bundle = await asyncio.to_thread(
                     prepare_bundle, self.store, self.artifacts, job.release_id
                 )

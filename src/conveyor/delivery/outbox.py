@@ -1,6 +1,11 @@
 """Sending the outbox: every pending notice to its channel, with retries, off the deployment's
 path. A notice is marked sent or failed (with the error) once delivery ends; a server that dies
-mid-way sends the pending ones again after its restart (at least once)."""
+mid-way sends the pending ones again after its restart (at least once).
+
+A notifier's `${{ secrets.NAME }}` are its service's service-wide secrets: the notifier comes
+from that service's file, like its jobs. The server's own settings (CONVEYOR_SMTP_URL,
+CONVEYOR_MAIL_FROM, CONVEYOR_BASE_URL) are read here from its environment and used as settings,
+never handed to a notifier's `${{ secrets }}`, whose URLs the pipeline's author chooses."""
 
 from __future__ import annotations
 
@@ -14,10 +19,10 @@ from sqlalchemy import select
 
 from conveyor.notify.base import Notice
 from conveyor.notify.send import DeliveryReport, deliver
-from conveyor.runner.secrets import SECRET_REF, Secrets
+from conveyor.runner.secrets import SECRET_REF, Secrets, referenced, scoped
 from conveyor.spec.models import Notifier
 from conveyor.store.db import Store
-from conveyor.store.models import Notification, utcnow
+from conveyor.store.models import Notification, Service, utcnow
 
 log = logging.getLogger("conveyor.notify")
 SENDERS = 4
@@ -60,11 +65,11 @@ class Outbox:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def send_pending(self) -> None:
-        for row_id, notifier, notice in await asyncio.to_thread(self._pending):
+        for row_id, service, notifier, notice in await asyncio.to_thread(self._pending):
             if row_id in self._busy:
                 continue
             self._busy.add(row_id)
-            task = asyncio.create_task(self._send(row_id, notifier, notice))
+            task = asyncio.create_task(self._send(row_id, service, notifier, notice))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -74,20 +79,23 @@ class Outbox:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    def _pending(self) -> list[tuple[int, dict[str, Any], dict[str, Any]]]:
+    def _pending(self) -> list[tuple[int, str, dict[str, Any], dict[str, Any]]]:
         with self.store.session() as session:
-            rows = session.scalars(
-                select(Notification)
+            rows = session.execute(
+                select(Notification, Service.name)
+                .join(Service, Service.id == Notification.service_id)
                 .where(Notification.status == "pending")
                 .order_by(Notification.id)
                 .limit(50)
             ).all()
-            return [(r.id, dict(r.notifier), dict(r.notice)) for r in rows]
+            return [(r.id, name, dict(r.notifier), dict(r.notice)) for r, name in rows]
 
-    async def _send(self, row_id: int, notifier: dict[str, Any], notice: dict[str, Any]) -> None:
+    async def _send(
+        self, row_id: int, service: str, notifier: dict[str, Any], notice: dict[str, Any]
+    ) -> None:
         try:
             async with self._slots:
-                report = await self._deliver(row_id, notifier, notice)
+                report = await self._deliver(row_id, service, notifier, notice)
             await asyncio.to_thread(self._record, row_id, report)
             if not report.ok:
                 log.warning("notification %s failed: %s", row_id, report.error)
@@ -95,11 +103,12 @@ class Outbox:
             self._busy.discard(row_id)
 
     async def _deliver(
-        self, row_id: int, notifier: dict[str, Any], notice: dict[str, Any]
+        self, row_id: int, service: str, notifier: dict[str, Any], notice: dict[str, Any]
     ) -> DeliveryReport:
         try:
-            secrets = Secrets.load(self.store.home)
-            resolved = json.loads(_substitute(json.dumps(notifier), secrets))
+            text = json.dumps(notifier)
+            secrets = await asyncio.to_thread(scoped, self.store, service, referenced([text]))
+            resolved = json.loads(_substitute(text, secrets))
             model = Notifier.model_validate(resolved)
             fields = {k: v for k, v in notice.items() if k in Notice.__dataclass_fields__}
             message = Notice(id=row_id, **fields)

@@ -28,6 +28,7 @@ import oras.client  # type: ignore[import-untyped]
 import oras.container  # type: ignore[import-untyped]
 import requests
 
+from conveyor import jsonio
 from conveyor.errors import ConveyorError
 
 __all__ = [
@@ -297,7 +298,7 @@ def _registry_message(status: int, response: httpx.Response | requests.Response)
     """The registry's own words: its JSON `errors`, else its text, else the status phrase."""
     text = response.text
     try:
-        body = json.loads(text)
+        body = jsonio.loads(text)
     except ValueError:
         body = None
     if isinstance(body, dict) and isinstance(body.get("errors"), list):

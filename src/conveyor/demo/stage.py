@@ -162,9 +162,14 @@ class Server:
         self.process: subprocess.Popen[bytes] | None = None
 
     def environment(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
-        # The sample's jobs and releases run `python3`: this Python's, where there is one.
-        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        # Not the caller's Conveyor settings, except how pipeline code is sandboxed. The
+        # sample's jobs and releases run the machine's `python3` (in the sandbox, /usr only).
+        own = ("CONVEYOR_SANDBOX", "CONVEYOR_LIMIT_", "CONVEYOR_JOB_PATH")
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("CONVEYOR_") or k.startswith(own)
+        }
         env.update(CONVEYOR_HOME=str(self.home), CONVEYOR_BASE_URL=self.url)
         return env
 
@@ -235,7 +240,7 @@ def stop_releases(home: Path, say: Callable[[str], None]) -> None:
     from sqlalchemy import select
 
     from conveyor.engine.recovery import process_start_time
-    from conveyor.runner.process import kill_process_group, process_alive
+    from conveyor.runner.process import kill_process_group, process_alive, terminate_group
     from conveyor.store.db import Settings, open_store
     from conveyor.store.models import Deployment, EnvironmentState
 
@@ -262,7 +267,9 @@ def stop_releases(home: Path, say: Callable[[str], None]) -> None:
 
         if not running():
             continue
-        kill_process_group(pid, signal.SIGTERM)
+        # Not SIGTERM to the leader itself: a sandboxed release's leader is bubblewrap, which
+        # lives exactly as long as the release once spared (conveyor.runner.process).
+        terminate_group(pid)
         deadline = time.monotonic() + RELEASE_STOP_SECONDS
         while running() and time.monotonic() < deadline:
             time.sleep(0.02)

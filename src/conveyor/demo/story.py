@@ -142,15 +142,11 @@ class Story:
                 moved = f"  (port {DEFAULT_PORT} is in use)"
         self.directory = stage.prepare_directory(self.options.directory)
         home = self.directory / "home"
-        home.mkdir()
+        home.mkdir(mode=0o700)  # private, as Conveyor makes its data directories
         self.repo = stage.create_repository(
             self.directory / SERVICE, slack=bool(self.options.slack_webhook)
         )
         self.cast = self._tokens(home)
-        if self.options.slack_webhook:
-            secrets = home / "secrets.env"
-            secrets.write_text(f"SLACK_WEBHOOK={self.options.slack_webhook}\n", encoding="utf-8")
-            secrets.chmod(0o600)
         self.server = Server(home, port, self.directory / "server.log")
         say = self.say
         say.title("conveyor demo: one service, three commits, from git commit to production")
@@ -165,6 +161,13 @@ class Story:
         say.fact("token", self.cast.admin)
         self.api = Api(self.server.url, self.cast.admin)
         self.api.post("/services", {"name": SERVICE, "repository": str(self.repo)})
+        if self.options.slack_webhook:
+            # A secret of the sample service, as `conveyor secret set` stores one.
+            self.api.call(
+                "PUT",
+                f"/services/{SERVICE}/secrets/SLACK_WEBHOOK",
+                json={"value": self.options.slack_webhook},
+            )
         # Both in ops: what keeps sam from approving is that the change is his own.
         self.api.post("/users", {"name": "sam", "emails": [stage.AUTHOR[1]], "groups": ["ops"]})
         self.api.post("/users", {"name": "olga", "emails": ["olga@example.com"], "groups": ["ops"]})
@@ -190,7 +193,8 @@ class Story:
             return Cast(
                 admin=create_token(store, "demo-olga", ["admin"], "olga"),
                 author=create_token(store, "demo-sam", ["approve", "read"], "sam"),
-                hook=create_token(store, "demo-hook", ["trigger"]),
+                # As `conveyor hook install` makes it: for this service only, of no user.
+                hook=create_token(store, "demo-hook", ["trigger"], services=[SERVICE]),
             )
         finally:
             store.close()

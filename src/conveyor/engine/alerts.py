@@ -28,7 +28,7 @@ import hashlib
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -102,15 +102,20 @@ class AlertOutcome:
 
 
 def record_alerts(
-    store: Store, notification: AlertNotification, *, actor: str
+    store: Store,
+    notification: AlertNotification,
+    *,
+    actor: str,
+    allowed: Callable[[str, str | None], bool] | None = None,
 ) -> list[AlertOutcome]:
     """Apply each alert of an Alertmanager notification, one transaction per alert: a failure
     part-way leaves the alerts before it applied, and Alertmanager's retry (it retries on 5xx)
-    finds them unchanged."""
+    finds them unchanged. ``allowed(service, environment)``: the sender's token limits; an
+    alert outside them is recorded as ignored."""
     label = service_label()
     window = attribution_window()
     return [
-        record_alert(store, alert, actor=actor, label=label, window=window)
+        record_alert(store, alert, actor=actor, label=label, window=window, allowed=allowed)
         for alert in notification.alerts
     ]
 
@@ -123,6 +128,7 @@ def record_alert(
     label: str = DEFAULT_SERVICE_LABEL,
     window: dt.timedelta = dt.timedelta(hours=DEFAULT_ATTRIBUTION_HOURS),
     now: dt.datetime | None = None,
+    allowed: Callable[[str, str | None], bool] | None = None,
 ) -> AlertOutcome:
     """Apply one alert in one transaction. A concurrent twin (two Alertmanagers of a cluster
     delivering the same alert) that loses a uniqueness race is tried once more, and then
@@ -130,7 +136,7 @@ def record_alert(
     for attempt in range(2):
         try:
             with store.write() as w:
-                return _apply_alert(w, alert, actor, label, window, now or utcnow())
+                return _apply_alert(w, alert, actor, label, window, now or utcnow(), allowed)
         except IntegrityError:
             if attempt:
                 raise
@@ -138,7 +144,13 @@ def record_alert(
 
 
 def _apply_alert(
-    w: Writer, alert: Alert, actor: str, label: str, window: dt.timedelta, now: dt.datetime
+    w: Writer,
+    alert: Alert,
+    actor: str,
+    label: str,
+    window: dt.timedelta,
+    now: dt.datetime,
+    allowed: Callable[[str, str | None], bool] | None = None,
 ) -> AlertOutcome:
     name = alert.label(label)
     if name is None:
@@ -150,6 +162,9 @@ def _apply_alert(
     environment, problem = environment_of(w.session, service, alert.label(*ENVIRONMENT_LABELS))
     if problem is not None:
         return _ignore(w, alert, name, problem, actor)
+    if allowed is not None and not allowed(name, environment):
+        where = f"{name} {environment}" if environment else name
+        return _ignore(w, alert, name, f"the sender's token may not act on {where}", actor)
     known = w.session.scalars(
         select(Incident)
         .where(

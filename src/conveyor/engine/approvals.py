@@ -6,13 +6,18 @@ People come from the server's users table (`conveyor user add`) and an optional 
     users:
       alice: { emails: [alice@example.com], groups: [ops], slack: U024BE7LH }
 
-An approver entry in `conveyor.yml` names a user or a group. The change's author, committer and
-pusher may not approve it unless the approval says `self_approval: true`.
+An approver entry in `conveyor.yml` names a user or a group. Unless the approval says
+`self_approval: true`, nobody who authored, committed or pushed any commit of the range being
+deployed may decide it: every commit between what the environment serves and the release (a
+`Change`, read from git by delivery.authorship), not only the release's own commit. A person is
+matched by name and by each of their e-mails, against both the name and the e-mail of each
+commit's author and committer and against its pushers.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +46,50 @@ class Person:
     slack_id: str | None = None
 
     def identities(self) -> set[str]:
-        return {self.name.lower(), *(e.lower() for e in self.emails)}
+        return {self.name.lower(), *(e.strip().lower() for e in self.emails if e.strip())}
+
+
+@dataclass(frozen=True)
+class Commit:
+    """One commit of the range being deployed, and the people behind it."""
+
+    sha: str
+    author_name: str = ""
+    author_email: str = ""
+    committer_name: str = ""
+    committer_email: str = ""
+    # Who pushed it as the head of a push (runs of this commit), as recorded.
+    pushers: tuple[str, ...] = ()
+
+    def part_of(self, who: Person) -> str | None:
+        """What ``who`` did to this commit ("authored", "committed", "pushed"), if anything."""
+        mine = who.identities()
+
+        def named(*values: str) -> bool:
+            return any(v.strip().lower() in mine for v in values if v and v.strip())
+
+        if named(self.author_name, self.author_email):
+            return "authored"
+        if named(self.committer_name, self.committer_email):
+            return "committed"
+        if named(*self.pushers):
+            return "pushed"
+        return None
+
+
+@dataclass(frozen=True)
+class Change:
+    """What approving lets through: the commits between what the environment serves (``base``;
+    None when it serves nothing) and the release, newest first. ``problem``: why they could not
+    be read; then nobody may decide, since nobody can be shown not to be part of it."""
+
+    commits: tuple[Commit, ...] = ()
+    base: str | None = None
+    problem: str | None = None
+
+
+# Reads the change an approval is about (delivery.authorship.ChangeReader).
+ChangeOf = Callable[[Approval], Change]
 
 
 def users_file(home: Path) -> Path:
@@ -124,19 +172,43 @@ def _not_an_approver(who: Person, approval: Approval) -> bool:
     return "*" not in allowed and who.name not in allowed and not allowed & set(who.groups)
 
 
-def _own_change(who: Person, approval: Approval) -> bool:
-    return not approval.self_approval and bool(who.identities() & set(approval.excluded))
+NO_SELF_APPROVAL = "no self-approval (unless the approval says self_approval: true)"
 
 
-def may_approve(who: Person, approval: Approval) -> str | None:
+def own_part(who: Person, approval: Approval, change: Change) -> str | None:
+    """How ``who`` is part of what ``approval`` would let through, in words ("authored
+    1a2b3c4 in the range being deployed"), or None. Always None with ``self_approval``."""
+    if approval.self_approval:
+        return None
+    for commit in change.commits:
+        part = commit.part_of(who)
+        if part is not None:
+            return f"{part} {commit.sha[:7]} in the range being deployed"
+    # The people of the release's own commit, as recorded when the approval was requested.
+    if who.identities() & set(approval.excluded):
+        return f"authored, committed or pushed {approval.deployment.release.sha[:7]}, the release"
+    return None
+
+
+def _unreadable(approval: Approval, change: Change) -> str | None:
+    if approval.self_approval or change.problem is None:
+        return None
+    return (
+        f"who wrote the commits being deployed cannot be told ({change.problem}): nobody may "
+        "decide until they can be read"
+    )
+
+
+def may_approve(who: Person, approval: Approval, change: Change) -> str | None:
     """Why ``who`` may not approve, or None if they may."""
     if _not_an_approver(who, approval):
         return f"{who.name} is not an approver here (approvers: {', '.join(approval.approvers)})"
-    if _own_change(who, approval):
-        return (
-            f"{who.name} authored or pushed this change and cannot approve its deployment "
-            "(self_approval is false)"
-        )
+    unreadable = _unreadable(approval, change)
+    if unreadable is not None:
+        return unreadable
+    part = own_part(who, approval, change)
+    if part is not None:
+        return f"{who.name} {part}: {NO_SELF_APPROVAL}"
     return None
 
 
@@ -150,31 +222,17 @@ class Verdict:
     conflict: bool = False
 
 
-def _your_part(who: Person, commit: dict[str, Any]) -> str:
-    """Which part of the change is theirs, to tell them why they are excluded."""
-    mine = who.identities()
-
-    def named(*keys: str) -> bool:
-        return any(str(commit.get(k) or "").strip().lower() in mine for k in keys)
-
-    if named("author_name", "author_email"):
-        return "you are the author of this change"
-    if named("committer_name"):
-        return "you committed this change"
-    if named("pusher"):
-        return "you pushed this change"
-    return "you authored or pushed this change"
-
-
 def verdict(
     approval: Approval,
     user: str | None,
     can_approve: bool,
     known: dict[str, Person],
+    change: ChangeOf,
 ) -> Verdict:
     """May the holder of a token or session (its ``user``; ``can_approve``: it holds the approve
     scope) decide ``approval``? The same rules `decide` and the API enforce, read-only and
-    worded for the person asking; ``known`` is `people(store)`, read once for a whole list."""
+    worded for the person asking; ``known`` is `people(store)`, read once for a whole list;
+    ``change`` is asked only when the answer depends on it."""
     if user is None:
         return Verdict(False, "you are signed in with a token without a user")
     if not can_approve:
@@ -189,9 +247,13 @@ def verdict(
         return Verdict(
             False, f"you are not among the approvers ({', '.join(approval.approvers) or 'none'})"
         )
-    if _own_change(who, approval):
-        commit = approval.deployment.release.run.commit
-        return Verdict(False, f"{_your_part(who, commit)} (self-approval is not allowed)")
+    found = change(approval)
+    unreadable = _unreadable(approval, found)
+    if unreadable is not None:
+        return Verdict(False, unreadable)
+    part = own_part(who, approval, found)
+    if part is not None:
+        return Verdict(False, f"you {part}: {NO_SELF_APPROVAL}")
     mine = next((d for d in approval.decisions if d.user == who.name), None)
     if mine is not None:
         done = "approved" if mine.decision == "approve" else "rejected"
@@ -207,8 +269,11 @@ def decide(
     reason: str | None,
     via: str,
     who: Person | None = None,
+    *,
+    change: ChangeOf,
 ) -> ApprovalStatus:
-    """Record ``user``'s approve/reject; returns the approval's status afterwards."""
+    """Record ``user``'s approve/reject; returns the approval's status afterwards. ``change``
+    reads what the approval would let through (the self-approval rule needs it)."""
     if decision not in ("approve", "reject"):
         raise ConveyorError(f"unknown decision {decision!r}: approve or reject")
     if decision == "reject" and not (reason or "").strip():
@@ -222,7 +287,7 @@ def decide(
         service, deployment_id = approval.deployment.service.name, approval.deployment_id
         try:
             who = who or person(store, user)
-            refusal = may_approve(who, approval)
+            refusal = may_approve(who, approval, change(approval))
         except NotAllowed as exc:
             refusal = exc.message
     if refusal is not None:

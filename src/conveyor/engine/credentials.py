@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -24,6 +26,8 @@ SCRYPT_P = 1
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
 USER_SCOPES = ("read", "trigger", "approve", "admin")
+# Service, environment and label names, as the pipeline file and `conveyor service add` allow.
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
 
 def hash_password(password: str) -> str:
@@ -75,21 +79,42 @@ def parse_scopes(values: list[str] | tuple[str, ...]) -> list[str]:
     return scopes
 
 
+def check_names(kind: str, names: Iterable[str]) -> list[str]:
+    """The service, environment or label names of a limit: sorted, each checked."""
+    chosen = sorted({n.strip() for n in names if n.strip()})
+    bad = [n for n in chosen if not NAME.match(n)]
+    if bad:
+        raise ConveyorError(
+            f"{bad[0]!r} is not a {kind} name",
+            hint="letters, digits, '.', '_' and '-', starting with a letter or a digit",
+        )
+    return chosen
+
+
 def set_credentials(
     store: Store,
     name: str,
     *,
     password: str | None = None,
     scopes: list[str] | None = None,
+    services: list[str] | None = None,
+    environments: list[str] | None = None,
     by: str,
 ) -> None:
-    """Set a user's password and/or scopes. A new password ends the user's sessions."""
+    """Set a user's password, scopes and/or the services and environments the scopes act on
+    (``[]``: every one; None: unchanged). Any change ends the user's password sessions."""
+
     if password is not None:
         check_new_password(password)
     if scopes is not None:
         scopes = parse_scopes(scopes)
         if not scopes:
             raise ConveyorError("give at least one scope", hint=f"scopes: {', '.join(USER_SCOPES)}")
+    limits: dict[str, list[str]] = {}
+    if services is not None:
+        limits["services"] = check_names("service", services)
+    if environments is not None:
+        limits["environments"] = check_names("environment", environments)
     hashed = hash_password(password) if password is not None else None
     with store.write() as w:
         user = w.session.scalar(select(User).where(User.name == name))
@@ -102,7 +127,10 @@ def set_credentials(
         if scopes is not None:
             user.scopes = scopes
             changed["scopes"] = scopes
-        if hashed is not None or scopes is not None:
+        for key, names in limits.items():
+            setattr(user, key, names)
+            changed[key] = names
+        if hashed is not None or scopes is not None or limits:
             # Sessions carry the scopes they were given: make the user sign in again.
             w.session.execute(
                 delete(WebSession).where(WebSession.user == name, WebSession.token_id.is_(None))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +31,7 @@ from conveyor.engine.scheduler import decide, next_decisions, run_outcome
 from conveyor.engine.states import JobStatus, RunStatus, StepStatus, check_transition
 from conveyor.errors import ConveyorError
 from conveyor.store.db import Store, Writer
-from conveyor.store.models import Job, Run, Step, utcnow
+from conveyor.store.models import Job, Run, Service, Step, utcnow
 
 
 def _lease_seconds(default: float = 30.0) -> float:
@@ -208,16 +208,25 @@ def lease_next(
     runner: str,
     labels: Sequence[str],
     lease_seconds: float = LEASE_SECONDS,
+    services: Collection[str] = (),
 ) -> Lease | None:
     """Give the oldest queued job this runner can take (its `runs_on` labels are a subset of
-    the runner's) to the runner, with a new fencing token."""
+    the runner's; its service among ``services``, when given) to the runner, with a new
+    fencing token."""
     have = set(labels)
-    with store.write() as w:
-        candidates = w.session.scalars(
-            _locked(
-                select(Job).where(Job.status == JobStatus.QUEUED).order_by(Job.id).limit(100), w
+    queued = select(Job).where(Job.status == JobStatus.QUEUED)
+    if services:
+        # In the query, not after it: a runner of one service must not starve behind the first
+        # hundred jobs of others. A subquery keeps the row lock on jobs alone.
+        queued = queued.where(
+            Job.run_id.in_(
+                select(Run.id)
+                .join(Service, Run.service_id == Service.id)
+                .where(Service.name.in_(sorted(services)))
             )
-        ).all()
+        )
+    with store.write() as w:
+        candidates = w.session.scalars(_locked(queued.order_by(Job.id).limit(100), w)).all()
         for job in candidates:
             if not set(job.config.get("runs_on") or []) <= have:
                 continue

@@ -327,9 +327,11 @@ def _approved(w: Writer, dep: Deployment) -> bool:
 
 
 def _excluded(run: Run) -> list[str]:
-    """The change's author, committer and pusher: who may not approve it by default."""
+    """The release commit's author, committer and pusher, kept with the approval; the rule
+    itself looks at every commit of the range being deployed (engine.approvals)."""
     commit = run.commit
-    people = [commit.get(k) for k in ("author_name", "author_email", "committer_name", "pusher")]
+    keys = ("author_name", "author_email", "committer_name", "committer_email", "pusher")
+    people = [commit.get(k) for k in keys]
     return sorted({str(p).strip().lower() for p in people if p})
 
 

@@ -35,6 +35,7 @@ from sqlalchemy import Table, insert
 from sqlalchemy import text as sql
 from sqlalchemy.exc import IntegrityError
 
+from conveyor import jsonio
 from conveyor.metrics.import_cdevents import parse_cdevent, unwrap
 from conveyor.metrics.import_plan import (
     ImportSummary,
@@ -112,12 +113,12 @@ def parse(text: str) -> Parsed:
         parsed.records += 1
         where = Where(number)
         try:
-            obj = json.loads(content)
+            obj = jsonio.loads(content)
         except json.JSONDecodeError as exc:
             errors.add(where.error(None, f"not valid JSON: {exc.msg} (column {exc.colno})"))
             continue
-        except RecursionError:
-            errors.add(where.error(None, "not valid JSON: nested too deeply"))
+        except jsonio.TooDeep as exc:
+            errors.add(where.error(None, f"not accepted: {exc}"))
             continue
         if not isinstance(obj, dict):
             errors.add(where.error(None, "a record must be a JSON object"))

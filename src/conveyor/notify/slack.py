@@ -31,6 +31,7 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
+from conveyor import jsonio
 from conveyor.errors import ConveyorError
 from conveyor.notify.base import Notice
 from conveyor.notify.webhook import USER_AGENT, post
@@ -293,7 +294,9 @@ def parse_action(body: bytes) -> SlackAction:
     if len(payloads) != 1:
         raise SlackPayloadError("Slack payload: expected exactly one 'payload' field")
     try:
-        payload = json.loads(payloads[0])
+        payload = jsonio.loads(payloads[0])
+    except jsonio.TooDeep as exc:
+        raise SlackPayloadError(f"Slack payload: 'payload' is refused: {exc}") from None
     except ValueError:
         raise SlackPayloadError("Slack payload: 'payload' is not JSON") from None
     if not isinstance(payload, dict):

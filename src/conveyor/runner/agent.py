@@ -49,7 +49,8 @@ from conveyor.errors import ConveyorError
 from conveyor.runner.artifacts import ArtifactFile, ArtifactStore
 from conveyor.runner.executor import JobExecutor, RunnerSettings
 from conveyor.runner.reporting import LogBatch
-from conveyor.runner.secrets import Secrets, read_secrets_file
+from conveyor.runner.secrets import Secrets
+from conveyor.sandbox import Sandbox, default_sandbox
 
 log = logging.getLogger("conveyor.runner.agent")
 
@@ -451,13 +452,12 @@ class RunSources:
         await self.downloads.checkout(self.run_id, repo, sha, dest, self.reporter)
 
 
-def runner_secrets(work_dir: Path, environ: Mapping[str, str] | None = None) -> Secrets:
-    """Secrets from CONVEYOR_SECRETS_FILE or WORK_DIR/secrets.env, else from the agent's
-    environment, except its own CONVEYOR_* settings: a pipeline cannot ask for the token."""
+def legacy_secrets_file(work_dir: Path, environ: Mapping[str, str] | None = None) -> Path | None:
+    """The secrets file agents of earlier versions read: no longer read (the server sends each
+    job's secrets with its lease), so the agent names it at start."""
     environ = os.environ if environ is None else environ
     path = Path(environ.get("CONVEYOR_SECRETS_FILE") or work_dir / "secrets.env")
-    own = {k: v for k, v in environ.items() if not k.startswith("CONVEYOR_")}
-    return Secrets(read_secrets_file(path), own)
+    return path if path.is_file() else None
 
 
 @dataclass
@@ -480,10 +480,10 @@ class Agent:
         work_dir: Path,
         *,
         echo: Echo = _log_echo,
-        secrets: Secrets | None = None,
         base_env: Mapping[str, str] | None = None,
         lease_wait: float = LEASE_WAIT_SECONDS,
         give_up: float = GIVE_UP_SECONDS,
+        sandbox: Sandbox | None = None,
     ) -> None:
         if not server_url.startswith(("http://", "https://")):
             raise ConveyorError(
@@ -496,8 +496,9 @@ class Agent:
         self.slots = max(1, slots)
         self.work_dir = work_dir.absolute()
         self.echo = echo
-        self.secrets = secrets if secrets is not None else runner_secrets(self.work_dir)
         self.base_env = base_env
+        # Where jobs run (conveyor.sandbox); None: configured from the environment at serve().
+        self.sandbox = sandbox
         self.lease_wait = lease_wait
         self.give_up = give_up
         self.jobs: dict[asyncio.Task[None], RunningJob] = {}
@@ -565,7 +566,21 @@ class Agent:
         loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         self._changed = asyncio.Event()
+        if self.sandbox is None:
+            self.sandbox = await asyncio.to_thread(default_sandbox)
+        if self.sandbox.enabled:
+            self.echo(f"sandbox: {self.sandbox.describe()}", err=True)
+        else:
+            self.echo(f"warning: sandbox {self.sandbox.describe()}", err=True)
         with self._exclusive():
+            legacy = legacy_secrets_file(self.work_dir)
+            if legacy is not None:
+                self.echo(
+                    f"warning: {legacy} is no longer read: the server sends each job the "
+                    "secrets of its service; import them there with `conveyor secret import "
+                    f"SERVICE {legacy}`",
+                    err=True,
+                )
             signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
             for sig in signals:
                 loop.add_signal_handler(sig, self._signalled, sig.name)
@@ -703,9 +718,11 @@ class Agent:
             settings = RunnerSettings(
                 workspaces=root / "workspaces",
                 artifacts=reporter.artifact_store,
-                secrets=self.secrets,
+                # Resolved by the server for this job's service, sent with the lease.
+                secrets=Secrets.from_lease(lease),
                 sources=sources.for_run(context.run_id, reporter),
                 base_env=self.base_env,
+                sandbox=self.sandbox,
             )
             status = await JobExecutor(plan, context, reporter, settings, job.cancel).execute()
         except Exception as exc:  # a fault of this runner: leave the job to its lease

@@ -38,6 +38,7 @@ __all__ = [
     "ENGINE_VARIABLE",
     "WORKSPACE",
     "client_env",
+    "client_host_env",
     "container_argv",
     "container_engine",
     "container_name",
@@ -134,6 +135,17 @@ def step_variables(env: Mapping[str, str], declared: Iterable[str]) -> dict[str,
         k: v
         for k, v in env.items()
         if k in names or k in ("CI", "CONVEYOR") or k.startswith("CONVEYOR_")
+    }
+
+
+def client_host_env(runner_env: Mapping[str, str]) -> dict[str, str]:
+    """What of the runner's own environment the engine client gets: the variables it reads
+    itself (PATH, HOME, CONTAINER_HOST...) and the locale, not the runner's settings, tokens or
+    virtualenv."""
+    return {
+        k: v
+        for k, v in runner_env.items()
+        if (_client_reads(k) or k in ("LANG", "LC_ALL", "TZ")) and not k.startswith("CONVEYOR_")
     }
 
 

@@ -10,10 +10,11 @@ import contextlib
 import datetime as dt
 import os
 import shutil
+import signal
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -25,6 +26,7 @@ from conveyor.errors import ConveyorError
 from conveyor.runner.artifacts import ArtifactStore, collect_artifacts
 from conveyor.runner.container import (
     client_env,
+    client_host_env,
     container_argv,
     container_engine,
     container_name,
@@ -36,6 +38,7 @@ from conveyor.runner.process import ProcessResult, run_process
 from conveyor.runner.reporting import JobReporter
 from conveyor.runner.secrets import Secrets
 from conveyor.runner.workspace import export_commit
+from conveyor.sandbox import Sandbox, default_sandbox, format_bytes
 
 LOG_FLUSH_SECONDS = 0.1
 LOG_FLUSH_LINES = 1000
@@ -111,7 +114,12 @@ class RunnerSettings:
     secrets: Secrets
     sources: Sources
     keep_workspaces: bool = False
+    # The runner's own environment: only where the container engine is found and what its
+    # client reads (PATH, HOME, CONTAINER_HOST...). Steps never see it.
     base_env: Mapping[str, str] | None = None
+    # How steps are isolated (conveyor.sandbox); None: configured from this process's
+    # environment, and never silently off.
+    sandbox: Sandbox | None = None
 
 
 class LogBuffer:
@@ -155,11 +163,26 @@ class LogBuffer:
         await self.flush()
 
 
-def _inherited_env(base: Mapping[str, str], secret_names: set[str]) -> dict[str, str]:
-    # The runner's own CONVEYOR_* settings and any secret exported to it stay out of the step.
-    return {
-        k: v for k, v in base.items() if not k.startswith("CONVEYOR_") and k not in secret_names
-    }
+# What a step's output says when it could not fork or allocate: with the sandbox's limits in
+# place, the likely reason, which the step's failure then names.
+_NO_PROCESSES = ("Resource temporarily unavailable", "Cannot fork", "fork: retry")
+_NO_MEMORY = ("Cannot allocate memory", "MemoryError", "std::bad_alloc", "out of memory")
+
+
+class _LimitWatch:
+    """Passes a step's lines on, noting any that say a sandbox limit was hit."""
+
+    def __init__(self, on_line: Callable[[str], None]) -> None:
+        self.on_line = on_line
+        self.processes = False
+        self.memory = False
+
+    def __call__(self, text: str) -> None:
+        if not self.processes and any(m in text for m in _NO_PROCESSES):
+            self.processes = True
+        if not self.memory and any(m in text for m in _NO_MEMORY):
+            self.memory = True
+        self.on_line(text)
 
 
 def _argv(step: StepPlan) -> list[str]:
@@ -168,13 +191,20 @@ def _argv(step: StepPlan) -> list[str]:
     return ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step.run]
 
 
-def _describe(result: ProcessResult, timeout: float) -> tuple[StepStatus, str | None]:
+def _describe(
+    result: ProcessResult, timeout: float, sandbox: Sandbox | None = None
+) -> tuple[StepStatus, str | None]:
     if result.cancelled:
         return StepStatus.CANCELLED, "cancelled"
     if result.timed_out:
         return StepStatus.FAILED, f"timed out after {timeout:g}s"
     if result.exit_code == 0:
         return StepStatus.SUCCEEDED, None
+    xfsz = (-signal.SIGXFSZ, 128 + signal.SIGXFSZ)
+    if sandbox is not None and sandbox.enabled and result.exit_code in xfsz:
+        # A shell reports a child killed by a signal as 128 + its number.
+        size = format_bytes(sandbox.limits.file_size)
+        return StepStatus.FAILED, f"stopped: a file it wrote reached this runner's limit of {size}"
     if result.exit_code == 127:
         return StepStatus.FAILED, "command not found (exit 127)"
     if result.exit_code is not None and result.exit_code < 0:
@@ -242,6 +272,11 @@ class JobExecutor:
                     await asyncio.to_thread(shutil.rmtree, self.workspace, True)
 
     async def _execute(self, log: LogBuffer, masker: SecretMasker) -> tuple[JobStatus, str | None]:
+        # Resolved here, so that a runner that cannot sandbox fails the job saying why.
+        sandbox = self.settings.sandbox
+        if sandbox is None:
+            sandbox = await asyncio.to_thread(default_sandbox)
+        self._limit_pipeline(sandbox, log)
         secrets = self.settings.secrets
         job_env = {k: secrets.substitute(v) for k, v in self.plan.env.items()}
         step_envs = [{k: secrets.substitute(v) for k, v in s.env.items()} for s in self.plan.steps]
@@ -253,7 +288,7 @@ class JobExecutor:
         await self.settings.sources.checkout(
             Path(self.context.repository), self.context.sha, self.workspace
         )
-        base = _inherited_env(self.settings.base_env or os.environ, secrets.names())
+        await asyncio.to_thread(sandbox.claim, self.workspace)
         deadline = time.monotonic() + self.plan.timeout
         failed: str | None = None
         for position, step in enumerate(self.plan.steps):
@@ -269,8 +304,9 @@ class JobExecutor:
             if not runs:
                 await self.reporter.step_finished(position, StepStatus.SKIPPED, None, None, 0)
                 continue
+            # Only what the engine and the pipeline give the step: the sandbox adds PATH, HOME
+            # and LANG, never the runner's own environment.
             env = {
-                **base,
                 **self.context.variables(self.plan.name),
                 "CONVEYOR_WORKSPACE": str(self.workspace),
                 "CONVEYOR_STEP": step.name,
@@ -278,7 +314,7 @@ class JobExecutor:
                 **step_envs[position],
             }
             status, exit_code, reason, attempts = await self._run_step(
-                position, step, env, log, deadline
+                position, step, env, log, deadline, sandbox
             )
             await log.flush()
             await self.reporter.step_finished(position, status, exit_code, reason, attempts)
@@ -298,6 +334,32 @@ class JobExecutor:
                 log.line(f"[conveyor] artifact {f.path} {f.digest} ({f.size} bytes)")
         return JobStatus.SUCCEEDED, None
 
+    def _limit_pipeline(self, sandbox: Sandbox, log: LogBuffer) -> None:
+        """Hold the job to the runner's ceilings: a pipeline may ask for less time or log
+        than they allow, never more."""
+        limits, plan = sandbox.limits, self.plan
+        if plan.timeout > limits.job_time:
+            log.line(
+                f"[conveyor] the job's timeout ({plan.timeout:g}s) is above this runner's "
+                f"ceiling of {limits.job_time:g}s: the job stops after {limits.job_time:g}s"
+            )
+        if plan.log_limit > limits.log_bytes:
+            log.line(
+                f"[conveyor] log_limit {format_bytes(plan.log_limit)} is above this runner's "
+                f"ceiling of {format_bytes(limits.log_bytes)}: each step keeps at most "
+                f"{format_bytes(limits.log_bytes)} of output"
+            )
+        self.plan = plan.model_copy(
+            update={
+                "timeout": min(plan.timeout, limits.job_time),
+                "log_limit": min(plan.log_limit, limits.log_bytes),
+                "steps": [
+                    s.model_copy(update={"timeout": min(s.timeout, limits.job_time)})
+                    for s in plan.steps
+                ],
+            }
+        )
+
     async def _run_step(
         self,
         position: int,
@@ -305,6 +367,7 @@ class JobExecutor:
         env: dict[str, str],
         log: LogBuffer,
         deadline: float,
+        sandbox: Sandbox,
     ) -> tuple[StepStatus, int | None, str | None, int]:
         cwd = self.workspace
         if step.working_directory:
@@ -325,13 +388,15 @@ class JobExecutor:
 
             # --- container support (`image:`, see conveyor.runner.container) ---
             argv, process_env, engine, container = _argv(step), env, "", None
+            confined: Sandbox | None = sandbox
             if self.plan.image:
+                # The container is the step's isolation; the engine's client runs here.
+                confined = None
                 runner_env = self.settings.base_env or os.environ
                 engine = container_engine(runner_env)
                 container = container_name(self.context.run_id, self.plan.name, step.name, attempt)
                 variables = step_variables(env, [*self.plan.env, *step.env])
-                host = _inherited_env(runner_env, self.settings.secrets.names())
-                process_env = client_env(host, variables)
+                process_env = client_env(client_host_env(runner_env), variables)
                 argv = container_argv(
                     engine,
                     self.plan.image,
@@ -341,16 +406,19 @@ class JobExecutor:
                     workdir=step.working_directory or "",
                     name=container,
                 )
+            watch = _LimitWatch(log.line)
             try:
                 result = await run_process(
                     argv,
                     cwd=cwd,
                     env=process_env,
-                    on_line=log.line,
+                    on_line=watch,
                     timeout=timeout,
                     cancel=self.cancel,
                     max_bytes=self.plan.log_limit,
                     kill_grace=KILL_GRACE_SECONDS,
+                    sandbox=confined,
+                    sandbox_root=self.workspace,
                 )
             finally:
                 if container is not None and await remove_container(
@@ -359,9 +427,29 @@ class JobExecutor:
                     log.line(f"[conveyor] removed container {container} left by the step")
             # --- end of container support ---
             limit = step.timeout if step.timeout <= self.plan.timeout else self.plan.timeout
-            status, reason = _describe(result, limit)
+            status, reason = _describe(result, limit, confined)
             exit_code = result.exit_code
+            if status is StepStatus.FAILED and confined is not None and confined.enabled:
+                reason = _limit_hit(reason, watch, confined, log)
             if status is not StepStatus.FAILED or attempt == attempts or self.cancel.is_set():
                 return status, exit_code, reason, attempt
             log.line(f"[conveyor] attempt {attempt} of {attempts} {reason}; trying again")
         return status, exit_code, reason, attempts
+
+
+def _limit_hit(
+    reason: str | None, watch: _LimitWatch, sandbox: Sandbox, log: LogBuffer
+) -> str | None:
+    """The failure's reason, naming the sandbox limit the step's output says it hit."""
+    limits = sandbox.limits
+    if watch.processes:
+        hit = f"it could not start more processes (this runner allows {limits.processes})"
+    elif watch.memory:
+        hit = (
+            "it ran out of memory (this runner allows "
+            f"{format_bytes(limits.memory)} of address space per process)"
+        )
+    else:
+        return reason
+    log.line(f"[conveyor] {hit}")
+    return f"{reason}: {hit}" if reason else hit

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from conveyor.engine.plan import JobPlan, RunContext
 from conveyor.engine.runs import JobRef, run_context
 from conveyor.engine.states import JobStatus
 from conveyor.runner.executor import JobExecutor, RunnerSettings
 from conveyor.runner.reporting import StoreReporter
+from conveyor.runner.secrets import for_job
 from conveyor.store.db import Store
 from conveyor.store.models import Run
 
@@ -32,4 +34,7 @@ class LocalRunner:
     async def launch(self, ref: JobRef, token: int, cancel: asyncio.Event) -> JobStatus:
         plan, context = self._load(ref)
         reporter = StoreReporter(self.store, ref, token)
-        return await JobExecutor(plan, context, reporter, self.settings, cancel).execute()
+        # Each job gets only what its own env references, looked up for its own service.
+        secrets = await asyncio.to_thread(for_job, self.store, context.service, plan)
+        settings = dataclasses.replace(self.settings, secrets=secrets)
+        return await JobExecutor(plan, context, reporter, settings, cancel).execute()

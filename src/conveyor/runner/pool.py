@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -13,6 +14,7 @@ from conveyor.engine.dispatch import LEASE_SECONDS, Lease, lease_next
 from conveyor.engine.plan import JobPlan
 from conveyor.runner.executor import JobExecutor, RunnerSettings
 from conveyor.runner.reporting import StoreReporter
+from conveyor.runner.secrets import for_job
 from conveyor.store.db import Store
 
 log = logging.getLogger("conveyor.runner")
@@ -65,9 +67,10 @@ class RunnerPool:
         try:
             reporter = StoreReporter(self.store, lease.ref, lease.token, LEASE_SECONDS)
             plan = JobPlan.model_validate(lease.ref.plan)
-            await JobExecutor(
-                plan, lease.context, reporter, self.settings, asyncio.Event()
-            ).execute()
+            # Each job gets only what its own env references, looked up for its own service.
+            secrets = await asyncio.to_thread(for_job, self.store, lease.context.service, plan)
+            settings = dataclasses.replace(self.settings, secrets=secrets)
+            await JobExecutor(plan, lease.context, reporter, settings, asyncio.Event()).execute()
         except Exception:
             log.exception("job %s of run %s failed in the runner", lease.ref.name, lease.ref.run_id)
         finally:

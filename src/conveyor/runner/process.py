@@ -12,6 +12,7 @@ import asyncio
 import codecs
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from conveyor.errors import ConveyorError
+from conveyor.sandbox import Sandbox
 
 __all__ = [
     "ProcessResult",
@@ -29,6 +31,7 @@ __all__ = [
     "process_alive",
     "run_process",
     "sanitize_line",
+    "terminate_group",
     "use_fast_child_watcher",
 ]
 
@@ -99,6 +102,57 @@ def process_alive(pid: int) -> bool:
     # The state follows the command name, which is in parentheses and may itself contain ")".
     state = stat[stat.rfind(")") + 2 :][:1]
     return state not in ("Z", "X", "")
+
+
+def _group_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return None
+    # state, ppid and pgrp follow the command name, which may itself contain ")".
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return int(fields[2]) if len(fields) > 2 else None
+
+
+def _is_bubblewrap(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/comm", "rb") as fh:
+            return fh.read().strip() == b"bwrap"
+    except OSError:
+        return False
+
+
+def terminate_group(pgid: int) -> None:
+    """SIGTERM to process group ``pgid``, so that its processes may stop cleanly.
+
+    When the leader is bubblewrap (a sandboxed command, conveyor.sandbox), to every member but
+    the leader: bubblewrap passes no signal on, dies of SIGTERM at once and takes the sandbox
+    with it (SIGKILL), so the command inside would get no time at all. It exits by itself once
+    the command has. Each member is signalled through a pidfd after checking it is still in the
+    group, so a pid reused meanwhile is never signalled.
+    """
+    if not _is_bubblewrap(pgid):
+        kill_process_group(pgid, signal.SIGTERM)
+        return
+    try:
+        pids = [int(e.name) for e in os.scandir("/proc") if e.name.isdigit()]
+    except OSError:
+        pids = []
+    for pid in pids:
+        if pid == pgid or _group_of(pid) != pgid:
+            continue
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            continue
+        try:
+            if _group_of(pid) == pgid:
+                signal.pidfd_send_signal(fd, signal.SIGTERM)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
 
 def sanitize_line(line: str) -> str:
@@ -203,12 +257,19 @@ async def _wait_all(tasks: set[asyncio.Future[Any]], timeout: float) -> bool:
 
 
 async def _spawn(
-    argv: Sequence[str], cwd: Path, env: Mapping[str, str], stdout_fd: int
+    argv: Sequence[str],
+    cwd: Path,
+    env: Mapping[str, str],
+    stdout_fd: int,
+    sandbox: Sandbox | None,
+    root: Path | None,
 ) -> asyncio.subprocess.Process:
     if not argv:
         raise ConveyorError("cannot run an empty command")
     if not cwd.is_dir():
         raise ConveyorError(f"working directory {cwd} does not exist")
+    if sandbox is not None:
+        return await _spawn_sandboxed(argv, cwd, env, stdout_fd, sandbox, root or cwd)
     try:
         return await asyncio.create_subprocess_exec(
             *argv,
@@ -232,6 +293,42 @@ async def _spawn(
         raise ConveyorError(f"cannot run {argv[0]}: {exc.strerror or exc}") from exc
 
 
+async def _spawn_sandboxed(
+    argv: Sequence[str],
+    cwd: Path,
+    env: Mapping[str, str],
+    stdout_fd: int,
+    sandbox: Sandbox,
+    root: Path,
+) -> asyncio.subprocess.Process:
+    if not cwd.resolve().is_relative_to(root.resolve()):
+        raise ConveyorError(f"working directory {cwd} is outside the sandbox's folder {root}")
+    # Looked up here, as for an unsandboxed command, so that a missing program reads the same;
+    # the sandbox sees the same /usr as this machine.
+    path = sandbox.environment(root, env)["PATH"]
+    if os.sep not in argv[0] and shutil.which(argv[0], path=path) is None:
+        raise ConveyorError(
+            f"command not found: {argv[0]}",
+            hint="check the spelling, and that it is installed and on the step's PATH",
+        )
+    if not sandbox.claimed(root):
+        await asyncio.to_thread(sandbox.claim, root)
+    with sandbox.launch(argv, env=env, root=root, cwd=cwd) as launch:
+        try:
+            return await asyncio.create_subprocess_exec(
+                *launch.argv,
+                cwd=launch.cwd,
+                env=launch.env,
+                pass_fds=launch.pass_fds,
+                stdin=subprocess.DEVNULL,
+                stdout=stdout_fd,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise ConveyorError(f"cannot start the sandbox: {exc.strerror or exc}") from exc
+
+
 async def run_process(
     argv: Sequence[str],
     *,
@@ -244,8 +341,15 @@ async def run_process(
     max_line: int = 16384,
     kill_grace: float = 5.0,
     on_start: Callable[[int], None] | None = None,
+    sandbox: Sandbox | None = None,
+    sandbox_root: Path | None = None,
 ) -> ProcessResult:
     """Run ``argv`` (no shell) in its own process group, calling ``on_line`` for each output line.
+
+    With ``sandbox`` (pipeline code), ``argv`` runs in it with ``sandbox_root`` (default
+    ``cwd``) as its only writable folder and an environment made of ``env`` alone
+    (conveyor.sandbox); the sandbox dies with this process. The process group is still the one
+    signalled: the sandbox's processes stay in it.
 
     stdout and stderr are merged in the order the child wrote them. ``argv[0]`` is looked up on
     ``env["PATH"]``. Raises ConveyorError ("command not found: ...") when ``argv[0]`` cannot be
@@ -278,7 +382,7 @@ async def run_process(
         os.close(write_fd)
         raise
     try:
-        proc = await _spawn(argv, cwd, env, write_fd)
+        proc = await _spawn(argv, cwd, env, write_fd, sandbox, sandbox_root)
     except BaseException:
         transport.close()
         raise
@@ -318,7 +422,7 @@ async def run_process(
                 break
 
         if timed_out or cancelled or not exited.done():
-            kill_process_group(pid, signal.SIGTERM)
+            terminate_group(pid)
             await _wait_all({exited, pump}, kill_grace)
         else:
             await _wait_all({pump}, _DRAIN_GRACE)

@@ -28,6 +28,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from conveyor.engine import alerts, incidents
 from conveyor.errors import ConveyorError
+from conveyor.server import scoping
 from conveyor.server.auth import require
 from conveyor.server.hooks import read_body
 from conveyor.server.tokens import Identity
@@ -65,7 +66,11 @@ async def alertmanager_hook(request: Request, identity: Trigger) -> JSONResponse
     try:
         # The store is synchronous: apply the alerts off the event loop.
         outcomes = await asyncio.to_thread(
-            alerts.record_alerts, state.store, notification, actor=_actor(identity)
+            alerts.record_alerts,
+            state.store,
+            notification,
+            actor=_actor(identity),
+            allowed=identity.may_act_on if identity.limited else None,
         )
     except ConveyorError as exc:
         # A setting of this server is wrong (CONVEYOR_ALERT_SERVICE_LABEL, ...): a 5xx, so
@@ -107,6 +112,7 @@ def _conflict(exc: incidents.IncidentConflict) -> HTTPException:
 def open_incident(request: Request, body: IncidentIn, identity: Trigger) -> dict[str, Any]:
     """Open an incident by hand; ``deployment``, ``release`` or ``commit`` attribute it
     explicitly, else the attribution window does."""
+    scoping.check(identity, body.service, body.environment, "open an incident for")
     store = _state(request).store
     incident_id = incidents.open_reported(
         store,
@@ -128,6 +134,7 @@ def resolve_incident(
 ) -> dict[str, Any]:
     """Resolve an open incident (409 if it is resolved already)."""
     store = _state(request).store
+    scoping.check(identity, *scoping.of_incident(store, incident_id), "resolve incidents of")
     try:
         incidents.resolve_reported(
             store, incident_id, actor=_actor(identity), at=_utc(body.at), reason=body.reason

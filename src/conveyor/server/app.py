@@ -11,7 +11,7 @@ import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -38,11 +38,15 @@ from conveyor.runner.executor import RunnerSettings, SourceCache
 from conveyor.runner.pool import RunnerPool
 from conveyor.runner.process import use_fast_child_watcher
 from conveyor.runner.secrets import Secrets
+from conveyor.sandbox import Sandbox, default_sandbox
 from conveyor.server.hub import Hub, wait_for
 from conveyor.server.intake import ChangeRecorder
+from conveyor.server.limits import BodyGuard, BodyLimits
 from conveyor.sources.intake import process_pending
 from conveyor.store.db import Store
 from conveyor.store.models import Service
+from conveyor.store.private import private_dir
+from conveyor.store.vault import on_server_start, open_webhook_secret
 
 log = logging.getLogger("conveyor.server")
 
@@ -59,9 +63,14 @@ class ServerConfig:
     runner_slots: int = os.cpu_count() or 2
     max_running_runs: int = 8
     runner_labels: tuple[str, ...] | None = None
-    webhook_max_bytes: int = 1_048_576
+    # GitHub's own cap on a delivery; a larger one is never sent. Other bodies: body_limits.
+    webhook_max_bytes: int = 25 * 2**20
+    body_limits: BodyLimits = field(default_factory=BodyLimits)
     # Carry out deployments in this server process (one per cluster is enough; any may).
     delivery: bool = True
+    # Where pipeline code (jobs, deploy commands, checks) runs; None: configured from the
+    # environment (conveyor.sandbox), refusing to go on without one.
+    sandbox: Sandbox | None = None
     prometheus_url: str | None = None
     # HTTP endpoints that receive every run, deployment and incident as CDEvents (CloudEvents).
     cdevents_sinks: tuple[str, ...] = ()
@@ -73,9 +82,10 @@ class ServerState:
     def __init__(self, store: Store, config: ServerConfig) -> None:
         # With PostgreSQL nothing else creates the data directory (artifacts, workspaces, and
         # the runners' source archives live there).
-        store.home.mkdir(parents=True, exist_ok=True)
+        private_dir(store.home)
         self.store = store
         self.config = config
+        self.sandbox = config.sandbox if config.sandbox is not None else default_sandbox()
         self.artifacts = ArtifactStore(store.home / "artifacts")
         self.sources = SourceCache(store.home / "workspaces")
         self.hub: Hub | None = None
@@ -97,7 +107,10 @@ class ServerState:
             value = (
                 None
                 if svc is None
-                else {"secret": svc.webhook_secret, "allow_unsigned": svc.allow_unsigned}
+                else {
+                    "secret": _open_webhook_secret(self.store, svc.webhook_secret, name),
+                    "allow_unsigned": svc.allow_unsigned,
+                }
             )
         self._services[name] = (now, value)
         return value
@@ -109,6 +122,17 @@ class ServerState:
     def notify(self, channel: str) -> None:
         if self.hub is not None:
             self.hub.notify(channel)
+
+
+def _open_webhook_secret(store: Store, stored: str | None, service: str) -> str | None:
+    try:
+        return open_webhook_secret(store, stored, service)
+    except ConveyorError as exc:
+        # The operator's problem (e.g. a lost key file): in the log, not in the forge's answer.
+        log.error("webhook for %s: %s (%s)", service, exc.message, exc.hint or "")
+        raise StarletteHTTPException(
+            503, "the server cannot check webhook signatures now"
+        ) from None
 
 
 def error_response(status: int, code: str, message: str, hint: str | None = None) -> JSONResponse:
@@ -196,6 +220,7 @@ def create_app(store: Store, config: ServerConfig | None = None) -> FastAPI:
         restore_signals = _on_exit_signal(asyncio.get_running_loop(), state.stopping.set)
         state.hub = hub
         unsubscribe = store.subscribe(hub.announce)
+        await asyncio.to_thread(on_server_start, store, os.environ, log)
         if config.runner_slots > 0:
             # Before this server's runner starts: what a killed process of it left running.
             orphans = stop_orphaned_steps(store.home / "workspaces")
@@ -242,7 +267,11 @@ def create_app(store: Store, config: ServerConfig | None = None) -> FastAPI:
             # --- end polling
             if config.delivery:
                 state.delivery = DeliveryController(
-                    store, state.artifacts, wake=delivery_wake, prometheus_url=config.prometheus_url
+                    store,
+                    state.artifacts,
+                    wake=delivery_wake,
+                    prometheus_url=config.prometheus_url,
+                    sandbox=state.sandbox,
                 )
                 tasks.append(asyncio.create_task(state.delivery.serve()))
                 tasks.append(asyncio.create_task(Outbox(store, wake=notify_wake).serve()))
@@ -267,8 +296,10 @@ def create_app(store: Store, config: ServerConfig | None = None) -> FastAPI:
                 settings = RunnerSettings(
                     workspaces=store.home / "workspaces",
                     artifacts=state.artifacts,
-                    secrets=Secrets.load(store.home),
+                    # None here: the pool gives each job the secrets it references.
+                    secrets=Secrets(),
                     sources=state.sources,
+                    sandbox=state.sandbox,
                 )
                 pool = RunnerPool(
                     store,
@@ -298,6 +329,8 @@ def create_app(store: Store, config: ServerConfig | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.conveyor = state
+    # Outside every route: body limits hold before FastAPI reads a body (server/limits.py).
+    app.add_middleware(BodyGuard)
 
     @app.exception_handler(NotFound)
     async def not_found(request: Request, exc: NotFound) -> JSONResponse:
@@ -320,9 +353,11 @@ def create_app(store: Store, config: ServerConfig | None = None) -> FastAPI:
             413: "too_large",
             429: "too_many_requests",
         }
-        response = error_response(
-            exc.status_code, code.get(exc.status_code, "error"), str(exc.detail)
-        )
+        message = str(exc.detail)
+        if isinstance(exc.__cause__, RecursionError):
+            # FastAPI's "There was an error parsing the body", for JSON nested too deeply.
+            message = "the JSON body is nested too deeply to be read"
+        response = error_response(exc.status_code, code.get(exc.status_code, "error"), message)
         # Keep what the handler said besides the message (Retry-After, WWW-Authenticate).
         response.headers.update(exc.headers or {})
         return response
@@ -346,6 +381,13 @@ def create_app(store: Store, config: ServerConfig | None = None) -> FastAPI:
             "check the free space and permissions of the data directory, or the database",
         )
 
+    @app.exception_handler(RecursionError)
+    async def too_deep(request: Request, exc: RecursionError) -> JSONResponse:
+        # Input nested deeper than the code that walks it can follow: bad input, answered in
+        # one log line, never a 500 with a traceback per request.
+        log.warning("%s %s: refused input nested too deeply", request.method, request.url.path)
+        return error_response(400, "bad_request", "the request is nested too deeply to be read")
+
     @app.exception_handler(OverflowError)
     async def out_of_range(request: Request, exc: OverflowError) -> JSONResponse:
         # SQLite refuses integers past 64 bits when binding them: an id or a number that large
@@ -363,6 +405,9 @@ def create_app(store: Store, config: ServerConfig | None = None) -> FastAPI:
     app.include_router(metrics.router)
     app.include_router(hooks.router, prefix="/api/v1")
     app.include_router(runners.router, prefix="/api/v1")
+    from conveyor.server import pipeline_secrets
+
+    app.include_router(pipeline_secrets.router, prefix="/api/v1")
     from conveyor.server import timeline
 
     app.include_router(timeline.router, prefix="/api/v1")

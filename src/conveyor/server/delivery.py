@@ -9,8 +9,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
+from conveyor.delivery.authorship import ChangeReader
 from conveyor.engine import approvals, promotion
 from conveyor.errors import ConveyorError, NotFound
+from conveyor.server import scoping
 from conveyor.server.auth import require
 from conveyor.server.tokens import Identity
 from conveyor.store import delivery_queries as dq
@@ -68,6 +70,7 @@ def show_deployment(request: Request, deployment_id: int, _: Reader) -> dict[str
 
 @router.post("/deployments/{deployment_id}/cancel", tags=["delivery"])
 def cancel_deployment(request: Request, deployment_id: int, identity: Trigger) -> dict[str, Any]:
+    scoping.check(identity, *scoping.of_deployment(_state(request).store, deployment_id), "cancel")
     promotion.cancel_deployment(_state(request).store, deployment_id, _actor(identity))
     _wake(request)
     return dq.deployment_detail(_state(request).store, deployment_id)
@@ -82,6 +85,8 @@ def promote(
     request: Request, release_id: int, body: PromoteIn, identity: Trigger
 ) -> dict[str, Any]:
     store = _state(request).store
+    service = scoping.of_release(store, release_id)
+    scoping.check(identity, service, body.environment, "promote")
     dep = promotion.promote(store, release_id, body.environment, _actor(identity))
     _wake(request)
     return dq.deployment_detail(store, dep)
@@ -97,6 +102,7 @@ class RollbackIn(BaseModel):
 def rollback(
     request: Request, service: str, environment: str, body: RollbackIn, identity: Trigger
 ) -> dict[str, Any]:
+    scoping.check(identity, service, environment, "roll back")
     store = _state(request).store
     dep = promotion.rollback(store, service, environment, _actor(identity), body.to)
     _wake(request)
@@ -111,6 +117,7 @@ class HoldIn(BaseModel):
 def hold(
     request: Request, service: str, environment: str, body: HoldIn, identity: Trigger
 ) -> dict[str, Any]:
+    scoping.check(identity, service, environment, "hold")
     store = _state(request).store
     promotion.hold(store, service, environment, _actor(identity), body.reason)
     return dq.environments(store, service)[_index(store, service, environment)]
@@ -118,6 +125,7 @@ def hold(
 
 @router.post("/services/{service}/environments/{environment}/unhold", tags=["delivery"])
 def unhold(request: Request, service: str, environment: str, identity: Trigger) -> dict[str, Any]:
+    scoping.check(identity, service, environment, "unhold")
     store = _state(request).store
     promotion.unhold(store, service, environment, _actor(identity))
     _wake(request)
@@ -137,6 +145,7 @@ def list_approvals(request: Request, identity: Reader, all: bool = False) -> lis
     found = dq.list_approvals(store, pending_only=not all)
     known = approvals.people(store)
     can_approve = identity.allows("approve")
+    change = ChangeReader(store)
     with store.session() as session:
         for row in found:
             approval = session.get(Approval, row["id"])
@@ -150,7 +159,14 @@ def list_approvals(request: Request, identity: Reader, all: bool = False) -> lis
             }
             row["decided_at"] = approval.decided_at
             row["rule"] = _rule(approval.required, approval.approvers, known)
-            verdict = approvals.verdict(approval, identity.user, can_approve, known)
+            verdict = approvals.verdict(approval, identity.user, can_approve, known, change)
+            dep = approval.deployment
+            if verdict.may_decide and not identity.may_act_on(dep.service.name, dep.environment):
+                verdict = approvals.Verdict(
+                    False,
+                    f"you may decide for {identity.limits()} only, not {dep.service.name} "
+                    f"{dep.environment}",
+                )
             row["you"] = {"may_decide": verdict.may_decide, "reason": verdict.reason}
     return found
 
@@ -184,8 +200,17 @@ def _decide(
             403, "this token belongs to no user; approvals need a person's token (--user)"
         )
     store = _state(request).store
+    scoping.check(identity, *scoping.of_approval(store, approval_id), decision)
     try:
-        approvals.decide(store, approval_id, identity.user, decision, reason, via="api")
+        approvals.decide(
+            store,
+            approval_id,
+            identity.user,
+            decision,
+            reason,
+            via="api",
+            change=ChangeReader(store),
+        )
     except approvals.NotAllowed as exc:
         raise HTTPException(403, exc.message) from None
     except NotFound:
@@ -198,7 +223,9 @@ def _decide(
         with store.session() as session:
             approval = session.get(Approval, approval_id)
             conflict = approval is not None and (
-                approvals.verdict(approval, identity.user, True, approvals.people(store)).conflict
+                approvals.verdict(
+                    approval, identity.user, True, approvals.people(store), ChangeReader(store)
+                ).conflict
             )
         if conflict:
             raise HTTPException(409, exc.message) from None
@@ -254,6 +281,12 @@ async def slack_action(request: Request) -> dict[str, Any]:
     store = _state(request).store
     try:
         who = approvals.by_slack_id(store, action.slack_user_id)
+        service, environment = scoping.of_approval(store, action.approval_id)
+        limits = scoping.of_user(store, who.name)
+        if service is not None and not limits.may_act_on(service, environment):
+            raise approvals.NotAllowed(
+                f"{who.name} may decide for {limits.limits()} only, not {service} {environment}"
+            )
         status = approvals.decide(
             store,
             action.approval_id,
@@ -262,6 +295,7 @@ async def slack_action(request: Request) -> dict[str, Any]:
             f"from Slack by {action.slack_user_name}" if action.decision == "reject" else None,
             via="slack",
             who=who,
+            change=ChangeReader(store),
         )
     except ConveyorError as exc:
         # Slack shows this text to the person who pressed the button.
@@ -324,6 +358,7 @@ def list_users(request: Request, _: Admin) -> list[dict[str, Any]]:
 
 @router.post("/users", status_code=201, tags=["users"])
 def save_user(request: Request, body: UserIn, identity: Admin) -> dict[str, Any]:
+    scoping.unlimited(identity, "managing people")
     approvals.add_user(
         _state(request).store, body.name, body.emails, body.groups, body.slack_id, _actor(identity)
     )

@@ -3,29 +3,43 @@
 Both only verify and record the change (persist first), answer at once, and leave turning it
 into a run to the intake loop. Nothing from a request body reaches a shell: branch names,
 messages and author names are data.
+
+Who pushed is taken from what authenticated the request, never from what it claims: the user
+of the hook's token (a body naming someone else is ignored, and the claim kept beside it), or,
+for a token of no user (a hook token), the name the body gives, recorded as claimed by that
+token; a forge's pusher comes from its signed payload. A forge webhook for a service that does
+not exist is refused exactly like one with a wrong signature, so the answer tells nobody which
+services exist.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from pathlib import Path
+import secrets
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 
+from conveyor.server import scoping
 from conveyor.server.auth import require
-from conveyor.server.tokens import Identity
+from conveyor.server.tokens import Identity, create_hook_token
+from conveyor.sources.hook import registered_services
 from conveyor.sources.intake import record_change
 from conveyor.store.models import Service
 
 router = APIRouter(tags=["hooks"])
 log = logging.getLogger("conveyor.hooks")
 Trigger = Annotated[Identity, Depends(require("trigger"))]
+Admin = Annotated[Identity, Depends(require("admin"))]
 SHA = r"^[0-9a-f]{40}([0-9a-f]{24})?$"
+# One answer for every signature failure and for a service that does not exist (the server's
+# log says which it was).
+UNSIGNED = "the signature is missing or wrong, or there is no such service"
+# Checked against when the service does not exist, so that both take the same path and time.
+_NO_SECRET = secrets.token_urlsafe(32)
 
 
 def _state(request: Request) -> Any:
@@ -72,23 +86,35 @@ class GitPush(BaseModel):
     pusher: str | None = Field(None, max_length=200)
 
 
+def _services_of(request: Request, repository: str, identity: Identity) -> list[Service]:
+    """The services built from a repository on this machine that ``identity`` may trigger."""
+    with _state(request).store.session() as session:
+        services = registered_services(session, repository)
+    if not services:
+        log.warning("git hook for unknown repository %s refused", repository)
+        raise HTTPException(404, f"no service is registered for repository {repository}")
+    allowed = [s for s in services if identity.may_act_on(s.name)]
+    if not allowed:
+        raise HTTPException(
+            403,
+            f"{scoping.who(identity)} may trigger {identity.limits()} only, not the services "
+            f"of {repository} ({', '.join(s.name for s in services)})",
+        )
+    return list(allowed)
+
+
 @router.post("/hooks/git", status_code=202)
 def git_hook(request: Request, body: GitPush, identity: Trigger) -> JSONResponse:
     """A push to a repository on this machine, from `conveyor hook install`'s hook."""
     state = _state(request)
-    wanted = {body.repository, str(Path(body.repository).resolve())}
-    with state.store.session() as session:
-        services = session.scalars(select(Service).where(Service.repository.in_(wanted))).all()
-    if not services:
-        log.warning("git hook for unknown repository %s refused", body.repository)
-        raise HTTPException(404, f"no service is registered for repository {body.repository}")
+    services = _services_of(request, body.repository, identity)
     delivery = (
         body.delivery
         or hashlib.sha256(
             f"{body.repository}\0{body.ref}\0{body.before}\0{body.after}".encode()
         ).hexdigest()[:32]
     )
-    payload = body.model_dump(exclude={"delivery"}) | {"pusher": body.pusher or identity.user}
+    payload = body.model_dump(exclude={"delivery", "pusher"}) | pusher_of(identity, body.pusher)
     new = False
     with state.store.write() as w:
         for svc in services:
@@ -105,34 +131,69 @@ def git_hook(request: Request, body: GitPush, identity: Trigger) -> JSONResponse
     return _accepted("git", ",".join(s.name for s in services), delivery, new)
 
 
+class HookTokenIn(BaseModel):
+    repository: str = Field(min_length=1, max_length=4000, pattern=r"^[^\x00]+$")
+    # The token of the hook being replaced: revoked if it is a hook token of the same services.
+    replaces: str | None = Field(None, max_length=200)
+
+
+@router.post("/hook-tokens", status_code=201)
+def hook_token(request: Request, body: HookTokenIn, identity: Admin) -> dict[str, Any]:
+    """A token for one repository's git hook (`conveyor hook install`): scope trigger, limited
+    to the services built from that repository, and of no user (pushers it names are claims).
+    Shown once."""
+    names = [s.name for s in _services_of(request, body.repository, identity)]
+    token, name, revoked = create_hook_token(_state(request).store, names, body.replaces)
+    return {"token": token, "name": name, "services": sorted(names), "revoked": revoked}
+
+
+def pusher_of(identity: Identity, claimed: str | None) -> dict[str, Any]:
+    """Who pushed, as the change records it: ``pusher`` and how it is known (``pusher_via``)."""
+    if identity.user is not None:
+        found: dict[str, Any] = {"pusher": identity.user, "pusher_via": f"token {identity.name}"}
+        if claimed and claimed != identity.user:
+            log.warning(
+                "git hook with %s's token named %r as the pusher; recorded %s",
+                identity.user,
+                claimed,
+                identity.user,
+            )
+            found["pusher_claimed"] = claimed
+        return found
+    return {"pusher": claimed, "pusher_via": f"claimed by token {identity.name}"}
+
+
 @router.post("/hooks/{forge}/{service}", status_code=202)
 async def forge_hook(request: Request, forge: str, service: str) -> JSONResponse:
     """A push webhook from GitHub, GitLab or Gitea/Forgejo, signed with the service's secret."""
-    from conveyor.sources.forges import WebhookRejected, verify_and_parse
+    from conveyor.sources.forges import FORGES, WebhookRejected, verify_and_parse
 
     state = _state(request)
     limit = state.config.webhook_max_bytes
     try:
         body = await read_body(request, limit)
-    except HTTPException:
-        log.warning("%s webhook for %s refused: body over %s bytes", forge, service, limit)
+    except HTTPException as exc:
+        log.warning(
+            "%s webhook for %s refused (%d): %s", forge, service, exc.status_code, exc.detail
+        )
         raise
-    svc = state.service(service)
-    if svc is None:
-        log.warning("%s webhook for unknown service %s refused", forge, service)
-        raise HTTPException(404, f"there is no service {service!r}")
+    svc = state.service(service) if forge in FORGES else None
     try:
         push = verify_and_parse(
             forge,
             dict(request.headers),
             body,
-            secret=svc["secret"],
-            allow_unsigned=svc["allow_unsigned"],
+            secret=svc["secret"] if svc else _NO_SECRET,
+            allow_unsigned=bool(svc and svc["allow_unsigned"]),
             max_bytes=limit,
         )
+        if svc is None and forge in FORGES:
+            # Unreachable (nobody knows _NO_SECRET); kept so that a mistake cannot let one in.
+            raise WebhookRejected(401, "unknown service")
     except WebhookRejected as exc:
-        log.warning("%s webhook for %s refused (%d): %s", forge, service, exc.status, exc.message)
-        raise HTTPException(exc.status, exc.message) from None
+        why = exc.message if svc is not None else f"there is no service {service!r}"
+        log.warning("%s webhook for %s refused (%d): %s", forge, service, exc.status, why)
+        raise HTTPException(exc.status, UNSIGNED if exc.status == 401 else exc.message) from None
     if push is None:
         return JSONResponse({"status": "ignored", "reason": "not a push event"}, status_code=202)
     delivery = push.delivery_id or hashlib.sha256(body).hexdigest()[:32]
@@ -141,6 +202,7 @@ async def forge_hook(request: Request, forge: str, service: str) -> JSONResponse
         "before": push.before,
         "after": push.after,
         "pusher": push.pusher,
+        "pusher_via": f"{forge} webhook",
         "repository": push.repository,
         "commits": [c.sha for c in push.commits][:100],
     }

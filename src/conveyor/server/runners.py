@@ -4,6 +4,9 @@ upload artifacts; the server keeps the logs and the record.
 A report batch carries the lease's fencing token and a sequence number per report: a report
 from a runner whose lease was taken away is refused (409), and one sent twice (a retry after a
 lost answer) is acknowledged without being applied again.
+
+A runner token limited to services is leased only their jobs (and may report on, and read the
+source of, no others); one limited to labels may claim no other labels.
 """
 
 from __future__ import annotations
@@ -24,9 +27,12 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select, update
 
 from conveyor.engine.dispatch import LEASE_SECONDS, lease_next
+from conveyor.engine.plan import JobPlan
 from conveyor.engine.runs import JobRef, StaleLease, job_ref
 from conveyor.errors import NotFound
 from conveyor.runner.reporting import JobRecorder
+from conveyor.runner.secrets import lease_secrets
+from conveyor.server import scoping
 from conveyor.server.auth import require
 from conveyor.server.hub import wait_for
 from conveyor.server.tokens import Identity
@@ -34,7 +40,6 @@ from conveyor.store.models import Job, Run
 
 router = APIRouter(tags=["runners"])
 RunnerAuth = Annotated[Identity, Depends(require("runner"))]
-MAX_ARTIFACT_BYTES = 2 * 2**30
 
 
 class LeaseIn(BaseModel):
@@ -51,13 +56,28 @@ def _state(request: Request) -> Any:
 async def lease(request: Request, body: LeaseIn, identity: RunnerAuth) -> Any:
     """Long-poll for a job whose `runs_on` labels this runner has."""
     state = _state(request)
+    beyond = sorted(set(body.labels) - identity.labels) if identity.labels else []
+    if beyond:
+        raise HTTPException(
+            403,
+            f"token {identity.name} may claim labels {', '.join(sorted(identity.labels))} only, "
+            f"not {', '.join(beyond)}",
+        )
     runner = f"{body.name} ({identity.name})"
     deadline = time.monotonic() + body.wait
     with state.hub.listening("jobs") as wake:
         while True:
-            found = lease_next(state.store, runner, body.labels, LEASE_SECONDS)
+            found = lease_next(
+                state.store, runner, body.labels, LEASE_SECONDS, services=identity.services
+            )
             if found is not None:
-                return found.as_json() | {"lease_seconds": LEASE_SECONDS}
+                # The job's own secrets (what its env references, for its service): the
+                # agent resolves nothing itself, so it never reads its own environment.
+                plan = JobPlan.model_validate(found.ref.plan)
+                secrets = await asyncio.to_thread(
+                    lease_secrets, state.store, found.context.service, plan
+                )
+                return found.as_json() | {"lease_seconds": LEASE_SECONDS, **secrets}
             remaining = deadline - time.monotonic()
             if remaining <= 0 or await request.is_disconnected():
                 return Response(status_code=204)
@@ -75,19 +95,21 @@ class ReportsIn(BaseModel):
     reports: list[Report] = Field(max_length=1000)
 
 
-def _ref(request: Request, job_id: int) -> JobRef:
+def _ref(request: Request, job_id: int, identity: Identity) -> JobRef:
     with _state(request).store.session() as session:
         job = session.get(Job, job_id)
         if job is None:
             raise NotFound(f"there is no job {job_id}")
-        return job_ref(job, job.run.service.name)
+        ref = job_ref(job, job.run.service.name)
+    scoping.check(identity, ref.service, action="run jobs of")
+    return ref
 
 
 @router.post("/jobs/{job_id}/reports")
-def reports(request: Request, job_id: int, body: ReportsIn, _: RunnerAuth) -> dict[str, Any]:
+def reports(request: Request, job_id: int, body: ReportsIn, identity: RunnerAuth) -> dict[str, Any]:
     """Apply a runner's reports in order; answers whether the run was asked to cancel."""
     store = _state(request).store
-    ref = _ref(request, job_id)
+    ref = _ref(request, job_id, identity)
     recorder = JobRecorder(store, ref, body.token, LEASE_SECONDS)
     cancel = False
     applied = 0
@@ -130,7 +152,7 @@ async def upload_artifact(request: Request, digest: str, _: RunnerAuth) -> dict[
         with os.fdopen(fd, "wb") as out:
             async for chunk in request.stream():
                 size += len(chunk)
-                if size > MAX_ARTIFACT_BYTES:
+                if size > state.config.body_limits.artifact:
                     raise HTTPException(413, "artifact too large")
                 hasher.update(chunk)
                 out.write(chunk)
@@ -143,13 +165,14 @@ async def upload_artifact(request: Request, digest: str, _: RunnerAuth) -> dict[
 
 
 @router.get("/runs/{run_id}/source", response_class=Response)
-async def source(request: Request, run_id: int, _: RunnerAuth) -> Response:
+async def source(request: Request, run_id: int, identity: RunnerAuth) -> Response:
     """The commit's tree as a tar archive, for runners that have no copy of the repository."""
     state = _state(request)
     with state.store.session() as session:
         run = session.get(Run, run_id)
         if run is None:
             raise NotFound(f"there is no run {run_id}")
+        scoping.check(identity, run.service.name, action="read the source of")
         repo = Path(run.commit.get("source") or run.service.repository)
         sha = run.sha
     with tempfile.TemporaryDirectory(dir=state.store.home) as tmp:

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from conveyor import __version__, jsonio
 from conveyor.engine.runs import create_rerun, request_cancel
 from conveyor.errors import NotFound
+from conveyor.server import scoping
 from conveyor.server.auth import require
 from conveyor.server.hub import wait_for
 from conveyor.server.tokens import Identity
@@ -22,6 +23,7 @@ from conveyor.sources.commits import queue_commit
 from conveyor.sources.mirror import source_for
 from conveyor.store import queries
 from conveyor.store.models import Service, utcnow
+from conveyor.store.vault import seal_webhook_secret
 
 router = APIRouter()
 Reader = Annotated[Identity, Depends(require("read"))]
@@ -37,8 +39,9 @@ def _state(request: Request) -> Any:
 
 
 @router.get("/health", tags=["server"])
-def health() -> dict[str, str]:
-    return {"status": "ok", "version": __version__}
+def health(request: Request) -> dict[str, str]:
+    # "off" when the operator chose to run pipeline code unsandboxed: visible to monitoring.
+    return {"status": "ok", "version": __version__, "sandbox": _state(request).sandbox.mode}
 
 
 class ServiceIn(BaseModel):
@@ -70,17 +73,21 @@ def list_services(request: Request, _: Reader) -> list[dict[str, Any]]:
 @router.post("/services", status_code=201, tags=["services"])
 def add_service(request: Request, body: ServiceIn, identity: Admin) -> dict[str, Any]:
     """Register a service, or update its settings. A generated webhook secret is shown once."""
+    scoping.check(identity, body.name, action="register")
     secret = body.webhook_secret
     if body.generate_webhook_secret:
         secret = secrets.token_urlsafe(32)
-    with _state(request).store.write() as w:
+    store = _state(request).store
+    # Sealed before the transaction: making the key file may need to read the store.
+    sealed = None if secret is None else seal_webhook_secret(store, secret)
+    with store.write() as w:
         svc = w.session.scalar(select(Service).where(Service.name == body.name))
         if svc is None:
             svc = Service(name=body.name, repository=body.repository, created_at=utcnow())
             w.session.add(svc)
         svc.repository = body.repository
-        if secret is not None:
-            svc.webhook_secret = secret
+        if sealed is not None:
+            svc.webhook_secret = sealed
         svc.allow_unsigned = body.allow_unsigned
         svc.poll_interval = body.poll_interval
         w.session.flush()
@@ -124,6 +131,7 @@ def list_runs(
 @router.post("/runs", status_code=201, tags=["runs"])
 def trigger_run(request: Request, body: RunIn, identity: Trigger) -> dict[str, Any]:
     """Queue a run of the service's pipeline for a commit, branch or tag."""
+    scoping.check(identity, body.service, action="trigger")
     state = _state(request)
     with state.store.session() as session:
         svc = session.scalar(select(Service).where(Service.name == body.service))
@@ -152,6 +160,7 @@ def show_run(request: Request, run_id: int, _: Reader) -> dict[str, Any]:
 @router.post("/runs/{run_id}/cancel", tags=["runs"])
 def cancel_run(request: Request, run_id: int, identity: Trigger) -> dict[str, Any]:
     store = _state(request).store
+    scoping.check(identity, scoping.of_run(store, run_id), action="cancel")
     with store.session() as session:
         queries.load_run(session, run_id)
     previous = request_cancel(store, run_id, by=identity.name)
@@ -167,6 +176,7 @@ def rerun(request: Request, run_id: int, body: RerunIn, identity: Trigger) -> di
     """Run the same commit again: every job, or only those that did not succeed (the others
     keep their results and artifacts)."""
     store = _state(request).store
+    scoping.check(identity, scoping.of_run(store, run_id), action="rerun")
     with store.session() as session:
         queries.load_run(session, run_id)
     new_id = create_rerun(

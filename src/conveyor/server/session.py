@@ -22,6 +22,7 @@ from sqlalchemy import delete, select
 
 from conveyor.engine.credentials import check_password, set_credentials
 from conveyor.server.auth import require
+from conveyor.server.scoping import unlimited
 from conveyor.server.tokens import PREFIX, Identity, authenticate, expand
 from conveyor.store.db import Store
 from conveyor.store.models import Token, User, WebSession, utcnow
@@ -38,6 +39,8 @@ SESSION_PREFIX = "cvs_"
 # Failed sign-ins one address may make within the window before it must wait.
 THROTTLE_FAILURES = 10
 THROTTLE_WINDOW = 600.0
+# Addresses tracked before those with no recent failure are forgotten.
+THROTTLE_ADDRESSES = 10_000
 
 
 def digest(value: str) -> str:
@@ -64,7 +67,14 @@ def identity_from_cookie(store: Store, value: str) -> Identity | None:
             if token is None or token.revoked_at is not None:
                 return None
             name, token_id = token.name, token.id
-        identity = Identity(token_id, name, row.user, expand(list(row.scopes)))
+        identity = Identity(
+            token_id,
+            name,
+            row.user,
+            expand(list(row.scopes)),
+            frozenset(row.services or ()),
+            frozenset(row.environments or ()),
+        )
         stale = now - _aware(row.last_seen_at) > TOUCH_EVERY
         session_id, created = row.id, _aware(row.created_at)
     if stale:
@@ -86,6 +96,9 @@ def describe(identity: Identity, via: str) -> dict[str, Any]:
         "token": identity.name if identity.token_id else None,
         "via": via,
         "scopes": scopes,
+        # What those scopes act on; empty: every service / environment.
+        "services": sorted(identity.services),
+        "environments": sorted(identity.environments),
         "can": {scope: identity.allows(scope) for scope in ("read", "trigger", "approve", "admin")},
     }
 
@@ -99,9 +112,16 @@ class SignIn(BaseModel):
 def _failures(request: Request) -> deque[float]:
     """This client's failed sign-ins still inside the throttle's window (this server's)."""
     table: dict[str, deque[float]] = request.app.state.__dict__.setdefault("signin_failures", {})
+    # The connection's peer: uvicorn puts a forwarded address there only for the proxies given
+    # to --forwarded-allow-ips, so a client cannot name the address it is counted against.
     client = request.client.host if request.client else "?"
-    found = table.setdefault(client, deque())
     horizon = time.monotonic() - THROTTLE_WINDOW
+    if client not in table and len(table) >= THROTTLE_ADDRESSES:
+        # Forget addresses with no failure left in the window, or every address ever seen
+        # would stay (an IPv6 client has plenty to try).
+        for stale in [a for a, seen in table.items() if not seen or seen[-1] < horizon]:
+            del table[stale]
+    found = table.setdefault(client, deque())
     while found and found[0] < horizon:
         found.popleft()
     return found
@@ -153,17 +173,22 @@ def sign_in(request: Request, response: Response, body: SignIn) -> dict[str, Any
             raise HTTPException(403, "a runner token cannot sign in to the web UI")
         user, token_id, scopes = identity.user, identity.token_id, sorted(identity.scopes)
         actor = identity.user or f"token:{identity.name}"
-        who = Identity(identity.token_id, identity.name, user, identity.scopes)
+        who = identity
     elif body.user is not None and body.password is not None:
         via = "password"
         with store.session() as session:
             found = session.scalar(select(User).where(User.name == body.user))
             stored = found.password_hash if found is not None else None
             user_scopes = list(found.scopes or []) if found is not None else []
+            limits = (
+                (frozenset(found.services or ()), frozenset(found.environments or ()))
+                if found is not None
+                else (frozenset[str](), frozenset[str]())
+            )
         if not check_password(body.password, stored):
             _refuse(store, request, via, body.user, "wrong user name or password")
         user, token_id, scopes, actor = body.user, None, sorted(user_scopes), body.user
-        who = Identity(0, body.user, body.user, expand(scopes))
+        who = Identity(0, body.user, body.user, expand(scopes), *limits)
     else:
         raise HTTPException(422, 'give {"token": ...} or {"user": ..., "password": ...}')
     value = SESSION_PREFIX + secrets.token_urlsafe(32)
@@ -176,6 +201,8 @@ def sign_in(request: Request, response: Response, body: SignIn) -> dict[str, Any
                 user=user,
                 token_id=token_id,
                 scopes=scopes,
+                services=sorted(who.services),
+                environments=sorted(who.environments),
                 created_at=now,
                 expires_at=now + IDLE,
                 last_seen_at=now,
@@ -220,6 +247,9 @@ def me(request: Request, identity: Annotated[Identity, Depends(require("read"))]
 class CredentialsIn(BaseModel):
     password: str | None = Field(None, min_length=1, max_length=1024)
     scopes: list[str] | None = None
+    # What those scopes act on ([]: every service / environment); unchanged when absent.
+    services: list[str] | None = Field(None, max_length=100)
+    environments: list[str] | None = Field(None, max_length=100)
 
 
 @router.put("/users/{name}/credentials", status_code=204, tags=["users"])
@@ -229,12 +259,16 @@ def put_credentials(
     body: CredentialsIn,
     identity: Annotated[Identity, Depends(require("admin"))],
 ) -> Response:
-    """Set a user's web sign-in password and/or scopes (ends their password sessions)."""
+    """Set a user's web sign-in password, scopes and/or the services and environments those
+    act on (ends their password sessions)."""
+    unlimited(identity, "managing people")
     set_credentials(
         request.app.state.conveyor.store,
         name,
         password=body.password,
         scopes=body.scopes,
+        services=body.services,
+        environments=body.environments,
         by=identity.user or f"token:{identity.name}",
     )
     return Response(status_code=204)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -40,6 +39,8 @@ from pydantic import (
     StringConstraints,
     ValidationError,
 )
+
+from conveyor import jsonio
 
 # Prometheus label names; values and annotations are free text, bounded.
 LabelName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$", max_length=200)]
@@ -178,7 +179,9 @@ def _where(error: Mapping[str, Any]) -> str:
 def parse_notification(body: bytes) -> AlertNotification:
     """The notification in ``body``, or `AlertPayloadError` naming the first problem."""
     try:
-        data = json.loads(body, parse_constant=_reject_constant)
+        data = jsonio.loads(body, parse_constant=_reject_constant)
+    except jsonio.TooDeep as exc:
+        raise AlertPayloadError(f"the body is refused: {exc}") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise AlertPayloadError(f"the body is not JSON: {exc}") from None
     if not isinstance(data, dict):

@@ -75,6 +75,7 @@ def queue_commit(
     service: str | None = None,
     read: tuple[CommitInfo, Pipeline] | None = None,
     pusher: str | None = None,
+    pusher_via: str | None = None,
 ) -> QueuedRun:
     """Queue a run of `rev`; with `service`, refuse a commit whose file names another one.
     `read` passes a commit and pipeline already read from `repo`, to skip reading them again."""
@@ -104,10 +105,13 @@ def queue_commit(
             "author_email": commit.author_email,
             "authored_at": commit.authored_at.isoformat(),
             "committer_name": commit.committer_name,
+            "committer_email": commit.committer_email,
             "committed_at": commit.committed_at.isoformat(),
             "parents": list(commit.parents),
             # Who pushed it (hook or forge), so that they cannot approve its deployment.
             "pusher": pusher,
+            # How the pusher is known: a token's user, a token's claim, a forge's payload.
+            "pusher_via": pusher_via,
             # Where this run reads the commit from: the repository, or the server's mirror.
             "source": str(repo),
         },

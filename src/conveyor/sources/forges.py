@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from conveyor import jsonio
 
 Forge = Literal["github", "gitlab", "gitea"]
 FORGES: tuple[Forge, ...] = ("github", "gitlab", "gitea")
@@ -175,6 +176,29 @@ def verify_and_parse(
     )
 
 
+_SIGNATURE_HEADERS: dict[Forge, tuple[str, ...]] = {
+    "github": ("x-hub-signature-256",),
+    "gitlab": ("x-gitlab-token",),
+    "gitea": ("x-gitea-signature", "x-forgejo-signature"),
+}
+
+
+def refuse_before_body(
+    forge: str, headers: Mapping[str, str], *, secret: str | None, allow_unsigned: bool
+) -> None:
+    """Raise WebhookRejected for what the headers alone condemn (unknown forge, no signature
+    where one is required), so that a body which would be refused is never read."""
+    if forge not in _SPECS:
+        raise WebhookRejected(404, "unknown forge")
+    if not secret:
+        if allow_unsigned:
+            return
+        raise WebhookRejected(401, "this service does not accept unsigned webhooks")
+    h = {key.lower(): value.strip() for key, value in headers.items()}
+    if not _first(h, _SIGNATURE_HEADERS[forge]):
+        raise WebhookRejected(401, "missing signature")
+
+
 def _verify(
     forge: Forge, h: Mapping[str, str], body: bytes, secret: str | None, allow_unsigned: bool
 ) -> None:
@@ -203,8 +227,10 @@ def _load(body: bytes) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise WebhookRejected(400, "body is not UTF-8") from None
     try:
-        data = json.loads(text)
-    except (ValueError, RecursionError):
+        data = jsonio.loads(text)
+    except jsonio.TooDeep as exc:
+        raise WebhookRejected(400, f"body is not valid JSON: {exc}") from None
+    except ValueError:
         raise WebhookRejected(400, "body is not valid JSON") from None
     if not isinstance(data, dict):
         raise WebhookRejected(400, "body is not a JSON object")

@@ -23,11 +23,13 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from conveyor.errors import ConveyorError, GitError
 from conveyor.sources import hookscript
@@ -226,16 +228,19 @@ def install(
     repo: Path,
     *,
     server: str,
-    token: str,
+    token: str | Callable[[GitRepository], str],
     branches: list[str] | None = None,
     spool: Path | None = None,
     force: bool = False,
     python: str = sys.executable,
 ) -> Installed:
-    """Install the hooks; `branches` None means on.push.branches at HEAD, [] every branch."""
+    """Install the hooks; `branches` None means on.push.branches at HEAD, [] every branch.
+    `token` may be a function making the hook's token for the repository: it is called once
+    everything else has been checked, so that a refused install makes no token."""
     server = server.rstrip("/")
     _check_server(server)
-    _check_token(token)
+    if isinstance(token, str):
+        _check_token(token)
     where = locate(repo)
     watched = default_branches(where) if branches is None else branches
     spool_dir = (spool or where.default_spool).absolute()
@@ -253,6 +258,9 @@ def install(
         raise ConveyorError(
             f"{clash[0]}{BACKUP_SUFFIX} exists already; move one of the two away first"
         )
+    if not isinstance(token, str):
+        token = token(where)
+        _check_token(token)
     mode = 0o750 if where.shared else 0o700
     where.hooks_dir.mkdir(parents=True, exist_ok=True)
     spool_dir.mkdir(parents=True, exist_ok=True, mode=0o770 if where.shared else 0o700)
@@ -349,6 +357,12 @@ _undeletable: set[str] = set()
 DRAIN_FILES = 500
 
 
+def registered_services(session: Session, repository: str) -> list[Service]:
+    """The services built from a repository on this machine, however the path is spelt."""
+    wanted = {repository, str(Path(repository).resolve())}
+    return list(session.scalars(select(Service).where(Service.repository.in_(wanted))))
+
+
 def spool_dirs(repository: str) -> list[Path]:
     """Where hooks installed with the defaults spool changes for a local repository."""
     if not is_local(repository):
@@ -418,6 +432,9 @@ def drain_spools(store: Store) -> int:
                         "before": change["before"],
                         "after": change["after"],
                         "pusher": change["pusher"],
+                        # Whoever can write to the spool wrote this: a claim, like a hook
+                        # token's.
+                        "pusher_via": "claimed by a change the hook spooled",
                     }
                     new += record_change(
                         w,

@@ -212,11 +212,16 @@ def _outcome(
         ref=ref,
         service=service,
         read=(commit, pipeline),
-        pusher=payload.get("pusher") if isinstance(payload.get("pusher"), str) else None,
+        pusher=_text(payload.get("pusher")),
+        pusher_via=_text(payload.get("pusher_via")),
     )
     if prepare is not None:
         prepare(repo, commit.sha)
     return Outcome("queued", None, queued.run_id)
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _already_past(

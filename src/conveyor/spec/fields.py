@@ -7,6 +7,7 @@ Messages for the user are raised as `PydanticCustomError` with the text in the `
 import re
 from collections.abc import Callable
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 from pydantic_core import PydanticCustomError
@@ -130,6 +131,42 @@ def check_regex(value: str | None) -> str | None:
     return value
 
 
+# `${{ secrets.NAME }}` and the like: resolved later, so whatever they stand for is checked then.
+_EXPRESSION = re.compile(r"\$\{\{.*?\}\}")
+# Browsers drop tab, CR and LF inside a URL ("java\tscript:" is "javascript:"); no URL of a
+# pipeline file needs whitespace or control characters.
+_URL_UNSAFE = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
+# git's own "user@host:path" for SSH.
+_SCP_LIKE = re.compile(r"^[A-Za-z0-9._~-]+@[A-Za-z0-9.-]+:(?!//)")
+
+
+def _url_check(schemes: tuple[str, ...], hint: str) -> Callable[[str], str]:
+    allowed = ", ".join(f"{s}://" for s in schemes[:-1]) + f" or {schemes[-1]}://"
+
+    def check(value: str) -> str:
+        if value.lstrip().startswith("${{"):
+            return value  # the whole URL comes from a secret, checked where it is used
+        literal = _EXPRESSION.sub("x", value)
+        try:
+            parts = urlsplit(literal)
+        except ValueError:
+            parts = urlsplit("")
+        if parts.scheme.lower() not in schemes or not parts.netloc or _URL_UNSAFE.search(literal):
+            raise user_error("url_scheme", f"must be an {allowed} URL, got {describe(value)}", hint)
+        return value
+
+    return check
+
+
+def _git_url(value: str) -> str:
+    literal = _EXPRESSION.sub("x", value)
+    if not _URL_UNSAFE.search(literal) and (_SCP_LIKE.match(literal) or literal.startswith("/")):
+        return value
+    return _url_check(
+        ("https", "http", "ssh", "git"), "or user@host:path, or an absolute path on the server"
+    )(value)
+
+
 _STRINGY = {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}]}
 
 Duration = Annotated[
@@ -228,6 +265,19 @@ NotifyEvent = Annotated[
     AfterValidator(_notify_event),
     WithJsonSchema({"type": "string", "enum": list(NOTIFY_EVENTS)}),
 ]
+HttpUrl = Annotated[
+    str,
+    AfterValidator(
+        _url_check(("http", "https"), "links and probes use only http(s); no javascript: or data:")
+    ),
+    WithJsonSchema({"type": "string", "pattern": r"^(https?://|\s*\$\{\{)"}),
+]
+SmtpUrl = Annotated[
+    str,
+    AfterValidator(_url_check(("smtp", "smtps"), "smtp://[user:pass@]host[:port] or smtps://...")),
+    WithJsonSchema({"type": "string", "pattern": r"^(smtps?://|\s*\$\{\{)"}),
+]
+GitUrl = Annotated[str, AfterValidator(_git_url), WithJsonSchema({"type": "string"})]
 Condition = Literal["success", "failure", "always"]
 Shell = Literal["bash", "sh"]
 Tier = Literal["development", "staging", "production"]

@@ -24,12 +24,15 @@ from conveyor.spec.fields import (
     Duration,
     Env,
     EnvironmentName,
+    GitUrl,
+    HttpUrl,
     JobName,
     NotifyEvent,
     Retries,
     ServiceName,
     Shell,
     Size,
+    SmtpUrl,
     StrList,
     TargetName,
     Tier,
@@ -177,11 +180,17 @@ class Deploy(_Model):
     strategy: Literal["recreate", "blue-green", "rolling"] = Field(
         "recreate", description="How the old release is replaced by the new one."
     )
+    url: HttpUrl | None = Field(
+        None,
+        description="Where the environment serves (ssh, command and plugin targets): the "
+        "web UI links it and checks probe it. http(s) only.",
+    )
 
     @property
     def options(self) -> dict[str, Any]:
-        """Target-specific options (every key not modelled above)."""
-        return dict(self.model_extra or {})
+        """Target-specific options (every key not modelled above, and `url`)."""
+        extra = dict(self.model_extra or {})
+        return extra | {"url": self.url} if self.url is not None else extra
 
 
 class HttpCheck(_Model):
@@ -224,7 +233,7 @@ class PrometheusCheck(_Model):
         json_schema_extra={"oneOf": [{"required": ["below"]}, {"required": ["above"]}]}
     )
 
-    url: str | None = Field(None, description="Prometheus base URL; default: the server's.")
+    url: HttpUrl | None = Field(None, description="Prometheus base URL; default: the server's.")
     query: Command = Field(description="PromQL expression returning one number.")
     below: float | None = Field(None, description="Healthy while the value is below this.")
     above: float | None = Field(None, description="Healthy while the value is above this.")
@@ -294,14 +303,14 @@ class Environment(_Model):
 class SlackNotifier(_Model):
     """Post to a Slack incoming webhook."""
 
-    webhook: str = Field(description="Incoming-webhook URL, usually ${{ secrets.NAME }}.")
+    webhook: HttpUrl = Field(description="Incoming-webhook URL, usually ${{ secrets.NAME }}.")
     channel: str | None = Field(None, description="Channel override.")
 
 
 class WebhookNotifier(_Model):
     """POST a JSON event to a URL."""
 
-    url: str = Field(description="Receiver URL.")
+    url: HttpUrl = Field(description="Receiver URL.")
     secret: str | None = Field(None, description="HMAC-SHA256 signing secret.")
 
 
@@ -310,7 +319,7 @@ class EmailNotifier(_Model):
 
     to: StrList = Field(description="Recipients.")
     from_: str | None = Field(None, alias="from", description="Sender address.")
-    smtp: str | None = Field(None, description="SMTP URL; default: the server's.")
+    smtp: SmtpUrl | None = Field(None, description="SMTP URL; default: the server's.")
 
     @field_validator("to")
     @classmethod
@@ -391,7 +400,7 @@ class PushTrigger(_Model):
 class PollTrigger(_Model):
     """Poll a repository for new commits."""
 
-    url: str = Field(description="Repository URL to poll.")
+    url: GitUrl = Field(description="Repository URL to poll.")
     interval: Duration = Field(description="Time between polls.")
     branches: StrList = Field(description="Branch names or globs to follow.")
 

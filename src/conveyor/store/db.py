@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event, insert, inspect, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -22,9 +22,10 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from conveyor.errors import ConveyorError
 from conveyor.store import marks
 from conveyor.store.models import Event, utcnow
+from conveyor.store.private import private_database, private_dir
 
 # The newest migration in conveyor/store/migrations/versions (a test keeps them in step).
-SCHEMA_REVISION = "0008"
+SCHEMA_REVISION = "0010"
 
 
 class SchemaOutdated(ConveyorError):
@@ -166,12 +167,18 @@ def make_engine(settings: Settings) -> Engine:
     url = settings.database_url
     if url.startswith("sqlite"):
         try:
-            settings.home.mkdir(parents=True, exist_ok=True)
+            private_dir(settings.home)
         except OSError as exc:
             raise ConveyorError(
                 f"cannot create the data directory {settings.home}: {exc.strerror or exc}",
                 hint="set CONVEYOR_HOME to a writable directory",
             ) from None
+        try:
+            database = make_url(url).database
+        except ArgumentError:
+            database = None  # create_engine says what is wrong with it
+        if database and database != ":memory:" and not database.startswith("file:"):
+            private_database(Path(database))
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine

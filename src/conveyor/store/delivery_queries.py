@@ -48,6 +48,9 @@ AUDIT_EVENTS = (
     # Web sign-in (conveyor.server.session): refusals, and new passwords or scopes.
     "session.refused",
     "user.credentials_changed",
+    # Pipeline secrets (conveyor.store.vault): names and scopes only, never a value.
+    "secret.set",
+    "secret.removed",
 )
 
 

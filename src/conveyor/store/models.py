@@ -108,6 +108,11 @@ class Token(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     scopes: Mapped[list[Any]] = mapped_column(default=list)
     user: Mapped[str | None] = mapped_column(String(200))
+    # What the token may act on; empty: every service / environment / label.
+    services: Mapped[list[Any]] = mapped_column(default=list)
+    environments: Mapped[list[Any]] = mapped_column(default=list)
+    # Runner tokens: the only labels their runners may claim to have.
+    labels: Mapped[list[Any]] = mapped_column(default=list)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[dt.datetime | None]
     revoked_at: Mapped[dt.datetime | None]
@@ -404,6 +409,9 @@ class User(Base):
     password_hash: Mapped[str | None] = mapped_column(Text)
     # What a password session of this user may do (the token scopes); read-only by default.
     scopes: Mapped[list[Any]] = mapped_column(default=lambda: ["read"])
+    # The services / environments those scopes act on; empty: every one.
+    services: Mapped[list[Any]] = mapped_column(default=list)
+    environments: Mapped[list[Any]] = mapped_column(default=list)
 
 
 class WebSession(Base):
@@ -417,6 +425,8 @@ class WebSession(Base):
     user: Mapped[str | None] = mapped_column(String(200))
     token_id: Mapped[int | None] = mapped_column(Id, ForeignKey("tokens.id"))
     scopes: Mapped[list[Any]] = mapped_column(default=list)
+    services: Mapped[list[Any]] = mapped_column(default=list)
+    environments: Mapped[list[Any]] = mapped_column(default=list)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(index=True)
     last_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
@@ -546,3 +556,24 @@ class EventCursor(Base):
     name: Mapped[str] = mapped_column(String(200), primary_key=True)
     last_event_id: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Secret(Base):
+    """A pipeline secret of one service: for all its environments (environment "") or for one,
+    which then wins over the service-wide one of the same name. The value is sealed with the
+    key file (store.sealing); nothing but the server's own resolution ever reads it back."""
+
+    __tablename__ = "secrets"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    service: Mapped[str] = mapped_column(String(200))
+    environment: Mapped[str] = mapped_column(String(200), default="")
+    name: Mapped[str] = mapped_column(String(200))
+    value: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(200))
+
+    __table_args__ = (
+        UniqueConstraint("service", "environment", "name", name="uq_secrets_scope_name"),
+    )

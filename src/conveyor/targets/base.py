@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from conveyor.errors import ConveyorError
+from conveyor.sandbox import Sandbox, default_sandbox
 
 __all__ = [
     "Instance",
@@ -77,9 +78,11 @@ class TargetContext:
 
     ``options`` are the `deploy:` keys of `conveyor.yml` (``start``, ``strategy``, and every
     target-specific key such as ``hosts`` or ``image``). ``env`` holds the environment's
-    variables, secrets and ``CONVEYOR_*`` (service, environment, release, sha); pass it to every
-    process the target starts. ``state_dir`` is a folder owned by this service+environment that
-    survives restarts. ``log`` writes one line to the deployment's log.
+    variables, secrets and ``CONVEYOR_*`` (service, environment, release, sha), and nothing of
+    the server's own environment; pass it to every process the target starts. ``state_dir`` is
+    a folder owned by this service+environment that survives restarts. ``log`` writes one line
+    to the deployment's log. Commands from the pipeline file run in ``sandbox``
+    (conveyor.sandbox; None: configured from the server's environment).
     """
 
     service: str
@@ -90,6 +93,11 @@ class TargetContext:
     state_dir: Path
     log: Callable[[str], None]
     keep: int = 3
+    sandbox: Sandbox | None = None
+
+    def confinement(self) -> Sandbox:
+        """The sandbox for the user's commands (SandboxUnavailable when there can be none)."""
+        return self.sandbox if self.sandbox is not None else default_sandbox()
 
 
 @dataclass

@@ -6,13 +6,14 @@ tells it the "what" through ``CONVEYOR_*`` variables, so one deploy script serve
 release, and a rollback is the same script given an older release (unless the user has a
 dedicated ``rollback`` command, e.g. ``helm rollback``).
 
-Commands run like job steps: ``bash -eo pipefail -c`` in the release folder, with the server's
-environment minus its own ``CONVEYOR_*`` settings, plus the environment's variables.
+Commands run like job steps: ``bash -eo pipefail -c`` in the release folder, sandboxed
+(conveyor.sandbox) with that folder as the only writable one, and an environment made of the
+environment's variables and secrets alone: nothing of the server's (its home, kubeconfig,
+tokens). What a tool needs to reach its platform is given to it as a secret of the environment.
 """
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -75,15 +76,16 @@ class CommandTarget(Target):
             return TargetStatus(True, f"{version or instance.release_id}: no status command")
         env = self._base_env()
         env.update(_state_variables(instance))
-        cwd = self._status_dir(instance)
         tail: deque[str] = deque(maxlen=TAIL_LINES)
         try:
+            cwd = self._status_dir(instance)
             result = await run_process(
                 _argv(command),
                 cwd=cwd,
                 env=env,
                 on_line=lambda line: _keep(tail, self.ctx.log, "status", line),
                 timeout=self._timeout(),
+                sandbox=self.ctx.confinement(),
             )
         except ConveyorError as exc:
             return TargetStatus(False, f"status command could not run: {exc.message}")
@@ -117,11 +119,8 @@ class CommandTarget(Target):
         return float(value)
 
     def _base_env(self) -> dict[str, str]:
-        """The server's own CONVEYOR_* settings (its home, tokens) stay out of user commands;
-        PATH, HOME, KUBECONFIG and the like are what the user's tools need."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
-        env.update(self.ctx.env)
-        return env
+        # The environment's variables only: the sandbox adds PATH, HOME and LANG.
+        return dict(self.ctx.env)
 
     def _env(self, bundle: ReleaseBundle, previous: str | None) -> dict[str, str]:
         env = self._base_env()
@@ -158,13 +157,15 @@ class CommandTarget(Target):
         )
 
     def _status_dir(self, instance: Instance) -> Path:
-        """The release folder if it is still there; it is often a temporary copy, so the
-        environment's own folder is the fallback."""
+        """The release folder if it is still there; it is often a temporary copy, so a folder
+        of the environment's own is the fallback (not the environment's state folder itself,
+        which holds the target's records)."""
         root = instance.state.get("root")
         if isinstance(root, str) and Path(root).is_dir():
             return Path(root)
-        self.ctx.state_dir.mkdir(parents=True, exist_ok=True)
-        return self.ctx.state_dir
+        fallback = self.ctx.state_dir / "status"
+        fallback.mkdir(parents=True, exist_ok=True)
+        return fallback
 
     async def _run(self, what: str, command: str, env: dict[str, str], cwd: Path) -> None:
         tail: deque[str] = deque(maxlen=TAIL_LINES)
@@ -177,6 +178,7 @@ class CommandTarget(Target):
                 env=env,
                 on_line=lambda line: _keep(tail, self.ctx.log, None, line),
                 timeout=timeout,
+                sandbox=self.ctx.confinement(),
             )
         except ConveyorError as exc:
             raise TargetError(f"{what} command could not run: {exc.message}") from exc

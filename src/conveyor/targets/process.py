@@ -8,6 +8,10 @@ beside the old one, its checks reach it directly, and `switch` moves traffic in 
 Releases run in a session of their own, so they outlive a restart of the server; `Instance.state`
 keeps their pid *and* process start time, so a restarted server can find them again without
 mistaking an unrelated process that reused the pid for one of them.
+
+The start command is pipeline code: it runs in the sandbox (conveyor.sandbox) with the release
+folder as its only writable folder and home, but not tied to the server's life (design §8). Its
+pid is then bubblewrap's, which lives exactly as long as the release inside it.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from conveyor.engine.recovery import process_start_time
-from conveyor.runner.process import kill_process_group, process_alive
+from conveyor.runner.process import kill_process_group, process_alive, terminate_group
 from conveyor.spec.durations import DurationError, parse_duration
 from conveyor.targets.base import (
     Instance,
@@ -274,20 +278,28 @@ class ProcessTarget(ProxiedTarget["_Options"]):
         root = bundle.root
         if not root.is_dir():
             raise TargetError(f"release folder {root} does not exist")
+        sandbox = self.ctx.confinement()
+        await asyncio.to_thread(sandbox.claim, root)
         port = _free_port()
         version = bundle.version
         log_path = self.ctx.state_dir / "logs" / f"{version}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**self.ctx.env, "PORT": str(port), "CONVEYOR_RELEASE": version}
-        with log_path.open("ab") as log:
+        with (
+            log_path.open("ab") as log,
+            sandbox.launch(
+                ["bash", "-c", opts.start], env=env, root=root, die_with_parent=False
+            ) as launch,
+        ):
             log.write(f"[conveyor] starting {version} on port {port}\n".encode())
             log.flush()
             offset = log.tell()
             try:
                 child = subprocess.Popen(
-                    ["bash", "-c", opts.start],
-                    cwd=root,
-                    env=env,
+                    launch.argv,
+                    cwd=launch.cwd,
+                    env=launch.env,
+                    pass_fds=launch.pass_fds,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -345,7 +357,7 @@ class ProcessTarget(ProxiedTarget["_Options"]):
             if _group_is_ours(pid, started):
                 kill_process_group(pid, signal.SIGKILL)  # stragglers of a leader that died
             return
-        kill_process_group(pid, signal.SIGTERM)
+        terminate_group(pid)
         if not await _wait_gone(pid, started, timeout):
             self.ctx.log(f"{version} (pid {pid}) did not stop within {timeout:g} s: killing it")
             kill_process_group(pid, signal.SIGKILL)

@@ -4,8 +4,9 @@ browser), and the files under /static/. The API itself lives under /api/v1, else
 from __future__ import annotations
 
 import mimetypes
+import re
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
@@ -63,8 +64,37 @@ def overview(request: Request) -> Response:
     return _index(request)
 
 
+# Browsers drop tab, CR and LF from a URL and read a backslash as a slash, so "/\t/evil.example"
+# is "//evil.example", another site. Spaces and other invisible characters have no place in a
+# path of ours either.
+_UNSAFE = re.compile(r"[\s\x00-\x1f\x7f-\x9f\\\ufeff]")
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def safe_next(value: str | None) -> str:
+    """Where to go after signing in: `value` if it is a path on this site, else "/". The same
+    rules as safeNext in static/lib/urls.js (which does the redirect; a test runs both)."""
+    if not value or _BAD_ESCAPE.search(value):
+        return "/"
+    try:
+        decoded = unquote(value, errors="strict")
+    except UnicodeDecodeError:
+        return "/"
+    for form in (value, decoded):
+        if not form.startswith("/") or form.startswith("//") or _UNSAFE.search(form):
+            return "/"
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc or parts.path == "/signin" or parts.path.startswith("/signin/"):
+        return "/"
+    return value
+
+
 @router.get("/signin")
 def signin(request: Request) -> Response:
+    wanted = request.query_params.get("next")
+    if wanted is not None and safe_next(wanted) != wanted:
+        # Off-site or malformed: the page is never shown with it, whatever its script does.
+        return RedirectResponse("/signin", status_code=303)
     return _index(request, public=True)
 
 

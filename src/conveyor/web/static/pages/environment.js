@@ -4,11 +4,20 @@
 
 import {h, replace, badge, empty, errorBox} from '../lib/dom.js';
 import {timeEl, duration, between, shortSha, absTime, envPath} from '../lib/format.js';
+import {httpHref} from '../lib/urls.js';
 
 // The shell loads pages/environment.css with this page.
 export const styled = true;
 
 const HISTORY = 100;
+
+// The environment's address comes from its target (a pipeline file's `url:`): only http(s)
+// becomes a link; anything else is shown as text, never followed.
+function address(url) {
+  const href = httpHref(url);
+  return href ? h('a', {href, rel: 'noopener noreferrer', id: 'env-address'}, url)
+    : h('code', {id: 'env-address'}, url);
+}
 
 /** "auto", "by olga", "automatic, after a failure": who or what started a deployment. */
 function triggeredBy(d) {
@@ -93,7 +102,7 @@ export async function render(root, params, ctx) {
                 h('a', {href: `/releases/${state.release}`, id: 'current-release'}, state.version),
                 ' ', h('span', {class: 'sha', title: state.sha}, shortSha(state.sha))),
               h('p', {class: 'subtle'}, 'since ', timeEl(state.since)),
-              state.url ? h('p', null, h('a', {href: state.url, rel: 'noopener'}, state.url)) : null)
+              state.url ? h('p', null, address(state.url)) : null)
             : empty('Nothing has been deployed here yet.')),
         h('section', {class: 'card', 'aria-labelledby': 'previous-title'},
           h('h2', {id: 'previous-title'}, 'Before that'),

@@ -4,6 +4,7 @@
 
 import {h, replace, badge, empty, errorBox} from '../lib/dom.js';
 import {timeEl, duration, between, shortSha, absTime, envPath} from '../lib/format.js';
+import {httpHref} from '../lib/urls.js';
 
 // The shell loads pages/release.css with this page.
 export const styled = true;
@@ -125,13 +126,15 @@ const BODIES = {
           e.author_email ? h('span', {class: 'subtle'}, ` <${e.author_email}>`) : null,
           e.authored_at ? [' · ', timeEl(e.authored_at)] : null),
         h('dt', null, 'Committer'), h('dd', null, e.committer || '—',
+          e.committer_email ? h('span', {class: 'subtle'}, ` <${e.committer_email}>`) : null,
           e.committed_at ? [' · ', timeEl(e.committed_at)] : null),
-        e.pusher ? [h('dt', null, 'Pushed by'), h('dd', null, e.pusher)] : null,
+        e.pusher ? [h('dt', null, 'Pushed by'), h('dd', null, e.pusher,
+          e.pusher_via ? h('span', {class: 'subtle'}, ` (${e.pusher_via})`) : null)] : null,
         e.ref ? [h('dt', null, 'Ref'), h('dd', null, h('code', null, e.ref))] : null),
       links ? h('p', {class: 'actions'},
-        h('a', {href: links.commit, rel: 'noopener noreferrer', class: 'button'},
+        h('a', {href: httpHref(links.commit), rel: 'noopener noreferrer', class: 'button'},
           `View the diff on ${FORGES[links.forge] || links.forge}`),
-        links.compare ? h('a', {href: links.compare, rel: 'noopener noreferrer', class: 'button'},
+        links.compare ? h('a', {href: httpHref(links.compare), rel: 'noopener noreferrer', class: 'button'},
           'Changes since the previous release') : null)
         : h('p', {class: 'subtle'}, 'No forge is known for this repository, so there is no diff link.'),
     ];

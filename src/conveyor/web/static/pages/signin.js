@@ -2,13 +2,7 @@
 
 import {h, clear} from '../lib/dom.js';
 import {api, ApiError} from '../lib/api.js';
-
-function safeNext(value) {
-  // Only a path on this site: never an absolute or protocol-relative URL.
-  if (!value || !value.startsWith('/') || value.startsWith('//') || value.startsWith('/\\')) return '/';
-  if (value.startsWith('/signin')) return '/';
-  return value;
-}
+import {safeNext} from '../lib/urls.js';
 
 export async function render(root, params, ctx) {
   const next = safeNext(params.query.get('next'));

@@ -5,12 +5,26 @@ from __future__ import annotations
 import click
 
 from conveyor.cli.common import settings_for
-from conveyor.store.db import SCHEMA_REVISION, current_revision, make_engine, upgrade
+from conveyor.store.db import SCHEMA_REVISION, current_revision, make_engine, open_store, upgrade
 
 
 @click.group()
 def db() -> None:
-    """Database schema: upgrade, current revision."""
+    """Database schema: upgrade, current revision, DORA backfill."""
+
+
+def _backfill() -> bool:
+    """Derive the DORA facts deployments made before schema 0006 never got (idempotent)."""
+    from conveyor.metrics.backfill import backfill_facts
+
+    store = open_store(settings_for(), upgrade_new=False)
+    try:
+        done = backfill_facts(store, warn=lambda text: click.echo(f"warning: {text}", err=True))
+    finally:
+        store.close()
+    if done.derived:
+        click.echo(f"derived the DORA facts of {done.derived} earlier deployment(s)")
+    return not done.skipped
 
 
 @db.command("upgrade")
@@ -28,6 +42,14 @@ def upgrade_command() -> None:
         click.echo(f"the database is already at schema {after}")
     else:
         click.echo(f"upgraded the database from schema {before or 'none'} to {after}")
+    _backfill()
+
+
+@db.command("backfill")
+def backfill_command() -> None:
+    """Derive the DORA facts of deployments that have none (run by `db upgrade` too)."""
+    if _backfill():
+        click.echo("every ended deployment has its DORA facts")
 
 
 @db.command("current")

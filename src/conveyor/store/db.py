@@ -276,12 +276,34 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
     cfg = Config()
     cfg.set_main_option("script_location", "conveyor.store:migrations")
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            # Serialises concurrent upgrades (two servers starting on one new database).
-            conn.execute(text("SELECT pg_advisory_xact_lock(7263001)"))
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+    with engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:
+            # A batch migration copies a table, drops the old one and renames the copy: with
+            # foreign keys enforced, dropping a table that rows of another table name fails (an
+            # upgrade from 0002 with data did). They are checked below instead. The pragma only
+            # takes effect outside a transaction, so before the first statement.
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            conn.commit()
+        try:
+            with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    # Serialises concurrent upgrades (two servers starting on one new database).
+                    conn.execute(text("SELECT pg_advisory_xact_lock(7263001)"))
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
+                if sqlite:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").first()
+                    if broken is not None:
+                        raise ConveyorError(
+                            f"the upgrade would leave table {broken[0]} naming a missing row "
+                            f"of {broken[2]}; nothing was changed",
+                            hint="restore the backup and report this",
+                        )
+        finally:
+            if sqlite:
+                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                conn.commit()
 
 
 def _safe_url(settings: Settings) -> str:

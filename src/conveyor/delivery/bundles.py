@@ -2,25 +2,37 @@
 
 Prepared once per release under ``CONVEYOR_HOME/releases/<service>/<release id>`` (written to a
 temporary folder, then renamed, so a crash never leaves half a release behind) and kept while
-an environment may roll back to it.
+an environment serves it or may roll back to it (a rollback must not depend on the repository
+or the artifacts still being there), while a deployment of it is under way, and for the newest
+``CONVEYOR_KEEP_BUNDLES`` releases of the service (``prune_service``, after every deployment).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 from pathlib import Path
 
 from sqlalchemy import select
 
+from conveyor.engine.deploy_states import DeploymentStatus
 from conveyor.errors import ConveyorError
 from conveyor.runner.artifacts import ArtifactStore
 from conveyor.runner.workspace import export_commit
 from conveyor.sources.mirror import source_for
 from conveyor.store.db import Store
-from conveyor.store.models import Artifact, Release
+from conveyor.store.models import Artifact, Deployment, EnvironmentState, Release, Service
 from conveyor.targets.base import ReleaseBundle
 
+KEEP_DEFAULT = 5
+# Deployments under way use their bundle (and a rollback the one it restores); queued ones do
+# not yet: prepare_bundle exports a pruned bundle again when they start.
+_NOT_UNDER_WAY = [
+    s.value
+    for s in DeploymentStatus
+    if s.terminal or s in (DeploymentStatus.QUEUED, DeploymentStatus.AWAITING_APPROVAL)
+]
 _lock = threading.Lock()
 
 
@@ -76,3 +88,65 @@ def prune_bundles(home: Path, service: str, keep_ids: set[int]) -> None:
     for entry in base.iterdir():
         if entry.name.isdigit() and int(entry.name) not in keep_ids:
             shutil.rmtree(entry, ignore_errors=True)
+
+
+def keep_newest() -> int:
+    """``CONVEYOR_KEEP_BUNDLES``: how many of a service's newest releases keep their bundle
+    even when no environment needs it (a manual rollback or promotion is then quick)."""
+    text = os.environ.get("CONVEYOR_KEEP_BUNDLES", "").strip()
+    if not text:
+        return KEEP_DEFAULT
+    if not text.isdigit():
+        raise ConveyorError(
+            f"CONVEYOR_KEEP_BUNDLES must be a whole number of releases, not {text!r}",
+            hint=f"e.g. CONVEYOR_KEEP_BUNDLES={KEEP_DEFAULT} (0 keeps only what is needed)",
+        )
+    return int(text)
+
+
+def needed_releases(store: Store, service: str, newest: int) -> set[int]:
+    """Releases of ``service`` whose bundle must stay: what an environment serves or would roll
+    back to, what a deployment under way uses (or would restore), the ``newest``."""
+    with store.session() as session:
+        service_id = session.scalar(select(Service.id).where(Service.name == service))
+        if service_id is None:
+            return set()
+        keep: set[int | None] = set()
+        for current, verified in session.execute(
+            select(EnvironmentState.current_release_id, EnvironmentState.verified_release_id).where(
+                EnvironmentState.service_id == service_id
+            )
+        ):
+            keep |= {current, verified}
+        for release_id, previous in session.execute(
+            select(Deployment.release_id, Deployment.previous_release_id).where(
+                Deployment.service_id == service_id,
+                Deployment.status.not_in(_NOT_UNDER_WAY),
+            )
+        ):
+            keep |= {release_id, previous}
+        keep |= set(
+            session.scalars(
+                select(Release.id)
+                .where(Release.service_id == service_id)
+                .order_by(Release.id.desc())
+                .limit(newest)
+            )
+        )
+    return {r for r in keep if r is not None}
+
+
+def prune_service(store: Store, service: str, newest: int) -> list[int]:
+    """Remove the bundles of ``service`` nothing needs (blocking: run it in a thread); returns
+    the release ids removed. Holds the bundle lock, so a bundle being prepared for a deployment
+    that started after the needed set was read cannot be removed under it."""
+    with _lock:
+        keep = needed_releases(store, service, newest)
+        base = store.home / "releases" / service
+        gone = sorted(
+            int(e.name)
+            for e in (base.iterdir() if base.is_dir() else ())
+            if e.name.isdigit() and int(e.name) not in keep
+        )
+        prune_bundles(store.home, service, keep)
+    return gone

@@ -23,7 +23,7 @@ from sqlalchemy import select
 
 from conveyor.checks.base import CheckResult, Outcome, combine
 from conveyor.checks.health import run_health, run_verify
-from conveyor.delivery.bundles import prepare_bundle
+from conveyor.delivery.bundles import keep_newest, prepare_bundle, prune_service
 from conveyor.engine import outcomes, promotion
 from conveyor.engine.deploy_states import ApprovalStatus, DeploymentStatus
 from conveyor.engine.driver import process_owner
@@ -86,8 +86,11 @@ class DeliveryController:
         poll_seconds: float = 0.5,
         wake: asyncio.Event | None = None,
         sandbox: Sandbox | None = None,
+        keep_bundles: int | None = None,
     ) -> None:
         self.store = store
+        # Release bundles kept per service beyond those an environment needs.
+        self.keep_bundles = keep_newest() if keep_bundles is None else keep_bundles
         self.artifacts = artifacts
         # Where start, verify and health commands run (None: from the server's environment).
         self.sandbox = sandbox
@@ -256,7 +259,24 @@ class DeliveryController:
             await self._fail(deployment_id, f"internal error: {exc}", serving=True, line=line)
         finally:
             await asyncio.to_thread(line.flush)
+            await asyncio.to_thread(self._prune, deployment_id)
             self.wake.set()
+
+    def _prune(self, deployment_id: int) -> None:
+        """Drop the bundles the deployment's service no longer needs; a failure costs disk
+        space, never the deployment."""
+        with self.store.session() as session:
+            dep = session.get(Deployment, deployment_id)
+            service = dep.service.name if dep is not None else None
+        if service is None:
+            return
+        try:
+            gone = prune_service(self.store, service, self.keep_bundles)
+        except OSError as exc:
+            log.warning("the release bundles of %s could not be pruned: %s", service, exc)
+            return
+        if gone:
+            log.info("removed the bundles of %s releases %s", service, gone)
 
     async def _deploy(self, job: _Job, line: DeploymentLog) -> None:
         try:

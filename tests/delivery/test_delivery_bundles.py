@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.delivery.bundles import keep_newest
+from conveyor.delivery.bundles import KEEP_DEFAULT, keep_newest
+from conveyor.delivery.controller import DeliveryController
 from conveyor.errors import ConveyorError
+from conveyor.runner.artifacts import ArtifactStore
+from conveyor.store.db import Settings, open_store
 from tests.conftest import Conveyor, GitRepo
 from tests.delivery.harness import HEALTH, delivery, pipeline, release
 
@@ -71,10 +74,20 @@ def test_old_bundles_go_and_those_serving_or_needed_for_rollback_stay(
     asyncio.run(scenario())
 
 
-def test_keep_bundles_must_be_a_number(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_keep_bundles_must_be_a_number(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setenv("CONVEYOR_KEEP_BUNDLES", "many")
     with pytest.raises(ConveyorError) as err:
         keep_newest()
     assert "CONVEYOR_KEEP_BUNDLES must be a whole number" in err.value.message
+    # The server still delivers: it warns and keeps the default number.
+    store = open_store(Settings(home=tmp_path, database_url=f"sqlite:///{tmp_path / 'c.db'}"))
+    try:
+        controller = DeliveryController(store, ArtifactStore(tmp_path / "artifacts"))
+    finally:
+        store.close()
+    assert controller.keep_bundles == KEEP_DEFAULT
+    assert "CONVEYOR_KEEP_BUNDLES must be a whole number" in caplog.text
     monkeypatch.setenv("CONVEYOR_KEEP_BUNDLES", "3")
     assert keep_newest() == 3

@@ -23,7 +23,7 @@ from sqlalchemy import select
 
 from conveyor.checks.base import CheckResult, Outcome, combine
 from conveyor.checks.health import run_health, run_verify
-from conveyor.delivery.bundles import keep_newest, prepare_bundle, prune_service
+from conveyor.delivery.bundles import KEEP_DEFAULT, keep_newest, prepare_bundle, prune_service
 from conveyor.engine import outcomes, promotion
 from conveyor.engine.deploy_states import ApprovalStatus, DeploymentStatus
 from conveyor.engine.driver import process_owner
@@ -89,8 +89,15 @@ class DeliveryController:
         keep_bundles: int | None = None,
     ) -> None:
         self.store = store
-        # Release bundles kept per service beyond those an environment needs.
-        self.keep_bundles = keep_newest() if keep_bundles is None else keep_bundles
+        # Release bundles kept per service beyond those an environment needs. A bad setting
+        # must not stop deliveries (this runs inside the server's startup): warn, keep more.
+        if keep_bundles is None:
+            try:
+                keep_bundles = keep_newest()
+            except ConveyorError as exc:
+                log.warning("%s; keeping the newest %d", exc.message, KEEP_DEFAULT)
+                keep_bundles = KEEP_DEFAULT
+        self.keep_bundles = keep_bundles
         self.artifacts = artifacts
         # Where start, verify and health commands run (None: from the server's environment).
         self.sandbox = sandbox

@@ -24,6 +24,7 @@ from sqlalchemy import select
 from conveyor.checks.base import CheckResult, Outcome, combine
 from conveyor.checks.health import run_health, run_verify
 from conveyor.delivery.bundles import prepare_bundle
+from conveyor.delivery.monitor import Monitor
 from conveyor.engine import outcomes, promotion
 from conveyor.engine.deploy_states import ApprovalStatus, DeploymentStatus
 from conveyor.engine.driver import process_owner
@@ -86,6 +87,7 @@ class DeliveryController:
         poll_seconds: float = 0.5,
         wake: asyncio.Event | None = None,
         sandbox: Sandbox | None = None,
+        monitor: bool = True,
     ) -> None:
         self.store = store
         self.artifacts = artifacts
@@ -98,12 +100,17 @@ class DeliveryController:
         self._targets: dict[tuple[str, str], Target] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._publishing: set[int] = set()
+        # Watches what serves between deployments (delivery.monitor); tests drive it by hand.
+        self.monitor = Monitor(self) if monitor else None
 
     # --- the loop ----------------------------------------------------------------------------
 
     async def serve(self) -> None:
+        watching: asyncio.Task[None] | None = None
         try:
             await self.recover()
+            if self.monitor is not None:
+                watching = asyncio.create_task(self.monitor.run())
             while True:
                 await self.tick()
                 try:
@@ -113,6 +120,9 @@ class DeliveryController:
                     pass
                 self.wake.clear()
         finally:
+            if watching is not None:
+                watching.cancel()
+                await asyncio.gather(watching, return_exceptions=True)
             await self.close()
 
     async def tick(self) -> None:
@@ -214,7 +224,10 @@ class DeliveryController:
                 else None
             )
             kept = None
-            if dep.kind == "rollback":
+            if dep.kind == "rollback" and dep.instance:
+                # Placed before a crash: the instance to route to again, if it still runs.
+                kept = Instance(dep.release_id, dep.url, dict(dep.instance))
+            elif dep.kind == "rollback":
                 earlier = session.scalar(
                     select(Deployment)
                     .where(
@@ -497,16 +510,27 @@ class DeliveryController:
     # --- after a restart ---------------------------------------------------------------------
 
     async def recover(self) -> None:
-        """Close deployments a dead server left mid-way and take back what is serving."""
+        """Finish deployments a dead server left mid-way and take back what is serving."""
         now = utcnow()
-        for deployment_id, candidate in await asyncio.to_thread(
+        for deployment_id, candidate, dead in await asyncio.to_thread(
             promotion.interrupted,
             self.store,
             socket.gethostname(),
             lambda owner: owner_alive(owner, None, now),
         ):
+            if not await asyncio.to_thread(
+                promotion.claim, self.store, deployment_id, dead, self.owner
+            ):
+                continue  # another server on this machine took it over first
             job = await asyncio.to_thread(self._load, deployment_id)
             line = DeploymentLog(self.store, deployment_id)
+            if job.kind == "rollback":
+                # Putting the verified release back is idempotent (the target routes to the
+                # restored instance if it still runs, or starts it again): carry it out again
+                # rather than fail it for a reason that was the server's, not the release's.
+                line("the server stopped during this rollback: carrying it out again")
+                await self._carry(deployment_id)
+                continue
             target = self.target(job, line, strict=False)
             serving_now = job.serving is not None and job.serving.state == candidate
             if candidate and not serving_now:
@@ -525,22 +549,21 @@ class DeliveryController:
             try:
                 if await target.adopt(job.serving):
                     continue
-                target = self.target(job, line)
-                bundle = await asyncio.to_thread(
-                    prepare_bundle, self.store, self.artifacts, job.release_id
-                )
-                instance = await target.deploy(bundle, None)
-                await target.switch(instance, None)
-                instance.state.setdefault("endpoint", target.endpoint(instance))
-                await asyncio.to_thread(
-                    outcomes.record_restarted,
-                    self.store,
-                    job.service,
-                    job.environment,
-                    instance.state,
-                )
+                await self.restart(job, line)
             except ConveyorError as exc:
                 log.error("%s %s could not be restarted: %s", job.service, job.environment, exc)
+
+    async def restart(self, job: _Job, line: Callable[[str], None]) -> None:
+        """Start the serving release again in place of its dead instance (ConveyorError if it
+        cannot be)."""
+        target = self.target(job, line)
+        bundle = await asyncio.to_thread(prepare_bundle, self.store, self.artifacts, job.release_id)
+        instance = await target.deploy(bundle, None)
+        await target.switch(instance, None)
+        instance.state.setdefault("endpoint", target.endpoint(instance))
+        await asyncio.to_thread(
+            outcomes.record_restarted, self.store, job.service, job.environment, instance.state
+        )
 
     def _serving(self) -> list[_Job]:
         with self.store.session() as session:

@@ -16,10 +16,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.exc import IntegrityError
 
 from conveyor.engine.deploy_states import (
     ApprovalStatus,
@@ -229,7 +231,31 @@ def _set_reason(dep: Deployment, reason: str) -> None:
 def start_next(store: Store, owner: str, now: dt.datetime | None = None) -> list[Started]:
     """Move each environment's queue on: expire approvals, supersede, gate, and claim the
     deployments that may start now for ``owner``."""
-    now = now or utcnow()
+    try:
+        return _start_next(store, owner, now or utcnow())
+    except IntegrityError:
+        # Another server claimed a deployment of one of these environments in between: the
+        # database refused the second claim (uq_deployments_executing) and this whole
+        # transaction; the next tick sees who won.
+        return []
+
+
+def claim(store: Store, deployment_id: int, dead_owner: str | None, owner: str) -> bool:
+    """Take over a deployment a dead process left mid-way; False if another server did."""
+    with store.write() as w:
+        taken = cast(
+            "CursorResult[Any]",
+            w.session.execute(
+                update(Deployment)
+                .where(Deployment.id == deployment_id, Deployment.owner == dead_owner)
+                .values(owner=owner)
+                .execution_options(synchronize_session=False)
+            ),
+        )
+        return taken.rowcount == 1
+
+
+def _start_next(store: Store, owner: str, now: dt.datetime) -> list[Started]:
     started: list[Started] = []
     with store.write() as w:
         _expire_approvals(w, now)
@@ -565,16 +591,16 @@ def cancel_deployment(store: Store, deployment_id: int, by: str) -> None:
 
 def interrupted(
     store: Store, host: str, owner_alive: Callable[[str | None], bool]
-) -> list[tuple[int, dict[str, Any]]]:
-    """Deployments a dead process on ``host`` left mid-way: returned (id, candidate instance)
-    so the controller can stop the candidate and apply the failure policy. Only this host's:
-    what a target started lives on the machine that started it."""
+) -> list[tuple[int, dict[str, Any], str | None]]:
+    """Deployments a dead process on ``host`` left mid-way: returned (id, candidate instance,
+    dead owner) so the controller can take them over. Only this host's: what a target started
+    lives on the machine that started it."""
     with store.session() as session:
         rows = session.scalars(
             select(Deployment).where(Deployment.status.in_([s.value for s in EXECUTING]))
         ).all()
         return [
-            (d.id, dict(d.instance))
+            (d.id, dict(d.instance), d.owner)
             for d in rows
             if (d.owner or "").partition(":")[0] == host and not owner_alive(d.owner)
         ]

@@ -1,9 +1,11 @@
 """Drills with a real `conveyor server` (issue 13): a release that dies after its checks is
 restarted, or, when it keeps dying in production, rolled back with an incident; kill -9 during
-a rollback's checks and the rollback completes once the server is back."""
+a rollback's or a production deployment's checks and it completes once the server is back
+(a deployment during which the server dies every time ends after three resumptions)."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -157,3 +159,67 @@ def test_kill_9_during_a_rollback_completes_the_rollback_after_restart(
     until(lambda: answer(env["url"]) == "v1", 20, "v1 serving")
     assert len(release_pids(server.home)) == 1
     assert [i["status"] for i in incidents(server)] == ["resolved"]
+
+
+def _checking(server: ServerProcess, release: int, attempt: int) -> bool:
+    """Release ``release``'s deployment runs its checks (in resumption ``attempt``, 0: the
+    first time)."""
+    return any(
+        d["release"] == release
+        and d["status"] == "checking"
+        and (attempt == 0 or f"resumption {attempt} of" in (d["reason"] or ""))
+        for d in deployments(server)
+    )
+
+
+def test_kill_9_during_a_production_deployment_completes_it_after_restart(
+    server: ServerProcess, repo: GitRepo, tmp_path: Path
+) -> None:
+    service(repo, "v1", tmp_path / "m1", tier="production")
+    server.start()
+    server.trigger("shop")
+    env = until(lambda: environment(server).get("verified_release") == 1 and environment(server))
+    # v2's checks take about 3 s (30 probes 100 ms apart): the window to kill the server in.
+    service(repo, "v2", tmp_path / "m2", tier="production", successes=30)
+    server.trigger("shop")
+    until(lambda: _checking(server, 2, 0), 40, "release 2's checks")
+    server.kill9()
+    server.start()
+    until(lambda: environment(server).get("verified_release") == 2, 40, "release 2 verified")
+    until(lambda: answer(env["url"]) == "v2", 20, "v2 serving")
+    [_first, second] = deployments(server)  # the same deployment, carried out again
+    assert (second["release"], second["kind"], second["status"]) == (2, "deploy", "succeeded")
+    assert "resumption 1 of 3" in second["reason"]
+    assert environment(server)["healthy"] is True
+    assert len(release_pids(server.home)) == 1
+    assert incidents(server) == []  # the server died, not the release
+
+
+def test_a_deployment_during_which_the_server_always_dies_ends_after_three_resumptions(
+    server: ServerProcess, repo: GitRepo, tmp_path: Path
+) -> None:
+    service(repo, "v1", tmp_path / "m1", tier="production")
+    server.start()
+    server.trigger("shop")
+    env = until(lambda: environment(server).get("verified_release") == 1 and environment(server))
+    service(repo, "v2", tmp_path / "m2", tier="production", successes=30)
+    server.trigger("shop")
+    for attempt in range(4):
+        until(functools.partial(_checking, server, 2, attempt), 40, f"checks ({attempt})")
+        server.kill9()
+        server.start()
+
+    def settled() -> bool:
+        return all(
+            d["status"] in {"succeeded", "failed", "rolled_back"} for d in deployments(server)
+        )
+
+    until(settled, 40, "every deployment to end")
+    kinds = {(d["kind"], d["release"]): d for d in deployments(server)}
+    assert len(kinds) == len(deployments(server)) == 3  # v1, v2 (never a second), the rollback
+    failed = kinds[("deploy", 2)]
+    assert failed["status"] == "rolled_back"  # it had replaced v1 in place: the policy applies
+    assert "interrupted: the server stopped during the deployment 4 times" in failed["reason"]
+    assert kinds[("rollback", 1)]["status"] == "succeeded"
+    until(lambda: answer(env["url"]) == "v1", 20, "v1 serving")
+    assert environment(server)["release"] == 1

@@ -224,8 +224,9 @@ class DeliveryController:
                 else None
             )
             kept = None
-            if dep.kind == "rollback" and dep.instance:
-                # Placed before a crash: the instance to route to again, if it still runs.
+            if dep.instance:
+                # Placed before the server died: the instance to route to (a rollback) or check
+                # (a deployment) again, if it still runs.
                 kept = Instance(dep.release_id, dep.url, dict(dep.instance))
             elif dep.kind == "rollback":
                 earlier = session.scalar(
@@ -281,6 +282,31 @@ class DeliveryController:
             line(f"deploy failed: {exc.message}")
             await self._fail(job.id, exc.message, serving=False, line=line)
             return
+        # Resumed after the server died: its candidate (placed before) is checked again if it
+        # still runs, otherwise the release is deployed again from the start (idempotent).
+        candidate = job.kept
+        switched = (
+            candidate is not None
+            and job.serving is not None
+            and job.serving.state == candidate.state
+        )
+        reused = None
+        if candidate is not None:
+            try:
+                if target.in_place or switched:  # it serves: route to it again
+                    alive = await target.adopt(candidate)
+                else:  # blue-green, not switched yet: traffic stays where it is until checked
+                    alive = (await target.status(candidate)).running
+                if alive:
+                    reused = candidate
+                    line(f"{bundle.version} still runs: checking it again")
+                elif not switched:
+                    await target.discard(candidate)
+            except ConveyorError as exc:
+                line(f"the earlier candidate could not be taken back: {exc.message}")
+        if reused is not None:
+            await self._checked(job, target, bundle, reused, line, switched=switched)
+            return
         line(f"deploying {bundle.version} to {job.environment} with the {target.name} target")
         try:
             instance = await target.deploy(bundle, job.serving)
@@ -296,17 +322,31 @@ class DeliveryController:
                 line=line,
             )
             return
+        await self._checked(job, target, bundle, instance, line, switched=False)
+
+    async def _checked(
+        self,
+        job: _Job,
+        target: Target,
+        bundle: ReleaseBundle,
+        instance: Instance,
+        line: DeploymentLog,
+        *,
+        switched: bool,
+    ) -> None:
+        """The rest of a deployment once its release is placed: checks, switch, verification.
+        ``switched``: it took traffic before the server died (resumed while verifying)."""
         instance.state.setdefault("endpoint", target.endpoint(instance))
         await asyncio.to_thread(
             outcomes.record_placed, self.store, job.id, instance.state, instance.url
         )
         outcome, detail = await self._check(job, target, bundle, instance, line)
         if outcome is not Outcome.PASS:
-            if not target.in_place:
+            if not target.in_place and not switched:
                 await target.discard(instance)
-            await self._fail(job.id, detail, serving=target.in_place, line=line)
+            await self._fail(job.id, detail, serving=target.in_place or switched, line=line)
             return
-        if not target.in_place:
+        if not target.in_place and not switched:
             await target.switch(instance, job.serving)
             line(f"traffic switched to {bundle.version}")
         await asyncio.to_thread(outcomes.record_serving, self.store, job.id, instance.state)
@@ -512,6 +552,8 @@ class DeliveryController:
     async def recover(self) -> None:
         """Finish deployments a dead server left mid-way and take back what is serving."""
         now = utcnow()
+        resumed: list[int] = []
+        owned: set[tuple[str, str]] = set()  # environments a resumed deployment replaces in place
         for deployment_id, candidate, dead in await asyncio.to_thread(
             promotion.interrupted,
             self.store,
@@ -533,16 +575,32 @@ class DeliveryController:
                 continue
             target = self.target(job, line, strict=False)
             serving_now = job.serving is not None and job.serving.state == candidate
+            attempt = await asyncio.to_thread(promotion.resume, self.store, deployment_id)
+            if attempt is not None:
+                # The server's death says nothing about the release: carry the deployment out
+                # again (after what serves is taken back, below) and let its checks decide.
+                line(
+                    "the server stopped during this deployment: carrying it out again "
+                    f"(resumption {attempt} of {promotion.MAX_RESUMPTIONS})"
+                )
+                await asyncio.to_thread(line.flush)
+                resumed.append(deployment_id)
+                if target.in_place and not serving_now:
+                    owned.add((job.service, job.environment))
+                continue
             if candidate and not serving_now:
                 await target.discard(Instance(job.release_id, None, candidate))
-            line("the server stopped during this deployment")
+            line("the server stopped during this deployment once more: not carried out again")
             await self._fail(
                 deployment_id,
-                "interrupted: the server stopped during the deployment",
+                f"interrupted: the server stopped during the deployment "
+                f"{promotion.MAX_RESUMPTIONS + 1} times",
                 serving=serving_now or (target.in_place and bool(candidate)),
                 line=line,
             )
         for job in await asyncio.to_thread(self._serving):
+            if (job.service, job.environment) in owned:
+                continue  # its resumed deployment replaced what served: it decides what runs
             line = DeploymentLog(self.store, job.id)
             target = self.target(job, line, strict=False)
             assert job.serving is not None
@@ -552,6 +610,8 @@ class DeliveryController:
                 await self.restart(job, line)
             except ConveyorError as exc:
                 log.error("%s %s could not be restarted: %s", job.service, job.environment, exc)
+        for deployment_id in resumed:
+            self._spawn(deployment_id, self._carry(deployment_id))
 
     async def restart(self, job: _Job, line: Callable[[str], None]) -> None:
         """Start the serving release again in place of its dead instance (ConveyorError if it

@@ -37,6 +37,7 @@ from conveyor.store.models import (
     Approval,
     Deployment,
     EnvironmentState,
+    Event,
     Release,
     Run,
     Service,
@@ -45,6 +46,9 @@ from conveyor.store.models import (
 
 D = DeploymentStatus
 EXECUTING = frozenset({D.DEPLOYING, D.CHECKING, D.VERIFYING, D.HELD})
+# How often a deployment is carried out again after the server died during it; the next death
+# fails it ("interrupted"), so a release that kills its server every time ends clearly.
+MAX_RESUMPTIONS = 3
 
 
 def pipeline_of(run: Run) -> Pipeline:
@@ -604,6 +608,48 @@ def interrupted(
             for d in rows
             if (d.owner or "").partition(":")[0] == host and not owner_alive(d.owner)
         ]
+
+
+def resumptions(w: Writer, dep: Deployment) -> int:
+    """How often ``dep`` was carried out again after a server died during it (its
+    ``deployment.resumed`` events: the append-only log is the count, no column needed)."""
+    events = w.session.scalars(
+        select(Event).where(Event.type == "deployment.resumed", Event.service == dep.service.name)
+    )
+    return sum(1 for ev in events if ev.data.get("deployment") == dep.id)
+
+
+def resume(store: Store, deployment_id: int) -> int | None:
+    """A dead server left ``deployment_id`` mid-way (already claimed by the caller): record that
+    it is carried out again from the start (back to ``deploying``; a pending approval of
+    inconclusive checks is withdrawn, the checks run again). Returns the resumption's number,
+    or None if it was resumed MAX_RESUMPTIONS times already (the caller fails it)."""
+    with store.write() as w:
+        dep = get_deployment(w, deployment_id)
+        attempt = resumptions(w, dep) + 1
+        if attempt > MAX_RESUMPTIONS:
+            return None
+        phase = D(dep.status)
+        reason = (
+            f"the server stopped while it was {phase.value}: carried out again "
+            f"(resumption {attempt} of {MAX_RESUMPTIONS})"
+        )
+        if phase == D.HELD:
+            _withdraw_approvals(w, dep, "the server stopped: the checks run again")
+        if phase == D.DEPLOYING:
+            dep.reason = reason
+        else:
+            move(w, dep, D.DEPLOYING, reason)
+        w.emit(
+            "deployment.resumed",
+            service=dep.service.name,
+            deployment=dep.id,
+            environment=dep.environment,
+            release=dep.release_id,
+            attempt=attempt,
+            phase=phase.value,
+        )
+        return attempt
 
 
 def expire_approvals(store: Store) -> None:

@@ -232,6 +232,26 @@ def _section_summary(r: dict[str, Any]) -> str:
             f"{v['median_ms']} ms median, {v['max_ms']} ms max",
             v["max_ms"] <= 2000,
         )
+    if "serving_death" in r:
+        d = r["serving_death"]
+        limit = d["target_s"]
+        for label, v in (
+            (
+                "serving release killed → started again (non-production)",
+                d["staging"]["death_to_serving_again"],
+            ),
+            (
+                f"serving release killed → rolled back (production, failures: "
+                f"{d['failures_production']})",
+                d["production"]["death_to_serving_previous"],
+            ),
+        ):
+            row(
+                label,
+                f"≤ interval ({d['interval']}) + 5 s",
+                f"{v['median_s']} s median, {v['max_s']} s max",
+                v["median_s"] <= limit,
+            )
     if "delivery_promotion" in r:
         ms = r["delivery_promotion"]["median_ms"]["created_to_production_serving"]
         row("release created → production serving (via staging)", "—", f"{ms} ms median")
@@ -265,6 +285,7 @@ BENCHMARKS = (
     "server_memory",
     "unauth_bodies",
     "delivery_rollback",
+    "serving_death",
     "delivery_promotion",
     "dora_scale",
 )
@@ -279,6 +300,7 @@ def _measure(name: str) -> dict[str, Any]:
     import push_latency
     import sandbox_overhead
     import server_memory
+    import serving_death
     import unauth_bodies
     import webhook_intake
 
@@ -292,6 +314,7 @@ def _measure(name: str) -> dict[str, Any]:
         "server_memory": server_memory.measure,
         "unauth_bodies": unauth_bodies.measure,
         "delivery_rollback": delivery_rollback.measure,
+        "serving_death": serving_death.measure,
         "delivery_promotion": delivery_promotion.measure,
         "dora_scale": dora_scale.measure,
     }
@@ -369,6 +392,10 @@ def main(only: list[str] | None = None) -> None:
         sections.append(unauth_bodies.section(results["unauth_bodies"]))
     if "delivery_rollback" in results:
         sections.append(_section_rollback(results["delivery_rollback"]))
+    if "serving_death" in results:
+        import serving_death
+
+        sections.append(serving_death.section(results["serving_death"]))
     if "delivery_promotion" in results:
         sections.append(_section_promotion(results["delivery_promotion"]))
     if "dora_scale" in results:

@@ -22,6 +22,7 @@ TIME_KEYS = {
     "revoked_at",
     "since",
     "healthy_at",
+    "checked_at",
     "requested_at",
     "deadline",
     "at",

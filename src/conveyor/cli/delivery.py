@@ -108,6 +108,10 @@ def envs(service: str | None, as_json: bool) -> None:
     rows = []
     for e in found:
         health = {True: "healthy", False: "UNHEALTHY", None: "-"}[e["healthy"]]
+        if e.get("checked_at"):
+            health += f" (checked {when(e['checked_at'])})"
+        if e["healthy"] is False and e.get("health_detail"):
+            health += f": {e['health_detail']}"
         state = f"HELD by {e['held_by']}: {e['hold_reason']}" if e["held"] else health
         queue = ", ".join(f"#{q['deployment']} r{q['release']} {q['status']}" for q in e["queue"])
         rows.append(

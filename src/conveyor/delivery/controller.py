@@ -24,6 +24,7 @@ from sqlalchemy import select
 from conveyor.checks.base import CheckResult, Outcome, combine
 from conveyor.checks.health import run_health, run_verify
 from conveyor.delivery.bundles import KEEP_DEFAULT, keep_newest, prepare_bundle, prune_service
+from conveyor.delivery.monitor import Monitor
 from conveyor.engine import outcomes, promotion
 from conveyor.engine.deploy_states import ApprovalStatus, DeploymentStatus
 from conveyor.engine.driver import process_owner
@@ -87,6 +88,7 @@ class DeliveryController:
         wake: asyncio.Event | None = None,
         sandbox: Sandbox | None = None,
         keep_bundles: int | None = None,
+        monitor: bool = True,
     ) -> None:
         self.store = store
         # Release bundles kept per service beyond those an environment needs. A bad setting
@@ -108,12 +110,17 @@ class DeliveryController:
         self._targets: dict[tuple[str, str], Target] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._publishing: set[int] = set()
+        # Watches what serves between deployments (delivery.monitor); tests drive it by hand.
+        self.monitor = Monitor(self) if monitor else None
 
     # --- the loop ----------------------------------------------------------------------------
 
     async def serve(self) -> None:
+        watching: asyncio.Task[None] | None = None
         try:
             await self.recover()
+            if self.monitor is not None:
+                watching = asyncio.create_task(self.monitor.run())
             while True:
                 await self.tick()
                 try:
@@ -123,6 +130,9 @@ class DeliveryController:
                     pass
                 self.wake.clear()
         finally:
+            if watching is not None:
+                watching.cancel()
+                await asyncio.gather(watching, return_exceptions=True)
             await self.close()
 
     async def tick(self) -> None:
@@ -224,7 +234,11 @@ class DeliveryController:
                 else None
             )
             kept = None
-            if dep.kind == "rollback":
+            if dep.instance:
+                # Placed before the server died: the instance to route to (a rollback) or check
+                # (a deployment) again, if it still runs.
+                kept = Instance(dep.release_id, dep.url, dict(dep.instance))
+            elif dep.kind == "rollback":
                 earlier = session.scalar(
                     select(Deployment)
                     .where(
@@ -295,6 +309,31 @@ class DeliveryController:
             line(f"deploy failed: {exc.message}")
             await self._fail(job.id, exc.message, serving=False, line=line)
             return
+        # Resumed after the server died: its candidate (placed before) is checked again if it
+        # still runs, otherwise the release is deployed again from the start (idempotent).
+        candidate = job.kept
+        switched = (
+            candidate is not None
+            and job.serving is not None
+            and job.serving.state == candidate.state
+        )
+        reused = None
+        if candidate is not None:
+            try:
+                if target.in_place or switched:  # it serves: route to it again
+                    alive = await target.adopt(candidate)
+                else:  # blue-green, not switched yet: traffic stays where it is until checked
+                    alive = (await target.status(candidate)).running
+                if alive:
+                    reused = candidate
+                    line(f"{bundle.version} still runs: checking it again")
+                elif not switched:
+                    await target.discard(candidate)
+            except ConveyorError as exc:
+                line(f"the earlier candidate could not be taken back: {exc.message}")
+        if reused is not None:
+            await self._checked(job, target, bundle, reused, line, switched=switched)
+            return
         line(f"deploying {bundle.version} to {job.environment} with the {target.name} target")
         try:
             instance = await target.deploy(bundle, job.serving)
@@ -310,17 +349,31 @@ class DeliveryController:
                 line=line,
             )
             return
+        await self._checked(job, target, bundle, instance, line, switched=False)
+
+    async def _checked(
+        self,
+        job: _Job,
+        target: Target,
+        bundle: ReleaseBundle,
+        instance: Instance,
+        line: DeploymentLog,
+        *,
+        switched: bool,
+    ) -> None:
+        """The rest of a deployment once its release is placed: checks, switch, verification.
+        ``switched``: it took traffic before the server died (resumed while verifying)."""
         instance.state.setdefault("endpoint", target.endpoint(instance))
         await asyncio.to_thread(
             outcomes.record_placed, self.store, job.id, instance.state, instance.url
         )
         outcome, detail = await self._check(job, target, bundle, instance, line)
         if outcome is not Outcome.PASS:
-            if not target.in_place:
+            if not target.in_place and not switched:
                 await target.discard(instance)
-            await self._fail(job.id, detail, serving=target.in_place, line=line)
+            await self._fail(job.id, detail, serving=target.in_place or switched, line=line)
             return
-        if not target.in_place:
+        if not target.in_place and not switched:
             await target.switch(instance, job.serving)
             line(f"traffic switched to {bundle.version}")
         await asyncio.to_thread(outcomes.record_serving, self.store, job.id, instance.state)
@@ -524,50 +577,80 @@ class DeliveryController:
     # --- after a restart ---------------------------------------------------------------------
 
     async def recover(self) -> None:
-        """Close deployments a dead server left mid-way and take back what is serving."""
+        """Finish deployments a dead server left mid-way and take back what is serving."""
         now = utcnow()
-        for deployment_id, candidate in await asyncio.to_thread(
+        resumed: list[int] = []
+        owned: set[tuple[str, str]] = set()  # environments a resumed deployment replaces in place
+        for deployment_id, candidate, dead in await asyncio.to_thread(
             promotion.interrupted,
             self.store,
             socket.gethostname(),
             lambda owner: owner_alive(owner, None, now),
         ):
+            if not await asyncio.to_thread(
+                promotion.claim, self.store, deployment_id, dead, self.owner
+            ):
+                continue  # another server on this machine took it over first
             job = await asyncio.to_thread(self._load, deployment_id)
             line = DeploymentLog(self.store, deployment_id)
+            if job.kind == "rollback":
+                # Putting the verified release back is idempotent (the target routes to the
+                # restored instance if it still runs, or starts it again): carry it out again
+                # rather than fail it for a reason that was the server's, not the release's.
+                line("the server stopped during this rollback: carrying it out again")
+                await self._carry(deployment_id)
+                continue
             target = self.target(job, line, strict=False)
             serving_now = job.serving is not None and job.serving.state == candidate
+            attempt = await asyncio.to_thread(promotion.resume, self.store, deployment_id)
+            if attempt is not None:
+                # The server's death says nothing about the release: carry the deployment out
+                # again (after what serves is taken back, below) and let its checks decide.
+                line(
+                    "the server stopped during this deployment: carrying it out again "
+                    f"(resumption {attempt} of {promotion.MAX_RESUMPTIONS})"
+                )
+                await asyncio.to_thread(line.flush)
+                resumed.append(deployment_id)
+                if target.in_place and not serving_now:
+                    owned.add((job.service, job.environment))
+                continue
             if candidate and not serving_now:
                 await target.discard(Instance(job.release_id, None, candidate))
-            line("the server stopped during this deployment")
+            line("the server stopped during this deployment once more: not carried out again")
             await self._fail(
                 deployment_id,
-                "interrupted: the server stopped during the deployment",
+                f"interrupted: the server stopped during the deployment "
+                f"{promotion.MAX_RESUMPTIONS + 1} times",
                 serving=serving_now or (target.in_place and bool(candidate)),
                 line=line,
             )
         for job in await asyncio.to_thread(self._serving):
+            if (job.service, job.environment) in owned:
+                continue  # its resumed deployment replaced what served: it decides what runs
             line = DeploymentLog(self.store, job.id)
             target = self.target(job, line, strict=False)
             assert job.serving is not None
             try:
                 if await target.adopt(job.serving):
                     continue
-                target = self.target(job, line)
-                bundle = await asyncio.to_thread(
-                    prepare_bundle, self.store, self.artifacts, job.release_id
-                )
-                instance = await target.deploy(bundle, None)
-                await target.switch(instance, None)
-                instance.state.setdefault("endpoint", target.endpoint(instance))
-                await asyncio.to_thread(
-                    outcomes.record_restarted,
-                    self.store,
-                    job.service,
-                    job.environment,
-                    instance.state,
-                )
+                await self.restart(job, line)
             except ConveyorError as exc:
                 log.error("%s %s could not be restarted: %s", job.service, job.environment, exc)
+        for deployment_id in resumed:
+            self._spawn(deployment_id, self._carry(deployment_id))
+
+    async def restart(self, job: _Job, line: Callable[[str], None]) -> None:
+        """Start the serving release again in place of its dead instance (ConveyorError if it
+        cannot be)."""
+        target = self.target(job, line)
+        bundle = await asyncio.to_thread(prepare_bundle, self.store, self.artifacts, job.release_id)
+        instance = await target.deploy(bundle, None)
+        await target.switch(instance, None)
+        instance.state.setdefault("endpoint", target.endpoint(instance))
+        await asyncio.to_thread(
+            outcomes.record_restarted, self.store, job.service, job.environment, instance.state
+        )
 
     def _serving(self) -> list[_Job]:
         with self.store.session() as session:

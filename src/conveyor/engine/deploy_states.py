@@ -87,10 +87,14 @@ DEPLOYMENT_TRANSITIONS: Mapping[DeploymentStatus, frozenset[DeploymentStatus]] =
     # placed: check it; the target failed (nothing switched, or failure policy applies).
     _D.DEPLOYING: frozenset({_D.CHECKING, _D.FAILED, _D.ROLLING_BACK}),
     # healthy: verify (or done when there is nothing to verify); unhealthy; inconclusive.
-    _D.CHECKING: frozenset({_D.VERIFYING, _D.SUCCEEDED, _D.FAILED, _D.ROLLING_BACK, _D.HELD}),
-    _D.VERIFYING: frozenset({_D.SUCCEEDED, _D.FAILED, _D.ROLLING_BACK}),
+    # Back to deploying (here and below): the server died mid-way and a restarted one carries
+    # the deployment out again (engine.promotion.resume).
+    _D.CHECKING: frozenset(
+        {_D.VERIFYING, _D.SUCCEEDED, _D.FAILED, _D.ROLLING_BACK, _D.HELD, _D.DEPLOYING}
+    ),
+    _D.VERIFYING: frozenset({_D.SUCCEEDED, _D.FAILED, _D.ROLLING_BACK, _D.DEPLOYING}),
     # a person accepts it, or rejects it (undone by the failure policy).
-    _D.HELD: frozenset({_D.SUCCEEDED, _D.FAILED, _D.ROLLING_BACK}),
+    _D.HELD: frozenset({_D.SUCCEEDED, _D.FAILED, _D.ROLLING_BACK, _D.DEPLOYING}),
     # the rollback deployment finished: restored, or it failed too.
     _D.ROLLING_BACK: frozenset({_D.ROLLED_BACK, _D.FAILED}),
 }

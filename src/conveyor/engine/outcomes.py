@@ -44,7 +44,8 @@ def record_placed(
     with store.write() as w:
         dep = get_deployment(w, deployment_id)
         dep.instance, dep.url = instance, url
-        move(w, dep, D.CHECKING)
+        if dep.status != D.CHECKING:  # a rollback resumed after a crash was placed again
+            move(w, dep, D.CHECKING)
 
 
 def record_log(store: Store, deployment_id: int, lines: Sequence[str]) -> None:
@@ -163,7 +164,8 @@ def _finish_rollback(w: Writer, rollback: Deployment, *, restored: bool) -> None
                 Incident.service_id == rollback.service_id,
                 Incident.environment == rollback.environment,
                 Incident.status == IncidentStatus.OPEN,
-                Incident.source == "deployment",
+                # Opened by the failed deployment, or by the monitor of what served.
+                Incident.source.in_(("deployment", "monitor")),
             )
         ).all():
             resolve_incident(w, incident, f"rollback deployment {rollback.id} restored {version}")
@@ -292,6 +294,7 @@ def record_restarted(
             dep = w.session.get(Deployment, env.current_deployment_id)
             if dep is not None:
                 dep.instance = instance
+        env.healthy, env.checked_at = None, None  # the monitor's next check says
         w.emit("environment.restarted", service=service, environment=environment)
 
 

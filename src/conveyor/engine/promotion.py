@@ -16,10 +16,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.exc import IntegrityError
 
 from conveyor.engine.deploy_states import (
     ApprovalStatus,
@@ -35,6 +37,7 @@ from conveyor.store.models import (
     Approval,
     Deployment,
     EnvironmentState,
+    Event,
     Release,
     Run,
     Service,
@@ -43,6 +46,9 @@ from conveyor.store.models import (
 
 D = DeploymentStatus
 EXECUTING = frozenset({D.DEPLOYING, D.CHECKING, D.VERIFYING, D.HELD})
+# How often a deployment is carried out again after the server died during it; the next death
+# fails it ("interrupted"), so a release that kills its server every time ends clearly.
+MAX_RESUMPTIONS = 3
 
 
 def pipeline_of(run: Run) -> Pipeline:
@@ -229,7 +235,31 @@ def _set_reason(dep: Deployment, reason: str) -> None:
 def start_next(store: Store, owner: str, now: dt.datetime | None = None) -> list[Started]:
     """Move each environment's queue on: expire approvals, supersede, gate, and claim the
     deployments that may start now for ``owner``."""
-    now = now or utcnow()
+    try:
+        return _start_next(store, owner, now or utcnow())
+    except IntegrityError:
+        # Another server claimed a deployment of one of these environments in between: the
+        # database refused the second claim (uq_deployments_executing) and this whole
+        # transaction; the next tick sees who won.
+        return []
+
+
+def claim(store: Store, deployment_id: int, dead_owner: str | None, owner: str) -> bool:
+    """Take over a deployment a dead process left mid-way; False if another server did."""
+    with store.write() as w:
+        taken = cast(
+            "CursorResult[Any]",
+            w.session.execute(
+                update(Deployment)
+                .where(Deployment.id == deployment_id, Deployment.owner == dead_owner)
+                .values(owner=owner)
+                .execution_options(synchronize_session=False)
+            ),
+        )
+        return taken.rowcount == 1
+
+
+def _start_next(store: Store, owner: str, now: dt.datetime) -> list[Started]:
     started: list[Started] = []
     with store.write() as w:
         _expire_approvals(w, now)
@@ -565,19 +595,61 @@ def cancel_deployment(store: Store, deployment_id: int, by: str) -> None:
 
 def interrupted(
     store: Store, host: str, owner_alive: Callable[[str | None], bool]
-) -> list[tuple[int, dict[str, Any]]]:
-    """Deployments a dead process on ``host`` left mid-way: returned (id, candidate instance)
-    so the controller can stop the candidate and apply the failure policy. Only this host's:
-    what a target started lives on the machine that started it."""
+) -> list[tuple[int, dict[str, Any], str | None]]:
+    """Deployments a dead process on ``host`` left mid-way: returned (id, candidate instance,
+    dead owner) so the controller can take them over. Only this host's: what a target started
+    lives on the machine that started it."""
     with store.session() as session:
         rows = session.scalars(
             select(Deployment).where(Deployment.status.in_([s.value for s in EXECUTING]))
         ).all()
         return [
-            (d.id, dict(d.instance))
+            (d.id, dict(d.instance), d.owner)
             for d in rows
             if (d.owner or "").partition(":")[0] == host and not owner_alive(d.owner)
         ]
+
+
+def resumptions(w: Writer, dep: Deployment) -> int:
+    """How often ``dep`` was carried out again after a server died during it (its
+    ``deployment.resumed`` events: the append-only log is the count, no column needed)."""
+    events = w.session.scalars(
+        select(Event).where(Event.type == "deployment.resumed", Event.service == dep.service.name)
+    )
+    return sum(1 for ev in events if ev.data.get("deployment") == dep.id)
+
+
+def resume(store: Store, deployment_id: int) -> int | None:
+    """A dead server left ``deployment_id`` mid-way (already claimed by the caller): record that
+    it is carried out again from the start (back to ``deploying``; a pending approval of
+    inconclusive checks is withdrawn, the checks run again). Returns the resumption's number,
+    or None if it was resumed MAX_RESUMPTIONS times already (the caller fails it)."""
+    with store.write() as w:
+        dep = get_deployment(w, deployment_id)
+        attempt = resumptions(w, dep) + 1
+        if attempt > MAX_RESUMPTIONS:
+            return None
+        phase = D(dep.status)
+        reason = (
+            f"the server stopped while it was {phase.value}: carried out again "
+            f"(resumption {attempt} of {MAX_RESUMPTIONS})"
+        )
+        if phase == D.HELD:
+            _withdraw_approvals(w, dep, "the server stopped: the checks run again")
+        if phase == D.DEPLOYING:
+            dep.reason = reason
+        else:
+            move(w, dep, D.DEPLOYING, reason)
+        w.emit(
+            "deployment.resumed",
+            service=dep.service.name,
+            deployment=dep.id,
+            environment=dep.environment,
+            release=dep.release_id,
+            attempt=attempt,
+            phase=phase.value,
+        )
+        return attempt
 
 
 def expire_approvals(store: Store) -> None:

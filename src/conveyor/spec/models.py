@@ -263,6 +263,35 @@ class Health(_Model):
         return self
 
 
+class Monitor(_Model):
+    """Continuous health of the release that serves: what is checked, how often, and how many
+    failed checks (or deaths) before acting. A dead process is restarted with backoff; one that
+    keeps failing is rolled back to the last verified release with an incident in a
+    production-tier environment, and marked unhealthy (and notified) in other tiers."""
+
+    enabled: bool = Field(True, description="Watch the serving release (false: never).")
+    interval: Duration = Field(10.0, description="Time between two checks of the release.")
+    failures: int = Field(
+        3,
+        ge=1,
+        description="Failed checks or deaths before acting; as many passing checks in a row "
+        "clear them.",
+    )
+    http: HttpCheck | None = Field(
+        None, description="HTTP probe; default: the environment's health.http, one probe."
+    )
+    command: CommandCheck | None = Field(
+        None, description="Command probe; default: the environment's health.command, one run."
+    )
+
+    @field_validator("interval")
+    @classmethod
+    def _not_too_often(cls, value: float) -> float:
+        if value < 0.2:
+            raise user_error("interval", "monitor.interval must be at least 200ms")
+        return value
+
+
 class VerifyStep(_Model):
     """A command run against the deployment once it is healthy (smoke/integration tests)."""
 
@@ -284,6 +313,9 @@ class Environment(_Model):
     health: Health | None = Field(None, description="Checks that decide the deployment is done.")
     verify: list[VerifyStep] = Field(
         default_factory=list, description="Verification commands run after health passes."
+    )
+    monitor: Monitor = Field(
+        default_factory=Monitor, description="How the serving release is watched afterwards."
     )
     on_failure: Literal["rollback", "hold", "none"] = Field(
         "rollback", description="On failed health/verify: roll back, hold for a person, or nothing."

@@ -25,7 +25,7 @@ from conveyor.store.models import Event, utcnow
 from conveyor.store.private import private_database, private_dir
 
 # The newest migration in conveyor/store/migrations/versions (a test keeps them in step).
-SCHEMA_REVISION = "0010"
+SCHEMA_REVISION = "0011"
 
 
 class SchemaOutdated(ConveyorError):

@@ -181,6 +181,9 @@ def _environment(
         "sha": current.sha if current else None,
         "since": env.since if env else None,
         "healthy": env.healthy if env else None,
+        # The monitor's last look at what serves (delivery.monitor), and what it saw.
+        "checked_at": env.checked_at if env else None,
+        "health_detail": env.health_detail if env else None,
         "url": env.url if env else None,
         "verified_release": env.verified_release_id if env else None,
         "held": bool(env and env.held),

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -257,6 +258,11 @@ class Release(Base):
     run: Mapped[Run] = relationship()
 
 
+# The deployment statuses in which a server is carrying a deployment out
+# (engine.promotion.EXECUTING).
+EXECUTING_SQL = "status IN ('deploying', 'checking', 'verifying', 'held')"
+
+
 class Deployment(Base):
     """One release put into one environment (kind ``deploy``), or an earlier release put back
     (kind ``rollback``). Its status follows engine.deploy_states; its checks, log and the target's
@@ -296,7 +302,19 @@ class Deployment(Base):
     service: Mapped[Service] = relationship()
     release: Mapped[Release] = relationship()
 
-    __table_args__ = (Index("ix_deployments_env", "service_id", "environment", "id"),)
+    __table_args__ = (
+        Index("ix_deployments_env", "service_id", "environment", "id"),
+        # One deployment carried out per environment at a time, whichever server claims it:
+        # a second claim fails in the database, not by timing (engine.promotion.start_next).
+        Index(
+            "uq_deployments_executing",
+            "service_id",
+            "environment",
+            unique=True,
+            postgresql_where=text(EXECUTING_SQL),
+            sqlite_where=text(EXECUTING_SQL),
+        ),
+    )
 
 
 class EnvironmentState(Base):
@@ -320,6 +338,12 @@ class EnvironmentState(Base):
     hold_reason: Mapped[str | None] = mapped_column(Text)
     held_by: Mapped[str | None] = mapped_column(String(200))
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # The monitor's last look at what serves (delivery.monitor): when, and what it saw.
+    checked_at: Mapped[dt.datetime | None]
+    health_detail: Mapped[str | None] = mapped_column(Text)
+    # Which server watches this environment, until when (a lease renewed at every check).
+    monitor_owner: Mapped[str | None] = mapped_column(String(300))
+    monitor_until: Mapped[dt.datetime | None]
 
     service: Mapped[Service] = relationship()
 

@@ -56,6 +56,9 @@ def _health(env: EnvironmentState | None, last: Deployment | None) -> dict[str, 
     return {
         "state": state,
         "healthy": env.healthy if env is not None else None,
+        # The monitor's last look at what serves, and what it saw.
+        "checked_at": env.checked_at if env is not None else None,
+        "detail": env.health_detail if env is not None else None,
         "last_deployment": None
         if last is None
         else {

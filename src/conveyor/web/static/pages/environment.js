@@ -129,9 +129,15 @@ export async function render(root, params, ctx) {
   }
 
   function health(state) {
-    if (state.healthy === true) return badge('healthy', 'healthy');
-    if (state.healthy === false) return badge('unhealthy', 'unhealthy');
-    return badge('unknown', 'health unknown');
+    const shown = state.healthy === true ? badge('healthy', 'healthy')
+      : state.healthy === false ? badge('unhealthy', 'unhealthy')
+        : badge('unknown', 'health unknown');
+    if (!state.checked_at) return shown;
+    // What the monitor saw last, and when: a badge alone cannot say how fresh it is.
+    return h('span', {id: 'health-state', title: state.health_detail || ''}, shown,
+      ' checked ', timeEl(state.checked_at),
+      state.healthy === false && state.health_detail
+        ? h('span', {class: 'health-detail'}, ': ', state.health_detail) : null);
   }
 
   function holdControls(state) {

@@ -17,9 +17,12 @@ function releaseLink(release) {
 }
 
 function healthBadge(health) {
-  if (health.state === 'healthy') return badge('healthy');
-  if (health.state === 'unhealthy') return badge('unhealthy');
-  return badge('unknown', 'health unknown');
+  const shown = health.state === 'healthy' ? badge('healthy')
+    : health.state === 'unhealthy' ? badge('unhealthy') : badge('unknown', 'health unknown');
+  if (!health.checked_at) return shown;
+  // When the monitor last looked: a stale "healthy" must be visible as stale.
+  return h('span', {class: 'ov-health', title: health.detail || ''}, shown,
+    ' checked ', timeEl(health.checked_at));
 }
 
 function countLink(href, n, one, many) {

@@ -1,0 +1,44 @@
+"""Continuous health and crash-safe delivery (issue 13).
+
+The monitor's last look at each environment and its lease (which server watches it), and a
+unique partial index that lets at most one deployment per environment be carried out at a
+time, whichever server claims it.
+
+Revision ID: 0011
+Revises: 0010
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+from conveyor.store.models import EXECUTING_SQL, UTCDateTime
+
+revision = "0011"
+down_revision = "0010"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("environments") as batch:
+        batch.add_column(sa.Column("checked_at", UTCDateTime(), nullable=True))
+        batch.add_column(sa.Column("health_detail", sa.Text(), nullable=True))
+        batch.add_column(sa.Column("monitor_owner", sa.String(300), nullable=True))
+        batch.add_column(sa.Column("monitor_until", UTCDateTime(), nullable=True))
+    op.create_index(
+        "uq_deployments_executing",
+        "deployments",
+        ["service_id", "environment"],
+        unique=True,
+        postgresql_where=sa.text(EXECUTING_SQL),
+        sqlite_where=sa.text(EXECUTING_SQL),
+    )
+
+
+def downgrade() -> None:
+    op.drop_index("uq_deployments_executing", table_name="deployments")
+    with op.batch_alter_table("environments") as batch:
+        for column in ("monitor_until", "monitor_owner", "health_detail", "checked_at"):
+            batch.drop_column(column)

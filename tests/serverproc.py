@@ -186,8 +186,12 @@ class ServerProcess:
         self.process.kill9()
 
     def stop(self) -> None:
+        """Stop the server, then the edge it started (which outlives it by design)."""
+        from conveyor.edge.client import stop_edge
+
         if self.process is not None:
             self.process.stop()
+        stop_edge(self.home)
         self.http.close()
 
     # --- the API -------------------------------------------------------------------------------

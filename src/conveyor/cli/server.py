@@ -22,6 +22,7 @@ from conveyor.server.listen import (
     rate_limit_logs,
 )
 
+GRACEFUL_SHUTDOWN_SECONDS = 5
 log = logging.getLogger("conveyor.server")
 
 
@@ -252,6 +253,9 @@ def server(
         # process could then pick the address the sign-in throttle counts against.
         proxy_headers=bool(trusted),
         forwarded_allow_ips=trusted or "",
+        # A stop is bounded: open connections (a browser's event stream) get this long, then
+        # are closed. Production does not wait on it: the edge serves it (decision 0014).
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
     # After uvicorn's Config, which sets up its loggers: every handler gets the limiter.
     rate_limit_logs(["", "uvicorn", "uvicorn.error", "uvicorn.access"])

@@ -267,6 +267,7 @@ BENCHMARKS = (
     "delivery_rollback",
     "delivery_promotion",
     "dora_scale",
+    "edge_outage",
 )
 
 
@@ -276,6 +277,7 @@ def _measure(name: str) -> dict[str, Any]:
     import delivery_rollback
     import dispatch_throughput
     import dora_scale
+    import edge_outage
     import push_latency
     import sandbox_overhead
     import server_memory
@@ -294,6 +296,7 @@ def _measure(name: str) -> dict[str, Any]:
         "delivery_rollback": delivery_rollback.measure,
         "delivery_promotion": delivery_promotion.measure,
         "dora_scale": dora_scale.measure,
+        "edge_outage": edge_outage.measure,
     }
     result: dict[str, Any] = runs[name]()
     return result
@@ -375,6 +378,10 @@ def main(only: list[str] | None = None) -> None:
         import dora_scale
 
         sections.append(dora_scale.section(results["dora_scale"]))
+    if "edge_outage" in results:
+        import edge_outage
+
+        sections.append(edge_outage.section(results["edge_outage"]))
     body = "\n".join(sections)
     text = f"""# Benchmarks
 

@@ -213,3 +213,23 @@ def test_a_stable_port_taken_by_another_route_or_program_is_refused_clearly(
             blocker.close()
 
     run(scenario)
+
+
+def test_a_switch_after_the_edge_died_starts_a_new_edge_and_lands(
+    home: Path, upstreams: Callable[[str], Upstream]
+) -> None:
+    v1, v2 = upstreams("v1"), upstreams("v2")
+
+    async def scenario() -> None:
+        route = EdgeClient(home).route("shop/production", 0)
+        await route.start()
+        await route.switch(v1.port, 0)
+        first = edge_pid(home)
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        await asyncio.to_thread(until, lambda: edge_pid(home) is None, 10, "the edge to die")
+        await route.switch(v2.port, 0)  # the same client, as a running server would
+        assert await asyncio.to_thread(fetch, route.port) == b"v2"
+        assert edge_pid(home) not in (None, first)
+
+    run(scenario)

@@ -20,7 +20,7 @@ from typing import Any
 from conveyor.edge.paths import EdgePaths, decode, encode
 from conveyor.targets.base import TargetError
 
-__all__ = ["EdgeClient", "RemoteRoute", "edge_pid", "stop_edge"]
+__all__ = ["EdgeClient", "EdgeUnreachable", "RemoteRoute", "edge_pid", "stop_edge"]
 
 # Every request is answered at once except `switch`, which drains first (its own bound + this).
 _REPLY_TIMEOUT = 10.0
@@ -31,6 +31,10 @@ _POLL = 0.02
 _ENV_KEEP = ("PATH", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV", "TMPDIR")
 # Edges this process started, so an edge that exits at once (another won the lock) is reaped.
 _SPAWNED: list[subprocess.Popen[bytes]] = []
+
+
+class EdgeUnreachable(TargetError):
+    """No edge answered (none runs, or it did not reply in time), as opposed to a refusal."""
 
 
 class EdgeClient:
@@ -60,7 +64,7 @@ class EdgeClient:
                     with contextlib.suppress(OSError):
                         await writer.wait_closed()
         except (OSError, TimeoutError) as exc:
-            raise TargetError(
+            raise EdgeUnreachable(
                 f"the edge of {self.paths.home} does not answer: {_reason(exc)}",
                 hint="`conveyor edge status` shows it; `conveyor edge run` starts it",
             ) from exc
@@ -78,7 +82,7 @@ class EdgeClient:
             try:
                 await self.request({"op": "ping"}, timeout=2.0)
                 return
-            except TargetError:
+            except EdgeUnreachable:
                 if not self.spawn:
                     raise
             start_detached(self.paths.home)
@@ -87,7 +91,7 @@ class EdgeClient:
                 try:
                     await self.request({"op": "ping"}, timeout=2.0)
                     return
-                except TargetError:
+                except EdgeUnreachable:
                     if time.monotonic() >= deadline:
                         raise TargetError(
                             f"the edge did not start within {_START_TIMEOUT:g} s",
@@ -124,10 +128,15 @@ class RemoteRoute:
         self._listening = True
 
     async def switch(self, upstream: int, drain_timeout: float) -> int:
-        reply = await self._client.request(
-            {"op": "switch", "name": self._name, "upstream": upstream, "drain": drain_timeout},
-            timeout=_REPLY_TIMEOUT + max(drain_timeout, 0.0),
-        )
+        message = {"op": "switch", "name": self._name, "upstream": upstream, "drain": drain_timeout}
+        timeout = _REPLY_TIMEOUT + max(drain_timeout, 0.0)
+        try:
+            reply = await self._client.request(message, timeout)
+        except EdgeUnreachable:
+            # The edge died since this route was made: a new one restores the routes from its
+            # file; ask for this one again (it may have been added after the file was read).
+            await self.start()
+            reply = await self._client.request(message, timeout)
         self._upstream = upstream
         return int(reply.get("still_open", 0))
 

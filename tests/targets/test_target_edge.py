@@ -21,7 +21,7 @@ import pytest
 from conveyor.edge.client import EdgeClient, edge_pid, stop_edge
 from conveyor.edge.paths import EdgePaths
 from conveyor.targets.base import TargetError
-from tests.serverproc import clean_env, conveyor_argv, until
+from tests.serverproc import clean_env, conveyor_argv, free_port, until
 
 pytestmark = pytest.mark.integration
 
@@ -231,5 +231,25 @@ def test_a_switch_after_the_edge_died_starts_a_new_edge_and_lands(
         await route.switch(v2.port, 0)  # the same client, as a running server would
         assert await asyncio.to_thread(fetch, route.port) == b"v2"
         assert edge_pid(home) not in (None, first)
+
+    run(scenario)
+
+
+def test_a_changed_stable_port_moves_the_route_and_keeps_its_upstream(
+    home: Path, upstreams: Callable[[str], Upstream]
+) -> None:
+    v1 = upstreams("v1")
+    moved_to = free_port()
+
+    async def scenario() -> None:
+        client = EdgeClient(home)
+        before = client.route("shop/production", 0)
+        await before.start()
+        await before.switch(v1.port, 0)
+        after = client.route("shop/production", moved_to)  # `port:` set in conveyor.yml
+        await after.start()
+        assert after.upstream == v1.port
+        assert await asyncio.to_thread(fetch, moved_to) == b"v1"
+        assert await asyncio.to_thread(fetch, before.port) is None
 
     run(scenario)

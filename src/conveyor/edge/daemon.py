@@ -154,9 +154,11 @@ class EdgeDaemon:
             upstream = route.proxy.upstream if route is not None else None
             wanted = port or (route.proxy.port if route is not None else 0)
             proxy = Proxy(wanted)
-            if route is not None and route.proxy.running:
-                await route.proxy.close()  # the environment's port was changed in conveyor.yml
             await proxy.start()  # TargetError (port in use) goes back to the client as is
+            if route is not None and route.proxy.running:
+                # The environment's port was changed in conveyor.yml: the old one closes once
+                # the new one listens, so a port that cannot be had leaves the old one serving.
+                await route.proxy.close()
             if upstream is not None:
                 await proxy.switch(upstream, 0)
             route = _Route(name, proxy)

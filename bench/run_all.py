@@ -288,6 +288,7 @@ BENCHMARKS = (
     "serving_death",
     "delivery_promotion",
     "dora_scale",
+    "edge_outage",
 )
 
 
@@ -297,6 +298,7 @@ def _measure(name: str) -> dict[str, Any]:
     import delivery_rollback
     import dispatch_throughput
     import dora_scale
+    import edge_outage
     import push_latency
     import sandbox_overhead
     import server_memory
@@ -317,6 +319,7 @@ def _measure(name: str) -> dict[str, Any]:
         "serving_death": serving_death.measure,
         "delivery_promotion": delivery_promotion.measure,
         "dora_scale": dora_scale.measure,
+        "edge_outage": edge_outage.measure,
     }
     result: dict[str, Any] = runs[name]()
     return result
@@ -402,6 +405,10 @@ def main(only: list[str] | None = None) -> None:
         import dora_scale
 
         sections.append(dora_scale.section(results["dora_scale"]))
+    if "edge_outage" in results:
+        import edge_outage
+
+        sections.append(edge_outage.section(results["edge_outage"]))
     body = "\n".join(sections)
     text = f"""# Benchmarks
 

@@ -156,3 +156,12 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             f"PostgreSQL: {len(times)} test databases created, "
             f"median {times[len(times) // 2] * 1000:.0f} ms, max {times[-1] * 1000:.0f} ms each"
         )
+
+
+@pytest.fixture(autouse=True)
+def _edges_are_stopped() -> Iterator[None]:
+    """After each test, the edges of the servers it made (decision 0014), stopped by PID."""
+    yield
+    from tests.serverproc import stop_edges
+
+    stop_edges()

@@ -101,6 +101,19 @@ class Process:
         return self.proc.wait(timeout=10)
 
 
+# Data directories of the servers made by the current test: a server with deliveries starts an
+# edge that outlives it by design (decision 0014), so conftest stops their edges after each test,
+# whichever way the test ended its server.
+HOMES: list[Path] = []
+
+
+def stop_edges() -> None:
+    from conveyor.edge.client import stop_edge
+
+    while HOMES:
+        stop_edge(HOMES.pop())
+
+
 class ServerProcess:
     """`conveyor server` on 127.0.0.1:<free port> (no built-in runner unless asked), own home."""
 
@@ -113,6 +126,7 @@ class ServerProcess:
         sandbox: bool = True,
     ) -> None:
         self.home = home
+        HOMES.append(home)
         self.runners = runners
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -186,8 +200,12 @@ class ServerProcess:
         self.process.kill9()
 
     def stop(self) -> None:
+        """Stop the server, then the edge it started (which outlives it by design)."""
+        from conveyor.edge.client import stop_edge
+
         if self.process is not None:
             self.process.stop()
+        stop_edge(self.home)
         self.http.close()
 
     # --- the API -------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from conveyor.delivery.publish import resolve_image
+from conveyor.edge.client import EdgeClient, stop_edge
 from conveyor.targets.base import Instance, ReleaseBundle, TargetContext, TargetError
 from conveyor.targets.container import ContainerTarget
 from tests.podman import Podman, podman_session  # noqa: F401
@@ -183,6 +184,43 @@ def test_recreate_then_blue_green_then_rollback(
 
     stable = run(scenario())
     assert (tmp_path / "state" / "port").read_text().strip() == stable.rpartition(":")[2]
+
+
+@pytest.mark.integration
+def test_with_the_edge_the_stable_port_answers_while_no_target_holds_it(
+    images: dict[str, str], podman: Podman, tmp_path: Path
+) -> None:
+    """Decision 0014: the edge, not the server's target, holds the stable port."""
+    env = Env(tmp_path, podman)
+    home = tmp_path / "home"
+    env.ctx = replace(env.ctx, edge=EdgeClient(home))
+    v1, v2 = bundle(1, images["v1"], tmp_path), bundle(2, images["v2"], tmp_path)
+
+    async def first_server() -> tuple[Instance, str | None]:
+        target = env.target(strategy="blue-green")
+        first = await target.deploy(v1, None)
+        await target.switch(first, None)
+        await target.close()  # the server goes away
+        return first, target.endpoint(first)
+
+    async def users(stable: str | None) -> str:
+        return await fetch(stable)
+
+    async def second_server(first: Instance, stable: str | None) -> None:
+        target = env.target(strategy="blue-green")
+        assert await target.adopt(first)
+        assert target.endpoint(first) == stable
+        second = await target.deploy(v2, first)
+        await target.switch(second, first)
+        assert await fetch(stable) == v2.version
+        await target.discard(second)
+
+    try:
+        first, stable = run(first_server())
+        assert run(users(stable)) == v1.version  # no target, no server: still answering
+        run(second_server(first, stable))
+    finally:
+        stop_edge(home)
 
 
 @pytest.mark.integration

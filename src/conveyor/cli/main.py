@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "release": ("conveyor.cli.releases", "release", "Show one release and its evidence."),
     "db": ("conveyor.cli.db", "db", "Database schema: upgrade, current revision, DORA backfill."),
     "server": ("conveyor.cli.server", "server", "Serve the API, webhooks and runners."),
+    "edge": ("conveyor.cli.edge", "edge", "The process holding the stable ports: run, status."),
     "token": ("conveyor.cli.admin", "token", "API tokens: create, list, revoke."),
     "service": ("conveyor.cli.admin", "service", "Services the server builds."),
     "secret": ("conveyor.cli.secret", "secret", "Secrets of a service: set, list, rm, import."),

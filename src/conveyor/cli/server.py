@@ -22,6 +22,7 @@ from conveyor.server.listen import (
     rate_limit_logs,
 )
 
+GRACEFUL_SHUTDOWN_SECONDS = 5
 log = logging.getLogger("conveyor.server")
 
 
@@ -153,6 +154,16 @@ def _sinks(given: tuple[str, ...]) -> tuple[str, ...]:
     "as this user, seeing this machine's files: only where everyone who can push is trusted "
     "[env: CONVEYOR_SANDBOX=off].",
 )
+@click.option(
+    "--edge",
+    envvar="CONVEYOR_EDGE",
+    default="detached",
+    show_default=True,
+    type=click.Choice(["detached", "embedded"]),
+    help="Who holds the environments' stable ports: a `conveyor edge` process that outlives "
+    "this server (started if none runs), or this process (production is down while it is) "
+    "[env: CONVEYOR_EDGE].",
+)
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning"]))
 def server(
     host: str,
@@ -168,6 +179,7 @@ def server(
     max_connections: int,
     header_timeout: float,
     no_sandbox: bool,
+    edge: str,
     log_level: str,
 ) -> None:
     """Serve the API on HOST:PORT (127.0.0.1:8080), with the engine and a runner inside."""
@@ -202,6 +214,7 @@ def server(
         webhook_max_bytes=webhook_limit,
         body_limits=limits,
         sandbox=sandbox,
+        edge=edge,
     )
     app = create_app(store, config)
     click.echo(f"conveyor server on http://{host}:{port}  (data: {store.home})", err=True)
@@ -240,6 +253,9 @@ def server(
         # process could then pick the address the sign-in throttle counts against.
         proxy_headers=bool(trusted),
         forwarded_allow_ips=trusted or "",
+        # A stop is bounded: open connections (a browser's event stream) get this long, then
+        # are closed. Production does not wait on it: the edge serves it (decision 0014).
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
     # After uvicorn's Config, which sets up its loggers: every handler gets the limiter.
     rate_limit_logs(["", "uvicorn", "uvicorn.error", "uvicorn.access"])

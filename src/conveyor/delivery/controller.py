@@ -40,7 +40,14 @@ from conveyor.sources.mirror import source_for
 from conveyor.spec.models import Environment
 from conveyor.store.db import Store
 from conveyor.store.models import Approval, Deployment, EnvironmentState, Release, utcnow
-from conveyor.targets.base import Instance, ReleaseBundle, Target, TargetContext, TargetError
+from conveyor.targets.base import (
+    Edge,
+    Instance,
+    ReleaseBundle,
+    Target,
+    TargetContext,
+    TargetError,
+)
 from conveyor.targets.registry import target_class
 
 log = logging.getLogger("conveyor.delivery")
@@ -89,6 +96,7 @@ class DeliveryController:
         sandbox: Sandbox | None = None,
         keep_bundles: int | None = None,
         monitor: bool = True,
+        edge: Edge | None = None,
     ) -> None:
         self.store = store
         # Release bundles kept per service beyond those an environment needs. A bad setting
@@ -103,6 +111,8 @@ class DeliveryController:
         self.artifacts = artifacts
         # Where start, verify and health commands run (None: from the server's environment).
         self.sandbox = sandbox
+        # Who holds the stable ports (None: each target, inside this process; decision 0014).
+        self.edge = edge
         self.prometheus_url = prometheus_url or os.environ.get("CONVEYOR_PROMETHEUS_URL")
         self.poll_seconds = poll_seconds
         self.owner = process_owner()
@@ -206,6 +216,7 @@ class DeliveryController:
             log=log_line,
             keep=job.config.keep,
             sandbox=self.sandbox,
+            edge=self.edge,
         )
         ctx.state_dir.mkdir(parents=True, exist_ok=True)
         target = self._targets.get(key)

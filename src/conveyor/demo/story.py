@@ -545,7 +545,8 @@ class Story:
     # --- the end -------------------------------------------------------------------------------
 
     def shut_down(self) -> None:
-        """Stop the server, then the releases it started; safe to call at any point."""
+        """Stop the server, then the releases and the edge it started; safe to call at any
+        point."""
         if self.api is not None:
             self.api.close()
         if self.server is not None and self.server.process is not None:
@@ -556,6 +557,11 @@ class Story:
                 f"{time.monotonic() - began:.1f} s"
             )
             stage.stop_releases(self.server.home, self.say.note)
+            # The edge holding the stable ports outlives a server by design (decision 0014).
+            from conveyor.edge.client import stop_edge
+
+            if (edge := stop_edge(self.server.home)) is not None:
+                self.say.note(f"stopped the edge (pid {edge})")
 
 
 def _describe(entry: dict[str, Any]) -> str:

@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from conveyor import __version__
 from conveyor.delivery.controller import DeliveryController
 from conveyor.delivery.outbox import Outbox
+from conveyor.edge.client import EdgeClient
 from conveyor.engine.dispatch import (
     advance_runs,
     expire_leases,
@@ -71,6 +72,9 @@ class ServerConfig:
     # Where pipeline code (jobs, deploy commands, checks) runs; None: configured from the
     # environment (conveyor.sandbox), refusing to go on without one.
     sandbox: Sandbox | None = None
+    # Who holds the environments' stable ports: "detached", a `conveyor edge` process that
+    # outlives this server (started if none runs), or "embedded", this process (decision 0014).
+    edge: str = "embedded"
     prometheus_url: str | None = None
     # HTTP endpoints that receive every run, deployment and incident as CDEvents (CloudEvents).
     cdevents_sinks: tuple[str, ...] = ()
@@ -272,6 +276,7 @@ def create_app(store: Store, config: ServerConfig | None = None) -> FastAPI:
                     wake=delivery_wake,
                     prometheus_url=config.prometheus_url,
                     sandbox=state.sandbox,
+                    edge=EdgeClient(store.home) if config.edge == "detached" else None,
                 )
                 tasks.append(asyncio.create_task(state.delivery.serve()))
                 tasks.append(asyncio.create_task(Outbox(store, wake=notify_wake).serve()))

@@ -19,14 +19,16 @@ import abc
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from conveyor.errors import ConveyorError
 from conveyor.sandbox import Sandbox, default_sandbox
 
 __all__ = [
+    "Edge",
     "Instance",
     "ReleaseBundle",
+    "Route",
     "Target",
     "TargetContext",
     "TargetError",
@@ -72,6 +74,33 @@ class ReleaseBundle:
         return f"r{self.release_id}-{self.sha[:7]}"
 
 
+class Route(Protocol):
+    """An environment's stable port, forwarding each new connection to one upstream port."""
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def upstream(self) -> int | None: ...
+
+    async def start(self) -> None:
+        """Listen (a no-op if already listening); TargetError if the port is taken."""
+
+    async def switch(self, upstream: int, drain_timeout: float) -> int:
+        """Send new connections to ``upstream``, wait (bounded) for those to the previous one
+        to end; returns how many are still open."""
+
+    async def close(self) -> None:
+        """Release what this process holds for the route."""
+
+
+class Edge(Protocol):
+    """Who holds stable ports: the `conveyor edge` process (conveyor.edge), which outlives
+    the server. Without one, a target holds its port in the server process itself."""
+
+    def route(self, name: str, port: int) -> Route: ...
+
+
 @dataclass(frozen=True)
 class TargetContext:
     """Where and how: the environment a target instance serves.
@@ -82,7 +111,8 @@ class TargetContext:
     the server's own environment; pass it to every process the target starts. ``state_dir`` is
     a folder owned by this service+environment that survives restarts. ``log`` writes one line
     to the deployment's log. Commands from the pipeline file run in ``sandbox``
-    (conveyor.sandbox; None: configured from the server's environment).
+    (conveyor.sandbox; None: configured from the server's environment). ``edge`` holds the
+    stable ports of the targets that have one (None: the target's own in-process proxy).
     """
 
     service: str
@@ -94,6 +124,7 @@ class TargetContext:
     log: Callable[[str], None]
     keep: int = 3
     sandbox: Sandbox | None = None
+    edge: Edge | None = None
 
     def confinement(self) -> Sandbox:
         """The sandbox for the user's commands (SandboxUnavailable when there can be none)."""

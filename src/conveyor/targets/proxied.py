@@ -1,5 +1,7 @@
 """What the process and container targets share: releases listen on fresh ports, and the
-environment's stable port is a built-in proxy that forwards to the serving one."""
+environment's stable port forwards to the serving one. The port is held by the edge
+(conveyor.edge, a process that outlives the server) when the context names one, else by a proxy
+inside this process."""
 
 from __future__ import annotations
 
@@ -8,8 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
-from conveyor.targets.base import Instance, Target, TargetContext, TargetError
-from conveyor.targets.proxy import Proxy
+from conveyor.targets.base import Instance, Route, Target, TargetContext, TargetError
+from conveyor.targets.proxy import LocalRoute
 
 OptionsT = TypeVar("OptionsT")
 
@@ -24,7 +26,7 @@ class ProxiedTarget(Target, Generic[OptionsT]):
 
     def __init__(self, ctx: TargetContext) -> None:
         super().__init__(ctx)
-        self._proxy: Proxy | None = None
+        self._proxy: Route | None = None
         self._options: tuple[dict[str, Any], OptionsT] | None = None
 
     @abc.abstractmethod
@@ -65,11 +67,13 @@ class ProxiedTarget(Target, Generic[OptionsT]):
         except (OSError, ValueError):
             return 0
 
-    async def _ensure_proxy(self) -> Proxy:
+    async def _ensure_proxy(self) -> Route:
         if self._proxy is not None:
             return self._proxy
         wanted = self._stable_port()
-        proxy = Proxy(wanted)
+        edge = self.ctx.edge
+        name = f"{self.ctx.service}/{self.ctx.environment}"
+        proxy = edge.route(name, wanted) if edge is not None else LocalRoute(wanted)
         await proxy.start()
         if wanted == 0:
             # Let the system pick (no race with other programs), then keep it: the
@@ -83,7 +87,8 @@ class ProxiedTarget(Target, Generic[OptionsT]):
                 await proxy.close()
                 raise TargetError(f"cannot record the environment's port: {exc}") from exc
         self._proxy = proxy
-        self.ctx.log(f"proxy listening on 127.0.0.1:{proxy.port}")
+        where = "the edge" if edge is not None else "proxy"
+        self.ctx.log(f"{where} listening on 127.0.0.1:{proxy.port}")
         return proxy
 
     async def _route(self, instance: Instance, drain_timeout: float) -> None:
@@ -94,9 +99,9 @@ class ProxiedTarget(Target, Generic[OptionsT]):
             return
         label = instance.state.get(self.upstream_label)
         self.ctx.log(f"proxy :{proxy.port} now forwards to {label} :{port}")
-        await proxy.switch(port, drain_timeout)
-        if previous is not None and drain_timeout > 0 and proxy.active_connections(previous):
+        still_open = await proxy.switch(port, drain_timeout)
+        if previous is not None and drain_timeout > 0 and still_open:
             self.ctx.log(
-                f"{proxy.active_connections(previous)} connection(s) to :{previous} still open "
+                f"{still_open} connection(s) to :{previous} still open "
                 f"after {drain_timeout:g} s; they end when that {self.upstream_noun} stops"
             )

@@ -20,7 +20,7 @@ import errno
 
 from conveyor.targets.base import TargetError
 
-__all__ = ["Proxy"]
+__all__ = ["LocalRoute", "Proxy"]
 
 _CHUNK = 64 * 1024
 # Connecting to a local port is answered at once (accepted or refused); only a release whose
@@ -207,3 +207,32 @@ async def _copy(
             dst.write_eof()
     except OSError:
         connection.abort()
+
+
+class LocalRoute:
+    """A route served by a proxy inside this process: it lives and dies with the process (the
+    embedded mode, for tests and `conveyor server --edge embedded`)."""
+
+    def __init__(self, port: int) -> None:
+        self._proxy = Proxy(port)
+
+    @property
+    def port(self) -> int:
+        return self._proxy.port
+
+    @property
+    def upstream(self) -> int | None:
+        return self._proxy.upstream
+
+    async def start(self) -> None:
+        await self._proxy.start()
+
+    async def switch(self, upstream: int, drain_timeout: float) -> int:
+        previous = self._proxy.upstream
+        await self._proxy.switch(upstream, drain_timeout)
+        if previous is None or previous == upstream:
+            return 0
+        return self._proxy.active_connections(previous)
+
+    async def close(self) -> None:
+        await self._proxy.close()

@@ -45,10 +45,14 @@ def test_needs_consecutive_successes(tmp_path: Path) -> None:
 
 def test_failure_names_exit_status_and_output_tail(tmp_path: Path) -> None:
     script = "echo checking replicas; echo '0/3 replicas ready' >&2; exit 4"
-    result = asyncio.run(command_check(check(script, within=0.3), env=ENV, cwd=tmp_path))
+    # Runs at 0 s and 1 s, each over in far less than the 0.5 s left after the second, so the
+    # window closes between runs (with runs back to back it could close during one, busy
+    # machines make sandbox start-up slower).
+    window = check(script, interval=1.0, within=1.5)
+    result = asyncio.run(command_check(window, env=ENV, cwd=tmp_path))
     assert result.outcome is Outcome.FAIL
     assert result.detail == (
-        "command exited 4; 0/1 consecutive successes in 0.3 s: "
+        "command exited 4; 0/1 consecutive successes in 1.5 s: "
         "checking replicas | 0/3 replicas ready"
     )
     assert set(result.data["exit_codes"]) == {4}

@@ -267,10 +267,12 @@ BENCHMARKS = (
     "delivery_rollback",
     "delivery_promotion",
     "dora_scale",
+    "agent_log",
 )
 
 
 def _measure(name: str) -> dict[str, Any]:
+    import agent_log
     import buildbot_peer
     import delivery_promotion
     import delivery_rollback
@@ -294,6 +296,7 @@ def _measure(name: str) -> dict[str, Any]:
         "delivery_rollback": delivery_rollback.measure,
         "delivery_promotion": delivery_promotion.measure,
         "dora_scale": dora_scale.measure,
+        "agent_log": agent_log.measure,
     }
     result: dict[str, Any] = runs[name]()
     return result
@@ -375,6 +378,10 @@ def main(only: list[str] | None = None) -> None:
         import dora_scale
 
         sections.append(dora_scale.section(results["dora_scale"]))
+    if "agent_log" in results:
+        import agent_log
+
+        sections.append(agent_log.section(results["agent_log"]))
     body = "\n".join(sections)
     text = f"""# Benchmarks
 

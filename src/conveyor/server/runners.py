@@ -123,7 +123,9 @@ def reports(request: Request, job_id: int, body: ReportsIn, identity: RunnerAuth
             if report.seq <= last:
                 continue  # already applied: the runner is retrying a report we answered
             try:
-                cancel = recorder.apply(w, report.model_dump()) or cancel
+                # The fields as sent, not model_dump(): that deep-copies every log line.
+                fields = {"seq": report.seq, "kind": report.kind, **(report.model_extra or {})}
+                cancel = recorder.apply(w, fields) or cancel
             except (KeyError, ValueError, TypeError) as exc:
                 raise HTTPException(
                     400, f"report {report.seq} ({report.kind}) is malformed: {exc}"

@@ -245,6 +245,15 @@ def _section_summary(r: dict[str, Any]) -> str:
         )
         i = r["dora_scale"]["import"]["records_per_s"]
         row("history import (`conveyor import`)", "—", f"{i:,} records/s")
+    if "agent_log" in r:
+        g = r["agent_log"]
+        row(
+            f"{g['megabytes']} MB step log through a runner agent, against the built-in runner",
+            "≤ 2×",
+            f"{g['ratio']}× ({g['agent']['seconds']} s / {g['builtin']['seconds']} s), "
+            f"leased {g['agent']['leases']}×, stored once: {g['agent']['log_stored_once']}",
+            g["met"],
+        )
     lines = ["| figure | target | measured | met |", "|---|---|---|---|"]
     for what, target, value, met in rows:
         lines.append(

@@ -15,8 +15,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -91,7 +94,7 @@ class Fleet:
         )
         return out.stdout.strip()
 
-    def start(self, *, runners: int, prefix: tuple[str, ...] = (), **env: str) -> str:
+    def start(self, *, runners: int, **env: str) -> str:
         """Start one more server; returns its API base URL once it answers."""
         n = len(self.processes)
         home = self.tmp_path / f"home-{n}"
@@ -101,7 +104,7 @@ class Fleet:
             "server", "--port", str(port), "--runners", str(runners), "--log-level", "warning"
         )
         process = Process(
-            [*prefix, *argv],
+            argv,
             clean_env(CONVEYOR_HOME=str(home), CONVEYOR_DATABASE_URL=self.url, **env),
             self.tmp_path / "logs" / f"server-{n}",
             self.tmp_path,
@@ -218,13 +221,15 @@ def test_three_servers_on_postgres_run_each_pushed_commit_once(
     assert all(count <= 1 for *_, count in deployments)
 
 
-def _faketime() -> str:
-    found = shutil.which("faketime")
-    if found is None:
+def _faketime() -> dict[str, str]:
+    """What `faketime -f +10m` sets, given to the server itself: the faketime wrapper is a
+    process of its own that a SIGTERM to it would not pass on to the server."""
+    libraries = sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))
+    if shutil.which("faketime") is None or not libraries:
         if pg.in_ci():
             pytest.fail("faketime is not installed (.ci/run installs it)", pytrace=False)
         pytest.skip("faketime is not installed: apt-get install -y faketime")
-    return found
+    return {"LD_PRELOAD": str(libraries[0]), "FAKETIME": "+10m"}
 
 
 @pytest.mark.postgres
@@ -232,6 +237,14 @@ def test_a_server_with_its_clock_ten_minutes_ahead_leases_no_job_twice(
     tmp_path: Path, repo: GitRepo
 ) -> None:
     faketime = _faketime()
+    ahead = subprocess.run(
+        [sys.executable, "-c", "import time; print(time.time())"],
+        env={**os.environ, **faketime},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert float(ahead.stdout) - time.time() > 590  # the skewed server's clock, as it sees it
     jobs = 4
     pipeline = "service: skew\njobs:\n" + "".join(
         f"  j{n}:\n    run: sleep 2 && echo done\n" for n in range(jobs)
@@ -245,7 +258,7 @@ def test_a_server_with_its_clock_ten_minutes_ahead_leases_no_job_twice(
             # Leases of 3 s: by its own clock the skewed server would find every lease
             # 10 minutes past its end and take the job away while its step runs.
             normal = fleet.start(runners=2, CONVEYOR_LEASE_SECONDS="3")
-            fleet.start(runners=2, prefix=(faketime, "-f", "+10m"), CONVEYOR_LEASE_SECONDS="3")
+            fleet.start(runners=2, CONVEYOR_LEASE_SECONDS="3", **faketime)
             with httpx.Client(
                 base_url=normal, headers={"Authorization": f"Bearer {token}"}, timeout=10
             ) as client:

@@ -254,6 +254,14 @@ def _section_summary(r: dict[str, Any]) -> str:
             f"leased {g['agent']['leases']}×, stored once: {g['agent']['log_stored_once']}",
             g["met"],
         )
+    if "exactly_once" in r and "skipped" not in r["exactly_once"]:
+        x = r["exactly_once"]
+        row(
+            f"duplicate runs, {x['pushes']} pushes to {x['servers']} servers (PostgreSQL)",
+            "0",
+            f"{x['duplicate_runs']} ({x['server_errors']} 5xx)",
+            x["met"],
+        )
     lines = ["| figure | target | measured | met |", "|---|---|---|---|"]
     for what, target, value, met in rows:
         lines.append(
@@ -277,6 +285,7 @@ BENCHMARKS = (
     "delivery_promotion",
     "dora_scale",
     "agent_log",
+    "exactly_once",
 )
 
 
@@ -287,6 +296,7 @@ def _measure(name: str) -> dict[str, Any]:
     import delivery_rollback
     import dispatch_throughput
     import dora_scale
+    import exactly_once
     import push_latency
     import sandbox_overhead
     import server_memory
@@ -306,6 +316,7 @@ def _measure(name: str) -> dict[str, Any]:
         "delivery_promotion": delivery_promotion.measure,
         "dora_scale": dora_scale.measure,
         "agent_log": agent_log.measure,
+        "exactly_once": exactly_once.measure,
     }
     result: dict[str, Any] = runs[name]()
     return result
@@ -391,6 +402,10 @@ def main(only: list[str] | None = None) -> None:
         import agent_log
 
         sections.append(agent_log.section(results["agent_log"]))
+    if "exactly_once" in results:
+        import exactly_once
+
+        sections.append(exactly_once.section(results["exactly_once"]))
     body = "\n".join(sections)
     text = f"""# Benchmarks
 

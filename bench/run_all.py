@@ -265,6 +265,23 @@ def _section_summary(r: dict[str, Any]) -> str:
         )
         i = r["dora_scale"]["import"]["records_per_s"]
         row("history import (`conveyor import`)", "—", f"{i:,} records/s")
+    if "agent_log" in r:
+        g = r["agent_log"]
+        row(
+            f"{g['megabytes']} MB step log through a runner agent, against the built-in runner",
+            "≤ 2×",
+            f"{g['ratio']}× ({g['agent']['seconds']} s / {g['builtin']['seconds']} s), "
+            f"leased {g['agent']['leases']}×, stored once: {g['agent']['log_stored_once']}",
+            g["met"],
+        )
+    if "exactly_once" in r and "skipped" not in r["exactly_once"]:
+        x = r["exactly_once"]
+        row(
+            f"duplicate runs, {x['pushes']} pushes to {x['servers']} servers (PostgreSQL)",
+            "0",
+            f"{x['duplicate_runs']} ({x['server_errors']} 5xx)",
+            x["met"],
+        )
     lines = ["| figure | target | measured | met |", "|---|---|---|---|"]
     for what, target, value, met in rows:
         lines.append(
@@ -289,16 +306,20 @@ BENCHMARKS = (
     "delivery_promotion",
     "dora_scale",
     "edge_outage",
+    "agent_log",
+    "exactly_once",
 )
 
 
 def _measure(name: str) -> dict[str, Any]:
+    import agent_log
     import buildbot_peer
     import delivery_promotion
     import delivery_rollback
     import dispatch_throughput
     import dora_scale
     import edge_outage
+    import exactly_once
     import push_latency
     import sandbox_overhead
     import server_memory
@@ -320,6 +341,8 @@ def _measure(name: str) -> dict[str, Any]:
         "delivery_promotion": delivery_promotion.measure,
         "dora_scale": dora_scale.measure,
         "edge_outage": edge_outage.measure,
+        "agent_log": agent_log.measure,
+        "exactly_once": exactly_once.measure,
     }
     result: dict[str, Any] = runs[name]()
     return result
@@ -409,6 +432,14 @@ def main(only: list[str] | None = None) -> None:
         import edge_outage
 
         sections.append(edge_outage.section(results["edge_outage"]))
+    if "agent_log" in results:
+        import agent_log
+
+        sections.append(agent_log.section(results["agent_log"]))
+    if "exactly_once" in results:
+        import exactly_once
+
+        sections.append(exactly_once.section(results["exactly_once"]))
     body = "\n".join(sections)
     text = f"""# Benchmarks
 

@@ -101,7 +101,8 @@ def processed(
 
     def done() -> list[dict[str, Any]] | None:
         rows = deliveries(server, service)
-        return rows if sum(d["status"] != "received" for d in rows) >= count else None
+        done = sum(d["status"] not in ("received", "claimed") for d in rows)
+        return rows if done >= count else None
 
     rows: list[dict[str, Any]] = until(done, timeout, f"{count} deliveries processed")
     return rows

@@ -75,7 +75,7 @@ async def processed(api: Api, count: int = 1) -> list[Delivery]:
 
     async def done() -> list[Delivery] | None:
         rows = api.deliveries()
-        finished = [d for d in rows if d.status != "received"]
+        finished = [d for d in rows if d.status not in ("received", "claimed")]  # claimed: in hand
         return rows if len(finished) >= count else None
 
     rows: list[Delivery] = await until(done, what=f"{count} deliveries to be processed")

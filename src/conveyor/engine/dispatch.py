@@ -30,7 +30,7 @@ from conveyor.engine.runs import (
 from conveyor.engine.scheduler import decide, next_decisions, run_outcome
 from conveyor.engine.states import JobStatus, RunStatus, StepStatus, check_transition
 from conveyor.errors import ConveyorError
-from conveyor.store.db import Store, Writer
+from conveyor.store.db import Store, Writer, db_now
 from conveyor.store.models import Job, Run, Service, Step, utcnow
 
 
@@ -230,9 +230,11 @@ def lease_next(
         for job in candidates:
             if not set(job.config.get("runs_on") or []) <= have:
                 continue
+            # The database's clock gives the lease, so every server judges it alike.
+            now = db_now(w.session)
             run = job.run
             ref = job_ref(job, run.service.name)
-            expires = utcnow() + dt.timedelta(seconds=lease_seconds)
+            expires = now + dt.timedelta(seconds=lease_seconds)
             token = move_job(
                 w,
                 ref,
@@ -249,10 +251,13 @@ def lease_next(
 
 def expire_leases(store: Store, requeue_limit: int = REQUEUE_LIMIT) -> list[tuple[int, str]]:
     """Jobs whose runner stopped heartbeating go back to the queue (their steps start over),
-    or fail once they have been lost too often. Returns (run id, job) of each."""
-    now = utcnow()
+    or fail once they have been lost too often. Returns (run id, job) of each.
+
+    Expiry is judged by the database's clock, the one every lease was given by: a server whose
+    own clock runs ahead takes no lease away early."""
     expired: list[tuple[int, str]] = []
     with store.session() as session:
+        now = db_now(session)
         if (
             session.scalar(
                 select(Job.id)
@@ -263,6 +268,7 @@ def expire_leases(store: Store, requeue_limit: int = REQUEUE_LIMIT) -> list[tupl
         ):
             return expired
     with store.write() as w:
+        now = db_now(w.session)
         jobs = w.session.scalars(
             _locked(
                 select(Job).where(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now), w
@@ -312,8 +318,8 @@ def reset_steps(w: Writer, job_id: int) -> None:
 def extend_running_leases(store: Store, seconds: float = LEASE_SECONDS) -> int:
     """At server start: runners could not reach a dead server, so give them a full lease
     to come back before their jobs are taken away."""
-    until = utcnow() + dt.timedelta(seconds=seconds)
     with store.write() as w:
+        until = db_now(w.session) + dt.timedelta(seconds=seconds)
         result = w.session.execute(
             update(Job)
             .where(Job.status == JobStatus.RUNNING, Job.lease_expires_at < until)

@@ -19,8 +19,8 @@ from sqlalchemy import select
 from conveyor.engine.runs import job_refs_of, move_job
 from conveyor.engine.states import JobStatus, RunStatus, check_transition
 from conveyor.runner.process import kill_process_group
-from conveyor.store.db import Store
-from conveyor.store.models import Run, utcnow
+from conveyor.store.db import Store, db_now
+from conveyor.store.models import Run
 
 STALE_AFTER = dt.timedelta(seconds=30)
 
@@ -66,8 +66,9 @@ def _processes_of(run_id: int) -> list[int]:
 
 def recover_interrupted(store: Store) -> list[int]:
     """Mark runs with a dead driver as interrupted; returns their ids."""
-    now = utcnow()
     with store.session() as session:
+        # The database's clock, the one heartbeats are written with (conveyor.store.db.db_now).
+        now = db_now(session)
         # Runs without an owner are the server's: their jobs are leased to runners, and lost
         # runners are handled by lease expiry (conveyor.engine.dispatch), not here.
         candidates = session.execute(

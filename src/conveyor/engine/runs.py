@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -24,7 +24,7 @@ from conveyor.engine.states import (
     check_transition,
 )
 from conveyor.errors import ConveyorError, NotFound
-from conveyor.store.db import Store, Writer
+from conveyor.store.db import Store, Writer, db_now
 from conveyor.store.models import Artifact, Job, Release, Run, Service, Step, utcnow
 
 StatusT = TypeVar("StatusT", bound=enum.Enum)
@@ -32,6 +32,13 @@ StatusT = TypeVar("StatusT", bound=enum.Enum)
 
 class StaleLease(ConveyorError):
     """The job was leased to another runner since this one took it."""
+
+
+def lock_service(w: Writer, service_id: int) -> None:
+    """Serialise writers of one service's runs until this transaction ends: a row lock on
+    PostgreSQL; SQLite's write transactions are serial already (BEGIN IMMEDIATE)."""
+    if w.session.get_bind().dialect.name == "postgresql":
+        w.session.execute(select(Service.id).where(Service.id == service_id).with_for_update())
 
 
 def ensure_service(w: Writer, name: str, repository: str) -> Service:
@@ -58,14 +65,20 @@ def create_run(
     owner: str | None = None,
     concurrency_group: str | None = None,
     supersede: bool = False,
+    guard: Callable[[Writer], None] | None = None,
 ) -> int:
     """Record a queued run with all its jobs and steps; returns the run id.
 
     ``owner`` names the process that will drive it, so that recovery in another process does
-    not take a freshly queued run for an abandoned one.
+    not take a freshly queued run for an abandoned one. ``guard`` runs in the same transaction
+    with the service's row locked (it may raise to queue nothing): intake checks there that no
+    other server queued the same push first.
     """
     with store.write() as w:
         svc = ensure_service(w, service, repository)
+        if guard is not None:
+            lock_service(w, svc.id)
+            guard(w)
         run = Run(
             service_id=svc.id,
             status=RunStatus.QUEUED,
@@ -77,7 +90,7 @@ def create_run(
             created_at=utcnow(),
             cancel_requested=False,
             owner=owner,
-            heartbeat_at=utcnow() if owner else None,
+            heartbeat_at=db_now(w.session) if owner else None,
             concurrency_group=concurrency_group,
         )
         for position, plan in enumerate(jobs):
@@ -128,7 +141,7 @@ def start_run(store: Store, run_id: int, owner: str) -> None:
         run.status = RunStatus.RUNNING
         run.started_at = now
         run.owner = owner
-        run.heartbeat_at = now
+        run.heartbeat_at = db_now(w.session)  # judged by the database's clock (recovery)
         w.emit("pipelinerun.started", service=run.service.name, run_id=run_id, owner=owner)
 
 
@@ -316,7 +329,7 @@ def _lease(w: Writer, ref: JobRef, runner: str, lease_seconds: float) -> int:
         JobStatus.RUNNING,
         runner=runner,
         lease_token=Job.lease_token + 1,
-        lease_expires_at=utcnow() + dt.timedelta(seconds=lease_seconds),
+        lease_expires_at=db_now(w.session) + dt.timedelta(seconds=lease_seconds),
     ).lease_token
 
 
@@ -375,7 +388,7 @@ def heartbeat(store: Store, run_id: int) -> bool:
     """Say the driver is alive; returns whether someone asked for the run to be cancelled."""
     with store.write() as w:
         run = get_run(w, run_id)
-        run.heartbeat_at = utcnow()
+        run.heartbeat_at = db_now(w.session)
         return run.cancel_requested
 
 

@@ -7,10 +7,16 @@ order. A batch that gets no answer (network error, 5xx, the server restarting) i
 unchanged, with backoff, for at most `give_up` seconds; the server skips sequence numbers it has
 already applied, so nothing is lost, reordered or applied twice. Each report call waits until
 its report was delivered, so a runner that cannot reach the server does not start the job's
-next step. A 409 means the lease was taken away (the job was given to another runner): the
-reporter raises StaleLease and the executor stops the job quietly. After `give_up` seconds
-without the server the agent abandons the job the same way; by then its lease has expired and
-the server gives it to another runner.
+next step. A 409 means the lease was taken away (the job was given to another runner, or went
+back to the queue): the reporter raises StaleLease and the executor stops the job quietly; any
+other 4xx abandons the job the same way, with a log line, and is never retried. After
+`give_up` seconds without the server the agent abandons the job the same way; by then its
+lease has expired and the server gives it to another runner.
+
+The lease is kept alive by its own request (`POST /jobs/{id}/heartbeat`, every second), never
+queued behind the job's reports: a step printing hundreds of megabytes keeps its lease however
+long the log takes to deliver. Report requests are capped by bytes as well as by lines, so no
+one request holds the server's write lock for long.
 
 Stopping (SIGTERM or SIGINT): the agent takes no new jobs and lets the running ones finish,
 then exits. A second signal stops them now: their processes are ended and the jobs abandoned
@@ -64,6 +70,12 @@ REQUEST_TIMEOUT_SECONDS = 30.0
 REPORTS_PER_REQUEST = 500  # the server takes up to 1000
 LINES_PER_REPORT = 2000
 LINES_PER_REQUEST = 10_000
+# Bytes of log text per report and per request: long lines must not make one huge request.
+BYTES_PER_REPORT = 256 * 1024
+BYTES_PER_REQUEST = 1024 * 1024
+# A heartbeat that gets no answer within this is let go: the next one follows a second later,
+# and a lease outlives many lost heartbeats.
+HEARTBEAT_TIMEOUT_SECONDS = 10.0
 # Commit trees kept for later jobs of the same commit.
 KEEP_SOURCES = 8
 _CHUNK = 2**20
@@ -159,6 +171,11 @@ async def send_retrying(
         await asyncio.sleep(backoff.next())
 
 
+def _log_bytes(report: Mapping[str, Any]) -> int:
+    """About how many bytes a report's log lines take in a request (text plus timestamp)."""
+    return sum(len(text) + 40 for _, text in report.get("lines", ()))
+
+
 async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
     with path.open("rb") as f:
         while chunk := await asyncio.to_thread(f.read, _CHUNK):
@@ -234,10 +251,11 @@ class HttpReporter:
 
     def _next_batch(self) -> list[dict[str, Any]]:
         """The oldest pending reports, as many as one request should carry (at least one)."""
-        lines = 0
+        lines = size = 0
         for count, report in enumerate(self._pending[:REPORTS_PER_REQUEST]):
             lines += len(report.get("lines", ()))
-            if count and lines > LINES_PER_REQUEST:
+            size += _log_bytes(report)
+            if count and (lines > LINES_PER_REQUEST or size > BYTES_PER_REQUEST):
                 return self._pending[:count]
         return self._pending[:REPORTS_PER_REQUEST]
 
@@ -265,9 +283,20 @@ class HttpReporter:
             self.abandon(f"gave up reporting to the server: {exc}")
             raise JobAbandoned(f"gave up reporting to the server: {exc}") from None
         if response.status_code == 409:
+            log.warning(
+                "job %s: the server says this runner no longer holds it (%s); abandoning it",
+                self.job_id,
+                message_of(response),
+            )
             self.failure = StaleLease(f"the lease was taken away: {message_of(response)}")
             self.check()
         if response.status_code != 200:
+            # A 4xx is an answer, not an outage: the same request would be refused again.
+            log.warning(
+                "job %s: the server refused its reports (%s); abandoning it",
+                self.job_id,
+                message_of(response),
+            )
             self.abandon(f"the server refused the reports: {message_of(response)}")
             self.check()
         if self._troubled:
@@ -286,11 +315,16 @@ class HttpReporter:
         if not lines:
             return
         last = 0
-        for start in range(0, len(lines), LINES_PER_REPORT):
-            chunk = lines[start : start + LINES_PER_REPORT]
-            last = self._add(
-                "log", position=position, lines=[[ts.isoformat(), text] for ts, text in chunk]
-            )
+        chunk: list[list[str]] = []
+        size = 0
+        for ts, text in lines:
+            chunk.append([ts.isoformat(), text])
+            size += len(text) + 40
+            if len(chunk) >= LINES_PER_REPORT or size >= BYTES_PER_REPORT:
+                last = self._add("log", position=position, lines=chunk)
+                chunk, size = [], 0
+        if chunk:
+            last = self._add("log", position=position, lines=chunk)
         await self._deliver(last)
 
     async def step_finished(
@@ -345,7 +379,38 @@ class HttpReporter:
         await self._deliver(self._add("job_finished", status=status.value, reason=reason))
 
     async def heartbeat(self) -> bool:
-        await self._deliver(self._add("heartbeat"))
+        """Extend the lease with a request of its own, beside (not behind) pending reports."""
+        self.check()
+        try:
+            response = await self.client.post(
+                f"jobs/{self.job_id}/heartbeat",
+                json={"token": self.token},
+                timeout=HEARTBEAT_TIMEOUT_SECONDS,
+            )
+        except httpx.RequestError as exc:
+            log.info("job %s: a heartbeat got no answer (%s)", self.job_id, _problem(exc))
+            return self.cancel_requested
+        if _transient(response.status_code):
+            log.info("job %s: a heartbeat failed (%s)", self.job_id, message_of(response))
+            return self.cancel_requested
+        if response.status_code == 409:
+            log.warning(
+                "job %s: the server says this runner no longer holds it (%s); abandoning it",
+                self.job_id,
+                message_of(response),
+            )
+            self.failure = StaleLease(f"the lease was taken away: {message_of(response)}")
+            self.check()
+        if response.status_code != 200:
+            log.warning(
+                "job %s: the server refused its heartbeat (%s); abandoning it",
+                self.job_id,
+                message_of(response),
+            )
+            self.abandon(f"the server refused the heartbeat: {message_of(response)}")
+            self.check()
+        if response.json().get("cancel"):
+            self.cancel_requested = True
         return self.cancel_requested
 
 

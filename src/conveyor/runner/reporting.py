@@ -17,7 +17,7 @@ from sqlalchemy import ColumnElement, exists, insert, select, update
 from conveyor.engine.runs import JobRef, StaleLease, move_job
 from conveyor.engine.states import IllegalTransition, JobStatus, StepStatus, allowed
 from conveyor.runner.artifacts import ArtifactFile
-from conveyor.store.db import Store, Writer
+from conveyor.store.db import Store, Writer, db_now
 from conveyor.store.models import Artifact, Job, LogLine, Run, Step, utcnow
 
 LogBatch = Sequence[tuple[dt.datetime, str]]
@@ -62,14 +62,31 @@ class JobRecorder:
         self._started: dict[int, dt.datetime] = {}
 
     def _lease_held(self) -> ColumnElement[bool]:
-        return exists().where(Job.id == self.ref.id, Job.lease_token == self.token)
+        return exists().where(
+            Job.id == self.ref.id,
+            Job.lease_token == self.token,
+            Job.status == JobStatus.RUNNING,
+        )
 
     def check_lease(self, w: Writer) -> None:
-        held = w.session.scalar(select(Job.lease_token).where(Job.id == self.ref.id))
-        if held != self.token:
+        """Raise StaleLease unless this runner still holds the job: same token, still running.
+
+        The status matters as much as the token: a job whose lease expired goes back to the
+        queue with its token unchanged until someone leases it again, and the runner that lost
+        it must hear "not yours" (409), not an illegal step transition (once a 500, retried
+        forever by the agent)."""
+        row = w.session.execute(
+            select(Job.lease_token, Job.status).where(Job.id == self.ref.id)
+        ).one()
+        if row.lease_token != self.token:
             raise StaleLease(
                 f"job {self.ref.name} of run {self.ref.run_id} was leased again "
-                f"(token {held}, this runner holds {self.token})"
+                f"(token {row.lease_token}, this runner holds {self.token})"
+            )
+        if JobStatus(row.status) is not JobStatus.RUNNING:
+            raise StaleLease(
+                f"job {self.ref.name} of run {self.ref.run_id} is {row.status} now: "
+                f"the lease this runner held (token {self.token}) has ended"
             )
 
     def _move_step(self, w: Writer, position: int, status: StepStatus, **values: Any) -> None:
@@ -190,17 +207,7 @@ class JobRecorder:
 
     def heartbeat(self, w: Writer) -> bool:
         """Extend the lease (if still held); returns whether the run was asked to cancel."""
-        expires = utcnow() + dt.timedelta(seconds=self.lease_seconds)
-        result = w.session.execute(
-            update(Job)
-            .where(Job.id == self.ref.id, Job.lease_token == self.token)
-            .values(lease_expires_at=expires),
-            execution_options={"synchronize_session": False},
-        )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
-            self.check_lease(w)
-        cancel = w.session.scalar(select(Run.cancel_requested).where(Run.id == self.ref.run_id))
-        return bool(cancel)
+        return extend_lease(w, self.ref, self.token, self.lease_seconds)
 
     def apply(self, w: Writer, report: Mapping[str, Any]) -> bool:
         """Apply one report as a remote runner sends it (see conveyor.server.runners)."""
@@ -231,6 +238,28 @@ class JobRecorder:
         else:
             raise ValueError(f"unknown report kind {kind!r}")
         return False
+
+
+def extend_lease(w: Writer, ref: JobRef, token: int, lease_seconds: float) -> bool:
+    """Extend a held lease by the database's clock; StaleLease if it is no longer held.
+    Returns whether the run was asked to cancel."""
+    expires = db_now(w.session) + dt.timedelta(seconds=lease_seconds)
+    result = w.session.execute(
+        update(Job)
+        .where(Job.id == ref.id, Job.lease_token == token, Job.status == JobStatus.RUNNING)
+        .values(lease_expires_at=expires),
+        execution_options={"synchronize_session": False},
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        row = w.session.execute(select(Job.lease_token, Job.status).where(Job.id == ref.id)).one()
+        if row.lease_token == token and JobStatus(row.status).terminal:
+            return False  # the job ended under this lease: a last heartbeat crossed its end
+        raise StaleLease(
+            f"job {ref.name} of run {ref.run_id} is {row.status} with lease {row.lease_token}: "
+            f"the lease this runner held (token {token}) has ended"
+        )
+    cancel = w.session.scalar(select(Run.cancel_requested).where(Run.id == ref.run_id))
+    return bool(cancel)
 
 
 class StoreReporter:

@@ -33,6 +33,7 @@ from conveyor.engine.dispatch import (
 )
 from conveyor.engine.recovery import stop_orphaned_steps
 from conveyor.engine.runs import StaleLease
+from conveyor.engine.states import IllegalTransition
 from conveyor.errors import ConveyorError, NotFound
 from conveyor.runner.artifacts import ArtifactStore
 from conveyor.runner.executor import RunnerSettings, SourceCache
@@ -43,7 +44,7 @@ from conveyor.sandbox import Sandbox, default_sandbox
 from conveyor.server.hub import Hub, wait_for
 from conveyor.server.intake import ChangeRecorder
 from conveyor.server.limits import BodyGuard, BodyLimits
-from conveyor.sources.intake import process_pending
+from conveyor.sources.intake import process_pending, release_claims
 from conveyor.store.db import Store
 from conveyor.store.models import Service
 from conveyor.store.private import private_dir
@@ -230,6 +231,9 @@ def create_app(store: Store, config: ServerConfig | None = None) -> FastAPI:
             orphans = stop_orphaned_steps(store.home / "workspaces")
             if orphans:
                 log.warning("stopped %d step process groups a previous run left behind", orphans)
+        released = release_claims(store)
+        if released:
+            log.info("took back %d deliveries this server had claimed before it stopped", released)
         extended = extend_running_leases(store)
         if extended:
             log.info("gave %d running jobs a fresh lease after start-up", extended)
@@ -344,6 +348,13 @@ def create_app(store: Store, config: ServerConfig | None = None) -> FastAPI:
     @app.exception_handler(StaleLease)
     async def stale(request: Request, exc: StaleLease) -> JSONResponse:
         return error_response(409, "stale_lease", exc.message)
+
+    @app.exception_handler(IllegalTransition)
+    async def illegal(request: Request, exc: IllegalTransition) -> JSONResponse:
+        # A writer acting on a state that has moved on (a runner reporting on a job it no
+        # longer holds): a conflict the client must not retry, never a 500.
+        log.warning("%s %s: %s", request.method, request.url.path, exc)
+        return error_response(409, "conflict", str(exc))
 
     @app.exception_handler(ConveyorError)
     async def conveyor_error(request: Request, exc: ConveyorError) -> JSONResponse:

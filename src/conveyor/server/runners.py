@@ -30,7 +30,7 @@ from conveyor.engine.dispatch import LEASE_SECONDS, lease_next
 from conveyor.engine.plan import JobPlan
 from conveyor.engine.runs import JobRef, StaleLease, job_ref
 from conveyor.errors import NotFound
-from conveyor.runner.reporting import JobRecorder
+from conveyor.runner.reporting import JobRecorder, extend_lease
 from conveyor.runner.secrets import lease_secrets
 from conveyor.server import scoping
 from conveyor.server.auth import require
@@ -123,7 +123,9 @@ def reports(request: Request, job_id: int, body: ReportsIn, identity: RunnerAuth
             if report.seq <= last:
                 continue  # already applied: the runner is retrying a report we answered
             try:
-                cancel = recorder.apply(w, report.model_dump()) or cancel
+                # The fields as sent, not model_dump(): that deep-copies every log line.
+                fields = {"seq": report.seq, "kind": report.kind, **(report.model_extra or {})}
+                cancel = recorder.apply(w, fields) or cancel
             except (KeyError, ValueError, TypeError) as exc:
                 raise HTTPException(
                     400, f"report {report.seq} ({report.kind}) is malformed: {exc}"
@@ -135,6 +137,23 @@ def reports(request: Request, job_id: int, body: ReportsIn, identity: RunnerAuth
             w.session.scalar(select(Run.cancel_requested).where(Run.id == ref.run_id))
         )
     return {"applied": applied, "seq": last, "cancel": cancel}
+
+
+class HeartbeatIn(BaseModel):
+    token: int = Field(ge=1)
+
+
+@router.post("/jobs/{job_id}/heartbeat")
+def heartbeat(
+    request: Request, job_id: int, body: HeartbeatIn, identity: RunnerAuth
+) -> dict[str, Any]:
+    """Keep a lease alive. Apart from the reports on purpose: a heartbeat queued behind a long
+    log let the lease expire while the job was still running (answered 409 once not held)."""
+    store = _state(request).store
+    ref = _ref(request, job_id, identity)
+    with store.write() as w:
+        cancel = extend_lease(w, ref, body.token, LEASE_SECONDS)
+    return {"cancel": cancel}
 
 
 @router.put("/artifacts/{digest}", status_code=201)

@@ -4,6 +4,7 @@ working tree), validate it, and record the run with its plan."""
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from conveyor.engine.runs import create_run
 from conveyor.errors import ConveyorError
 from conveyor.runner.workspace import CommitInfo, current_branch, read_file_at, resolve_commit
 from conveyor.spec import Pipeline, parse_pipeline
-from conveyor.store.db import Store
+from conveyor.store.db import Store, Writer
 
 PIPELINE_FILE = "conveyor.yml"
 
@@ -76,6 +77,7 @@ def queue_commit(
     read: tuple[CommitInfo, Pipeline] | None = None,
     pusher: str | None = None,
     pusher_via: str | None = None,
+    guard: Callable[[Writer], None] | None = None,
 ) -> QueuedRun:
     """Queue a run of `rev`; with `service`, refuse a commit whose file names another one.
     `read` passes a commit and pipeline already read from `repo`, to skip reading them again."""
@@ -120,5 +122,6 @@ def queue_commit(
         owner=owner,
         concurrency_group=group,
         supersede=supersede,
+        guard=guard,
     )
     return QueuedRun(run_id, commit, ref, pipeline, jobs)

@@ -6,7 +6,10 @@ an older schema is refused with the command that upgrades it.
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import os
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,7 +28,7 @@ from conveyor.store.models import Event, utcnow
 from conveyor.store.private import private_database, private_dir
 
 # The newest migration in conveyor/store/migrations/versions (a test keeps them in step).
-SCHEMA_REVISION = "0011"
+SCHEMA_REVISION = "0012"
 
 
 class SchemaOutdated(ConveyorError):
@@ -100,6 +103,13 @@ class Store:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._write_engine = _sqlite_writer(engine) if engine.dialect.name == "sqlite" else engine
         self._write_sessions = sessionmaker(self._write_engine, expire_on_commit=False)
+        # SQLite: this process's writers wait their turn on a lock, woken when it is released,
+        # instead of polling SQLite's busy handler, which lets a steady writer (an agent's log
+        # batches) starve the others for seconds: a heartbeat that waited that long let a
+        # lease expire under a running job (tests/drills/test_drill_exactly_once.py).
+        self._serial: contextlib.AbstractContextManager[Any] = (
+            threading.RLock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
+        )
         for sessions in (self._sessions, self._write_sessions):
             event.listen(sessions, "before_flush", marks.before_flush)
         self._listeners: list[Listener] = []
@@ -120,7 +130,7 @@ class Store:
     @contextmanager
     def write(self) -> Iterator[Writer]:
         """Write in one transaction; listeners hear of its events only after the commit."""
-        with self._write_sessions() as session, session.begin():
+        with self._serial, self._write_sessions() as session, session.begin():
             writer = Writer(session)
             yield writer
             writer.flush_events()
@@ -132,6 +142,26 @@ class Store:
         self.engine.dispose()
         if self._write_engine is not self.engine:
             self._write_engine.dispose()
+
+
+def db_now(session: Session) -> dt.datetime:
+    """The database's clock, read inside the caller's transaction.
+
+    Leases and claims are judged by this one clock, never by each server's own: a server whose
+    clock runs ahead would otherwise take every lease as expired at once and run the job a
+    second time (tests/drills/test_drill_exactly_once.py, the clock-skew drill). On SQLite the
+    database lives in the server's process, so its clock is that process's.
+    """
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        # clock_timestamp(), not now(): a long transaction must not judge by its start time.
+        value = session.execute(text("SELECT clock_timestamp()")).scalar_one()
+    else:
+        raw = session.execute(text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")).scalar_one()
+        value = dt.datetime.fromisoformat(str(raw))
+    if not isinstance(value, dt.datetime):
+        raise TypeError(f"the database's clock answered {value!r}")
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:

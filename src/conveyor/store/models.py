@@ -129,8 +129,11 @@ class Delivery(Base):
     delivery_id: Mapped[str] = mapped_column(String(200))
     service: Mapped[str] = mapped_column(String(200))
     received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
-    # received -> queued (a run was made) or ignored (filtered out, with the reason).
+    # received -> claimed (one server is turning it into a run) -> queued (a run was made) or
+    # ignored (filtered out, with the reason).
     status: Mapped[str] = mapped_column(String(20), index=True, default="received")
+    # When a server claimed it, by the database's clock: a stale claim is taken over.
+    claimed_at: Mapped[dt.datetime | None]
     reason: Mapped[str | None] = mapped_column(Text)
     # The push, normalised: {"ref", "before", "after", "pusher", ...}.
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -1,0 +1,30 @@
+"""Deliveries are claimed before they are turned into runs (docs/decisions/0012-exactly-once.md).
+
+A server takes a received delivery with one conditional UPDATE (status received -> claimed,
+stamped with the database's clock); a claim left by a server that died is taken over once it
+is older than the claim timeout.
+
+Revision ID: 0012
+Revises: 0011
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+from conveyor.store.models import UTCDateTime
+
+revision = "0012"
+down_revision = "0011"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column("deliveries", sa.Column("claimed_at", UTCDateTime(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("deliveries") as batch:
+        batch.drop_column("claimed_at")

@@ -308,6 +308,7 @@ def test_help_lists_every_command(conveyor: Conveyor) -> None:
         "release",
         "db",
         "server",
+        "edge",
         "token",
         "service",
         "secret",

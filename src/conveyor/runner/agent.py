@@ -267,6 +267,29 @@ class HttpReporter:
             )
         self._troubled = True
 
+    def _stop_unless_accepted(self, response: httpx.Response, what: str) -> None:
+        """Raise (through ``check``) unless the server took the request: a 409 means the lease
+        was taken away, any other 4xx is an answer, not an outage (the same request would be
+        refused again), so the job is abandoned rather than retried."""
+        if response.status_code == 200:
+            return
+        if response.status_code == 409:
+            log.warning(
+                "job %s: the server says this runner no longer holds it (%s); abandoning it",
+                self.job_id,
+                message_of(response),
+            )
+            self.failure = StaleLease(f"the lease was taken away: {message_of(response)}")
+        else:
+            log.warning(
+                "job %s: the server refused its %s (%s); abandoning it",
+                self.job_id,
+                what,
+                message_of(response),
+            )
+            self.abandon(f"the server refused the {what}: {message_of(response)}")
+        self.check()
+
     async def _send(self, batch: list[dict[str, Any]]) -> dict[str, Any]:
         try:
             response = await send_retrying(
@@ -282,23 +305,7 @@ class HttpReporter:
         except Unreachable as exc:
             self.abandon(f"gave up reporting to the server: {exc}")
             raise JobAbandoned(f"gave up reporting to the server: {exc}") from None
-        if response.status_code == 409:
-            log.warning(
-                "job %s: the server says this runner no longer holds it (%s); abandoning it",
-                self.job_id,
-                message_of(response),
-            )
-            self.failure = StaleLease(f"the lease was taken away: {message_of(response)}")
-            self.check()
-        if response.status_code != 200:
-            # A 4xx is an answer, not an outage: the same request would be refused again.
-            log.warning(
-                "job %s: the server refused its reports (%s); abandoning it",
-                self.job_id,
-                message_of(response),
-            )
-            self.abandon(f"the server refused the reports: {message_of(response)}")
-            self.check()
+        self._stop_unless_accepted(response, "reports")
         if self._troubled:
             self._troubled = False
             if self.notice is not None:
@@ -393,22 +400,7 @@ class HttpReporter:
         if _transient(response.status_code):
             log.info("job %s: a heartbeat failed (%s)", self.job_id, message_of(response))
             return self.cancel_requested
-        if response.status_code == 409:
-            log.warning(
-                "job %s: the server says this runner no longer holds it (%s); abandoning it",
-                self.job_id,
-                message_of(response),
-            )
-            self.failure = StaleLease(f"the lease was taken away: {message_of(response)}")
-            self.check()
-        if response.status_code != 200:
-            log.warning(
-                "job %s: the server refused its heartbeat (%s); abandoning it",
-                self.job_id,
-                message_of(response),
-            )
-            self.abandon(f"the server refused the heartbeat: {message_of(response)}")
-            self.check()
+        self._stop_unless_accepted(response, "heartbeat")
         if response.json().get("cancel"):
             self.cancel_requested = True
         return self.cancel_requested

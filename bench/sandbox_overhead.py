@@ -17,44 +17,20 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+# The same pipeline and timing as the engine-overhead benchmark, so the two figures compare.
+from engine_overhead import GIT_IDENTITY, _repo, _timed
+
 SIZES = (10, 50)
 REPEATS = 11
 SPAWNS = 200
 TARGET_MS = 5.0
-GIT_IDENTITY = {
-    "GIT_AUTHOR_NAME": "Bench",
-    "GIT_AUTHOR_EMAIL": "bench@example.com",
-    "GIT_COMMITTER_NAME": "Bench",
-    "GIT_COMMITTER_EMAIL": "bench@example.com",
-}
 MODES = {"bubblewrap": {}, "off": {"CONVEYOR_SANDBOX": "off"}}
-
-
-def _timed(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
-    started = time.perf_counter()
-    subprocess.run(argv, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - started
-
-
-def _repo(root: Path, jobs: int, env: dict[str, str]) -> Path:
-    repo = root / f"repo{jobs}"
-    repo.mkdir()
-    body = "".join(f'  job{i:02d}:\n    run: "true"\n' for i in range(jobs))
-    (repo / "conveyor.yml").write_text(f"service: bench{jobs}\njobs:\n{body}")
-    for argv in (
-        ["git", "init", "-q", "-b", "main"],
-        ["git", "add", "-A"],
-        ["git", "commit", "-q", "-m", "bench"],
-    ):
-        subprocess.run(argv, cwd=repo, env=env, check=True)
-    return repo
 
 
 def per_step(root: Path) -> dict[str, Any]:

@@ -8,6 +8,9 @@ Two measures, each alternating the two modes so that both see the same machine l
 - per spawn: run_process(`bash -c true`) in a workspace, sandboxed and not, many times in one
   process; the difference of the medians is what the sandbox adds to starting one step's command.
 
+A third mode, sandboxed without control groups (CONVEYOR_CGROUP=off), shows what the per-job
+group (made, joined through bubblewrap's --block-fd, read and removed per step) adds.
+
 Target: the sandbox adds at most 5 ms per step (median).
 """
 
@@ -30,7 +33,13 @@ SIZES = (10, 50)
 REPEATS = 11
 SPAWNS = 200
 TARGET_MS = 5.0
-MODES = {"bubblewrap": {}, "off": {"CONVEYOR_SANDBOX": "off"}}
+# Sandboxed with a control group per step (the default as root), sandboxed with per-process
+# limits only, and unsandboxed.
+MODES = {
+    "bubblewrap": {},
+    "no-groups": {"CONVEYOR_CGROUP": "off"},
+    "off": {"CONVEYOR_SANDBOX": "off"},
+}
 
 
 def per_step(root: Path) -> dict[str, Any]:
@@ -59,6 +68,7 @@ def per_step(root: Path) -> dict[str, Any]:
         "wall_s": {m: {str(n): round(t, 4) for n, t in v.items()} for m, v in wall.items()},
         "per_step_ms": {m: round(s * 1000, 2) for m, s in slope.items()},
         "sandbox_per_step_ms": round((slope["bubblewrap"] - slope["off"]) * 1000, 2),
+        "groups_per_step_ms": round((slope["bubblewrap"] - slope["no-groups"]) * 1000, 2),
     }
 
 
@@ -66,7 +76,11 @@ def per_spawn(root: Path) -> dict[str, Any]:
     from conveyor.runner.process import run_process
     from conveyor.sandbox import Sandbox, configure
 
-    sandboxes: dict[str, Sandbox] = {"bubblewrap": configure(), "off": Sandbox.off()}
+    sandboxes: dict[str, Sandbox] = {
+        "bubblewrap": configure(),
+        "no-groups": configure(environ={**os.environ, **MODES["no-groups"]}),
+        "off": Sandbox.off(),
+    }
     workspace = root / "spawn-workspace"
     workspace.mkdir()
     sandboxes["bubblewrap"].claim(workspace)
@@ -88,8 +102,8 @@ def per_spawn(root: Path) -> dict[str, Any]:
         for _ in range(10):  # warm-up
             for mode in MODES:
                 await spawn(mode)
-        times["bubblewrap"].clear()
-        times["off"].clear()
+        for samples in times.values():
+            samples.clear()
         for _ in range(SPAWNS):
             for mode in MODES:
                 await spawn(mode)
@@ -102,6 +116,7 @@ def per_spawn(root: Path) -> dict[str, Any]:
         "median_ms": {m: round(v, 2) for m, v in median.items()},
         "p95_ms": {m: round(v, 2) for m, v in p95.items()},
         "sandbox_per_spawn_ms": round(median["bubblewrap"] - median["off"], 2),
+        "groups_per_spawn_ms": round(median["bubblewrap"] - median["no-groups"], 2),
     }
 
 
@@ -119,18 +134,21 @@ def section(o: dict[str, Any]) -> str:
     p, s = o["pipeline"], o["spawn"]
     return f"""## Sandbox overhead per step (target ≤ +{o["target_ms"]:g} ms)
 
-Every step, deploy command and check runs under bubblewrap (decision 0010). Measured side by
-side with the sandbox off (CONVEYOR_SANDBOX=off), the two modes alternating in one run.
+Every step, deploy command and check runs under bubblewrap, in a control group of its own
+where the machine allows (decision 0010). Measured side by side with the groups off
+(CONVEYOR_CGROUP=off) and the sandbox off (CONVEYOR_SANDBOX=off), the modes alternating in one
+run.
 
-| figure | sandboxed | off | sandbox adds |
-|---|---|---|---|
+| figure | sandboxed | without groups | off | sandbox adds | of which the group |
+|---|---|---|---|---|---|
 | engine overhead per step (`conveyor run -j 1`, slope 10 → 50 jobs, median of \
-{p["repeats"]}) | {p["per_step_ms"]["bubblewrap"]} ms | {p["per_step_ms"]["off"]} ms | \
-**{p["sandbox_per_step_ms"]} ms** |
+{p["repeats"]}) | {p["per_step_ms"]["bubblewrap"]} ms | {p["per_step_ms"]["no-groups"]} ms | \
+{p["per_step_ms"]["off"]} ms | **{p["sandbox_per_step_ms"]} ms** | {p["groups_per_step_ms"]} ms |
 | starting one step's command (`bash -c true` through run_process, median of \
-{s["spawns"]}) | {s["median_ms"]["bubblewrap"]} ms | {s["median_ms"]["off"]} ms | \
-**{s["sandbox_per_spawn_ms"]} ms** |
-| the same, p95 | {s["p95_ms"]["bubblewrap"]} ms | {s["p95_ms"]["off"]} ms | |
+{s["spawns"]}) | {s["median_ms"]["bubblewrap"]} ms | {s["median_ms"]["no-groups"]} ms | \
+{s["median_ms"]["off"]} ms | **{s["sandbox_per_spawn_ms"]} ms** | {s["groups_per_spawn_ms"]} ms |
+| the same, p95 | {s["p95_ms"]["bubblewrap"]} ms | {s["p95_ms"]["no-groups"]} ms | \
+{s["p95_ms"]["off"]} ms | | |
 
 The cost is bubblewrap (new mount, pid, ipc, uts and cgroup namespaces, a dozen mounts) and, as
 root, setpriv: two more programs started per step (and, for `shell: sh` steps, a bash that

@@ -14,6 +14,10 @@ command runs under bubblewrap in namespaces of its own:
 - no new privileges (bubblewrap sets PR_SET_NO_NEW_PRIVS: set-uid programs gain nothing), and
   limits on address space, processes and file size, fixed by the server and set (soft and hard)
   before the pipeline's code starts: it cannot raise them.
+- where the machine allows (conveyor.cgroups), a control group of its own that caps the memory
+  and the processes of the command and all it starts together, apart from every other job:
+  bubblewrap waits (--block-fd) until its sandbox process has been moved in, so nothing of the
+  pipeline's runs outside it.
 - an environment built from scratch (PATH, HOME, LANG and what the engine hands the command),
   delivered through a file descriptor after the privileged helpers have run, so that variables a
   pipeline declares (LD_PRELOAD...) never reach a program running as root, and values never
@@ -26,18 +30,24 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import math
 import os
 import re
 import resource
+import select
 import shlex
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from conveyor.cgroups import SETTING as CGROUP_SETTING
+from conveyor.cgroups import Group, JobGroups, discover
 from conveyor.errors import ConveyorError
 
 __all__ = [
@@ -77,6 +87,9 @@ _TMP = "/tmp"  # noqa: S108
 _SHM = "/dev/shm"  # noqa: S108
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PROBE_SECONDS = 10.0
+# How long bubblewrap may take to make its sandbox process (and say which) before the command
+# is given up: it is a clone() away, milliseconds on a busy machine.
+_ADMIT_SECONDS = 10.0
 
 _KIB = 1024
 _SIZE_UNITS = {
@@ -136,9 +149,10 @@ class Limits:
     """What one sandboxed command may use: set by whoever runs the server or runner
     (CONVEYOR_LIMIT_*), never by a pipeline file, which can only ask for less time or log.
 
-    ``memory`` is the address space of each process (RLIMIT_AS), ``processes`` the processes
-    and threads of the sandbox user (RLIMIT_NPROC; as root every sandbox runs as nobody, so
-    commands running at once share it), ``file_size`` the largest file a command may write
+    ``memory`` is the memory of one command and all it starts (its control group; without
+    one, the address space of each process, RLIMIT_AS); ``processes`` the processes and threads
+    of one command (its control group; without one, RLIMIT_NPROC of the sandbox user, shared
+    by the commands running at once), ``file_size`` the largest file a command may write
     (RLIMIT_FSIZE), ``tmp_size`` its private /tmp and /dev/shm (memory), ``job_time`` the longest
     a job may run, ``log_bytes`` the most output kept of one step.
     """
@@ -164,10 +178,18 @@ class Limits:
             log_bytes=int(_quantity(environ, "CONVEYOR_LIMIT_LOG", d.log_bytes, size)),
         )
 
-    def describe(self) -> str:
+    def describe(self, per_job: bool = False) -> str:
+        if per_job:
+            counted = (
+                f"per job {self.processes} processes and {format_bytes(self.memory)} of memory"
+            )
+        else:
+            counted = (
+                f"{self.processes} processes of the sandbox user, "
+                f"{format_bytes(self.memory)} of address space per process"
+            )
         return (
-            f"{self.processes} processes, {format_bytes(self.memory)} of address space per "
-            f"process, files up to {format_bytes(self.file_size)}, "
+            f"{counted}, files up to {format_bytes(self.file_size)}, "
             f"{format_bytes(self.tmp_size)} of /tmp"
         )
 
@@ -181,12 +203,102 @@ class Launch:
     env: dict[str, str]
     cwd: str
     pass_fds: tuple[int, ...] = ()
+    # With a control group: bubblewrap says its sandbox process's pid on `info`, then waits
+    # for a byte on the other end of `block` before it runs anything of the pipeline's.
+    group: Group | None = None
+    info: int | None = None
+    block: int | None = None
+
+    def admit(self, pid: int | None = None) -> None:
+        """After the command started (``pid``: bubblewrap's): move its sandbox into the group,
+        then let it go on. Blocking (milliseconds; async callers run it in a thread). On
+        failure the command is killed and ConveyorError says why; never does it run outside
+        its group."""
+        self._close_child_ends()
+        if self.info is None or self.block is None:
+            return
+        try:
+            child = _sandbox_pid(self.info)
+            if child is None:
+                return  # bubblewrap ended before making it: nothing runs, nothing to move
+            assert self.group is not None
+            try:
+                self.group.admit(child)
+            except OSError as exc:
+                for victim in (child, pid):
+                    if victim is not None:
+                        with contextlib.suppress(OSError):
+                            os.kill(victim, signal.SIGKILL)
+                raise ConveyorError(
+                    f"cannot limit the command's resources: {exc.strerror or exc}"
+                ) from None
+            os.write(self.block, b"1")
+        finally:
+            self._close_ends()
+
+    def run(self, timeout: float) -> subprocess.CompletedProcess[bytes]:
+        """Start the command, wait for it (its output captured) and remove its group: for
+        short commands of this process's own (the probe). A caller that starts the command
+        itself calls `admit` before it waits, or waits for ever."""
+        child = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            cwd=self.cwd,
+            pass_fds=self.pass_fds,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            self.admit(child.pid)
+            out, err = child.communicate(timeout=timeout)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+            if self.group is not None:
+                self.group.close()
+        return subprocess.CompletedProcess(self.argv, child.returncode, out, err)
 
     def close(self) -> None:
+        """Release what the launch holds; admits the command first if no one did."""
+        if self.block is not None:
+            self.admit()
+        self._close_child_ends()
+
+    def _close_child_ends(self) -> None:
         for fd in self.pass_fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self.pass_fds = ()
+
+    def _close_ends(self) -> None:
+        for fd in (self.info, self.block):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.info = self.block = None
+
+
+def _sandbox_pid(info: int) -> int | None:
+    """The pid bubblewrap writes on its --info-fd (JSON, then the end of the pipe), or None
+    when it ended without; ConveyorError when it says nothing for too long."""
+    data = b""
+    deadline = time.monotonic() + _ADMIT_SECONDS
+    while True:
+        remaining = deadline - time.monotonic()
+        ready, _, _ = select.select([info], [], [], max(0.0, remaining))
+        if not ready:
+            raise ConveyorError(f"the sandbox did not start within {_ADMIT_SECONDS:g} s")
+        chunk = os.read(info, 4096)
+        if not chunk:
+            return None
+        data += chunk
+        try:
+            pid = json.loads(data)["child-pid"]
+        except (ValueError, KeyError, TypeError):
+            continue  # not all of it yet
+        return int(pid)
 
 
 @dataclass(frozen=True)
@@ -203,10 +315,18 @@ class Sandbox:
     path: str = JOB_PATH
     bwrap: str = "bwrap"
     setpriv: str | None = None
+    # Where each command gets a control group of its own, or why none (conveyor.cgroups).
+    groups: JobGroups | None = None
+    without_groups: str = ""
 
     @classmethod
     def off(cls, limits: Limits | None = None, path: str = JOB_PATH) -> Sandbox:
         return cls(OFF, limits or Limits(), path)
+
+    @property
+    def per_job(self) -> bool:
+        """Whether memory and processes are counted per job (a control group each)."""
+        return self.enabled and self.groups is not None
 
     @property
     def enabled(self) -> bool:
@@ -221,7 +341,18 @@ class Sandbox:
         if not self.enabled:
             return "off: pipeline code runs as this user, with this machine's files"
         who = "as nobody" if self.uid is not None else "as this user, in a user namespace"
-        return f"bubblewrap, {who}; {self.limits.describe()}"
+        text = f"bubblewrap, {who}; {self.limits.describe(self.per_job)}"
+        if self.groups is None and self.without_groups:
+            text += f" (no per-job limits: {self.without_groups})"
+        return text
+
+    @property
+    def limit_scope(self) -> str:
+        """What /api/v1/health reports: "job" (a control group per command), "process"
+        (resource limits only) or "none" (unsandboxed)."""
+        if not self.enabled:
+            return "none"
+        return "job" if self.groups is not None else "process"
 
     def environment(self, home: Path, variables: Mapping[str, str]) -> dict[str, str]:
         """Everything a command sees: a fixed base, then ``variables`` (the engine's and the
@@ -284,7 +415,8 @@ class Sandbox:
         if not self.enabled:
             yield Launch(list(argv), environment, str(cwd))
             return
-        fd = _environment_file(environment, self.limits)
+        group = self._group(die_with_parent)
+        fd = _environment_file(environment, self.limits, per_job=group is not None)
         launch = Launch(
             [*self._prefix(root, cwd, die_with_parent), *_through_bash(argv)],
             self._helper_env(environment, fd),
@@ -293,10 +425,37 @@ class Sandbox:
             str(cwd),
             (fd,),
         )
+        if group is not None:
+            info_read, info_write = os.pipe()
+            block_read, block_write = os.pipe()
+            bwrap_options = ["--info-fd", str(info_write), "--block-fd", str(block_read)]
+            launch.argv[1:1] = bwrap_options
+            launch.pass_fds += (info_write, block_read)
+            launch.group, launch.info, launch.block = group, info_read, block_write
         try:
             yield launch
+        except BaseException:
+            if group is not None:
+                launch.close()
+                group.close()
+            raise
         finally:
             launch.close()
+
+    def _group(self, die_with_parent: bool) -> Group | None:
+        if self.groups is None:
+            return None
+        try:
+            return self.groups.create(
+                memory=self.limits.memory,
+                processes=self.limits.processes,
+                kind="job" if die_with_parent else "release",
+            )
+        except OSError as exc:
+            raise ConveyorError(
+                f"cannot make a control group for the command: {exc.strerror or exc}",
+                hint=f"check {self.groups.describe()}, or set CONVEYOR_CGROUP=off",
+            ) from None
 
     def _helper_env(self, environment: Mapping[str, str], fd: int) -> dict[str, str]:
         # What bubblewrap and setpriv run with: nothing the pipeline chose, since they
@@ -354,17 +513,8 @@ class Sandbox:
             self.claim(scratch)
             with self.launch(["true"], env={}, root=scratch) as launch:
                 try:
-                    done = subprocess.run(
-                        launch.argv,
-                        env=launch.env,
-                        cwd=launch.cwd,
-                        pass_fds=launch.pass_fds,
-                        stdin=subprocess.DEVNULL,
-                        capture_output=True,
-                        timeout=_PROBE_SECONDS,
-                        check=False,
-                    )
-                except (OSError, subprocess.TimeoutExpired) as exc:
+                    done = launch.run(_PROBE_SECONDS)
+                except (OSError, subprocess.TimeoutExpired, ConveyorError) as exc:
                     raise _cannot(f"bwrap could not be run: {exc}") from None
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -392,17 +542,24 @@ def _rlimit(resource_id: int, wanted: int) -> int:
     return wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
 
 
-def _environment_file(environment: Mapping[str, str], limits: Limits) -> int:
+def _environment_file(
+    environment: Mapping[str, str], limits: Limits, *, per_job: bool = False
+) -> int:
     """A memory file bash sources (BASH_ENV) before the command: it sets the limits (soft and
     hard: the command, now unprivileged, cannot raise them again), exports ``environment`` and
     forgets itself. Names a shell cannot export are left out, as bash itself would. Setting the
-    limits here, rather than with prlimit around bubblewrap, saves starting one more program."""
+    limits here, rather than with prlimit around bubblewrap, saves starting one more program.
+    ``per_job``: the command's control group counts its memory and processes, so neither the
+    per-user count of processes (which every sandbox running as nobody would share) nor the
+    address space of each process (which programs that reserve much and use little, as Go and
+    the JVM do, would trip over) is limited."""
     fd = os.memfd_create("conveyor-env", 0)
     memory = _rlimit(resource.RLIMIT_AS, limits.memory) // _KIB
     processes = _rlimit(resource.RLIMIT_NPROC, limits.processes)
     files = _rlimit(resource.RLIMIT_FSIZE, limits.file_size) // _KIB
     # bash counts -v and -f in KiB; a failure ends the command (set -e of steps, or `||`).
-    lines = [f"ulimit -v {memory} && ulimit -u {processes} && ulimit -f {files} || exit 125"]
+    counted = "" if per_job else f"ulimit -v {memory} && ulimit -u {processes} && "
+    lines = [f"{counted}ulimit -f {files} || exit 125"]
     lines += [
         f"export {name}={shlex.quote(value)}"
         for name, value in environment.items()
@@ -479,7 +636,9 @@ def configure(*, disabled: bool = False, environ: Mapping[str, str] | None = Non
     setpriv = shutil.which("setpriv", path=search) if os.geteuid() == 0 else ""
     if setpriv is None:
         raise _cannot("setpriv (util-linux) is not installed")
-    sandbox = Sandbox(BUBBLEWRAP, limits, path, bwrap, setpriv or None)
+    found = discover(environ)
+    groups, without = (found, "") if isinstance(found, JobGroups) else (None, found)
+    sandbox = Sandbox(BUBBLEWRAP, limits, path, bwrap, setpriv or None, groups, without)
     sandbox.probe()
     return sandbox
 
@@ -493,7 +652,7 @@ def default_sandbox() -> Sandbox:
     """The sandbox of a caller that was given none: configured from this process's
     environment, probed once per setting. Never silently unsandboxed: raises
     SandboxUnavailable like `configure`."""
-    names = ("PATH", SWITCH, PATH_VARIABLE)
+    names = ("PATH", SWITCH, PATH_VARIABLE, CGROUP_SETTING)
     key = tuple(
         sorted(
             (k, v) for k, v in os.environ.items() if k in names or k.startswith("CONVEYOR_LIMIT_")

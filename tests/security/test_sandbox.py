@@ -23,7 +23,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import httpx
 import pytest
@@ -40,6 +40,7 @@ from conveyor.targets.base import ReleaseBundle, TargetContext, TargetError
 from conveyor.targets.command import CommandTarget
 from tests.conftest import Conveyor, GitRepo
 from tests.delivery.harness import APP, stop_released_processes
+from tests.security.conftest import unavailable
 from tests.serverproc import (
     AgentProcess,
     Process,
@@ -82,27 +83,6 @@ SERVER_SETTINGS = {
     "CONVEYOR_PROMETHEUS_URL": "http://user:server-setting-0417@127.0.0.1:9",
 }
 SECRET_FILE_VALUE = "secrets-file-value-0419"
-
-
-def _unavailable(reason: str) -> NoReturn:
-    message = f"{reason}: install it with {INSTALL}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{message} (in CI the sandbox tests must run, never skip)", pytrace=False)
-    pytest.skip(message)
-
-
-def _environ() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
-
-
-@pytest.fixture(scope="module")
-def sandbox() -> Sandbox:
-    if shutil.which("bwrap") is None:
-        _unavailable("bubblewrap (bwrap) is not installed")
-    try:
-        return configure(environ=_environ())
-    except SandboxUnavailable as exc:
-        _unavailable(exc.message)
 
 
 def attacks(home: Path, server_pid: int, other: Path, tmp_name: str) -> str:
@@ -246,7 +226,9 @@ def test_a_job_step_cannot_reach_the_server_its_data_or_another_services_workspa
 ) -> None:
     home = tmp_path / "home"
     server = start_server(servers, home)
-    assert server.api("GET", "/health").json()["sandbox"] == "bubblewrap"
+    health = server.api("GET", "/health").json()
+    assert health["sandbox"] == "bubblewrap"
+    assert health["limits"] == ("job" if sandbox.per_job else "process"), health
     assert server.process is not None
     victim_repo, attacker_repo = GitRepo(tmp_path / "victim"), GitRepo(tmp_path / "attacker")
     for repo in (victim_repo, attacker_repo):
@@ -580,7 +562,8 @@ def test_a_job_starting_processes_over_the_limit_is_stopped_saying_so(
     result = limited(conveyor, processes="32")("run", timeout=120)
     assert result.returncode == 1, result.output
     job = failed_job(conveyor, "bomb")
-    assert "it could not start more processes (this runner allows 32)" in job["reason"], job
+    per_job = " per job" if sandbox.per_job else ""
+    assert f"it could not start more processes (this runner allows 32{per_job})" in job["reason"]
     assert not command_lines(f"sleep\0{duration}\0".encode())  # all gone with the step
 
 
@@ -629,7 +612,7 @@ def test_without_bubblewrap_the_sandbox_names_the_fix_in_one_line(tmp_path: Path
 
 def test_a_bubblewrap_that_fails_its_probe_is_refused_with_its_reason(tmp_path: Path) -> None:
     if ROOT and shutil.which("setpriv") is None:
-        _unavailable("util-linux (setpriv) is not installed")
+        unavailable("util-linux (setpriv) is not installed")
     fake = tmp_path / "bin"
     fake.mkdir()
     (fake / "bwrap").write_text(
@@ -699,19 +682,11 @@ def test_a_pipelines_loader_variables_never_reach_the_helpers_that_run_as_root(
         assert set(run.env) <= {"PATH", "LANG", "BASH_ENV", "CONVEYOR_RUN_ID", "TZ"}
         assert not any("s3cr3t" in a for a in run.argv)
         sandbox.claim(root)
-        done = subprocess.run(
-            run.argv,
-            env=run.env,
-            cwd=run.cwd,
-            pass_fds=run.pass_fds,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-    assert done.stdout == f"s3cr3t {root / 'evil.so'}\n", done.stderr
+        done = run.run(timeout=30)
+    stdout, stderr = done.stdout.decode(), done.stderr.decode()
+    assert stdout == f"s3cr3t {root / 'evil.so'}\n", stderr
     # Only the step's own program (sh) tried to load the library, and said so: no helper did.
-    assert done.stderr.count("from LD_PRELOAD cannot be preloaded") == 1, done.stderr
+    assert stderr.count("from LD_PRELOAD cannot be preloaded") == 1, stderr
 
 
 @pytest.mark.integration
@@ -763,14 +738,19 @@ def _health(port: int) -> dict[str, Any] | None:
 
 
 def test_job_and_deploy_modules_import_the_sandbox_not_the_other_way_round() -> None:
-    # conveyor.sandbox is a leaf: it imports nothing of conveyor but its errors.
-    source = Path(__file__).parents[2] / "src" / "conveyor" / "sandbox.py"
-    imports = [
-        line
-        for line in source.read_text().splitlines()
-        if line.startswith(("import conveyor", "from conveyor"))
-    ]
-    assert imports == ["from conveyor.errors import ConveyorError"]
+    # conveyor.sandbox is a leaf: it imports nothing of conveyor but its errors and the control
+    # groups (a leaf of its own).
+    package = Path(__file__).parents[2] / "src" / "conveyor"
+
+    def imports(name: str) -> set[str]:
+        return {
+            line.split()[1]
+            for line in (package / name).read_text().splitlines()
+            if line.startswith(("import conveyor", "from conveyor"))
+        }
+
+    assert imports("sandbox.py") == {"conveyor.errors", "conveyor.cgroups"}
+    assert imports("cgroups.py") == set()
 
 
 def test_the_sandbox_runs_as_nobody_when_root_and_gives_it_the_folder(
@@ -783,19 +763,10 @@ def test_the_sandbox_runs_as_nobody_when_root_and_gives_it_the_folder(
     with sandbox.launch(
         ["sh", "-c", "id -u; echo y >> sub/file; touch new"], env={}, root=root
     ) as run:
-        done = subprocess.run(
-            run.argv,
-            env=run.env,
-            cwd=run.cwd,
-            pass_fds=run.pass_fds,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        done = run.run(timeout=30)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == str(NOBODY if ROOT else os.geteuid())
+    assert done.stdout.decode().strip() == str(NOBODY if ROOT else os.geteuid())
     assert (root / "sub" / "file").read_text() == "xy\n"
     if ROOT:
         assert (root / "new").stat().st_uid == NOBODY
-    assert done.stderr == ""
+    assert done.stderr == b""

@@ -430,7 +430,7 @@ class JobExecutor:
             status, reason = _describe(result, limit, confined)
             exit_code = result.exit_code
             if status is StepStatus.FAILED and confined is not None and confined.enabled:
-                reason = _limit_hit(reason, watch, confined, log)
+                reason = _limit_hit(reason, watch, result, confined, log)
             if status is not StepStatus.FAILED or attempt == attempts or self.cancel.is_set():
                 return status, exit_code, reason, attempt
             log.line(f"[conveyor] attempt {attempt} of {attempts} {reason}; trying again")
@@ -438,11 +438,21 @@ class JobExecutor:
 
 
 def _limit_hit(
-    reason: str | None, watch: _LimitWatch, sandbox: Sandbox, log: LogBuffer
+    reason: str | None,
+    watch: _LimitWatch,
+    result: ProcessResult,
+    sandbox: Sandbox,
+    log: LogBuffer,
 ) -> str | None:
-    """The failure's reason, naming the sandbox limit the step's output says it hit."""
+    """The failure's reason, naming the sandbox limit the step hit: as its control group
+    counted (when it had one), else as its output says."""
     limits = sandbox.limits
-    if watch.processes:
+    met = result.limits
+    if met is not None and met.oom_kills:
+        hit = f"it ran out of memory (this runner allows {format_bytes(limits.memory)} per job)"
+    elif met is not None and met.refused_forks:
+        hit = f"it could not start more processes (this runner allows {limits.processes} per job)"
+    elif watch.processes:
         hit = f"it could not start more processes (this runner allows {limits.processes})"
     elif watch.memory:
         hit = (

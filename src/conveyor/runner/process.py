@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import dataclasses
 import os
 import shutil
 import signal
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from conveyor.cgroups import Group, GroupReport
 from conveyor.errors import ConveyorError
 from conveyor.sandbox import Sandbox
 
@@ -55,7 +57,8 @@ class ProcessResult:
     """How a process ended.
 
     ``exit_code`` is None when we killed it (timeout or cancel); a negative value -N means it was
-    killed by signal N from elsewhere (asyncio's convention).
+    killed by signal N from elsewhere (asyncio's convention). ``limits`` is what a sandboxed
+    command met in its control group (memory exhausted, forks refused), when it had one.
     """
 
     exit_code: int | None
@@ -65,6 +68,7 @@ class ProcessResult:
     output_bytes: int
     duration: float
     pid: int
+    limits: GroupReport | None = None
 
     @property
     def ok(self) -> bool:
@@ -263,7 +267,7 @@ async def _spawn(
     stdout_fd: int,
     sandbox: Sandbox | None,
     root: Path | None,
-) -> asyncio.subprocess.Process:
+) -> tuple[asyncio.subprocess.Process, Group | None]:
     if not argv:
         raise ConveyorError("cannot run an empty command")
     if not cwd.is_dir():
@@ -271,7 +275,7 @@ async def _spawn(
     if sandbox is not None:
         return await _spawn_sandboxed(argv, cwd, env, stdout_fd, sandbox, root or cwd)
     try:
-        return await asyncio.create_subprocess_exec(
+        process = await asyncio.create_subprocess_exec(
             *argv,
             cwd=cwd,
             env=dict(env),
@@ -291,6 +295,7 @@ async def _spawn(
         ) from exc
     except OSError as exc:  # e.g. ENOEXEC: a script without a #! line
         raise ConveyorError(f"cannot run {argv[0]}: {exc.strerror or exc}") from exc
+    return process, None
 
 
 async def _spawn_sandboxed(
@@ -300,7 +305,7 @@ async def _spawn_sandboxed(
     stdout_fd: int,
     sandbox: Sandbox,
     root: Path,
-) -> asyncio.subprocess.Process:
+) -> tuple[asyncio.subprocess.Process, Group | None]:
     if not cwd.resolve().is_relative_to(root.resolve()):
         raise ConveyorError(f"working directory {cwd} is outside the sandbox's folder {root}")
     # Looked up here, as for an unsandboxed command, so that a missing program reads the same;
@@ -315,7 +320,7 @@ async def _spawn_sandboxed(
         await asyncio.to_thread(sandbox.claim, root)
     with sandbox.launch(argv, env=env, root=root, cwd=cwd) as launch:
         try:
-            return await asyncio.create_subprocess_exec(
+            process = await asyncio.create_subprocess_exec(
                 *launch.argv,
                 cwd=launch.cwd,
                 env=launch.env,
@@ -327,6 +332,11 @@ async def _spawn_sandboxed(
             )
         except OSError as exc:
             raise ConveyorError(f"cannot start the sandbox: {exc.strerror or exc}") from exc
+        if launch.group is not None:
+            # Waits (in a thread) for bubblewrap to make its sandbox process and moves it into
+            # the group before anything of the pipeline's runs.
+            await asyncio.to_thread(launch.admit, process.pid)
+        return process, launch.group
 
 
 async def run_process(
@@ -382,12 +392,49 @@ async def run_process(
         os.close(write_fd)
         raise
     try:
-        proc = await _spawn(argv, cwd, env, write_fd, sandbox, sandbox_root)
+        proc, group = await _spawn(argv, cwd, env, write_fd, sandbox, sandbox_root)
     except BaseException:
         transport.close()
         raise
     finally:
         os.close(write_fd)  # only the child may hold the write end, or we never see EOF
+    try:
+        result = await _supervise(
+            proc,
+            reader,
+            transport,
+            on_line,
+            timeout,
+            cancel,
+            max_bytes,
+            max_line,
+            kill_grace,
+            on_start,
+        )
+    except BaseException:
+        if group is not None:
+            group.close()
+        raise
+    if group is None:
+        return result
+    limits = group.report()
+    # Whatever of the command's is still in its group (it left the process group) goes.
+    group.close()
+    return dataclasses.replace(result, limits=limits)
+
+
+async def _supervise(
+    proc: asyncio.subprocess.Process,
+    reader: asyncio.StreamReader,
+    transport: asyncio.BaseTransport,
+    on_line: Callable[[str], None],
+    timeout: float | None,
+    cancel: asyncio.Event | None,
+    max_bytes: int,
+    max_line: int,
+    kill_grace: float,
+    on_start: Callable[[int], None] | None,
+) -> ProcessResult:
     started = time.monotonic()
     pid = proc.pid
 

@@ -41,7 +41,15 @@ def _state(request: Request) -> Any:
 @router.get("/health", tags=["server"])
 def health(request: Request) -> dict[str, str]:
     # "off" when the operator chose to run pipeline code unsandboxed: visible to monitoring.
-    return {"status": "ok", "version": __version__, "sandbox": _state(request).sandbox.mode}
+    sandbox = _state(request).sandbox
+    # "limits": "job" (a control group per command), "process" or "none": what a runaway job
+    # can take from the others.
+    return {
+        "status": "ok",
+        "version": __version__,
+        "sandbox": sandbox.mode,
+        "limits": sandbox.limit_scope,
+    }
 
 
 class ServiceIn(BaseModel):

@@ -307,6 +307,9 @@ class ProcessTarget(ProxiedTarget["_Options"]):
                 )
             except OSError as exc:
                 raise TargetError(f"cannot run the start command: {exc.strerror or exc}") from exc
+            # Into its control group before it runs (a release's group outlives the server, as
+            # the release does; an empty one is swept later).
+            launch.admit(child.pid)
         started_at = time.monotonic()
         _CHILDREN[child.pid] = child
         state: dict[str, Any] = {

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from conveyor.engine.deploy_states import DeploymentStatus, IncidentStatus
+from conveyor.engine.deploy_states import DeploymentKind, DeploymentStatus, IncidentStatus
 from conveyor.engine.incidents import open_incident, resolve_incident
 from conveyor.engine.promotion import (
     D,
@@ -112,7 +112,7 @@ def succeed(
         move(w, dep, D.SUCCEEDED)
         record_deployment_fact(w, dep, "succeeded", changes)
         version = version_of(dep.release)
-        if dep.kind == "rollback":
+        if dep.kind == DeploymentKind.ROLLBACK:
             _finish_rollback(w, dep, restored=True)
             return []
         notify(
@@ -189,7 +189,7 @@ def fail(
         dep = get_deployment(w, deployment_id)
         dep.failed_at = dep.failed_at or utcnow()
         env = env_row(w, dep.service_id, dep.environment, dep.tier, lock=True)
-        if dep.kind == "rollback":
+        if dep.kind == DeploymentKind.ROLLBACK:
             move(w, dep, D.FAILED, reason)
             record_deployment_fact(w, dep, "failed")
             _finish_rollback(w, dep, restored=False)
@@ -232,7 +232,7 @@ def fail(
                 dep.tier,
                 trigger="failure",
                 by="conveyor",
-                kind="rollback",
+                kind=DeploymentKind.ROLLBACK,
                 rollback_of=dep.id,
             )
             rollback.owner, rollback.started_at = dep.owner, utcnow()

@@ -45,6 +45,7 @@ from conveyor.engine.promotion_rules import (
     decide,
 )
 from conveyor.errors import ConveyorError, NotFound
+from conveyor.events import EventType, NoticeEvent, approval_event, deployment_event
 from conveyor.spec.fields import SKIP_GRAPH_CHECKS
 from conveyor.spec.models import Environment, Pipeline
 from conveyor.store.db import Store, Writer
@@ -122,7 +123,7 @@ def move(w: Writer, dep: Deployment, status: DeploymentStatus, reason: str | Non
     if status.terminal:
         dep.finished_at = utcnow()
     w.emit(
-        f"deployment.{status.value}",
+        deployment_event(status),
         service=dep.service.name,
         deployment=dep.id,
         environment=dep.environment,
@@ -132,7 +133,7 @@ def move(w: Writer, dep: Deployment, status: DeploymentStatus, reason: str | Non
     )
 
 
-def notify(w: Writer, dep: Deployment, event: str, summary: str, **extra: Any) -> None:
+def notify(w: Writer, dep: Deployment, event: NoticeEvent, summary: str, **extra: Any) -> None:
     release = dep.release
     queue_notices(
         w,
@@ -180,7 +181,7 @@ def queue_deployment(
     w.session.flush()
     env_row(w, release.service_id, environment, tier)
     w.emit(
-        "deployment.queued",
+        EventType.DEPLOYMENT_QUEUED,
         service=release.service.name,
         deployment=dep.id,
         environment=environment,
@@ -301,7 +302,7 @@ def _start(w: Writer, dep: Deployment, env: EnvironmentState, owner: str) -> Non
         notify(
             w,
             dep,
-            "deployment.started",
+            NoticeEvent.DEPLOYMENT_STARTED,
             f"{dep.service.name} {version_of(dep.release)} is being deployed to {dep.environment}",
         )
 
@@ -410,7 +411,7 @@ def _request_approval(w: Writer, dep: Deployment, config: dict[str, Any]) -> Non
     notify(
         w,
         dep,
-        "approval.requested",
+        NoticeEvent.APPROVAL_REQUESTED,
         f"{dep.service.name} {version_of(dep.release)} waits for approval to deploy to "
         f"{dep.environment} ({approval.required} of {', '.join(approval.approvers)})",
         approval_id=approval.id,
@@ -434,7 +435,7 @@ def new_approval(w: Writer, dep: Deployment, kind: str, config: dict[str, Any]) 
     w.session.add(approval)
     w.session.flush()
     w.emit(
-        "approval.requested",
+        EventType.APPROVAL_REQUESTED,
         service=dep.service.name,
         approval=approval.id,
         deployment=dep.id,
@@ -460,7 +461,7 @@ def close_approval(w: Writer, approval: Approval, status: ApprovalStatus, reason
     check_transition("approval", ApprovalStatus(approval.status), status)
     approval.status, approval.reason, approval.decided_at = status, reason, utcnow()
     w.emit(
-        f"approval.{status.value}",
+        approval_event(status),
         service=approval.deployment.service.name,
         approval=approval.id,
         deployment=approval.deployment_id,
@@ -587,7 +588,7 @@ def rollback(store: Store, service: str, environment: str, by: str, to: int | No
 def hold_environment(w: Writer, env: EnvironmentState, by: str, reason: str) -> None:
     env.held, env.held_by, env.hold_reason, env.updated_at = True, by, reason, utcnow()
     w.emit(
-        "environment.held",
+        EventType.ENVIRONMENT_HELD,
         service=env.service.name,
         environment=env.name,
         actor=by,
@@ -609,7 +610,7 @@ def unhold(store: Store, service: str, environment: str, by: str) -> None:
         if not env.held:
             raise ConveyorError(f"{service} {environment} is not held")
         env.held, env.held_by, env.hold_reason, env.updated_at = False, None, None, utcnow()
-        w.emit("environment.unheld", service=service, environment=environment, actor=by)
+        w.emit(EventType.ENVIRONMENT_UNHELD, service=service, environment=environment, actor=by)
 
 
 def _known_env(w: Writer, svc: Service, environment: str) -> EnvironmentState:
@@ -657,7 +658,9 @@ def resumptions(w: Writer, dep: Deployment) -> int:
     """How often ``dep`` was carried out again after a server died during it (its
     ``deployment.resumed`` events: the append-only log is the count, no column needed)."""
     events = w.session.scalars(
-        select(Event).where(Event.type == "deployment.resumed", Event.service == dep.service.name)
+        select(Event).where(
+            Event.type == EventType.DEPLOYMENT_RESUMED, Event.service == dep.service.name
+        )
     )
     return sum(1 for ev in events if ev.data.get("deployment") == dep.id)
 
@@ -684,7 +687,7 @@ def resume(store: Store, deployment_id: int) -> int | None:
         else:
             move(w, dep, D.DEPLOYING, reason)
         w.emit(
-            "deployment.resumed",
+            EventType.DEPLOYMENT_RESUMED,
             service=dep.service.name,
             deployment=dep.id,
             environment=dep.environment,

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from sqlalchemy import select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
 
 from conveyor.engine.deploy_states import (
     ApprovalStatus,
@@ -279,6 +280,8 @@ def _start_next(store: Store, owner: str, now: dt.datetime) -> list[Started]:
             select(Deployment)
             .where(Deployment.status.in_([D.QUEUED.value, D.AWAITING_APPROVAL.value]))
             .order_by(Deployment.id)
+            # The snapshot reads every queued deployment's release and its file: in one go.
+            .options(selectinload(Deployment.release).selectinload(Release.run))
         ).all()
         envs: dict[tuple[int, str], list[Deployment]] = {}
         for dep in waiting:

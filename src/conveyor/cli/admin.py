@@ -9,6 +9,7 @@ import click
 from sqlalchemy import select
 
 from conveyor.cli.common import print_json, print_table, store_for, when
+from conveyor.events import EventType
 from conveyor.server.tokens import SCOPES, create_token, list_tokens, revoke_token
 from conveyor.store.models import Service, utcnow
 from conveyor.store.vault import seal_webhook_secret
@@ -154,7 +155,7 @@ def service_add(
         svc.poll_interval = poll_interval
         if sealed:
             svc.webhook_secret = sealed
-        w.emit("service.registered", service=name, repository=repository, by="cli")
+        w.emit(EventType.SERVICE_REGISTERED, service=name, repository=repository, by="cli")
     click.echo(f"service {name} -> {repository}")
     if secret:
         click.echo(f"webhook secret (shown once): {secret}")

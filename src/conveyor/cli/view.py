@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 import click
 
 from conveyor.cli.common import STATUS_MARK, STATUS_STYLE, console, duration
+from conveyor.events import EventType
 from conveyor.store.db import Store
 from conveyor.store.models import Event, Run
 
@@ -55,14 +56,14 @@ class PlainView:
 
     def event(self, ev: Event) -> None:
         job = ev.data.get("job")
-        if ev.type == "taskrun.started":
+        if ev.type == EventType.TASKRUN_STARTED:
             click.echo(f"  {STATUS_MARK['running']} {job} started")
-        elif ev.type == "taskrun.finished":
+        elif ev.type == EventType.TASKRUN_FINISHED:
             status = ev.data["status"]
             took = f" in {ev.data['duration']:.1f}s" if "duration" in ev.data else ""
             why = f": {ev.data['reason']}" if ev.data.get("reason") else ""
             click.echo(f"  {STATUS_MARK.get(status, '?')} {job} {status}{took}{why}")
-        elif ev.type == "step.finished" and ev.data["status"] == "failed":
+        elif ev.type == EventType.STEP_FINISHED and ev.data["status"] == "failed":
             click.echo(f"    step {ev.data['step']} failed: {ev.data.get('reason', '')}")
 
     def end(self, run_id: int) -> None:
@@ -105,14 +106,18 @@ class LiveView:
         if not isinstance(job, str) or job not in self.rows:
             return
         row = self.rows[job]
-        if ev.type in ("taskrun.queued", "taskrun.started", "taskrun.finished"):
+        if ev.type in (
+            EventType.TASKRUN_QUEUED,
+            EventType.TASKRUN_STARTED,
+            EventType.TASKRUN_FINISHED,
+        ):
             row.status = ev.data["status"]
-            if ev.type == "taskrun.started":
+            if ev.type == EventType.TASKRUN_STARTED:
                 row.started = ev.ts
-            if ev.type == "taskrun.finished":
+            if ev.type == EventType.TASKRUN_FINISHED:
                 row.finished = ev.ts
                 row.note = ev.data.get("reason") or ""
-        elif ev.type == "step.started":
+        elif ev.type == EventType.STEP_STARTED:
             attempt = ev.data.get("attempt", 1)
             row.note = ev.data["step"] + (f" (attempt {attempt})" if attempt > 1 else "")
         if self.live is not None:

@@ -26,7 +26,7 @@ from conveyor.checks.health import run_health, run_verify
 from conveyor.delivery.bundles import KEEP_DEFAULT, keep_newest, prepare_bundle, prune_service
 from conveyor.delivery.monitor import Monitor
 from conveyor.engine import outcomes, promotion
-from conveyor.engine.deploy_states import ApprovalStatus, DeploymentStatus
+from conveyor.engine.deploy_states import ApprovalStatus, DeploymentKind, DeploymentStatus
 from conveyor.engine.driver import process_owner
 from conveyor.engine.recording import previous_success
 from conveyor.engine.recovery import owner_alive
@@ -59,7 +59,7 @@ class _Job:
     """What one deployment needs, read from the store once."""
 
     id: int
-    kind: str
+    kind: DeploymentKind
     service: str
     environment: str
     tier: str
@@ -249,7 +249,7 @@ class DeliveryController:
                 # Placed before the server died: the instance to route to (a rollback) or check
                 # (a deployment) again, if it still runs.
                 kept = Instance(dep.release_id, dep.url, dict(dep.instance))
-            elif dep.kind == "rollback":
+            elif dep.kind == DeploymentKind.ROLLBACK:
                 earlier = session.scalar(
                     select(Deployment)
                     .where(
@@ -265,7 +265,7 @@ class DeliveryController:
                     kept = Instance(earlier.release_id, earlier.url, dict(earlier.instance))
             return _Job(
                 id=dep.id,
-                kind=dep.kind,
+                kind=DeploymentKind(dep.kind),
                 service=dep.service.name,
                 environment=dep.environment,
                 tier=dep.tier,
@@ -279,7 +279,7 @@ class DeliveryController:
         line = DeploymentLog(self.store, deployment_id)
         try:
             job = await asyncio.to_thread(self._load, deployment_id)
-            if job.kind == "rollback":
+            if job.kind == DeploymentKind.ROLLBACK:
                 await self._roll_back(job, line)
             else:
                 await self._deploy(job, line)
@@ -604,7 +604,7 @@ class DeliveryController:
                 continue  # another server on this machine took it over first
             job = await asyncio.to_thread(self._load, deployment_id)
             line = DeploymentLog(self.store, deployment_id)
-            if job.kind == "rollback":
+            if job.kind == DeploymentKind.ROLLBACK:
                 # Putting the verified release back is idempotent (the target routes to the
                 # restored instance if it still runs, or starts it again): carry it out again
                 # rather than fail it for a reason that was the server's, not the release's.

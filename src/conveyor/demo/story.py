@@ -23,6 +23,7 @@ import httpx
 from conveyor.demo import stage
 from conveyor.demo.narrate import Narrator
 from conveyor.demo.stage import SERVICE, DemoError, Server
+from conveyor.events import NoticeEvent
 
 T = TypeVar("T")
 POLL_SECONDS = 0.1
@@ -298,7 +299,7 @@ class Story:
             _seconds(staging["healthy_at"], staging["finished_at"]),
         )
         approval = self._approval_requested(release)
-        self._inbox(["approval.requested"], release)
+        self._inbox([NoticeEvent.APPROVAL_REQUESTED], release)
         approval_rule = f"{approval['required']} of {', '.join(approval['approvers'])}"
         say.step(
             "wait",
@@ -346,7 +347,7 @@ class Story:
             )
         return found
 
-    def _inbox(self, events: list[str], release: dict[str, Any] | None = None) -> None:
+    def _inbox(self, events: list[NoticeEvent], release: dict[str, Any] | None = None) -> None:
         """Wait until the inbox holds these notices (newer than those already told)."""
         assert self.api is not None
         api = self.api
@@ -436,7 +437,7 @@ class Story:
             + (f" ({health.get('detail')})" if health.get("detail") else ""),
             _seconds(deployment["started_at"], deployment["finished_at"]),
         )
-        self._inbox(["deployment.succeeded"])
+        self._inbox([NoticeEvent.DEPLOYMENT_SUCCEEDED])
 
     def _production_fails(self, release: dict[str, Any]) -> None:
         assert self.api is not None
@@ -498,7 +499,12 @@ class Story:
                 f"recovery time {incident['recovery_seconds']:.1f} s",
             )
         self._inbox(
-            ["deployment.failed", "incident.opened", "deployment.rolledback", "incident.resolved"]
+            [
+                NoticeEvent.DEPLOYMENT_FAILED,
+                NoticeEvent.INCIDENT_OPENED,
+                NoticeEvent.DEPLOYMENT_ROLLEDBACK,
+                NoticeEvent.INCIDENT_RESOLVED,
+            ]
         )
 
     # --- the ending ----------------------------------------------------------------------------

@@ -45,6 +45,7 @@ from conveyor.engine.attribution import (
 from conveyor.engine.deploy_states import IncidentStatus
 from conveyor.engine.incidents import environment_of, open_incident, resolve_incident
 from conveyor.errors import ConveyorError, NotFound
+from conveyor.events import EventType
 from conveyor.sources.alertmanager import Alert, AlertNotification
 from conveyor.store.db import Store, Writer
 from conveyor.store.models import Delivery, Incident, Service, utcnow
@@ -221,7 +222,7 @@ def _ignore(w: Writer, alert: Alert, service: str | None, reason: str, actor: st
         )
         w.session.flush()
         w.emit(
-            "alert.ignored",
+            EventType.ALERT_IGNORED,
             service=service[:200] if service else None,
             fingerprint=alert.fingerprint,
             alert=alert.name,
@@ -300,7 +301,7 @@ def _update(w: Writer, incident: Incident, alert: Alert, actor: str) -> Outcome:
         "starts": ([*starts, start] if new_start else starts)[-MAX_STARTS:],
     }
     w.emit(
-        "incident.updated",
+        EventType.INCIDENT_UPDATED,
         service=incident.service.name,
         incident=incident.id,
         environment=incident.environment,

@@ -28,6 +28,7 @@ from sqlalchemy import select
 from conveyor.engine.deploy_states import ApprovalStatus, DeploymentStatus
 from conveyor.engine.promotion import close_approval, move, notify, version_of
 from conveyor.errors import ConveyorError, NotFound
+from conveyor.events import EventType, NoticeEvent
 from conveyor.store.db import Store
 from conveyor.store.models import Approval, ApprovalDecision, User, utcnow
 
@@ -164,7 +165,7 @@ def add_user(
             user = User(name=name, created_at=utcnow())
             w.session.add(user)
         user.emails, user.groups, user.slack_id = emails, groups, slack_id
-        w.emit("user.saved", name=name, emails=emails, groups=groups, actor=by)
+        w.emit(EventType.USER_SAVED, name=name, emails=emails, groups=groups, actor=by)
 
 
 def _not_an_approver(who: Person, approval: Approval) -> bool:
@@ -293,7 +294,7 @@ def decide(
     if refusal is not None:
         with store.write() as w:  # refused attempts belong in the audit log too
             w.emit(
-                "approval.refused",
+                EventType.APPROVAL_REFUSED,
                 service=service,
                 approval=approval_id,
                 deployment=deployment_id,
@@ -326,7 +327,7 @@ def decide(
         w.session.refresh(approval, ["decisions"])
         dep = approval.deployment
         w.emit(
-            "approval.decision",
+            EventType.APPROVAL_DECISION,
             service=dep.service.name,
             approval=approval.id,
             deployment=dep.id,
@@ -345,7 +346,7 @@ def decide(
                 notify(
                     w,
                     dep,
-                    "deployment.failed",
+                    NoticeEvent.DEPLOYMENT_FAILED,
                     f"{dep.service.name} {version_of(dep.release)} will not go to "
                     f"{dep.environment}: rejected by {who.name} ({reason})",
                 )

@@ -25,7 +25,7 @@ from typing import Any, Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from conveyor.engine.deploy_states import DeploymentStatus
+from conveyor.engine.deploy_states import DeploymentKind, DeploymentStatus
 from conveyor.engine.promotion import version_of
 from conveyor.errors import ConveyorError, NotFound
 from conveyor.store.models import (
@@ -177,7 +177,7 @@ def _deployment_of_release(
     query = select(Deployment).where(
         Deployment.release_id == release.id,
         Deployment.environment == environment,
-        Deployment.kind == "deploy",
+        Deployment.kind == DeploymentKind.DEPLOY,
     )
     served = session.scalar(
         query.where(Deployment.healthy_at.is_not(None)).order_by(Deployment.id).limit(1)
@@ -284,7 +284,7 @@ def recovery_of(
         query = select(Deployment).where(
             Deployment.service_id == incident.service_id,
             Deployment.environment == incident.environment,
-            Deployment.kind == "rollback",
+            Deployment.kind == DeploymentKind.ROLLBACK,
             Deployment.status != D.FAILED,
             Deployment.healthy_at.is_not(None),
             Deployment.healthy_at >= incident.opened_at,

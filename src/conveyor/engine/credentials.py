@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import delete, select
 
 from conveyor.errors import ConveyorError, NotFound
+from conveyor.events import EventType
 from conveyor.store.db import Store
 from conveyor.store.models import User, WebSession, utcnow
 
@@ -135,4 +136,10 @@ def set_credentials(
             w.session.execute(
                 delete(WebSession).where(WebSession.user == name, WebSession.token_id.is_(None))
             )
-        w.emit("user.credentials_changed", name=name, actor=by, at=utcnow().isoformat(), **changed)
+        w.emit(
+            EventType.USER_CREDENTIALS_CHANGED,
+            name=name,
+            actor=by,
+            at=utcnow().isoformat(),
+            **changed,
+        )

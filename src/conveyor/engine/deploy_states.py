@@ -36,6 +36,13 @@ class DeploymentStatus(enum.StrEnum):
         return self in DEPLOYMENT_ACTIVE
 
 
+class DeploymentKind(enum.StrEnum):
+    """What a deployment does (stored as text in deployments.kind)."""
+
+    DEPLOY = "deploy"  # a release promoted into the environment (automatically or by hand)
+    ROLLBACK = "rollback"  # a release that served there before, put back
+
+
 class ApprovalStatus(enum.StrEnum):
     PENDING = "pending"
     APPROVED = "approved"
@@ -77,6 +84,8 @@ DEPLOYMENT_ACTIVE = frozenset(
         DeploymentStatus.ROLLING_BACK,
     }
 )
+# Not finished yet: queued, waiting or being carried out (every status that is not terminal).
+DEPLOYMENT_OPEN = frozenset(DeploymentStatus) - DEPLOYMENT_TERMINAL
 
 _D = DeploymentStatus
 DEPLOYMENT_TRANSITIONS: Mapping[DeploymentStatus, frozenset[DeploymentStatus]] = {

@@ -30,6 +30,7 @@ from conveyor.engine.runs import (
 from conveyor.engine.scheduler import decide, next_decisions, run_outcome
 from conveyor.engine.states import JobStatus, RunStatus, StepStatus, check_transition
 from conveyor.errors import ConveyorError
+from conveyor.events import EventType
 from conveyor.store.db import Store, Writer, db_now
 from conveyor.store.models import Job, Run, Service, Step, utcnow
 
@@ -117,7 +118,12 @@ def start_queued_runs(store: Store, max_running: int) -> list[int]:
             check_transition("run", RunStatus(run.status), RunStatus.RUNNING)
             run.status = RunStatus.RUNNING
             run.started_at = utcnow()
-            w.emit("pipelinerun.started", service=run.service.name, run_id=run.id, owner="server")
+            w.emit(
+                EventType.PIPELINERUN_STARTED,
+                service=run.service.name,
+                run_id=run.id,
+                owner="server",
+            )
             started.append(run.id)
         return started
 
@@ -140,7 +146,7 @@ def supersede_queued(w: Writer, run: Run) -> list[int]:
         old.reason = reason
         old.finished_at = utcnow()
         w.emit(
-            "pipelinerun.finished",
+            EventType.PIPELINERUN_FINISHED,
             service=old.service.name,
             run_id=old.id,
             status=RunStatus.CANCELLED.value,
@@ -283,7 +289,7 @@ def expire_leases(store: Store, requeue_limit: int = REQUEUE_LIMIT) -> list[tupl
                 move_job(w, ref, JobStatus.QUEUED, lost)
                 reset_steps(w, job.id)
                 w.emit(
-                    "taskrun.requeued",
+                    EventType.TASKRUN_REQUEUED,
                     service=ref.service,
                     run_id=ref.run_id,
                     job_id=ref.id,

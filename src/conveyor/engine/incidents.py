@@ -33,6 +33,7 @@ from conveyor.engine.deploy_states import IncidentStatus, check_transition
 from conveyor.engine.notices import queue_notices
 from conveyor.engine.promotion import notify, pipeline_of, service_named, version_of
 from conveyor.errors import ConveyorError, NotFound
+from conveyor.events import EventType, NoticeEvent
 from conveyor.store.db import Store, Writer
 from conveyor.store.models import (
     Deployment,
@@ -61,7 +62,7 @@ def _latest_release(session: Session, service_id: int) -> Release | None:
     )
 
 
-def _notify(w: Writer, incident: Incident, event: str, summary: str) -> None:
+def _notify(w: Writer, incident: Incident, event: NoticeEvent, summary: str) -> None:
     """Tell whoever the service's pipeline file says listens for ``event``: through the
     attributed deployment (its release's file), else through the newest release's file."""
     dep = w.session.get(Deployment, incident.deployment_id) if incident.deployment_id else None
@@ -131,7 +132,7 @@ def open_incident(
     service = w.session.get(Service, service_id)
     assert service is not None
     w.emit(
-        "incident.opened",
+        EventType.INCIDENT_OPENED,
         service=service.name,
         incident=incident.id,
         environment=environment,
@@ -143,7 +144,7 @@ def open_incident(
         attribution=attribution.how,
         actor=actor,
     )
-    _notify(w, incident, "incident.opened", title)
+    _notify(w, incident, NoticeEvent.INCIDENT_OPENED, title)
     return incident
 
 
@@ -163,7 +164,7 @@ def resolve_incident(
     incident.status, incident.resolved_at, incident.resolved_by = IncidentStatus.RESOLVED, at, by
     incident.data = {**incident.data, "recovery": recovery}
     w.emit(
-        "incident.resolved",
+        EventType.INCIDENT_RESOLVED,
         service=incident.service.name,
         incident=incident.id,
         environment=incident.environment,
@@ -173,7 +174,7 @@ def resolve_incident(
         restored_by=recovery["restored_by"] if recovery else None,
         actor=actor,
     )
-    _notify(w, incident, "incident.resolved", f"{incident.title} — resolved: {by}")
+    _notify(w, incident, NoticeEvent.INCIDENT_RESOLVED, f"{incident.title} — resolved: {by}")
 
 
 def environment_of(

@@ -22,6 +22,7 @@ from conveyor.engine.promotion import (
     queue_deployment,
     version_of,
 )
+from conveyor.events import EventType, NoticeEvent
 from conveyor.store.db import Store
 from conveyor.store.models import Deployment, EnvironmentState, Release, utcnow
 
@@ -105,7 +106,7 @@ def record_health(
         if env.healthy is not healthy:
             dep = w.session.get_one(Deployment, deployment_id)
             w.emit(
-                "environment.healthy" if healthy else "environment.unhealthy",
+                EventType.ENVIRONMENT_HEALTHY if healthy else EventType.ENVIRONMENT_UNHEALTHY,
                 service=dep.service.name,
                 environment=env.name,
                 release=env.current_release_id,
@@ -128,7 +129,7 @@ def serving_failed(store: Store, environment_id: int, deployment_id: int, reason
         env.healthy, env.checked_at, env.health_detail = False, now, reason
         version = version_of(dep.release)
         summary = f"{dep.service.name} {version} in {env.name} is unhealthy: {reason}"
-        notify(w, dep, "deployment.failed", summary)
+        notify(w, dep, NoticeEvent.DEPLOYMENT_FAILED, summary)
         if env.tier != "production":
             return "marked unhealthy"
         open_incident(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from conveyor.events import NoticeEvent
 from conveyor.spec.models import Pipeline
 from conveyor.store.db import Writer
 from conveyor.store.models import Notification, utcnow
@@ -19,7 +20,7 @@ def queue_notices(
     pipeline: Pipeline,
     *,
     service_id: int,
-    event: str,
+    event: NoticeEvent,
     service: str,
     summary: str,
     **details: Any,

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from conveyor.engine.deploy_states import DeploymentStatus, IncidentStatus
+from conveyor.engine.deploy_states import DeploymentKind, DeploymentStatus, IncidentStatus
 from conveyor.engine.incidents import open_incident, resolve_incident
 from conveyor.engine.promotion import (
     D,
@@ -26,6 +26,7 @@ from conveyor.engine.promotion import (
     version_of,
 )
 from conveyor.engine.recording import record_deployment_fact
+from conveyor.events import EventType, NoticeEvent
 from conveyor.metrics.facts import Change
 from conveyor.store.db import Store, Writer
 from conveyor.store.models import (
@@ -73,7 +74,7 @@ def record_checks(
             notify(
                 w,
                 dep,
-                "approval.requested",
+                NoticeEvent.APPROVAL_REQUESTED,
                 f"{dep.service.name} {version_of(dep.release)} in {dep.environment}: checks "
                 "were inconclusive; approve to keep it, reject to roll it back",
                 approval_id=approval.id,
@@ -112,13 +113,13 @@ def succeed(
         move(w, dep, D.SUCCEEDED)
         record_deployment_fact(w, dep, "succeeded", changes)
         version = version_of(dep.release)
-        if dep.kind == "rollback":
+        if dep.kind == DeploymentKind.ROLLBACK:
             _finish_rollback(w, dep, restored=True)
             return []
         notify(
             w,
             dep,
-            "deployment.succeeded",
+            NoticeEvent.DEPLOYMENT_SUCCEEDED,
             f"{dep.service.name} {version} is live in {dep.environment}",
         )
         pipeline = pipeline_of(dep.release.run)
@@ -153,7 +154,7 @@ def _finish_rollback(w: Writer, rollback: Deployment, *, restored: bool) -> None
         notify(
             w,
             rollback,
-            "deployment.rolledback",
+            NoticeEvent.DEPLOYMENT_ROLLEDBACK,
             f"{rollback.service.name} {rollback.environment} is back on {version}",
             fields={"rolled back": f"deployment {rollback.rollback_of}"}
             if rollback.rollback_of
@@ -189,7 +190,7 @@ def fail(
         dep = get_deployment(w, deployment_id)
         dep.failed_at = dep.failed_at or utcnow()
         env = env_row(w, dep.service_id, dep.environment, dep.tier, lock=True)
-        if dep.kind == "rollback":
+        if dep.kind == DeploymentKind.ROLLBACK:
             move(w, dep, D.FAILED, reason)
             record_deployment_fact(w, dep, "failed")
             _finish_rollback(w, dep, restored=False)
@@ -201,7 +202,7 @@ def fail(
                 env.url = _endpoint(dep) or env.url
             env.healthy, env.updated_at = False, utcnow()
             hold_environment(w, env, "conveyor", f"rollback deployment {dep.id} failed: {reason}")
-            notify(w, dep, "deployment.failed", _failure_summary(dep, reason))
+            notify(w, dep, NoticeEvent.DEPLOYMENT_FAILED, _failure_summary(dep, reason))
             return None
         if serving:
             env.current_release_id, env.current_deployment_id = dep.release_id, dep.id
@@ -210,7 +211,7 @@ def fail(
         if displaced and not serving:
             env.healthy, env.updated_at = False, utcnow()
         target = env.verified_release_id if displaced else None
-        notify(w, dep, "deployment.failed", _failure_summary(dep, reason))
+        notify(w, dep, NoticeEvent.DEPLOYMENT_FAILED, _failure_summary(dep, reason))
         if displaced and dep.tier == "production":
             open_incident(
                 w,
@@ -232,7 +233,7 @@ def fail(
                 dep.tier,
                 trigger="failure",
                 by="conveyor",
-                kind="rollback",
+                kind=DeploymentKind.ROLLBACK,
                 rollback_of=dep.id,
             )
             rollback.owner, rollback.started_at = dep.owner, utcnow()
@@ -274,7 +275,7 @@ def record_serving(store: Store, deployment_id: int, instance: dict[str, Any]) -
         env.instance, env.healthy, env.since, env.updated_at = instance, True, now, now
         env.url = _endpoint(dep) or env.url
         w.emit(
-            "environment.switched",
+            EventType.ENVIRONMENT_SWITCHED,
             service=dep.service.name,
             environment=dep.environment,
             deployment=dep.id,
@@ -295,7 +296,7 @@ def record_restarted(
             if dep is not None:
                 dep.instance = instance
         env.healthy, env.checked_at = None, None  # the monitor's next check says
-        w.emit("environment.restarted", service=service, environment=environment)
+        w.emit(EventType.ENVIRONMENT_RESTARTED, service=service, environment=environment)
 
 
 def record_publication(store: Store, release_id: int, publication: dict[str, Any]) -> None:
@@ -307,7 +308,7 @@ def record_publication(store: Store, release_id: int, publication: dict[str, Any
         release.publication = publication
         ok = publication.get("status") == "published"
         w.emit(
-            "release.published" if ok else "release.publish_failed",
+            EventType.RELEASE_PUBLISHED if ok else EventType.RELEASE_PUBLISH_FAILED,
             service=release.service.name,
             run_id=release.run_id,
             release=release.id,

@@ -13,8 +13,9 @@ skip older ones, visibly; a release reaches an environment only after the one na
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -22,14 +23,30 @@ from pydantic import ValidationError
 from sqlalchemy import select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
 
 from conveyor.engine.deploy_states import (
     ApprovalStatus,
+    DeploymentKind,
     DeploymentStatus,
     check_transition,
 )
 from conveyor.engine.notices import queue_notices
+from conveyor.engine.promotion_rules import (
+    Action,
+    Active,
+    Cancel,
+    Candidate,
+    RequestApproval,
+    Snapshot,
+    Start,
+    Supersede,
+    Unreadable,
+    Wait,
+    decide,
+)
 from conveyor.errors import ConveyorError, NotFound
+from conveyor.events import EventType, NoticeEvent, approval_event, deployment_event
 from conveyor.spec.fields import SKIP_GRAPH_CHECKS
 from conveyor.spec.models import Environment, Pipeline
 from conveyor.store.db import Store, Writer
@@ -107,7 +124,7 @@ def move(w: Writer, dep: Deployment, status: DeploymentStatus, reason: str | Non
     if status.terminal:
         dep.finished_at = utcnow()
     w.emit(
-        f"deployment.{status.value}",
+        deployment_event(status),
         service=dep.service.name,
         deployment=dep.id,
         environment=dep.environment,
@@ -117,7 +134,7 @@ def move(w: Writer, dep: Deployment, status: DeploymentStatus, reason: str | Non
     )
 
 
-def notify(w: Writer, dep: Deployment, event: str, summary: str, **extra: Any) -> None:
+def notify(w: Writer, dep: Deployment, event: NoticeEvent, summary: str, **extra: Any) -> None:
     release = dep.release
     queue_notices(
         w,
@@ -142,9 +159,10 @@ def queue_deployment(
     *,
     trigger: str,
     by: str | None,
-    kind: str = "deploy",
+    kind: DeploymentKind | str = DeploymentKind.DEPLOY,
     rollback_of: int | None = None,
 ) -> Deployment:
+    kind = DeploymentKind(kind)  # engine.monitoring still passes the text
     dep = Deployment(
         service_id=release.service_id,
         environment=environment,
@@ -164,7 +182,7 @@ def queue_deployment(
     w.session.flush()
     env_row(w, release.service_id, environment, tier)
     w.emit(
-        "deployment.queued",
+        EventType.DEPLOYMENT_QUEUED,
         service=release.service.name,
         deployment=dep.id,
         environment=environment,
@@ -224,12 +242,7 @@ class Started:
     """A deployment this controller must now carry out."""
 
     deployment_id: int
-    kind: str
-
-
-def _set_reason(dep: Deployment, reason: str) -> None:
-    if dep.reason != reason:
-        dep.reason = reason
+    kind: DeploymentKind
 
 
 def start_next(store: Store, owner: str, now: dt.datetime | None = None) -> list[Started]:
@@ -267,82 +280,112 @@ def _start_next(store: Store, owner: str, now: dt.datetime) -> list[Started]:
             select(Deployment)
             .where(Deployment.status.in_([D.QUEUED.value, D.AWAITING_APPROVAL.value]))
             .order_by(Deployment.id)
+            # The snapshot reads every queued deployment's release and its file: in one go.
+            .options(selectinload(Deployment.release).selectinload(Release.run))
         ).all()
         envs: dict[tuple[int, str], list[Deployment]] = {}
         for dep in waiting:
             envs.setdefault((dep.service_id, dep.environment), []).append(dep)
         for (service_id, name), deps in envs.items():
             env = env_row(w, service_id, name, deps[0].tier, lock=True)
-            chosen = _next_in(w, env, deps)
-            if chosen is not None:
-                dep = chosen
-                dep.owner, dep.started_at = owner, utcnow()
-                dep.previous_release_id = env.current_release_id
-                move(w, dep, D.DEPLOYING)
-                if dep.kind == "deploy":
-                    notify(
-                        w,
-                        dep,
-                        "deployment.started",
-                        f"{dep.service.name} {version_of(dep.release)} is being deployed to "
-                        f"{dep.environment}",
-                    )
-                started.append(Started(dep.id, dep.kind))
+            snapshot, rows = _snapshot(w, env, deps)
+            for action in decide(snapshot):
+                chosen = _apply(w, action, rows)
+                if chosen is not None:
+                    _start(w, chosen, env, owner)
+                    started.append(Started(chosen.id, DeploymentKind(chosen.kind)))
     return started
 
 
-def _next_in(w: Writer, env: EnvironmentState, deps: Sequence[Deployment]) -> Deployment | None:
-    """The deployment of this environment that starts now, if any (gates applied)."""
-    active = _active(w, env.service_id, env.name)
+def _start(w: Writer, dep: Deployment, env: EnvironmentState, owner: str) -> None:
+    dep.owner, dep.started_at = owner, utcnow()
+    dep.previous_release_id = env.current_release_id
+    move(w, dep, D.DEPLOYING)
+    if dep.kind == DeploymentKind.DEPLOY:
+        notify(
+            w,
+            dep,
+            NoticeEvent.DEPLOYMENT_STARTED,
+            f"{dep.service.name} {version_of(dep.release)} is being deployed to {dep.environment}",
+        )
+
+
+def _snapshot(
+    w: Writer, env: EnvironmentState, deps: Sequence[Deployment]
+) -> tuple[Snapshot, dict[int, Deployment]]:
+    """What promotion_rules.decide needs to know of this environment (``deps``: its queued
+    and waiting deployments, oldest first), and the rows its actions name."""
+    rows = {d.id: d for d in deps}
+    active_row = _active(w, env.service_id, env.name)
+    active = None
+    if active_row is not None:
+        rows[active_row.id] = active_row
+        status = D(active_row.status)
+        active = Active(
+            active_row.id,
+            status,
+            DeploymentKind(active_row.kind),
+            approved=status == D.AWAITING_APPROVAL and _approved(w, active_row),
+        )
     queued = [d for d in deps if d.status == D.QUEUED]
-    rollbacks = [d for d in queued if d.kind == "rollback"]
-    promotions = [d for d in queued if d.kind == "deploy"]
-    config = environment_config(promotions[-1]) if promotions else None
-    if config is not None and config.supersede and len(promotions) > 1:
-        newest = promotions[-1]
-        for old in promotions[:-1]:
-            move(w, old, D.SUPERSEDED, f"superseded by release {newest.release_id}")
-        promotions = [newest]
-    if active is not None:
-        if (
-            active.status == D.AWAITING_APPROVAL
-            and config is not None
-            and config.supersede
-            and promotions
-            and active.kind == "deploy"
-        ):
-            _withdraw_approvals(w, active, f"superseded by release {promotions[-1].release_id}")
-            move(w, active, D.SUPERSEDED, f"superseded by release {promotions[-1].release_id}")
-        elif active.status == D.AWAITING_APPROVAL and _approved(w, active):
-            return active
-        else:
-            for dep in queued:
-                _set_reason(dep, f"waiting for deployment {active.id} ({active.status})")
-            return None
-    if rollbacks:
-        return rollbacks[0]
-    for dep in promotions:
-        publication = dep.release.publication.get("status")
-        if publication == "failed":
-            move(
-                w,
-                dep,
-                D.CANCELLED,
-                f"release {dep.release_id} could not be published: "
-                f"{dep.release.publication.get('error')}",
-            )
-            continue
-        if env.held:
-            _set_reason(dep, f"{env.name} is held by {env.held_by}: {env.hold_reason}")
-            return None
-        if publication == "pending":
-            _set_reason(dep, "waiting for the release to be published")
-            return None
-        approval = environment_config(dep).approval
-        if approval is not None:
-            _request_approval(w, dep, approval.model_dump())
-            return None
-        return dep
+    newest = max((d.id for d in queued if d.kind == DeploymentKind.DEPLOY), default=None)
+    return (
+        Snapshot(
+            environment=env.name,
+            queued=tuple(_candidate(d, strict=d.id == newest) for d in queued),
+            active=active,
+            held=env.held,
+            held_by=env.held_by,
+            hold_reason=env.hold_reason,
+        ),
+        rows,
+    )
+
+
+def _candidate(dep: Deployment, *, strict: bool) -> Candidate:
+    """A queued deployment as the decision sees it. A promotion's environment entry is read
+    from its release's file; an unreadable one fails the decision when a rule needs it (at
+    once for the newest promotion, whose ``supersede`` every decision reads)."""
+    kind = DeploymentKind(dep.kind)
+    publication = dep.release.publication
+    candidate = Candidate(
+        dep.id,
+        dep.release_id,
+        kind,
+        publication=publication.get("status"),
+        publication_error=publication.get("error"),
+    )
+    if kind != DeploymentKind.DEPLOY:
+        return candidate
+    try:
+        config = environment_config(dep)
+    except (ConveyorError, ValidationError) as e:
+        if strict:
+            raise
+        return dataclasses.replace(candidate, config_error=e)
+    approval = config.approval.model_dump() if config.approval is not None else None
+    return dataclasses.replace(candidate, supersede=config.supersede, approval=approval)
+
+
+def _apply(w: Writer, action: Action, rows: Mapping[int, Deployment]) -> Deployment | None:
+    """Carry one of decide()'s actions out; returns the deployment to start, if that is it."""
+    dep = rows[action.deployment_id]
+    match action:
+        case Start():
+            return dep
+        case Supersede(withdraw_approvals=withdraw):
+            if withdraw:
+                _withdraw_approvals(w, dep, action.reason)
+            move(w, dep, D.SUPERSEDED, action.reason)
+        case Wait(reason=reason):
+            if dep.reason != reason:
+                dep.reason = reason
+        case Cancel(reason=reason):
+            move(w, dep, D.CANCELLED, reason)
+        case RequestApproval(config=config):
+            _request_approval(w, dep, dict(config))
+        case Unreadable(error=error):
+            raise error
     return None
 
 
@@ -371,7 +414,7 @@ def _request_approval(w: Writer, dep: Deployment, config: dict[str, Any]) -> Non
     notify(
         w,
         dep,
-        "approval.requested",
+        NoticeEvent.APPROVAL_REQUESTED,
         f"{dep.service.name} {version_of(dep.release)} waits for approval to deploy to "
         f"{dep.environment} ({approval.required} of {', '.join(approval.approvers)})",
         approval_id=approval.id,
@@ -395,7 +438,7 @@ def new_approval(w: Writer, dep: Deployment, kind: str, config: dict[str, Any]) 
     w.session.add(approval)
     w.session.flush()
     w.emit(
-        "approval.requested",
+        EventType.APPROVAL_REQUESTED,
         service=dep.service.name,
         approval=approval.id,
         deployment=dep.id,
@@ -421,7 +464,7 @@ def close_approval(w: Writer, approval: Approval, status: ApprovalStatus, reason
     check_transition("approval", ApprovalStatus(approval.status), status)
     approval.status, approval.reason, approval.decided_at = status, reason, utcnow()
     w.emit(
-        f"approval.{status.value}",
+        approval_event(status),
         service=approval.deployment.service.name,
         approval=approval.id,
         deployment=approval.deployment_id,
@@ -540,7 +583,7 @@ def rollback(store: Store, service: str, environment: str, by: str, to: int | No
             env.tier,
             trigger="rollback",
             by=by,
-            kind="rollback",
+            kind=DeploymentKind.ROLLBACK,
             rollback_of=env.current_deployment_id,
         ).id
 
@@ -548,7 +591,11 @@ def rollback(store: Store, service: str, environment: str, by: str, to: int | No
 def hold_environment(w: Writer, env: EnvironmentState, by: str, reason: str) -> None:
     env.held, env.held_by, env.hold_reason, env.updated_at = True, by, reason, utcnow()
     w.emit(
-        "environment.held", service=env.service.name, environment=env.name, actor=by, reason=reason
+        EventType.ENVIRONMENT_HELD,
+        service=env.service.name,
+        environment=env.name,
+        actor=by,
+        reason=reason,
     )
 
 
@@ -566,7 +613,7 @@ def unhold(store: Store, service: str, environment: str, by: str) -> None:
         if not env.held:
             raise ConveyorError(f"{service} {environment} is not held")
         env.held, env.held_by, env.hold_reason, env.updated_at = False, None, None, utcnow()
-        w.emit("environment.unheld", service=service, environment=environment, actor=by)
+        w.emit(EventType.ENVIRONMENT_UNHELD, service=service, environment=environment, actor=by)
 
 
 def _known_env(w: Writer, svc: Service, environment: str) -> EnvironmentState:
@@ -614,7 +661,9 @@ def resumptions(w: Writer, dep: Deployment) -> int:
     """How often ``dep`` was carried out again after a server died during it (its
     ``deployment.resumed`` events: the append-only log is the count, no column needed)."""
     events = w.session.scalars(
-        select(Event).where(Event.type == "deployment.resumed", Event.service == dep.service.name)
+        select(Event).where(
+            Event.type == EventType.DEPLOYMENT_RESUMED, Event.service == dep.service.name
+        )
     )
     return sum(1 for ev in events if ev.data.get("deployment") == dep.id)
 
@@ -641,7 +690,7 @@ def resume(store: Store, deployment_id: int) -> int | None:
         else:
             move(w, dep, D.DEPLOYING, reason)
         w.emit(
-            "deployment.resumed",
+            EventType.DEPLOYMENT_RESUMED,
             service=dep.service.name,
             deployment=dep.id,
             environment=dep.environment,

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from conveyor.engine.deploy_states import DeploymentKind
 from conveyor.engine.promotion import environment_config
 from conveyor.metrics.facts import Change, DeploymentFact, DeploymentResult
 from conveyor.metrics.record import write_fact
@@ -48,7 +49,7 @@ def _stages(w: Writer, dep: Deployment) -> dict[str, dt.datetime]:
         stages["run_started"] = run.started_at
     if run.finished_at:
         stages["run_finished"] = run.finished_at
-    after = environment_config(dep).after if dep.kind == "deploy" else None
+    after = environment_config(dep).after if dep.kind == DeploymentKind.DEPLOY else None
     if after:
         finished = w.session.scalar(
             select(Deployment.finished_at)
@@ -100,7 +101,7 @@ def record_deployment_fact(
         service=dep.service.name,
         environment=dep.environment,
         tier=dep.tier,
-        kind="rollback" if dep.kind == "rollback" else "deploy",
+        kind="rollback" if dep.kind == DeploymentKind.ROLLBACK else "deploy",
         result=result,
         sha=dep.release.sha,
         started_at=dep.started_at or dep.created_at,

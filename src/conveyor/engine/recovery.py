@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from conveyor.engine.runs import job_refs_of, move_job
 from conveyor.engine.states import JobStatus, RunStatus, check_transition
+from conveyor.events import EventType
 from conveyor.runner.process import kill_process_group
 from conveyor.store.db import Store, db_now
 from conveyor.store.models import Run
@@ -94,7 +95,7 @@ def recover_interrupted(store: Store) -> list[int]:
             run.reason = f"the process running it ({run.owner or 'unknown'}) stopped"
             run.finished_at = now
             w.emit(
-                "pipelinerun.finished",
+                EventType.PIPELINERUN_FINISHED,
                 service=run.service.name,
                 run_id=run_id,
                 status=RunStatus.INTERRUPTED.value,

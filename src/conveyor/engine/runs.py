@@ -24,6 +24,7 @@ from conveyor.engine.states import (
     check_transition,
 )
 from conveyor.errors import ConveyorError, NotFound
+from conveyor.events import EventType
 from conveyor.store.db import Store, Writer, db_now
 from conveyor.store.models import Artifact, Job, Release, Run, Service, Step, utcnow
 
@@ -47,7 +48,7 @@ def ensure_service(w: Writer, name: str, repository: str) -> Service:
         service = Service(name=name, repository=repository, created_at=utcnow())
         w.session.add(service)
         w.session.flush()
-        w.emit("service.registered", service=name, repository=repository)
+        w.emit(EventType.SERVICE_REGISTERED, service=name, repository=repository)
     return service
 
 
@@ -110,7 +111,7 @@ def create_run(
         w.session.add(run)
         w.session.flush()
         w.emit(
-            "pipelinerun.queued",
+            EventType.PIPELINERUN_QUEUED,
             service=service,
             run_id=run.id,
             sha=sha,
@@ -142,7 +143,7 @@ def start_run(store: Store, run_id: int, owner: str) -> None:
         run.started_at = now
         run.owner = owner
         run.heartbeat_at = db_now(w.session)  # judged by the database's clock (recovery)
-        w.emit("pipelinerun.started", service=run.service.name, run_id=run_id, owner=owner)
+        w.emit(EventType.PIPELINERUN_STARTED, service=run.service.name, run_id=run_id, owner=owner)
 
 
 @dataclass(frozen=True)
@@ -276,9 +277,9 @@ def move_job(
         # A job succeeds only after its runner has finished every step.
         _close_steps(w, ref, status, now)
     kind = {
-        JobStatus.QUEUED: "taskrun.queued",
-        JobStatus.RUNNING: "taskrun.started",
-    }.get(status, "taskrun.finished")
+        JobStatus.QUEUED: EventType.TASKRUN_QUEUED,
+        JobStatus.RUNNING: EventType.TASKRUN_STARTED,
+    }.get(status, EventType.TASKRUN_FINISHED)
     data: dict[str, Any] = {"job": ref.name, "status": status.value}
     if reason:
         data["reason"] = reason
@@ -349,7 +350,7 @@ def close_run(w: Writer, run: Run, status: RunStatus, reason: str | None) -> Non
         data["reason"] = reason
     if run.started_at:
         data["duration"] = round((now - run.started_at).total_seconds(), 3)
-    w.emit("pipelinerun.finished", service=run.service.name, run_id=run.id, **data)
+    w.emit(EventType.PIPELINERUN_FINISHED, service=run.service.name, run_id=run.id, **data)
     if status is RunStatus.SUCCEEDED:
         release = Release(
             service_id=run.service_id,
@@ -369,7 +370,7 @@ def close_run(w: Writer, run: Run, status: RunStatus, reason: str | None) -> Non
         w.session.add(release)
         w.session.flush()
         w.emit(
-            "release.created",
+            EventType.RELEASE_CREATED,
             service=run.service.name,
             run_id=run.id,
             release=release.id,
@@ -401,7 +402,12 @@ def request_cancel(store: Store, run_id: int, by: str) -> RunStatus:
             raise ConveyorError(f"run {run_id} has already {_ended(status)}")
         if not run.cancel_requested:
             run.cancel_requested = True
-            w.emit("pipelinerun.cancel_requested", service=run.service.name, run_id=run_id, by=by)
+            w.emit(
+                EventType.PIPELINERUN_CANCEL_REQUESTED,
+                service=run.service.name,
+                run_id=run_id,
+                by=by,
+            )
         return status
 
 
@@ -484,7 +490,7 @@ def create_rerun(store: Store, run_id: int, *, failed_only: bool, trigger: str) 
                 )
             )
         w.emit(
-            "pipelinerun.queued",
+            EventType.PIPELINERUN_QUEUED,
             service=old.service.name,
             run_id=run.id,
             sha=old.sha,

@@ -39,6 +39,8 @@ from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql import Executable
 
 from conveyor import __version__
+from conveyor.engine.deploy_states import DEPLOYMENT_OPEN
+from conveyor.events import EventType
 from conveyor.store.db import Store
 from conveyor.store.models import (
     Approval,
@@ -87,33 +89,27 @@ RESOLUTION_BUCKETS: tuple[float, ...] = (
 
 RUN_ACTIVE = ("queued", "running")
 JOB_ACTIVE = ("queued", "running")
-# Every deployment status that is not terminal (engine.deploy_states).
-DEPLOYMENT_OPEN = (
-    "queued",
-    "awaiting_approval",
-    "deploying",
-    "checking",
-    "verifying",
-    "held",
-    "rolling_back",
-)
-APPROVAL_ENDS = {"approval.approved", "approval.rejected", "approval.expired"}
+APPROVAL_ENDS = {
+    EventType.APPROVAL_APPROVED,
+    EventType.APPROVAL_REJECTED,
+    EventType.APPROVAL_EXPIRED,
+}
 # The event types the history families read (everything else in the log is skipped).
 EVENT_TYPES = (
-    "pipelinerun.queued",
-    "pipelinerun.started",
-    "pipelinerun.finished",
-    "taskrun.queued",
-    "taskrun.started",
-    "taskrun.finished",
-    "approval.requested",
-    "approval.approved",
-    "approval.rejected",
-    "approval.expired",
-    "approval.withdrawn",
-    "incident.opened",
-    "incident.resolved",
-    "cdevents.dropped",
+    EventType.PIPELINERUN_QUEUED,
+    EventType.PIPELINERUN_STARTED,
+    EventType.PIPELINERUN_FINISHED,
+    EventType.TASKRUN_QUEUED,
+    EventType.TASKRUN_STARTED,
+    EventType.TASKRUN_FINISHED,
+    EventType.APPROVAL_REQUESTED,
+    EventType.APPROVAL_APPROVED,
+    EventType.APPROVAL_REJECTED,
+    EventType.APPROVAL_EXPIRED,
+    EventType.APPROVAL_WITHDRAWN,
+    EventType.INCIDENT_OPENED,
+    EventType.INCIDENT_RESOLVED,
+    EventType.CDEVENTS_DROPPED,
 )
 
 # A new server reads the history in batches of this many rows.
@@ -407,7 +403,7 @@ class _History:
             .order_by(Event.id)
         ).all()  # fmt: skip
         resolved = [_int((r.data or {}).get("incident")) for r in rows
-                    if r.type == "incident.resolved"]  # fmt: skip
+                    if r.type == EventType.INCIDENT_RESOLVED]  # fmt: skip
         durations = self._resolution_times(session, resolved)
         for row in rows:
             try:
@@ -431,38 +427,38 @@ class _History:
         kind: str = row.type
         data: dict[str, Any] = row.data or {}
         service = row.service or ""
-        if kind == "pipelinerun.queued" and row.run_id is not None:
+        if kind == EventType.PIPELINERUN_QUEUED and row.run_id is not None:
             self._queued_runs[row.run_id] = row.ts
-        elif kind == "pipelinerun.started" and row.run_id is not None:
+        elif kind == EventType.PIPELINERUN_STARTED and row.run_id is not None:
             queued = self._queued_runs.pop(row.run_id, None)
             if queued is not None:
                 self.run_queue.observe((service,), _seconds(row.ts, queued))
-        elif kind == "pipelinerun.finished":
+        elif kind == EventType.PIPELINERUN_FINISHED:
             self._queued_runs.pop(row.run_id, None)
             status = str(data.get("status", ""))
             self.runs_finished.inc((service, status))
             if isinstance(data.get("duration"), int | float):
                 self.run_duration.observe((service, status), float(data["duration"]))
-        elif kind == "taskrun.queued" and row.job_id is not None:
+        elif kind == EventType.TASKRUN_QUEUED and row.job_id is not None:
             self._queued_jobs[row.job_id] = row.ts
-        elif kind == "taskrun.started" and row.job_id is not None:
+        elif kind == EventType.TASKRUN_STARTED and row.job_id is not None:
             queued = self._queued_jobs.pop(row.job_id, None)
             if queued is not None:
                 self.job_queue.observe((service,), _seconds(row.ts, queued))
-        elif kind == "taskrun.finished":
+        elif kind == EventType.TASKRUN_FINISHED:
             self._queued_jobs.pop(row.job_id, None)
             status = str(data.get("status", ""))
             self.jobs_finished.inc((service, status))
             if isinstance(data.get("duration"), int | float):
                 self.job_duration.observe((service, status), float(data["duration"]))
-        elif kind == "approval.requested" and data.get("approval") is not None:
+        elif kind == EventType.APPROVAL_REQUESTED and data.get("approval") is not None:
             self._approvals[int(data["approval"])] = (
                 row.ts,
                 service,
                 str(data.get("environment") or ""),
                 str(data.get("kind") or "approval"),
             )
-        elif kind in APPROVAL_ENDS or kind == "approval.withdrawn":
+        elif kind in APPROVAL_ENDS or kind == EventType.APPROVAL_WITHDRAWN:
             requested = self._approvals.pop(_int(data.get("approval")), None)
             if requested is not None and kind in APPROVAL_ENDS:
                 at, svc, environment, approval_kind = requested
@@ -470,13 +466,13 @@ class _History:
                 self.approval_wait.observe(
                     (svc, environment, approval_kind, result), _seconds(row.ts, at)
                 )
-        elif kind == "incident.opened":
+        elif kind == EventType.INCIDENT_OPENED:
             self.incidents_opened.inc((service,))
-        elif kind == "incident.resolved":
+        elif kind == EventType.INCIDENT_RESOLVED:
             took = resolution.get(_int(data.get("incident")))
             if took is not None:
                 self.incident_resolution.observe((service,), took)
-        elif kind == "cdevents.dropped":
+        elif kind == EventType.CDEVENTS_DROPPED:
             self.cdevents_dropped.inc((str(data.get("sink") or ""),))
 
     # --- deployment and change facts ---------------------------------------------------------
@@ -700,7 +696,7 @@ class StoreCollector(Collector):
             select(Service.name, Deployment.environment, Deployment.tier, Deployment.status,
                    func.count(), since)
             .join(Service, Service.id == Deployment.service_id)
-            .where(Deployment.status.in_(DEPLOYMENT_OPEN))
+            .where(Deployment.status.in_(sorted(DEPLOYMENT_OPEN)))
             .group_by(Service.name, Deployment.environment, Deployment.tier, Deployment.status)
         ).all()  # fmt: skip
         for service, environment, tier, status, count, first in sorted(rows, key=_first4):

@@ -36,6 +36,7 @@ from sqlalchemy import text as sql
 from sqlalchemy.exc import IntegrityError
 
 from conveyor import jsonio
+from conveyor.events import EventType
 from conveyor.metrics.import_cdevents import parse_cdevent, unwrap
 from conveyor.metrics.import_plan import (
     ImportSummary,
@@ -282,7 +283,7 @@ def _write(w: Writer, work: Plan, actor: str | None, origin: str) -> ImportSumma
     summary.incidents_resolved = resolved
     if deployments or incidents or resolved:
         w.emit(
-            "history.imported",
+            EventType.HISTORY_IMPORTED,
             actor=actor,
             origin=origin,
             deployments=len(deployments),
@@ -311,7 +312,7 @@ def _services(w: Writer, names: Sequence[str]) -> dict[str, int]:
             service = Service(name=name, repository=repository, created_at=utcnow())
             w.session.add(service)
             w.session.flush()
-            w.emit("service.registered", service=name, repository=repository, by="import")
+            w.emit(EventType.SERVICE_REGISTERED, service=name, repository=repository, by="import")
             found[name] = service.id
     return found
 

@@ -11,20 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conveyor.errors import ConveyorError
+from conveyor.events import NOTICE_TITLES
 
 __all__ = ["NOTICE_TITLES", "Notice", "NotifyError"]
-
-NOTICE_TITLES = {
-    "approval.requested": "Approval requested",
-    "deployment.started": "Deployment started",
-    "deployment.succeeded": "Deployment succeeded",
-    "deployment.failed": "Deployment failed",
-    "deployment.rolledback": "Rolled back",
-    "incident.opened": "Incident opened",
-    "incident.resolved": "Incident resolved",
-    "run.failed": "Run failed",
-    "run.succeeded": "Run succeeded",
-}
 
 
 class NotifyError(ConveyorError):

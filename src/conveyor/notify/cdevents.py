@@ -43,6 +43,7 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from conveyor.events import EventType
 from conveyor.metrics.exposition import GAP_GRACE_SECONDS, Tail
 from conveyor.notify.base import NotifyError
 from conveyor.notify.send import backoff_delay
@@ -82,14 +83,14 @@ DEFAULT_SOURCE = "/conveyor"
 # The Conveyor event types that become CDEvents (the sender wakes on these).
 MAPPED = frozenset(
     {
-        "pipelinerun.queued",
-        "pipelinerun.started",
-        "pipelinerun.finished",
-        "taskrun.started",
-        "taskrun.finished",
-        "deployment.succeeded",
-        "incident.opened",
-        "incident.resolved",
+        EventType.PIPELINERUN_QUEUED,
+        EventType.PIPELINERUN_STARTED,
+        EventType.PIPELINERUN_FINISHED,
+        EventType.TASKRUN_STARTED,
+        EventType.TASKRUN_FINISHED,
+        EventType.DEPLOYMENT_SUCCEEDED,
+        EventType.INCIDENT_OPENED,
+        EventType.INCIDENT_RESOLVED,
     }
 )
 OUTCOMES = {
@@ -182,11 +183,11 @@ class Mapper:
     def map(self, session: Session, event: LogEvent) -> dict[str, Any] | None:
         if event.type.startswith("pipelinerun."):
             return self._pipelinerun(session, event)
-        if event.type in ("taskrun.started", "taskrun.finished"):
+        if event.type in (EventType.TASKRUN_STARTED, EventType.TASKRUN_FINISHED):
             return self._taskrun(session, event)
-        if event.type == "deployment.succeeded":
+        if event.type == EventType.DEPLOYMENT_SUCCEEDED:
             return self._deployment(session, event)
-        if event.type in ("incident.opened", "incident.resolved"):
+        if event.type in (EventType.INCIDENT_OPENED, EventType.INCIDENT_RESOLVED):
             return self._incident(session, event)
         return None
 
@@ -350,7 +351,7 @@ class Mapper:
         if incident is None:
             return None
         service = event.service or ""
-        predicate = "detected" if event.type == "incident.opened" else "resolved"
+        predicate = "detected" if event.type == EventType.INCIDENT_OPENED else "resolved"
         content: dict[str, Any] = {
             "description": incident.title,
             # Incidents are production failures; one without an environment is production's.
@@ -608,7 +609,7 @@ class CDEventsSender:
                 overall.last_event_id, overall.updated_at = everyone, utcnow()
             if cloudevent is not None and outcome is not None and not outcome.delivered:
                 w.emit(
-                    "cdevents.dropped",
+                    EventType.CDEVENTS_DROPPED,
                     service=cloudevent["data"]["customData"].get("service"),
                     sink=sink.label,
                     cursor=sink.key,

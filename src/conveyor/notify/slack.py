@@ -33,6 +33,7 @@ from slack_sdk.models.blocks import (
 
 from conveyor import jsonio
 from conveyor.errors import ConveyorError
+from conveyor.events import NoticeEvent
 from conveyor.notify.base import Notice
 from conveyor.notify.webhook import USER_AGENT, post
 from conveyor.spec.models import SlackNotifier
@@ -177,7 +178,7 @@ def blocks_for(notice: Notice, *, base_url: str | None) -> list[dict[str, Any]]:
     blocks.append(
         ContextBlock(elements=[MarkdownTextObject(text=_truncate(context, _CONTEXT_TEXT_MAX))])
     )
-    if notice.event == "approval.requested" and notice.approval_id is not None:
+    if notice.event == NoticeEvent.APPROVAL_REQUESTED and notice.approval_id is not None:
         blocks.append(_approval_buttons(notice.approval_id))
     return [block.to_dict() for block in blocks[:BLOCKS_MAX]]
 

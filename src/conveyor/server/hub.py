@@ -9,51 +9,51 @@ import contextlib
 import threading
 from collections.abc import Iterator
 
+from conveyor.events import EventType
 from conveyor.store.models import Event
 
-# Which channels hear of which events.
-CHANNELS: dict[str, set[str]] = {
+# Which channels hear of which events. (The incidents channel also listed incident.detected
+# and incident.reported, CDEvents' names of an incident, which Conveyor never records.)
+CHANNELS: dict[str, set[EventType]] = {
     "dispatch": {
-        "pipelinerun.queued",
-        "pipelinerun.cancel_requested",
-        "taskrun.finished",
-        "taskrun.requeued",
+        EventType.PIPELINERUN_QUEUED,
+        EventType.PIPELINERUN_CANCEL_REQUESTED,
+        EventType.TASKRUN_FINISHED,
+        EventType.TASKRUN_REQUEUED,
     },
-    "jobs": {"taskrun.queued", "taskrun.requeued"},
-    "intake": {"change.received"},
-    "logs": {"log.appended", "taskrun.finished", "pipelinerun.finished"},
+    "jobs": {EventType.TASKRUN_QUEUED, EventType.TASKRUN_REQUEUED},
+    "intake": {EventType.CHANGE_RECEIVED},
+    "logs": {EventType.LOG_APPENDED, EventType.TASKRUN_FINISHED, EventType.PIPELINERUN_FINISHED},
     "delivery": {
-        "release.created",
-        "release.published",
-        "release.publish_failed",
-        "deployment.queued",
-        "deployment.succeeded",
-        "deployment.failed",
-        "deployment.rolled_back",
-        "deployment.cancelled",
-        "approval.approved",
-        "approval.rejected",
-        "approval.expired",
-        "environment.unheld",
+        EventType.RELEASE_CREATED,
+        EventType.RELEASE_PUBLISHED,
+        EventType.RELEASE_PUBLISH_FAILED,
+        EventType.DEPLOYMENT_QUEUED,
+        EventType.DEPLOYMENT_SUCCEEDED,
+        EventType.DEPLOYMENT_FAILED,
+        EventType.DEPLOYMENT_ROLLED_BACK,
+        EventType.DEPLOYMENT_CANCELLED,
+        EventType.APPROVAL_APPROVED,
+        EventType.APPROVAL_REJECTED,
+        EventType.APPROVAL_EXPIRED,
+        EventType.ENVIRONMENT_UNHELD,
     },
     # Every event that may have written notices to the outbox.
     "notify": {
-        "approval.requested",
-        "deployment.deploying",
-        "deployment.succeeded",
-        "deployment.failed",
-        "deployment.rolling_back",
-        "deployment.rolled_back",
-        "deployment.rejected",
-        "incident.opened",
-        "incident.resolved",
+        EventType.APPROVAL_REQUESTED,
+        EventType.DEPLOYMENT_DEPLOYING,
+        EventType.DEPLOYMENT_SUCCEEDED,
+        EventType.DEPLOYMENT_FAILED,
+        EventType.DEPLOYMENT_ROLLING_BACK,
+        EventType.DEPLOYMENT_ROLLED_BACK,
+        EventType.DEPLOYMENT_REJECTED,
+        EventType.INCIDENT_OPENED,
+        EventType.INCIDENT_RESOLVED,
     },
     "incidents": {
-        "incident.opened",
-        "incident.detected",
-        "incident.reported",
-        "incident.updated",
-        "incident.resolved",
+        EventType.INCIDENT_OPENED,
+        EventType.INCIDENT_UPDATED,
+        EventType.INCIDENT_RESOLVED,
     },
 }
 

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from conveyor import __version__, jsonio
 from conveyor.engine.runs import create_rerun, request_cancel
 from conveyor.errors import NotFound
+from conveyor.events import EventType
 from conveyor.server import scoping
 from conveyor.server.auth import require
 from conveyor.server.hub import wait_for
@@ -100,7 +101,7 @@ def add_service(request: Request, body: ServiceIn, identity: Admin) -> dict[str,
         svc.poll_interval = body.poll_interval
         w.session.flush()
         w.emit(
-            "service.registered",
+            EventType.SERVICE_REGISTERED,
             service=svc.name,
             repository=svc.repository,
             by=identity.name,

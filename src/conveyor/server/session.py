@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import delete, select
 
 from conveyor.engine.credentials import check_password, set_credentials
+from conveyor.events import EventType
 from conveyor.server.auth import require
 from conveyor.server.scoping import unlimited
 from conveyor.server.tokens import PREFIX, Identity, authenticate, expand
@@ -144,7 +145,7 @@ def _refuse(store: Store, request: Request, via: str, who: str | None, message: 
     client = request.client.host if request.client else None
     _failures(request).append(time.monotonic())
     with store.write() as w:
-        w.emit("session.refused", via=via, user=who, client=client, actor=who or "unknown")
+        w.emit(EventType.SESSION_REFUSED, via=via, user=who, client=client, actor=who or "unknown")
     raise HTTPException(401, message)
 
 
@@ -208,7 +209,7 @@ def sign_in(request: Request, response: Response, body: SignIn) -> dict[str, Any
                 last_seen_at=now,
             )
         )
-        w.emit("session.started", via=via, user=user, actor=actor)
+        w.emit(EventType.SESSION_STARTED, via=via, user=user, actor=actor)
     response.set_cookie(
         COOKIE,
         value,

@@ -21,6 +21,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import func, select
 
+from conveyor.events import EventType, types_of
 from conveyor.server.auth import require
 from conveyor.server.hub import Hub
 from conveyor.server.session import COOKIE, identity_from_cookie
@@ -37,33 +38,26 @@ HEARTBEAT_SECONDS = 15.0
 # A browser's session is checked again this often: a stream ends with its session.
 RECHECK_SECONDS = 30.0
 
-_RUNS = ("pipelinerun.", "taskrun.", "step.", "artifact.")
-# What each channel a page may subscribe to covers: an event type, or a prefix ending in ".".
-CHANNELS: dict[str, tuple[str, ...]] = {
+_RUNS = types_of("pipelinerun", "taskrun", "step", "artifact")
+# What each channel a page may subscribe to covers: whole families of the catalog, or types.
+CHANNELS: dict[str, frozenset[EventType]] = {
     # Runs and jobs changing state (the hub's `dispatch` and more: started, finished, steps).
     "dispatch": _RUNS,
     "runs": _RUNS,
-    "logs": ("log.appended", "step.", "taskrun.", "pipelinerun."),
-    "delivery": ("deployment.", "release.", "environment.", "approval."),
-    "approvals": ("approval.",),
-    "incidents": ("incident.", "alert."),
-    "services": ("service.",),
-    "dora": ("deployment.", "incident.", "pipelinerun.", "release.", "history.imported"),
+    "logs": types_of("log", "step", "taskrun", "pipelinerun"),
+    "delivery": types_of("deployment", "release", "environment", "approval"),
+    "approvals": types_of("approval"),
+    "incidents": types_of("incident", "alert"),
+    "services": types_of("service"),
+    "dora": types_of("deployment", "incident", "pipelinerun", "release")
+    | {EventType.HISTORY_IMPORTED},
 }
 
 
 def channels_for(types: Iterable[str], wanted: Iterable[str]) -> set[str]:
     """The channels among `wanted` that events of these types concern."""
     types = set(types)
-    return {
-        channel
-        for channel in wanted
-        if any(
-            t == p or (p.endswith(".") and t.startswith(p))
-            for p in CHANNELS[channel]
-            for t in types
-        )
-    }
+    return {channel for channel in wanted if not CHANNELS[channel].isdisjoint(types)}
 
 
 def _last_event_id(store: Store) -> int:

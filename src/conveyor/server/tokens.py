@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from conveyor.engine.credentials import check_names
 from conveyor.errors import ConveyorError, NotFound
+from conveyor.events import EventType
 from conveyor.store.db import Store
 from conveyor.store.models import Token, utcnow
 
@@ -116,7 +117,7 @@ def create_token(
             )
         )
         w.emit(
-            "token.created",
+            EventType.TOKEN_CREATED,
             name=name,
             scopes=sorted(set(scopes)),
             user=user,
@@ -196,4 +197,4 @@ def revoke_token(store: Store, name: str) -> None:
             raise NotFound(f"there is no token named {name!r}", hint="`conveyor token list`")
         if token.revoked_at is None:
             token.revoked_at = utcnow()
-            w.emit("token.revoked", name=name)
+            w.emit(EventType.TOKEN_REVOKED, name=name)

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
+from conveyor.events import DEFAULT_NOTICE_EVENTS, NoticeEvent
 from conveyor.spec.durations import (
     DURATION_HELP,
     DURATION_PATTERN,
@@ -27,17 +28,8 @@ SKIP_GRAPH_CHECKS = "conveyor.spec.skip_graph_checks"
 #: Top-level keys starting with this are ignored: a place for YAML anchors (`x-base: &base`).
 EXTENSION_PREFIX = "x-"
 
-NOTIFY_EVENTS: tuple[str, ...] = (
-    "approval.requested",
-    "deployment.started",
-    "deployment.succeeded",
-    "deployment.failed",
-    "deployment.rolledback",
-    "incident.opened",
-    "incident.resolved",
-    "run.failed",
-    "run.succeeded",
-)
+# The names `notify: on:` accepts (conveyor.events.NoticeEvent), in the documented order.
+NOTIFY_EVENTS: tuple[str, ...] = tuple(e.value for e in NoticeEvent)
 TIERS: tuple[str, ...] = ("development", "staging", "production")
 
 SERVICE_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
@@ -283,9 +275,4 @@ Shell = Literal["bash", "sh"]
 Tier = Literal["development", "staging", "production"]
 Retries = Annotated[int, Field(ge=0, le=10)]
 
-DEFAULT_NOTIFY_EVENTS = [
-    "approval.requested",
-    "deployment.failed",
-    "deployment.rolledback",
-    "run.failed",
-]
+DEFAULT_NOTIFY_EVENTS = [e.value for e in DEFAULT_NOTICE_EVENTS]

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from conveyor.errors import ConveyorError
+from conveyor.events import EventType
 from conveyor.store import marks
 from conveyor.store.models import Event, utcnow
 from conveyor.store.private import private_database, private_dir
@@ -64,13 +65,17 @@ class Writer:
 
     def emit(
         self,
-        type_: str,
+        type_: EventType | str,
         *,
         service: str | None = None,
         run_id: int | None = None,
         job_id: int | None = None,
         **data: Any,
     ) -> Event:
+        """Record an event of this transaction. ``type_`` is a member of the catalog
+        (conveyor.events); plain text is accepted only until the last emitters that spell it
+        (sources.intake, runner.reporting) name their members (tests/test_events_catalog.py
+        checks that every type emitted with text is in the catalog)."""
         ev = Event(
             ts=utcnow(), type=type_, service=service, run_id=run_id, job_id=job_id, data=data
         )

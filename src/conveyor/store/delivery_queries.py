@@ -10,6 +10,7 @@ from sqlalchemy.orm import joinedload
 
 from conveyor.engine.promotion import pipeline_of, version_of
 from conveyor.errors import NotFound
+from conveyor.events import EventType
 from conveyor.store.db import Store
 from conveyor.store.models import (
     Approval,
@@ -24,33 +25,33 @@ from conveyor.store.models import (
 MAX_ID = 2**63 - 1
 # Events that record a person's (or the policy's) decision: the audit log.
 AUDIT_EVENTS = (
-    "deployment.queued",
-    "approval.requested",
-    "approval.decision",
-    "approval.refused",
-    "approval.approved",
-    "approval.rejected",
-    "approval.expired",
-    "approval.withdrawn",
-    "environment.held",
-    "environment.unheld",
-    "deployment.cancelled",
-    "deployment.rolling_back",
-    "incident.opened",
-    "incident.updated",
-    "incident.resolved",
-    "alert.ignored",
-    "history.imported",
-    "token.created",
-    "token.revoked",
-    "user.saved",
-    "service.registered",
+    EventType.DEPLOYMENT_QUEUED,
+    EventType.APPROVAL_REQUESTED,
+    EventType.APPROVAL_DECISION,
+    EventType.APPROVAL_REFUSED,
+    EventType.APPROVAL_APPROVED,
+    EventType.APPROVAL_REJECTED,
+    EventType.APPROVAL_EXPIRED,
+    EventType.APPROVAL_WITHDRAWN,
+    EventType.ENVIRONMENT_HELD,
+    EventType.ENVIRONMENT_UNHELD,
+    EventType.DEPLOYMENT_CANCELLED,
+    EventType.DEPLOYMENT_ROLLING_BACK,
+    EventType.INCIDENT_OPENED,
+    EventType.INCIDENT_UPDATED,
+    EventType.INCIDENT_RESOLVED,
+    EventType.ALERT_IGNORED,
+    EventType.HISTORY_IMPORTED,
+    EventType.TOKEN_CREATED,
+    EventType.TOKEN_REVOKED,
+    EventType.USER_SAVED,
+    EventType.SERVICE_REGISTERED,
     # Web sign-in (conveyor.server.session): refusals, and new passwords or scopes.
-    "session.refused",
-    "user.credentials_changed",
+    EventType.SESSION_REFUSED,
+    EventType.USER_CREDENTIALS_CHANGED,
     # Pipeline secrets (conveyor.store.vault): names and scopes only, never a value.
-    "secret.set",
-    "secret.removed",
+    EventType.SECRET_SET,
+    EventType.SECRET_REMOVED,
 )
 
 

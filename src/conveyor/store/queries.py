@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from conveyor.engine.states import RunStatus
 from conveyor.errors import NotFound
+from conveyor.events import EventType
 from conveyor.store.db import Store
 from conveyor.store.models import Artifact, Event, Job, LogLine, Release, Run, Service
 
@@ -114,7 +115,7 @@ def _rerun_of(session: Session, run_id: int) -> int | None:
     """The run this one re-ran, as recorded when it was queued (runs keep no column for it)."""
     data = session.scalar(
         select(Event.data)
-        .where(Event.run_id == run_id, Event.type == "pipelinerun.queued")
+        .where(Event.run_id == run_id, Event.type == EventType.PIPELINERUN_QUEUED)
         .order_by(Event.id)
         .limit(1)
     )

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import exists, select
 
 from conveyor.errors import ConveyorError, NotFound
+from conveyor.events import EventType
 from conveyor.spec.fields import ENV_VAR_PATTERN, NAME_PATTERN, SERVICE_PATTERN
 from conveyor.store.db import Store
 from conveyor.store.models import Secret, Service, utcnow
@@ -160,7 +161,9 @@ def import_secrets(
                 )
                 w.session.add(row)
             row.value, row.updated_at, row.updated_by = key.seal(value), now, by
-            w.emit("secret.set", service=service, environment=environment, name=name, actor=by)
+            w.emit(
+                EventType.SECRET_SET, service=service, environment=environment, name=name, actor=by
+            )
             done.append(_listed(row) | {"created": created})
     return done
 
@@ -208,7 +211,9 @@ def remove_secret(
                 hint=f"`conveyor secret list {service}` shows its secrets",
             )
         w.session.delete(row)
-        w.emit("secret.removed", service=service, environment=environment, name=name, actor=by)
+        w.emit(
+            EventType.SECRET_REMOVED, service=service, environment=environment, name=name, actor=by
+        )
 
 
 def resolve(

@@ -1,0 +1,40 @@
+// The DORA page's view (service, range, bucket) in the URL query, under the API's own
+// parameter names, so a link reproduces it and maps one-to-one onto the API call.
+
+export const PRESETS = [['30d', 'Last 30 days'], ['90d', 'Last 90 days'],
+  ['180d', 'Last 180 days'], ['365d', 'Last 365 days']];
+export const DEFAULT_SINCE = '90d';
+export const BUCKETS = [['week', 'Week'], ['day', 'Day'], ['month', 'Month']];
+// Parameters the page has no control for but passes on from a link (docs/metrics.md).
+const PASS_THROUGH = ['env_tier', 'tz', 'week_start', 'lead_time_from', 'tiers', 'look_back',
+  'attribution_window'];
+
+export function viewOf(query) {
+  const view = {
+    service: query.get('service') || '',
+    since: query.get('since') || '',
+    from: query.get('from') || '',
+    to: query.get('to') || '',
+    by: query.get('by') || 'week',
+    extra: {},
+  };
+  for (const key of PASS_THROUGH) {
+    if (query.get(key)) view.extra[key] = query.get(key);
+  }
+  return view;
+}
+
+export function queryOf(view, {explain = false} = {}) {
+  const q = new URLSearchParams();
+  if (view.service) q.set('service', view.service);
+  if (view.from) {
+    q.set('from', view.from);
+    if (view.to) q.set('to', view.to);
+  } else if (view.since && view.since !== DEFAULT_SINCE) {
+    q.set('since', view.since);
+  }
+  if (view.by && view.by !== 'week') q.set('by', view.by);
+  for (const [k, v] of Object.entries(view.extra)) q.set(k, v);
+  if (explain) q.set('explain', 'true');
+  return q.toString();
+}

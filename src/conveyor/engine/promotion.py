@@ -23,7 +23,7 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 
-from conveyor.engine.deploy_states import (
+from conveyor.deploy_states import (
     ApprovalStatus,
     DeploymentStatus,
     check_transition,

@@ -73,7 +73,7 @@ def per_step(root: Path) -> dict[str, Any]:
 
 
 def per_spawn(root: Path) -> dict[str, Any]:
-    from conveyor.runner.process import run_process
+    from conveyor.proc import run_process
     from conveyor.sandbox import Sandbox, configure
 
     sandboxes: dict[str, Sandbox] = {

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import conveyor
-from conveyor.engine.deploy_states import (
+from conveyor.deploy_states import (
     DEPLOYMENT_OPEN,
     DEPLOYMENT_TERMINAL,
     ApprovalStatus,

@@ -21,7 +21,7 @@ from conveyor.delivery.controller import DeliveryController
 from conveyor.delivery.outbox import Outbox
 from conveyor.runner.artifacts import ArtifactStore
 from conveyor.store.db import Settings, Store, open_store
-from conveyor.store.delivery_queries import environments, list_deployments
+from conveyor.views.delivery import environments, list_deployments
 from tests.conftest import Conveyor, GitRepo
 
 # A service with nothing but the standard library: it answers its VERSION on every path and

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from conveyor.deploy_states import DeploymentKind
 from conveyor.engine import outcomes
-from conveyor.engine.deploy_states import DeploymentKind
 from conveyor.engine.promotion import queue_first_environments, start_next
 from conveyor.engine.runs import create_run
 from conveyor.store.db import Settings, Store, open_store

@@ -9,7 +9,7 @@ from conveyor.engine.scheduler import (
     next_decisions,
     run_outcome,
 )
-from conveyor.engine.states import JobStatus, RunStatus
+from conveyor.states import JobStatus, RunStatus
 
 P, Q, R, S, F, K = (
     JobStatus.PENDING,

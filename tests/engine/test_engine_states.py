@@ -7,13 +7,13 @@ from enum import Enum
 
 import pytest
 
-from conveyor.engine.deploy_states import (
+from conveyor.deploy_states import (
     DEPLOYMENT_TERMINAL,
     ApprovalStatus,
     DeploymentStatus,
     IncidentStatus,
 )
-from conveyor.engine.states import (
+from conveyor.states import (
     JOB_TERMINAL,
     RUN_TERMINAL,
     STEP_TERMINAL,

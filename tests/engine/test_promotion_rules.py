@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from conveyor.engine.deploy_states import DeploymentKind, DeploymentStatus
+from conveyor.deploy_states import DeploymentKind, DeploymentStatus
 from conveyor.engine.promotion_rules import (
     CANDIDATE_GATES,
     QUEUE_RULES,

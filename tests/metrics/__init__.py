@@ -10,14 +10,14 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from conveyor.metrics.dora import Settings, Window, compute
-from conveyor.metrics.facts import (
+from conveyor.facts import (
     Change,
     DeploymentFact,
     DeploymentKind,
     DeploymentResult,
     IncidentFact,
 )
+from conveyor.metrics.dora import Settings, Window, compute
 
 UTC = dt.UTC
 HOUR = 3600.0

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 from conveyor.metrics.dora import Settings, Window, compute
-from conveyor.metrics.record import write_fact
+from conveyor.store.facts import write_fact
 from tests.metrics.test_dora_cli import history
 from tests.server.conftest import Api, Serve, serve  # noqa: F401 (the fixture)
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.metrics.facts import DeploymentFact
-from conveyor.metrics.record import write_fact
+from conveyor.facts import DeploymentFact
 from conveyor.store.db import Settings, open_store
+from conveyor.store.facts import write_fact
 from tests.conftest import Conveyor
 from tests.metrics import at, commit, deployment
 from tests.serverproc import ServerProcess

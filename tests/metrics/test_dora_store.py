@@ -10,12 +10,12 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+from conveyor.facts import DeploymentFact, IncidentFact
 from conveyor.metrics.dora import Settings, Window, compute
-from conveyor.metrics.facts import DeploymentFact, IncidentFact
 from conveyor.metrics.load import report
-from conveyor.metrics.record import write_fact
 from conveyor.store.db import Settings as StoreSettings
 from conveyor.store.db import Store, open_store
+from conveyor.store.facts import write_fact
 from conveyor.store.models import Deployment, Incident, Release, Run, Service
 from tests.metrics import at, commit, deployment, how
 

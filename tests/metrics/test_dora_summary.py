@@ -19,13 +19,13 @@ import pytest
 from sqlalchemy import func, select, text
 
 from conveyor.errors import ConveyorError
+from conveyor.facts import Change, DeploymentFact
 from conveyor.metrics import summary
 from conveyor.metrics.dora import Settings, Window, from_params
-from conveyor.metrics.facts import Change, DeploymentFact
 from conveyor.metrics.load import engine_report, report
-from conveyor.metrics.record import write_fact
 from conveyor.store.db import Settings as StoreSettings
 from conveyor.store.db import Store, open_store
+from conveyor.store.facts import write_fact
 from conveyor.store.marks import summary_work
 from conveyor.store.models import DoraDay, DoraMark, DoraSummary, Incident, Service
 

@@ -15,11 +15,11 @@ from prometheus_client.samples import Sample
 from sqlalchemy import insert, select
 
 from conveyor.engine.incidents import open_incident, resolve_incident
+from conveyor.facts import Change, DeploymentFact
 from conveyor.metrics.exposition import Tail
-from conveyor.metrics.facts import Change, DeploymentFact
-from conveyor.metrics.record import write_fact
 from conveyor.server.app import ServerConfig
 from conveyor.store.db import Store
+from conveyor.store.facts import write_fact
 from conveyor.store.models import Deployment, Event, Incident, Release, Service, utcnow
 from tests.conftest import GitRepo
 from tests.server import conftest as server

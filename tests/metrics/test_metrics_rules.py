@@ -20,10 +20,10 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from conveyor.metrics.facts import Change, DeploymentFact
-from conveyor.metrics.record import write_fact
+from conveyor.facts import Change, DeploymentFact
 from conveyor.server.app import ServerConfig
 from conveyor.store.db import Settings, open_store
+from conveyor.store.facts import write_fact
 from conveyor.store.models import utcnow
 from tests.prometheus import DATA_SECONDS, Daemon
 from tests.server import conftest as server

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from conveyor.errors import ConveyorError
-from conveyor.runner.process import (
+from conveyor.proc import (
     ProcessResult,
     kill_process_group,
     process_alive,

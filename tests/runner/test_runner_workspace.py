@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conveyor.errors import GitError
-from conveyor.runner.workspace import (
+from conveyor.git import (
     CommitInfo,
     current_branch,
     export_commit,

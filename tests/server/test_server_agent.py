@@ -21,9 +21,9 @@ from tests.conftest import GitRepo
 from tests.serverproc import Processes, ServerProcess, until
 
 from conveyor.engine.runs import StaleLease
-from conveyor.engine.states import JobStatus, StepStatus
 from conveyor.runner.agent import HttpReporter
 from conveyor.runner.artifacts import ArtifactStore
+from conveyor.states import JobStatus, StepStatus
 
 pytestmark = pytest.mark.integration
 

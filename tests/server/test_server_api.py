@@ -21,7 +21,7 @@ from tests.server.conftest import (
     until,
 )
 
-from conveyor.runner.process import process_alive
+from conveyor.proc import process_alive
 from conveyor.server.tokens import revoke_token
 from conveyor.store.models import Token
 

@@ -11,7 +11,7 @@ from tests.conftest import GitRepo
 from tests.delivery.harness import APP, HEALTH, stop_released_processes
 from tests.server.conftest import Api, Serve, until
 
-from conveyor.store.timeline_queries import forge_links
+from conveyor.views.timeline import forge_links
 
 
 def commit(repo: GitRepo, version: str, environments: str, *, healthy: bool = True) -> None:

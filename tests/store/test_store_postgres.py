@@ -30,8 +30,8 @@ from conveyor.engine.runs import (
     start_run,
 )
 from conveyor.engine.scheduler import Decision, next_decisions, run_outcome
-from conveyor.engine.states import IllegalTransition, JobStatus, RunStatus
 from conveyor.errors import ConveyorError
+from conveyor.states import IllegalTransition, JobStatus, RunStatus
 from conveyor.store.db import Settings, Store, open_store
 from conveyor.store.models import Event, Job, Run, Step
 

@@ -20,11 +20,11 @@ from tests.conftest import GIT_ENV
 
 from conveyor.cli.main import cli
 from conveyor.engine.recording import previous_success, record_deployment_fact
+from conveyor.facts import DeploymentResult
 from conveyor.metrics import load
 from conveyor.metrics.backfill import backfill_facts
 from conveyor.metrics.dora import Settings as DoraSettings
 from conveyor.metrics.dora import Window
-from conveyor.metrics.facts import DeploymentResult
 from conveyor.metrics.ranges import commit_range
 from conveyor.store.db import SCHEMA_REVISION, Settings, Store, make_engine, open_store, upgrade
 from conveyor.store.models import Base, ChangeFactRow, Deployment, DeploymentFactRow

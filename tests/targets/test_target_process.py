@@ -20,8 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conveyor.engine.recovery import process_start_time
-from conveyor.runner.process import kill_process_group, process_alive
+from conveyor.proc import kill_process_group, process_alive, process_start_time
 from conveyor.targets import process as process_module
 from conveyor.targets.base import Instance, ReleaseBundle, TargetContext, TargetError
 from conveyor.targets.process import ProcessTarget

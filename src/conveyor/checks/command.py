@@ -17,7 +17,7 @@ from typing import Any
 from conveyor.checks.base import CheckResult, Outcome
 from conveyor.checks.http import format_seconds
 from conveyor.errors import ConveyorError
-from conveyor.runner.process import ProcessResult, run_process
+from conveyor.proc import ProcessResult, run_process
 from conveyor.sandbox import Sandbox, default_sandbox
 from conveyor.spec.models import CommandCheck
 

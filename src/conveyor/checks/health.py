@@ -19,7 +19,7 @@ from conveyor.checks.command import command_check, describe_exit, output_tail
 from conveyor.checks.http import http_check
 from conveyor.checks.prometheus import prometheus_check
 from conveyor.errors import ConveyorError
-from conveyor.runner.process import run_process
+from conveyor.proc import run_process
 from conveyor.sandbox import Sandbox, default_sandbox
 from conveyor.spec.models import Health, VerifyStep
 

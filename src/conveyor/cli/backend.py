@@ -56,22 +56,22 @@ class LocalBackend:
         self.store = store_for()
 
     def list_runs(self, service: str | None, status: str | None, limit: int) -> list[Any]:
-        from conveyor.store.queries import list_runs
+        from conveyor.views.runs import list_runs
 
         return list_runs(self.store, service=service, status=status, limit=limit)
 
     def run_detail(self, run_id: int) -> dict[str, Any]:
-        from conveyor.store.queries import run_detail
+        from conveyor.views.runs import run_detail
 
         return run_detail(self.store, run_id)
 
     def job_names(self, run_id: int) -> list[str]:
-        from conveyor.store.queries import run_jobs
+        from conveyor.views.runs import run_jobs
 
         return list(run_jobs(self.store, run_id).values())
 
     def logs(self, run_id: int, job: str | None, follow: bool) -> Iterator[dict[str, Any]]:
-        from conveyor.store.queries import log_page, run_jobs
+        from conveyor.views.runs import log_page, run_jobs
 
         jobs = run_jobs(self.store, run_id, job)
         cursor = 0
@@ -88,7 +88,7 @@ class LocalBackend:
 
     def cancel(self, run_id: int) -> tuple[str, int]:
         from conveyor.engine.runs import request_cancel
-        from conveyor.store.queries import job_count, load_run
+        from conveyor.views.runs import job_count, load_run
 
         with self.store.session() as session:
             load_run(session, run_id)
@@ -96,12 +96,12 @@ class LocalBackend:
         return previous.value, job_count(self.store, run_id)
 
     def list_releases(self, service: str | None, limit: int) -> list[Any]:
-        from conveyor.store.queries import list_releases
+        from conveyor.views.runs import list_releases
 
         return list_releases(self.store, service=service, limit=limit)
 
     def release_detail(self, release_id: int) -> dict[str, Any]:
-        from conveyor.store.queries import release_detail
+        from conveyor.views.runs import release_detail
 
         return release_detail(self.store, release_id)
 

@@ -73,7 +73,7 @@ def _environments(client: Client, service: str | None) -> list[dict[str, Any]]:
     if client.http:
         found: list[dict[str, Any]] = client.get("/environments", service=service)
         return found
-    from conveyor.store.delivery_queries import environments
+    from conveyor.views.delivery import environments
 
     assert client.store is not None
     return environments(client.store, service)
@@ -87,7 +87,7 @@ def incident_list(client: Client, service: str | None, open_only: bool) -> list[
             "/incidents", service=service, open="true" if open_only else None
         )
         return found
-    from conveyor.store.delivery_queries import list_incidents
+    from conveyor.views.delivery import list_incidents
 
     assert client.store is not None
     return list_incidents(client.store, service=service, open_only=open_only)
@@ -144,7 +144,7 @@ def deployments(
             "/deployments", service=service, environment=environment, release=release, limit=limit
         )
     else:
-        from conveyor.store.delivery_queries import list_deployments
+        from conveyor.views.delivery import list_deployments
 
         assert client.store is not None
         found = list_deployments(
@@ -180,7 +180,7 @@ def deployment(deployment_id: int, as_json: bool) -> None:
     if client.http:
         data = client.get(f"/deployments/{deployment_id}")
     else:
-        from conveyor.store.delivery_queries import deployment_detail
+        from conveyor.views.delivery import deployment_detail
 
         assert client.store is not None
         data = deployment_detail(client.store, deployment_id)
@@ -282,7 +282,7 @@ def approvals(show_all: bool, as_json: bool) -> None:
     if client.http:
         found = client.get("/approvals", all="true" if show_all else None)
     else:
-        from conveyor.store.delivery_queries import list_approvals
+        from conveyor.views.delivery import list_approvals
 
         assert client.store is not None
         found = list_approvals(client.store, pending_only=not show_all)
@@ -389,7 +389,7 @@ def audit(service: str | None, limit: int, as_json: bool) -> None:
     if client.http:
         found = client.get("/audit", service=service, limit=limit)
     else:
-        from conveyor.store.delivery_queries import audit_log
+        from conveyor.views.delivery import audit_log
 
         assert client.store is not None
         found = audit_log(client.store, service=service, limit=limit)

@@ -14,15 +14,15 @@ from sqlalchemy import select
 from conveyor.cli.common import STATUS_MARK, interactive, store_for
 from conveyor.cli.view import LiveView, PlainView, RunView
 from conveyor.engine.driver import RunDriver, process_owner
-from conveyor.engine.states import JobStatus, RunStatus
+from conveyor.git import find_repo_root
+from conveyor.proc import use_fast_child_watcher
 from conveyor.runner.artifacts import ArtifactStore
 from conveyor.runner.executor import RunnerSettings, SourceCache
 from conveyor.runner.local import LocalRunner
-from conveyor.runner.process import use_fast_child_watcher
 from conveyor.runner.secrets import Secrets
-from conveyor.runner.workspace import find_repo_root
 from conveyor.sandbox import configure
 from conveyor.sources.commits import full_ref, queue_commit
+from conveyor.states import JobStatus, RunStatus
 from conveyor.store.db import Store
 from conveyor.store.models import Job, LogLine
 from conveyor.store.vault import legacy_file, legacy_warning
@@ -116,7 +116,7 @@ async def _drive(
 def _run_on_server(root: Path, rev: str) -> int:
     from conveyor.cli.backend import HttpBackend
     from conveyor.cli.runs import print_run
-    from conveyor.runner.workspace import resolve_commit
+    from conveyor.git import resolve_commit
     from conveyor.sources.commits import load_pipeline_at
 
     commit = resolve_commit(root, rev)

@@ -9,7 +9,7 @@ import click
 
 from conveyor.cli.backend import backend
 from conveyor.cli.common import STATUS_MARK, duration, print_json, print_table, when
-from conveyor.engine.states import RunStatus
+from conveyor.states import RunStatus
 
 run_id_argument = click.argument("run_id", type=int)
 

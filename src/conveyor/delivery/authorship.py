@@ -21,8 +21,8 @@ from sqlalchemy.orm import object_session
 
 from conveyor.engine.approvals import Change, Commit
 from conveyor.errors import ConveyorError, GitError
+from conveyor.git import run_git
 from conveyor.metrics.ranges import MAX_RANGE
-from conveyor.runner.workspace import _git
 from conveyor.sources.mirror import source_for
 from conveyor.store.db import Store
 from conveyor.store.models import Approval, EnvironmentState, Release, Run
@@ -38,7 +38,7 @@ def _commits(repo: str, sha: str, base: str | None) -> tuple[Commit, ...]:
     """The range's commits with their people; a range never changes, so it is read once."""
     args = ["rev-list", f"--max-count={MAX_RANGE}", f"--format={_FORMAT}", "--no-commit-header"]
     args += [sha, f"^{base}"] if base is not None else [sha]
-    result = _git(Path(repo), *args, "--", check=False)
+    result = run_git(Path(repo), *args, "--", check=False)
     if result.returncode != 0:
         raise GitError(
             f"git cannot list the commits from {base[:7] if base else 'the start'} to {sha[:7]}: "

@@ -16,10 +16,10 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from conveyor.engine.deploy_states import DeploymentStatus
+from conveyor.deploy_states import DeploymentStatus
 from conveyor.errors import ConveyorError
+from conveyor.git import export_commit
 from conveyor.runner.artifacts import ArtifactStore
-from conveyor.runner.workspace import export_commit
 from conveyor.sources.mirror import source_for
 from conveyor.store.db import Store
 from conveyor.store.models import Artifact, Deployment, EnvironmentState, Release, Service

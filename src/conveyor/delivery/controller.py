@@ -25,13 +25,13 @@ from conveyor.checks.base import CheckResult, Outcome, combine
 from conveyor.checks.health import run_health, run_verify
 from conveyor.delivery.bundles import KEEP_DEFAULT, keep_newest, prepare_bundle, prune_service
 from conveyor.delivery.monitor import Monitor
+from conveyor.deploy_states import ApprovalStatus, DeploymentKind, DeploymentStatus
 from conveyor.engine import outcomes, promotion
-from conveyor.engine.deploy_states import ApprovalStatus, DeploymentKind, DeploymentStatus
 from conveyor.engine.driver import process_owner
 from conveyor.engine.recording import previous_success
 from conveyor.engine.recovery import owner_alive
 from conveyor.errors import ConveyorError
-from conveyor.metrics.facts import Change
+from conveyor.facts import Change
 from conveyor.metrics.ranges import commit_range
 from conveyor.runner.artifacts import ArtifactStore
 from conveyor.runner.secrets import SECRET_REF, referenced, scoped

@@ -239,8 +239,7 @@ def stop_releases(home: Path, say: Callable[[str], None]) -> None:
     counts only with the start time recorded for it, so no unrelated process is touched."""
     from sqlalchemy import select
 
-    from conveyor.engine.recovery import process_start_time
-    from conveyor.runner.process import kill_process_group, process_alive, terminate_group
+    from conveyor.proc import kill_process_group, process_alive, process_start_time, terminate_group
     from conveyor.store.db import Settings, open_store
     from conveyor.store.models import Deployment, EnvironmentState
 
@@ -268,7 +267,7 @@ def stop_releases(home: Path, say: Callable[[str], None]) -> None:
         if not running():
             continue
         # Not SIGTERM to the leader itself: a sandboxed release's leader is bubblewrap, which
-        # lives exactly as long as the release once spared (conveyor.runner.process).
+        # lives exactly as long as the release once spared (conveyor.proc).
         terminate_group(pid)
         deadline = time.monotonic() + RELEASE_STOP_SECONDS
         while running() and time.monotonic() < deadline:

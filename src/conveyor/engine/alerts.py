@@ -35,6 +35,8 @@ from typing import Any, Literal
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from conveyor.deploy_states import IncidentStatus
+from conveyor.engine.alert_model import Alert, AlertNotification
 from conveyor.engine.attribution import (
     DEFAULT_ATTRIBUTION_HOURS,
     Attribution,
@@ -42,11 +44,9 @@ from conveyor.engine.attribution import (
     attribution_window,
     explicit_deployment,
 )
-from conveyor.engine.deploy_states import IncidentStatus
 from conveyor.engine.incidents import environment_of, open_incident, resolve_incident
 from conveyor.errors import ConveyorError, NotFound
 from conveyor.events import EventType
-from conveyor.sources.alertmanager import Alert, AlertNotification
 from conveyor.store.db import Store, Writer
 from conveyor.store.models import Delivery, Incident, Service, utcnow
 

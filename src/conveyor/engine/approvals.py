@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 from sqlalchemy import select
 
-from conveyor.engine.deploy_states import ApprovalStatus, DeploymentStatus
+from conveyor.deploy_states import ApprovalStatus, DeploymentStatus
 from conveyor.engine.promotion import close_approval, move, notify, version_of
 from conveyor.errors import ConveyorError, NotFound
 from conveyor.events import EventType, NoticeEvent

@@ -25,7 +25,7 @@ from typing import Any, Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from conveyor.engine.deploy_states import DeploymentKind, DeploymentStatus
+from conveyor.deploy_states import DeploymentKind, DeploymentStatus
 from conveyor.engine.promotion import version_of
 from conveyor.errors import ConveyorError, NotFound
 from conveyor.store.models import (

@@ -28,9 +28,9 @@ from conveyor.engine.runs import (
     views_in,
 )
 from conveyor.engine.scheduler import decide, next_decisions, run_outcome
-from conveyor.engine.states import JobStatus, RunStatus, StepStatus, check_transition
 from conveyor.errors import ConveyorError
 from conveyor.events import EventType
+from conveyor.states import JobStatus, RunStatus, StepStatus, check_transition
 from conveyor.store.db import Store, Writer, db_now
 from conveyor.store.models import Job, Run, Service, Step, utcnow
 

@@ -11,9 +11,9 @@ from dataclasses import replace
 from typing import Any
 
 from conveyor.engine import runs
-from conveyor.engine.recovery import process_start_time
 from conveyor.engine.scheduler import Decision, JobView, decide, run_outcome
-from conveyor.engine.states import JobStatus, RunStatus
+from conveyor.proc import process_start_time
+from conveyor.states import JobStatus, RunStatus
 from conveyor.store.db import Store
 
 HEARTBEAT_SECONDS = 0.5

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from conveyor.deploy_states import IncidentStatus, check_transition
 from conveyor.engine.attribution import (
     PRODUCTION,
     Attribution,
@@ -29,7 +30,6 @@ from conveyor.engine.attribution import (
     explicit_release,
     recovery_of,
 )
-from conveyor.engine.deploy_states import IncidentStatus, check_transition
 from conveyor.engine.notices import queue_notices
 from conveyor.engine.promotion import notify, pipeline_of, service_named, version_of
 from conveyor.errors import ConveyorError, NotFound

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from conveyor.engine.deploy_states import DeploymentKind, DeploymentStatus, IncidentStatus
+from conveyor.deploy_states import DeploymentKind, DeploymentStatus, IncidentStatus
 from conveyor.engine.incidents import open_incident, resolve_incident
 from conveyor.engine.promotion import (
     D,
@@ -27,7 +27,7 @@ from conveyor.engine.promotion import (
 )
 from conveyor.engine.recording import record_deployment_fact
 from conveyor.events import EventType, NoticeEvent
-from conveyor.metrics.facts import Change
+from conveyor.facts import Change
 from conveyor.store.db import Store, Writer
 from conveyor.store.models import (
     Deployment,

@@ -25,7 +25,7 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
-from conveyor.engine.deploy_states import (
+from conveyor.deploy_states import (
     ApprovalStatus,
     DeploymentKind,
     DeploymentStatus,

@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from conveyor.engine.deploy_states import DeploymentKind, DeploymentStatus
+from conveyor.deploy_states import DeploymentKind, DeploymentStatus
 
 D = DeploymentStatus
 

@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from conveyor.engine.deploy_states import DeploymentKind
+from conveyor.deploy_states import DeploymentKind
 from conveyor.engine.promotion import environment_config
-from conveyor.metrics.facts import Change, DeploymentFact, DeploymentResult
-from conveyor.metrics.record import write_fact
+from conveyor.facts import Change, DeploymentFact, DeploymentResult
 from conveyor.store.db import Writer
+from conveyor.store.facts import write_fact
 from conveyor.store.models import Approval, Deployment, DeploymentFactRow, Run, utcnow
 
 

@@ -12,28 +12,17 @@ import datetime as dt
 import os
 import signal
 import socket
-from pathlib import Path
 
 from sqlalchemy import select
 
 from conveyor.engine.runs import job_refs_of, move_job
-from conveyor.engine.states import JobStatus, RunStatus, check_transition
 from conveyor.events import EventType
-from conveyor.runner.process import kill_process_group
+from conveyor.proc import kill_process_group, process_start_time, processes_marked
+from conveyor.states import JobStatus, RunStatus, check_transition
 from conveyor.store.db import Store, db_now
 from conveyor.store.models import Run
 
 STALE_AFTER = dt.timedelta(seconds=30)
-
-
-def process_start_time(pid: int) -> str | None:
-    """When the process started (clock ticks since boot): with the pid, names one process,
-    even after the pid is reused."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
 
 
 def owner_alive(owner: str | None, heartbeat_at: dt.datetime | None, now: dt.datetime) -> bool:
@@ -46,23 +35,6 @@ def owner_alive(owner: str | None, heartbeat_at: dt.datetime | None, now: dt.dat
         # Same pid but another start time: the pid was reused by an unrelated process.
         return actual is not None and (started in ("", "?") or actual == started)
     return heartbeat_at is not None and now - heartbeat_at < STALE_AFTER
-
-
-def _processes_of(run_id: int) -> list[int]:
-    """Processes started by this run's steps: they carry its CONVEYOR_RUN_ID in their
-    environment, which (unlike a stored pid) cannot point at an unrelated, reused pid."""
-    marker = f"CONVEYOR_RUN_ID={run_id}".encode()
-    found: list[int] = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/environ", "rb") as fh:
-                if marker in fh.read().split(b"\0"):
-                    found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
 
 
 def recover_interrupted(store: Store) -> list[int]:
@@ -107,57 +79,12 @@ def recover_interrupted(store: Store) -> list[int]:
 
 def _stop_processes(run_id: int) -> None:
     own_group = os.getpgid(0)
-    for pid in _processes_of(run_id):
+    # Processes started by this run's steps carry its CONVEYOR_RUN_ID in their environment,
+    # which (unlike a stored pid) cannot point at an unrelated, reused pid.
+    for pid in processes_marked(f"CONVEYOR_RUN_ID={run_id}".encode()):
         try:
             group = os.getpgid(pid)
         except ProcessLookupError:
             continue
         if group != own_group:
             kill_process_group(group, signal.SIGKILL)
-
-
-def stop_orphaned_steps(workspaces: Path) -> int:
-    """At server start: stop the step processes a killed process of this server left running.
-
-    Built-in runners' steps run in their own process groups (so a cancel reaches their
-    children), which is also why they outlive a kill -9 of the server. Their job's lease then
-    expires and the job runs again from its first step: an orphan left running would do its
-    work a second time, side effects included. They are found by the workspace in their
-    environment (under this server's data directory: not another server's, nor an agent's);
-    those whose parent is still a `conveyor` process belong to a live server and are kept."""
-    marker = f"CONVEYOR_WORKSPACE={workspaces}{os.sep}".encode()
-    own_group = os.getpgid(0)
-    groups: set[int] = set()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/environ", "rb") as fh:
-                if not any(v.startswith(marker) for v in fh.read().split(b"\0")):
-                    continue
-            group = os.getpgid(int(entry.name))
-        except OSError:
-            continue
-        if group != own_group and not _run_by_conveyor(_parent(group)):
-            groups.add(group)
-    for group in groups:
-        kill_process_group(group, signal.SIGKILL)
-    return len(groups)
-
-
-def _parent(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            return int(fh.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return 0
-
-
-def _run_by_conveyor(pid: int) -> bool:
-    """Whether `pid` is a live `conveyor` command (`conveyor ...` or `python -m conveyor ...`)."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            argv = fh.read().split(b"\0")
-    except OSError:
-        return False
-    return any(a == b"conveyor" or a.endswith(b"/conveyor") for a in argv[:3])

@@ -15,7 +15,9 @@ from sqlalchemy.orm import Session
 from conveyor.engine.plan import Condition, JobPlan, RunContext
 from conveyor.engine.promotion import queue_first_environments
 from conveyor.engine.scheduler import Decision, JobView
-from conveyor.engine.states import (
+from conveyor.errors import ConveyorError, NotFound
+from conveyor.events import EventType
+from conveyor.states import (
     IllegalTransition,
     JobStatus,
     RunStatus,
@@ -23,8 +25,6 @@ from conveyor.engine.states import (
     allowed,
     check_transition,
 )
-from conveyor.errors import ConveyorError, NotFound
-from conveyor.events import EventType
 from conveyor.store.db import Store, Writer, db_now
 from conveyor.store.models import Artifact, Job, Release, Run, Service, Step, utcnow
 

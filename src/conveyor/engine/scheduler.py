@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from conveyor.engine.plan import Condition
-from conveyor.engine.states import JobStatus, RunStatus
+from conveyor.states import JobStatus, RunStatus
 
 
 @dataclass(frozen=True)

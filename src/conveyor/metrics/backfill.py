@@ -19,10 +19,10 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from conveyor.engine.deploy_states import DeploymentStatus as D
+from conveyor.deploy_states import DeploymentStatus as D
 from conveyor.engine.recording import record_deployment_fact
 from conveyor.errors import ConveyorError
-from conveyor.metrics.facts import Change, DeploymentResult
+from conveyor.facts import Change, DeploymentResult
 from conveyor.metrics.ranges import commit_range
 from conveyor.sources.mirror import is_local, source_for
 from conveyor.store.db import Store, Writer

@@ -24,6 +24,7 @@ from itertools import pairwise
 from operator import itemgetter
 from typing import Any
 
+from conveyor.facts import DeploymentFact, IncidentFact
 from conveyor.metrics import tiers as tier_tables
 from conveyor.metrics.dora_options import (
     Settings,
@@ -47,7 +48,6 @@ from conveyor.metrics.dora_report import (
     rounded,
     series_of,
 )
-from conveyor.metrics.facts import DeploymentFact, IncidentFact
 
 __all__ = [
     "Commit",

@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql import Executable
 
 from conveyor import __version__
-from conveyor.engine.deploy_states import DEPLOYMENT_OPEN
+from conveyor.deploy_states import DEPLOYMENT_OPEN
 from conveyor.events import EventType
 from conveyor.store.db import Store
 from conveyor.store.models import (

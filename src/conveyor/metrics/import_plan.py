@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from conveyor.errors import ConveyorError
-from conveyor.metrics.facts import Change
+from conveyor.facts import Change
 from conveyor.metrics.import_records import DeploymentRecord, Errors, IncidentRecord, Parsed
 from conveyor.metrics.ranges import commit_range
 from conveyor.store.models import Deployment, DeploymentFactRow, Incident, Service

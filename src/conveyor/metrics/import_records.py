@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError
 
 from conveyor.errors import ConveyorError
-from conveyor.metrics.facts import Change, DeploymentKind, DeploymentResult
+from conveyor.facts import Change, DeploymentKind, DeploymentResult
 from conveyor.spec.fields import NAME_PATTERN, SERVICE_PATTERN, TIERS
 
 # Errors shown at most (the first ones, in line order); parsing stops there.

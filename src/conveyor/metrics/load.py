@@ -40,6 +40,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import ColumnElement
 
+from conveyor.facts import IncidentFact
 from conveyor.metrics.dora import (
     ENV,
     KEY,
@@ -54,7 +55,6 @@ from conveyor.metrics.dora import (
     Window,
     compute_facts,
 )
-from conveyor.metrics.facts import IncidentFact
 from conveyor.store.db import Store
 from conveyor.store.models import (
     ChangeFactRow,

@@ -13,8 +13,8 @@ import re
 from pathlib import Path
 
 from conveyor.errors import GitError
-from conveyor.metrics.facts import Change
-from conveyor.runner.workspace import _git
+from conveyor.facts import Change
+from conveyor.git import run_git
 
 # A first deployment may bring a repository's whole history; this many commits are recorded at
 # most (the DORA engine's look-back then decides which count).
@@ -35,7 +35,7 @@ def commit_range(
         args.append(f"^{previous}")
     elif previous == sha:
         return []
-    result = _git(repo, *args, "--", check=False)
+    result = run_git(repo, *args, "--", check=False)
     if result.returncode != 0:
         raise GitError(
             f"cannot list the commits of {sha[:12]} in {repo}: "

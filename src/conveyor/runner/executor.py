@@ -21,8 +21,9 @@ from typing import Protocol
 
 from conveyor.engine.plan import JobPlan, RunContext, StepPlan
 from conveyor.engine.runs import StaleLease
-from conveyor.engine.states import JobStatus, StepStatus
 from conveyor.errors import ConveyorError
+from conveyor.git import export_commit
+from conveyor.proc import ProcessResult, run_process
 from conveyor.runner.artifacts import ArtifactStore, collect_artifacts
 from conveyor.runner.container import (
     client_env,
@@ -34,11 +35,10 @@ from conveyor.runner.container import (
     step_variables,
 )
 from conveyor.runner.masking import SecretMasker
-from conveyor.runner.process import ProcessResult, run_process
 from conveyor.runner.reporting import JobReporter
 from conveyor.runner.secrets import Secrets
-from conveyor.runner.workspace import export_commit
 from conveyor.sandbox import Sandbox, default_sandbox, format_bytes
+from conveyor.states import JobStatus, StepStatus
 
 LOG_FLUSH_SECONDS = 0.1
 LOG_FLUSH_LINES = 1000

@@ -7,10 +7,10 @@ import dataclasses
 
 from conveyor.engine.plan import JobPlan, RunContext
 from conveyor.engine.runs import JobRef, run_context
-from conveyor.engine.states import JobStatus
 from conveyor.runner.executor import JobExecutor, RunnerSettings
 from conveyor.runner.reporting import StoreReporter
 from conveyor.runner.secrets import for_job
+from conveyor.states import JobStatus
 from conveyor.store.db import Store
 from conveyor.store.models import Run
 

@@ -15,8 +15,8 @@ from typing import Any, Protocol
 from sqlalchemy import ColumnElement, exists, insert, select, update
 
 from conveyor.engine.runs import JobRef, StaleLease, move_job
-from conveyor.engine.states import IllegalTransition, JobStatus, StepStatus, allowed
 from conveyor.runner.artifacts import ArtifactFile
+from conveyor.states import IllegalTransition, JobStatus, StepStatus, allowed
 from conveyor.store.db import Store, Writer, db_now
 from conveyor.store.models import Artifact, Job, LogLine, Run, Step, utcnow
 

@@ -31,20 +31,19 @@ from conveyor.engine.dispatch import (
     extend_running_leases,
     start_queued_runs,
 )
-from conveyor.engine.recovery import stop_orphaned_steps
 from conveyor.engine.runs import StaleLease
-from conveyor.engine.states import IllegalTransition
 from conveyor.errors import ConveyorError, NotFound
+from conveyor.proc import stop_orphaned_steps, use_fast_child_watcher
 from conveyor.runner.artifacts import ArtifactStore
 from conveyor.runner.executor import RunnerSettings, SourceCache
 from conveyor.runner.pool import RunnerPool
-from conveyor.runner.process import use_fast_child_watcher
 from conveyor.runner.secrets import Secrets
 from conveyor.sandbox import Sandbox, default_sandbox
 from conveyor.server.hub import Hub, wait_for
 from conveyor.server.intake import ChangeRecorder
 from conveyor.server.limits import BodyGuard, BodyLimits
 from conveyor.sources.intake import process_pending, release_claims
+from conveyor.states import IllegalTransition
 from conveyor.store.db import Store
 from conveyor.store.models import Service
 from conveyor.store.private import private_dir

@@ -15,8 +15,8 @@ from conveyor.errors import ConveyorError, NotFound
 from conveyor.server import scoping
 from conveyor.server.auth import require
 from conveyor.server.tokens import Identity
-from conveyor.store import delivery_queries as dq
 from conveyor.store.models import Approval
+from conveyor.views import delivery as dq
 
 router = APIRouter()
 Reader = Annotated[Identity, Depends(require("read"))]

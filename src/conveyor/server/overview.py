@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 
 from conveyor.server.auth import require
 from conveyor.server.tokens import Identity
-from conveyor.store import overview_queries
+from conveyor.views import overview as overview_queries
 
 router = APIRouter()
 Reader = Annotated[Identity, Depends(require("read"))]

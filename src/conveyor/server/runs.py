@@ -22,9 +22,9 @@ from conveyor.server.hub import wait_for
 from conveyor.server.tokens import Identity
 from conveyor.sources.commits import queue_commit
 from conveyor.sources.mirror import source_for
-from conveyor.store import queries
 from conveyor.store.models import Service, utcnow
 from conveyor.store.vault import seal_webhook_secret
+from conveyor.views import runs as queries
 
 router = APIRouter()
 Reader = Annotated[Identity, Depends(require("read"))]

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 
 from conveyor.server.auth import require
 from conveyor.server.tokens import Identity
-from conveyor.store.timeline_queries import release_timeline
+from conveyor.views.timeline import release_timeline
 
 router = APIRouter()
 Reader = Annotated[Identity, Depends(require("read"))]

@@ -123,7 +123,7 @@ def locate(repo: Path) -> GitRepository:
 
 def default_branches(repo: GitRepository) -> list[str]:
     """on.push.branches of the conveyor.yml at HEAD; empty (every branch) when there is none."""
-    from conveyor.runner.workspace import read_file_at
+    from conveyor.git import read_file_at
     from conveyor.sources.commits import PIPELINE_FILE
     from conveyor.spec import PipelineError, parse_pipeline
 

@@ -29,12 +29,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from conveyor.engine.runs import ensure_service, lock_service
-from conveyor.engine.states import RunStatus, check_transition
 from conveyor.errors import ConveyorError
-from conveyor.runner.workspace import CommitInfo, _git, resolve_commit
+from conveyor.git import CommitInfo, resolve_commit, run_git
 from conveyor.sources.commits import load_pipeline_at, queue_commit
 from conveyor.sources.mirror import source_for
 from conveyor.spec import Pipeline, PipelineError
+from conveyor.states import RunStatus, check_transition
 from conveyor.store.db import Store, Writer, db_now
 from conveyor.store.models import Delivery, Run, Service, utcnow
 
@@ -348,7 +348,7 @@ def _already_past(
         return None
     if sha == head.sha:
         return Outcome("ignored", f"{ref} at {sha[:7]} already ran as run {head.id}", head.id)
-    if _git(repo, "merge-base", "--is-ancestor", sha, head.sha, check=False).returncode == 0:
+    if run_git(repo, "merge-base", "--is-ancestor", sha, head.sha, check=False).returncode == 0:
         return Outcome(
             "ignored",
             f"a late delivery: {ref} has moved on to {head.sha[:7]} (run {head.id}), "

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from conveyor.errors import ConveyorError
-from conveyor.runner.process import run_process
+from conveyor.proc import run_process
 from conveyor.targets.base import (
     Instance,
     ReleaseBundle,

@@ -28,8 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from conveyor.engine.recovery import process_start_time
-from conveyor.runner.process import kill_process_group, process_alive, terminate_group
+from conveyor.proc import kill_process_group, process_alive, process_start_time, terminate_group
 from conveyor.spec.durations import DurationError, parse_duration
 from conveyor.targets.base import (
     Instance,

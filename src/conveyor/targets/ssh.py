@@ -36,7 +36,7 @@ from typing import Any
 
 from cryptography.utils import CryptographyDeprecationWarning
 
-from conveyor.runner.process import sanitize_line
+from conveyor.proc import sanitize_line
 from conveyor.targets.base import (
     Instance,
     ReleaseBundle,

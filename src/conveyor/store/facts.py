@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import insert, select
 
-from conveyor.metrics.facts import DeploymentFact
+from conveyor.facts import DeploymentFact
 from conveyor.store.db import Writer
 from conveyor.store.models import ChangeFactRow, DeploymentFactRow
 

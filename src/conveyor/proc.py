@@ -31,8 +31,11 @@ __all__ = [
     "ProcessResult",
     "kill_process_group",
     "process_alive",
+    "process_start_time",
+    "processes_marked",
     "run_process",
     "sanitize_line",
+    "stop_orphaned_steps",
     "terminate_group",
     "use_fast_child_watcher",
 ]
@@ -501,3 +504,78 @@ async def _supervise(
         duration=time.monotonic() - started,
         pid=pid,
     )
+
+
+# --- processes of this machine, found through /proc ---------------------------------------------
+
+
+def process_start_time(pid: int) -> str | None:
+    """When the process started (clock ticks since boot): with the pid, names one process,
+    even after the pid is reused."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def processes_marked(marker: bytes) -> list[int]:
+    """The processes whose environment holds exactly ``marker`` (``NAME=value``)."""
+    found: list[int] = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as fh:
+                if marker in fh.read().split(b"\0"):
+                    found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def stop_orphaned_steps(workspaces: Path) -> int:
+    """At server start: stop the step processes a killed process of this server left running.
+
+    Built-in runners' steps run in their own process groups (so a cancel reaches their
+    children), which is also why they outlive a kill -9 of the server. Their job's lease then
+    expires and the job runs again from its first step: an orphan left running would do its
+    work a second time, side effects included. They are found by the workspace in their
+    environment (under this server's data directory: not another server's, nor an agent's);
+    those whose parent is still a `conveyor` process belong to a live server and are kept."""
+    marker = f"CONVEYOR_WORKSPACE={workspaces}{os.sep}".encode()
+    own_group = os.getpgid(0)
+    groups: set[int] = set()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as fh:
+                if not any(v.startswith(marker) for v in fh.read().split(b"\0")):
+                    continue
+            group = os.getpgid(int(entry.name))
+        except OSError:
+            continue
+        if group != own_group and not _run_by_conveyor(_parent(group)):
+            groups.add(group)
+    for group in groups:
+        kill_process_group(group, signal.SIGKILL)
+    return len(groups)
+
+
+def _parent(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _run_by_conveyor(pid: int) -> bool:
+    """Whether `pid` is a live `conveyor` command (`conveyor ...` or `python -m conveyor ...`)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            argv = fh.read().split(b"\0")
+    except OSError:
+        return False
+    return any(a == b"conveyor" or a.endswith(b"/conveyor") for a in argv[:3])

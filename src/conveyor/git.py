@@ -24,6 +24,7 @@ __all__ = [
     "find_repo_root",
     "read_file_at",
     "resolve_commit",
+    "run_git",
 ]
 
 # Variables git hooks set that would point our commands at another repository or index than
@@ -64,7 +65,7 @@ def _git_env() -> dict[str, str]:
     return env
 
 
-def _git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+def run_git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
     argv = ["git", "-C", str(repo), "-c", "i18n.logOutputEncoding=UTF-8", *args]
     try:
         result = subprocess.run(argv, capture_output=True, env=_git_env(), check=False)
@@ -91,7 +92,7 @@ def _check_rev(rev: str) -> None:
 
 
 def _is_repo(repo: Path) -> bool:
-    return _git(repo, "rev-parse", "--git-dir", check=False).returncode == 0
+    return run_git(repo, "rev-parse", "--git-dir", check=False).returncode == 0
 
 
 def find_repo_root(path: Path) -> Path:
@@ -99,10 +100,10 @@ def find_repo_root(path: Path) -> Path:
     if not path.exists():
         raise GitError(f"{path} does not exist")
     start = path if path.is_dir() else path.parent
-    result = _git(start, "rev-parse", "--show-toplevel", check=False)
+    result = run_git(start, "rev-parse", "--show-toplevel", check=False)
     if result.returncode == 0:
         return Path(os.fsdecode(result.stdout.rstrip(b"\n")))
-    bare = _git(start, "rev-parse", "--is-bare-repository", "--absolute-git-dir", check=False)
+    bare = run_git(start, "rev-parse", "--is-bare-repository", "--absolute-git-dir", check=False)
     lines = os.fsdecode(bare.stdout).split("\n")
     if bare.returncode == 0 and lines[0] == "true":
         return Path(lines[1])
@@ -113,8 +114,8 @@ def _explain_missing(repo: Path, rev: str) -> GitError:
     """Why ``rev`` could not be read: no repository, no commits at all, or an unknown name."""
     if not _is_repo(repo):
         return GitError(f"{repo} is not a git repository", hint=_NOT_A_REPO_HINT)
-    has_refs = _git(repo, "for-each-ref", "--count=1", check=False).stdout.strip()
-    head = _git(repo, "rev-parse", "--verify", "--quiet", "HEAD", check=False)
+    has_refs = run_git(repo, "for-each-ref", "--count=1", check=False).stdout.strip()
+    head = run_git(repo, "rev-parse", "--verify", "--quiet", "HEAD", check=False)
     if not has_refs and head.returncode != 0:
         return GitError(f"the repository {repo} has no commits yet", hint="commit something first")
     return GitError(
@@ -126,7 +127,7 @@ def _explain_missing(repo: Path, rev: str) -> GitError:
 def resolve_commit(repo: Path, rev: str = "HEAD") -> CommitInfo:
     """Everything about one commit, in a single ``git log`` call."""
     _check_rev(rev)
-    result = _git(
+    result = run_git(
         repo,
         "log",
         "-1",
@@ -161,7 +162,7 @@ def resolve_commit(repo: Path, rev: str = "HEAD") -> CommitInfo:
 
 def current_branch(repo: Path) -> str | None:
     """The checked-out branch, or None when HEAD is detached."""
-    result = _git(repo, "symbolic-ref", "--quiet", "--short", "HEAD", check=False)
+    result = run_git(repo, "symbolic-ref", "--quiet", "--short", "HEAD", check=False)
     if result.returncode == 0:
         return result.stdout.decode("utf-8", "replace").strip()
     if not _is_repo(repo):
@@ -171,7 +172,7 @@ def current_branch(repo: Path) -> str | None:
 
 def _commit_sha(repo: Path, rev: str) -> str:
     _check_rev(rev)
-    result = _git(
+    result = run_git(
         repo,
         "rev-parse",
         "--verify",
@@ -195,7 +196,7 @@ def read_file_at(repo: Path, sha: str, relpath: str | PurePosixPath) -> bytes | 
         raise GitError(f"'{relpath}' must be a path inside the repository")
     commit = _commit_sha(repo, sha)
     name = "" if str(path) == "." else str(path)
-    result = _git(repo, "cat-file", "blob", f"{commit}:{name}", check=False)
+    result = run_git(repo, "cat-file", "blob", f"{commit}:{name}", check=False)
     return result.stdout if result.returncode == 0 else None
 
 
@@ -204,7 +205,7 @@ def _commit_and_objects(repo: Path, rev: str) -> tuple[str, Path]:
     _check_rev(rev)
     # One git call for both: --git-common-dir (relative to -C, as every worktree shares the
     # objects of the main repository) is printed before --verify prints the commit.
-    result = _git(
+    result = run_git(
         repo,
         "rev-parse",
         "--git-common-dir",

@@ -8,9 +8,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from conveyor.engine.states import RunStatus
 from conveyor.errors import NotFound
 from conveyor.events import EventType
+from conveyor.states import RunStatus
 from conveyor.store.db import Store
 from conveyor.store.models import Artifact, Event, Job, LogLine, Release, Run, Service
 
@@ -209,7 +209,7 @@ def release_detail(store: Store, release_id: int) -> dict[str, Any]:
         data["evidence"] = release.evidence
         data["publication"] = release.publication
     data["artifacts"] = run_detail(store, run_id)["artifacts"]
-    from conveyor.store.delivery_queries import list_deployments
+    from conveyor.views.delivery import list_deployments
 
     data["deployments"] = list_deployments(store, release=release_id, limit=1000)[::-1]
     return data

@@ -19,7 +19,6 @@ from conveyor.engine.incidents import describe
 from conveyor.engine.promotion import version_of
 from conveyor.errors import NotFound
 from conveyor.store.db import Store
-from conveyor.store.delivery_queries import deployment_summary
 from conveyor.store.models import (
     Approval,
     Artifact,
@@ -30,6 +29,7 @@ from conveyor.store.models import (
     Release,
     Run,
 )
+from conveyor.views.delivery import deployment_summary
 
 MAX_ID = 2**63 - 1
 # Where an entry without a time of its own sorts: after everything that has one.

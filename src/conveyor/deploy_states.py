@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 
-from conveyor.engine.states import allowed, check_transition, register
+from conveyor.states import allowed, check_transition, register
 
 
 class DeploymentStatus(enum.StrEnum):

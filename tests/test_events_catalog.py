@@ -190,8 +190,8 @@ def test_notify_on_accepts_exactly_the_notice_names() -> None:
 
 
 def test_the_readers_name_catalog_types() -> None:
+    from conveyor.delivery import cdevents
     from conveyor.metrics import exposition
-    from conveyor.notify import cdevents
     from conveyor.server import hub, stream
 
     for kinds in hub.CHANNELS.values():

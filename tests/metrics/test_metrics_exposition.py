@@ -16,11 +16,11 @@ from sqlalchemy import insert, select
 
 from conveyor.engine.incidents import open_incident, resolve_incident
 from conveyor.facts import Change, DeploymentFact
-from conveyor.metrics.exposition import Tail
 from conveyor.server.app import ServerConfig
 from conveyor.store.db import Store
 from conveyor.store.facts import write_fact
 from conveyor.store.models import Deployment, Event, Incident, Release, Service, utcnow
+from conveyor.store.tail import Tail
 from tests.conftest import GitRepo
 from tests.server import conftest as server
 from tests.server.conftest import Api, Serve, until

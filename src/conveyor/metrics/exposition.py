@@ -23,7 +23,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +55,7 @@ from conveyor.store.models import (
     Run,
     Service,
 )
+from conveyor.store.tail import GAP_GRACE_SECONDS, Tail
 
 __all__ = [
     "APPROVAL_BUCKETS",
@@ -114,8 +115,6 @@ EVENT_TYPES = (
 
 # A new server reads the history in batches of this many rows.
 BATCH = 5000
-# Ids missing from an append-only table are waited for this long (see Tail.settle).
-GAP_GRACE_SECONDS = 10.0
 # The first production deployment of a service may bring its whole history; only the commits
 # made within this window before it count for lead time here.
 FIRST_DEPLOYMENT_LOOKBACK = dt.timedelta(days=30)
@@ -134,60 +133,6 @@ def _seconds(later: dt.datetime, earlier: dt.datetime) -> float:
 
 
 # --- reading an append-only table in id order ----------------------------------------------------
-
-
-class Tail:
-    """A position in an append-only table read in id order, safe against ids that commit out of
-    order.
-
-    On PostgreSQL a transaction that took id 100 may commit after one that took id 101; a reader
-    that moved past 101 at once would never see 100. So a reader only moves through ids it has
-    seen, in order: at a missing id it stops, and waits for it at most ``grace`` seconds (a
-    transaction in flight commits within that; after it, the id was rolled back and never
-    comes). On SQLite ids are always contiguous and this never waits.
-    """
-
-    def __init__(
-        self,
-        position: int = 0,
-        *,
-        grace: float = GAP_GRACE_SECONDS,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.position = position
-        self.grace = grace
-        self.clock = clock
-        self._gaps: dict[int, float] = {}
-
-    def settle(self, ids: Sequence[int]) -> int:
-        """How many of ``ids`` (ascending, all above the position) may be consumed now."""
-        expected = self.position + 1
-        now = self.clock()
-        for index, id_ in enumerate(ids):
-            if id_ != expected:
-                first_seen = self._gaps.setdefault(expected, now)
-                if now - first_seen < self.grace:
-                    return index
-            expected = id_ + 1
-        return len(ids)
-
-    def advance(self, position: int) -> None:
-        self.position = max(self.position, position)
-        for gap in [g for g in self._gaps if g <= self.position]:
-            del self._gaps[gap]
-
-    def waiting(self) -> bool:
-        """Whether a missing id is holding the tail back."""
-        return bool(self._gaps)
-
-    def next_ids(self, session: Session, id_column: Any, limit: int) -> list[int]:
-        """The ids after the position that may be consumed now (see `settle`)."""
-        ids = list(
-            session.connection().scalars(
-                select(id_column).where(id_column > self.position).order_by(id_column).limit(limit)
-            )
-        )
-        return ids[: self.settle(ids)]
 
 
 # --- in-memory families --------------------------------------------------------------------------

@@ -4,101 +4,17 @@ An inbox notice needs no sending: the outbox row written with the event that cau
 the inbox entry (table ``notifications``, channel ``inbox``), persisted in the same transaction
 as that event. "Delivering" it only marks it delivered, so an inbox never fails, never retries
 and works on a machine that reaches nothing outside. The API reads the rows back
-(conveyor.server.inbox), newest first.
+(conveyor.views.inbox), newest first.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from conveyor.notify.base import Notice
 
-from sqlalchemy import select
-
-from conveyor.notify.base import NOTICE_TITLES, Notice
-from conveyor.store.db import Store
-from conveyor.store.models import Notification, Service
-
-__all__ = ["CHANNEL", "deliveries", "inbox_notices", "send_inbox"]
+__all__ = ["CHANNEL", "send_inbox"]
 
 CHANNEL = "inbox"
 
 
 async def send_inbox(notice: Notice) -> None:
     """Nothing to carry anywhere: the notice is already in the store."""
-
-
-def _entry(row: Notification, service: str) -> dict[str, Any]:
-    notice = dict(row.notice)
-    event = str(notice.get("event") or row.event)
-    return {
-        "id": row.id,
-        "event": event,
-        "title": NOTICE_TITLES.get(event, event),
-        "summary": notice.get("summary"),
-        "at": notice.get("at") or row.created_at.isoformat(timespec="seconds"),
-        "service": notice.get("service") or service,
-        "environment": notice.get("environment"),
-        "release": notice.get("release"),
-        "sha": notice.get("sha"),
-        "deployment_id": notice.get("deployment_id"),
-        "approval_id": notice.get("approval_id"),
-        "incident_id": notice.get("incident_id"),
-        "url": notice.get("url"),
-        "fields": notice.get("fields") or {},
-    }
-
-
-def inbox_notices(
-    store: Store,
-    *,
-    service: str | None = None,
-    event: str | None = None,
-    after: int = 0,
-    limit: int = 100,
-) -> list[dict[str, Any]]:
-    """Inbox notices, newest first; ``after`` an id: only newer ones (for polling)."""
-    with store.session() as session:
-        query = (
-            select(Notification, Service.name)
-            .join(Service, Service.id == Notification.service_id)
-            .where(Notification.channel == CHANNEL, Notification.id > after)
-            .order_by(Notification.id.desc())
-            .limit(limit)
-        )
-        if service:
-            query = query.where(Service.name == service)
-        if event:
-            query = query.where(Notification.event == event)
-        return [_entry(row, name) for row, name in session.execute(query).all()]
-
-
-def deliveries(
-    store: Store, *, service: str | None = None, channel: str | None = None, limit: int = 100
-) -> list[dict[str, Any]]:
-    """Every channel's notices and how their delivery went (status, attempts, last error),
-    newest first. The notifier's settings are left out: a webhook URL may be a credential."""
-    with store.session() as session:
-        query = (
-            select(Notification, Service.name)
-            .join(Service, Service.id == Notification.service_id)
-            .order_by(Notification.id.desc())
-            .limit(limit)
-        )
-        if service:
-            query = query.where(Service.name == service)
-        if channel:
-            query = query.where(Notification.channel == channel)
-        return [
-            {
-                "id": row.id,
-                "service": name,
-                "event": row.event,
-                "channel": row.channel,
-                "status": row.status,
-                "attempts": row.attempts,
-                "error": row.error,
-                "created_at": row.created_at,
-                "sent_at": row.sent_at,
-                "summary": dict(row.notice).get("summary"),
-            }
-            for row, name in session.execute(query).all()
-        ]

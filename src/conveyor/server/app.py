@@ -22,6 +22,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conveyor import __version__
+from conveyor.aio import wait_for
 from conveyor.delivery.controller import DeliveryController
 from conveyor.delivery.outbox import Outbox
 from conveyor.edge.client import EdgeClient
@@ -39,7 +40,7 @@ from conveyor.runner.executor import RunnerSettings, SourceCache
 from conveyor.runner.pool import RunnerPool
 from conveyor.runner.secrets import Secrets
 from conveyor.sandbox import Sandbox, default_sandbox
-from conveyor.server.hub import Hub, wait_for
+from conveyor.server.hub import Hub
 from conveyor.server.intake import ChangeRecorder
 from conveyor.server.limits import BodyGuard, BodyLimits
 from conveyor.sources.intake import process_pending, release_claims
@@ -296,7 +297,7 @@ def create_app(store: Store, config: ServerConfig | None = None) -> FastAPI:
                     )
                 )
             if config.cdevents_sinks:
-                from conveyor.notify.cdevents import CDEventsSender
+                from conveyor.delivery.cdevents import CDEventsSender
 
                 sender = CDEventsSender(store, config.cdevents_sinks)
                 tasks.append(asyncio.create_task(sender.serve()))

@@ -121,18 +121,3 @@ class Hub:
             yield waiter
         finally:
             self._waiters[channel].discard(waiter)
-
-
-async def wait_for(event: asyncio.Event, timeout: float) -> bool:
-    """Wait for `event` at most `timeout` seconds, then clear it; True if it was set.
-
-    Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that arrives in the same
-    turn as the event is set, and a background loop cancelled at shutdown would run on."""
-    try:
-        async with asyncio.timeout(timeout):
-            await event.wait()
-        return True
-    except TimeoutError:
-        return False
-    finally:
-        event.clear()

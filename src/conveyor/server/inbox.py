@@ -7,9 +7,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from conveyor.notify.inbox import deliveries, inbox_notices
 from conveyor.server.auth import require
 from conveyor.server.tokens import Identity
+from conveyor.views.inbox import deliveries, inbox_notices
 
 router = APIRouter()
 Reader = Annotated[Identity, Depends(require("read"))]

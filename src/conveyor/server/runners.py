@@ -26,6 +26,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select, update
 
+from conveyor.aio import wait_for
 from conveyor.engine.dispatch import LEASE_SECONDS, lease_next
 from conveyor.engine.plan import JobPlan
 from conveyor.engine.runs import JobRef, StaleLease, job_ref
@@ -34,7 +35,6 @@ from conveyor.runner.reporting import JobRecorder, extend_lease
 from conveyor.runner.secrets import lease_secrets
 from conveyor.server import scoping
 from conveyor.server.auth import require
-from conveyor.server.hub import wait_for
 from conveyor.server.tokens import Identity
 from conveyor.store.models import Job, Run
 

@@ -13,12 +13,12 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from conveyor import __version__, jsonio
+from conveyor.aio import wait_for
 from conveyor.engine.runs import create_rerun, request_cancel
 from conveyor.errors import NotFound
 from conveyor.events import EventType
 from conveyor.server import scoping
 from conveyor.server.auth import require
-from conveyor.server.hub import wait_for
 from conveyor.server.tokens import Identity
 from conveyor.sources.commits import queue_commit
 from conveyor.sources.mirror import source_for

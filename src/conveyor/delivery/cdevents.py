@@ -43,12 +43,11 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from conveyor.aio import wait_for
 from conveyor.events import EventType
-from conveyor.metrics.exposition import GAP_GRACE_SECONDS, Tail
 from conveyor.notify.base import NotifyError
 from conveyor.notify.send import backoff_delay
 from conveyor.notify.webhook import USER_AGENT, post
-from conveyor.server.hub import wait_for
 from conveyor.store.db import Store, Writer
 from conveyor.store.models import (
     Deployment,
@@ -59,6 +58,7 @@ from conveyor.store.models import (
     Run,
     utcnow,
 )
+from conveyor.store.tail import GAP_GRACE_SECONDS, Tail
 
 __all__ = [
     "CLOUDEVENTS_CONTENT_TYPE",
@@ -511,10 +511,12 @@ class CDEventsSender:
                     outcome.attempts,
                     outcome.error,
                 )
-            await asyncio.to_thread(self._save, sink, event_id, cloudevent, outcome)
+            # Shielded: a server stopping right after a delivery still moves the cursor past
+            # it, so a restart does not send the event again.
+            await asyncio.shield(asyncio.to_thread(self._save, sink, event_id, cloudevent, outcome))
         last = batch[-1][0]
         if sink.tail.position < last:
-            await asyncio.to_thread(self._save, sink, last, None, None)
+            await asyncio.shield(asyncio.to_thread(self._save, sink, last, None, None))
         return full
 
     def _read(self, sink: _Sink) -> tuple[list[tuple[int, dict[str, Any] | None]], bool]:

@@ -18,8 +18,7 @@ from typing import Any
 import pytest
 from sqlalchemy import insert, select
 
-from conveyor.engine.incidents import open_incident, resolve_incident
-from conveyor.notify.cdevents import (
+from conveyor.delivery.cdevents import (
     CURSOR,
     CDEventsSender,
     LogEvent,
@@ -27,6 +26,7 @@ from conveyor.notify.cdevents import (
     artifact_id,
     sink_key,
 )
+from conveyor.engine.incidents import open_incident, resolve_incident
 from conveyor.server.app import ServerConfig
 from conveyor.store.db import Settings, Store, open_store
 from conveyor.store.models import (

@@ -70,7 +70,9 @@ class RunnerPool:
             # Each job gets only what its own env references, looked up for its own service.
             secrets = await asyncio.to_thread(for_job, self.store, lease.context.service, plan)
             settings = dataclasses.replace(self.settings, secrets=secrets)
-            await JobExecutor(plan, lease.context, reporter, settings, asyncio.Event()).execute()
+            await JobExecutor(
+                plan, lease.context, reporter, settings, asyncio.Event(), attempt=lease.token
+            ).execute()
         except Exception:
             log.exception("job %s of run %s failed in the runner", lease.ref.name, lease.ref.run_id)
         finally:

@@ -10,6 +10,8 @@ import logging
 import os
 import socket
 
+from sqlalchemy.exc import OperationalError
+
 from conveyor.engine.dispatch import LEASE_SECONDS, Lease, lease_next
 from conveyor.engine.plan import JobPlan
 from conveyor.runner.executor import JobExecutor, RunnerSettings
@@ -42,12 +44,13 @@ class RunnerPool:
         # Set when jobs may be waiting: by the server's hub, and when one of ours finishes.
         self.wake = wake or asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
+        self._store_failing = False
 
     async def serve(self) -> None:
         try:
             while True:
                 while len(self._running) < self.slots:
-                    lease = lease_next(self.store, self.name, self.labels, LEASE_SECONDS)
+                    lease = self._lease()
                     if lease is None:
                         break
                     task = asyncio.create_task(self._execute(lease))
@@ -62,6 +65,21 @@ class RunnerPool:
                 task.cancel()
             if self._running:
                 await asyncio.gather(*self._running, return_exceptions=True)
+
+    def _lease(self) -> Lease | None:
+        """The next job for this runner; None also while the store cannot be written (a full
+        disk): the runner takes work again once it can, without a restart."""
+        try:
+            lease = lease_next(self.store, self.name, self.labels, LEASE_SECONDS)
+        except OperationalError as exc:
+            if not self._store_failing:
+                log.warning("the runner takes no job: the store cannot be written: %s", exc.orig)
+            self._store_failing = True
+            return None
+        if self._store_failing:
+            log.warning("the runner takes jobs again: the store can be written")
+            self._store_failing = False
+        return lease
 
     async def _execute(self, lease: Lease) -> None:
         try:

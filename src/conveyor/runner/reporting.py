@@ -80,6 +80,35 @@ class JobRecorder:
         self._seq: int | None = None
         self._started: dict[int, dt.datetime] = {}
         self.log_ceiling = retention.log_store_limit(warn=_warn_once)
+        self._dropped = False
+
+    def _fill(self, w: Writer, lines: LogBatch) -> list[tuple[dt.datetime, str]]:
+        """The lines of a batch that still fit under the store's ceiling, then the marker
+        that stops this attempt's log (counted beyond the ceiling: one line)."""
+        room = self.log_ceiling - retention.stored_log_bytes(w)
+        kept: list[tuple[dt.datetime, str]] = []
+        size = 0
+        for ts, text in lines:
+            if size + text_bytes(text) > room:
+                break
+            kept.append((ts, text))
+            size += text_bytes(text)
+        if not kept or not retention.admit(w, self.ref.id, self.ref.run_id, size, self.log_ceiling):
+            kept = []
+        self._dropped = True
+        marker = retention.dropped_marker(w, self.ref.id, self.token, self.log_ceiling)
+        if marker is not None:
+            kept.append((utcnow(), marker))
+            retention.charge(w, self.ref.id, text_bytes(marker))
+        return kept
+
+    def _dropping(self, w: Writer) -> bool:
+        """Whether the store's ceiling already stopped this attempt's log (its marker is the
+        last line: nothing after it, even a batch small enough to fit)."""
+        if not self._dropped:
+            dropped = w.session.scalar(select(Job.log_dropped).where(Job.id == self.ref.id))
+            self._dropped = dropped == self.token
+        return self._dropped
 
     def _lease_held(self) -> ColumnElement[bool]:
         return exists().where(
@@ -156,13 +185,13 @@ class JobRecorder:
         if not lines:
             return
         self.check_lease(w)
+        if self._dropping(w):
+            return
         size = sum(text_bytes(text) for _, text in lines)
         if not retention.admit(w, self.ref.id, self.ref.run_id, size, self.log_ceiling):
-            marker = retention.dropped_marker(w, self.ref.id, self.token, self.log_ceiling)
-            if marker is None:
+            lines = self._fill(w, lines)
+            if not lines:
                 return
-            lines = [(utcnow(), marker)]
-            retention.charge(w, self.ref.id, text_bytes(marker))
         if self._seq is None:
             last = w.session.scalar(
                 select(LogLine.seq)

@@ -74,15 +74,14 @@ def retention_days(
 ) -> float | None:
     """``CONVEYOR_LOG_RETENTION`` or ``CONVEYOR_ARTIFACT_RETENTION``: days a finished run keeps
     its logs or artifacts (``30``, ``30d``, ``12h``); unset or ``0``: kept for good."""
-    text = (os.environ if environ is None else environ).get(name, "").strip().lower()
-    if not text or text in ("0", "0d"):
+    text = (os.environ if environ is None else environ).get(name, "").strip()
+    if not text or text.lower() in ("0", "0d", "0h"):
         return None
-    unit = 1.0
-    if text[-1] in "dh":
-        unit = 1.0 if text[-1] == "d" else 1 / 24
-        text = text[:-1]
+    number, unit = text.lower(), 1.0
+    if number[-1] in "dh":
+        number, unit = number[:-1], 1.0 if number[-1] == "d" else 1 / 24
     try:
-        days = float(text) * unit
+        days = float(number) * unit
     except ValueError:
         days = -1.0
     if not days > 0 or days == float("inf"):

@@ -37,6 +37,20 @@ function parseAnchor(hash) {
   }
 }
 
+// A job given to a runner again (its runner was lost) logs each attempt apart: a labelled
+// rule where each attempt's lines begin in a step's log (the `attempt` of each line).
+function attemptRule(section, line, attempts) {
+  const attempt = line.attempt || 0;
+  if (!attempt || attempt === section.attempt) return null;
+  section.attempt = attempt;
+  if (attempts <= 1) return null;
+  const label = attempt < attempts
+    ? `Attempt ${attempt} of ${attempts} · ended when its runner stopped answering`
+    : `Attempt ${attempt} of ${attempts}`;
+  return h('div', {class: 'log-attempt', role: 'separator', dataset: {attempt: String(attempt)}},
+    label);
+}
+
 function branch(ref) {
   if (!ref) return null;
   return ref.replace(/^refs\/(heads|tags)\//, '');
@@ -381,6 +395,7 @@ export async function render(root, params, ctx) {
         h('p', {class: 'job-meta'},
           h('span', null, 'Duration ', durationEl(job.duration, job.started_at, job.finished_at)),
           job.runner ? h('span', null, 'Runner ', h('code', null, job.runner)) : null,
+          job.attempt > 1 ? h('span', null, `Attempt ${job.attempt}`) : null,
           job.needs && job.needs.length ? h('span', null, 'Needs ', job.needs.join(', ')) : null,
           job.reason && !reused ? h('span', {class: 'job-reason'}, job.reason) : null));
       let message = null;
@@ -483,6 +498,8 @@ export async function render(root, params, ctx) {
         const key = line.step === null || line.step === undefined ? SETUP : line.step;
         if (key !== SETUP && !sections.has(key)) unknownStep = true;
         const section = sectionFor(key, null);
+        const rule = attemptRule(section, line, (jobOf(name) || {}).attempt || 1);
+        if (rule) section.body.appendChild(rule);
         const seq = line.seq;
         const anchorId = lineId(name, seq);
         const text = h('span', {class: 'lt'}, ansiToFragment(line.text));

@@ -16,6 +16,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -135,14 +136,14 @@ def test_a_job_whose_runner_is_lost_logs_its_second_attempt_apart(
     assert two < printed.index("attempt=2 step-attempt=1")
 
 
-def _all_lines(http: httpx.Client, run_id: int) -> list[str]:
-    texts: list[str] = []
+def _all_lines(http: httpx.Client, run_id: int) -> list[dict[str, Any]]:
+    lines: list[dict[str, Any]] = []
     after = 0
     while True:
         page = http.get(f"/runs/{run_id}/logs", params={"after": after, "limit": 10000}).json()
-        texts += [line["text"] for line in page["lines"]]
+        lines += page["lines"]
         if not page["lines"]:
-            return texts
+            return lines
         after = page["next"]
 
 
@@ -239,9 +240,11 @@ def test_a_data_directory_filling_up_during_a_log_heavy_run_corrupts_nothing_and
 
         first = until(lambda: ended(run_id), 30, "the log-heavy run to end")
         assert first["status"] == "succeeded", first
-        texts = _all_lines(http, run_id)
-        assert any("log line(s) were lost here" in t for t in texts)  # said, not silent
-        assert "finished" in texts
+        lines = _all_lines(http, run_id)
+        lost = [line for line in lines if "log line(s) were lost here" in line["text"]]
+        assert lost, "the lost lines were not said"  # said, not silent
+        assert lost[0]["step"] == 0  # in the step's own log, where the lines went missing
+        assert lines[-1]["text"] == "finished"
 
         # The next push runs to completion.
         r = http.post("/runs", json={"service": "svc", "rev": "HEAD"})

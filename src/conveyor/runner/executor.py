@@ -42,10 +42,10 @@ from conveyor.sandbox import Sandbox, default_sandbox, format_bytes
 from conveyor.spec.durations import DurationError, parse_size
 
 LOG_FLUSH_SECONDS = 0.1
+LOG_FLUSH_LINES = 1000
 # CONVEYOR_LIMIT_JOB_LOG: the most output a runner keeps of one job, whatever its pipeline asks.
 JOB_LOG_VARIABLE = "CONVEYOR_LIMIT_JOB_LOG"
 JOB_LOG_CEILING = 2**30
-LOG_FLUSH_LINES = 1000
 KILL_GRACE_SECONDS = 5.0
 # Well inside the 30 s lease, and often enough that a cancel from elsewhere lands in a second.
 HEARTBEAT_SECONDS = 1.0

@@ -335,6 +335,7 @@ class StoreReporter:
         self.store = store
         self.recorder = JobRecorder(store, ref, token, lease_seconds)
         self.lost_lines = 0
+        self._lost_at: int | None = None
         self._failing = False
 
     def _failed(self, exc: OperationalError) -> None:
@@ -356,13 +357,14 @@ class StoreReporter:
             log.warning("job %s of run %d: the store can be written again", ref.name, ref.run_id)
 
     def _lost(self, w: Writer) -> None:
-        """The line that says how many lines the store could not take, once it can."""
+        """The line that says how many lines the store could not take, once it can (in the
+        log of the step that wrote them)."""
         if self.lost_lines:
             text = (
                 f"[conveyor] {self.lost_lines} log line(s) were lost here: the store could "
                 "not be written (is the data directory full?)"
             )
-            self.recorder.log(w, None, [(utcnow(), text)])
+            self.recorder.log(w, self._lost_at, [(utcnow(), text)])
 
     async def _write(self, apply: Callable[[Writer], T]) -> T:
         delay = STORE_RETRY_SECONDS[0]
@@ -391,6 +393,8 @@ class StoreReporter:
                 self._lost(w)
                 self.recorder.log(w, position, lines)
         except OperationalError as exc:
+            if not self.lost_lines:
+                self._lost_at = position
             self.lost_lines += len(lines)
             self._failed(exc)
             return

@@ -8,7 +8,9 @@ import contextlib
 import sqlite3
 from pathlib import Path
 
+import pytest
 from tests.conftest import Conveyor, GitRepo
+from tests.serverproc import ServerProcess, until
 
 STEPS = """
 service: shop
@@ -124,3 +126,25 @@ def test_an_invalid_retention_setting_is_refused_clearly(repo: GitRepo, conveyor
     assert result.returncode == 1
     assert "CONVEYOR_LOG_RETENTION='a month' is not a valid value" in result.stderr
     assert "hint:" in result.stderr
+
+
+@pytest.mark.integration
+def test_the_server_applies_the_log_retention_by_itself(repo: GitRepo, conveyor: Conveyor) -> None:
+    pipeline = "service: shop\njobs:\n  build:\n    run: echo built here\n"
+    repo.commit("pipeline", {"conveyor.yml": pipeline})
+    assert conveyor("run", timeout=60).returncode == 0
+    _age_run(conveyor.home, 1, 40)
+    server = ServerProcess(conveyor.home)
+    server.env["CONVEYOR_LOG_RETENTION"] = "30"
+    server.admin = server.token("admin", "admin")
+    server.start()
+    try:
+        removed = until(
+            lambda: [line for line in server.logs(1) if "log was removed" in line["text"]],
+            15,
+            "the server's retention pass",
+        )
+    finally:
+        server.stop()
+    assert "older than CONVEYOR_LOG_RETENTION" in removed[0]["text"]
+    assert removed[0]["attempt"] == 0

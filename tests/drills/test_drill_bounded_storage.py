@@ -129,6 +129,7 @@ def test_a_job_whose_runner_is_lost_logs_its_second_attempt_apart(
     said = {line["text"]: line["attempt"] for line in lines if "step-attempt=" in line["text"]}
     assert said == {"attempt=1 step-attempt=1": 1, "attempt=2 step-attempt=1": 2}
     assert len(server.events(run_id, "taskrun.requeued")) == 1
+    assert "(attempt 2)" in server.cli("show", str(run_id))
     # The CLI shows the attempts apart, each under its own header.
     printed = server.cli("logs", str(run_id)).splitlines()
     one, two = printed.index("--- attempt 1 ---"), printed.index("--- attempt 2 ---")

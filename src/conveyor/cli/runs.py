@@ -82,9 +82,11 @@ def print_run(data: dict[str, Any]) -> None:
         took = duration(job["started_at"], job["finished_at"]) if job["started_at"] else ""
         reason = f" — {job['reason']}" if job["reason"] else ""
         needs = f" (needs {', '.join(job['needs'])})" if job["needs"] else ""
+        # A job given to a runner again after its runner was lost: which attempt this is.
+        again = f" (attempt {job['attempt']})" if job.get("attempt", 0) > 1 else ""
         click.echo(
             f"{STATUS_MARK.get(job['status'], '?')} {job['name']}{needs} {job['status']} "
-            f"{took}{reason}".rstrip()
+            f"{took}{again}{reason}".rstrip()
         )
         for step in job["steps"]:
             took = duration(step["started_at"], step["finished_at"]) if step["started_at"] else ""

@@ -236,8 +236,11 @@ def prune_oldest(w: Writer, need: int, keep_run: int | None = None) -> int:
         for run_id in runs:
             gained = prune_run_logs(w, [run_id], f"the log store reached {LOG_STORE_VARIABLE}")
             freed += gained
-            log.warning("removed the logs of run %d (%s) to keep under the log store's ceiling",
-                        run_id, format_bytes(max(gained, 0)))  # fmt: skip
+            log.warning(
+                "removed the logs of run %d (%s) to keep under the log store's ceiling",
+                run_id,
+                format_bytes(max(gained, 0)),
+            )
             if freed >= need:
                 break
     return freed
@@ -259,11 +262,14 @@ class Pruned:
     def lines(self) -> list[str]:
         out = []
         if self.log_runs:
-            out.append(f"removed the logs of {len(self.log_runs)} run(s), "
-                       f"{format_bytes(max(self.log_bytes, 0))}")  # fmt: skip
+            out.append(
+                f"removed the logs of {len(self.log_runs)} run(s), "
+                f"{format_bytes(max(self.log_bytes, 0))}"
+            )
         if self.artifacts:
-            out.append(f"removed {self.artifacts} artifact file(s), "
-                       f"{format_bytes(self.artifact_bytes)}")  # fmt: skip
+            out.append(
+                f"removed {self.artifacts} artifact file(s), {format_bytes(self.artifact_bytes)}"
+            )
         for service, ids in sorted(self.bundles.items()):
             if ids:
                 out.append(f"removed {len(ids)} release bundle(s) of {service}")
@@ -291,11 +297,12 @@ def prune_old_logs(store: Store, days: float, batch: int = 50) -> tuple[list[int
             runs += ids
 
 
-def prune_old_artifacts(store: Store, days: float) -> tuple[int, int]:
+def prune_old_artifacts(store: Store, days: float, newest: int) -> tuple[int, int]:
     """Remove the artifact files of runs that finished more than ``days`` ago, except those a
     newer run also made and those of releases an environment serves, may roll back to or is
-    deploying. Their records stay (path, digest, size): the history keeps what was built."""
-    from conveyor.delivery.bundles import keep_newest, needed_releases
+    deploying, and of the ``newest`` releases of each service. Their records stay (path,
+    digest, size): the history keeps what was built."""
+    from conveyor.delivery.bundles import needed_releases
     from conveyor.runner.artifacts import ArtifactStore
 
     files = ArtifactStore(store.home / "artifacts")
@@ -318,7 +325,7 @@ def prune_old_artifacts(store: Store, days: float) -> tuple[int, int]:
         services = list(session.scalars(select(Service.name)))
     needed_runs: set[int] = set()
     for service in services:
-        releases = needed_releases(store, service, keep_newest())
+        releases = needed_releases(store, service, newest)
         with store.session() as session:
             needed_runs |= set(
                 session.scalars(select(Release.run_id).where(Release.id.in_(sorted(releases))))
@@ -340,28 +347,29 @@ def prune_old_artifacts(store: Store, days: float) -> tuple[int, int]:
     return count, size
 
 
-def prune(store: Store, environ: Mapping[str, str] | None = None,
-          warn: Callable[[str], None] | None = None) -> Pruned:  # fmt: skip
+def prune(
+    store: Store,
+    environ: Mapping[str, str] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> Pruned:
     """Apply every retention setting once (blocking: run it in a thread)."""
-    from conveyor.delivery.bundles import keep_newest, prune_service
+    from conveyor.delivery.bundles import KEEP_DEFAULT, keep_newest, prune_service
 
     environ = os.environ if environ is None else environ
     done = Pruned()
-    days = retention_days(LOG_RETENTION_VARIABLE, environ, warn)
-    if days is not None:
-        done.log_runs, done.log_bytes = prune_old_logs(store, days)
-    days = retention_days(ARTIFACT_RETENTION_VARIABLE, environ, warn)
-    if days is not None:
-        done.artifacts, done.artifact_bytes = prune_old_artifacts(store, days)
     try:
         newest = keep_newest()
     except ConveyorError as exc:
         if warn is None:
             raise
         warn(f"{exc.message}; using the default")
-        from conveyor.delivery.bundles import KEEP_DEFAULT
-
         newest = KEEP_DEFAULT
+    days = retention_days(LOG_RETENTION_VARIABLE, environ, warn)
+    if days is not None:
+        done.log_runs, done.log_bytes = prune_old_logs(store, days)
+    days = retention_days(ARTIFACT_RETENTION_VARIABLE, environ, warn)
+    if days is not None:
+        done.artifacts, done.artifact_bytes = prune_old_artifacts(store, days, newest)
     with store.session() as session:
         services = list(session.scalars(select(Service.name)))
     for service in services:

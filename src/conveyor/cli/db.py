@@ -10,7 +10,7 @@ from conveyor.store.db import SCHEMA_REVISION, current_revision, make_engine, op
 
 @click.group()
 def db() -> None:
-    """Database schema: upgrade, current revision, DORA backfill."""
+    """Database schema: upgrade, current revision, DORA backfill, retention."""
 
 
 def _backfill() -> bool:
@@ -61,3 +61,28 @@ def current_command() -> None:
     finally:
         engine.dispose()
     click.echo(f"needed:   {SCHEMA_REVISION}")
+
+
+@db.command("prune")
+@click.option("--usage", is_flag=True, help="Only print how much log the store holds.")
+def prune_command(usage: bool) -> None:
+    """Apply the retention settings now: CONVEYOR_LOG_RETENTION, CONVEYOR_ARTIFACT_RETENTION
+    and CONVEYOR_KEEP_BUNDLES (the server does it every hour)."""
+    from conveyor.delivery.retention import prune
+    from conveyor.sandbox import format_bytes
+    from conveyor.store import retention
+
+    store = open_store(settings_for(), upgrade_new=False)
+    try:
+        if not usage:
+            for line in prune(store).lines():
+                click.echo(line)
+        with store.write() as w:
+            used = retention.stored_log_bytes(w)
+    finally:
+        store.close()
+    ceiling = retention.log_store_limit()
+    click.echo(
+        f"logs stored: {format_bytes(used)} of {format_bytes(ceiling)} "
+        f"({retention.LOG_STORE_VARIABLE})"
+    )

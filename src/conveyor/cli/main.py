@@ -27,7 +27,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "rerun": ("conveyor.cli.runs", "rerun", "Run a finished run again (all or failed jobs)."),
     "releases": ("conveyor.cli.releases", "releases", "List releases (successful runs)."),
     "release": ("conveyor.cli.releases", "release", "Show one release and its evidence."),
-    "db": ("conveyor.cli.db", "db", "Database schema: upgrade, current revision, DORA backfill."),
+    "db": ("conveyor.cli.db", "db", "Database: upgrade, revision, DORA backfill, prune."),
     "server": ("conveyor.cli.server", "server", "Serve the API, webhooks and runners."),
     "edge": ("conveyor.cli.edge", "edge", "The process holding the stable ports: run, status."),
     "token": ("conveyor.cli.admin", "token", "API tokens: create, list, revoke."),

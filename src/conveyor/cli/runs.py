@@ -82,9 +82,11 @@ def print_run(data: dict[str, Any]) -> None:
         took = duration(job["started_at"], job["finished_at"]) if job["started_at"] else ""
         reason = f" — {job['reason']}" if job["reason"] else ""
         needs = f" (needs {', '.join(job['needs'])})" if job["needs"] else ""
+        # A job given to a runner again after its runner was lost: which attempt this is.
+        again = f" (attempt {job['attempt']})" if job.get("attempt", 0) > 1 else ""
         click.echo(
             f"{STATUS_MARK.get(job['status'], '?')} {job['name']}{needs} {job['status']} "
-            f"{took}{reason}".rstrip()
+            f"{took}{again}{reason}".rstrip()
         )
         for step in job["steps"]:
             took = duration(step["started_at"], step["finished_at"]) if step["started_at"] else ""
@@ -117,8 +119,16 @@ def logs(run_id: int, job: str | None, follow: bool, timestamps: bool) -> None:
     names = source.job_names(run_id)
     prefix = job is None and len(names) > 1
     width = max((len(n) for n in names), default=0)
+    # A job given to a runner again (its first runner was lost) shows each attempt apart.
+    retried = {j["name"] for j in source.run_detail(run_id)["jobs"] if j.get("attempt", 0) > 1}
+    attempts: dict[str, int] = {}
     for line in source.logs(run_id, job, follow):
         head = f"{line['job'].ljust(width)} | " if prefix else ""
+        attempt = int(line.get("attempt") or 0)
+        seen = attempts.setdefault(line["job"], 0)
+        if attempt > seen and (attempt > 1 or line["job"] in retried):
+            click.echo(f"{head}--- attempt {attempt} ---")
+        attempts[line["job"]] = max(seen, attempt)
         stamp = f"{line['ts'].isoformat(timespec='milliseconds')} " if timestamps else ""
         click.echo(f"{stamp}{head}{line['text']}")
 

@@ -43,6 +43,7 @@ class JobPlan(BaseModel):
     timeout: float = 3600.0
     continue_on_error: bool = False
     log_limit: int = 64 * 2**20
+    job_log_limit: int = 256 * 2**20
 
 
 class RunContext(BaseModel):

@@ -43,6 +43,7 @@ def plan_jobs(pipeline: Pipeline) -> list[JobPlan]:
                     timeout=job_timeout,
                     continue_on_error=job.continue_on_error,
                     log_limit=defaults.log_limit,
+                    job_log_limit=defaults.job_log_limit,
                 )
             )
     return plans

@@ -781,7 +781,9 @@ class Agent:
                 base_env=self.base_env,
                 sandbox=self.sandbox,
             )
-            status = await JobExecutor(plan, context, reporter, settings, job.cancel).execute()
+            status = await JobExecutor(
+                plan, context, reporter, settings, job.cancel, attempt=reporter.token
+            ).execute()
         except Exception as exc:  # a fault of this runner: leave the job to its lease
             reporter.abandon(f"the runner failed: {exc!r}")
             log.exception("%s failed in the runner", job.label)

@@ -38,13 +38,31 @@ from conveyor.runner.masking import SecretMasker
 from conveyor.runner.reporting import JobReporter
 from conveyor.runner.secrets import Secrets
 from conveyor.sandbox import Sandbox, default_sandbox, format_bytes
+from conveyor.spec.durations import DurationError, parse_size
 from conveyor.states import JobStatus, StepStatus
 
 LOG_FLUSH_SECONDS = 0.1
 LOG_FLUSH_LINES = 1000
+# CONVEYOR_LIMIT_JOB_LOG: the most output a runner keeps of one job, whatever its pipeline asks.
+JOB_LOG_VARIABLE = "CONVEYOR_LIMIT_JOB_LOG"
+JOB_LOG_CEILING = 2**30
 KILL_GRACE_SECONDS = 5.0
 # Well inside the 30 s lease, and often enough that a cancel from elsewhere lands in a second.
 HEARTBEAT_SECONDS = 1.0
+
+
+def job_log_ceiling(environ: Mapping[str, str] | None = None) -> int:
+    """``CONVEYOR_LIMIT_JOB_LOG`` (default 1 GiB); an invalid value fails the job saying so."""
+    text = (os.environ if environ is None else environ).get(JOB_LOG_VARIABLE, "").strip()
+    if not text:
+        return JOB_LOG_CEILING
+    try:
+        return parse_size(text)
+    except DurationError:
+        raise ConveyorError(
+            f"{JOB_LOG_VARIABLE}={text!r} is not a valid value",
+            hint="a size such as 1GiB or 500MiB, set where this runner runs",
+        ) from None
 
 
 class SourceCache:
@@ -123,18 +141,35 @@ class RunnerSettings:
 
 
 class LogBuffer:
-    """Collects masked lines and hands them to the reporter in batches, while the step runs."""
+    """Collects masked lines and hands them to the reporter in batches, while the step runs.
+
+    The job's lines together are held to ``job_limit`` bytes: past it, one line says so and
+    the rest is discarded (the job goes on), as a step's own limit does for its output."""
 
     def __init__(self, reporter: JobReporter, masker: SecretMasker) -> None:
         self.reporter = reporter
         self.masker = masker
         self.position: int | None = None
+        self.job_limit: int | None = None
+        self.kept = 0
+        self.truncated = False
         self._lines: list[tuple[dt.datetime, str]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def line(self, text: str) -> None:
-        self._lines.append((dt.datetime.now(dt.UTC), self.masker.mask(text)))
+        if self.truncated:
+            return
+        masked = self.masker.mask(text)
+        self.kept += len(masked.encode("utf-8", "replace"))
+        if self.job_limit is not None and self.kept > self.job_limit:
+            self.truncated = True
+            masked = (
+                f"[conveyor] log truncated: the job's output reached its limit of "
+                f"{format_bytes(self.job_limit)} (job_log_limit); the rest of this job's "
+                "output was discarded"
+            )
+        self._lines.append((dt.datetime.now(dt.UTC), masked))
         if len(self._lines) >= LOG_FLUSH_LINES:
             self._wake.set()
 
@@ -220,12 +255,16 @@ class JobExecutor:
         reporter: JobReporter,
         settings: RunnerSettings,
         cancel: asyncio.Event,
+        attempt: int = 1,
     ) -> None:
         self.plan = plan
         self.context = context
         self.reporter = reporter
         self.settings = settings
         self.cancel = cancel
+        # The job's attempt: 1, then 2... each time it is leased again after its runner was
+        # lost (its lease token). Its lines are stored as that attempt's; CONVEYOR_ATTEMPT.
+        self.attempt = max(1, attempt)
         self.workspace = settings.workspaces / f"run-{context.run_id}" / plan.name
 
     async def execute(self) -> JobStatus:
@@ -277,6 +316,12 @@ class JobExecutor:
         if sandbox is None:
             sandbox = await asyncio.to_thread(default_sandbox)
         self._limit_pipeline(sandbox, log)
+        log.job_limit = self.plan.job_log_limit
+        if self.attempt > 1:
+            log.line(
+                f"[conveyor] attempt {self.attempt} of this job: a runner that had it "
+                "stopped answering, so it starts over from its first step"
+            )
         secrets = self.settings.secrets
         job_env = {k: secrets.substitute(v) for k, v in self.plan.env.items()}
         step_envs = [{k: secrets.substitute(v) for k, v in s.env.items()} for s in self.plan.steps]
@@ -343,6 +388,13 @@ class JobExecutor:
                 f"[conveyor] the job's timeout ({plan.timeout:g}s) is above this runner's "
                 f"ceiling of {limits.job_time:g}s: the job stops after {limits.job_time:g}s"
             )
+        job_ceiling = job_log_ceiling()
+        if plan.job_log_limit > job_ceiling:
+            log.line(
+                f"[conveyor] job_log_limit {format_bytes(plan.job_log_limit)} is above this "
+                f"runner's ceiling of {format_bytes(job_ceiling)}: the job keeps at most "
+                f"{format_bytes(job_ceiling)} of output"
+            )
         if plan.log_limit > limits.log_bytes:
             log.line(
                 f"[conveyor] log_limit {format_bytes(plan.log_limit)} is above this runner's "
@@ -353,6 +405,7 @@ class JobExecutor:
             update={
                 "timeout": min(plan.timeout, limits.job_time),
                 "log_limit": min(plan.log_limit, limits.log_bytes),
+                "job_log_limit": min(plan.job_log_limit, job_ceiling),
                 "steps": [
                     s.model_copy(update={"timeout": min(s.timeout, limits.job_time)})
                     for s in plan.steps
@@ -384,7 +437,10 @@ class JobExecutor:
         for attempt in range(1, attempts + 1):
             await self.reporter.step_started(position, attempt)
             timeout = max(0.0, min(step.timeout, deadline - time.monotonic()))
-            env["CONVEYOR_ATTEMPT"] = str(attempt)
+            # The job's attempt (it counts up when the job is leased again); the step's own
+            # retries count in CONVEYOR_STEP_ATTEMPT.
+            env["CONVEYOR_ATTEMPT"] = str(self.attempt)
+            env["CONVEYOR_STEP_ATTEMPT"] = str(attempt)
 
             # --- container support (`image:`, see conveyor.runner.container) ---
             argv, process_env, engine, container = _argv(step), env, "", None

@@ -37,4 +37,4 @@ class LocalRunner:
         # Each job gets only what its own env references, looked up for its own service.
         secrets = await asyncio.to_thread(for_job, self.store, context.service, plan)
         settings = dataclasses.replace(self.settings, secrets=secrets)
-        return await JobExecutor(plan, context, reporter, settings, cancel).execute()
+        return await JobExecutor(plan, context, reporter, settings, cancel, attempt=token).execute()

@@ -10,6 +10,8 @@ import logging
 import os
 import socket
 
+from sqlalchemy.exc import OperationalError
+
 from conveyor.engine.dispatch import LEASE_SECONDS, Lease, lease_next
 from conveyor.engine.plan import JobPlan
 from conveyor.runner.executor import JobExecutor, RunnerSettings
@@ -42,12 +44,13 @@ class RunnerPool:
         # Set when jobs may be waiting: by the server's hub, and when one of ours finishes.
         self.wake = wake or asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
+        self._store_failing = False
 
     async def serve(self) -> None:
         try:
             while True:
                 while len(self._running) < self.slots:
-                    lease = lease_next(self.store, self.name, self.labels, LEASE_SECONDS)
+                    lease = self._lease()
                     if lease is None:
                         break
                     task = asyncio.create_task(self._execute(lease))
@@ -63,6 +66,21 @@ class RunnerPool:
             if self._running:
                 await asyncio.gather(*self._running, return_exceptions=True)
 
+    def _lease(self) -> Lease | None:
+        """The next job for this runner; None also while the store cannot be written (a full
+        disk): the runner takes work again once it can, without a restart."""
+        try:
+            lease = lease_next(self.store, self.name, self.labels, LEASE_SECONDS)
+        except OperationalError as exc:
+            if not self._store_failing:
+                log.warning("the runner takes no job: the store cannot be written: %s", exc.orig)
+            self._store_failing = True
+            return None
+        if self._store_failing:
+            log.warning("the runner takes jobs again: the store can be written")
+            self._store_failing = False
+        return lease
+
     async def _execute(self, lease: Lease) -> None:
         try:
             reporter = StoreReporter(self.store, lease.ref, lease.token, LEASE_SECONDS)
@@ -70,7 +88,9 @@ class RunnerPool:
             # Each job gets only what its own env references, looked up for its own service.
             secrets = await asyncio.to_thread(for_job, self.store, lease.context.service, plan)
             settings = dataclasses.replace(self.settings, secrets=secrets)
-            await JobExecutor(plan, lease.context, reporter, settings, asyncio.Event()).execute()
+            await JobExecutor(
+                plan, lease.context, reporter, settings, asyncio.Event(), attempt=lease.token
+            ).execute()
         except Exception:
             log.exception("job %s of run %s failed in the runner", lease.ref.name, lease.ref.run_id)
         finally:

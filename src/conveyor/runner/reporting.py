@@ -8,19 +8,38 @@ job that now belongs to someone else.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import ColumnElement, exists, insert, select, update
+from sqlalchemy.exc import OperationalError
 
 from conveyor.engine.runs import JobRef, StaleLease, move_job
 from conveyor.runner.artifacts import ArtifactFile
 from conveyor.states import IllegalTransition, JobStatus, StepStatus, allowed
+from conveyor.store import retention
 from conveyor.store.db import Store, Writer, db_now
 from conveyor.store.models import Artifact, Job, LogLine, Run, Step, utcnow
+from conveyor.store.retention import text_bytes
+
+log = logging.getLogger("conveyor.runner")
+_warned: set[str] = set()
+
+
+def _warn_once(text: str) -> None:
+    if text not in _warned:
+        _warned.add(text)
+        log.warning("%s", text)
+
 
 LogBatch = Sequence[tuple[dt.datetime, str]]
+T = TypeVar("T")
+# A report the store could not take is tried again after this many seconds, doubling up to
+# the second figure.
+STORE_RETRY_SECONDS = (0.1, 2.0)
 
 
 class JobReporter(Protocol):
@@ -60,6 +79,36 @@ class JobRecorder:
         # makes a recorder per report batch of a remote runner.
         self._seq: int | None = None
         self._started: dict[int, dt.datetime] = {}
+        self.log_ceiling = retention.log_store_limit(warn=_warn_once)
+        self._dropped = False
+
+    def _fill(self, w: Writer, lines: LogBatch) -> list[tuple[dt.datetime, str]]:
+        """The lines of a batch that still fit under the store's ceiling, then the marker
+        that stops this attempt's log (counted beyond the ceiling: one line)."""
+        room = self.log_ceiling - retention.stored_log_bytes(w)
+        kept: list[tuple[dt.datetime, str]] = []
+        size = 0
+        for ts, text in lines:
+            if size + text_bytes(text) > room:
+                break
+            kept.append((ts, text))
+            size += text_bytes(text)
+        if not kept or not retention.admit(w, self.ref.id, self.ref.run_id, size, self.log_ceiling):
+            kept = []
+        self._dropped = True
+        marker = retention.dropped_marker(w, self.ref.id, self.token, self.log_ceiling)
+        if marker is not None:
+            kept.append((utcnow(), marker))
+            retention.charge(w, self.ref.id, text_bytes(marker))
+        return kept
+
+    def _dropping(self, w: Writer) -> bool:
+        """Whether the store's ceiling already stopped this attempt's log (its marker is the
+        last line: nothing after it, even a batch small enough to fit)."""
+        if not self._dropped:
+            dropped = w.session.scalar(select(Job.log_dropped).where(Job.id == self.ref.id))
+            self._dropped = dropped == self.token
+        return self._dropped
 
     def _lease_held(self) -> ColumnElement[bool]:
         return exists().where(
@@ -130,8 +179,19 @@ class JobRecorder:
         self._emit(w, "step.started", step=name, position=position, attempt=attempt)
 
     def log(self, w: Writer, position: int | None, lines: LogBatch) -> None:
+        """Store a batch of lines as this attempt's (the lease token is the job's attempt),
+        if the store's log ceiling lets it: otherwise the batch is dropped and the attempt
+        gets one line saying so, once (conveyor.store.retention)."""
         if not lines:
             return
+        self.check_lease(w)
+        if self._dropping(w):
+            return
+        size = sum(text_bytes(text) for _, text in lines)
+        if not retention.admit(w, self.ref.id, self.ref.run_id, size, self.log_ceiling):
+            lines = self._fill(w, lines)
+            if not lines:
+                return
         if self._seq is None:
             last = w.session.scalar(
                 select(LogLine.seq)
@@ -148,10 +208,10 @@ class JobRecorder:
                 "seq": first + i,
                 "ts": ts,
                 "text": text,
+                "attempt": self.token,
             }
             for i, (ts, text) in enumerate(lines)
         ]
-        self.check_lease(w)
         w.session.execute(insert(LogLine), rows)
         self._emit(
             w, "log.appended", position=position, first_seq=first, last_seq=first + len(rows) - 1
@@ -263,20 +323,83 @@ def extend_lease(w: Writer, ref: JobRef, token: int, lease_seconds: float) -> bo
 
 
 class StoreReporter:
-    """The built-in runner's reporter: each report is its own transaction."""
+    """The built-in runner's reporter: each report is its own transaction.
+
+    When the store cannot be written (a full disk, a lost database), the job goes on: its log
+    lines are dropped and counted, and the first batch stored afterwards begins with a line
+    saying how many were lost; its state changes are retried until they are stored (or the
+    job was given to another runner meanwhile: StaleLease). Persist first: a step's end is
+    never reported before it is recorded."""
 
     def __init__(self, store: Store, ref: JobRef, token: int, lease_seconds: float = 30.0) -> None:
         self.store = store
         self.recorder = JobRecorder(store, ref, token, lease_seconds)
+        self.lost_lines = 0
+        self._lost_at: int | None = None
+        self._failing = False
+
+    def _failed(self, exc: OperationalError) -> None:
+        if not self._failing:
+            self._failing = True
+            ref = self.recorder.ref
+            log.warning(
+                "job %s of run %d: the store cannot be written (%s): its log lines are "
+                "dropped and its reports retried until it can",
+                ref.name,
+                ref.run_id,
+                exc.orig,
+            )
+
+    def _recovered(self) -> None:
+        if self._failing:
+            self._failing = False
+            ref = self.recorder.ref
+            log.warning("job %s of run %d: the store can be written again", ref.name, ref.run_id)
+
+    def _lost(self, w: Writer) -> None:
+        """The line that says how many lines the store could not take, once it can (in the
+        log of the step that wrote them)."""
+        if self.lost_lines:
+            text = (
+                f"[conveyor] {self.lost_lines} log line(s) were lost here: the store could "
+                "not be written (is the data directory full?)"
+            )
+            self.recorder.log(w, self._lost_at, [(utcnow(), text)])
+
+    async def _write(self, apply: Callable[[Writer], T]) -> T:
+        delay = STORE_RETRY_SECONDS[0]
+        while True:
+            try:
+                with self.store.write() as w:
+                    self._lost(w)
+                    result = apply(w)
+            except OperationalError as exc:
+                self._failed(exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, STORE_RETRY_SECONDS[1])
+                continue
+            self.lost_lines = 0
+            self._recovered()
+            return result
 
     async def step_started(self, position: int, attempt: int) -> None:
-        with self.store.write() as w:
-            self.recorder.step_started(w, position, attempt)
+        await self._write(lambda w: self.recorder.step_started(w, position, attempt))
 
     async def log(self, position: int | None, lines: LogBatch) -> None:
-        if lines:
+        if not lines:
+            return
+        try:
             with self.store.write() as w:
+                self._lost(w)
                 self.recorder.log(w, position, lines)
+        except OperationalError as exc:
+            if not self.lost_lines:
+                self._lost_at = position
+            self.lost_lines += len(lines)
+            self._failed(exc)
+            return
+        self.lost_lines = 0
+        self._recovered()
 
     async def step_finished(
         self,
@@ -286,19 +409,24 @@ class StoreReporter:
         reason: str | None,
         attempts: int,
     ) -> None:
-        with self.store.write() as w:
-            self.recorder.step_finished(
+        await self._write(
+            lambda w: self.recorder.step_finished(
                 w, position, status, exit_code=exit_code, reason=reason, attempts=attempts
             )
+        )
 
     async def artifacts(self, files: Sequence[ArtifactFile]) -> None:
-        with self.store.write() as w:
-            self.recorder.artifacts(w, files)
+        await self._write(lambda w: self.recorder.artifacts(w, files))
 
     async def job_finished(self, status: JobStatus, reason: str | None) -> None:
-        with self.store.write() as w:
-            self.recorder.job_finished(w, status, reason)
+        await self._write(lambda w: self.recorder.job_finished(w, status, reason))
 
     async def heartbeat(self) -> bool:
-        with self.store.write() as w:
-            return self.recorder.heartbeat(w)
+        try:
+            with self.store.write() as w:
+                return self.recorder.heartbeat(w)
+        except OperationalError as exc:
+            # Not fatal: the next heartbeat may land; if the lease runs out meanwhile, the
+            # job is given to a runner again (its next attempt) once the store can be written.
+            self._failed(exc)
+            return False

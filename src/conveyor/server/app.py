@@ -48,6 +48,7 @@ from conveyor.states import IllegalTransition
 from conveyor.store.db import Store
 from conveyor.store.models import Service
 from conveyor.store.private import private_dir
+from conveyor.store.retention import PRUNE_SECONDS
 from conveyor.store.vault import on_server_start, open_webhook_secret
 
 log = logging.getLogger("conveyor.server")
@@ -213,6 +214,15 @@ def _keep_dora_summary_current(store: Store) -> None:
     keep_current(store)
 
 
+def _prune(store: Store) -> None:
+    from conveyor.delivery.retention import prune
+
+    done = prune(store, warn=log.warning)
+    for line in done.lines():
+        if line != "nothing to remove":
+            log.info("retention: %s", line)
+
+
 def create_app(store: Store, config: ServerConfig | None = None) -> FastAPI:
     config = config or ServerConfig()
     state = ServerState(store, config)
@@ -273,6 +283,18 @@ def create_app(store: Store, config: ServerConfig | None = None) -> FastAPI:
                 )
             )
             # --- end polling
+            # Retention of logs, artifacts and release bundles (conveyor.store.retention).
+            tasks.append(
+                asyncio.create_task(
+                    _loop(
+                        "retention",
+                        lambda: _prune(store),
+                        asyncio.Event(),
+                        in_thread=True,
+                        every=PRUNE_SECONDS,
+                    )
+                )
+            )
             if config.delivery:
                 state.delivery = DeliveryController(
                     store,

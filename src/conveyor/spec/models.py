@@ -453,6 +453,11 @@ class Defaults(_Model):
         None, ge=1, description="Most jobs of one run at once; default: the runner's capacity."
     )
     log_limit: Size = Field(64 * 1024 * 1024, description="Most log bytes kept per step.")
+    job_log_limit: Size = Field(
+        256 * 1024 * 1024,
+        description="Most log bytes kept per job, all its steps together; then one line says "
+        "the rest was discarded, and the job goes on.",
+    )
     retries: Retries = Field(0, description="Default retries for jobs.")
 
 

@@ -189,6 +189,11 @@ class Job(Base):
     lease_expires_at: Mapped[dt.datetime | None] = mapped_column(index=True)
     # Highest report sequence applied for the current lease: a retried report is not applied twice.
     report_seq: Mapped[int] = mapped_column(Integer, default=0)
+    # Bytes of log stored for the job (every attempt), counted into StoreUsage "logs".
+    log_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    # The attempt (lease token) whose lines the store's log ceiling dropped, 0 for none: its
+    # one marker line is written once.
+    log_dropped: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
 
     run: Mapped[Run] = relationship(back_populates="jobs")
     steps: Mapped[list[Step]] = relationship(
@@ -224,8 +229,20 @@ class LogLine(Base):
     seq: Mapped[int] = mapped_column(Integer)
     ts: Mapped[dt.datetime] = mapped_column()
     text: Mapped[str] = mapped_column(Text)
+    # The job's attempt that wrote it: 1, then 2... each time the job is leased again.
+    attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
     __table_args__ = (UniqueConstraint("job_id", "seq", name="uq_log_lines_job_seq"),)
+
+
+class StoreUsage(Base):
+    """Running totals of what the store holds, checked against its ceilings in one UPDATE.
+    One row today: "logs", the bytes of every stored log line."""
+
+    __tablename__ = "store_usage"
+
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    bytes: Mapped[int] = mapped_column(BigInteger)
 
 
 class Artifact(Base):

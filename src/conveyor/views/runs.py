@@ -78,6 +78,10 @@ def run_detail(store: Store, run_id: int) -> dict[str, Any]:
                 "reason": job.reason,
                 "needs": job.needs,
                 "runner": job.runner,
+                # 1, 2...: how many times a runner was given the job (it starts over when its
+                # runner is lost); its log lines name their attempt. 0: not run yet.
+                "attempt": job.lease_token,
+                "log_bytes": job.log_bytes,
                 "started_at": job.started_at,
                 "finished_at": job.finished_at,
                 "duration": _seconds(job.started_at, job.finished_at),
@@ -155,15 +159,26 @@ def log_page(
                 LogLine.ts,
                 LogLine.text,
                 LogLine.step_position,
+                LogLine.attempt,
             )
             .where(LogLine.job_id.in_(list(job_ids)), LogLine.id > after)
             .order_by(LogLine.id)
             .limit(limit)
         ).all()
-    # `step` is the position of the step that wrote the line (null: the job's own setup).
+    # `step` is the position of the step that wrote the line (null: the job's own setup);
+    # `attempt` the job's attempt that wrote it (1, 2... when it was leased again; 0: a note
+    # left where retention removed the job's log).
     lines = [
-        {"id": lid, "job": job_ids[jid], "seq": seq, "ts": ts, "text": text, "step": step}
-        for lid, jid, seq, ts, text, step in rows
+        {
+            "id": lid,
+            "job": job_ids[jid],
+            "seq": seq,
+            "ts": ts,
+            "text": text,
+            "step": step,
+            "attempt": attempt,
+        }
+        for lid, jid, seq, ts, text, step, attempt in rows
     ]
     return lines, ended and len(lines) < limit
 

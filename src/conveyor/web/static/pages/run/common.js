@@ -25,6 +25,20 @@ export function parseAnchor(hash) {
   }
 }
 
+// A job given to a runner again (its runner was lost) logs each attempt apart: a labelled
+// rule where each attempt's lines begin in a step's log (the `attempt` of each line).
+export function attemptRule(section, line, attempts) {
+  const attempt = line.attempt || 0;
+  if (!attempt || attempt === section.attempt) return null;
+  section.attempt = attempt;
+  if (attempts <= 1) return null;
+  const label = attempt < attempts
+    ? `Attempt ${attempt} of ${attempts} · ended when its runner stopped answering`
+    : `Attempt ${attempt} of ${attempts}`;
+  return h('div', {class: 'log-attempt', role: 'separator', dataset: {attempt: String(attempt)}},
+    label);
+}
+
 export function branch(ref) {
   if (!ref) return null;
   return ref.replace(/^refs\/(heads|tags)\//, '');

@@ -5,7 +5,9 @@
 import {h, replace, badge} from '../../lib/dom.js';
 import {absTime} from '../../lib/format.js';
 import {ansiToFragment, stripAnsi} from '../../lib/ansi.js';
-import {TERMINAL, BAD, SETUP, REUSED, lineId, parseAnchor, durationEl} from './common.js';
+import {
+  TERMINAL, BAD, SETUP, REUSED, lineId, parseAnchor, durationEl, attemptRule,
+} from './common.js';
 import {createLogSearch} from './logsearch.js';
 import {streamLog} from './logstream.js';
 
@@ -129,6 +131,7 @@ export function createJobView(page, panel, name) {
       h('p', {class: 'job-meta'},
         h('span', null, 'Duration ', durationEl(job.duration, job.started_at, job.finished_at)),
         job.runner ? h('span', null, 'Runner ', h('code', null, job.runner)) : null,
+        job.attempt > 1 ? h('span', null, `Attempt ${job.attempt}`) : null,
         job.needs && job.needs.length ? h('span', null, 'Needs ', job.needs.join(', ')) : null,
         job.reason && !reused ? h('span', {class: 'job-reason'}, job.reason) : null));
     const message = noteFor(job, reused);
@@ -169,6 +172,8 @@ export function createJobView(page, panel, name) {
       const key = line.step === null || line.step === undefined ? SETUP : line.step;
       if (key !== SETUP && !sections.has(key)) unknownStep = true;
       const section = sectionFor(key, null);
+      const rule = attemptRule(section, line, (page.jobOf(name) || {}).attempt || 1);
+      if (rule) section.body.appendChild(rule);
       const seq = line.seq;
       const anchorId = lineId(name, seq);
       const text = h('span', {class: 'lt'}, ansiToFragment(line.text));

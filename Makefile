@@ -42,6 +42,7 @@ lint: $(STAMP) lock-check
 	$(BIN)/ruff check src tests bench examples tools
 	$(BIN)/ruff format --check src tests bench examples tools
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 ## Fails when requirements/lock.txt, pyproject.toml and the installed packages disagree.
 lock-check: $(STAMP)

@@ -50,7 +50,7 @@ NOT_EVENTS = {
 # Emitters whose first argument is computed: (module, the expression).
 COMPUTED_EMITS = {
     ("engine/runs.py", "kind"),  # a taskrun.* member chosen by the job's new status
-    ("runner/reporting.py", "type_"),  # its _emit helper passes its caller's literal on
+    ("engine/job_reports.py", "type_"),  # its _emit helper passes its caller's literal on
     ("engine/promotion.py", "deployment_event(status)"),
     ("engine/promotion.py", "approval_event(status)"),
 }

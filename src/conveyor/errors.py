@@ -23,3 +23,7 @@ class NotFound(ConveyorError):
 
 class GitError(ConveyorError):
     """A repository or commit could not be read."""
+
+
+class StaleLease(ConveyorError):
+    """The job was leased to another runner since this one took it."""

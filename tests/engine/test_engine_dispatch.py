@@ -10,8 +10,9 @@ import pytest
 from sqlalchemy import select, update
 
 from conveyor.engine import dispatch
-from conveyor.engine.plan import JobPlan, StepPlan
-from conveyor.engine.runs import StaleLease, create_run, move_job, request_cancel
+from conveyor.engine.runs import create_run, move_job, request_cancel
+from conveyor.errors import StaleLease
+from conveyor.plan import JobPlan, StepPlan
 from conveyor.states import JobStatus, RunStatus
 from conveyor.store.db import Settings, Store, open_store
 from conveyor.store.models import Event, Job, Run, Step, utcnow

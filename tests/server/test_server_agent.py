@@ -20,7 +20,7 @@ import pytest
 from tests.conftest import GitRepo
 from tests.serverproc import Processes, ServerProcess, until
 
-from conveyor.engine.runs import StaleLease
+from conveyor.errors import StaleLease
 from conveyor.runner.agent import HttpReporter
 from conveyor.runner.artifacts import ArtifactStore
 from conveyor.states import JobStatus, StepStatus

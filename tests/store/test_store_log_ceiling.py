@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from conveyor.engine.plan import JobPlan, StepPlan
+from conveyor.engine.job_reports import JobRecorder
 from conveyor.engine.runs import apply_turn, create_run, finish_run, job_refs, start_run
 from conveyor.engine.scheduler import Decision
-from conveyor.runner.reporting import JobRecorder
+from conveyor.plan import JobPlan, StepPlan
 from conveyor.states import JobStatus, RunStatus
 from conveyor.store.db import Settings, Store, open_store
 from conveyor.store.models import Job, LogLine, StoreUsage

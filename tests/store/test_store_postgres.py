@@ -14,10 +14,8 @@ from sqlalchemy import create_engine, select, text
 from sqlalchemy.pool import NullPool
 from tests.conftest import Conveyor, GitRepo
 
-from conveyor.engine.plan import JobPlan, StepPlan
 from conveyor.engine.runs import (
     JobRef,
-    StaleLease,
     apply_turn,
     create_run,
     finish_run,
@@ -30,7 +28,8 @@ from conveyor.engine.runs import (
     start_run,
 )
 from conveyor.engine.scheduler import Decision, next_decisions, run_outcome
-from conveyor.errors import ConveyorError
+from conveyor.errors import ConveyorError, StaleLease
+from conveyor.plan import JobPlan, StepPlan
 from conveyor.states import IllegalTransition, JobStatus, RunStatus
 from conveyor.store.db import Settings, Store, open_store
 from conveyor.store.models import Event, Job, Run, Step

@@ -19,8 +19,8 @@ from conveyor.proc import use_fast_child_watcher
 from conveyor.runner.artifacts import ArtifactStore
 from conveyor.runner.executor import RunnerSettings, SourceCache
 from conveyor.runner.local import LocalRunner
-from conveyor.runner.secrets import Secrets
 from conveyor.sandbox import configure
+from conveyor.secrets import Secrets
 from conveyor.sources.commits import full_ref, queue_commit
 from conveyor.states import JobStatus, RunStatus
 from conveyor.store.db import Store

@@ -211,7 +211,7 @@ def secret_rm(service: str, name: str, environment: str | None) -> None:
 def secret_import(service: str, file: Path, environment: str | None) -> None:
     """Set every NAME=value line of FILE (e.g. the secrets.env of earlier versions) as a
     secret of SERVICE: all of them, or none."""
-    from conveyor.runner.secrets import read_secrets_file
+    from conveyor.secrets import read_secrets_file
 
     values = read_secrets_file(file)
     if not values:

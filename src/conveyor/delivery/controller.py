@@ -34,12 +34,13 @@ from conveyor.errors import ConveyorError
 from conveyor.facts import Change
 from conveyor.metrics.ranges import commit_range
 from conveyor.runner.artifacts import ArtifactStore
-from conveyor.runner.secrets import SECRET_REF, referenced, scoped
 from conveyor.sandbox import Sandbox
+from conveyor.secrets import SECRET_REF, referenced
 from conveyor.sources.mirror import source_for
 from conveyor.spec.models import Environment
 from conveyor.store.db import Store
 from conveyor.store.models import Approval, Deployment, EnvironmentState, Release, utcnow
+from conveyor.store.vault import scoped
 from conveyor.targets.base import (
     Edge,
     Instance,

@@ -19,10 +19,11 @@ from sqlalchemy import select
 
 from conveyor.notify.base import Notice
 from conveyor.notify.send import DeliveryReport, deliver
-from conveyor.runner.secrets import SECRET_REF, Secrets, referenced, scoped
+from conveyor.secrets import SECRET_REF, Secrets, referenced
 from conveyor.spec.models import Notifier
 from conveyor.store.db import Store
 from conveyor.store.models import Notification, Service, utcnow
+from conveyor.store.vault import scoped
 
 log = logging.getLogger("conveyor.notify")
 SENDERS = 4

@@ -17,7 +17,6 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
-from conveyor.engine.plan import RunContext
 from conveyor.engine.runs import (
     JobRef,
     close_run,
@@ -30,6 +29,7 @@ from conveyor.engine.runs import (
 from conveyor.engine.scheduler import decide, next_decisions, run_outcome
 from conveyor.errors import ConveyorError
 from conveyor.events import EventType
+from conveyor.plan import RunContext
 from conveyor.states import JobStatus, RunStatus, StepStatus, check_transition
 from conveyor.store.db import Store, Writer, db_now
 from conveyor.store.models import Job, Run, Service, Step, utcnow

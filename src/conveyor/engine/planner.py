@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conveyor.engine.plan import JobPlan, StepPlan
+from conveyor.plan import JobPlan, StepPlan
 from conveyor.spec import Pipeline
 
 

@@ -12,11 +12,11 @@ from typing import Any, TypeVar
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from conveyor.engine.plan import Condition, JobPlan, RunContext
 from conveyor.engine.promotion import queue_first_environments
 from conveyor.engine.scheduler import Decision, JobView
-from conveyor.errors import ConveyorError, NotFound
+from conveyor.errors import ConveyorError, NotFound, StaleLease
 from conveyor.events import EventType
+from conveyor.plan import Condition, JobPlan, RunContext
 from conveyor.states import (
     IllegalTransition,
     JobStatus,
@@ -29,10 +29,6 @@ from conveyor.store.db import Store, Writer, db_now
 from conveyor.store.models import Artifact, Job, Release, Run, Service, Step, utcnow
 
 StatusT = TypeVar("StatusT", bound=enum.Enum)
-
-
-class StaleLease(ConveyorError):
-    """The job was leased to another runner since this one took it."""
 
 
 def lock_service(w: Writer, service_id: int) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from conveyor.engine.plan import Condition
+from conveyor.plan import Condition
 from conveyor.states import JobStatus, RunStatus
 
 

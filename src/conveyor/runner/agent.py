@@ -48,14 +48,13 @@ import httpx
 from pydantic import ValidationError
 
 from conveyor import __version__
-from conveyor.engine.plan import JobPlan, RunContext
-from conveyor.engine.runs import StaleLease
-from conveyor.errors import ConveyorError
-from conveyor.runner.artifacts import ArtifactFile, ArtifactStore
+from conveyor.errors import ConveyorError, StaleLease
+from conveyor.plan import JobPlan, RunContext
+from conveyor.reports import ArtifactFile, LogBatch
+from conveyor.runner.artifacts import ArtifactStore
 from conveyor.runner.executor import JobExecutor, RunnerSettings
-from conveyor.runner.reporting import LogBatch
-from conveyor.runner.secrets import Secrets
 from conveyor.sandbox import Sandbox, default_sandbox
+from conveyor.secrets import Secrets
 from conveyor.states import JobStatus, StepStatus
 
 log = logging.getLogger("conveyor.runner.agent")

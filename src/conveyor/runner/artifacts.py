@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
 from conveyor.errors import ConveyorError, NotFound
+from conveyor.reports import ArtifactFile
 
 __all__ = [
     "ArtifactFile",
@@ -33,13 +34,6 @@ __all__ = [
 _CHUNK = 2**20
 _DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
 MANIFEST_VERSION = 1
-
-
-@dataclass(frozen=True)
-class ArtifactFile:
-    path: str  # posix, relative to the workspace
-    digest: str  # "sha256:<hex>"
-    size: int
 
 
 @dataclass(frozen=True)

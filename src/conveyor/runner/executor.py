@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from conveyor.engine.plan import JobPlan, RunContext, StepPlan
-from conveyor.engine.runs import StaleLease
-from conveyor.errors import ConveyorError
+from conveyor.errors import ConveyorError, StaleLease
 from conveyor.git import export_commit
+from conveyor.plan import JobPlan, RunContext, StepPlan
 from conveyor.proc import ProcessResult, run_process
+from conveyor.reports import JobReporter
 from conveyor.runner.artifacts import ArtifactStore, collect_artifacts
 from conveyor.runner.container import (
     client_env,
@@ -35,9 +35,8 @@ from conveyor.runner.container import (
     step_variables,
 )
 from conveyor.runner.masking import SecretMasker
-from conveyor.runner.reporting import JobReporter
-from conveyor.runner.secrets import Secrets
 from conveyor.sandbox import Sandbox, default_sandbox, format_bytes
+from conveyor.secrets import Secrets
 from conveyor.spec.durations import DurationError, parse_size
 from conveyor.states import JobStatus, StepStatus
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
-from conveyor.engine.plan import JobPlan, RunContext
+from conveyor.engine.job_reports import StoreReporter
 from conveyor.engine.runs import JobRef, run_context
+from conveyor.plan import JobPlan, RunContext
 from conveyor.runner.executor import JobExecutor, RunnerSettings
-from conveyor.runner.reporting import StoreReporter
-from conveyor.runner.secrets import for_job
 from conveyor.states import JobStatus
 from conveyor.store.db import Store
 from conveyor.store.models import Run
+from conveyor.store.vault import for_job
 
 
 class LocalRunner:

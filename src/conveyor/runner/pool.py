@@ -13,11 +13,11 @@ import socket
 from sqlalchemy.exc import OperationalError
 
 from conveyor.engine.dispatch import LEASE_SECONDS, Lease, lease_next
-from conveyor.engine.plan import JobPlan
+from conveyor.engine.job_reports import StoreReporter
+from conveyor.plan import JobPlan
 from conveyor.runner.executor import JobExecutor, RunnerSettings
-from conveyor.runner.reporting import StoreReporter
-from conveyor.runner.secrets import for_job
 from conveyor.store.db import Store
+from conveyor.store.vault import for_job
 
 log = logging.getLogger("conveyor.runner")
 

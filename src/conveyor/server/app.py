@@ -32,14 +32,13 @@ from conveyor.engine.dispatch import (
     extend_running_leases,
     start_queued_runs,
 )
-from conveyor.engine.runs import StaleLease
-from conveyor.errors import ConveyorError, NotFound
+from conveyor.errors import ConveyorError, NotFound, StaleLease
 from conveyor.proc import stop_orphaned_steps, use_fast_child_watcher
 from conveyor.runner.artifacts import ArtifactStore
 from conveyor.runner.executor import RunnerSettings, SourceCache
 from conveyor.runner.pool import RunnerPool
-from conveyor.runner.secrets import Secrets
 from conveyor.sandbox import Sandbox, default_sandbox
+from conveyor.secrets import Secrets
 from conveyor.server.hub import Hub
 from conveyor.server.intake import ChangeRecorder
 from conveyor.server.limits import BodyGuard, BodyLimits

@@ -28,15 +28,15 @@ from sqlalchemy import select, update
 
 from conveyor.aio import wait_for
 from conveyor.engine.dispatch import LEASE_SECONDS, lease_next
-from conveyor.engine.plan import JobPlan
-from conveyor.engine.runs import JobRef, StaleLease, job_ref
-from conveyor.errors import NotFound
-from conveyor.runner.reporting import JobRecorder, extend_lease
-from conveyor.runner.secrets import lease_secrets
+from conveyor.engine.job_reports import JobRecorder, extend_lease
+from conveyor.engine.runs import JobRef, job_ref
+from conveyor.errors import NotFound, StaleLease
+from conveyor.plan import JobPlan
 from conveyor.server import scoping
 from conveyor.server.auth import require
 from conveyor.server.tokens import Identity
 from conveyor.store.models import Job, Run
+from conveyor.store.vault import lease_secrets
 
 router = APIRouter(tags=["runners"])
 RunnerAuth = Annotated[Identity, Depends(require("runner"))]

@@ -8,11 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from conveyor.engine.plan import JobPlan
 from conveyor.engine.planner import plan_jobs
 from conveyor.engine.runs import create_run
 from conveyor.errors import ConveyorError
 from conveyor.git import CommitInfo, current_branch, read_file_at, resolve_commit
+from conveyor.plan import JobPlan
 from conveyor.spec import Pipeline, parse_pipeline
 from conveyor.store.db import Store, Writer
 

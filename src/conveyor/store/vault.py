@@ -19,6 +19,8 @@ from sqlalchemy import exists, select
 
 from conveyor.errors import ConveyorError, NotFound
 from conveyor.events import EventType
+from conveyor.plan import JobPlan
+from conveyor.secrets import Secrets, plan_references
 from conveyor.spec.fields import ENV_VAR_PATTERN, NAME_PATTERN, SERVICE_PATTERN
 from conveyor.store.db import Store
 from conveyor.store.models import Secret, Service, utcnow
@@ -317,3 +319,35 @@ def on_server_start(store: Store, environ: Mapping[str, str], log: logging.Logge
             key_for(store).unseal(sample, "stored secret")
     except ConveyorError as exc:
         log.error("secrets: %s (%s)", exc.message, exc.hint or "")
+
+
+# --- what one job or deployment gets (conveyor.secrets) ---------------------------------------
+
+
+def scoped(
+    store: Store, service: str, names: Iterable[str], environment: str | None = None
+) -> Secrets:
+    """The secrets `names` of `service` (in `environment`) from the store; a problem with the
+    key is kept and raised when a secret is asked for, so that it fails that job alone."""
+    wanted = set(names)
+    try:
+        values = resolve(store, service, wanted, environment) if wanted else {}
+    except ConveyorError as exc:
+        return Secrets(service=service, environment=environment, failure=exc)
+    return Secrets(values, service=service, environment=environment)
+
+
+def for_job(store: Store, service: str, plan: JobPlan) -> Secrets:
+    return scoped(store, service, plan_references(plan))
+
+
+def lease_secrets(store: Store, service: str, plan: JobPlan) -> dict[str, Any]:
+    """What a lease carries to a runner agent: the job's resolved secrets (the runner protocol
+    is authenticated by the runner token, and the server should sit behind TLS)."""
+    secrets = for_job(store, service, plan)
+    if secrets.failure is not None:
+        return {
+            "secrets": {},
+            "secrets_error": {"message": secrets.failure.message, "hint": secrets.failure.hint},
+        }
+    return {"secrets": {name: secrets.get(name) for name in sorted(secrets.names())}}

@@ -4,8 +4,8 @@ A job gets the secrets its own `env` references, looked up for its service; a de
 its environment's `env` references, looked up for its service and environment (store.vault).
 Nothing else is ever resolvable: not another service's secrets, and not the environment of the
 server or runner, which holds their own settings (decision 0011). The built-in runner and the
-delivery controller resolve from the store; a runner agent gets its job's resolved secrets with
-the lease. Every resolved value is masked in the job's logs.
+delivery controller resolve from the store (conveyor.store.vault); a runner agent gets its job's
+resolved secrets with the lease. Every resolved value is masked in the job's logs.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING, Any
 from conveyor.errors import ConveyorError
 
 if TYPE_CHECKING:
-    from conveyor.engine.plan import JobPlan
-    from conveyor.store.db import Store
+    from conveyor.plan import JobPlan
 
 SECRET_REF = re.compile(r"\$\{\{\s*secrets\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
@@ -124,34 +123,3 @@ def _missing(name: str, service: str | None, environment: str | None) -> Missing
     else:
         hint = "set it with `conveyor secret set SERVICE NAME`"
     return MissingSecret(f"secret {name} is not set{where}", hint=hint)
-
-
-def scoped(
-    store: Store, service: str, names: Iterable[str], environment: str | None = None
-) -> Secrets:
-    """The secrets `names` of `service` (in `environment`) from the store; a problem with the
-    key is kept and raised when a secret is asked for, so that it fails that job alone."""
-    from conveyor.store.vault import resolve
-
-    wanted = set(names)
-    try:
-        values = resolve(store, service, wanted, environment) if wanted else {}
-    except ConveyorError as exc:
-        return Secrets(service=service, environment=environment, failure=exc)
-    return Secrets(values, service=service, environment=environment)
-
-
-def for_job(store: Store, service: str, plan: JobPlan) -> Secrets:
-    return scoped(store, service, plan_references(plan))
-
-
-def lease_secrets(store: Store, service: str, plan: JobPlan) -> dict[str, Any]:
-    """What a lease carries to a runner agent: the job's resolved secrets (the runner protocol
-    is authenticated by the runner token, and the server should sit behind TLS)."""
-    secrets = for_job(store, service, plan)
-    if secrets.failure is not None:
-        return {
-            "secrets": {},
-            "secrets_error": {"message": secrets.failure.message, "hint": secrets.failure.hint},
-        }
-    return {"secrets": {name: secrets.get(name) for name in sorted(secrets.names())}}

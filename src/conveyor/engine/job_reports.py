@@ -1,7 +1,7 @@
-"""How a runner tells the store what a job is doing.
+"""What a runner's reports (conveyor.reports) do to the store.
 
 The built-in runner writes straight to the store through :class:`StoreReporter`; a remote agent
-sends the same reports over HTTP and the server applies them with :func:`apply_report`. Every
+sends the same reports over HTTP and the server applies them with :meth:`JobRecorder.apply`. Every
 report carries the job's fencing token, so a runner whose lease was taken away cannot change a
 job that now belongs to someone else.
 """
@@ -12,13 +12,14 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, exists, insert, select, update
 from sqlalchemy.exc import OperationalError
 
-from conveyor.engine.runs import JobRef, StaleLease, move_job
-from conveyor.runner.artifacts import ArtifactFile
+from conveyor.engine.runs import JobRef, move_job
+from conveyor.errors import StaleLease
+from conveyor.reports import ArtifactFile, LogBatch
 from conveyor.states import IllegalTransition, JobStatus, StepStatus, allowed
 from conveyor.store import retention
 from conveyor.store.db import Store, Writer, db_now
@@ -35,29 +36,10 @@ def _warn_once(text: str) -> None:
         log.warning("%s", text)
 
 
-LogBatch = Sequence[tuple[dt.datetime, str]]
 T = TypeVar("T")
 # A report the store could not take is tried again after this many seconds, doubling up to
 # the second figure.
 STORE_RETRY_SECONDS = (0.1, 2.0)
-
-
-class JobReporter(Protocol):
-    async def step_started(self, position: int, attempt: int) -> None: ...
-    async def log(self, position: int | None, lines: LogBatch) -> None: ...
-    async def step_finished(
-        self,
-        position: int,
-        status: StepStatus,
-        exit_code: int | None,
-        reason: str | None,
-        attempts: int,
-    ) -> None: ...
-    async def artifacts(self, files: Sequence[ArtifactFile]) -> None: ...
-    async def job_finished(self, status: JobStatus, reason: str | None) -> None: ...
-    async def heartbeat(self) -> bool:
-        """Extend the lease; True when the run was asked to cancel."""
-        ...
 
 
 class JobRecorder:

@@ -160,7 +160,8 @@ class LogBuffer:
         if self.truncated:
             return
         masked = self.masker.mask(text)
-        self.kept += len(masked.encode("utf-8", "replace"))
+        # Bytes as stored (UTF-8); most lines are ASCII, whose length is known without encoding.
+        self.kept += len(masked) if masked.isascii() else len(masked.encode("utf-8", "replace"))
         if self.job_limit is not None and self.kept > self.job_limit:
             self.truncated = True
             masked = (

@@ -40,7 +40,8 @@ FINISHED = [s.value for s in RUN_TERMINAL]
 
 
 def text_bytes(text: str) -> int:
-    return len(text.encode("utf-8", "replace"))
+    """The bytes of a line as stored (UTF-8)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
 
 
 # --- settings --------------------------------------------------------------------------------

@@ -34,10 +34,10 @@ from conveyor.server.app import ServerConfig
 from conveyor.server.limits import BodyLimits
 from conveyor.server.listen import RateLimit
 from conveyor.server.tokens import create_token
+from conveyor.server.web_ui import safe_next
 from conveyor.sources.forges import sign_github
 from conveyor.spec import PipelineError, parse_pipeline
 from conveyor.store.db import Settings, open_store
-from conveyor.web.routes import safe_next
 from tests.conftest import GitRepo
 from tests.security.http_harness import (
     MIB,

@@ -37,6 +37,7 @@ def demo(
     notification, approval, production, a failed health check with automatic rollback and an
     incident, and the fix. Then the DORA figures. Set CONVEYOR_SLACK_WEBHOOK to have the
     notices posted to Slack too."""
+    from conveyor.cli.dora import render
     from conveyor.demo.story import Options, run_demo
     from conveyor.sandbox import configure
 
@@ -49,6 +50,7 @@ def demo(
         exit_at_end=exit_at_end,
         fast=fast,
         slack_webhook=os.environ.get("CONVEYOR_SLACK_WEBHOOK") or None,
+        show_dora=render,
     )
     code = run_demo(options)
     if code:

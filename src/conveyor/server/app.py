@@ -457,7 +457,7 @@ def create_app(store: Store, config: ServerConfig | None = None) -> FastAPI:
 
     app.include_router(inbox.router, prefix="/api/v1")
     # The web UI last: `/`, the UI paths and /static/ (docs/decisions/0008-web-ui.md).
-    from conveyor.web import routes as web
+    from conveyor.server import web_ui as web
 
     app.include_router(web.router)
     return app

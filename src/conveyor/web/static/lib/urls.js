@@ -3,7 +3,7 @@
 
 // Browsers drop tab, CR and LF from a URL and read a backslash as a slash, so '/\t/evil.example'
 // is '//evil.example', another site. Spaces and other invisible characters have no place in a
-// path of ours either. The server's safe_next (web/routes.py) applies the same rules.
+// path of ours either. The server's safe_next (server/web_ui.py) applies the same rules.
 const UNSAFE = /[\s\x00-\x1f\x7f-\x9f\\\ufeff]/u;
 const BAD_ESCAPE = /%(?![0-9A-Fa-f]{2})/;
 

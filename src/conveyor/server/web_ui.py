@@ -11,9 +11,12 @@ from urllib.parse import quote, unquote, urlsplit
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
+from conveyor.server.session import COOKIE, identity_from_cookie
+
 router = APIRouter(include_in_schema=False)
 
-STATIC = Path(__file__).parent / "static"
+# The UI's files ship in the package (conveyor/web/static), with no build step.
+STATIC = Path(__file__).parents[1] / "web" / "static"
 INDEX = STATIC / "index.html"
 
 # No build step means no content-hashed file names, so a browser must revalidate every file
@@ -40,8 +43,6 @@ SECURITY_HEADERS = {
 
 
 def _signed_in(request: Request) -> bool:
-    from conveyor.server.session import COOKIE, identity_from_cookie
-
     value = request.cookies.get(COOKIE)
     if not value:
         return False

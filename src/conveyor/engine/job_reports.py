@@ -19,6 +19,7 @@ from sqlalchemy.exc import OperationalError
 
 from conveyor.engine.runs import JobRef, move_job
 from conveyor.errors import StaleLease
+from conveyor.events import EventType
 from conveyor.reports import ArtifactFile, LogBatch
 from conveyor.states import IllegalTransition, JobStatus, StepStatus, allowed
 from conveyor.store import retention
@@ -135,7 +136,7 @@ class JobRecorder:
             current = w.session.scalars(select(Step.status).where(Step.id == step_id)).one()
             raise IllegalTransition(f"step {name}", StepStatus(current), status)
 
-    def _emit(self, w: Writer, type_: str, **data: Any) -> None:
+    def _emit(self, w: Writer, type_: EventType, **data: Any) -> None:
         w.emit(
             type_,
             service=self.ref.service,
@@ -158,7 +159,7 @@ class JobRecorder:
                 update(Step).where(Step.id == step_id).values(attempts=attempt),
                 execution_options={"synchronize_session": False},
             )
-        self._emit(w, "step.started", step=name, position=position, attempt=attempt)
+        self._emit(w, EventType.STEP_STARTED, step=name, position=position, attempt=attempt)
 
     def log(self, w: Writer, position: int | None, lines: LogBatch) -> None:
         """Store a batch of lines as this attempt's (the lease token is the job's attempt),
@@ -196,7 +197,11 @@ class JobRecorder:
         ]
         w.session.execute(insert(LogLine), rows)
         self._emit(
-            w, "log.appended", position=position, first_seq=first, last_seq=first + len(rows) - 1
+            w,
+            EventType.LOG_APPENDED,
+            position=position,
+            first_seq=first,
+            last_seq=first + len(rows) - 1,
         )
         self._seq += len(rows)
 
@@ -226,7 +231,7 @@ class JobRecorder:
             started = w.session.scalar(select(Step.started_at).where(Step.id == step_id))
         if started is not None:
             data["duration"] = round((now - started).total_seconds(), 3)
-        self._emit(w, "step.finished", step=name, position=position, **data)
+        self._emit(w, EventType.STEP_FINISHED, step=name, position=position, **data)
 
     def artifacts(self, w: Writer, files: Sequence[ArtifactFile]) -> None:
         self.check_lease(w)
@@ -242,7 +247,7 @@ class JobRecorder:
                     created_at=now,
                 )
             )
-            self._emit(w, "artifact.packaged", path=f.path, digest=f.digest, size=f.size)
+            self._emit(w, EventType.ARTIFACT_PACKAGED, path=f.path, digest=f.digest, size=f.size)
 
     def job_finished(self, w: Writer, status: JobStatus, reason: str | None) -> None:
         move_job(w, self.ref, status, reason, token=self.token)

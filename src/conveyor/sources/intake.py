@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from conveyor.engine.runs import ensure_service, lock_service
 from conveyor.errors import ConveyorError
+from conveyor.events import EventType
 from conveyor.git import CommitInfo, resolve_commit, run_git
 from conveyor.sources.commits import load_pipeline_at, queue_commit
 from conveyor.sources.mirror import source_for
@@ -96,7 +97,7 @@ def record_changes(w: Writer, changes: Sequence[Mapping[str, Any]]) -> list[bool
         inserted.discard(key)  # the first of a batch's copies is the new one
         payload = change["payload"]
         w.emit(
-            "change.received",
+            EventType.CHANGE_RECEIVED,
             service=change["service"],
             source=change["source"],
             delivery=change["delivery_id"],
@@ -183,7 +184,7 @@ def process_pending(
                 )
             for row, outcome in results:
                 w.emit(
-                    "change.processed",
+                    EventType.CHANGE_PROCESSED,
                     service=row.service,
                     run_id=outcome.run_id,
                     delivery=row.delivery_id,
@@ -400,11 +401,13 @@ def _record_invalid(
         )
         w.session.add(run)
         w.session.flush()
-        w.emit("pipelinerun.queued", service=service, run_id=run.id, sha=sha, ref=ref, jobs=[])
+        w.emit(
+            EventType.PIPELINERUN_QUEUED, service=service, run_id=run.id, sha=sha, ref=ref, jobs=[]
+        )
         check_transition("run", RunStatus.QUEUED, RunStatus.FAILED)
         run.status, run.reason, run.finished_at = RunStatus.FAILED, reason, now
         w.emit(
-            "pipelinerun.finished",
+            EventType.PIPELINERUN_FINISHED,
             service=service,
             run_id=run.id,
             status=RunStatus.FAILED.value,

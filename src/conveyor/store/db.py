@@ -65,7 +65,7 @@ class Writer:
 
     def emit(
         self,
-        type_: EventType | str,
+        type_: EventType,
         *,
         service: str | None = None,
         run_id: int | None = None,

@@ -14,15 +14,12 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, FastAPI
 from sqlalchemy import select
-from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conveyor import __version__
-from conveyor.aio import wait_for
+from conveyor.delivery.cdevents import CDEventsSender
 from conveyor.delivery.controller import DeliveryController
 from conveyor.delivery.outbox import Outbox
 from conveyor.edge.client import EdgeClient
@@ -32,18 +29,38 @@ from conveyor.engine.dispatch import (
     extend_running_leases,
     start_queued_runs,
 )
-from conveyor.errors import ConveyorError, NotFound, StaleLease
+from conveyor.errors import ConveyorError
 from conveyor.proc import stop_orphaned_steps, use_fast_child_watcher
 from conveyor.runner.artifacts import ArtifactStore
 from conveyor.runner.executor import RunnerSettings, SourceCache
 from conveyor.runner.pool import RunnerPool
 from conveyor.sandbox import Sandbox, default_sandbox
 from conveyor.secrets import Secrets
+from conveyor.server import (
+    alerts,
+    delivery,
+    dora,
+    hooks,
+    imports,
+    inbox,
+    metrics,
+    overview,
+    pipeline_secrets,
+    runners,
+    runs,
+    session,
+    stream,
+    timeline,
+    web_ui,
+)
+from conveyor.server.errors import EXCEPTION_HANDLERS
 from conveyor.server.hub import Hub
 from conveyor.server.intake import ChangeRecorder
 from conveyor.server.limits import BodyGuard, BodyLimits
+from conveyor.server.services import Service as Background
+from conveyor.server.services import Supervisor, periodic
 from conveyor.sources.intake import process_pending, release_claims
-from conveyor.states import IllegalTransition
+from conveyor.sources.poll import poll_sources
 from conveyor.store.db import Store
 from conveyor.store.models import Service
 from conveyor.store.private import private_dir
@@ -53,6 +70,7 @@ from conveyor.store.vault import on_server_start, open_webhook_secret
 log = logging.getLogger("conveyor.server")
 
 # Background loops also poll this often, for work queued by other server processes.
+API = "/api/v1"
 POLL_SECONDS = 0.5
 # How often the DORA summaries take in new facts and incidents (reports do it too).
 DORA_SUMMARY_SECONDS = 10.0
@@ -140,37 +158,6 @@ def _open_webhook_secret(store: Store, stored: str | None, service: str) -> str 
         ) from None
 
 
-def error_response(status: int, code: str, message: str, hint: str | None = None) -> JSONResponse:
-    body: dict[str, Any] = {"error": {"code": code, "message": message}}
-    if hint:
-        body["error"]["hint"] = hint
-    return JSONResponse(body, status_code=status)
-
-
-async def _loop(
-    name: str,
-    step: Callable[[], object],
-    wake: asyncio.Event,
-    *,
-    in_thread: bool = False,
-    every: float = POLL_SECONDS,
-) -> None:
-    """Run `step` whenever woken or every `every` seconds; a failure is logged, not fatal.
-    Steps that may wait on git or the network run in a thread, off the event loop."""
-    while True:
-        try:
-            if in_thread:
-                await asyncio.to_thread(step)
-            else:
-                step()
-        except OperationalError as exc:
-            # A full disk or a lost database: one line each time, not a traceback a second.
-            log.error("%s failed: the store: %s; trying again", name, exc.orig)
-        except Exception:
-            log.exception("%s failed; trying again", name)
-        await wait_for(wake, every)
-
-
 def _on_exit_signal(
     loop: asyncio.AbstractEventLoop, callback: Callable[[], None]
 ) -> Callable[[], None]:
@@ -222,129 +209,135 @@ def _prune(store: Store) -> None:
             log.info("retention: %s", line)
 
 
+# The hub's channels the background services wait on (server/hub.py).
+WAKE_CHANNELS = ("dispatch", "intake", "jobs", "delivery", "notify")
+
+
+def _background(state: ServerState, hub: Hub, wake: dict[str, asyncio.Event]) -> list[Background]:
+    """The services this server runs, by its configuration: what `conveyor server` starts
+    besides answering HTTP (docs/architecture.md). ``wake``: an event per WAKE_CHANNELS."""
+    store, config = state.store, state.config
+
+    def dispatch() -> None:
+        expire_leases(store)
+        start_queued_runs(store, config.max_running_runs)
+        advance_runs(store)
+
+    def intake() -> None:
+        if process_pending(store, store.home, prepare=state.sources.prepare):
+            hub.notify("dispatch")
+
+    services = [
+        Background("webhook intake", state.changes.serve),
+        periodic("dispatcher", dispatch, wake=wake["dispatch"], every=POLL_SECONDS),
+        periodic("intake", intake, wake=wake["intake"], every=POLL_SECONDS, in_thread=True),
+        # Remote heads of services with a poll interval, and git hook spools.
+        periodic("poll", lambda: poll_sources(store, store.home), every=1.0, in_thread=True),
+        # Retention of logs, artifacts and release bundles (delivery.retention).
+        periodic("retention", lambda: _prune(store), every=PRUNE_SECONDS, in_thread=True),
+    ]
+    if config.delivery:
+        state.delivery = DeliveryController(
+            store,
+            state.artifacts,
+            wake=wake["delivery"],
+            prometheus_url=config.prometheus_url,
+            sandbox=state.sandbox,
+            edge=EdgeClient(store.home) if config.edge == "detached" else None,
+        )
+        services += [
+            Background("delivery", state.delivery.serve),
+            Background("outbox", Outbox(store, wake=wake["notify"]).serve),
+            # DORA reports served here only add days up: keep the summaries current.
+            periodic(
+                "DORA summary",
+                lambda: _keep_dora_summary_current(store),
+                every=DORA_SUMMARY_SECONDS,
+                in_thread=True,
+            ),
+        ]
+    if config.cdevents_sinks:
+        services.append(Background("CDEvents", CDEventsSender(store, config.cdevents_sinks).serve))
+    if config.runner_slots > 0:
+        settings = RunnerSettings(
+            workspaces=store.home / "workspaces",
+            artifacts=state.artifacts,
+            # None here: the pool gives each job the secrets it references.
+            secrets=Secrets(),
+            sources=state.sources,
+            sandbox=state.sandbox,
+        )
+        pool = RunnerPool(
+            store,
+            settings,
+            slots=config.runner_slots,
+            labels=list(config.runner_labels) if config.runner_labels else None,
+            wake=wake["jobs"],
+        )
+        services.append(Background("built-in runner", pool.serve))
+    return services
+
+
+def _recover(store: Store, config: ServerConfig) -> None:
+    """What a server does before it serves: take back what a killed process of it left."""
+    on_server_start(store, os.environ, log)
+    if config.runner_slots > 0:
+        # Before this server's runner starts: what a killed process of it left running.
+        orphans = stop_orphaned_steps(store.home / "workspaces")
+        if orphans:
+            log.warning("stopped %d step process groups a previous run left behind", orphans)
+    released = release_claims(store)
+    if released:
+        log.info("took back %d deliveries this server had claimed before it stopped", released)
+    extended = extend_running_leases(store)
+    if extended:
+        log.info("gave %d running jobs a fresh lease after start-up", extended)
+
+
+# The API under /api/v1, /metrics at the root (where Prometheus looks by default), and the web
+# UI last: `/`, the UI paths and /static/ (docs/decisions/0008-web-ui.md).
+ROUTES: tuple[tuple[APIRouter, str], ...] = (
+    (runs.router, API),
+    (delivery.router, API),
+    (dora.router, API),
+    (alerts.router, API),
+    (imports.router, API),
+    (metrics.router, ""),
+    (hooks.router, API),
+    (runners.router, API),
+    (pipeline_secrets.router, API),
+    (timeline.router, API),
+    (session.router, API),
+    (stream.router, API),
+    (overview.router, API),
+    (inbox.router, API),
+    (web_ui.router, ""),
+)
+
+
 def create_app(store: Store, config: ServerConfig | None = None) -> FastAPI:
     config = config or ServerConfig()
     state = ServerState(store, config)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        use_fast_child_watcher(asyncio.get_running_loop())
-        hub = Hub(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        use_fast_child_watcher(loop)
+        hub = Hub(loop)
         state.stopping = asyncio.Event()
-        restore_signals = _on_exit_signal(asyncio.get_running_loop(), state.stopping.set)
+        restore_signals = _on_exit_signal(loop, state.stopping.set)
         state.hub = hub
         unsubscribe = store.subscribe(hub.announce)
-        await asyncio.to_thread(on_server_start, store, os.environ, log)
-        if config.runner_slots > 0:
-            # Before this server's runner starts: what a killed process of it left running.
-            orphans = stop_orphaned_steps(store.home / "workspaces")
-            if orphans:
-                log.warning("stopped %d step process groups a previous run left behind", orphans)
-        released = release_claims(store)
-        if released:
-            log.info("took back %d deliveries this server had claimed before it stopped", released)
-        extended = extend_running_leases(store)
-        if extended:
-            log.info("gave %d running jobs a fresh lease after start-up", extended)
-        tasks: list[asyncio.Task[None]] = []
-        with (
-            hub.listening("dispatch") as dispatch_wake,
-            hub.listening("intake") as intake_wake,
-            hub.listening("jobs") as jobs_wake,
-            hub.listening("delivery") as delivery_wake,
-            hub.listening("notify") as notify_wake,
-        ):
-
-            def dispatch() -> None:
-                expire_leases(store)
-                start_queued_runs(store, config.max_running_runs)
-                advance_runs(store)
-
-            def intake() -> None:
-                if process_pending(store, store.home, prepare=state.sources.prepare):
-                    hub.notify("dispatch")
-
-            tasks.append(asyncio.create_task(state.changes.serve()))
-            tasks.append(asyncio.create_task(_loop("dispatcher", dispatch, dispatch_wake)))
-            tasks.append(asyncio.create_task(_loop("intake", intake, intake_wake, in_thread=True)))
-            # --- polling: remote heads of services with a poll interval, and git hook spools
-            from conveyor.sources.poll import poll_sources
-
-            tasks.append(
-                asyncio.create_task(
-                    _loop(
-                        "poll",
-                        lambda: poll_sources(store, store.home),
-                        asyncio.Event(),
-                        in_thread=True,
-                        every=1.0,
-                    )
-                )
-            )
-            # --- end polling
-            # Retention of logs, artifacts and release bundles (conveyor.store.retention).
-            tasks.append(
-                asyncio.create_task(
-                    _loop(
-                        "retention",
-                        lambda: _prune(store),
-                        asyncio.Event(),
-                        in_thread=True,
-                        every=PRUNE_SECONDS,
-                    )
-                )
-            )
-            if config.delivery:
-                state.delivery = DeliveryController(
-                    store,
-                    state.artifacts,
-                    wake=delivery_wake,
-                    prometheus_url=config.prometheus_url,
-                    sandbox=state.sandbox,
-                    edge=EdgeClient(store.home) if config.edge == "detached" else None,
-                )
-                tasks.append(asyncio.create_task(state.delivery.serve()))
-                tasks.append(asyncio.create_task(Outbox(store, wake=notify_wake).serve()))
-                # DORA reports served here only add days up: keep the summaries current.
-                tasks.append(
-                    asyncio.create_task(
-                        _loop(
-                            "DORA summary",
-                            lambda: _keep_dora_summary_current(store),
-                            asyncio.Event(),
-                            in_thread=True,
-                            every=DORA_SUMMARY_SECONDS,
-                        )
-                    )
-                )
-            if config.cdevents_sinks:
-                from conveyor.delivery.cdevents import CDEventsSender
-
-                sender = CDEventsSender(store, config.cdevents_sinks)
-                tasks.append(asyncio.create_task(sender.serve()))
-            if config.runner_slots > 0:
-                settings = RunnerSettings(
-                    workspaces=store.home / "workspaces",
-                    artifacts=state.artifacts,
-                    # None here: the pool gives each job the secrets it references.
-                    secrets=Secrets(),
-                    sources=state.sources,
-                    sandbox=state.sandbox,
-                )
-                pool = RunnerPool(
-                    store,
-                    settings,
-                    slots=config.runner_slots,
-                    labels=list(config.runner_labels) if config.runner_labels else None,
-                    wake=jobs_wake,
-                )
-                tasks.append(asyncio.create_task(pool.serve()))
+        await asyncio.to_thread(_recover, store, config)
+        supervisor = Supervisor()
+        with contextlib.ExitStack() as listening:
+            wake = {name: listening.enter_context(hub.listening(name)) for name in WAKE_CHANNELS}
+            for service in _background(state, hub, wake):
+                supervisor.start(service)
             try:
                 yield
             finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                await supervisor.stop()
                 unsubscribe()
                 restore_signals()
                 state.hub = None
@@ -357,107 +350,11 @@ def create_app(store: Store, config: ServerConfig | None = None) -> FastAPI:
         openapi_url="/api/v1/openapi.json",
         docs_url="/api/v1/docs",
         redoc_url=None,
+        exception_handlers=EXCEPTION_HANDLERS,
     )
     app.state.conveyor = state
     # Outside every route: body limits hold before FastAPI reads a body (server/limits.py).
     app.add_middleware(BodyGuard)
-
-    @app.exception_handler(NotFound)
-    async def not_found(request: Request, exc: NotFound) -> JSONResponse:
-        return error_response(404, "not_found", exc.message, exc.hint)
-
-    @app.exception_handler(StaleLease)
-    async def stale(request: Request, exc: StaleLease) -> JSONResponse:
-        return error_response(409, "stale_lease", exc.message)
-
-    @app.exception_handler(IllegalTransition)
-    async def illegal(request: Request, exc: IllegalTransition) -> JSONResponse:
-        # A writer acting on a state that has moved on (a runner reporting on a job it no
-        # longer holds): a conflict the client must not retry, never a 500.
-        log.warning("%s %s: %s", request.method, request.url.path, exc)
-        return error_response(409, "conflict", str(exc))
-
-    @app.exception_handler(ConveyorError)
-    async def conveyor_error(request: Request, exc: ConveyorError) -> JSONResponse:
-        return error_response(400, "bad_request", exc.message, exc.hint)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {
-            401: "unauthorized",
-            403: "forbidden",
-            404: "not_found",
-            413: "too_large",
-            429: "too_many_requests",
-        }
-        message = str(exc.detail)
-        if isinstance(exc.__cause__, RecursionError):
-            # FastAPI's "There was an error parsing the body", for JSON nested too deeply.
-            message = "the JSON body is nested too deeply to be read"
-        response = error_response(exc.status_code, code.get(exc.status_code, "error"), message)
-        # Keep what the handler said besides the message (Retry-After, WWW-Authenticate).
-        response.headers.update(exc.headers or {})
-        return response
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        message = f"{where}: {first.get('msg', 'invalid request')}" if where else "invalid request"
-        return error_response(422, "invalid_request", message)
-
-    @app.exception_handler(OperationalError)
-    async def store_failed(request: Request, exc: OperationalError) -> JSONResponse:
-        # The disk is full, the data directory went read-only or the database is unreachable:
-        # say so (503, nothing was recorded) instead of a bare 500 (the storage drills).
-        log.error("%s %s: the store failed: %s", request.method, request.url.path, exc.orig)
-        return error_response(
-            503,
-            "store_unavailable",
-            f"the store could not be used, nothing was recorded: {exc.orig}",
-            "check the free space and permissions of the data directory, or the database",
-        )
-
-    @app.exception_handler(RecursionError)
-    async def too_deep(request: Request, exc: RecursionError) -> JSONResponse:
-        # Input nested deeper than the code that walks it can follow: bad input, answered in
-        # one log line, never a 500 with a traceback per request.
-        log.warning("%s %s: refused input nested too deeply", request.method, request.url.path)
-        return error_response(400, "bad_request", "the request is nested too deeply to be read")
-
-    @app.exception_handler(OverflowError)
-    async def out_of_range(request: Request, exc: OverflowError) -> JSONResponse:
-        # SQLite refuses integers past 64 bits when binding them: an id or a number that large
-        # names nothing, it is bad input (found by the schemathesis drill).
-        return error_response(422, "invalid_request", "a number in the request is out of range")
-
-    from conveyor.server import alerts, delivery, dora, hooks, imports, metrics, runners, runs
-
-    app.include_router(runs.router, prefix="/api/v1")
-    app.include_router(delivery.router, prefix="/api/v1")
-    app.include_router(dora.router, prefix="/api/v1")
-    app.include_router(alerts.router, prefix="/api/v1")
-    app.include_router(imports.router, prefix="/api/v1")
-    # /metrics at the root, where Prometheus looks by default.
-    app.include_router(metrics.router)
-    app.include_router(hooks.router, prefix="/api/v1")
-    app.include_router(runners.router, prefix="/api/v1")
-    from conveyor.server import pipeline_secrets
-
-    app.include_router(pipeline_secrets.router, prefix="/api/v1")
-    from conveyor.server import timeline
-
-    app.include_router(timeline.router, prefix="/api/v1")
-    from conveyor.server import overview, session, stream
-
-    app.include_router(session.router, prefix="/api/v1")
-    app.include_router(stream.router, prefix="/api/v1")
-    app.include_router(overview.router, prefix="/api/v1")
-    from conveyor.server import inbox
-
-    app.include_router(inbox.router, prefix="/api/v1")
-    # The web UI last: `/`, the UI paths and /static/ (docs/decisions/0008-web-ui.md).
-    from conveyor.server import web_ui as web
-
-    app.include_router(web.router)
+    for router, prefix in ROUTES:
+        app.include_router(router, prefix=prefix)
     return app

@@ -24,7 +24,6 @@ This module is a leaf: it knows files and processes, nothing of jobs.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import secrets
 import signal
@@ -40,7 +39,6 @@ _PARENT = "conveyor"
 # A group found empty this long after it was made is left over (its command ended, or the
 # server died before removing it): old enough that no command is still on its way in.
 _LEFTOVER_SECONDS = 60.0
-_REMOVE_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -79,23 +77,29 @@ class Group:
         return found
 
     def close(self) -> None:
-        """Kill whatever is still in the group, then remove it. Bounded: a group that will not
-        empty (a process stuck in the kernel) is left for a later `JobGroups.sweep`."""
-        deadline = time.monotonic() + _REMOVE_SECONDS
+        """Kill whatever is still in the group, then remove it. Never waits: a group whose
+        last processes are still on their way out (the kernel reaps them after the command
+        ended) is removed by the next `JobGroups.create` or `JobGroups.sweep`."""
+        for pid in self.members():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
         for folder in self.folders:
-            while True:
-                for pid in self.members():
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.kill(pid, signal.SIGKILL)
-                try:
-                    folder.rmdir()
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError as exc:
-                    if exc.errno != errno.EBUSY or time.monotonic() > deadline:
-                        break
-                    time.sleep(0.005)  # the killed processes are on their way out
+            _remove(folder)
+
+
+# Groups of commands that ended while their last processes were still exiting.
+_LEFT: set[Path] = set()
+
+
+def _remove(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except FileNotFoundError:
+        _LEFT.discard(folder)
+    except OSError:
+        _LEFT.add(folder)  # EBUSY: tried again later
+    else:
+        _LEFT.discard(folder)
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,8 @@ class JobGroups:
     def create(self, *, memory: int, processes: int, kind: str = "job") -> Group:
         """A new empty group limited to ``memory`` bytes and ``processes`` processes;
         OSError when the kernel refuses."""
+        for left in list(_LEFT):
+            _remove(left)
         name = f"{kind}-{secrets.token_hex(6)}"
         folders = tuple(parent / name for parent in self.parents)
         made: list[Path] = []

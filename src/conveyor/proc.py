@@ -336,9 +336,9 @@ async def _spawn_sandboxed(
         except OSError as exc:
             raise ConveyorError(f"cannot start the sandbox: {exc.strerror or exc}") from exc
         if launch.group is not None:
-            # Waits (in a thread) for bubblewrap to make its sandbox process and moves it into
-            # the group before anything of the pipeline's runs.
-            await asyncio.to_thread(launch.admit, process.pid)
+            # Waits for bubblewrap to make its sandbox process and moves it into the group
+            # before anything of the pipeline's runs.
+            await launch.admitted(process.pid)
         return process, launch.group
 
 

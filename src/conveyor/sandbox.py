@@ -28,6 +28,7 @@ This module is a leaf: everything else asks it for a `Sandbox` and runs what `la
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import json
@@ -211,7 +212,7 @@ class Launch:
 
     def admit(self, pid: int | None = None) -> None:
         """After the command started (``pid``: bubblewrap's): move its sandbox into the group,
-        then let it go on. Blocking (milliseconds; async callers run it in a thread). On
+        then let it go on. Blocking (milliseconds; async callers await `admitted`). On
         failure the command is killed and ConveyorError says why; never does it run outside
         its group."""
         self._close_child_ends()
@@ -235,6 +236,31 @@ class Launch:
             os.write(self.block, b"1")
         finally:
             self._close_ends()
+
+    async def admitted(self, pid: int) -> None:
+        """`admit`, for a caller on an event loop: waits for bubblewrap's word on the loop
+        (no thread), then moves the sandbox in."""
+        if self.info is not None:
+            loop = asyncio.get_running_loop()
+            ready: asyncio.Future[None] = loop.create_future()
+
+            def readable() -> None:
+                if not ready.done():
+                    ready.set_result(None)
+
+            loop.add_reader(self.info, readable)
+            try:
+                await asyncio.wait_for(ready, _ADMIT_SECONDS)
+            except TimeoutError:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+                self.close()
+                raise ConveyorError(
+                    f"the sandbox did not start within {_ADMIT_SECONDS:g} s"
+                ) from None
+            finally:
+                loop.remove_reader(self.info)
+        self.admit(pid)
 
     def run(self, timeout: float) -> subprocess.CompletedProcess[bytes]:
         """Start the command, wait for it (its output captured) and remove its group: for

@@ -17,6 +17,7 @@ from conveyor.cgroups import JobGroups, _v1_folders, discover
 from conveyor.sandbox import Launch, Limits, Sandbox
 from tests.conftest import Conveyor, GitRepo
 from tests.security.conftest import unavailable
+from tests.serverproc import until
 
 ROOT = os.geteuid() == 0
 # Forks until the kernel refuses (or `wanted` have started), says how many did, and keeps them
@@ -125,6 +126,10 @@ def test_removing_a_group_ends_everything_the_command_left_in_it(
     group.close()
     held.child.communicate(timeout=30)
     assert held.child.returncode != 0
+    until(lambda: not group.members(), what="the killed processes to leave their group")
+    # Removed at once, or (its last processes still exiting then) when the next group is made.
+    assert grouped.groups is not None
+    grouped.groups.create(memory=2**30, processes=8).close()
     assert not any(folder.exists() for folder in group.folders)
 
 
@@ -161,8 +166,12 @@ def test_a_job_over_its_memory_is_stopped_saying_so_and_the_group_is_gone(
     jobs = {j["name"]: j for j in conveyor("show", "1", "--json", check=True).json()["jobs"]}
     assert jobs["fine"]["status"] == "succeeded", jobs
     assert "it ran out of memory (this runner allows 128.0 MiB per job)" in jobs["eat"]["reason"]
-    # Each step's group is removed when the step ends.
-    assert _groups_of(grouped) <= before
+    # Nothing of either step is left running in its group; empty groups go at the next sweep.
+    made = _groups_of(grouped) - before
+    assert all(not (group / "cgroup.procs").read_text().split() for group in made)
+    assert grouped.groups is not None
+    grouped.groups.sweep(older_than=0)
+    assert not (_groups_of(grouped) & made)
 
 
 def test_groups_are_found_from_this_process_and_a_bad_setting_says_why(tmp_path: Path) -> None:

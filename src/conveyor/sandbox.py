@@ -46,6 +46,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from conveyor.cgroups import SETTING as CGROUP_SETTING
 from conveyor.cgroups import Group, JobGroups, discover
@@ -262,21 +263,20 @@ class Launch:
                 loop.remove_reader(self.info)
         self.admit(pid)
 
+    def popen(self, **options: Any) -> subprocess.Popen[Any]:
+        """Start the command with Popen (``options``: its streams, session...), then `admit`
+        it: what a blocking caller does, so that none waits for a command still blocked."""
+        child = subprocess.Popen(
+            self.argv, env=self.env, cwd=self.cwd, pass_fds=self.pass_fds, **options
+        )
+        self.admit(child.pid)
+        return child
+
     def run(self, timeout: float) -> subprocess.CompletedProcess[bytes]:
         """Start the command, wait for it (its output captured) and remove its group: for
-        short commands of this process's own (the probe). A caller that starts the command
-        itself calls `admit` before it waits, or waits for ever."""
-        child = subprocess.Popen(
-            self.argv,
-            env=self.env,
-            cwd=self.cwd,
-            pass_fds=self.pass_fds,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
+        short commands of this process's own (the probe)."""
+        child = self.popen(stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
-            self.admit(child.pid)
             out, err = child.communicate(timeout=timeout)
         finally:
             if child.poll() is None:

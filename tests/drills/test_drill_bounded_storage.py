@@ -14,7 +14,6 @@ import resource
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,21 +22,15 @@ import pytest
 
 from tests.conftest import GitRepo
 from tests.drills.test_drill_storage import TRACEBACK, integrity
-from tests.serverproc import Processes, ServerProcess, conveyor_argv, until
+from tests.serverproc import Processes, ServerProcess, conveyor_argv, processes, until
+
+# The fixture of real server processes (tests/serverproc.py).
+__all__ = ["processes"]
 
 pytestmark = [pytest.mark.integration, pytest.mark.drill]
 
 LINE = "a line of a chatty step, padded to about sixty bytes......"
 FULL_MARKER = "the server's log store is full"
-
-
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Processes]:
-    procs = Processes(tmp_path)
-    try:
-        yield procs
-    finally:
-        procs.close()
 
 
 def _bytes(server: ServerProcess) -> int:

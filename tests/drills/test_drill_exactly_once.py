@@ -39,8 +39,12 @@ from tests.serverproc import (
     clean_env,
     conveyor_argv,
     free_port,
+    processes,
     until,
 )
+
+# The fixture of real server processes (tests/serverproc.py).
+__all__ = ["processes"]
 
 pytestmark = [pytest.mark.integration, pytest.mark.drill]
 
@@ -49,15 +53,6 @@ PUSHES = 100
 # Lines of the agent's step: 200,000 lines of 100 bytes, 20 MB (the bench: 200 MB).
 AGENT_LINES = 200_000
 LINE = "x" * 99
-
-
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Processes]:
-    procs = Processes(tmp_path)
-    try:
-        yield procs
-    finally:
-        procs.close()
 
 
 def _commits(repo: GitRepo, count: int) -> list[tuple[str, str]]:

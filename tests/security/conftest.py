@@ -10,6 +10,7 @@ from typing import NoReturn
 import pytest
 
 from conveyor.sandbox import INSTALL, Sandbox, SandboxUnavailable, configure
+from tests.conftest import Conveyor
 
 
 def in_ci() -> bool:
@@ -36,3 +37,9 @@ def sandbox() -> Sandbox:
         return configure(environ=server_environ())
     except SandboxUnavailable as exc:
         unavailable(exc.message, "see the message")
+
+
+def limited(conveyor: Conveyor, **limits: str) -> Conveyor:
+    """``conveyor`` with the operator's ceilings CONVEYOR_LIMIT_<NAME> set."""
+    conveyor.extra_env.update({f"CONVEYOR_LIMIT_{k.upper()}": v for k, v in limits.items()})
+    return conveyor

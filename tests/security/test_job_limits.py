@@ -16,7 +16,7 @@ import pytest
 from conveyor.cgroups import JobGroups, _v1_folders, discover
 from conveyor.sandbox import Launch, Limits, Sandbox
 from tests.conftest import Conveyor, GitRepo
-from tests.security.conftest import unavailable
+from tests.security.conftest import limited, unavailable
 from tests.serverproc import until
 
 ROOT = os.geteuid() == 0
@@ -49,20 +49,6 @@ def grouped(sandbox: Sandbox) -> Sandbox:
     return sandbox
 
 
-def start(launch: Launch) -> subprocess.Popen[str]:
-    child = subprocess.Popen(
-        launch.argv,
-        env=launch.env,
-        cwd=launch.cwd,
-        pass_fds=launch.pass_fds,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    launch.admit(child.pid)
-    return child
-
-
 @dataclasses.dataclass
 class Forks:
     """A sandboxed process holding as many children as it could start."""
@@ -84,7 +70,7 @@ def forks(sandbox: Sandbox, root: Path, wanted: int) -> Forks:
     with sandbox.launch(
         ["python3", "-c", FORKS.format(wanted=wanted)], env={}, root=root
     ) as launch:
-        child = start(launch)
+        child = launch.popen(stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert child.stdout is not None
     return Forks(child, int(child.stdout.readline() or -1), launch)
 
@@ -136,11 +122,6 @@ def test_removing_a_group_ends_everything_the_command_left_in_it(
 def _groups_of(sandbox: Sandbox) -> set[Path]:
     assert sandbox.groups is not None
     return {p for p in sandbox.groups.parents[-1].iterdir() if p.is_dir()}
-
-
-def limited(conveyor: Conveyor, **limits: str) -> Conveyor:
-    conveyor.extra_env.update({f"CONVEYOR_LIMIT_{k.upper()}": v for k, v in limits.items()})
-    return conveyor
 
 
 @pytest.mark.integration

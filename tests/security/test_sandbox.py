@@ -40,7 +40,7 @@ from conveyor.targets.base import ReleaseBundle, TargetContext, TargetError
 from conveyor.targets.command import CommandTarget
 from tests.conftest import Conveyor, GitRepo
 from tests.delivery.harness import APP, stop_released_processes
-from tests.security.conftest import unavailable
+from tests.security.conftest import limited, unavailable
 from tests.serverproc import (
     AgentProcess,
     Process,
@@ -508,11 +508,6 @@ def test_a_command_that_cannot_be_sandboxed_fails_the_deployment_saying_why(
 
 
 # --- limits ------------------------------------------------------------------------------------
-
-
-def limited(conveyor: Conveyor, **limits: str) -> Conveyor:
-    conveyor.extra_env.update({f"CONVEYOR_LIMIT_{k.upper()}": v for k, v in limits.items()})
-    return conveyor
 
 
 def failed_job(conveyor: Conveyor, job: str) -> dict[str, Any]:

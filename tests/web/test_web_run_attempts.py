@@ -5,15 +5,16 @@ each attempt begins (docs/decisions/0016-bounded-storage.md)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
 
 from tests.conftest import GitRepo
-from tests.serverproc import Processes, until
+from tests.serverproc import Processes, processes, until
 from tests.web.conftest import shot
+
+# The fixture of real server processes (tests/serverproc.py).
+__all__ = ["processes"]
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -26,15 +27,6 @@ jobs:
       echo "attempt=$CONVEYOR_ATTEMPT"
       if [ "$CONVEYOR_ATTEMPT" = 1 ]; then sleep 120; fi
 """
-
-
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Processes]:
-    procs = Processes(tmp_path)
-    try:
-        yield procs
-    finally:
-        procs.close()
 
 
 @pytest.mark.timeout(90)

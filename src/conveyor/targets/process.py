@@ -294,11 +294,9 @@ class ProcessTarget(ProxiedTarget["_Options"]):
             log.flush()
             offset = log.tell()
             try:
-                child = subprocess.Popen(
-                    launch.argv,
-                    cwd=launch.cwd,
-                    env=launch.env,
-                    pass_fds=launch.pass_fds,
+                # Into its control group before it runs (a release's group outlives the server,
+                # as the release does; an empty one is swept later).
+                child = launch.popen(
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -306,9 +304,6 @@ class ProcessTarget(ProxiedTarget["_Options"]):
                 )
             except OSError as exc:
                 raise TargetError(f"cannot run the start command: {exc.strerror or exc}") from exc
-            # Into its control group before it runs (a release's group outlives the server, as
-            # the release does; an empty one is swept later).
-            launch.admit(child.pid)
         started_at = time.monotonic()
         _CHILDREN[child.pid] = child
         state: dict[str, Any] = {

@@ -1,0 +1,2 @@
+"""Forges that send push webhooks (GitHub, GitLab, Gitea/Forgejo): one module each, registered
+in conveyor.extensions."""

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import NoReturn
 
-__all__ = ["wait_for"]
+__all__ = ["wait_for", "wake_loop"]
 
 
 async def wait_for(event: asyncio.Event, timeout: float) -> bool:
@@ -20,3 +22,18 @@ async def wait_for(event: asyncio.Event, timeout: float) -> bool:
         return False
     finally:
         event.clear()
+
+
+async def wake_loop(
+    work: Callable[[], Awaitable[bool | None]], wake: asyncio.Event, every: float
+) -> NoReturn:
+    """Do `work` whenever `wake` is set, and at least every `every` seconds (what another
+    process did wakes nobody here); at once again while it returns True (more to do).
+
+    The one loop of every background service (delivery, outbox, CDEvents, the built-in
+    runner, the server's periodic services). `wake` is cleared before the work, so a wake-up
+    set while it runs starts another round instead of being lost."""
+    while True:
+        wake.clear()
+        if not await work():
+            await wait_for(wake, every)

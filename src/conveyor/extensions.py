@@ -77,6 +77,11 @@ class Options(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
+    def explain(self) -> str:
+        """One line for `conveyor explain`: the options that differ from their defaults."""
+        shown = self.model_dump(exclude_defaults=True, by_alias=True)
+        return ", ".join(f"{key} {value}" for key, value in shown.items())
+
 
 @dataclass(frozen=True)
 class Extension:
@@ -91,6 +96,9 @@ class Extension:
     implementation: Any
     summary: str = ""
     origin: str = ""
+    #: Where it comes among the built-ins of its kind (lists, results and messages follow this
+    #: order; equal orders by name).
+    order: int = 100
 
     @property
     def description(self) -> str:
@@ -171,13 +179,14 @@ def _with_origin(extensions: Iterable[Extension], origin: str) -> Iterator[Exten
         yield extension if extension.origin else replace(extension, origin=origin)
 
 
-def _builtins(kind: Kind) -> Iterator[Extension]:
+def _builtins(kind: Kind) -> list[Extension]:
     package = importlib.import_module(kind.package)
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{kind.package}.{info.name}")
-        yield from _with_origin(declared(module), module.__name__)
+    found: list[Extension] = []
+    for info in pkgutil.iter_modules(package.__path__):
+        if not info.name.startswith("_"):
+            module = importlib.import_module(f"{kind.package}.{info.name}")
+            found += _with_origin(declared(module), module.__name__)
+    return sorted(found, key=lambda e: (e.order, e.name))
 
 
 def _plugins(kind: Kind, registry: Registry) -> Iterator[Extension]:

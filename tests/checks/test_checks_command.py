@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from conveyor.checks.base import Outcome, combine
-from conveyor.checks.command import command_check
+from conveyor.checks.command import CommandCheck, command_check
 from conveyor.checks.health import run_health, run_verify
-from conveyor.spec.models import CommandCheck, Health, VerifyStep
+from conveyor.spec.models import Health, VerifyStep
 from tests.prometheus import Reply, StubServer
 
 ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}

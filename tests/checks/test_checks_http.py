@@ -10,8 +10,7 @@ import httpx
 import pytest
 
 from conveyor.checks.base import Outcome
-from conveyor.checks.http import http_check
-from conveyor.spec.models import HttpCheck
+from conveyor.checks.http import HttpCheck, http_check
 from tests.prometheus import Reply, StubServer, replies
 from tests.serverproc import free_port
 

@@ -15,8 +15,8 @@ import pytest
 
 from conveyor.checks.base import CheckResult, Outcome
 from conveyor.checks.health import run_health
-from conveyor.checks.prometheus import prometheus_check
-from conveyor.spec.models import Health, PrometheusCheck
+from conveyor.checks.prometheus import PrometheusCheck, prometheus_check
+from conveyor.spec.models import Health
 from tests.prometheus import (  # noqa: F401
     Prometheus,
     Reply,

@@ -16,8 +16,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from conveyor.notify.base import NotifyError
-from conveyor.notify.email import SmtpServer, parse_smtp_url, send_email
-from conveyor.spec.models import EmailNotifier
+from conveyor.notify.email import EmailNotifier, SmtpServer, parse_smtp_url, send_email
 from tests.notify.test_notify_webhook import make_notice
 from tests.serverproc import free_port
 

@@ -20,6 +20,7 @@ from slack_sdk.signature import SignatureVerifier
 from conveyor.notify.base import NotifyError
 from conveyor.notify.slack import (
     SlackAction,
+    SlackNotifier,
     SlackPayloadError,
     SlackSignatureError,
     blocks_for,
@@ -28,7 +29,6 @@ from conveyor.notify.slack import (
     send_slack,
     verify_slack_signature,
 )
-from conveyor.spec.models import SlackNotifier
 from tests.notify.test_notify_webhook import (
     Received,
     Receiver,

@@ -23,8 +23,13 @@ from typing import Any
 import pytest
 
 from conveyor.notify.base import Notice, NotifyError
-from conveyor.notify.webhook import USER_AGENT, send_webhook, sign_webhook, verify_webhook
-from conveyor.spec.models import WebhookNotifier
+from conveyor.notify.webhook import (
+    USER_AGENT,
+    WebhookNotifier,
+    send_webhook,
+    sign_webhook,
+    verify_webhook,
+)
 from tests.serverproc import free_port
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "notifications.md"

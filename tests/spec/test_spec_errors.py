@@ -337,7 +337,7 @@ def test_environment_field_errors() -> None:
         "conveyor.yml:9:17: environments.production.on_failure: expected 'rollback', 'hold' or "
         "'none', got 'explode'",
         "conveyor.yml:11:5: environments.staging.health: "
-        "health has no checks: add 'http', 'command' or 'prometheus'",
+        "health has no checks: add 'http', 'command', 'prometheus' or 'tcp'",
     ]
 
 

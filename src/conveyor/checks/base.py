@@ -7,11 +7,26 @@ server did not answer. It holds the promotion for a person instead of guessing.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar, Self
 
-__all__ = ["CheckResult", "Outcome", "combine"]
+from pydantic import Field
+
+from conveyor.extensions import Extension, Kind, Options
+from conveyor.sandbox import Sandbox
+from conveyor.spec.fields import Duration
+
+__all__ = [
+    "CheckContext",
+    "CheckOptions",
+    "CheckResult",
+    "Outcome",
+    "RepeatedCheck",
+    "check",
+    "combine",
+]
 
 
 class Outcome(enum.StrEnum):
@@ -50,3 +65,52 @@ def combine(results: Iterable[CheckResult]) -> Outcome:
     if Outcome.INCONCLUSIVE in outcomes:
         return Outcome.INCONCLUSIVE
     return Outcome.PASS
+
+
+@dataclass(frozen=True)
+class CheckContext:
+    """What a check may use about the deployment it judges: where it serves (None: the target
+    has no URL), the environment's variables (the whole environment of a command it runs), the
+    release folder, the server's Prometheus, and the sandbox for commands from the file."""
+
+    base_url: str | None
+    env: Mapping[str, str]
+    cwd: Path
+    prometheus_url: str | None = None
+    sandbox: Sandbox | None = None
+
+
+class CheckOptions(Options):
+    """Base of a check's options (the mapping under its key in `health:` or `monitor:`)."""
+
+    #: Whether the check says something about a release put back by a rollback (a check of
+    #: recent traffic would still judge the release being undone).
+    judges_rollback: ClassVar[bool] = True
+
+    def for_monitoring(self, interval: float) -> Self | None:
+        """This check as one quick look, for watching the serving release every ``interval``
+        when `monitor:` names no checks; None if it does not suit watching."""
+        return None
+
+
+class RepeatedCheck(CheckOptions):
+    """A check tried every `interval` until it passes `successes` times in a row, or `within`
+    runs out (http, command, tcp)."""
+
+    within: Duration = Field(30.0, description="Give up (unhealthy) after this long.")
+    interval: Duration = Field(1.0, description="Time between attempts.")
+    successes: int = Field(1, ge=1, description="Consecutive passing attempts needed.")
+
+    def for_monitoring(self, interval: float) -> Self:
+        """One attempt, no longer than the monitor's interval."""
+        return self.model_copy(update={"successes": 1, "within": min(self.within, interval)})
+
+
+Run = Callable[[Any, CheckContext], Awaitable[CheckResult]]
+
+
+def check(
+    name: str, options: type[CheckOptions], run: Run, summary: str = "", *, order: int = 100
+) -> Extension:
+    """The registry entry of a check: ``run(options, context)`` returns its verdict."""
+    return Extension(Kind.CHECK, name, options, run, summary, order=order)

@@ -14,14 +14,27 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from conveyor.checks.base import CheckResult, Outcome
+from pydantic import Field
+
+from conveyor.checks.base import CheckContext, CheckResult, Outcome, RepeatedCheck, check
 from conveyor.checks.http import format_seconds
 from conveyor.errors import ConveyorError
 from conveyor.proc import ProcessResult, run_process
 from conveyor.sandbox import Sandbox, default_sandbox
-from conveyor.spec.models import CommandCheck
+from conveyor.spec.durations import format_duration
+from conveyor.spec.fields import Command
 
-__all__ = ["command_check", "describe_exit", "output_tail"]
+__all__ = ["EXTENSION", "CommandCheck", "command_check", "describe_exit", "output_tail"]
+
+
+class CommandCheck(RepeatedCheck):
+    """Healthy when the command exits 0 `successes` times in a row."""
+
+    run: Command = Field(description="Command to run; exit status 0 means healthy.")
+
+    def explain(self) -> str:
+        return f"`{self.run.strip()}` within {format_duration(self.within)}"
+
 
 # A health script's output matters for its last few lines ("connection refused", "0 replicas
 # ready"); memory stays bounded however much it prints.
@@ -145,3 +158,10 @@ async def command_check(
     if last_output:
         detail += f": {last_output}"
     return CheckResult("command", Outcome.FAIL, detail, duration=duration, data=data)
+
+
+async def _run(options: CommandCheck, context: CheckContext) -> CheckResult:
+    return await command_check(options, env=context.env, cwd=context.cwd, sandbox=context.sandbox)
+
+
+EXTENSION = check("command", CommandCheck, _run, order=20)

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from conveyor.checks.base import CheckResult, Outcome
-from conveyor.checks.command import command_check, describe_exit, output_tail
-from conveyor.checks.http import http_check
-from conveyor.checks.prometheus import prometheus_check
+from conveyor.checks.base import CheckContext, CheckResult, Outcome
+from conveyor.checks.command import describe_exit, output_tail
 from conveyor.errors import ConveyorError
+from conveyor.extensions import Kind, registry
 from conveyor.proc import run_process
 from conveyor.sandbox import Sandbox, default_sandbox
 from conveyor.spec.models import Health, VerifyStep
@@ -26,10 +25,6 @@ from conveyor.spec.models import Health, VerifyStep
 __all__ = ["VERIFY_TIMEOUT", "run_health", "run_verify"]
 
 VERIFY_TIMEOUT = 600.0
-
-
-async def _no_url() -> CheckResult:
-    return CheckResult("http", Outcome.INCONCLUSIVE, "the target has no URL to probe")
 
 
 async def run_health(
@@ -41,23 +36,21 @@ async def run_health(
     prometheus_url: str | None,
     sandbox: Sandbox | None = None,
 ) -> list[CheckResult]:
-    """Run every configured check concurrently; results come in the order http, command,
-    prometheus (whichever are configured), so a record reads the same every time.
+    """Run every configured check concurrently; results come in the registry's order of the
+    checks (whichever are configured), so a record reads the same every time.
 
-    An HTTP check against a target without a URL is INCONCLUSIVE rather than failed: the
-    deployment may be fine, we just cannot tell from here.
+    A check that cannot judge from here (an HTTP check against a target without a URL) is
+    INCONCLUSIVE rather than failed: the deployment may be fine, we just cannot tell.
     """
-    checks: list[Coroutine[Any, Any, CheckResult]] = []
-    if health.http is not None:
-        checks.append(_no_url() if base_url is None else http_check(health.http, base_url))
-    if health.command is not None:
-        checks.append(command_check(health.command, env=env, cwd=cwd, sandbox=sandbox))
-    if health.prometheus is not None:
-        checks.append(prometheus_check(health.prometheus, default_url=prometheus_url))
+    context = CheckContext(base_url, env, cwd, prometheus_url, sandbox)
+    checks = registry().of(Kind.CHECK)
     # A TaskGroup cancels the other checks (and so kills their processes) when one raises or
     # the caller is cancelled.
     async with asyncio.TaskGroup() as group:
-        tasks = [group.create_task(check) for check in checks]
+        tasks = [
+            group.create_task(checks[name].implementation(options, context))
+            for name, options in health.configured().items()
+        ]
     return [task.result() for task in tasks]
 
 

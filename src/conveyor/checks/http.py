@@ -17,14 +17,45 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
+from pydantic import AfterValidator, Field, field_validator
 
-from conveyor.checks.base import CheckResult, Outcome
-from conveyor.spec.models import HttpCheck
+from conveyor.checks.base import CheckContext, CheckResult, Outcome, RepeatedCheck, check
+from conveyor.spec.durations import format_duration
+from conveyor.spec.fields import Duration, check_regex, user_error
+from conveyor.spec.problems import describe
 
-__all__ = ["http_check"]
+__all__ = ["EXTENSION", "HttpCheck", "http_check"]
+
+
+class HttpCheck(RepeatedCheck):
+    """Healthy when GET `path` answers `expect` (and `body` matches) `successes` times in a row."""
+
+    path: str = Field("/", description="URL path probed on the deployment.")
+    expect: int = Field(200, ge=100, le=599, description="Expected HTTP status code.")
+    body: Annotated[str | None, AfterValidator(check_regex)] = Field(
+        None, description="Regular expression the response body must match."
+    )
+    timeout: Duration = Field(5.0, description="Timeout of one probe.")
+    latency: Duration | None = Field(
+        None, description="Slowest acceptable response; a slower probe fails."
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise user_error("relative_path", f"path {describe(value)} must start with '/'")
+        return value
+
+    def explain(self) -> str:
+        text = f"GET {self.path} expects {self.expect}"
+        if self.body:
+            text += f" and body ~ /{self.body}/"
+        return text + f" within {format_duration(self.within)}"
+
 
 # Enough of a body to match a regular expression against; a health endpoint that sends more is
 # not read to the end, so memory stays bounded whatever the deployment answers.
@@ -220,3 +251,12 @@ async def http_check(
     else:
         detail = f"{last_failure}; {tally}"
     return CheckResult("http", Outcome.FAIL, detail, duration=duration, data=data)
+
+
+async def _run(options: HttpCheck, context: CheckContext) -> CheckResult:
+    if context.base_url is None:
+        return CheckResult("http", Outcome.INCONCLUSIVE, "the target has no URL to probe")
+    return await http_check(options, context.base_url)
+
+
+EXTENSION = check("http", HttpCheck, _run, order=10)

@@ -15,16 +15,47 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Self
 
 import httpx
+from pydantic import ConfigDict, Field, model_validator
 
 from conveyor import jsonio
-from conveyor.checks.base import CheckResult, Outcome
+from conveyor.checks.base import CheckContext, CheckOptions, CheckResult, Outcome, check
 from conveyor.checks.http import describe_error, format_seconds, tls_context
-from conveyor.spec.models import PrometheusCheck
+from conveyor.spec.durations import format_duration
+from conveyor.spec.fields import Command, Duration, HttpUrl, user_error
 
-__all__ = ["prometheus_check"]
+__all__ = ["EXTENSION", "PrometheusCheck", "prometheus_check"]
+
+
+class PrometheusCheck(CheckOptions):
+    """Healthy while a PromQL query stays below (or above) a threshold."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["below"]}, {"required": ["above"]}]}
+    )
+    # Its samples are of recent traffic: after a rollback they still describe the release
+    # being undone.
+    judges_rollback: ClassVar[bool] = False
+
+    url: HttpUrl | None = Field(None, description="Prometheus base URL; default: the server's.")
+    query: Command = Field(description="PromQL expression returning one number.")
+    below: float | None = Field(None, description="Healthy while the value is below this.")
+    above: float | None = Field(None, description="Healthy while the value is above this.")
+    for_: Duration = Field(60.0, alias="for", description="How long the condition must hold.")
+    within: Duration | None = Field(None, description="Give up after this long.")
+
+    @model_validator(mode="after")
+    def _one_threshold(self) -> Self:
+        if (self.below is None) == (self.above is None):
+            raise user_error("threshold", "give exactly one of 'below' or 'above'")
+        return self
+
+    def explain(self) -> str:
+        bound = f"below {self.below:g}" if self.below is not None else f"above {self.above:g}"
+        return f"`{self.query.strip()}` {bound} for {format_duration(self.for_)}"
+
 
 # One query should take milliseconds; a Prometheus that needs longer is in no state to vouch
 # for a deployment.
@@ -230,3 +261,10 @@ async def prometheus_check(
 
 def _offset(seconds: float) -> str:
     return f"{round(seconds, 1):g} s"
+
+
+async def _run(options: PrometheusCheck, context: CheckContext) -> CheckResult:
+    return await prometheus_check(options, default_url=context.prometheus_url)
+
+
+EXTENSION = check("prometheus", PrometheusCheck, _run, order=30)

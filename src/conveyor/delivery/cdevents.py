@@ -43,7 +43,7 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from conveyor.aio import wait_for
+from conveyor.aio import wake_loop
 from conveyor.events import EventType
 from conveyor.notify.base import NotifyError
 from conveyor.notify.send import backoff_delay
@@ -477,14 +477,15 @@ class CDEventsSender:
     async def _serve_sink(self, sink: _Sink) -> None:
         assert sink.wake is not None
         async with httpx.AsyncClient(timeout=self.timeout) as client:
-            while True:
+
+            async def send() -> bool:
                 try:
-                    more = await self._pass(sink, client)
+                    return await self._pass(sink, client)
                 except Exception:  # a bug or a store outage: say so, try again later
                     log.exception("CDEvents to %s failed; trying again", sink.label)
-                    more = False
-                if not more:
-                    await wait_for(sink.wake, self.poll_seconds)
+                    return False
+
+            await wake_loop(send, sink.wake, self.poll_seconds)
 
     async def _drain_sink(self, sink: _Sink) -> None:
         async with httpx.AsyncClient(timeout=self.timeout) as client:

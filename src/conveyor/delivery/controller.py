@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from conveyor.aio import wake_loop
 from conveyor.checks.base import CheckResult, Outcome, combine
 from conveyor.checks.health import run_health, run_verify
 from conveyor.delivery.bundles import KEEP_DEFAULT, keep_newest, prepare_bundle, prune_service
@@ -132,14 +133,7 @@ class DeliveryController:
             await self.recover()
             if self.monitor is not None:
                 watching = asyncio.create_task(self.monitor.run())
-            while True:
-                await self.tick()
-                try:
-                    async with asyncio.timeout(self.poll_seconds):
-                        await self.wake.wait()
-                except TimeoutError:
-                    pass
-                self.wake.clear()
+            await wake_loop(self.tick, self.wake, self.poll_seconds)
         finally:
             if watching is not None:
                 watching.cancel()
@@ -514,14 +508,18 @@ class DeliveryController:
         )
         outcome, detail = Outcome.PASS, ""
         health = job.config.health
-        if health is not None and health.prometheus is not None:
-            # Prometheus would still judge the release being undone: its samples (and any
-            # rate() over them) are of the failed release's traffic. The checks that observe
+        if health is not None:
+            # A check of recent traffic (prometheus) would still judge the release being
+            # undone: its samples are of the failed release's traffic. The checks that observe
             # the restored instance itself decide whether the rollback worked.
-            line("the prometheus check is not run for a rollback")
-            health = health.model_copy(update={"prometheus": None})
-            if health.http is None and health.command is None:
-                health = None
+            skipped = [
+                name
+                for name, check in health.configured().items()
+                if not getattr(check, "judges_rollback", True)
+            ]
+            for name in skipped:
+                line(f"the {name} check is not run for a rollback")
+            health = health.without(*skipped)
         if health is not None:
             results = await run_health(
                 health,

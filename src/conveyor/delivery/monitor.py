@@ -17,7 +17,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from conveyor.checks.base import Outcome, combine
+from conveyor.checks.base import CheckOptions, Outcome, combine
 from conveyor.checks.health import run_health
 from conveyor.engine import monitoring
 from conveyor.errors import ConveyorError
@@ -47,27 +47,22 @@ class _Watch:
 
 
 def monitor_checks(config: Environment) -> Health | None:
-    """The checks of `monitor:`, defaulting to the environment's HTTP and command health
-    checks made one quick look (one success, no longer than an interval). Prometheus is left
-    out by default: its windows are minutes long and describe traffic, not the process."""
+    """The checks of `monitor:`, defaulting to the environment's health checks that suit
+    watching, each made one quick look (one success, no longer than an interval). Prometheus
+    is left out by default: its windows are minutes long and describe traffic, not the
+    process."""
     mon, health = config.monitor, config.health
-    http = mon.http or (
-        health.http.model_copy(
-            update={"successes": 1, "within": min(health.http.within, mon.interval)}
-        )
-        if health is not None and health.http is not None
-        else None
-    )
-    command = mon.command or (
-        health.command.model_copy(
-            update={"successes": 1, "within": min(health.command.within, mon.interval)}
-        )
-        if health is not None and health.command is not None
-        else None
-    )
-    if http is None and command is None:
+    if mon.configured():
+        return Health.of(**mon.configured())
+    if health is None:
         return None
-    return Health(http=http, command=command)
+    quick = {
+        name: check.for_monitoring(mon.interval)
+        for name, check in health.configured().items()
+        if isinstance(check, CheckOptions)
+    }
+    chosen = {name: check for name, check in quick.items() if check is not None}
+    return Health.of(**chosen) if chosen else None
 
 
 class Monitor:

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from conveyor.aio import wake_loop
 from conveyor.notify.base import Notice
 from conveyor.notify.send import DeliveryReport, deliver
 from conveyor.secrets import SECRET_REF, Secrets, referenced
@@ -52,14 +53,7 @@ class Outbox:
 
     async def serve(self) -> None:
         try:
-            while True:
-                await self.send_pending()
-                try:
-                    async with asyncio.timeout(self.poll_seconds):
-                        await self.wake.wait()
-                except TimeoutError:
-                    pass
-                self.wake.clear()
+            await wake_loop(self.send_pending, self.wake, self.poll_seconds)
         finally:
             for task in self._tasks:
                 task.cancel()

@@ -7,13 +7,15 @@ blocks or fails a deployment.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from conveyor.errors import ConveyorError
 from conveyor.events import NOTICE_TITLES
+from conveyor.extensions import Extension, Kind, Options
 
-__all__ = ["NOTICE_TITLES", "Notice", "NotifyError"]
+__all__ = ["NOTICE_TITLES", "Notice", "NotifyContext", "NotifyError", "notifier"]
 
 
 class NotifyError(ConveyorError):
@@ -70,3 +72,24 @@ class Notice:
             "url": self.url,
             "fields": self.fields,
         }
+
+
+@dataclass(frozen=True)
+class NotifyContext:
+    """What the server tells every channel: its public URL (for links back) and the defaults
+    of its own mail settings."""
+
+    base_url: str | None = None
+    default_smtp: str | None = None
+    default_from: str | None = None
+
+
+Send = Callable[[Any, Notice, NotifyContext], Awaitable[None]]
+
+
+def notifier(
+    name: str, options: type[Options], send: Send, summary: str = "", *, order: int = 100
+) -> Extension:
+    """The registry entry of a notifier: ``send(options, notice, context)`` makes one attempt
+    and raises NotifyError when it did not arrive."""
+    return Extension(Kind.NOTIFIER, name, options, send, summary, order=order)

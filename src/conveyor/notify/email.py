@@ -16,10 +16,40 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from conveyor.notify.base import Notice, NotifyError
-from conveyor.spec.models import EmailNotifier
+from pydantic import Field, field_validator
 
-__all__ = ["DEFAULT_FROM", "SmtpServer", "email_for", "parse_smtp_url", "send_email"]
+from conveyor.extensions import Options
+from conveyor.notify.base import Notice, NotifyContext, NotifyError, notifier
+from conveyor.spec.fields import SmtpUrl, StrList, user_error
+
+__all__ = [
+    "DEFAULT_FROM",
+    "EXTENSION",
+    "EmailNotifier",
+    "SmtpServer",
+    "email_for",
+    "parse_smtp_url",
+    "send_email",
+]
+
+
+class EmailNotifier(Options):
+    """Send an email."""
+
+    to: StrList = Field(description="Recipients.")
+    from_: str | None = Field(None, alias="from", description="Sender address.")
+    smtp: SmtpUrl | None = Field(None, description="SMTP URL; default: the server's.")
+
+    @field_validator("to")
+    @classmethod
+    def _some_recipients(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise user_error("no_recipients", "email needs at least one recipient in 'to'")
+        return value
+
+    def explain(self) -> str:
+        return f"to {', '.join(self.to)}"
+
 
 DEFAULT_FROM = "conveyor@localhost"
 _TRUE = {"1", "true", "yes", "on"}
@@ -221,3 +251,12 @@ async def send_email(
         details = "; ".join(f"{to}: {_reply(c, m)}" for to, (c, m) in refused.items())
         # The others have their copy; sending again would duplicate it for them.
         raise NotifyError(f"sent, but SMTP server {server} refused {details}", retry=False)
+
+
+async def _deliver(options: EmailNotifier, notice: Notice, context: NotifyContext) -> None:
+    await send_email(
+        options, notice, default_smtp=context.default_smtp, default_from=context.default_from
+    )
+
+
+EXTENSION = notifier("email", EmailNotifier, _deliver, order=30)

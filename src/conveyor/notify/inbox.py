@@ -9,12 +9,21 @@ and works on a machine that reaches nothing outside. The API reads the rows back
 
 from __future__ import annotations
 
-from conveyor.notify.base import Notice
+from conveyor.extensions import Options
+from conveyor.notify.base import Notice, NotifyContext, notifier
 
-__all__ = ["CHANNEL", "send_inbox"]
+__all__ = ["CHANNEL", "EXTENSION", "InboxNotifier"]
 
 CHANNEL = "inbox"
 
 
-async def send_inbox(notice: Notice) -> None:
+class InboxNotifier(Options):
+    """Keep the notice in the server's own inbox (the web UI's /inbox page); nothing leaves
+    the machine. Written `inbox: {}` (or `inbox:` alone)."""
+
+
+async def _send(options: InboxNotifier, notice: Notice, context: NotifyContext) -> None:
     """Nothing to carry anywhere: the notice is already in the store."""
+
+
+EXTENSION = notifier(CHANNEL, InboxNotifier, _send, order=40)

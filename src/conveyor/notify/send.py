@@ -12,11 +12,9 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
-from conveyor.notify.base import Notice, NotifyError
-from conveyor.notify.email import send_email
-from conveyor.notify.inbox import send_inbox
-from conveyor.notify.slack import absolute_url, send_slack
-from conveyor.notify.webhook import send_webhook
+from conveyor.extensions import Kind, registry
+from conveyor.notify.base import Notice, NotifyContext, NotifyError
+from conveyor.notify.slack import absolute_url
 from conveyor.spec.models import Notifier
 
 __all__ = ["DeliveryReport", "backoff_delay", "deliver", "wants"]
@@ -43,28 +41,6 @@ def backoff_delay(attempt: int, backoff: float, max_backoff: float) -> float:
     return delay * (1 - 0.1 * random.random())  # noqa: S311 - jitter, not a secret
 
 
-async def _attempt(
-    notifier: Notifier,
-    notice: Notice,
-    *,
-    base_url: str | None,
-    default_smtp: str | None,
-    default_from: str | None,
-) -> None:
-    if notifier.slack is not None:
-        await send_slack(notifier.slack, notice, base_url=base_url)
-    elif notifier.webhook is not None:
-        await send_webhook(notifier.webhook, notice)
-    elif notifier.email is not None:
-        await send_email(
-            notifier.email, notice, default_smtp=default_smtp, default_from=default_from
-        )
-    elif notifier.inbox is not None:
-        await send_inbox(notice)
-    else:  # the model guarantees one channel; a report beats an AttributeError
-        raise NotifyError("the notifier has no channel", retry=False)
-
-
 async def deliver(
     notifier: Notifier,
     notice: Notice,
@@ -87,15 +63,11 @@ async def deliver(
     if link != notice.url:
         notice = replace(notice, url=link)
     error: str | None = None
+    context = NotifyContext(base_url, default_smtp, default_from)
+    send = registry().get(Kind.NOTIFIER, notifier.kind).implementation
     for attempt in range(attempts):
         try:
-            await _attempt(
-                notifier,
-                notice,
-                base_url=base_url,
-                default_smtp=default_smtp,
-                default_from=default_from,
-            )
+            await send(notifier.channel, notice, context)
         except NotifyError as exc:
             error = str(exc)
             if not exc.retry:

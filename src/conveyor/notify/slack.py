@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import parse_qs
 
+from pydantic import Field
 from slack_sdk.models.blocks import (
     ActionsBlock,
     Block,
@@ -34,14 +35,17 @@ from slack_sdk.models.blocks import (
 from conveyor import jsonio
 from conveyor.errors import ConveyorError
 from conveyor.events import NoticeEvent
-from conveyor.notify.base import Notice
+from conveyor.extensions import Options
+from conveyor.notify.base import Notice, NotifyContext, notifier
 from conveyor.notify.webhook import USER_AGENT, post
-from conveyor.spec.models import SlackNotifier
+from conveyor.spec.fields import HttpUrl
 
 __all__ = [
     "APPROVE_ACTION",
+    "EXTENSION",
     "REJECT_ACTION",
     "SlackAction",
+    "SlackNotifier",
     "SlackPayloadError",
     "SlackSignatureError",
     "absolute_url",
@@ -52,6 +56,18 @@ __all__ = [
     "send_slack",
     "verify_slack_signature",
 ]
+
+
+class SlackNotifier(Options):
+    """Post to a Slack incoming webhook."""
+
+    webhook: HttpUrl = Field(description="Incoming-webhook URL, usually ${{ secrets.NAME }}.")
+    channel: str | None = Field(None, description="Channel override.")
+
+    def explain(self) -> str:
+        # The webhook URL is a credential: never shown.
+        return self.channel or ""
+
 
 APPROVE_ACTION = "conveyor_approve"
 REJECT_ACTION = "conveyor_reject"
@@ -332,3 +348,10 @@ def parse_action(body: bytes) -> SlackAction:
         slack_user_name=_text(name, "user.username"),
         response_url=response_url or None,
     )
+
+
+async def _send(options: SlackNotifier, notice: Notice, context: NotifyContext) -> None:
+    await send_slack(options, notice, base_url=context.base_url)
+
+
+EXTENSION = notifier("slack", SlackNotifier, _send, order=10)

@@ -14,18 +14,32 @@ from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 
 import httpx
+from pydantic import Field
 
-from conveyor.notify.base import Notice, NotifyError
-from conveyor.spec.models import WebhookNotifier
+from conveyor.extensions import Options
+from conveyor.notify.base import Notice, NotifyContext, NotifyError, notifier
+from conveyor.spec.fields import HttpUrl
 
 __all__ = [
+    "EXTENSION",
     "USER_AGENT",
+    "WebhookNotifier",
     "post",
     "send_webhook",
     "sign_webhook",
     "verify_webhook",
     "webhook_request",
 ]
+
+
+class WebhookNotifier(Options):
+    """POST a JSON event to a URL."""
+
+    url: HttpUrl = Field(description="Receiver URL.")
+    secret: str | None = Field(None, description="HMAC-SHA256 signing secret.")
+
+    def explain(self) -> str:
+        return self.url
 
 
 def _version() -> str:
@@ -146,3 +160,10 @@ async def send_webhook(
     Each attempt is signed afresh, so a retry carries a current timestamp."""
     body, headers = webhook_request(notifier, notice)
     await post(notifier.url, body, headers, what="webhook", client=client, timeout=timeout)
+
+
+async def _send(options: WebhookNotifier, notice: Notice, context: NotifyContext) -> None:
+    await send_webhook(options, notice)
+
+
+EXTENSION = notifier("webhook", WebhookNotifier, _send, order=20)

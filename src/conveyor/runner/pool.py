@@ -4,7 +4,6 @@ executes them in this process."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import os
@@ -12,6 +11,7 @@ import socket
 
 from sqlalchemy.exc import OperationalError
 
+from conveyor.aio import wake_loop
 from conveyor.engine.dispatch import LEASE_SECONDS, Lease, lease_next
 from conveyor.engine.job_reports import StoreReporter
 from conveyor.plan import JobPlan
@@ -48,23 +48,22 @@ class RunnerPool:
 
     async def serve(self) -> None:
         try:
-            while True:
-                while len(self._running) < self.slots:
-                    lease = self._lease()
-                    if lease is None:
-                        break
-                    task = asyncio.create_task(self._execute(lease))
-                    self._running.add(task)
-                    task.add_done_callback(self._running.discard)
-                self.wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(IDLE_POLL_SECONDS):
-                        await self.wake.wait()
+            await wake_loop(self._fill, self.wake, IDLE_POLL_SECONDS)
         finally:
             for task in list(self._running):
                 task.cancel()
             if self._running:
                 await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def _fill(self) -> None:
+        """Lease jobs while a slot is free."""
+        while len(self._running) < self.slots:
+            lease = self._lease()
+            if lease is None:
+                break
+            task = asyncio.create_task(self._execute(lease))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
 
     def _lease(self) -> Lease | None:
         """The next job for this runner; None also while the store cannot be written (a full

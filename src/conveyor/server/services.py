@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.exc import OperationalError
 
-from conveyor.aio import wait_for
+from conveyor.aio import wake_loop
 
 __all__ = ["Service", "Supervisor", "periodic"]
 
@@ -50,19 +50,20 @@ def periodic(
     a step that may wait on git or the network runs in a thread, off the event loop."""
     event = wake if wake is not None else asyncio.Event()
 
+    async def once() -> None:
+        try:
+            if in_thread:
+                await asyncio.to_thread(step)
+            else:
+                step()
+        except OperationalError as exc:
+            # A full disk or a lost database: one line each time, not a traceback a second.
+            log.error("%s failed: the store: %s; trying again", name, exc.orig)
+        except Exception:
+            log.exception("%s failed; trying again", name)
+
     async def serve() -> None:
-        while True:
-            try:
-                if in_thread:
-                    await asyncio.to_thread(step)
-                else:
-                    step()
-            except OperationalError as exc:
-                # A full disk or a lost database: one line each time, not a traceback a second.
-                log.error("%s failed: the store: %s; trying again", name, exc.orig)
-            except Exception:
-                log.exception("%s failed; trying again", name)
-            await wait_for(event, every)
+        await wake_loop(once, event, every)
 
     return Service(name, serve)
 

@@ -1,5 +1,8 @@
 """A plain-text account of what a pipeline will do, with every default made visible."""
 
+from pydantic import BaseModel
+
+from conveyor.extensions import Options
 from conveyor.spec.durations import format_duration, format_size
 from conveyor.spec.models import Environment, Health, Job, Notifier, Pipeline
 
@@ -137,31 +140,15 @@ def _approval(env: Environment) -> str:
 def _health(health: Health | None) -> str:
     if health is None:
         return "none (done as soon as deployed)"
-    parts: list[str] = []
-    if health.http:
-        h = health.http
-        text = f"http GET {h.path} expects {h.expect}"
-        if h.body:
-            text += f" and body ~ /{h.body}/"
-        parts.append(text + f" within {format_duration(h.within)}")
-    if health.command:
-        c = health.command
-        parts.append(f"command `{c.run.strip()}` within {format_duration(c.within)}")
-    if health.prometheus:
-        q = health.prometheus
-        bound = f"below {q.below:g}" if q.below is not None else f"above {q.above:g}"
-        parts.append(f"prometheus `{q.query.strip()}` {bound} for {format_duration(q.for_)}")
-    return "; ".join(parts)
+    return "; ".join(f"{name} {_explain(check)}" for name, check in health.configured().items())
 
 
 def _notifier(n: Notifier) -> str:
-    if n.slack:
-        where = "slack" + (f" {n.slack.channel}" if n.slack.channel else "")
-    elif n.webhook:
-        where = f"webhook {n.webhook.url}"
-    elif n.inbox is not None:
-        where = "inbox"
-    else:
-        assert n.email is not None
-        where = f"email to {', '.join(n.email.to)}"
+    where = f"{n.kind} {_explain(n.channel)}".strip()
     return f"{where} on {', '.join(n.on)}"
+
+
+def _explain(options: BaseModel) -> str:
+    if isinstance(options, Options):
+        return options.explain()
+    return ", ".join(f"{k} {v}" for k, v in options.model_dump(exclude_defaults=True).items())

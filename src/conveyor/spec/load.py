@@ -9,6 +9,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from conveyor.spec import checks
+from conveyor.spec.blocks import ExtensionBlock
 from conveyor.spec.models import EXTENSION_PREFIX, SKIP_GRAPH_CHECKS, Pipeline
 from conveyor.spec.problems import (
     Finding,
@@ -257,6 +258,8 @@ def _model_at(path: KeyPath) -> type[BaseModel] | None:
 def _unwrap(tp: Any) -> Any:
     while True:
         origin = get_origin(tp)
+        if isinstance(tp, type) and issubclass(tp, ExtensionBlock):
+            return tp.extended()  # its keys include the registered extensions
         if origin is Annotated:
             tp = get_args(tp)[0]
         elif origin is Union or origin is types.UnionType:

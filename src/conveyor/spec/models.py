@@ -1,9 +1,8 @@
 """Typed models of `conveyor.yml` (pydantic v2); the field types live in `fields`."""
 
-from typing import Annotated, Any, Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -12,7 +11,9 @@ from pydantic import (
     model_validator,
 )
 
+from conveyor.extensions import Kind
 from conveyor.spec import checks
+from conveyor.spec.blocks import ExtensionBlock
 from conveyor.spec.fields import (
     DEFAULT_NOTIFY_EVENTS,
     EXTENSION_PREFIX,
@@ -32,21 +33,22 @@ from conveyor.spec.fields import (
     ServiceName,
     Shell,
     Size,
-    SmtpUrl,
     StrList,
     TargetName,
     Tier,
-    check_regex,
     one_or_many,
     user_error,
 )
-from conveyor.spec.problems import describe
 
 __all__ = ["EXTENSION_PREFIX", "NOTIFY_EVENTS", "SKIP_GRAPH_CHECKS"]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+    # Built on first use: blocks of extensions (health, notify) ask the registry, whose
+    # modules may use these models.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, coerce_numbers_to_str=True, defer_build=True
+    )
 
 
 _IF = "When to run: after earlier steps/jobs succeeded (success), failed (failure), or always."
@@ -193,81 +195,28 @@ class Deploy(_Model):
         return extra | {"url": self.url} if self.url is not None else extra
 
 
-class HttpCheck(_Model):
-    """Healthy when GET `path` answers `expect` (and `body` matches) `successes` times in a row."""
+class Health(ExtensionBlock):
+    """Checks a deployment must pass before it counts as done: one key per check (http,
+    command, prometheus, tcp, or a plugin's), run side by side."""
 
-    path: str = Field("/", description="URL path probed on the deployment.")
-    expect: int = Field(200, ge=100, le=599, description="Expected HTTP status code.")
-    body: Annotated[str | None, AfterValidator(check_regex)] = Field(
-        None, description="Regular expression the response body must match."
-    )
-    within: Duration = Field(30.0, description="Give up (unhealthy) after this long.")
-    interval: Duration = Field(1.0, description="Time between probes.")
-    successes: int = Field(1, ge=1, description="Consecutive passing probes needed.")
-    timeout: Duration = Field(5.0, description="Timeout of one probe.")
-    latency: Duration | None = Field(
-        None, description="Slowest acceptable response; a slower probe fails."
-    )
-
-    @field_validator("path")
-    @classmethod
-    def _absolute(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise user_error("relative_path", f"path {describe(value)} must start with '/'")
-        return value
-
-
-class CommandCheck(_Model):
-    """Healthy when the command exits 0 `successes` times in a row."""
-
-    run: Command = Field(description="Command to run; exit status 0 means healthy.")
-    within: Duration = Field(30.0, description="Give up (unhealthy) after this long.")
-    interval: Duration = Field(1.0, description="Time between runs.")
-    successes: int = Field(1, ge=1, description="Consecutive passing runs needed.")
-
-
-class PrometheusCheck(_Model):
-    """Healthy while a PromQL query stays below (or above) a threshold."""
-
-    model_config = ConfigDict(
-        json_schema_extra={"oneOf": [{"required": ["below"]}, {"required": ["above"]}]}
-    )
-
-    url: HttpUrl | None = Field(None, description="Prometheus base URL; default: the server's.")
-    query: Command = Field(description="PromQL expression returning one number.")
-    below: float | None = Field(None, description="Healthy while the value is below this.")
-    above: float | None = Field(None, description="Healthy while the value is above this.")
-    for_: Duration = Field(60.0, alias="for", description="How long the condition must hold.")
-    within: Duration | None = Field(None, description="Give up after this long.")
-
-    @model_validator(mode="after")
-    def _one_threshold(self) -> Self:
-        if (self.below is None) == (self.above is None):
-            raise user_error("threshold", "give exactly one of 'below' or 'above'")
-        return self
-
-
-class Health(_Model):
-    """Checks a deployment must pass before it counts as done."""
-
-    http: HttpCheck | None = Field(None, description="HTTP probe.")
-    command: CommandCheck | None = Field(None, description="Command probe.")
-    prometheus: PrometheusCheck | None = Field(None, description="Prometheus query.")
+    extension_kind = Kind.CHECK
 
     @model_validator(mode="after")
     def _some_check(self) -> Self:
-        if self.http is None and self.command is None and self.prometheus is None:
-            raise user_error(
-                "no_checks", "health has no checks: add 'http', 'command' or 'prometheus'"
-            )
+        if not self.configured():
+            raise user_error("no_checks", f"health has no checks: add {self.choices()}")
         return self
 
 
-class Monitor(_Model):
+class Monitor(ExtensionBlock):
     """Continuous health of the release that serves: what is checked, how often, and how many
     failed checks (or deaths) before acting. A dead process is restarted with backoff; one that
     keeps failing is rolled back to the last verified release with an incident in a
-    production-tier environment, and marked unhealthy (and notified) in other tiers."""
+    production-tier environment, and marked unhealthy (and notified) in other tiers. Checks are
+    written as in `health`; without any, the environment's health checks that suit watching
+    (http, command, tcp) are made one quick look each."""
+
+    extension_kind = Kind.CHECK
 
     enabled: bool = Field(True, description="Watch the serving release (false: never).")
     interval: Duration = Field(10.0, description="Time between two checks of the release.")
@@ -276,12 +225,6 @@ class Monitor(_Model):
         ge=1,
         description="Failed checks or deaths before acting; as many passing checks in a row "
         "clear them.",
-    )
-    http: HttpCheck | None = Field(
-        None, description="HTTP probe; default: the environment's health.http, one probe."
-    )
-    command: CommandCheck | None = Field(
-        None, description="Command probe; default: the environment's health.command, one run."
     )
 
     @field_validator("interval")
@@ -315,7 +258,7 @@ class Environment(_Model):
         default_factory=list, description="Verification commands run after health passes."
     )
     monitor: Monitor = Field(
-        default_factory=Monitor, description="How the serving release is watched afterwards."
+        default_factory=Monitor.of, description="How the serving release is watched afterwards."
     )
     on_failure: Literal["rollback", "hold", "none"] = Field(
         "rollback", description="On failed health/verify: roll back, hold for a person, or nothing."
@@ -332,58 +275,12 @@ class Environment(_Model):
         return [] if value is None else value
 
 
-class SlackNotifier(_Model):
-    """Post to a Slack incoming webhook."""
+class Notifier(ExtensionBlock):
+    """One notification channel (exactly one of slack, webhook, email, inbox, or a plugin's)
+    and the events it is sent."""
 
-    webhook: HttpUrl = Field(description="Incoming-webhook URL, usually ${{ secrets.NAME }}.")
-    channel: str | None = Field(None, description="Channel override.")
+    extension_kind = Kind.NOTIFIER
 
-
-class WebhookNotifier(_Model):
-    """POST a JSON event to a URL."""
-
-    url: HttpUrl = Field(description="Receiver URL.")
-    secret: str | None = Field(None, description="HMAC-SHA256 signing secret.")
-
-
-class EmailNotifier(_Model):
-    """Send an email."""
-
-    to: StrList = Field(description="Recipients.")
-    from_: str | None = Field(None, alias="from", description="Sender address.")
-    smtp: SmtpUrl | None = Field(None, description="SMTP URL; default: the server's.")
-
-    @field_validator("to")
-    @classmethod
-    def _some_recipients(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise user_error("no_recipients", "email needs at least one recipient in 'to'")
-        return value
-
-
-class InboxNotifier(_Model):
-    """Keep the notice in the server's own inbox (the web UI's /inbox page); nothing leaves
-    the machine."""
-
-
-class Notifier(_Model):
-    """One notification channel (exactly one of slack, webhook, email, inbox) and its events."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "oneOf": [
-                {"required": ["slack"]},
-                {"required": ["webhook"]},
-                {"required": ["email"]},
-                {"required": ["inbox"]},
-            ]
-        }
-    )
-
-    slack: SlackNotifier | None = Field(None, description="Slack channel.")
-    webhook: WebhookNotifier | None = Field(None, description="Generic webhook.")
-    email: EmailNotifier | None = Field(None, description="Email.")
-    inbox: InboxNotifier | None = Field(None, description="The server's inbox: `inbox: {}`.")
     on: list[NotifyEvent] = Field(
         default_factory=lambda: list(DEFAULT_NOTIFY_EVENTS),
         description="Events to send. Default: approval.requested, deployment.failed, "
@@ -395,19 +292,19 @@ class Notifier(_Model):
     def _one_event(cls, value: object) -> object:
         return one_or_many(value)
 
-    @field_validator("inbox", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _bare_inbox(cls, value: object) -> object:
+    def _bare_channel(cls, value: object) -> object:
         # `inbox:` alone (null) or `inbox: true` say the same as `inbox: {}`.
-        return {} if value is None or value is True else value
+        if not isinstance(value, dict):
+            return value
+        return {k: {} if k != "on" and (v is None or v is True) else v for k, v in value.items()}
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Self:
-        given = [k for k in ("slack", "webhook", "email", "inbox") if getattr(self, k) is not None]
+        given = list(self.configured())
         if not given:
-            raise user_error(
-                "no_channel", "notifier needs one of 'slack', 'webhook', 'email' or 'inbox'"
-            )
+            raise user_error("no_channel", f"notifier needs one of {self.choices()}")
         if len(given) > 1:
             raise user_error(
                 "many_channels",
@@ -416,10 +313,14 @@ class Notifier(_Model):
         return self
 
     @property
-    def kind(self) -> Literal["slack", "webhook", "email", "inbox"]:
-        if self.inbox is not None:
-            return "inbox"
-        return "slack" if self.slack else "webhook" if self.webhook else "email"
+    def kind(self) -> str:
+        """The channel's name (`slack`, `inbox`...)."""
+        return next(iter(self.configured()))
+
+    @property
+    def channel(self) -> BaseModel:
+        """The channel's options."""
+        return next(iter(self.configured().values()))
 
 
 class PushTrigger(_Model):

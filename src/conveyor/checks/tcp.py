@@ -1,0 +1,102 @@
+"""The TCP check: the deployment accepts connections on a port (a database, a queue, a service
+that speaks no HTTP).
+
+Like the HTTP check it wants ``successes`` connections in a row within ``within``, each bounded
+by ``timeout``. Connecting is all it does: nothing is sent, and the connection is closed at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from urllib.parse import urlsplit
+
+from pydantic import Field
+
+from conveyor.checks.base import CheckContext, CheckResult, Outcome, RepeatedCheck, check
+from conveyor.checks.http import describe_error, format_seconds
+from conveyor.spec.durations import format_duration
+from conveyor.spec.fields import Duration
+
+__all__ = ["EXTENSION", "TcpCheck", "tcp_check"]
+
+
+class TcpCheck(RepeatedCheck):
+    """Healthy when a TCP connection to `host`:`port` succeeds `successes` times in a row."""
+
+    host: str | None = Field(
+        None, min_length=1, description="Host to connect to; default: the deployment URL's host."
+    )
+    port: int | None = Field(
+        None, ge=1, le=65535, description="Port to connect to; default: the deployment URL's port."
+    )
+    timeout: Duration = Field(5.0, description="Timeout of one attempt.")
+
+    def explain(self) -> str:
+        where = f"{self.host or '<deployment>'}:{self.port or '<deployment port>'}"
+        return f"connect to {where} within {format_duration(self.within)}"
+
+
+def _address(options: TcpCheck, base_url: str | None) -> tuple[str, int] | None:
+    url = urlsplit(base_url or "")
+    try:
+        default_port = url.port or {"http": 80, "https": 443}.get(url.scheme)
+    except ValueError:  # a port that is not a number
+        default_port = None
+    host, port = options.host or url.hostname, options.port or default_port
+    return (host, port) if host and port else None
+
+
+async def tcp_check(options: TcpCheck, host: str, port: int) -> CheckResult:
+    """Connect every ``interval`` until ``successes`` connections in a row succeed (PASS) or
+    ``within`` runs out (FAIL, naming the last error)."""
+    started = time.monotonic()
+    deadline = started + options.within
+    attempts = streak = 0
+    last_error = ""
+    while True:
+        attempt_started = time.monotonic()
+        attempts += 1
+        try:
+            async with asyncio.timeout(options.timeout):
+                _, writer = await asyncio.open_connection(host, port)
+            writer.close()
+            await writer.wait_closed()
+        except TimeoutError:
+            streak, last_error = 0, f"timed out after {format_seconds(options.timeout)}"
+        except OSError as exc:
+            streak, last_error = 0, describe_error(exc)
+        else:
+            streak += 1
+            if streak >= options.successes:
+                break
+        next_at = attempt_started + options.interval
+        if next_at >= deadline:
+            break
+        await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+    data = {"host": host, "port": port, "attempts": attempts, "consecutive_successes": streak}
+    duration = time.monotonic() - started
+    tally = f"{streak}/{options.successes} consecutive connections"
+    if streak >= options.successes:
+        return CheckResult(
+            "tcp",
+            Outcome.PASS,
+            f"{host}:{port} accepts connections, {tally}",
+            duration=duration,
+            data=data,
+        )
+    tally += f" in {format_seconds(options.within)}"
+    detail = f"{host}:{port}: {last_error or 'no connection'}; {tally}"
+    return CheckResult("tcp", Outcome.FAIL, detail, duration=duration, data=data)
+
+
+async def _run(options: TcpCheck, context: CheckContext) -> CheckResult:
+    address = _address(options, context.base_url)
+    if address is None:
+        return CheckResult(
+            "tcp", Outcome.INCONCLUSIVE, "no host and port to connect to: give host and port"
+        )
+    return await tcp_check(options, *address)
+
+
+EXTENSION = check("tcp", TcpCheck, _run, order=40)

@@ -3,10 +3,13 @@ conveyor.forges, and callers reach them by name only."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import pytest
 
-from conveyor import extensions
-from conveyor.extensions import Kind, Options, registry
+from conveyor import extensions, forges
+from conveyor.extensions import Extension, ExtensionError, Kind, Options, registry
 from conveyor.forges import Forge, WebhookRejected, known, links, names, verify_and_parse
 from tests.forges.contract import SECRET, fixture
 
@@ -68,3 +71,66 @@ def test_no_compare_link_without_a_different_base() -> None:
         "commit": "https://github.com/acme/shop/commit/abc",
     }
     assert "compare" not in (links("https://github.com/acme/shop", None, "abc", "abc") or {})
+
+
+class Example(Forge):
+    """A forge as a plugin would add one: a token header, its own event names."""
+
+    name = "example"
+    event_label = "X-Example-Event"
+    event_headers = ("x-example-event",)
+    delivery_headers = ("x-example-delivery",)
+    signature_headers = ("x-example-token",)
+    push_events = frozenset({"push"})
+
+    def signature(self, secret: str, body: bytes) -> str:
+        return secret
+
+    def repository(self, data: Mapping[str, Any]) -> str:
+        return str(data["repository"]["full_name"])
+
+    def pusher(self, data: Mapping[str, Any]) -> str | None:
+        return None
+
+
+class ExampleOptions(Options):
+    """Nothing to configure."""
+
+
+@pytest.fixture
+def with_example(monkeypatch: pytest.MonkeyPatch) -> extensions.Registry:
+    loaded = extensions.load(plugins=False)
+    loaded.add(
+        Extension(kind=Kind.FORGE, name="example", options=ExampleOptions, implementation=Example())
+    )
+    monkeypatch.setattr(forges, "registry", lambda: loaded)
+    return loaded
+
+
+@pytest.mark.usefixtures("with_example")
+def test_a_registered_forge_is_reached_by_its_name_alone() -> None:
+    body = fixture("github", "push")
+    h = {"X-Example-Event": "push", "X-Example-Delivery": "d-1", "X-Example-Token": SECRET}
+    push = verify_and_parse("example", h, body, secret=SECRET)
+    assert push is not None
+    assert (push.forge, push.delivery_id, push.repository) == (
+        "example",
+        "d-1",
+        "Codertocat/Hello-World",
+    )
+    assert known("example")
+    with pytest.raises(WebhookRejected, match="missing signature"):
+        forges.refuse_before_body("example", {}, secret=SECRET, allow_unsigned=False)
+    assert (links("https://example.org/a/b", "example", "abc") or {}).get("commit") == (
+        "https://example.org/a/b/commit/abc"
+    )
+
+
+def test_an_implementation_that_is_not_a_forge_is_a_broken_extension(
+    with_example: extensions.Registry,
+) -> None:
+    with_example.add(
+        Extension(kind=Kind.FORGE, name="broken", options=ExampleOptions, implementation=object())
+    )
+    with pytest.raises(ExtensionError, match=r"not a conveyor\.forges\.Forge"):
+        verify_and_parse("broken", {}, b"{}", secret=SECRET)

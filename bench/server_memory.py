@@ -36,7 +36,7 @@ from benchserver import Server
 from delivery_rollback import APP, START, git, stop_release_processes
 from dora_scale import import_lines
 
-from conveyor.sources.forges import sign_github
+from conveyor.forges.github import sign_github
 
 SERVICE = "loaded"
 WEBHOOK_RUNS = 50

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from benchserver import Server
 from server_memory import Sampler, status_kib
 
-from conveyor.sources.forges import sign_github
+from conveyor.forges.github import sign_github
 
 CLIENTS = 20
 BODY_MB = 100

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from benchserver import Server
 from rawhttp import blast, request
 
-from conveyor.sources.forges import sign_github
+from conveyor.forges.github import sign_github
 
 DELIVERIES = 5000
 CONCURRENCY = 32

@@ -15,13 +15,13 @@ from typing import Any
 import httpx
 import pytest
 
-from conveyor.sources.forges import sign_github
+from conveyor.forges.github import sign_github
 from tests.conftest import GitRepo
 from tests.serverproc import ServerProcess, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.drill]
 
-PAYLOADS = Path(__file__).parent.parent / "sources" / "payloads"
+PAYLOADS = Path(__file__).parent.parent / "forges" / "fixtures"
 PIPELINE = """\
 service: SERVICE
 on:
@@ -39,7 +39,7 @@ class Forge:
         self.server = server
         self.service = service
         self.secret = secret
-        self.template = json.loads((PAYLOADS / "github_push.json").read_text())
+        self.template = json.loads((PAYLOADS / "github" / "push.json").read_text())
 
     def push(self, before: str, after: str, ref: str = "refs/heads/main") -> tuple[bytes, str]:
         """A push's body and a fresh delivery id (a forge's retry reuses the id)."""

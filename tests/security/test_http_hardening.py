@@ -30,12 +30,12 @@ import pytest
 
 from conveyor import jsonio
 from conveyor.errors import ConveyorError
+from conveyor.forges.github import sign_github
 from conveyor.server.app import ServerConfig
 from conveyor.server.limits import BodyLimits
 from conveyor.server.listen import RateLimit
 from conveyor.server.tokens import create_token
 from conveyor.server.web_ui import safe_next
-from conveyor.sources.forges import sign_github
 from conveyor.spec import PipelineError, parse_pipeline
 from conveyor.store.db import Settings, open_store
 from tests.conftest import GitRepo

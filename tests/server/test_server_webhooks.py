@@ -15,12 +15,13 @@ import pytest
 from tests.conftest import GitRepo
 from tests.server.conftest import API, Api, Serve, until
 
+from conveyor.forges.gitea import sign_gitea
+from conveyor.forges.github import sign_github
 from conveyor.server.app import ServerConfig
 from conveyor.server.hooks import UNSIGNED
-from conveyor.sources.forges import sign_gitea, sign_github
 from conveyor.store.models import Delivery, Event, Run
 
-PAYLOADS = Path(__file__).parent.parent / "sources" / "payloads"
+PAYLOADS = Path(__file__).parent.parent / "forges" / "fixtures"
 PIPELINE = """\
 service: svc
 on:
@@ -32,7 +33,8 @@ jobs:
 
 
 def payload(name: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((PAYLOADS / f"{name}.json").read_text())
+    forge, _, kind = name.partition("_")
+    data: dict[str, Any] = json.loads((PAYLOADS / forge / f"{kind}.json").read_text())
     return data
 
 

@@ -166,7 +166,7 @@ def pusher_of(identity: Identity, claimed: str | None) -> dict[str, Any]:
 @router.post("/hooks/{forge}/{service}", status_code=202)
 async def forge_hook(request: Request, forge: str, service: str) -> JSONResponse:
     """A push webhook from GitHub, GitLab or Gitea/Forgejo, signed with the service's secret."""
-    from conveyor.sources.forges import FORGES, WebhookRejected, verify_and_parse
+    from conveyor.forges import WebhookRejected, known, verify_and_parse
 
     state = _state(request)
     limit = state.config.webhook_max_bytes
@@ -177,7 +177,7 @@ async def forge_hook(request: Request, forge: str, service: str) -> JSONResponse
             "%s webhook for %s refused (%d): %s", forge, service, exc.status_code, exc.detail
         )
         raise
-    svc = state.service(service) if forge in FORGES else None
+    svc = state.service(service) if known(forge) else None
     try:
         push = verify_and_parse(
             forge,
@@ -187,7 +187,7 @@ async def forge_hook(request: Request, forge: str, service: str) -> JSONResponse
             allow_unsigned=bool(svc and svc["allow_unsigned"]),
             max_bytes=limit,
         )
-        if svc is None and forge in FORGES:
+        if svc is None and known(forge):
             # Unreachable (nobody knows _NO_SECRET); kept so that a mistake cannot let one in.
             raise WebhookRejected(401, "unknown service")
     except WebhookRejected as exc:

@@ -277,11 +277,11 @@ async def _forge_early(request: Request, params: Mapping[str, Any]) -> None:
     header where one is required. An unknown service is treated as one with a secret nobody
     knows, as the route does, so the answer (and its timing) tells nobody which services
     exist; a signature that is present is checked by the route, over the body."""
+    from conveyor.forges import WebhookRejected, known, refuse_before_body
     from conveyor.server.hooks import UNSIGNED
-    from conveyor.sources.forges import FORGES, WebhookRejected, refuse_before_body
 
     forge, service = str(params.get("forge")), str(params.get("service"))
-    if forge not in FORGES:
+    if not known(forge):
         return  # the route's own 404
     settings = await run_in_threadpool(request.app.state.conveyor.service, service)
     try:

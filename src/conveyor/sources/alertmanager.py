@@ -10,7 +10,7 @@ in its payload format version 4::
                  "startsAt": "<RFC 3339>", "endsAt": "<RFC 3339>", "generatorURL": "...",
                  "fingerprint": "<hex>"}]}
 
-Like the forge webhooks (sources.forges), this module is the only place that reads the payload:
+Like the forge webhooks (conveyor.forges), this module is the only place that reads the payload:
 nothing past it sees raw JSON. Labels and annotations are data; they are never interpreted
 beyond the few names Conveyor looks up (``service``, ``environment``/``env``, ``deployment``,
 ``alertname``, ``summary``). A body that does not have this shape is refused as a whole with

@@ -9,7 +9,6 @@ transaction, so every entry agrees with the others. Plain dicts, JSON-ready.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from typing import Any
 
 from sqlalchemy import or_, select
@@ -18,6 +17,7 @@ from sqlalchemy.orm import Session
 from conveyor.engine.incidents import describe
 from conveyor.engine.promotion import version_of
 from conveyor.errors import NotFound
+from conveyor.forges import links as forge_links
 from conveyor.store.db import Store
 from conveyor.store.models import (
     Approval,
@@ -34,43 +34,6 @@ from conveyor.views.delivery import deployment_summary
 MAX_ID = 2**63 - 1
 # Where an entry without a time of its own sorts: after everything that has one.
 LATEST = dt.datetime.max.replace(tzinfo=dt.UTC)
-
-# git@host:owner/repo(.git), ssh://[user@]host[:port]/owner/repo(.git), http(s)://host/owner/repo
-_SCP = re.compile(r"^[\w.-]+@(?P<host>[\w.-]+):(?P<path>[\w./-]+?)(?:\.git)?/?$")
-_URL = re.compile(
-    r"^(?P<scheme>https?|ssh|git)://(?:[^@/]+@)?(?P<host>[\w.-]+)(?::\d+)?/(?P<path>[\w./-]+?)(?:\.git)?/?$"
-)
-
-
-def forge_links(
-    repository: str, forge: str | None, sha: str, base: str | None = None
-) -> dict[str, str] | None:
-    """Links to a commit (and the diff from ``base``) on the forge hosting ``repository``, when
-    it is one whose URL patterns are known: GitHub, GitLab, Gitea/Forgejo. None for a local
-    path or an unknown host (a link that may be wrong is worse than none)."""
-    match = _SCP.match(repository) or _URL.match(repository)
-    if match is None:
-        return None
-    host, path = match["host"].lower(), match["path"].strip("/")
-    if path.count("/") < 1 or ".." in path:
-        return None
-    kind = forge
-    if host == "github.com" or host.endswith(".github.com"):
-        kind = "github"
-    elif host == "gitlab.com" or host.startswith("gitlab."):
-        kind = "gitlab"
-    elif kind is None and (host.startswith(("gitea.", "forgejo.")) or host == "codeberg.org"):
-        kind = "gitea"
-    if kind not in ("github", "gitlab", "gitea"):
-        return None
-    # A forge served over plain http (self-hosted) shows its pages there; ssh remotes, on https.
-    scheme = "http" if match.groupdict().get("scheme") == "http" else "https"
-    web = f"{scheme}://{host}/{path}"
-    sep = "/-" if kind == "gitlab" else ""
-    links = {"forge": kind, "commit": f"{web}{sep}/commit/{sha}"}
-    if base and base != sha:
-        links["compare"] = f"{web}{sep}/compare/{base}...{sha}"
-    return links
 
 
 def _seconds(start: dt.datetime | None, end: dt.datetime | None) -> float | None:

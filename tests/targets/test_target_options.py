@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 
@@ -112,6 +113,22 @@ def test_every_documented_option_is_accepted(name: str) -> None:
     assert isinstance(options, BUILT_IN[name])
     # Every target-specific key the docs show is a field of the model, and nothing else is.
     assert set(block) - COMMON_KEYS == set(type(options).model_fields)
+
+
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_the_json_schema_agrees_with_the_model(name: str) -> None:
+    """What the model accepts, an editor using the schema accepts; what it refuses for its
+    type or an unknown key, the schema refuses too."""
+    schema = BUILT_IN[name].model_json_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    block = yaml.safe_load(DOCUMENTED)[name]
+    own = {k: v for k, v in block.items() if k not in COMMON_KEYS}
+    assert list(validator.iter_errors(own)) == []
+    assert list(validator.iter_errors({**own, "no_such_option": 1}))
+    if name == "ssh":
+        assert list(validator.iter_errors({"hosts": "deploy@10.0.0.5"})) == []
+        assert list(validator.iter_errors({"hosts": []}))
 
 
 def test_values_are_read_as_the_target_uses_them() -> None:

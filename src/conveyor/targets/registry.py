@@ -10,9 +10,15 @@ from typing import Any
 from pydantic import BaseModel
 
 from conveyor.extensions import Extension, ExtensionError, Kind, Registry, registry
-from conveyor.targets.base import Target, TargetError, read_options
+from conveyor.targets.base import COMMON_KEYS, Target, TargetError, read_options
 
-__all__ = ["ENTRY_POINT_GROUP", "target_class", "target_extension", "target_options"]
+__all__ = [
+    "COMMON_KEYS",
+    "ENTRY_POINT_GROUP",
+    "target_class",
+    "target_extension",
+    "target_options",
+]
 
 ENTRY_POINT_GROUP = Kind.TARGET.entry_point_group
 

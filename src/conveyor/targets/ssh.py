@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from cryptography.utils import CryptographyDeprecationWarning
-from pydantic import AfterValidator, BeforeValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 
 from conveyor.extensions import Extension, Kind, Options
 from conveyor.proc import sanitize_line
@@ -140,12 +140,11 @@ def parse_host(text: str) -> SshHost:
         raise TargetError(f"ssh target: {exc}", hint=_HOST_HINT) from None
 
 
-def _address(value: object) -> object:
-    if isinstance(value, str):
-        try:
-            _parse_host(value)
-        except _BadHost as exc:
-            raise user_error("host", str(exc), _HOST_HINT) from None
+def _address(value: str) -> str:
+    try:
+        _parse_host(value)
+    except _BadHost as exc:
+        raise user_error("host", str(exc), _HOST_HINT) from None
     return value
 
 
@@ -184,7 +183,7 @@ def _distinct(entries: tuple[SshHostEntry, ...]) -> tuple[SshHostEntry, ...]:
 class SshHostEntry(Options):
     """A host that keeps its releases in a folder of its own."""
 
-    host: Annotated[str, BeforeValidator(_address)] = Field(
+    host: Annotated[str, AfterValidator(_address)] = Field(
         description="The host, as user@host:port (user and port optional; [v6addr] for IPv6).",
         examples=["deploy@10.0.0.5:22"],
     )
@@ -193,12 +192,21 @@ class SshHostEntry(Options):
     )
 
 
+def _hosts_schema() -> dict[str, Any]:
+    """One host or a list, each as text or as an entry (what `_host_entries` reads)."""
+    one = [{"type": "string", "pattern": r"\S"}, SshHostEntry.model_json_schema()]
+    return {"anyOf": [*one, {"type": "array", "minItems": 1, "items": {"anyOf": one}}]}
+
+
 class SshOptions(Options):
     """Ships each release to plain hosts over SSH, one host at a time, and switches a
     `current` symlink to it."""
 
     hosts: Annotated[
-        tuple[SshHostEntry, ...], BeforeValidator(_host_entries), AfterValidator(_distinct)
+        tuple[SshHostEntry, ...],
+        BeforeValidator(_host_entries),
+        AfterValidator(_distinct),
+        WithJsonSchema(_hosts_schema()),
     ] = Field(
         description="The hosts, deployed one after the other: each user@host:port, or "
         "{host: user@host:port, path: ...} for a host that keeps its releases elsewhere.",

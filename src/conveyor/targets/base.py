@@ -9,22 +9,40 @@ Targets keep what they need to find their work again (a pid, a port, a container
 release folders) in `Instance.state`, a JSON-serialisable dict the controller stores with the
 deployment. That is what lets a restarted server re-adopt what is running.
 
-Third-party targets register a `Target` subclass under the entry-point group
-``conveyor.targets``; the entry point's name is the `deploy.target` value in `conveyor.yml`.
+Every target is an extension (conveyor.extensions): its module declares
+``EXTENSION = Extension(kind=Kind.TARGET, name=..., options=..., implementation=...)`` with a
+pydantic model of the `deploy:` keys it accepts besides the ones every target shares
+(`COMMON_KEYS`), so `conveyor.yml` is checked when it loads and the JSON Schema and the
+reference describe them. The built-ins are the modules of this package; a third-party target
+is a distribution with an entry point in the group ``conveyor.targets`` naming a module that
+declares ``EXTENSION`` (or naming the `Extension` object itself), e.g. in its pyproject.toml::
+
+    [project.entry-points."conveyor.targets"]
+    nomad = "conveyor_nomad.target"
+
+The extension's name is the `deploy.target` value in `conveyor.yml`. A target reads its
+options with `read_options` (model-checked, TargetError naming the key otherwise) and the
+common keys from ``ctx.options``.
 """
 
 from __future__ import annotations
 
 import abc
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from conveyor.errors import ConveyorError
 from conveyor.sandbox import Sandbox, default_sandbox
+from conveyor.spec.problems import describe, format_path, suggest
 
 __all__ = [
+    "COMMON_KEYS",
     "Edge",
     "Instance",
     "ReleaseBundle",
@@ -33,7 +51,15 @@ __all__ = [
     "TargetContext",
     "TargetError",
     "TargetStatus",
+    "common_url",
+    "read_options",
 ]
+
+#: The `deploy:` keys of every target, modelled by the pipeline's `Deploy` and read by targets
+#: from ``ctx.options``; a target's options model describes the other keys.
+COMMON_KEYS: frozenset[str] = frozenset({"target", "start", "strategy", "url"})
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class TargetError(ConveyorError):
@@ -105,8 +131,9 @@ class Edge(Protocol):
 class TargetContext:
     """Where and how: the environment a target instance serves.
 
-    ``options`` are the `deploy:` keys of `conveyor.yml` (``start``, ``strategy``, and every
-    target-specific key such as ``hosts`` or ``image``). ``env`` holds the environment's
+    ``options`` are the `deploy:` keys of `conveyor.yml`: the common ones (`COMMON_KEYS`:
+    ``start``, ``strategy``, ``url``...) and the target's own (``hosts``, ``image``...), which
+    `read_options` turns into the target's options model. ``env`` holds the environment's
     variables, secrets and ``CONVEYOR_*`` (service, environment, release, sha), and nothing of
     the server's own environment; pass it to every process the target starts. ``state_dir`` is
     a folder owned by this service+environment that survives restarts. ``log`` writes one line
@@ -202,3 +229,104 @@ class Target(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027
         """Release what the target holds in this process (listeners, connections)."""
+
+
+def read_options(model: type[ModelT], options: Mapping[str, Any], *, target: str) -> ModelT:
+    """The target-specific keys of `deploy:` (every key but `COMMON_KEYS`) as ``model``; a
+    TargetError names each key that is wrong and what it expects."""
+    own = {key: value for key, value in options.items() if key not in COMMON_KEYS}
+    try:
+        return model.model_validate(own)
+    except ValidationError as exc:
+        problems = [_problem(model, error, target) for error in exc.errors()]
+        hints = [hint for _, hint in problems if hint]
+        raise TargetError(
+            "; ".join(message for message, _ in problems), hint=hints[0] if hints else None
+        ) from None
+
+
+def common_url(options: Mapping[str, Any]) -> str | None:
+    """`deploy.url` (an http(s) URL, checked with the pipeline file), or None."""
+    url = options.get("url")
+    if url is None:
+        return None
+    if not isinstance(url, str) or not url.strip():
+        raise TargetError(f"deploy.url must be an http(s) URL, got {describe(url)}")
+    return url
+
+
+# Messages of the option types that read as the rest of a sentence after the key.
+_PREDICATES = ("must ", "is ", "has ", "needs ")
+_EXPECTED = {
+    "string_type": "a string",
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "list_type": "a list",
+    "tuple_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+}
+_BOUNDS = {
+    "greater_than_equal": ("ge", "at least"),
+    "less_than_equal": ("le", "at most"),
+    "greater_than": ("gt", "greater than"),
+    "less_than": ("lt", "less than"),
+}
+
+
+def _problem(model: type[BaseModel], error: ErrorDetails, target: str) -> tuple[str, str | None]:
+    """One validation error as the user reads it: the key (``deploy.hosts[0]``), then what is
+    wrong with it; custom errors carry their text in ``detail`` (conveyor.spec.fields)."""
+    loc = tuple(error["loc"])
+    kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
+    path = format_path(("deploy", *loc))
+    if kind == "extra_forbidden" and len(loc) == 1:
+        keys = [*model.model_fields, *sorted(COMMON_KEYS)]
+        return (
+            f"{path} is not an option of the {target} target",
+            suggest(str(loc[0]), keys, f"the {target} target's keys"),
+        )
+    if kind == "extra_forbidden":
+        return f"{format_path(('deploy', *loc[:-1]))} has no key {describe(str(loc[-1]))}", None
+    if kind == "missing":
+        return f"{target} target: option {format_path(loc)} is required", _example(
+            model, loc, target
+        )
+    if "detail" in ctx:
+        message, hint = str(ctx["detail"]), ctx.get("hint")
+    elif kind in _EXPECTED:
+        message, hint = f"must be {_EXPECTED[kind]}, got {describe(value)}", None
+    elif kind == "literal_error":
+        message, hint = f"must be {ctx.get('expected')}, got {describe(value)}", None
+    elif kind in _BOUNDS:
+        name, words = _BOUNDS[kind]
+        message, hint = f"must be {words} {ctx.get(name)}, got {describe(value)}", None
+    else:
+        message, hint = str(error["msg"]).removeprefix("Value error, "), None
+    joined = f"{path} {message}" if message.startswith(_PREDICATES) else f"{path}: {message}"
+    return joined, str(hint) if hint is not None else None
+
+
+def _example(model: type[BaseModel], loc: tuple[int | str, ...], target: str) -> str | None:
+    """``deploy: {target: ssh, hosts: [deploy@10.0.0.5]}`` from the field's first example."""
+    field = model.model_fields.get(str(loc[0])) if len(loc) == 1 else None
+    if field is None or not field.examples:
+        return None
+    return f"deploy: {{target: {target}, {loc[0]}: {_flow(field.examples[0])}}}"
+
+
+def _flow(value: object) -> str:
+    """A value as YAML flow style, as people write it in conveyor.yml."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_flow(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_flow(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value)

@@ -15,11 +15,13 @@ tokens). What a tool needs to reach its platform is given to it as a secret of t
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+
+from pydantic import Field
 
 from conveyor.errors import ConveyorError
+from conveyor.extensions import Extension, Kind, Options
 from conveyor.proc import run_process
 from conveyor.targets.base import (
     Instance,
@@ -27,33 +29,49 @@ from conveyor.targets.base import (
     Target,
     TargetError,
     TargetStatus,
+    common_url,
+    read_options,
 )
+from conveyor.targets.fields import Command, Seconds
 
-__all__ = ["CommandTarget"]
+__all__ = ["EXTENSION", "CommandOptions", "CommandTarget"]
 
-DEFAULT_TIMEOUT = 600.0
 TAIL_LINES = 15
 
 
-def _text(options: Mapping[str, Any], key: str) -> str | None:
-    value = options.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise TargetError(f"command target: option {key} must be a non-empty command")
-    return value
+class CommandOptions(Options):
+    """Deploys with your own commands (helm, kubectl, ansible, a script), told which release
+    through CONVEYOR_* variables; rolling back is the same command given an older release."""
+
+    deploy: Command = Field(
+        description="Command that deploys the release, run in its folder with "
+        "CONVEYOR_RELEASE, CONVEYOR_SHA, CONVEYOR_RELEASE_DIR, CONVEYOR_IMAGE(S) and "
+        "CONVEYOR_PREVIOUS_RELEASE set.",
+        examples=["./deploy.sh"],
+    )
+    rollback: Command | None = Field(
+        None,
+        description="Command that puts an earlier release back (e.g. `helm rollback`). "
+        "Default: `deploy`, given the earlier release.",
+    )
+    status: Command | None = Field(
+        None,
+        description="Command that tells whether the release runs (exit status 0: running; "
+        "its last line is shown). Default: a release counts as running.",
+    )
+    timeout: Seconds = Field(600.0, description="Seconds each command may take.")
 
 
 class CommandTarget(Target):
-    """Options: ``deploy`` (required), ``rollback``, ``status`` (exit 0 means running), ``url``
-    and ``timeout`` (600 s, for each command)."""
+    """Options: `CommandOptions`, and ``url`` (the environment's address, given to the
+    commands as ``CONVEYOR_DEPLOY_URL``)."""
 
     name = "command"
 
     async def deploy(self, bundle: ReleaseBundle, previous: Instance | None) -> Instance:
-        command = self._required("deploy")
+        opts = self._options()
         earlier = _version_of(previous)
-        await self._run("deploy", command, self._env(bundle, earlier), bundle.root)
+        await self._run(opts, "deploy", opts.deploy, self._env(bundle, earlier), bundle.root)
         return self._instance(bundle, earlier)
 
     async def rollback(
@@ -61,16 +79,17 @@ class CommandTarget(Target):
     ) -> Instance:
         """Without a ``rollback`` command the deploy command puts the older release back: it is
         given that release's variables and folder, exactly as when it first deployed it."""
-        command = _text(self.ctx.options, "rollback")
-        what = "rollback"
+        opts = self._options()
+        command, what = opts.rollback, "rollback"
         if command is None:
-            command, what = self._required("deploy"), "deploy (for the rollback)"
+            command, what = opts.deploy, "deploy (for the rollback)"
         undone = _version_of(failed)
-        await self._run(what, command, self._env(to, undone), to.root)
+        await self._run(opts, what, command, self._env(to, undone), to.root)
         return self._instance(to, undone)
 
     async def status(self, instance: Instance) -> TargetStatus:
-        command = _text(self.ctx.options, "status")
+        opts = self._options()
+        command = opts.status
         version = instance.state.get("version")
         if command is None:
             return TargetStatus(True, f"{version or instance.release_id}: no status command")
@@ -84,13 +103,13 @@ class CommandTarget(Target):
                 cwd=cwd,
                 env=env,
                 on_line=lambda line: _keep(tail, self.ctx.log, "status", line),
-                timeout=self._timeout(),
+                timeout=opts.timeout,
                 sandbox=self.ctx.confinement(),
             )
         except ConveyorError as exc:
             return TargetStatus(False, f"status command could not run: {exc.message}")
         if result.timed_out:
-            return TargetStatus(False, f"status command timed out after {self._timeout():g} s")
+            return TargetStatus(False, f"status command timed out after {opts.timeout:g} s")
         detail = tail[-1] if tail else ""
         if result.ok:
             return TargetStatus(True, detail or f"{version or instance.release_id} is running")
@@ -99,24 +118,12 @@ class CommandTarget(Target):
         )
 
     def endpoint(self, instance: Instance) -> str | None:
-        return _text(self.ctx.options, "url")
+        return common_url(self.ctx.options)
 
     # --- helpers -------------------------------------------------------------------------------
 
-    def _required(self, key: str) -> str:
-        command = _text(self.ctx.options, key)
-        if command is None:
-            raise TargetError(
-                f"command target: option {key} is required",
-                hint="deploy: {target: command, deploy: ./deploy.sh}",
-            )
-        return command
-
-    def _timeout(self) -> float:
-        value = self.ctx.options.get("timeout", DEFAULT_TIMEOUT)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise TargetError("command target: option timeout must be a positive number")
-        return float(value)
+    def _options(self) -> CommandOptions:
+        return read_options(CommandOptions, self.ctx.options, target=self.name)
 
     def _base_env(self) -> dict[str, str]:
         # The environment's variables only: the sandbox adds PATH, HOME and LANG.
@@ -138,7 +145,7 @@ class CommandTarget(Target):
             env["CONVEYOR_PREVIOUS_RELEASE"] = previous
         else:
             env.pop("CONVEYOR_PREVIOUS_RELEASE", None)
-        url = _text(self.ctx.options, "url")
+        url = common_url(self.ctx.options)
         if url is not None:
             env["CONVEYOR_DEPLOY_URL"] = url
         return env
@@ -146,7 +153,7 @@ class CommandTarget(Target):
     def _instance(self, bundle: ReleaseBundle, previous: str | None) -> Instance:
         return Instance(
             release_id=bundle.release_id,
-            url=_text(self.ctx.options, "url"),
+            url=common_url(self.ctx.options),
             state={
                 "version": bundle.version,
                 "sha": bundle.sha,
@@ -167,9 +174,11 @@ class CommandTarget(Target):
         fallback.mkdir(parents=True, exist_ok=True)
         return fallback
 
-    async def _run(self, what: str, command: str, env: dict[str, str], cwd: Path) -> None:
+    async def _run(
+        self, opts: CommandOptions, what: str, command: str, env: dict[str, str], cwd: Path
+    ) -> None:
         tail: deque[str] = deque(maxlen=TAIL_LINES)
-        timeout = self._timeout()
+        timeout = opts.timeout
         self.ctx.log(f"[conveyor] {what}: {command}")
         try:
             result = await run_process(
@@ -232,3 +241,14 @@ def _state_variables(instance: Instance) -> dict[str, str]:
     if instance.url:
         env["CONVEYOR_DEPLOY_URL"] = instance.url
     return env
+
+
+EXTENSION = Extension(
+    kind=Kind.TARGET,
+    name="command",
+    options=CommandOptions,
+    implementation=CommandTarget,
+    summary="Deploys with your own commands (helm, kubectl, ansible, a script), told which "
+    "release through CONVEYOR_* variables; a rollback is the same command given an older "
+    "release, unless `rollback` is set.",
+)

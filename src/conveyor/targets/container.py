@@ -31,21 +31,26 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
+from pydantic import BeforeValidator, Field
+
+from conveyor.extensions import Extension, Kind
 from conveyor.runner.container import client_env
-from conveyor.spec.durations import DurationError, parse_duration
+from conveyor.spec.fields import Duration, user_error
+from conveyor.spec.problems import describe
 from conveyor.targets.base import (
     Instance,
     ReleaseBundle,
     TargetError,
     TargetStatus,
+    read_options,
 )
-from conveyor.targets.proxied import ProxiedTarget
+from conveyor.targets.fields import DurationOrZero, Flag, Strings
+from conveyor.targets.proxied import ProxiedOptions, ProxiedTarget
 
-__all__ = ["ContainerTarget"]
+__all__ = ["EXTENSION", "ContainerOptions", "ContainerTarget"]
 
-_STRATEGIES = ("recreate", "blue-green")
 _ENGINES = ("podman", "docker")
 _POLL = 0.05
 _PROBE_TIMEOUT = 1.0
@@ -58,88 +63,72 @@ _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]*")
 
 
-@dataclass(frozen=True)
-class _Options:
-    image: str | None
-    engine: str
-    tls_verify: bool
-    strategy: str
-    port: int | None
-    ready_timeout: float
-    stop_timeout: float
-    drain_timeout: float
-    pull_timeout: float
-    init: bool
-    args: tuple[str, ...]
-    command: tuple[str, ...]
-
-
-def _seconds(options: Mapping[str, Any], key: str, default: float, *, zero: bool = False) -> float:
-    value = options.get(key, default)
-    if zero and value in (0, "0"):
-        return 0.0
-    try:
-        return parse_duration(value)
-    except DurationError as exc:
-        raise TargetError(f"deploy.{key}: {exc}") from None
-
-
-def _strings(options: Mapping[str, Any], key: str) -> tuple[str, ...]:
-    value = options.get(key)
-    if value is None:
-        return ()
-    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-        raise TargetError(
-            f"deploy.{key} must be a list of strings, got {value!r}",
-            hint=f'write it as a YAML list, e.g. {key}: ["--memory", "256m"]',
+def _engine(value: object) -> object:
+    if value is None or value == "":
+        return "podman"
+    if value not in _ENGINES:
+        raise user_error(
+            "engine",
+            f"must be podman or docker, got {describe(value)}",
+            "the container target runs containers with `podman` (default) or `docker`",
         )
-    return tuple(value)
-
-
-def _flag(options: Mapping[str, Any], key: str, default: bool) -> bool:
-    value = options.get(key, default)
-    if not isinstance(value, bool):
-        raise TargetError(f"deploy.{key} must be true or false, got {value!r}")
     return value
 
 
-def _parse_options(options: Mapping[str, Any]) -> _Options:
-    image = options.get("image")
-    if image is not None and (not isinstance(image, str) or not _IMAGE.fullmatch(image)):
-        raise TargetError(
-            f"deploy.image is not an image reference: {image!r}",
-            hint="give a reference like registry.example.com/team/app@sha256:...",
+def _image(value: object) -> object:
+    if value is not None and (not isinstance(value, str) or not _IMAGE.fullmatch(value)):
+        raise user_error(
+            "image",
+            f"is not an image reference: {value!r}",
+            "give a reference like registry.example.com/team/app@sha256:...",
         )
-    engine = options.get("engine") or "podman"
-    if engine not in _ENGINES:
-        raise TargetError(
-            f"deploy.engine must be podman or docker, got {engine!r}",
-            hint="the container target runs containers with `podman` (default) or `docker`",
-        )
-    strategy = options.get("strategy") or "recreate"
-    if strategy not in _STRATEGIES:
-        raise TargetError(
-            f"the container target does not support strategy {strategy!r}",
-            hint="use `strategy: recreate` or `strategy: blue-green`",
-        )
-    port = options.get("port")
-    if port is not None and (
-        isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535
-    ):
-        raise TargetError(f"deploy.port must be a port number from 1 to 65535, got {port!r}")
-    return _Options(
-        image=image,
-        engine=engine,
-        tls_verify=_flag(options, "tls_verify", True),
-        strategy=strategy,
-        port=port,
-        ready_timeout=_seconds(options, "ready_timeout", 30.0),
-        stop_timeout=_seconds(options, "stop_timeout", 10.0, zero=True),
-        drain_timeout=_seconds(options, "drain_timeout", 10.0, zero=True),
-        pull_timeout=_seconds(options, "pull_timeout", 300.0),
-        init=_flag(options, "init", True),
-        args=_strings(options, "args"),
-        command=_strings(options, "command"),
+    return value
+
+
+class ContainerOptions(ProxiedOptions):
+    """Runs each release's image as a container on the server's machine, on a fresh port
+    behind the environment's stable port."""
+
+    image: Annotated[
+        Annotated[str, Field(pattern=f"^{_IMAGE.pattern}$")] | None, BeforeValidator(_image)
+    ] = Field(
+        None,
+        description="The image to run. Default: the release's first published image, pinned "
+        "by digest. A tag given here is pulled and pinned when the release deploys.",
+        examples=["registry.example.com/team/app@sha256:..."],
+    )
+    engine: Annotated[Literal["podman", "docker"], BeforeValidator(_engine)] = Field(
+        "podman", description="The container engine that runs the releases."
+    )
+    tls_verify: Flag = Field(
+        True,
+        description="Verify the registry's TLS certificate when pulling (false only for a "
+        "registry of your own on plain HTTP or with a self-signed certificate).",
+    )
+    stop_timeout: DurationOrZero = Field(
+        10.0,
+        description="How long a container may take to exit after SIGTERM before it is killed "
+        "(0: kill it at once).",
+    )
+    pull_timeout: Duration = Field(
+        300.0, description="How long pulling the image may take before the deployment fails."
+    )
+    init: Flag = Field(
+        True,
+        description="Run an init process as the container's PID 1 (`--init`), which forwards "
+        "signals and reaps zombies.",
+    )
+    args: Strings = Field(
+        (),
+        description="More arguments for the engine's `run`, before the image "
+        "(e.g. resource limits).",
+        examples=[["--memory", "256m"]],
+    )
+    command: Strings = Field(
+        (),
+        description="The command and arguments to run in the container instead of the "
+        "image's default.",
+        examples=[["serve", "--workers", "2"]],
     )
 
 
@@ -197,7 +186,7 @@ class _State:
     exit_code: int
 
 
-class ContainerTarget(ProxiedTarget["_Options"]):
+class ContainerTarget(ProxiedTarget[ContainerOptions]):
     """Runs releases as containers (podman or docker) behind the built-in proxy."""
 
     upstream_label = "container"
@@ -205,22 +194,22 @@ class ContainerTarget(ProxiedTarget["_Options"]):
 
     name: ClassVar[str] = "container"
 
-    def parse_options(self, options: Mapping[str, Any]) -> _Options:
-        return _parse_options(options)
+    def parse_options(self, options: Mapping[str, Any]) -> ContainerOptions:
+        return read_options(ContainerOptions, options, target=self.name)
 
     # --- the Target interface ------------------------------------------------------------------
 
     async def deploy(self, bundle: ReleaseBundle, previous: Instance | None) -> Instance:
         # The options, the stable port and the image first: if any fails, nothing was stopped.
         try:
-            opts = self.options
+            strategy = self.strategy
             image = self._image(bundle)
             proxy = await self._ensure_proxy()
             pinned = await self._pull(image)
         except TargetError as exc:
             exc.previous_serving = True
             raise
-        if opts.strategy == "recreate":
+        if strategy == "recreate":
             if previous is not None:
                 await self._stop(previous)
             instance = await self._launch(bundle, image, pinned, keep=())
@@ -247,7 +236,7 @@ class ContainerTarget(ProxiedTarget["_Options"]):
     async def rollback(
         self, failed: Instance | None, to: ReleaseBundle, kept: Instance | None
     ) -> Instance:
-        opts = self.options
+        strategy = self.strategy
         await self._ensure_proxy()
         if kept is not None and kept.release_id == to.release_id:
             state = await self._inspect_instance(kept)
@@ -260,10 +249,10 @@ class ContainerTarget(ProxiedTarget["_Options"]):
                 return kept
         image = self._image(to, kept)
         pinned = await self._pull(image)
-        if failed is not None and opts.strategy == "recreate":
+        if failed is not None and strategy == "recreate":
             # Recreate promises never to run two releases at once; keep that promise.
             await self._stop(failed)
-        keep = (failed,) if failed is not None and opts.strategy != "recreate" else ()
+        keep = (failed,) if failed is not None and strategy != "recreate" else ()
         instance = await self._launch(to, image, pinned, keep=keep)
         # No drain: the failed release's in-flight requests end with its own graceful stop.
         await self._route(instance, drain_timeout=0.0)
@@ -567,3 +556,14 @@ class ContainerTarget(ProxiedTarget["_Options"]):
 
 def _same_container(a: Instance, b: Instance) -> bool:
     return bool(a.state.get("id")) and a.state.get("id") == b.state.get("id")
+
+
+EXTENSION = Extension(
+    kind=Kind.TARGET,
+    name="container",
+    options=ContainerOptions,
+    implementation=ContainerTarget,
+    summary="Runs the release's image as a container (podman or docker) on the server's "
+    "machine; the environment's stable port forwards to the serving release (recreate or "
+    "blue-green).",
+)

@@ -24,23 +24,25 @@ import socket
 import subprocess
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from pydantic import Field
+
+from conveyor.extensions import Extension, Kind
 from conveyor.proc import kill_process_group, process_alive, process_start_time, terminate_group
-from conveyor.spec.durations import DurationError, parse_duration
+from conveyor.spec.fields import Duration
 from conveyor.targets.base import (
     Instance,
     ReleaseBundle,
     TargetError,
     TargetStatus,
+    read_options,
 )
-from conveyor.targets.proxied import ProxiedTarget
+from conveyor.targets.proxied import ProxiedOptions, ProxiedTarget
 
-__all__ = ["ProcessTarget"]
+__all__ = ["EXTENSION", "ProcessOptions", "ProcessTarget"]
 
-_STRATEGIES = ("recreate", "blue-green")
 _POLL = 0.02
 # After SIGKILL, how long to wait for the kernel to take the process away.
 _KILL_WAIT = 5.0
@@ -54,52 +56,24 @@ _TAIL_BYTES = 16 * 1024
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
-@dataclass(frozen=True)
-class _Options:
-    start: str
-    strategy: str
-    port: int | None
-    ready_timeout: float
-    stop_timeout: float
-    drain_timeout: float
+class ProcessOptions(ProxiedOptions):
+    """Runs each release's `start` command as a process on the server's machine, on a fresh
+    port behind the environment's stable port."""
+
+    stop_timeout: Duration = Field(
+        5.0,
+        description="How long a release may take to exit after SIGTERM before it is killed.",
+    )
 
 
-def _seconds(options: Mapping[str, Any], key: str, default: float, *, zero: bool = False) -> float:
-    value = options.get(key, default)
-    if zero and value in (0, "0"):
-        return 0.0
-    try:
-        return parse_duration(value)
-    except DurationError as exc:
-        raise TargetError(f"deploy.{key}: {exc}") from None
-
-
-def _parse_options(options: Mapping[str, Any]) -> _Options:
+def _start_command(options: Mapping[str, Any]) -> str:
     start = options.get("start")
     if not isinstance(start, str) or not start.strip():
         raise TargetError(
             "the process target needs a `start` command",
             hint="add `start: <command that listens on $PORT>` under `deploy:` in conveyor.yml",
         )
-    strategy = options.get("strategy") or "recreate"
-    if strategy not in _STRATEGIES:
-        raise TargetError(
-            f"the process target does not support strategy {strategy!r}",
-            hint="use `strategy: recreate` or `strategy: blue-green`",
-        )
-    port = options.get("port")
-    if port is not None and (
-        isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535
-    ):
-        raise TargetError(f"deploy.port must be a port number from 1 to 65535, got {port!r}")
-    return _Options(
-        start=start,
-        strategy=strategy,
-        port=port,
-        ready_timeout=_seconds(options, "ready_timeout", 30.0),
-        stop_timeout=_seconds(options, "stop_timeout", 5.0),
-        drain_timeout=_seconds(options, "drain_timeout", 10.0, zero=True),
-    )
+    return start
 
 
 def _free_port() -> int:
@@ -196,13 +170,14 @@ def _describe_exit(code: int) -> str:
     return f"exited with status {code}"
 
 
-class ProcessTarget(ProxiedTarget["_Options"]):
+class ProcessTarget(ProxiedTarget[ProcessOptions]):
     """Runs releases as local processes behind the built-in proxy."""
 
     name: ClassVar[str] = "process"
 
-    def parse_options(self, options: Mapping[str, Any]) -> _Options:
-        return _parse_options(options)
+    def parse_options(self, options: Mapping[str, Any]) -> ProcessOptions:
+        _start_command(options)
+        return read_options(ProcessOptions, options, target=self.name)
 
     # --- the Target interface ------------------------------------------------------------------
 
@@ -210,7 +185,7 @@ class ProcessTarget(ProxiedTarget["_Options"]):
         opts = self.options
         # The stable port first: if it is taken, fail before anything is started or stopped.
         proxy = await self._ensure_proxy()
-        if opts.strategy == "recreate":
+        if self.strategy == "recreate":
             if previous is not None:
                 await self._stop(previous, opts.stop_timeout)
             instance = await self._launch(bundle)
@@ -245,7 +220,7 @@ class ProcessTarget(ProxiedTarget["_Options"]):
             # way back is to route to it again.
             instance = kept
         else:
-            if failed is not None and opts.strategy == "recreate":
+            if failed is not None and self.strategy == "recreate":
                 # Recreate promises never to run two releases at once; keep that promise.
                 await self._stop(failed, opts.stop_timeout)
             instance = await self._launch(to)
@@ -273,6 +248,7 @@ class ProcessTarget(ProxiedTarget["_Options"]):
     async def _launch(self, bundle: ReleaseBundle) -> Instance:
         """Start ``bundle`` on a fresh port and wait until that port accepts connections."""
         opts = self.options
+        start = _start_command(self.ctx.options)
         _reap_all()
         root = bundle.root
         if not root.is_dir():
@@ -287,7 +263,7 @@ class ProcessTarget(ProxiedTarget["_Options"]):
         with (
             log_path.open("ab") as log,
             sandbox.launch(
-                ["bash", "-c", opts.start], env=env, root=root, die_with_parent=False
+                ["bash", "-c", start], env=env, root=root, die_with_parent=False
             ) as launch,
         ):
             log.write(f"[conveyor] starting {version} on port {port}\n".encode())
@@ -363,3 +339,13 @@ class ProcessTarget(ProxiedTarget["_Options"]):
         if _group_is_ours(pid, started):
             kill_process_group(pid, signal.SIGKILL)  # what it started and left behind
         self.ctx.log(f"stopped {version} (pid {pid})")
+
+
+EXTENSION = Extension(
+    kind=Kind.TARGET,
+    name="process",
+    options=ProcessOptions,
+    implementation=ProcessTarget,
+    summary="Runs the release's `start` command as a process on the server's machine; the "
+    "environment's stable port forwards to the serving release (recreate or blue-green).",
+)

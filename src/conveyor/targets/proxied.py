@@ -10,16 +10,56 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
+from pydantic import Field
+
+from conveyor.extensions import Options
+from conveyor.spec.fields import Duration
 from conveyor.targets.base import Instance, Route, Target, TargetContext, TargetError
+from conveyor.targets.fields import DurationOrZero, Port
 from conveyor.targets.proxy import LocalRoute
 
-OptionsT = TypeVar("OptionsT")
+STRATEGIES = ("recreate", "blue-green")
+
+
+class ProxiedOptions(Options):
+    """The options of every target behind the stable port."""
+
+    port: Port = Field(
+        None,
+        description="The environment's stable port on 127.0.0.1, where users and checks reach "
+        "the serving release. Default: a free port picked on the first deploy and kept.",
+        examples=[8080],
+    )
+    ready_timeout: Duration = Field(
+        30.0,
+        description="How long a new release may take to accept connections on $PORT before "
+        "the deployment fails.",
+    )
+    drain_timeout: DurationOrZero = Field(
+        10.0,
+        description="Blue-green: after traffic moves to the new release, how long connections "
+        "still open to the old one may finish before it is stopped (0: stop it at once).",
+    )
+
+
+OptionsT = TypeVar("OptionsT", bound=ProxiedOptions)
+
+
+def check_strategy(target: str, options: Mapping[str, Any]) -> str:
+    """`deploy.strategy` if this target supports it (recreate or blue-green)."""
+    strategy = options.get("strategy") or "recreate"
+    if strategy not in STRATEGIES:
+        raise TargetError(
+            f"the {target} target does not support strategy {strategy!r}",
+            hint="use `strategy: recreate` or `strategy: blue-green`",
+        )
+    return str(strategy)
 
 
 class ProxiedTarget(Target, Generic[OptionsT]):
-    """A target whose environment URL is ``http://127.0.0.1:<stable port>``. Subclasses parse
-    their `deploy:` options, and name the instance-state key that labels an upstream in the
-    log and what stopping it means."""
+    """A target whose environment URL is ``http://127.0.0.1:<stable port>``. Subclasses read
+    their `deploy:` options into their model (a `ProxiedOptions`), and name the instance-state
+    key that labels an upstream in the log and what stopping it means."""
 
     upstream_label: ClassVar[str] = "version"
     upstream_noun: ClassVar[str] = "release"
@@ -27,21 +67,33 @@ class ProxiedTarget(Target, Generic[OptionsT]):
     def __init__(self, ctx: TargetContext) -> None:
         super().__init__(ctx)
         self._proxy: Route | None = None
-        self._options: tuple[dict[str, Any], OptionsT] | None = None
+        self._parsed: tuple[dict[str, Any], str, OptionsT] | None = None
 
     @abc.abstractmethod
     def parse_options(self, options: Mapping[str, Any]) -> OptionsT:
-        """The target's options from `deploy:`; TargetError names what is wrong."""
+        """The target's options model from `deploy:` (`read_options`), after checking any
+        other common key it relies on; TargetError names what is wrong."""
 
     @property
     def options(self) -> OptionsT:
+        """The options model of the context's `deploy:` options."""
+        return self._settings()[1]
+
+    @property
+    def strategy(self) -> str:
+        """`deploy.strategy`: recreate or blue-green."""
+        return self._settings()[0]
+
+    def _settings(self) -> tuple[str, OptionsT]:
         # Parsed on first use, so that `status` and `endpoint` still work for an environment
         # whose conveyor.yml has since become invalid; parsed again when the controller hands
         # this target another deployment's context, since every release brings its own
         # `deploy:` options (a rollback restores the old release's options too).
-        if self._options is None or self._options[0] != self.ctx.options:
-            self._options = (dict(self.ctx.options), self.parse_options(self.ctx.options))
-        return self._options[1]
+        if self._parsed is None or self._parsed[0] != self.ctx.options:
+            strategy = check_strategy(self.name, self.ctx.options)
+            model = self.parse_options(self.ctx.options)
+            self._parsed = (dict(self.ctx.options), strategy, model)
+        return self._parsed[1], self._parsed[2]
 
     def endpoint(self, instance: Instance) -> str | None:
         port = self._proxy.port if self._proxy is not None else self._stable_port()

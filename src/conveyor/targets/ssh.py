@@ -32,18 +32,25 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from cryptography.utils import CryptographyDeprecationWarning
+from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 
+from conveyor.extensions import Extension, Kind, Options
 from conveyor.proc import sanitize_line
+from conveyor.spec.fields import user_error
+from conveyor.spec.problems import describe
 from conveyor.targets.base import (
     Instance,
     ReleaseBundle,
     Target,
     TargetError,
     TargetStatus,
+    common_url,
+    read_options,
 )
+from conveyor.targets.fields import Command, Seconds, Text
 
 # asyncssh names cryptography's DSA classes at import, which cryptography 51 deprecated
 # (pyca/cryptography#15597; asyncssh tracks it in ronf/asyncssh#826). Not ours, and Conveyor
@@ -58,10 +65,9 @@ with warnings.catch_warnings():
     import asyncssh
     from asyncssh.constants import EXTENDED_DATA_STDERR, FILEXFER_TYPE_DIRECTORY
 
-__all__ = ["SshHost", "SshTarget", "parse_host"]
+__all__ = ["EXTENSION", "SshHost", "SshHostEntry", "SshOptions", "SshTarget", "parse_host"]
 
-DEFAULT_CONNECT_TIMEOUT = 10.0
-DEFAULT_TIMEOUT = 600.0
+DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 # Seconds between keepalives, and how many may go unanswered: a host that dies during a long
 # install is noticed within a minute instead of never.
 KEEPALIVE_INTERVAL = 15.0
@@ -109,33 +115,137 @@ class SshHost:
         return posixpath.join(self.path, "releases", version)
 
 
-def parse_host(text: str) -> SshHost:
-    """Read ``user@host:port``, ``host``, ``host:port`` or ``user@[v6addr]:port``."""
+class _BadHost(ValueError):
+    """A host that cannot be read; the message says why."""
+
+
+_HOST_HINT = "write hosts as user@host:port or host"
+
+
+def _parse_host(text: str) -> SshHost:
     found = _HOST.match(text.strip())
     if found is None:
-        raise TargetError(
-            f"ssh target: cannot read host {text!r}", hint="write hosts as user@host:port or host"
-        )
+        raise _BadHost(f"cannot read host {text!r}")
     port = int(found["port"]) if found["port"] else 22
     if not 0 < port < 65536:
-        raise TargetError(f"ssh target: port {port} of host {text!r} is out of range")
+        raise _BadHost(f"port {port} of host {text!r} is out of range")
     return SshHost(host=found["v6"] or found["host"], port=port, user=found["user"])
 
 
-def _host_entry(entry: object, path: str) -> SshHost:
-    """A host is ``user@host:port``, or ``{host: user@host:port, path: ...}`` when one host
-    keeps its releases somewhere else than the others."""
-    if isinstance(entry, str):
-        return replace(parse_host(entry), path=_remote_path(path))
-    if isinstance(entry, dict) and isinstance(entry.get("host"), str):
-        unknown = set(entry) - {"host", "path"}
-        if unknown:
-            raise TargetError(f"ssh target: unknown key {sorted(unknown)[0]!r} in a hosts entry")
-        own = _text(entry, "path") or path
-        return replace(parse_host(entry["host"]), path=_remote_path(own))
-    raise TargetError(
-        f"ssh target: cannot read hosts entry {entry!r}",
-        hint="write user@host:port, or {host: user@host:port, path: /srv/app}",
+def parse_host(text: str) -> SshHost:
+    """Read ``user@host:port``, ``host``, ``host:port`` or ``user@[v6addr]:port``."""
+    try:
+        return _parse_host(text)
+    except _BadHost as exc:
+        raise TargetError(f"ssh target: {exc}", hint=_HOST_HINT) from None
+
+
+def _address(value: str) -> str:
+    try:
+        _parse_host(value)
+    except _BadHost as exc:
+        raise user_error("host", str(exc), _HOST_HINT) from None
+    return value
+
+
+def _host_entries(value: object) -> object:
+    """One host or a list; each ``user@host:port`` or ``{host: user@host:port, path: ...}``."""
+    if isinstance(value, str | dict):
+        value = [value]
+    if not isinstance(value, list | tuple):
+        raise user_error(
+            "hosts",
+            f"must be a list of user@host:port, got {describe(value)}",
+            "deploy: {target: ssh, hosts: [deploy@10.0.0.5]}",
+        )
+    if not value:
+        raise user_error("hosts", "must list at least one host (user@host:port)")
+    entries: list[object] = []
+    for entry in value:
+        if not isinstance(entry, str | dict):
+            raise user_error(
+                "hosts",
+                f"cannot read hosts entry {describe(entry)}",
+                "write user@host:port, or {host: user@host:port, path: /srv/app}",
+            )
+        entries.append({"host": entry} if isinstance(entry, str) else entry)
+    return entries
+
+
+def _distinct(entries: tuple[SshHostEntry, ...]) -> tuple[SshHostEntry, ...]:
+    labels = [_parse_host(entry.host).label for entry in entries]
+    twice = sorted({label for label in labels if labels.count(label) > 1})
+    if twice:
+        raise user_error("hosts", f"must name each host once; twice: {', '.join(twice)}")
+    return entries
+
+
+class SshHostEntry(Options):
+    """A host that keeps its releases in a folder of its own."""
+
+    host: Annotated[str, AfterValidator(_address)] = Field(
+        description="The host, as user@host:port (user and port optional; [v6addr] for IPv6).",
+        examples=["deploy@10.0.0.5:22"],
+    )
+    path: Text | None = Field(
+        None, description="This host's folder for the releases, instead of `path`."
+    )
+
+
+def _hosts_schema() -> dict[str, Any]:
+    """One host or a list, each as text or as an entry (what `_host_entries` reads)."""
+    one = [{"type": "string", "pattern": r"\S"}, SshHostEntry.model_json_schema()]
+    return {"anyOf": [*one, {"type": "array", "minItems": 1, "items": {"anyOf": one}}]}
+
+
+class SshOptions(Options):
+    """Ships each release to plain hosts over SSH, one host at a time, and switches a
+    `current` symlink to it."""
+
+    hosts: Annotated[
+        tuple[SshHostEntry, ...],
+        BeforeValidator(_host_entries),
+        AfterValidator(_distinct),
+        WithJsonSchema(_hosts_schema()),
+    ] = Field(
+        description="The hosts, deployed one after the other: each user@host:port, or "
+        "{host: user@host:port, path: ...} for a host that keeps its releases elsewhere.",
+        examples=[["deploy@10.0.0.5"]],
+    )
+    identity: Text | None = Field(
+        None,
+        description="Private key file to log in with, on the server's machine. Default: the "
+        "server user's default keys and SSH agent.",
+    )
+    known_hosts: Text | None = Field(
+        DEFAULT_KNOWN_HOSTS,
+        description="known_hosts file that the hosts' keys are verified against (always).",
+    )
+    path: Text | None = Field(
+        None,
+        description="Folder on each host holding `releases/<version>` and the `current` link; "
+        "relative to the login's home. Default: conveyor/<service>/<environment>.",
+    )
+    install: Command | None = Field(
+        None,
+        description="Command run on each host in the new release's folder before it is "
+        "switched to (e.g. install dependencies).",
+    )
+    restart: Command | None = Field(
+        None,
+        description="Command run on each host after `current` points at the new release "
+        "(e.g. restart the service).",
+    )
+    status: Command | None = Field(
+        None,
+        description="Command run on each host in `current` to tell whether the release runs "
+        "(exit status 0: running).",
+    )
+    connect_timeout: Seconds = Field(
+        10.0, description="Seconds to wait for a host's SSH connection."
+    )
+    timeout: Seconds = Field(
+        600.0, description="Seconds each remote command (install, restart, status) may take."
     )
 
 
@@ -154,22 +264,6 @@ class _Settings:
 
 class _HostError(Exception):
     """A step failed on one host; the caller adds which host and what it did about it."""
-
-
-def _text(options: Mapping[str, Any], key: str) -> str | None:
-    value = options.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise TargetError(f"ssh target: option {key} must be a non-empty string")
-    return value
-
-
-def _seconds(options: Mapping[str, Any], key: str, default: float) -> float:
-    value = options.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise TargetError(f"ssh target: option {key} must be a positive number of seconds")
-    return float(value)
 
 
 def _remote_path(value: str) -> str:
@@ -433,11 +527,8 @@ class _Packed:
 class SshTarget(Target):
     """Releases in ``<path>/releases/<version>`` on every host, served through ``current``.
 
-    Options: ``hosts`` (required; each ``user@host:port``, or ``{host: ..., path: ...}`` for
-    a host that keeps its releases elsewhere), ``identity``, ``known_hosts`` (default
-    ~/.ssh/known_hosts), ``path`` (default ``conveyor/<service>/<environment>`` in the login
-    home), ``install``, ``restart``, ``status``, ``url``, ``connect_timeout`` (10 s) and
-    ``timeout`` (600 s, for each remote command).
+    Options: `SshOptions`, and ``url`` (the environment's address, given to the commands as
+    ``CONVEYOR_DEPLOY_URL``).
     """
 
     name = "ssh"
@@ -445,26 +536,16 @@ class SshTarget(Target):
     # --- configuration -------------------------------------------------------------------------
 
     def _settings(self) -> _Settings:
-        options = self.ctx.options
-        raw = options.get("hosts")
-        if isinstance(raw, str | dict):
-            raw = [raw]
-        if not isinstance(raw, list) or not raw:
-            raise TargetError(
-                "ssh target: option hosts is required: a list of user@host:port",
-                hint="deploy: {target: ssh, hosts: [deploy@10.0.0.5]}",
-            )
-        path = _text(options, "path") or f"conveyor/{self.ctx.service}/{self.ctx.environment}"
-        hosts = tuple(_host_entry(entry, path) for entry in raw)
-        labels = [h.label for h in hosts]
-        if len(set(labels)) != len(labels):
-            raise TargetError(f"ssh target: a host is listed twice in {', '.join(labels)}")
-        identity_text = _text(options, "identity")
-        identity = Path(identity_text).expanduser() if identity_text else None
+        opts = read_options(SshOptions, self.ctx.options, target=self.name)
+        path = opts.path or f"conveyor/{self.ctx.service}/{self.ctx.environment}"
+        hosts = tuple(
+            replace(parse_host(entry.host), path=_remote_path(entry.path or path))
+            for entry in opts.hosts
+        )
+        identity = Path(opts.identity).expanduser() if opts.identity else None
         if identity is not None and not identity.is_file():
             raise TargetError(f"ssh target: identity file {identity} does not exist")
-        known_text = _text(options, "known_hosts")
-        known_hosts = Path(known_text or "~/.ssh/known_hosts").expanduser()
+        known_hosts = Path(opts.known_hosts or DEFAULT_KNOWN_HOSTS).expanduser()
         if not known_hosts.is_file():
             raise TargetError(
                 f"ssh target: known_hosts file {known_hosts} does not exist; host keys are "
@@ -475,12 +556,12 @@ class SshTarget(Target):
             hosts=hosts,
             identity=identity,
             known_hosts=known_hosts,
-            install=_text(options, "install"),
-            restart=_text(options, "restart"),
-            status=_text(options, "status"),
-            url=_text(options, "url"),
-            connect_timeout=_seconds(options, "connect_timeout", DEFAULT_CONNECT_TIMEOUT),
-            timeout=_seconds(options, "timeout", DEFAULT_TIMEOUT),
+            install=opts.install,
+            restart=opts.restart,
+            status=opts.status,
+            url=common_url(self.ctx.options),
+            connect_timeout=opts.connect_timeout,
+            timeout=opts.timeout,
         )
 
     # --- the Target interface ------------------------------------------------------------------
@@ -583,8 +664,10 @@ class SshTarget(Target):
         return TargetStatus(True, f"{version} on {count} host{'s' if count != 1 else ''}")
 
     def endpoint(self, instance: Instance) -> str | None:
-        url = self.ctx.options.get("url")
-        return url if isinstance(url, str) and url else None
+        try:
+            return common_url(self.ctx.options)
+        except TargetError:
+            return None  # refused on deploy; what the environment serves is read, not checked
 
     # --- one host ------------------------------------------------------------------------------
 
@@ -834,3 +917,14 @@ def _release_of(link: str | None) -> str | None:
     if not link:
         return None
     return posixpath.basename(link.rstrip("/")) or None
+
+
+EXTENSION = Extension(
+    kind=Kind.TARGET,
+    name="ssh",
+    options=SshOptions,
+    implementation=SshTarget,
+    summary="Ships the release to hosts over SSH, host by host: uploads it beside the earlier "
+    "ones, runs `install`, switches the `current` link and runs `restart`; a failing host "
+    "puts the hosts already done back.",
+)

@@ -514,3 +514,29 @@ def test_a_secret_inside_a_command_is_refused_with_the_env_way() -> None:
         "(found secrets.PYPI) — pass it through env: { PYPI: '${{ secrets.PYPI }}' } "
         "and use $PYPI in the command"
     ]
+
+
+def test_target_options_are_checked_where_written() -> None:
+    assert problems("""
+        service: a
+        jobs: {x: {run: y}}
+        environments:
+          production:
+            deploy:
+              target: ssh
+              hosts: [deploy@web1]
+              conect_timeout: 5
+              timeout: -1
+          staging:
+            deploy: {target: nomad}
+          dev:
+            deploy: {prot: 8080, start: ./run}
+    """) == [
+        "conveyor.yml:8:7: environments.production.deploy: unknown key 'conect_timeout' "
+        "— did you mean 'connect_timeout'?",
+        "conveyor.yml:9:16: environments.production.deploy.timeout: "
+        "must be a positive number of seconds, got -1",
+        "conveyor.yml:11:22: environments.staging.deploy.target: unknown deploy target 'nomad' "
+        "— did you mean 'command'?",
+        "conveyor.yml:13:14: environments.dev.deploy: unknown key 'prot' — did you mean 'port'?",
+    ]

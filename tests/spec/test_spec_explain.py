@@ -54,7 +54,7 @@ def test_explain_shows_overrides_branches_and_absences() -> None:
         "environments:\n"
         "  staging: {}\n"
         "  eu: {after: staging, supersede: true}\n"
-        "  us: {after: staging, deploy: {target: ssh, host: us1}}\n"
+        "  us: {after: staging, deploy: {target: ssh, hosts: us1}}\n"
     )
     text = explain_pipeline(p)
     assert (
@@ -66,7 +66,7 @@ def test_explain_shows_overrides_branches_and_absences() -> None:
     assert "  chain: staging -> eu\n  chain: staging -> us\n" in text
     assert "    approval: none\n" in text
     assert "    health: none (done as soon as deployed)\n" in text
-    assert "    deploy: target ssh, strategy recreate, options: host=us1\n" in text
+    assert "    deploy: target ssh, strategy recreate, options: hosts=us1\n" in text
     assert "newest release supersedes queued ones" in text
     assert "triggers: none (runs start only when asked)" in text
     assert text.endswith("notify: none\n")

@@ -230,11 +230,11 @@ def test_deploy_keeps_target_options() -> None:
         jobs: {x: {run: y}}
         environments:
           production:
-            deploy: {target: ssh, hosts: [a, b], user: deploy, strategy: rolling}
+            deploy: {target: ssh, hosts: [a, b], identity: deploy.key, strategy: rolling}
     """)
     deploy = p.environments["production"].deploy
     assert (deploy.target, deploy.strategy) == ("ssh", "rolling")
-    assert deploy.options == {"hosts": ["a", "b"], "user": "deploy"}
+    assert deploy.options == {"hosts": ["a", "b"], "identity": "deploy.key"}
 
 
 def test_resolved_steps() -> None:
@@ -267,7 +267,7 @@ def test_secret_references_anywhere() -> None:
               PLAIN: "${{ env.HOME }}"
         environments:
           production:
-            deploy: {target: ssh, key: "${{ secrets.SSH_KEY }}"}
+            deploy: {target: ssh, hosts: web1, identity: "${{ secrets.SSH_KEY }}"}
         notify:
           - webhook: {url: https://example.com, secret: "${{ secrets.HOOK }}"}
     """)

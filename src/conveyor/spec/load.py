@@ -1,15 +1,19 @@
 """Text or file to a validated `Pipeline`, or a `PipelineError` listing every problem found."""
 
+import functools
 import re
 import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from conveyor.extensions import ExtensionError, Kind, registry
 from conveyor.spec import checks
-from conveyor.spec.blocks import ExtensionBlock
+from conveyor.spec.blocks import DEPLOY_KEYS, ExtensionBlock, target_options
+from conveyor.spec.fields import TARGET_PATTERN
 from conveyor.spec.models import EXTENSION_PREFIX, SKIP_GRAPH_CHECKS, Pipeline
 from conveyor.spec.problems import (
     Finding,
@@ -55,6 +59,7 @@ def parse_pipeline(text: str, filename: str = "conveyor.yml") -> Pipeline:
             seen = {(f.path, f.position) for f in doc.findings}
             findings += [f for f in _from_pydantic(exc, doc) if (f.path, f.position) not in seen]
         findings.extend(checks.findings_from_data(data))
+        findings.extend(_target_findings(data, doc))
     if findings or pipeline is None:
         raise PipelineError(_problems(filename, doc, findings))
     return pipeline
@@ -139,16 +144,54 @@ def _walk(data: object, loc: tuple[int | str, ...]) -> tuple[KeyPath, object, li
     return tuple(path), current, parts
 
 
-def _from_pydantic(exc: ValidationError, doc: Document) -> list[Finding]:
+def _target_findings(data: dict[str, Any], doc: Document) -> list[Finding]:
+    """Each `deploy:` checked by its target's options model (the model itself leaves this to
+    the loader, which knows where each key was written)."""
+    findings: list[Finding] = []
+    environments = data.get("environments")
+    for name, env in environments.items() if isinstance(environments, dict) else ():
+        deploy = env.get("deploy") if isinstance(env, dict) else None
+        if not isinstance(deploy, dict):
+            continue
+        target = deploy.get("target", "process")
+        if not isinstance(target, str) or not re.fullmatch(TARGET_PATTERN, target):
+            continue  # the model says what is wrong with the name
+        path: KeyPath = ("environments", name, "deploy")
+        try:
+            options = registry().get(Kind.TARGET, target).options
+        except ExtensionError:
+            known = registry().names(Kind.TARGET)
+            hint = suggest(target, known, "targets")
+            findings.append(Finding((*path, "target"), f"unknown deploy target '{target}'", hint))
+            continue
+        try:
+            target_options(target, deploy)
+        except ValidationError as exc:
+            allowed = functools.partial(_allowed_keys, root=options, skip=len(path))
+            findings += _from_pydantic(exc, doc, prefix=path, allowed=allowed)
+    return findings
+
+
+def _from_pydantic(
+    exc: ValidationError,
+    doc: Document,
+    *,
+    prefix: KeyPath = (),
+    allowed: Callable[[KeyPath], list[str]] | None = None,
+) -> list[Finding]:
+    """Findings for pydantic's errors; ``prefix``: where the validated mapping sits in the
+    file; ``allowed``: the keys a mapping at a path accepts (default: the pipeline's models)."""
     findings: list[Finding] = []
     for error in exc.errors():
-        path, value, rest = _walk(doc.data, error["loc"])
+        path, value, rest = _walk(doc.data, (*prefix, *error["loc"]))
         kind = error["type"]
         if kind == "extra_forbidden" and path:
             key, parent = str(path[-1]), path[:-1]
-            allowed = _allowed_keys(parent)
+            allowed_keys = (allowed or _allowed_keys)(parent)
             findings.append(
-                Finding(parent, f"unknown key '{key}'", suggest(key, allowed), doc.keys.get(path))
+                Finding(
+                    parent, f"unknown key '{key}'", suggest(key, allowed_keys), doc.keys.get(path)
+                )
             )
         elif kind == "missing":
             missing = rest[0] if rest else "?"
@@ -228,16 +271,18 @@ def _message(error: ErrorDetails) -> tuple[str, str | None]:
     return str(error["msg"]).removeprefix("Value error, "), None
 
 
-def _allowed_keys(path: KeyPath) -> list[str]:
-    """Keys the model at `path` accepts (by their YAML spelling)."""
-    model = _model_at(path)
+def _allowed_keys(path: KeyPath, root: type[BaseModel] = Pipeline, skip: int = 0) -> list[str]:
+    """Keys the model at `path` accepts (by their YAML spelling); ``root`` is the model of the
+    mapping at ``path[:skip]`` (a target's options model under `deploy:`)."""
+    model = _model_at(path[skip:], root)
     if model is None:
         return []
-    return [f.alias or name for name, f in model.model_fields.items()]
+    keys = [f.alias or name for name, f in model.model_fields.items()]
+    return keys + sorted(DEPLOY_KEYS) if skip and len(path) == skip else keys
 
 
-def _model_at(path: KeyPath) -> type[BaseModel] | None:
-    tp: Any = Pipeline
+def _model_at(path: KeyPath, root: type[BaseModel] = Pipeline) -> type[BaseModel] | None:
+    tp: Any = root
     for part in path:
         tp = _unwrap(tp)
         if isinstance(tp, type) and issubclass(tp, BaseModel):

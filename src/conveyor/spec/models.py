@@ -6,14 +6,15 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from conveyor.extensions import Kind
+from conveyor.extensions import ExtensionError, Kind
 from conveyor.spec import checks
-from conveyor.spec.blocks import ExtensionBlock
+from conveyor.spec.blocks import ExtensionBlock, target_options
 from conveyor.spec.fields import (
     DEFAULT_NOTIFY_EVENTS,
     EXTENSION_PREFIX,
@@ -171,7 +172,7 @@ class Approval(_Model):
 
 class Deploy(_Model):
     """How a release is put into the environment. Keys other than these are options of the
-    target (e.g. `host` for ssh) and are passed to it unchanged."""
+    target (e.g. `hosts` for ssh), checked by the target's options model."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -193,6 +194,20 @@ class Deploy(_Model):
         """Target-specific options (every key not modelled above, and `url`)."""
         extra = dict(self.model_extra or {})
         return extra | {"url": self.url} if self.url is not None else extra
+
+    @model_validator(mode="after")
+    def _target_options(self, info: ValidationInfo) -> Self:
+        if info.context and info.context.get(SKIP_GRAPH_CHECKS):
+            return self  # the loader checks them itself, with positions
+        try:
+            target_options(self.target, self.model_extra or {})
+        except ExtensionError as exc:
+            raise user_error("target", str(exc)) from None
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise user_error("target_options", f"{where}: {first['msg']}") from None
+        return self
 
 
 class Health(ExtensionBlock):

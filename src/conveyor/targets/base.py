@@ -39,6 +39,7 @@ from pydantic_core import ErrorDetails
 
 from conveyor.errors import ConveyorError
 from conveyor.sandbox import Sandbox, default_sandbox
+from conveyor.spec.blocks import DEPLOY_KEYS
 from conveyor.spec.problems import describe, format_path, suggest
 
 __all__ = [
@@ -57,7 +58,7 @@ __all__ = [
 
 #: The `deploy:` keys of every target, modelled by the pipeline's `Deploy` and read by targets
 #: from ``ctx.options``; a target's options model describes the other keys.
-COMMON_KEYS: frozenset[str] = frozenset({"target", "start", "strategy", "url"})
+COMMON_KEYS = DEPLOY_KEYS
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 

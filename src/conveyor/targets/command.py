@@ -251,4 +251,5 @@ EXTENSION = Extension(
     summary="Deploys with your own commands (helm, kubectl, ansible, a script), told which "
     "release through CONVEYOR_* variables; a rollback is the same command given an older "
     "release, unless `rollback` is set.",
+    order=40,
 )

@@ -566,4 +566,5 @@ EXTENSION = Extension(
     summary="Runs the release's image as a container (podman or docker) on the server's "
     "machine; the environment's stable port forwards to the serving release (recreate or "
     "blue-green).",
+    order=20,
 )

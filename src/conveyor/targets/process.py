@@ -348,4 +348,5 @@ EXTENSION = Extension(
     implementation=ProcessTarget,
     summary="Runs the release's `start` command as a process on the server's machine; the "
     "environment's stable port forwards to the serving release (recreate or blue-green).",
+    order=10,
 )

@@ -927,4 +927,5 @@ EXTENSION = Extension(
     summary="Ships the release to hosts over SSH, host by host: uploads it beside the earlier "
     "ones, runs `install`, switches the `current` link and runs `restart`; a failing host "
     "puts the hosts already done back.",
+    order=30,
 )

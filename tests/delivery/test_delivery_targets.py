@@ -148,7 +148,7 @@ def test_command_target_deploys_with_the_users_script_and_rolls_back_through_rol
 # --- an unknown target ------------------------------------------------------------------------
 
 
-def test_an_unknown_target_fails_the_deployment_clearly_and_changes_nothing(
+def test_an_unknown_target_is_refused_where_written_and_changes_nothing(
     repo: GitRepo, conveyor: Conveyor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CONVEYOR_SANDBOX", "off")  # the platform is a folder, as above
@@ -170,19 +170,21 @@ def test_an_unknown_target_fails_the_deployment_clearly_and_changes_nothing(
             await h.settle()
             before = h.env("production")
             assert before["version"].startswith(f"r{first}-")
-            second = release(repo, conveyor, "v2", conveyor_yml(bad))
+            repo.commit("v2", {"conveyor.yml": conveyor_yml(bad)})
+            refused = conveyor("run")
+            assert refused.returncode == 1
+            assert (
+                ":7:23: environments.production.deploy.target: unknown deploy target 'nosuch'"
+                in (refused.stderr)
+            )
+            assert "targets: command, container, process, ssh" in refused.stderr
+            assert "Traceback" not in refused.stderr
             await h.settle()
-            _ok, failed = h.deployments("production")
-            assert (failed["release"], failed["status"]) == (second, "failed")
-            reason = failed["reason"]
-            assert "unknown deploy target 'nosuch'" in reason
-            assert "(known: command, container, process, ssh" in reason
-            assert "internal error" not in reason
-            # Nothing else changed: the environment still serves release 1, healthy, with no
-            # rollback, no hold and no incident; the platform saw nothing.
-            after = h.env("production")
-            assert after == before
-            assert len(h.deployments()) == 2
+            # Nothing changed: no release, no deployment; the environment still serves
+            # release 1, healthy; the platform saw nothing more.
+            assert [r["id"] for r in conveyor("releases", "--json").json()] == [first]
+            assert h.env("production") == before
+            assert len(h.deployments()) == 1
             assert (out / "deployed").read_text().splitlines() == [before["version"]]
 
     run(scenario())

@@ -11,7 +11,7 @@ from typing import Protocol
 
 from conveyor.states import JobStatus, StepStatus
 
-__all__ = ["ArtifactFile", "JobReporter", "LogBatch"]
+__all__ = ["ArtifactFile", "JobReporter", "LogBatch", "StepOutcome"]
 
 LogBatch = Sequence[tuple[dt.datetime, str]]
 
@@ -23,17 +23,21 @@ class ArtifactFile:
     size: int
 
 
+@dataclass(frozen=True)
+class StepOutcome:
+    """How a step ended: its status, its last attempt's exit code, why it failed, and how many
+    attempts it took (0 for a step that never ran)."""
+
+    status: StepStatus
+    exit_code: int | None = None
+    reason: str | None = None
+    attempts: int = 0
+
+
 class JobReporter(Protocol):
     async def step_started(self, position: int, attempt: int) -> None: ...
     async def log(self, position: int | None, lines: LogBatch) -> None: ...
-    async def step_finished(
-        self,
-        position: int,
-        status: StepStatus,
-        exit_code: int | None,
-        reason: str | None,
-        attempts: int,
-    ) -> None: ...
+    async def step_finished(self, position: int, outcome: StepOutcome) -> None: ...
     async def artifacts(self, files: Sequence[ArtifactFile]) -> None: ...
     async def job_finished(self, status: JobStatus, reason: str | None) -> None: ...
     async def heartbeat(self) -> bool:

@@ -66,28 +66,6 @@ class StepStatus(enum.StrEnum):
         return self in STEP_TERMINAL
 
 
-RUN_TERMINAL = frozenset(
-    {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.INTERRUPTED}
-)
-JOB_TERMINAL = frozenset(
-    {
-        JobStatus.SUCCEEDED,
-        JobStatus.FAILED,
-        JobStatus.SKIPPED,
-        JobStatus.CANCELLED,
-        JobStatus.INTERRUPTED,
-    }
-)
-STEP_TERMINAL = frozenset(
-    {
-        StepStatus.SUCCEEDED,
-        StepStatus.FAILED,
-        StepStatus.SKIPPED,
-        StepStatus.CANCELLED,
-        StepStatus.INTERRUPTED,
-    }
-)
-
 # Each rule names why the move exists; the tables below are the whole machine.
 RUN_TRANSITIONS: Mapping[RunStatus, frozenset[RunStatus]] = {
     # start: the first job is handed to a runner; cancel/interrupt: before anything ran;
@@ -134,6 +112,17 @@ STEP_TRANSITIONS: Mapping[StepStatus, frozenset[StepStatus]] = {
     ),
 }
 
+
+def _terminal(
+    kind: type[StatusT], table: Mapping[StatusT, frozenset[StatusT]]
+) -> frozenset[StatusT]:
+    """The statuses no move leaves."""
+    return frozenset(status for status in kind if status not in table)
+
+
+RUN_TERMINAL = _terminal(RunStatus, RUN_TRANSITIONS)
+JOB_TERMINAL = _terminal(JobStatus, JOB_TRANSITIONS)
+STEP_TERMINAL = _terminal(StepStatus, STEP_TRANSITIONS)
 
 # Every kind of status and its table; other machines (deployments, approvals, incidents)
 # register theirs with `register`, so one `allowed` and one `check_transition` serve them all.

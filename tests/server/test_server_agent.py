@@ -21,6 +21,7 @@ from tests.conftest import GitRepo
 from tests.serverproc import Processes, ServerProcess, until
 
 from conveyor.errors import StaleLease
+from conveyor.reports import StepOutcome
 from conveyor.runner.agent import HttpReporter
 from conveyor.runner.artifacts import ArtifactStore
 from conveyor.states import JobStatus, StepStatus
@@ -422,7 +423,7 @@ def test_a_batch_whose_answer_was_lost_is_sent_again_with_the_same_seqs_and_appl
             # A heartbeat is a request of its own (not a numbered report): it never waits
             # behind the log.
             assert not await reporter.heartbeat()
-            await reporter.step_finished(0, StepStatus.SUCCEEDED, 0, None, 1)
+            await reporter.step_finished(0, StepOutcome(StepStatus.SUCCEEDED, 0, None, 1))
             await reporter.job_finished(JobStatus.SUCCEEDED, None)
             assert reporter.delivered == reporter.seq == 5
 

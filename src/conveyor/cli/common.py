@@ -6,7 +6,7 @@ import datetime as dt
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -77,6 +77,24 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
     for row in [list(headers), *rows]:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def print_listing(
+    found: Sequence[Mapping[str, Any]],
+    as_json: bool,
+    headers: Sequence[str],
+    row: Callable[[Mapping[str, Any]], Sequence[str]],
+    *,
+    empty: str | None = None,
+) -> None:
+    """A listing as JSON, or as a table of one ``row`` per item; ``empty`` is said instead of a
+    table without rows."""
+    if as_json:
+        print_json(found)
+    elif not found and empty is not None:
+        click.echo(empty)
+    else:
+        print_table(headers, [row(item) for item in found])
 
 
 def duration(start: dt.datetime | None, end: dt.datetime | None) -> str:

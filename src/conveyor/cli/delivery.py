@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from conveyor.cli.backend import HttpBackend, backend
-from conveyor.cli.common import print_json, print_table, when
+from conveyor.cli.common import print_json, print_listing, print_table, when
 from conveyor.errors import ConveyorError
 
 MARK = {
@@ -150,23 +150,19 @@ def deployments(
         found = list_deployments(
             client.store, service=service, environment=environment, release=release, limit=limit
         )
-    if as_json:
-        print_json(found)
-        return
-    print_table(
+    print_listing(
+        found,
+        as_json,
         ["id", "service", "environment", "release", "kind", "status", "created", "reason"],
-        [
-            [
-                str(d["id"]),
-                d["service"],
-                d["environment"],
-                d["version"],
-                d["kind"],
-                f"{MARK.get(d['status'], '…')} {d['status']}",
-                when(d["created_at"]),
-                (d["reason"] or "")[:80],
-            ]
-            for d in found
+        lambda d: [
+            str(d["id"]),
+            d["service"],
+            d["environment"],
+            d["version"],
+            d["kind"],
+            f"{MARK.get(d['status'], '…')} {d['status']}",
+            when(d["created_at"]),
+            (d["reason"] or "")[:80],
         ],
     )
 
@@ -286,27 +282,21 @@ def approvals(show_all: bool, as_json: bool) -> None:
 
         assert client.store is not None
         found = list_approvals(client.store, pending_only=not show_all)
-    if as_json:
-        print_json(found)
-        return
-    if not found:
-        click.echo("no approvals waiting" if not show_all else "no approvals yet")
-        return
-    print_table(
+    print_listing(
+        found,
+        as_json,
         ["id", "service", "environment", "release", "status", "approvals", "approvers", "deadline"],
-        [
-            [
-                str(a["id"]),
-                a["service"],
-                a["environment"],
-                a["version"],
-                a["status"] if a["kind"] == "approval" else f"{a['status']} (inconclusive)",
-                f"{a['approved']}/{a['required']}",
-                ", ".join(a["approvers"]),
-                when(a["deadline"]),
-            ]
-            for a in found
+        lambda a: [
+            str(a["id"]),
+            a["service"],
+            a["environment"],
+            a["version"],
+            a["status"] if a["kind"] == "approval" else f"{a['status']} (inconclusive)",
+            f"{a['approved']}/{a['required']}",
+            ", ".join(a["approvers"]),
+            when(a["deadline"]),
         ],
+        empty="no approvals waiting" if not show_all else "no approvals yet",
     )
 
 
@@ -355,27 +345,20 @@ def reject(approval_id: int, reason: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def incidents(service: str | None, open_only: bool, as_json: bool) -> None:
     """Incidents: production failures, open and resolved."""
-    found = incident_list(Client(), service, open_only)
-    if as_json:
-        print_json(found)
-        return
-    if not found:
-        click.echo("no incidents")
-        return
-    print_table(
+    print_listing(
+        incident_list(Client(), service, open_only),
+        as_json,
         ["id", "service", "environment", "status", "opened", "deployment", "title"],
-        [
-            [
-                str(i["id"]),
-                i["service"],
-                i["environment"] or "-",
-                i["status"],
-                when(i["opened_at"]),
-                str(i["deployment"] or "-"),
-                i["title"][:90],
-            ]
-            for i in found
+        lambda i: [
+            str(i["id"]),
+            i["service"],
+            i["environment"] or "-",
+            i["status"],
+            when(i["opened_at"]),
+            str(i["deployment"] or "-"),
+            i["title"][:90],
         ],
+        empty="no incidents",
     )
 
 

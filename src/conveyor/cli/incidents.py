@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from conveyor.cli.common import print_json, print_table, when
+from conveyor.cli.common import print_json, print_listing, print_table, when
 from conveyor.cli.delivery import Client, _service, incident_list
 from conveyor.spec.durations import DurationError, parse_duration
 
@@ -217,30 +217,23 @@ def resolve(incident_id: int, at: dt.datetime | None, reason: str | None, as_jso
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_(service: str | None, open_only: bool, as_json: bool) -> None:
     """Incidents, newest first."""
-    found = incident_list(Client(), service, open_only)
-    if as_json:
-        print_json(found)
-        return
-    if not found:
-        click.echo("no open incidents" if open_only else "no incidents")
-        return
     headers = ["id", "service", "environment", "status", "source", "opened", "resolved"]
-    print_table(
+    print_listing(
+        incident_list(Client(), service, open_only),
+        as_json,
         [*headers, "deployment", "title"],
-        [
-            [
-                str(i["id"]),
-                i["service"],
-                i["environment"] or "-",
-                i["status"],
-                i["source"],
-                when(_as_time(i["opened_at"])),
-                when(_as_time(i["resolved_at"])),
-                str(i["deployment"] or "-"),
-                i["title"][:80],
-            ]
-            for i in found
+        lambda i: [
+            str(i["id"]),
+            i["service"],
+            i["environment"] or "-",
+            i["status"],
+            i["source"],
+            when(_as_time(i["opened_at"])),
+            when(_as_time(i["resolved_at"])),
+            str(i["deployment"] or "-"),
+            i["title"][:80],
         ],
+        empty="no open incidents" if open_only else "no incidents",
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from conveyor.cli.backend import backend
-from conveyor.cli.common import STATUS_MARK, print_json, print_table, when
+from conveyor.cli.common import STATUS_MARK, print_json, print_listing, when
 
 
 @click.command()
@@ -14,26 +14,19 @@ from conveyor.cli.common import STATUS_MARK, print_json, print_table, when
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def releases(service: str | None, limit: int, as_json: bool) -> None:
     """List releases, newest first: each is a successful run's commit and artifacts."""
-    found = backend().list_releases(service, limit)
-    if as_json:
-        print_json(found)
-        return
-    if not found:
-        click.echo("no releases yet: a run that succeeds makes one")
-        return
-    print_table(
+    print_listing(
+        backend().list_releases(service, limit),
+        as_json,
         ["release", "service", "commit", "branch", "run", "created"],
-        [
-            [
-                str(r["id"]),
-                r["service"],
-                f"{r['sha'][:12]} {r['subject'] or ''}".strip(),
-                (r["ref"] or "-").removeprefix("refs/heads/"),
-                str(r["run"]),
-                when(r["created_at"]),
-            ]
-            for r in found
+        lambda r: [
+            str(r["id"]),
+            r["service"],
+            f"{r['sha'][:12]} {r['subject'] or ''}".strip(),
+            (r["ref"] or "-").removeprefix("refs/heads/"),
+            str(r["run"]),
+            when(r["created_at"]),
         ],
+        empty="no releases yet: a run that succeeds makes one",
     )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from conveyor.cli.backend import backend
-from conveyor.cli.common import STATUS_MARK, duration, print_json, print_table, when
+from conveyor.cli.common import STATUS_MARK, duration, print_json, print_listing, when
 from conveyor.states import RunStatus
 
 run_id_argument = click.argument("run_id", type=int)
@@ -21,31 +21,23 @@ run_id_argument = click.argument("run_id", type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def runs(service: str | None, status: str | None, limit: int, as_json: bool) -> None:
     """List recent runs, newest first."""
-    found = backend().list_runs(service, status, limit)
-    if as_json:
-        print_json(found)
-        return
-    if not found:
-        if service or status:
-            click.echo("no runs match: `conveyor runs` without filters lists them all")
-        else:
-            click.echo("no runs yet: `conveyor run` runs the pipeline for HEAD")
-        return
-    print_table(
+    print_listing(
+        backend().list_runs(service, status, limit),
+        as_json,
         ["run", "service", "status", "commit", "branch", "trigger", "started", "took"],
-        [
-            [
-                str(r["id"]),
-                r["service"],
-                f"{STATUS_MARK.get(r['status'], '?')} {r['status']}",
-                f"{r['sha'][:12]} {_clip(r['subject'] or '', 40)}",
-                (r["ref"] or "-").removeprefix("refs/heads/"),
-                r["trigger"],
-                when(r["started_at"] or r["created_at"]),
-                duration(r["started_at"], r["finished_at"]) if r["started_at"] else "-",
-            ]
-            for r in found
+        lambda r: [
+            str(r["id"]),
+            r["service"],
+            f"{STATUS_MARK.get(r['status'], '?')} {r['status']}",
+            f"{r['sha'][:12]} {_clip(r['subject'] or '', 40)}",
+            (r["ref"] or "-").removeprefix("refs/heads/"),
+            r["trigger"],
+            when(r["started_at"] or r["created_at"]),
+            duration(r["started_at"], r["finished_at"]) if r["started_at"] else "-",
         ],
+        empty="no runs match: `conveyor runs` without filters lists them all"
+        if service or status
+        else "no runs yet: `conveyor run` runs the pipeline for HEAD",
     )
 
 

@@ -121,6 +121,12 @@ def _seconds(start: str | None, end: str | None) -> float | None:
     return (dt.datetime.fromisoformat(end) - dt.datetime.fromisoformat(start)).total_seconds()
 
 
+def _detail(check: dict[str, Any]) -> str:
+    """' (the check's detail)', or nothing for a check that gave none."""
+    detail = check.get("detail")
+    return f" ({detail})" if detail else ""
+
+
 class Story:
     def __init__(self, options: Options, narrator: Narrator) -> None:
         self.options = options
@@ -286,20 +292,11 @@ class Story:
         if staging["status"] != "succeeded":
             say.step("fail", "staging", f"{staging['status']}: {staging['reason']}")
             raise DemoError(f"staging deployment {staging['id']} {staging['status']}")
+        deployed = f"{release['version']} deployed blue-green, health check passed{_detail(health)}"
+        say.step("ok", "staging", deployed, _seconds(staging["started_at"], staging["healthy_at"]))
+        smoke = f"passed against {staging['url']}{_detail(checks.get('verify', {}))}"
         say.step(
-            "ok",
-            "staging",
-            f"{release['version']} deployed blue-green, health check passed"
-            + (f" ({health.get('detail')})" if health.get("detail") else ""),
-            _seconds(staging["started_at"], staging["healthy_at"]),
-        )
-        verify = checks.get("verify", {})
-        say.step(
-            "ok",
-            "smoke tests",
-            f"passed against {staging['url']}"
-            + (f" ({verify.get('detail')})" if verify.get("detail") else ""),
-            _seconds(staging["healthy_at"], staging["finished_at"]),
+            "ok", "smoke tests", smoke, _seconds(staging["healthy_at"], staging["finished_at"])
         )
         approval = self._approval_requested(release)
         self._inbox([NoticeEvent.APPROVAL_REQUESTED], release)
@@ -437,7 +434,7 @@ class Story:
             "ok",
             "production",
             f"{release['version']} live at {deployment['url']}, health check passed"
-            + (f" ({health.get('detail')})" if health.get("detail") else ""),
+            f"{_detail(health)}",
             _seconds(deployment["started_at"], deployment["finished_at"]),
         )
         self._inbox([NoticeEvent.DEPLOYMENT_SUCCEEDED])

@@ -20,7 +20,7 @@ import datetime as dt
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -151,15 +151,32 @@ def attribute_by_window(
     )
 
 
+class _OfService(Protocol):
+    @property
+    def service_id(self) -> int: ...
+
+
+RowT = TypeVar("RowT", bound=_OfService)
+
+
+def _of_service(
+    session: Session, model: type[RowT], row_id: int, service: Service, what: str
+) -> RowT:
+    """The ``model`` row ``row_id`` if it is one of ``service``'s, else NotFound naming ``what``
+    and the command that lists them."""
+    row = session.get(model, row_id)
+    if row is None or row.service_id != service.id:
+        raise NotFound(
+            f"there is no {what} {row_id} of {service.name}",
+            hint=f"`conveyor {what}s --service {service.name}` lists them",
+        )
+    return row
+
+
 def explicit_deployment(
     session: Session, service: Service, deployment_id: int, why: str
 ) -> Attribution:
-    dep = session.get(Deployment, deployment_id)
-    if dep is None or dep.service_id != service.id:
-        raise NotFound(
-            f"there is no deployment {deployment_id} of {service.name}",
-            hint=f"`conveyor deployments --service {service.name}` lists them",
-        )
+    dep = _of_service(session, Deployment, deployment_id, service, "deployment")
     return Attribution(
         "explicit",
         f"{why}: deployment {dep.id} ({version_of(dep.release)} to {dep.environment})",
@@ -188,12 +205,7 @@ def _deployment_of_release(
 def explicit_release(
     session: Session, service: Service, environment: str | None, release_id: int, why: str
 ) -> Attribution:
-    release = session.get(Release, release_id)
-    if release is None or release.service_id != service.id:
-        raise NotFound(
-            f"there is no release {release_id} of {service.name}",
-            hint=f"`conveyor releases --service {service.name}` lists them",
-        )
+    release = _of_service(session, Release, release_id, service, "release")
     dep = _deployment_of_release(session, release, environment)
     if dep is None:
         where = environment or "any environment"

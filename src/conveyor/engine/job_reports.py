@@ -20,7 +20,7 @@ from sqlalchemy.exc import OperationalError
 from conveyor.engine.runs import JobRef, move_job
 from conveyor.errors import StaleLease
 from conveyor.events import EventType
-from conveyor.reports import ArtifactFile, LogBatch
+from conveyor.reports import ArtifactFile, LogBatch, StepOutcome
 from conveyor.states import IllegalTransition, JobStatus, StepStatus, allowed
 from conveyor.store import retention
 from conveyor.store.db import Store, Writer, db_now
@@ -205,27 +205,23 @@ class JobRecorder:
         )
         self._seq += len(rows)
 
-    def step_finished(
-        self,
-        w: Writer,
-        position: int,
-        status: StepStatus,
-        *,
-        exit_code: int | None,
-        reason: str | None,
-        attempts: int,
-    ) -> None:
+    def step_finished(self, w: Writer, position: int, outcome: StepOutcome) -> None:
         step_id, name = self._steps[position]
         now = utcnow()
-        values: dict[str, Any] = {"exit_code": exit_code, "reason": reason, "attempts": attempts}
+        status = outcome.status
+        values: dict[str, Any] = {
+            "exit_code": outcome.exit_code,
+            "reason": outcome.reason,
+            "attempts": outcome.attempts,
+        }
         if status is not StepStatus.SKIPPED:
             values["finished_at"] = now
         self._move_step(w, position, status, **values)
-        data: dict[str, Any] = {"status": status.value, "attempts": attempts}
-        if exit_code is not None:
-            data["exit_code"] = exit_code
-        if reason:
-            data["reason"] = reason
+        data: dict[str, Any] = {"status": status.value, "attempts": outcome.attempts}
+        if outcome.exit_code is not None:
+            data["exit_code"] = outcome.exit_code
+        if outcome.reason:
+            data["reason"] = outcome.reason
         started = self._started.get(position)
         if started is None and status is not StepStatus.SKIPPED:
             started = w.session.scalar(select(Step.started_at).where(Step.id == step_id))
@@ -265,14 +261,13 @@ class JobRecorder:
             lines = [(dt.datetime.fromisoformat(ts), str(text)) for ts, text in report["lines"]]
             self.log(w, report.get("position"), lines)
         elif kind == "step_finished":
-            self.step_finished(
-                w,
-                int(report["position"]),
+            outcome = StepOutcome(
                 StepStatus(report["status"]),
-                exit_code=report.get("exit_code"),
-                reason=report.get("reason"),
-                attempts=int(report["attempts"]),
+                report.get("exit_code"),
+                report.get("reason"),
+                int(report["attempts"]),
             )
+            self.step_finished(w, int(report["position"]), outcome)
         elif kind == "artifacts":
             self.artifacts(
                 w,
@@ -388,19 +383,8 @@ class StoreReporter:
         self.lost_lines = 0
         self._recovered()
 
-    async def step_finished(
-        self,
-        position: int,
-        status: StepStatus,
-        exit_code: int | None,
-        reason: str | None,
-        attempts: int,
-    ) -> None:
-        await self._write(
-            lambda w: self.recorder.step_finished(
-                w, position, status, exit_code=exit_code, reason=reason, attempts=attempts
-            )
-        )
+    async def step_finished(self, position: int, outcome: StepOutcome) -> None:
+        await self._write(lambda w: self.recorder.step_finished(w, position, outcome))
 
     async def artifacts(self, files: Sequence[ArtifactFile]) -> None:
         await self._write(lambda w: self.recorder.artifacts(w, files))

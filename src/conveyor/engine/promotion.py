@@ -116,6 +116,17 @@ def service_named(w: Writer, name: str) -> Service:
     return service
 
 
+def about(dep: Deployment) -> dict[str, Any]:
+    """What an event about ``dep`` names first: its service, itself, its environment and its
+    release."""
+    return {
+        "service": dep.service.name,
+        "deployment": dep.id,
+        "environment": dep.environment,
+        "release": dep.release_id,
+    }
+
+
 def move(w: Writer, dep: Deployment, status: DeploymentStatus, reason: str | None = None) -> None:
     check_transition("deployment", DeploymentStatus(dep.status), status)
     dep.status = status
@@ -123,15 +134,7 @@ def move(w: Writer, dep: Deployment, status: DeploymentStatus, reason: str | Non
         dep.reason = reason
     if status.terminal:
         dep.finished_at = utcnow()
-    w.emit(
-        deployment_event(status),
-        service=dep.service.name,
-        deployment=dep.id,
-        environment=dep.environment,
-        release=dep.release_id,
-        kind=dep.kind,
-        reason=reason,
-    )
+    w.emit(deployment_event(status), **about(dep), kind=dep.kind, reason=reason)
 
 
 def notify(w: Writer, dep: Deployment, event: NoticeEvent, summary: str, **extra: Any) -> None:
@@ -181,16 +184,7 @@ def queue_deployment(
     w.session.add(dep)
     w.session.flush()
     env_row(w, release.service_id, environment, tier)
-    w.emit(
-        EventType.DEPLOYMENT_QUEUED,
-        service=release.service.name,
-        deployment=dep.id,
-        environment=environment,
-        release=release.id,
-        kind=kind,
-        trigger=trigger,
-        actor=by,
-    )
+    w.emit(EventType.DEPLOYMENT_QUEUED, **about(dep), kind=kind, trigger=trigger, actor=by)
     return dep
 
 
@@ -439,11 +433,8 @@ def new_approval(w: Writer, dep: Deployment, kind: str, config: dict[str, Any]) 
     w.session.flush()
     w.emit(
         EventType.APPROVAL_REQUESTED,
-        service=dep.service.name,
         approval=approval.id,
-        deployment=dep.id,
-        environment=dep.environment,
-        release=dep.release_id,
+        **about(dep),
         kind=kind,
         approvers=approval.approvers,
         required=approval.required,
@@ -689,15 +680,7 @@ def resume(store: Store, deployment_id: int) -> int | None:
             dep.reason = reason
         else:
             move(w, dep, D.DEPLOYING, reason)
-        w.emit(
-            EventType.DEPLOYMENT_RESUMED,
-            service=dep.service.name,
-            deployment=dep.id,
-            environment=dep.environment,
-            release=dep.release_id,
-            attempt=attempt,
-            phase=phase.value,
-        )
+        w.emit(EventType.DEPLOYMENT_RESUMED, **about(dep), attempt=attempt, phase=phase.value)
         return attempt
 
 

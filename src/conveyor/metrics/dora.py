@@ -278,16 +278,7 @@ class _Engine:
             why = self._attribute(inc)
             if why:
                 standalone.append(inc)
-                self.incident_items.append(
-                    _item(
-                        "incident",
-                        inc.id,
-                        inc.service,
-                        inc.opened_at.timestamp(),
-                        None,
-                        f"not attributed: {why}; counts for recovery time, not the CFR",
-                    )
-                )
+                self._note(inc, f"not attributed: {why}; counts for recovery time, not the CFR")
         self.failing = set(self.rolled_back_by) | set(self.attributed)
         # Services deployed to several environments of the tier: a commit may be in the range
         # of each; it counts once. Within one environment ranges never overlap (each starts
@@ -341,17 +332,13 @@ class _Engine:
 
     def _blame(self, inc: IncidentFact, dep: Row, how: str) -> str:
         self.attributed.setdefault(dep[KEY], []).append((inc, how))
-        self.incident_items.append(
-            _item(
-                "incident",
-                inc.id,
-                inc.service,
-                inc.opened_at.timestamp(),
-                None,
-                f"attributed to {dep[KEY]} ({how})",
-            )
-        )
+        self._note(inc, f"attributed to {dep[KEY]} ({how})")
         return ""
+
+    def _note(self, inc: IncidentFact, how: str) -> None:
+        """Say in the explanation of the CFR what became of an incident."""
+        item = _item("incident", inc.id, inc.service, inc.opened_at.timestamp(), None, how)
+        self.incident_items.append(item)
 
     def _restore(self, service: str, env: str | None, after: float) -> tuple[float | None, str]:
         """The first healthy rollback or healthy deployment finished after ``after``, in

@@ -202,6 +202,35 @@ class _Family:
         return histogram
 
 
+@dataclass
+class _Flow:
+    """Runs or jobs, which are queued, start and finish alike: how long they waited in the
+    queue, how many ended and how long they took. ``queued`` holds when each one in flight was
+    queued, to measure its wait when it starts."""
+
+    queue: _Family
+    finished: _Family
+    duration: _Family
+    queued: dict[int, dt.datetime] = field(default_factory=dict)
+
+    def on_queued(self, key: int | None, at: dt.datetime) -> None:
+        if key is not None:
+            self.queued[key] = at
+
+    def on_started(self, key: int | None, at: dt.datetime, service: str) -> None:
+        queued = self.queued.pop(key, None) if key is not None else None
+        if queued is not None:
+            self.queue.observe((service,), _seconds(at, queued))
+
+    def on_finished(self, key: int | None, service: str, data: dict[str, Any]) -> None:
+        if key is not None:
+            self.queued.pop(key, None)
+        status = str(data.get("status", ""))
+        self.finished.inc((service, status))
+        if isinstance(data.get("duration"), int | float):
+            self.duration.observe((service, status), float(data["duration"]))
+
+
 class _History:
     """Counters and histograms over the store's whole history, brought up to date
     incrementally from three append-only tables."""
@@ -290,10 +319,10 @@ class _History:
             "CDEvents a sink was given up on (after its retries, or refused), by sink host.",
             ("sink",),
         )
-        # What is in flight, to measure waits when it ends: run/job ids -> queued time,
+        self._runs = _Flow(self.run_queue, self.runs_finished, self.run_duration)
+        self._jobs = _Flow(self.job_queue, self.jobs_finished, self.job_duration)
+        # What is in flight, to measure waits when it ends (runs and jobs: their flows):
         # approval id -> (requested time, service, environment, kind).
-        self._queued_runs: dict[int, dt.datetime] = {}
-        self._queued_jobs: dict[int, dt.datetime] = {}
         self._approvals: dict[int, tuple[dt.datetime, str, str, str]] = {}
         # The first successful production deployment of each (service, environment).
         self._first: dict[tuple[str, str], tuple[dt.datetime, int]] = {}
@@ -372,30 +401,18 @@ class _History:
         kind: str = row.type
         data: dict[str, Any] = row.data or {}
         service = row.service or ""
-        if kind == EventType.PIPELINERUN_QUEUED and row.run_id is not None:
-            self._queued_runs[row.run_id] = row.ts
-        elif kind == EventType.PIPELINERUN_STARTED and row.run_id is not None:
-            queued = self._queued_runs.pop(row.run_id, None)
-            if queued is not None:
-                self.run_queue.observe((service,), _seconds(row.ts, queued))
+        if kind == EventType.PIPELINERUN_QUEUED:
+            self._runs.on_queued(row.run_id, row.ts)
+        elif kind == EventType.PIPELINERUN_STARTED:
+            self._runs.on_started(row.run_id, row.ts, service)
         elif kind == EventType.PIPELINERUN_FINISHED:
-            self._queued_runs.pop(row.run_id, None)
-            status = str(data.get("status", ""))
-            self.runs_finished.inc((service, status))
-            if isinstance(data.get("duration"), int | float):
-                self.run_duration.observe((service, status), float(data["duration"]))
-        elif kind == EventType.TASKRUN_QUEUED and row.job_id is not None:
-            self._queued_jobs[row.job_id] = row.ts
-        elif kind == EventType.TASKRUN_STARTED and row.job_id is not None:
-            queued = self._queued_jobs.pop(row.job_id, None)
-            if queued is not None:
-                self.job_queue.observe((service,), _seconds(row.ts, queued))
+            self._runs.on_finished(row.run_id, service, data)
+        elif kind == EventType.TASKRUN_QUEUED:
+            self._jobs.on_queued(row.job_id, row.ts)
+        elif kind == EventType.TASKRUN_STARTED:
+            self._jobs.on_started(row.job_id, row.ts, service)
         elif kind == EventType.TASKRUN_FINISHED:
-            self._queued_jobs.pop(row.job_id, None)
-            status = str(data.get("status", ""))
-            self.jobs_finished.inc((service, status))
-            if isinstance(data.get("duration"), int | float):
-                self.job_duration.observe((service, status), float(data["duration"]))
+            self._jobs.on_finished(row.job_id, service, data)
         elif kind == EventType.APPROVAL_REQUESTED and data.get("approval") is not None:
             self._approvals[int(data["approval"])] = (
                 row.ts,

@@ -25,7 +25,6 @@ from conveyor.metrics.import_records import (
     LineError,
     Parsed,
     Where,
-    add_deployment,
     environment_name,
     native_deployment,
     parse_time,
@@ -159,13 +158,7 @@ class _CloudWhere(Where):
         return super().__call__(name)
 
 
-def parse_cdevent(
-    obj: dict[str, Any],
-    where: Where,
-    parsed: Parsed,
-    seen: dict[str, DeploymentRecord],
-    errors: Errors,
-) -> None:
+def parse_cdevent(obj: dict[str, Any], where: Where, parsed: Parsed, errors: Errors) -> None:
     event = validated(_CDEvent, obj, where, errors)
     if event is None:
         return
@@ -178,7 +171,7 @@ def parse_cdevent(
     if name in SERVICE_EVENTS:
         rec = _cdevent_deployment(event, name, where, errors)
         if rec is not None:
-            add_deployment(rec, parsed, seen)
+            parsed.add_deployment(rec)
     elif name in INCIDENT_EVENTS:
         _cdevent_incident(event, name, where, parsed)
     else:

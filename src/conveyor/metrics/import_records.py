@@ -13,7 +13,7 @@ import datetime as dt
 import json
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -88,31 +88,38 @@ def _sha(value: object) -> str:
     return value.lower()
 
 
-def service_name(value: object) -> str:
-    if not isinstance(value, str) or not _SERVICE.fullmatch(value) or len(value) > 200:
-        raise ValueError(
-            f"{show(value)} is not a service name: use lowercase letters, digits, '.', '_' and "
-            "'-', starting with a letter or digit (at most 200)"
-        )
+def _string(value: object, fits: Callable[[str], object], expected: str) -> str:
+    """``value`` if it is a string of at most 200 characters that ``fits``, else the ValueError
+    saying what was expected."""
+    if not isinstance(value, str) or len(value) > 200 or not fits(value):
+        raise ValueError(f"{show(value)} is not {expected}")
     return value
+
+
+def service_name(value: object) -> str:
+    return _string(
+        value,
+        _SERVICE.fullmatch,
+        "a service name: use lowercase letters, digits, '.', '_' and '-', starting with a letter "
+        "or digit (at most 200)",
+    )
 
 
 def environment_name(value: object) -> str:
-    if not isinstance(value, str) or not _ENVIRONMENT.fullmatch(value) or len(value) > 200:
-        raise ValueError(
-            f"{show(value)} is not an environment name: use letters, digits, '_', '.' and '-', "
-            "not starting with '.' or '-' (at most 200)"
-        )
-    return value
+    return _string(
+        value,
+        _ENVIRONMENT.fullmatch,
+        "an environment name: use letters, digits, '_', '.' and '-', not starting with '.' or "
+        "'-' (at most 200)",
+    )
 
 
 def record_id(value: object) -> str:
-    if not isinstance(value, str) or not value or len(value) > 200 or _CONTROL.search(value):
-        raise ValueError(
-            f"{show(value)} is not an id: a non-empty string of at most 200 characters, "
-            "without control characters"
-        )
-    return value
+    return _string(
+        value,
+        lambda text: text and not _CONTROL.search(text),
+        "an id: a non-empty string of at most 200 characters, without control characters",
+    )
 
 
 def _fixes(value: object) -> bool:
@@ -215,8 +222,18 @@ class Where:
 
 
 @dataclass
-class DeploymentRecord:
+class _Line:
+    """What a record of the file knows of where it came from."""
+
     where: Where
+
+    @property
+    def line(self) -> int:
+        return self.where.line
+
+
+@dataclass
+class DeploymentRecord(_Line):
     service: str
     environment: str
     id: str
@@ -240,10 +257,6 @@ class DeploymentRecord:
     present: bool = False
 
     @property
-    def line(self) -> int:
-        return self.where.line
-
-    @property
     def key(self) -> str:
         return f"i:{self.service}:{self.id}"
 
@@ -253,8 +266,7 @@ class DeploymentRecord:
 
 
 @dataclass
-class IncidentRecord:
-    where: Where
+class IncidentRecord(_Line):
     service: str
     id: str
     opened_at: dt.datetime | None
@@ -271,10 +283,6 @@ class IncidentRecord:
     release_id: int | None = None
 
     @property
-    def line(self) -> int:
-        return self.where.line
-
-    @property
     def external_id(self) -> str:
         return f"{self.service}:{self.id}"
 
@@ -286,6 +294,27 @@ class Parsed:
     incidents: dict[tuple[str, str], IncidentRecord] = field(default_factory=dict)
     ignored: Counter[str] = field(default_factory=Counter)
     duplicates: int = 0
+    # The deployments read so far by key, to find one given twice.
+    seen: dict[str, DeploymentRecord] = field(default_factory=dict, repr=False, compare=False)
+
+    def add_deployment(self, rec: DeploymentRecord) -> None:
+        earlier = self.seen.get(rec.key)
+        if earlier is not None:
+            if rec.cdevent and earlier.cdevent:
+                self.duplicates += 1  # the same event delivered twice
+                return
+            raise LineError(
+                rec.where.error(
+                    "id",
+                    f"deployment {rec.id!r} of {rec.service} is already on line {earlier.line}",
+                )
+            )
+        if len(rec.key) > KEY_MAX:
+            raise LineError(
+                rec.where.error("id", f"service and id together may have {KEY_MAX - 3} characters")
+            )
+        self.seen[rec.key] = rec
+        self.deployments.append(rec)
 
 
 class Errors:
@@ -342,27 +371,6 @@ class LineError(Exception):
 
 
 # --- native lines -----------------------------------------------------------------------------
-
-
-def add_deployment(
-    rec: DeploymentRecord, parsed: Parsed, seen: dict[str, DeploymentRecord]
-) -> None:
-    earlier = seen.get(rec.key)
-    if earlier is not None:
-        if rec.cdevent and earlier.cdevent:
-            parsed.duplicates += 1  # the same event delivered twice
-            return
-        raise LineError(
-            rec.where.error(
-                "id", f"deployment {rec.id!r} of {rec.service} is already on line {earlier.line}"
-            )
-        )
-    if len(rec.key) > KEY_MAX:
-        raise LineError(
-            rec.where.error("id", f"service and id together may have {KEY_MAX - 3} characters")
-        )
-    seen[rec.key] = rec
-    parsed.deployments.append(rec)
 
 
 def native_deployment(

@@ -48,13 +48,11 @@ from conveyor.metrics.import_plan import (
     plan,
 )
 from conveyor.metrics.import_records import (
-    DeploymentRecord,
     Errors,
     ImportFailed,
     LineError,
     Parsed,
     Where,
-    add_deployment,
     native_deployment,
     native_incident,
     show,
@@ -107,7 +105,6 @@ def parse(text: str) -> Parsed:
     """Parse and check every line; raise ImportFailed with the errors of the bad ones."""
     parsed = Parsed()
     errors = Errors()
-    seen: dict[str, DeploymentRecord] = {}
     for number, content in lines(text):
         if errors.full:
             break
@@ -125,25 +122,19 @@ def parse(text: str) -> Parsed:
             errors.add(where.error(None, "a record must be a JSON object"))
             continue
         try:
-            _parse_record(obj, where, parsed, seen, errors)
+            _parse_record(obj, where, parsed, errors)
         except LineError as exc:
             errors.add(str(exc))
     errors.raise_if_any()
     return parsed
 
 
-def _parse_record(
-    obj: dict[str, Any],
-    where: Where,
-    parsed: Parsed,
-    seen: dict[str, DeploymentRecord],
-    errors: Errors,
-) -> None:
+def _parse_record(obj: dict[str, Any], where: Where, parsed: Parsed, errors: Errors) -> None:
     kind = obj.get("kind")
     if kind == "deployment":
         rec = native_deployment(obj, where, errors)
         if rec is not None:
-            add_deployment(rec, parsed, seen)
+            parsed.add_deployment(rec)
         return
     if kind == "incident":
         inc = native_incident(obj, where, errors)
@@ -161,7 +152,7 @@ def _parse_record(
         return
     cdevent = unwrap(obj, where)
     if cdevent is not None:
-        parse_cdevent(*cdevent, parsed, seen, errors)
+        parse_cdevent(*cdevent, parsed, errors)
         return
     if "kind" in obj:
         raise LineError(

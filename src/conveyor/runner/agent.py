@@ -50,12 +50,12 @@ from pydantic import ValidationError
 from conveyor import __version__
 from conveyor.errors import ConveyorError, StaleLease
 from conveyor.plan import JobPlan, RunContext
-from conveyor.reports import ArtifactFile, LogBatch
+from conveyor.reports import ArtifactFile, LogBatch, StepOutcome
 from conveyor.runner.artifacts import ArtifactStore
 from conveyor.runner.executor import JobExecutor, RunnerSettings
 from conveyor.sandbox import Sandbox, default_sandbox
 from conveyor.secrets import Secrets
-from conveyor.states import JobStatus, StepStatus
+from conveyor.states import JobStatus
 
 log = logging.getLogger("conveyor.runner.agent")
 
@@ -333,21 +333,14 @@ class HttpReporter:
             last = self._add("log", position=position, lines=chunk)
         await self._deliver(last)
 
-    async def step_finished(
-        self,
-        position: int,
-        status: StepStatus,
-        exit_code: int | None,
-        reason: str | None,
-        attempts: int,
-    ) -> None:
+    async def step_finished(self, position: int, outcome: StepOutcome) -> None:
         seq = self._add(
             "step_finished",
             position=position,
-            status=status.value,
-            exit_code=exit_code,
-            reason=reason,
-            attempts=attempts,
+            status=outcome.status.value,
+            exit_code=outcome.exit_code,
+            reason=outcome.reason,
+            attempts=outcome.attempts,
         )
         await self._deliver(seq)
 

@@ -23,7 +23,7 @@ from conveyor.errors import ConveyorError, StaleLease
 from conveyor.git import export_commit
 from conveyor.plan import JobPlan, RunContext, StepPlan
 from conveyor.proc import ProcessResult, run_process
-from conveyor.reports import JobReporter
+from conveyor.reports import JobReporter, StepOutcome
 from conveyor.runner.artifacts import ArtifactStore, collect_artifacts
 from conveyor.runner.container import (
     client_env,
@@ -339,7 +339,7 @@ class JobExecutor:
         for position, step in enumerate(self.plan.steps):
             log.position = position
             if self.cancel.is_set():
-                await self.reporter.step_finished(position, StepStatus.CANCELLED, None, None, 0)
+                await self.reporter.step_finished(position, StepOutcome(StepStatus.CANCELLED))
                 continue
             runs = {
                 "success": failed is None,
@@ -347,7 +347,7 @@ class JobExecutor:
                 "always": True,
             }[step.condition]
             if not runs:
-                await self.reporter.step_finished(position, StepStatus.SKIPPED, None, None, 0)
+                await self.reporter.step_finished(position, StepOutcome(StepStatus.SKIPPED))
                 continue
             # Only what the engine and the pipeline give the step: the sandbox adds PATH, HOME
             # and LANG, never the runner's own environment.
@@ -358,13 +358,15 @@ class JobExecutor:
                 **job_env,
                 **step_envs[position],
             }
-            status, exit_code, reason, attempts = await self._run_step(
-                position, step, env, log, deadline, sandbox
-            )
+            outcome = await self._run_step(position, step, env, log, deadline, sandbox)
             await log.flush()
-            await self.reporter.step_finished(position, status, exit_code, reason, attempts)
-            if status is StepStatus.FAILED and not step.continue_on_error and failed is None:
-                failed = f"step {step.name} {reason}"
+            await self.reporter.step_finished(position, outcome)
+            if (
+                outcome.status is StepStatus.FAILED
+                and not step.continue_on_error
+                and failed is None
+            ):
+                failed = f"step {step.name} {outcome.reason}"
         if self.cancel.is_set():
             return JobStatus.CANCELLED, "cancelled"
         if failed is not None:
@@ -421,16 +423,15 @@ class JobExecutor:
         log: LogBuffer,
         deadline: float,
         sandbox: Sandbox,
-    ) -> tuple[StepStatus, int | None, str | None, int]:
+    ) -> StepOutcome:
         cwd = self.workspace
         if step.working_directory:
             cwd = (self.workspace / step.working_directory).resolve()
             if not cwd.is_relative_to(self.workspace.resolve()) or not cwd.is_dir():
-                return (
+                return StepOutcome(
                     StepStatus.FAILED,
-                    None,
-                    f"working directory '{step.working_directory}' is not a folder of the commit",
-                    0,
+                    reason=f"working directory '{step.working_directory}' is not a folder of the "
+                    "commit",
                 )
         attempts = step.retries + 1
         status, exit_code, reason = StepStatus.FAILED, None, None
@@ -488,9 +489,9 @@ class JobExecutor:
             if status is StepStatus.FAILED and confined is not None and confined.enabled:
                 reason = _limit_hit(reason, watch, result, confined, log)
             if status is not StepStatus.FAILED or attempt == attempts or self.cancel.is_set():
-                return status, exit_code, reason, attempt
+                return StepOutcome(status, exit_code, reason, attempt)
             log.line(f"[conveyor] attempt {attempt} of {attempts} {reason}; trying again")
-        return status, exit_code, reason, attempts
+        return StepOutcome(status, exit_code, reason, attempts)
 
 
 def _limit_hit(

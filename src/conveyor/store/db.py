@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event, insert, inspect, text
 from sqlalchemy.engine import Engine, make_url
@@ -22,7 +22,7 @@ from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from conveyor.errors import ConveyorError
+from conveyor.errors import ConveyorError, NotFound
 from conveyor.events import EventType
 from conveyor.store import marks
 from conveyor.store.models import Event, utcnow
@@ -30,6 +30,23 @@ from conveyor.store.private import private_database, private_dir
 
 # The newest migration in conveyor/store/migrations/versions (a test keeps them in step).
 SCHEMA_REVISION = "0013"
+
+# Ids are 64-bit in the store; a larger number cannot name anything (and must not reach the
+# database driver, which cannot even bind it).
+MAX_ID = 2**63 - 1
+
+RowT = TypeVar("RowT")
+
+
+def get_or_not_found(
+    session: Session, model: type[RowT], row_id: int, what: str, hint: str
+) -> RowT:
+    """The ``model`` row whose id is ``row_id``, or NotFound "there is no <what> <row_id>" with
+    ``hint`` (the command that lists them)."""
+    row = session.get(model, row_id) if 0 < row_id <= MAX_ID else None
+    if row is None:
+        raise NotFound(f"there is no {what} {row_id}", hint=hint)
+    return row
 
 
 class SchemaOutdated(ConveyorError):

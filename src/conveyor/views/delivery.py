@@ -11,7 +11,7 @@ from sqlalchemy.orm import joinedload
 from conveyor.engine.promotion import pipeline_of, version_of
 from conveyor.errors import NotFound
 from conveyor.events import EventType
-from conveyor.store.db import Store
+from conveyor.store.db import Store, get_or_not_found
 from conveyor.store.models import (
     Approval,
     Deployment,
@@ -21,8 +21,8 @@ from conveyor.store.models import (
     Release,
     Service,
 )
+from conveyor.views.filters import filtered
 
-MAX_ID = 2**63 - 1
 # Events that record a person's (or the policy's) decision: the audit log.
 AUDIT_EVENTS = (
     EventType.DEPLOYMENT_QUEUED,
@@ -88,24 +88,20 @@ def list_deployments(
     limit: int = 50,
 ) -> list[dict[str, Any]]:
     with store.session() as session:
-        query = select(Deployment).order_by(Deployment.id.desc()).limit(limit)
-        if service:
-            query = query.join(Service).where(Service.name == service)
-        if environment:
-            query = query.where(Deployment.environment == environment)
-        if release:
-            query = query.where(Deployment.release_id == release)
+        query = filtered(
+            select(Deployment).order_by(Deployment.id.desc()).limit(limit),
+            (Deployment.environment, environment),
+            (Deployment.release_id, release),
+            service=service,
+        )
         return [deployment_summary(d) for d in session.scalars(query)]
 
 
 def deployment_detail(store: Store, deployment_id: int) -> dict[str, Any]:
     with store.session() as session:
-        dep = session.get(Deployment, deployment_id) if 0 < deployment_id <= MAX_ID else None
-        if dep is None:
-            raise NotFound(
-                f"there is no deployment {deployment_id}",
-                hint="`conveyor deployments` lists them",
-            )
+        dep = get_or_not_found(
+            session, Deployment, deployment_id, "deployment", "`conveyor deployments` lists them"
+        )
         data = deployment_summary(dep)
         data["checks"] = dep.checks
         data["log"] = dep.log
@@ -280,14 +276,11 @@ def list_incidents(
             .limit(limit)
             .options(joinedload(Incident.service))
         )
-        if service:
-            query = query.join(Service).where(Service.name == service)
-        if environment:
-            query = query.where(Incident.environment == environment)
         if open_only:
             status = "open"
-        if status:
-            query = query.where(Incident.status == status)
+        query = filtered(
+            query, (Incident.environment, environment), (Incident.status, status), service=service
+        )
         out = []
         for incident in session.scalars(query):
             row = describe(session, incident)

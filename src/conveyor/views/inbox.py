@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 
 from conveyor.notify.base import NOTICE_TITLES
 from conveyor.notify.inbox import CHANNEL
 from conveyor.store.db import Store
 from conveyor.store.models import Notification, Service
+from conveyor.views.filters import filtered
 
 __all__ = ["deliveries", "inbox_notices"]
 
@@ -36,6 +37,16 @@ def _entry(row: Notification, service: str) -> dict[str, Any]:
     }
 
 
+def _newest(limit: int) -> Select[Notification, str]:
+    """The newest ``limit`` notices with the names of their services."""
+    return (
+        select(Notification, Service.name)
+        .join(Service, Service.id == Notification.service_id)
+        .order_by(Notification.id.desc())
+        .limit(limit)
+    )
+
+
 def inbox_notices(
     store: Store,
     *,
@@ -46,17 +57,8 @@ def inbox_notices(
 ) -> list[dict[str, Any]]:
     """Inbox notices, newest first; ``after`` an id: only newer ones (for polling)."""
     with store.session() as session:
-        query = (
-            select(Notification, Service.name)
-            .join(Service, Service.id == Notification.service_id)
-            .where(Notification.channel == CHANNEL, Notification.id > after)
-            .order_by(Notification.id.desc())
-            .limit(limit)
-        )
-        if service:
-            query = query.where(Service.name == service)
-        if event:
-            query = query.where(Notification.event == event)
+        query = _newest(limit).where(Notification.channel == CHANNEL, Notification.id > after)
+        query = filtered(query, (Service.name, service), (Notification.event, event))
         return [_entry(row, name) for row, name in session.execute(query).all()]
 
 
@@ -66,16 +68,7 @@ def deliveries(
     """Every channel's notices and how their delivery went (status, attempts, last error),
     newest first. The notifier's settings are left out: a webhook URL may be a credential."""
     with store.session() as session:
-        query = (
-            select(Notification, Service.name)
-            .join(Service, Service.id == Notification.service_id)
-            .order_by(Notification.id.desc())
-            .limit(limit)
-        )
-        if service:
-            query = query.where(Service.name == service)
-        if channel:
-            query = query.where(Notification.channel == channel)
+        query = filtered(_newest(limit), (Service.name, service), (Notification.channel, channel))
         return [
             {
                 "id": row.id,

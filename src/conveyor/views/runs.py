@@ -11,12 +11,9 @@ from sqlalchemy.orm import Session
 from conveyor.errors import NotFound
 from conveyor.events import EventType
 from conveyor.states import RunStatus
-from conveyor.store.db import Store
-from conveyor.store.models import Artifact, Event, Job, LogLine, Release, Run, Service
-
-# Ids are 64-bit in the store; a larger number cannot name anything (and must not reach the
-# database driver, which cannot even bind it).
-MAX_ID = 2**63 - 1
+from conveyor.store.db import Store, get_or_not_found
+from conveyor.store.models import Artifact, Event, Job, LogLine, Release, Run
+from conveyor.views.filters import filtered
 
 
 def run_summary(run: Run) -> dict[str, Any]:
@@ -47,18 +44,18 @@ def list_runs(
 ) -> list[dict[str, Any]]:
     with store.session() as session:
         query = select(Run).order_by(Run.id.desc()).limit(limit)
-        if service:
-            query = query.join(Service).where(Service.name == service)
-        if status:
-            query = query.where(Run.status == status)
+        query = filtered(query, (Run.status, status), service=service)
         return [run_summary(r) for r in session.scalars(query)]
 
 
 def load_run(session: Session, run_id: int) -> Run:
-    run = session.get(Run, run_id) if 0 < run_id <= MAX_ID else None
-    if run is None:
-        raise NotFound(f"there is no run {run_id}", hint="`conveyor runs` lists the runs")
-    return run
+    return get_or_not_found(session, Run, run_id, "run", "`conveyor runs` lists the runs")
+
+
+def load_release(session: Session, release_id: int) -> Release:
+    return get_or_not_found(
+        session, Release, release_id, "release", "`conveyor releases` lists them"
+    )
 
 
 def _seconds(started: dt.datetime | None, finished: dt.datetime | None) -> float | None:
@@ -206,18 +203,13 @@ def list_releases(
 ) -> list[dict[str, Any]]:
     with store.session() as session:
         query = select(Release).order_by(Release.id.desc()).limit(limit)
-        if service:
-            query = query.join(Service).where(Service.name == service)
+        query = filtered(query, service=service)
         return [release_summary(r) for r in session.scalars(query)]
 
 
 def release_detail(store: Store, release_id: int) -> dict[str, Any]:
     with store.session() as session:
-        release = session.get(Release, release_id) if 0 < release_id <= MAX_ID else None
-        if release is None:
-            raise NotFound(
-                f"there is no release {release_id}", hint="`conveyor releases` lists them"
-            )
+        release = load_release(session, release_id)
         data = release_summary(release)
         run_id = release.run_id
         data["commit"] = {k: v for k, v in release.run.commit.items() if k != "source"}

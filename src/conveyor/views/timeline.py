@@ -16,7 +16,6 @@ from sqlalchemy.orm import Session
 
 from conveyor.engine.incidents import describe
 from conveyor.engine.promotion import version_of
-from conveyor.errors import NotFound
 from conveyor.forges import links as forge_links
 from conveyor.store.db import Store
 from conveyor.store.models import (
@@ -30,8 +29,8 @@ from conveyor.store.models import (
     Run,
 )
 from conveyor.views.delivery import deployment_summary
+from conveyor.views.runs import load_release
 
-MAX_ID = 2**63 - 1
 # Where an entry without a time of its own sorts: after everything that has one.
 LATEST = dt.datetime.max.replace(tzinfo=dt.UTC)
 
@@ -220,11 +219,7 @@ def _incident_entry(session: Session, incident: Incident) -> dict[str, Any]:
 def release_timeline(store: Store, release_id: int) -> dict[str, Any]:
     """The release and its record, oldest entry first (see the module's docstring)."""
     with store.session() as session:
-        release = session.get(Release, release_id) if 0 < release_id <= MAX_ID else None
-        if release is None:
-            raise NotFound(
-                f"there is no release {release_id}", hint="`conveyor releases` lists them"
-            )
+        release = load_release(session, release_id)
         own = session.scalars(
             select(Deployment).where(Deployment.release_id == release.id).order_by(Deployment.id)
         ).all()

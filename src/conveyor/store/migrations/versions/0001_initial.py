@@ -1,28 +1,21 @@
-"""The release record's first tables: services, runs, jobs, steps, logs, artifacts, events.
-
-Revision ID: 0001
-Revises:
-"""
+"""The release record's first tables: services, runs, jobs, steps, logs, artifacts, events."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
 
+from conveyor.store.migrations.columns import Id, id_column, indexes, reference
 from conveyor.store.models import UTCDateTime
 
 revision = "0001"
 down_revision = None
-branch_labels = None
-depends_on = None
-
-Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
     op.create_table(
         "events",
-        sa.Column("id", Id, primary_key=True, autoincrement=True),
+        id_column(),
         sa.Column("ts", UTCDateTime(), nullable=False),
         sa.Column("type", sa.String(100), nullable=False),
         sa.Column("service", sa.String(200), nullable=True),
@@ -31,18 +24,18 @@ def upgrade() -> None:
         sa.Column("data", sa.JSON(), nullable=False),
     )
     op.create_index("ix_events_run", "events", ["run_id", "id"])
-    op.create_index("ix_events_type", "events", ["type"])
+    indexes("events", "type")
     op.create_table(
         "services",
-        sa.Column("id", Id, primary_key=True, autoincrement=True),
+        id_column(),
         sa.Column("name", sa.String(200), nullable=False, unique=True),
         sa.Column("repository", sa.Text(), nullable=False),
         sa.Column("created_at", UTCDateTime(), nullable=False),
     )
     op.create_table(
         "runs",
-        sa.Column("id", Id, primary_key=True, autoincrement=True),
-        sa.Column("service_id", Id, sa.ForeignKey("services.id"), nullable=False),
+        id_column(),
+        reference("service_id", "services"),
         sa.Column("status", sa.String(20), nullable=False),
         sa.Column("reason", sa.Text(), nullable=True),
         sa.Column("sha", sa.String(64), nullable=False),
@@ -57,11 +50,11 @@ def upgrade() -> None:
         sa.Column("heartbeat_at", UTCDateTime(), nullable=True),
         sa.Column("cancel_requested", sa.Boolean(), nullable=False),
     )
-    op.create_index("ix_runs_status", "runs", ["status"])
+    indexes("runs", "status")
     op.create_table(
         "jobs",
-        sa.Column("id", Id, primary_key=True, autoincrement=True),
-        sa.Column("run_id", Id, sa.ForeignKey("runs.id"), nullable=False),
+        id_column(),
+        reference("run_id", "runs"),
         sa.Column("name", sa.String(200), nullable=False),
         sa.Column("position", sa.Integer(), nullable=False),
         sa.Column("status", sa.String(20), nullable=False),
@@ -75,11 +68,11 @@ def upgrade() -> None:
         sa.Column("lease_expires_at", UTCDateTime(), nullable=True),
         sa.UniqueConstraint("run_id", "name"),
     )
-    op.create_index("ix_jobs_run_id", "jobs", ["run_id"])
+    indexes("jobs", "run_id")
     op.create_table(
         "steps",
-        sa.Column("id", Id, primary_key=True, autoincrement=True),
-        sa.Column("job_id", Id, sa.ForeignKey("jobs.id"), nullable=False),
+        id_column(),
+        reference("job_id", "jobs"),
         sa.Column("position", sa.Integer(), nullable=False),
         sa.Column("name", sa.String(500), nullable=False),
         sa.Column("status", sa.String(20), nullable=False),
@@ -89,11 +82,11 @@ def upgrade() -> None:
         sa.Column("started_at", UTCDateTime(), nullable=True),
         sa.Column("finished_at", UTCDateTime(), nullable=True),
     )
-    op.create_index("ix_steps_job_id", "steps", ["job_id"])
+    indexes("steps", "job_id")
     op.create_table(
         "log_lines",
-        sa.Column("id", Id, primary_key=True, autoincrement=True),
-        sa.Column("job_id", Id, sa.ForeignKey("jobs.id"), nullable=False),
+        id_column(),
+        reference("job_id", "jobs"),
         sa.Column("step_position", sa.Integer(), nullable=True),
         sa.Column("seq", sa.Integer(), nullable=False),
         sa.Column("ts", UTCDateTime(), nullable=False),
@@ -102,15 +95,15 @@ def upgrade() -> None:
     )
     op.create_table(
         "artifacts",
-        sa.Column("id", Id, primary_key=True, autoincrement=True),
-        sa.Column("run_id", Id, sa.ForeignKey("runs.id"), nullable=False),
-        sa.Column("job_id", Id, sa.ForeignKey("jobs.id"), nullable=False),
+        id_column(),
+        reference("run_id", "runs"),
+        reference("job_id", "jobs"),
         sa.Column("path", sa.Text(), nullable=False),
         sa.Column("digest", sa.String(80), nullable=False),
         sa.Column("size", sa.BigInteger(), nullable=False),
         sa.Column("created_at", UTCDateTime(), nullable=False),
     )
-    op.create_index("ix_artifacts_run_id", "artifacts", ["run_id"])
+    indexes("artifacts", "run_id")
 
 
 def downgrade() -> None:

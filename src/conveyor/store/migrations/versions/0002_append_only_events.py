@@ -1,8 +1,4 @@
-"""Make the events table append-only in the database itself, not only by convention.
-
-Revision ID: 0002
-Revises: 0001
-"""
+"""Make the events table append-only in the database itself, not only by convention."""
 
 from __future__ import annotations
 
@@ -10,8 +6,6 @@ from alembic import op
 
 revision = "0002"
 down_revision = "0001"
-branch_labels = None
-depends_on = None
 
 _MESSAGE = "events are append-only"
 

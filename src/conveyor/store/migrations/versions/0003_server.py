@@ -1,28 +1,21 @@
-"""The server: API tokens, webhook deliveries, service settings, queues and runner reports.
-
-Revision ID: 0003
-Revises: 0002
-"""
+"""The server: API tokens, webhook deliveries, service settings, queues and runner reports."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
 
+from conveyor.store.migrations.columns import Id, id_column, indexes
 from conveyor.store.models import UTCDateTime
 
 revision = "0003"
 down_revision = "0002"
-branch_labels = None
-depends_on = None
-
-Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
     op.create_table(
         "tokens",
-        sa.Column("id", Id, primary_key=True, autoincrement=True),
+        id_column(),
         sa.Column("name", sa.String(200), nullable=False, unique=True),
         sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
         sa.Column("prefix", sa.String(16), nullable=False),
@@ -34,7 +27,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "deliveries",
-        sa.Column("id", Id, primary_key=True, autoincrement=True),
+        id_column(),
         sa.Column("source", sa.String(50), nullable=False),
         sa.Column("delivery_id", sa.String(200), nullable=False),
         sa.Column("service", sa.String(200), nullable=False),
@@ -45,7 +38,7 @@ def upgrade() -> None:
         sa.Column("run_id", Id, nullable=True),
         sa.UniqueConstraint("source", "delivery_id", name="uq_deliveries_source_id"),
     )
-    op.create_index("ix_deliveries_status", "deliveries", ["status"])
+    indexes("deliveries", "status")
     with op.batch_alter_table("services") as batch:
         batch.add_column(sa.Column("webhook_secret", sa.Text(), nullable=True))
         batch.add_column(
@@ -63,8 +56,7 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("report_seq", sa.Integer(), nullable=False, server_default=sa.text("0"))
         )
-    op.create_index("ix_jobs_status", "jobs", ["status"])
-    op.create_index("ix_jobs_lease_expires_at", "jobs", ["lease_expires_at"])
+    indexes("jobs", "status", "lease_expires_at")
 
 
 def downgrade() -> None:

@@ -1,30 +1,15 @@
-"""Delivery: deployments, environments, approvals, incidents, users, the notification outbox.
-
-Revision ID: 0005
-Revises: 0004
-"""
+"""Delivery: deployments, environments, approvals, incidents, users, the notification outbox."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
 
+from conveyor.store.migrations.columns import Id, id_column, indexes, reference
 from conveyor.store.models import UTCDateTime
 
 revision = "0005"
 down_revision = "0004"
-branch_labels = None
-depends_on = None
-
-Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-
-
-def _id() -> sa.Column[int]:
-    return sa.Column("id", Id, primary_key=True, autoincrement=True)
-
-
-def _service() -> sa.Column[int]:
-    return sa.Column("service_id", Id, sa.ForeignKey("services.id"), nullable=False)
 
 
 def upgrade() -> None:
@@ -32,11 +17,11 @@ def upgrade() -> None:
         batch.add_column(sa.Column("publication", sa.JSON(), nullable=False, server_default="{}"))
     op.create_table(
         "deployments",
-        _id(),
-        _service(),
+        id_column(),
+        reference("service_id", "services"),
         sa.Column("environment", sa.String(200), nullable=False),
         sa.Column("tier", sa.String(50), nullable=False),
-        sa.Column("release_id", Id, sa.ForeignKey("releases.id"), nullable=False),
+        reference("release_id", "releases"),
         sa.Column("kind", sa.String(20), nullable=False),
         sa.Column("status", sa.String(30), nullable=False),
         sa.Column("reason", sa.Text(), nullable=True),
@@ -54,14 +39,12 @@ def upgrade() -> None:
         sa.Column("url", sa.Text(), nullable=True),
         sa.Column("owner", sa.String(300), nullable=True),
     )
-    op.create_index("ix_deployments_service_id", "deployments", ["service_id"])
-    op.create_index("ix_deployments_release_id", "deployments", ["release_id"])
-    op.create_index("ix_deployments_status", "deployments", ["status"])
+    indexes("deployments", "service_id", "release_id", "status")
     op.create_index("ix_deployments_env", "deployments", ["service_id", "environment", "id"])
     op.create_table(
         "environments",
-        _id(),
-        _service(),
+        id_column(),
+        reference("service_id", "services"),
         sa.Column("name", sa.String(200), nullable=False),
         sa.Column("tier", sa.String(50), nullable=False),
         sa.Column("current_release_id", Id, nullable=True),
@@ -79,8 +62,8 @@ def upgrade() -> None:
     )
     op.create_table(
         "approvals",
-        _id(),
-        sa.Column("deployment_id", Id, sa.ForeignKey("deployments.id"), nullable=False),
+        id_column(),
+        reference("deployment_id", "deployments"),
         sa.Column("kind", sa.String(20), nullable=False),
         sa.Column("status", sa.String(20), nullable=False),
         sa.Column("approvers", sa.JSON(), nullable=False),
@@ -93,13 +76,11 @@ def upgrade() -> None:
         sa.Column("decided_at", UTCDateTime(), nullable=True),
         sa.Column("reason", sa.Text(), nullable=True),
     )
-    op.create_index("ix_approvals_deployment_id", "approvals", ["deployment_id"])
-    op.create_index("ix_approvals_status", "approvals", ["status"])
-    op.create_index("ix_approvals_deadline", "approvals", ["deadline"])
+    indexes("approvals", "deployment_id", "status", "deadline")
     op.create_table(
         "approval_decisions",
-        _id(),
-        sa.Column("approval_id", Id, sa.ForeignKey("approvals.id"), nullable=False),
+        id_column(),
+        reference("approval_id", "approvals"),
         sa.Column("user", sa.String(200), nullable=False),
         sa.Column("decision", sa.String(20), nullable=False),
         sa.Column("reason", sa.Text(), nullable=True),
@@ -107,11 +88,11 @@ def upgrade() -> None:
         sa.Column("at", UTCDateTime(), nullable=False),
         sa.UniqueConstraint("approval_id", "user", name="uq_approval_decisions_user"),
     )
-    op.create_index("ix_approval_decisions_approval_id", "approval_decisions", ["approval_id"])
+    indexes("approval_decisions", "approval_id")
     op.create_table(
         "incidents",
-        _id(),
-        _service(),
+        id_column(),
+        reference("service_id", "services"),
         sa.Column("environment", sa.String(200), nullable=True),
         sa.Column("status", sa.String(20), nullable=False),
         sa.Column("title", sa.Text(), nullable=False),
@@ -124,13 +105,10 @@ def upgrade() -> None:
         sa.Column("resolved_by", sa.Text(), nullable=True),
         sa.Column("data", sa.JSON(), nullable=False),
     )
-    op.create_index("ix_incidents_service_id", "incidents", ["service_id"])
-    op.create_index("ix_incidents_status", "incidents", ["status"])
-    op.create_index("ix_incidents_deployment_id", "incidents", ["deployment_id"])
-    op.create_index("ix_incidents_fingerprint", "incidents", ["fingerprint"])
+    indexes("incidents", "service_id", "status", "deployment_id", "fingerprint")
     op.create_table(
         "users",
-        _id(),
+        id_column(),
         sa.Column("name", sa.String(200), nullable=False, unique=True),
         sa.Column("emails", sa.JSON(), nullable=False),
         sa.Column("groups", sa.JSON(), nullable=False),
@@ -139,8 +117,8 @@ def upgrade() -> None:
     )
     op.create_table(
         "notifications",
-        _id(),
-        _service(),
+        id_column(),
+        reference("service_id", "services"),
         sa.Column("event", sa.String(50), nullable=False),
         sa.Column("channel", sa.String(20), nullable=False),
         sa.Column("notifier", sa.JSON(), nullable=False),
@@ -151,7 +129,7 @@ def upgrade() -> None:
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.Column("sent_at", UTCDateTime(), nullable=True),
     )
-    op.create_index("ix_notifications_status", "notifications", ["status"])
+    indexes("notifications", "status")
 
 
 def downgrade() -> None:

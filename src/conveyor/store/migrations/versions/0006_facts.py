@@ -1,8 +1,5 @@
 """DORA facts: deployment and change facts (own and imported); incidents' external ids;
 event cursors for consumers of the event log.
-
-Revision ID: 0006
-Revises: 0005
 """
 
 from __future__ import annotations
@@ -10,20 +7,17 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from conveyor.store.migrations.columns import Id, id_column, indexes, reference
 from conveyor.store.models import UTCDateTime
 
 revision = "0006"
 down_revision = "0005"
-branch_labels = None
-depends_on = None
-
-Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
     op.create_table(
         "deployment_facts",
-        sa.Column("id", Id, primary_key=True, autoincrement=True),
+        id_column(),
         sa.Column("key", sa.String(300), nullable=False, unique=True),
         sa.Column("source", sa.String(20), nullable=False),
         sa.Column("service", sa.String(200), nullable=False),
@@ -44,14 +38,14 @@ def upgrade() -> None:
     op.create_index("ix_deployment_facts_service", "deployment_facts", ["service", "finished_at"])
     op.create_table(
         "change_facts",
-        sa.Column("id", Id, primary_key=True, autoincrement=True),
-        sa.Column("fact_id", Id, sa.ForeignKey("deployment_facts.id"), nullable=False),
+        id_column(),
+        reference("fact_id", "deployment_facts"),
         sa.Column("sha", sa.String(64), nullable=False),
         sa.Column("committed_at", UTCDateTime(), nullable=False),
         sa.Column("authored_at", UTCDateTime(), nullable=True),
         sa.Column("seen_at", UTCDateTime(), nullable=True),
     )
-    op.create_index("ix_change_facts_fact_id", "change_facts", ["fact_id"])
+    indexes("change_facts", "fact_id")
     with op.batch_alter_table("deployments") as batch:
         batch.add_column(sa.Column("failed_at", UTCDateTime(), nullable=True))
     op.create_table(

@@ -1,8 +1,5 @@
 """DORA summaries: an index on one service's facts of a tier; marks of what changed (per
 service, from when), the summarised profiles, and each service's tally per local day.
-
-Revision ID: 0007
-Revises: 0006
 """
 
 from __future__ import annotations
@@ -10,14 +7,23 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from conveyor.store.migrations.columns import id_column
 from conveyor.store.models import UTCDateTime
 
 revision = "0007"
 down_revision = "0006"
-branch_labels = None
-depends_on = None
 
-Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+# A day's counts, then its lead times, batch sizes and recovery times (sorted float64 arrays)
+# and its stage sums.
+DAY_COUNTS = (
+    "deploys",
+    "cfr_total",
+    "cfr_failed",
+    "rework_total",
+    "rework_unplanned",
+    "unrestored",
+)
+DAY_ARRAYS = ("leads", "batches", "recoveries", "stages")
 
 
 def upgrade() -> None:
@@ -27,7 +33,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "dora_marks",
-        sa.Column("id", Id, primary_key=True, autoincrement=True),
+        id_column(),
         sa.Column("service", sa.String(200), nullable=False),
         sa.Column("at", UTCDateTime(), nullable=False),
     )
@@ -45,16 +51,8 @@ def upgrade() -> None:
         sa.Column("day", sa.Integer(), primary_key=True),
         sa.Column("environments", sa.Text(), nullable=False),
         sa.Column("services", sa.Text(), nullable=False),
-        sa.Column("deploys", sa.Integer(), nullable=False),
-        sa.Column("cfr_total", sa.Integer(), nullable=False),
-        sa.Column("cfr_failed", sa.Integer(), nullable=False),
-        sa.Column("rework_total", sa.Integer(), nullable=False),
-        sa.Column("rework_unplanned", sa.Integer(), nullable=False),
-        sa.Column("unrestored", sa.Integer(), nullable=False),
-        sa.Column("leads", sa.LargeBinary(), nullable=False),
-        sa.Column("batches", sa.LargeBinary(), nullable=False),
-        sa.Column("recoveries", sa.LargeBinary(), nullable=False),
-        sa.Column("stages", sa.LargeBinary(), nullable=False),
+        *(sa.Column(name, sa.Integer(), nullable=False) for name in DAY_COUNTS),
+        *(sa.Column(name, sa.LargeBinary(), nullable=False) for name in DAY_ARRAYS),
     )
 
 

@@ -1,22 +1,15 @@
-"""Web sessions: users may have a password and scopes; signed-in browsers hold a session.
-
-Revision ID: 0008
-Revises: 0007
-"""
+"""Web sessions: users may have a password and scopes; signed-in browsers hold a session."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
 
+from conveyor.store.migrations.columns import id_column, indexes, reference
 from conveyor.store.models import UTCDateTime
 
 revision = "0008"
 down_revision = "0007"
-branch_labels = None
-depends_on = None
-
-Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
@@ -26,16 +19,16 @@ def upgrade() -> None:
         batch.add_column(sa.Column("scopes", sa.JSON(), nullable=False, server_default='["read"]'))
     op.create_table(
         "sessions",
-        sa.Column("id", Id, primary_key=True, autoincrement=True),
+        id_column(),
         sa.Column("digest", sa.String(64), nullable=False, unique=True),
         sa.Column("user", sa.String(200), nullable=True),
-        sa.Column("token_id", Id, sa.ForeignKey("tokens.id"), nullable=True),
+        reference("token_id", "tokens", nullable=True),
         sa.Column("scopes", sa.JSON(), nullable=False),
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.Column("expires_at", UTCDateTime(), nullable=False),
         sa.Column("last_seen_at", UTCDateTime(), nullable=False),
     )
-    op.create_index("ix_sessions_expires_at", "sessions", ["expires_at"])
+    indexes("sessions", "expires_at")
 
 
 def downgrade() -> None:

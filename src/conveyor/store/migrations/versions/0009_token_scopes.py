@@ -1,8 +1,5 @@
 """Scopes limited to services and environments: tokens, users (their sessions) and runner
 tokens (also to labels). An empty list means "every one", so existing rows keep what they had.
-
-Revision ID: 0009
-Revises: 0008
 """
 
 from __future__ import annotations
@@ -12,8 +9,6 @@ from alembic import op
 
 revision = "0009"
 down_revision = "0008"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

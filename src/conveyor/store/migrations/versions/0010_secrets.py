@@ -4,9 +4,6 @@ Only the schema changes here. Webhook secrets stored in clear by earlier version
 when a server starts (store.vault.on_server_start), not by this migration: a migration may run
 on a machine that is not the server's (`conveyor db upgrade` against PostgreSQL), where a new
 key file would be one the servers do not have.
-
-Revision ID: 0010
-Revises: 0009
 """
 
 from __future__ import annotations
@@ -14,20 +11,17 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from conveyor.store.migrations.columns import id_column
 from conveyor.store.models import UTCDateTime
 
 revision = "0010"
 down_revision = "0009"
-branch_labels = None
-depends_on = None
-
-Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
     op.create_table(
         "secrets",
-        sa.Column("id", Id, primary_key=True, autoincrement=True),
+        id_column(),
         sa.Column("service", sa.String(200), nullable=False),
         # "" for a secret of every environment of the service.
         sa.Column("environment", sa.String(200), nullable=False),

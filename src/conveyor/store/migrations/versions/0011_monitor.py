@@ -3,9 +3,6 @@
 The monitor's last look at each environment and its lease (which server watches it), and a
 unique partial index that lets at most one deployment per environment be carried out at a
 time, whichever server claims it.
-
-Revision ID: 0011
-Revises: 0010
 """
 
 from __future__ import annotations
@@ -17,8 +14,6 @@ from conveyor.store.models import EXECUTING_SQL, UTCDateTime
 
 revision = "0011"
 down_revision = "0010"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

@@ -3,9 +3,6 @@
 A server takes a received delivery with one conditional UPDATE (status received -> claimed,
 stamped with the database's clock); a claim left by a server that died is taken over once it
 is older than the claim timeout.
-
-Revision ID: 0012
-Revises: 0011
 """
 
 from __future__ import annotations
@@ -17,8 +14,6 @@ from conveyor.store.models import UTCDateTime
 
 revision = "0012"
 down_revision = "0011"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

@@ -4,9 +4,6 @@ Each log line names the attempt that wrote it (a job leased again after its runn
 logs as attempt 2, 3...). Each job counts the bytes of log it has stored, and one row of
 ``store_usage`` counts them all, so that the server-wide ceiling is checked with one
 conditional UPDATE. Both counts are derived here from the lines already stored.
-
-Revision ID: 0013
-Revises: 0012
 """
 
 from __future__ import annotations
@@ -16,8 +13,6 @@ from alembic import op
 
 revision = "0013"
 down_revision = "0012"
-branch_labels = None
-depends_on = None
 
 
 # The bytes (UTF-8) of each job's stored lines.

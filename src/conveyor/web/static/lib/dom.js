@@ -138,3 +138,17 @@ export function debounce(fn, ms) {
   run.cancel = () => clearTimeout(timer);
   return run;
 }
+
+/** Load a page now, then again whenever one of `topics` changes (once a burst has been quiet
+ * for `ms`). Resolves to the page's cleanup: it stops following, drops a pending load and
+ * calls `stop`. */
+export async function loadAndFollow(ctx, topics, load, ms, stop) {
+  await load();
+  const refresh = debounce(load, ms);
+  const unsubscribe = ctx.live(topics, refresh);
+  return () => {
+    refresh.cancel();
+    unsubscribe();
+    stop();
+  };
+}

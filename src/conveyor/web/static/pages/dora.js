@@ -5,7 +5,7 @@
 // terminal agree (pages/dora/figures.js). The cards and charts are in pages/dora/cards.js, the
 // dialog that shows what is behind a number in pages/dora/explain.js.
 
-import {h, clear, replace, errorBox, debounce} from '../lib/dom.js';
+import {h, clear, replace, errorBox, loadAndFollow} from '../lib/dom.js';
 import {PRESETS, DEFAULT_SINCE, BUCKETS, viewOf, queryOf} from './dora/view.js';
 import {lastDay} from './dora/figures.js';
 import {card, charts, leadTimeSplit} from './dora/cards.js';
@@ -195,15 +195,10 @@ export async function render(root, params, ctx) {
   }).catch(() => {
     // The report's own list of services still fills the filter.
   });
-  await load();
-  const refresh = debounce(load, LIVE_DEBOUNCE_MS);
-  const unsubscribe = ctx.live(['delivery', 'incidents'], refresh);
-  return () => {
-    refresh.cancel();
-    unsubscribe();
+  return loadAndFollow(ctx, ['delivery', 'incidents'], load, LIVE_DEBOUNCE_MS, () => {
     seq += 1;
     if (dialog.el.open) dialog.el.close();
-  };
+  });
 }
 
 /** Where the focus is under `top`, as child indexes, to put it back after a redraw. */

@@ -3,7 +3,7 @@
 // person acts on it. "New" marks notices this browser has not shown before (kept in
 // localStorage: the inbox itself is shared by everyone and has no per-person state).
 
-import {h, replace, badge, empty, errorBox, debounce} from '../lib/dom.js';
+import {h, replace, badge, empty, errorBox, loadAndFollow} from '../lib/dom.js';
 import {timeEl, shortSha} from '../lib/format.js';
 
 // The shell loads pages/inbox.css with this page.
@@ -109,12 +109,7 @@ export async function render(root, params, ctx) {
     if (notices.length) markSeen(notices[0].id);
   }
 
-  await load();
-  const refresh = debounce(load, LIVE_DEBOUNCE_MS);
-  const unsubscribe = ctx.live(['delivery', 'incidents'], refresh);
-  return () => {
-    refresh.cancel();
-    unsubscribe();
+  return loadAndFollow(ctx, ['delivery', 'incidents'], load, LIVE_DEBOUNCE_MS, () => {
     seq += 1;
-  };
+  });
 }

@@ -2,7 +2,7 @@
 // to come back. Resolving is for those who may trigger (the server checks too). The view (tab,
 // service, a highlighted incident) lives in the URL query so it can be linked.
 
-import {h, clear, replace, badge, errorBox, empty, debounce} from '../lib/dom.js';
+import {h, clear, replace, badge, errorBox, empty, loadAndFollow} from '../lib/dom.js';
 import {timeEl} from '../lib/format.js';
 
 // The shell loads pages/incidents.css with this page.
@@ -222,14 +222,9 @@ export async function render(root, params, ctx) {
     services = (list || []).map((s) => s.name);
     drawFilter();
   }).catch(() => {});
-  await load();
-  const refresh = debounce(load, LIVE_DEBOUNCE_MS);
-  const unsubscribe = ctx.live(['incidents', 'delivery'], refresh);
-  return () => {
-    refresh.cancel();
-    unsubscribe();
+  return loadAndFollow(ctx, ['incidents', 'delivery'], load, LIVE_DEBOUNCE_MS, () => {
     seq += 1;
-  };
+  });
 }
 
 /** Where the focus is in the table: which incident's row, and which control in it. */

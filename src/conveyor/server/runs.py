@@ -29,7 +29,8 @@ from conveyor.store.models import Service, utcnow
 from conveyor.store.vault import seal_webhook_secret
 from conveyor.views import runs as queries
 
-router = APIRouter(responses=ERRORS)
+# ERRORS on each route but GET /health, which needs no credentials and takes no input.
+router = APIRouter()
 Reader = Annotated[Identity, Depends(require("read"))]
 Trigger = Annotated[Identity, Depends(require("trigger"))]
 Admin = Annotated[Identity, Depends(require("admin"))]
@@ -76,7 +77,9 @@ def _service_dict(svc: Service) -> dict[str, Any]:
     }
 
 
-@router.get("/services", tags=["services"], response_model=list[schemas.ServiceOut])
+@router.get(
+    "/services", tags=["services"], response_model=list[schemas.ServiceOut], responses=ERRORS
+)
 def list_services(request: Request, _: Reader) -> list[dict[str, Any]]:
     with _state(request).store.session() as session:
         return [_service_dict(s) for s in session.scalars(select(Service).order_by(Service.name))]
@@ -88,6 +91,7 @@ def list_services(request: Request, _: Reader) -> list[dict[str, Any]]:
     tags=["services"],
     response_model=schemas.ServiceSaved,
     response_model_exclude_unset=True,
+    responses=ERRORS,
 )
 def add_service(request: Request, body: ServiceIn, identity: Admin) -> dict[str, Any]:
     """Register a service, or update its settings. A generated webhook secret is shown once."""
@@ -135,7 +139,7 @@ class RunIn(BaseModel):
     )
 
 
-@router.get("/runs", tags=["runs"], response_model=list[schemas.RunSummary])
+@router.get("/runs", tags=["runs"], response_model=list[schemas.RunSummary], responses=ERRORS)
 def list_runs(
     request: Request,
     _: Reader,
@@ -151,7 +155,7 @@ def list_runs(
     status_code=201,
     tags=["runs"],
     response_model=schemas.RunDetail,
-    responses=errors(404),
+    responses=ERRORS | errors(404),
 )
 def trigger_run(request: Request, body: RunIn, identity: Trigger) -> dict[str, Any]:
     """Queue a run of the service's pipeline for a commit, branch or tag."""
@@ -177,7 +181,10 @@ def trigger_run(request: Request, body: RunIn, identity: Trigger) -> dict[str, A
 
 
 @router.get(
-    "/runs/{run_id}", tags=["runs"], response_model=schemas.RunDetail, responses=errors(404)
+    "/runs/{run_id}",
+    tags=["runs"],
+    response_model=schemas.RunDetail,
+    responses=ERRORS | errors(404),
 )
 def show_run(request: Request, run_id: int, _: Reader) -> dict[str, Any]:
     return queries.run_detail(_state(request).store, run_id)
@@ -187,7 +194,7 @@ def show_run(request: Request, run_id: int, _: Reader) -> dict[str, Any]:
     "/runs/{run_id}/cancel",
     tags=["runs"],
     response_model=schemas.RunCancelled,
-    responses=errors(404),
+    responses=ERRORS | errors(404),
 )
 def cancel_run(request: Request, run_id: int, identity: Trigger) -> dict[str, Any]:
     store = _state(request).store
@@ -207,7 +214,7 @@ class RerunIn(BaseModel):
     status_code=201,
     tags=["runs"],
     response_model=schemas.RunDetail,
-    responses=errors(404),
+    responses=ERRORS | errors(404),
 )
 def rerun(request: Request, run_id: int, body: RerunIn, identity: Trigger) -> dict[str, Any]:
     """Run the same commit again: every job, or only those that did not succeed (the others
@@ -223,7 +230,10 @@ def rerun(request: Request, run_id: int, body: RerunIn, identity: Trigger) -> di
 
 
 @router.get(
-    "/runs/{run_id}/logs", tags=["logs"], response_model=schemas.LogPage, responses=errors(404)
+    "/runs/{run_id}/logs",
+    tags=["logs"],
+    response_model=schemas.LogPage,
+    responses=ERRORS | errors(404),
 )
 def get_logs(
     request: Request,
@@ -253,6 +263,7 @@ def _sse(event: str, data: Any) -> bytes:
             "description": "Server-sent events: `line` (a log line, as in GET .../logs), "
             "then `end`.",
         },
+        **ERRORS,
         **errors(404),
     },
 )
@@ -296,7 +307,7 @@ async def stream_logs(
     "/runs/{run_id}/artifacts",
     tags=["artifacts"],
     response_model=list[schemas.Artifact],
-    responses=errors(404),
+    responses=ERRORS | errors(404),
 )
 def list_artifacts(request: Request, run_id: int, _: Reader) -> list[dict[str, Any]]:
     artifacts: list[dict[str, Any]] = queries.run_detail(_state(request).store, run_id)["artifacts"]
@@ -314,6 +325,7 @@ def list_artifacts(request: Request, run_id: int, _: Reader) -> list[dict[str, A
             },
             "description": "The artifact's bytes.",
         },
+        **ERRORS,
         **errors(404),
     },
 )
@@ -324,7 +336,9 @@ def download_artifact(request: Request, digest: str, _: Reader) -> FileResponse:
     return FileResponse(store.path_for(digest), media_type="application/octet-stream")
 
 
-@router.get("/releases", tags=["releases"], response_model=list[schemas.ReleaseSummary])
+@router.get(
+    "/releases", tags=["releases"], response_model=list[schemas.ReleaseSummary], responses=ERRORS
+)
 def list_releases(
     request: Request,
     _: Reader,
@@ -338,7 +352,7 @@ def list_releases(
     "/releases/{release_id}",
     tags=["releases"],
     response_model=dschemas.ReleaseDetail,
-    responses=errors(404),
+    responses=ERRORS | errors(404),
 )
 def show_release(request: Request, release_id: int, _: Reader) -> dict[str, Any]:
     return queries.release_detail(_state(request).store, release_id)

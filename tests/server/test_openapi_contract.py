@@ -5,6 +5,7 @@ schema of their route, checked with jsonschema against the document the server s
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -15,7 +16,7 @@ from tests.conftest import GitRepo
 from tests.delivery.harness import APP, HEALTH, stop_released_processes
 from tests.server.conftest import API, TERMINAL, Api, Serve, until
 
-from conveyor.server.app import create_app
+from conveyor.server.app import ServerConfig, create_app
 from conveyor.store.db import Settings, open_store
 
 # Routes under /api whose success is not a JSON document, and why.
@@ -344,6 +345,56 @@ def test_real_answers_of_a_delivery_match_the_contract(serve: Serve, repo: GitRe
         serve(body)
     finally:
         stop_released_processes(repo.path.parent / "home")
+
+
+@pytest.mark.integration
+def test_the_runner_protocol_answers_match_the_contract(serve: Serve, repo: GitRepo) -> None:
+    """No built-in runner: the test is the runner agent, over the API."""
+    repo.commit("pipeline", {"conveyor.yml": "service: svc\njobs:\n  build:\n    run: 'true'\n"})
+
+    async def body(api: Api) -> None:
+        doc = (await api.client.get(f"{API}/openapi.json")).json()
+        c = Contract(api, doc)
+        runner = api.token("runner")
+        await api.register("svc", repo.path)
+        run = await api.trigger("svc")
+
+        async def leased() -> Any:
+            r = await api.post("/runners/lease", {"name": "probe", "wait": 0}, token=runner)
+            return r if r.status_code == 200 else None
+
+        lease = c.check("post", "/runners/lease", await until(leased, 10, "a job to lease"))
+        assert (lease["run_id"], lease["job"]) == (run["id"], "build")
+        assert "secrets_error" not in lease
+        token = {"token": lease["token"]}
+        job = {"job_id": lease["job_id"]}
+        await c.call("post", "/jobs/{job_id}/heartbeat", token=runner, json=token, **job)
+        answer = await c.call(
+            "post", "/jobs/{job_id}/reports", token=runner, json=token | {"reports": []}, **job
+        )
+        assert answer == {"applied": 0, "seq": 0, "cancel": False}
+        stale = {"token": lease["token"] + 1}
+        await c.call("post", "/jobs/{job_id}/heartbeat", 409, token=runner, json=stale, **job)
+
+        data = b"an artifact"
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        put = {"token": runner, "content": data, "digest": digest}
+        assert (await c.call("put", "/artifacts/{digest}", 201, **put))["size"] == len(data)
+        assert "size" not in await c.call("put", "/artifacts/{digest}", 201, **put)
+
+        # What is not JSON comes as its declared media type.
+        for template, path in (
+            ("/artifacts/{digest}", f"/artifacts/{digest}"),
+            ("/runs/{run_id}/source", f"/runs/{run['id']}/source"),
+        ):
+            r = await api.get(path, token=runner if "source" in path else None)
+            assert r.status_code == 200, r.text
+            declared = doc["paths"][API + template]["get"]["responses"]["200"]["content"]
+            assert r.headers["content-type"] in declared, (template, r.headers["content-type"])
+
+        await c.call("post", "/runs/{run_id}/cancel", run_id=run["id"])
+
+    serve(body, ServerConfig(runner_slots=0))
 
 
 async def _ended(c: Contract, run_id: int) -> Any:

@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 from conveyor.server import scoping
 from conveyor.server.auth import require
 from conveyor.server.schemas.common import ERRORS, errors
-from conveyor.server.schemas.incidents import HookAnswer, HookToken
+from conveyor.server.schemas.intake import HookAnswer, HookToken
 from conveyor.server.tokens import Identity, create_hook_token
 from conveyor.sources.hook import registered_services
 from conveyor.sources.intake import record_change

@@ -18,7 +18,7 @@ from conveyor.metrics.imports import ImportFailed, decode, import_history
 from conveyor.server import scoping
 from conveyor.server.auth import require
 from conveyor.server.schemas.common import ERRORS, errors
-from conveyor.server.schemas.incidents import ImportSummary
+from conveyor.server.schemas.intake import ImportSummary
 from conveyor.server.tokens import Identity
 
 router = APIRouter(tags=["import"], responses=ERRORS)

@@ -31,10 +31,12 @@ from conveyor.errors import ConveyorError
 from conveyor.server import scoping
 from conveyor.server.auth import require
 from conveyor.server.hooks import read_body
+from conveyor.server.schemas import incidents as schemas
+from conveyor.server.schemas.common import ERRORS, errors
 from conveyor.server.tokens import Identity
 from conveyor.sources.alertmanager import AlertPayloadError, parse_notification
 
-router = APIRouter()
+router = APIRouter(responses=ERRORS)
 log = logging.getLogger("conveyor.alerts")
 Reader = Annotated[Identity, Depends(require("read"))]
 Trigger = Annotated[Identity, Depends(require("trigger"))]
@@ -52,7 +54,12 @@ def _bad_payload(message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": "bad_payload", "message": message}}, status_code=400)
 
 
-@router.post("/hooks/alertmanager", tags=["hooks", "incidents"], response_model=None)
+@router.post(
+    "/hooks/alertmanager",
+    tags=["hooks", "incidents"],
+    response_model=schemas.AlertmanagerAnswer,
+    responses=errors(413, 503),
+)
 async def alertmanager_hook(request: Request, identity: Trigger) -> JSONResponse:
     """An Alertmanager webhook notification (payload version 4): firing alerts open or update
     incidents, resolved ones resolve them."""
@@ -108,7 +115,13 @@ def _conflict(exc: incidents.IncidentConflict) -> HTTPException:
     return HTTPException(409, exc.message)
 
 
-@router.post("/incidents", status_code=201, tags=["incidents"])
+@router.post(
+    "/incidents",
+    status_code=201,
+    tags=["incidents"],
+    response_model=schemas.IncidentOut,
+    responses=errors(404),
+)
 def open_incident(request: Request, body: IncidentIn, identity: Trigger) -> dict[str, Any]:
     """Open an incident by hand; ``deployment``, ``release`` or ``commit`` attribute it
     explicitly, else the attribution window does."""
@@ -128,7 +141,12 @@ def open_incident(request: Request, body: IncidentIn, identity: Trigger) -> dict
     return incidents.incident_detail(store, incident_id)
 
 
-@router.post("/incidents/{incident_id}/resolve", tags=["incidents"])
+@router.post(
+    "/incidents/{incident_id}/resolve",
+    tags=["incidents"],
+    response_model=schemas.IncidentOut,
+    responses=errors(404, 409),
+)
 def resolve_incident(
     request: Request, incident_id: int, body: ResolveIn, identity: Trigger
 ) -> dict[str, Any]:
@@ -144,13 +162,18 @@ def resolve_incident(
     return incidents.incident_detail(store, incident_id)
 
 
-@router.get("/incidents/{incident_id}", tags=["incidents"])
+@router.get(
+    "/incidents/{incident_id}",
+    tags=["incidents"],
+    response_model=schemas.IncidentOut,
+    responses=errors(404),
+)
 def show_incident(request: Request, incident_id: int, _: Reader) -> dict[str, Any]:
     """One incident: attribution (how and why), recovery, and the alert behind it."""
     return incidents.incident_detail(_state(request).store, incident_id)
 
 
-@router.get("/alerts/ignored", tags=["incidents"])
+@router.get("/alerts/ignored", tags=["incidents"], response_model=list[schemas.IgnoredAlert])
 def ignored_alerts(request: Request, _: Reader) -> list[dict[str, Any]]:
     """Alerts that opened nothing because Conveyor could not place them, with the reason,
     newest first: what to look at when an alert fired and no incident appeared."""

@@ -14,11 +14,14 @@ from conveyor.engine import approvals, promotion
 from conveyor.errors import ConveyorError, NotFound
 from conveyor.server import scoping
 from conveyor.server.auth import require
+from conveyor.server.schemas import delivery as schemas
+from conveyor.server.schemas.common import ERRORS, errors
+from conveyor.server.schemas.incidents import IncidentListed
 from conveyor.server.tokens import Identity
 from conveyor.store.models import Approval
 from conveyor.views import delivery as dq
 
-router = APIRouter()
+router = APIRouter(responses=ERRORS)
 Reader = Annotated[Identity, Depends(require("read"))]
 Trigger = Annotated[Identity, Depends(require("trigger"))]
 Approver = Annotated[Identity, Depends(require("approve"))]
@@ -38,14 +41,19 @@ def _wake(request: Request) -> None:
     _state(request).notify("delivery")
 
 
-@router.get("/environments", tags=["delivery"])
+@router.get(
+    "/environments",
+    tags=["delivery"],
+    response_model=list[schemas.EnvironmentOut],
+    responses=errors(404),
+)
 def list_environments(
     request: Request, _: Reader, service: str | None = None
 ) -> list[dict[str, Any]]:
     return dq.environments(_state(request).store, service)
 
 
-@router.get("/deployments", tags=["delivery"])
+@router.get("/deployments", tags=["delivery"], response_model=list[schemas.DeploymentSummary])
 def list_deployments(
     request: Request,
     _: Reader,
@@ -63,12 +71,22 @@ def list_deployments(
     )
 
 
-@router.get("/deployments/{deployment_id}", tags=["delivery"])
+@router.get(
+    "/deployments/{deployment_id}",
+    tags=["delivery"],
+    response_model=schemas.DeploymentDetail,
+    responses=errors(404),
+)
 def show_deployment(request: Request, deployment_id: int, _: Reader) -> dict[str, Any]:
     return dq.deployment_detail(_state(request).store, deployment_id)
 
 
-@router.post("/deployments/{deployment_id}/cancel", tags=["delivery"])
+@router.post(
+    "/deployments/{deployment_id}/cancel",
+    tags=["delivery"],
+    response_model=schemas.DeploymentDetail,
+    responses=errors(404, 409),
+)
 def cancel_deployment(request: Request, deployment_id: int, identity: Trigger) -> dict[str, Any]:
     scoping.check(identity, *scoping.of_deployment(_state(request).store, deployment_id), "cancel")
     promotion.cancel_deployment(_state(request).store, deployment_id, _actor(identity))
@@ -80,7 +98,13 @@ class PromoteIn(BaseModel):
     environment: str = Field(min_length=1, max_length=200)
 
 
-@router.post("/releases/{release_id}/promote", status_code=201, tags=["delivery"])
+@router.post(
+    "/releases/{release_id}/promote",
+    status_code=201,
+    tags=["delivery"],
+    response_model=schemas.DeploymentDetail,
+    responses=errors(404, 409),
+)
 def promote(
     request: Request, release_id: int, body: PromoteIn, identity: Trigger
 ) -> dict[str, Any]:
@@ -97,7 +121,11 @@ class RollbackIn(BaseModel):
 
 
 @router.post(
-    "/services/{service}/environments/{environment}/rollback", status_code=201, tags=["delivery"]
+    "/services/{service}/environments/{environment}/rollback",
+    status_code=201,
+    tags=["delivery"],
+    response_model=schemas.DeploymentDetail,
+    responses=errors(404, 409),
 )
 def rollback(
     request: Request, service: str, environment: str, body: RollbackIn, identity: Trigger
@@ -113,7 +141,12 @@ class HoldIn(BaseModel):
     reason: str | None = Field(None, max_length=2000)
 
 
-@router.post("/services/{service}/environments/{environment}/hold", tags=["delivery"])
+@router.post(
+    "/services/{service}/environments/{environment}/hold",
+    tags=["delivery"],
+    response_model=schemas.EnvironmentOut,
+    responses=errors(404, 409),
+)
 def hold(
     request: Request, service: str, environment: str, body: HoldIn, identity: Trigger
 ) -> dict[str, Any]:
@@ -123,7 +156,12 @@ def hold(
     return dq.environments(store, service)[_index(store, service, environment)]
 
 
-@router.post("/services/{service}/environments/{environment}/unhold", tags=["delivery"])
+@router.post(
+    "/services/{service}/environments/{environment}/unhold",
+    tags=["delivery"],
+    response_model=schemas.EnvironmentOut,
+    responses=errors(404, 409),
+)
 def unhold(request: Request, service: str, environment: str, identity: Trigger) -> dict[str, Any]:
     scoping.check(identity, service, environment, "unhold")
     store = _state(request).store
@@ -137,7 +175,7 @@ def _index(store: Any, service: str, environment: str) -> int:
     return names.index(environment)
 
 
-@router.get("/approvals", tags=["approvals"])
+@router.get("/approvals", tags=["approvals"], response_model=list[schemas.ApprovalListed])
 def list_approvals(request: Request, identity: Reader, all: bool = False) -> list[dict[str, Any]]:
     """Approvals (pending only unless ``all``), each with the change behind it, its rule in
     words, and ``you``: whether the caller may decide it now and, if not, why."""
@@ -234,21 +272,36 @@ def _decide(
     return next(a for a in dq.list_approvals(store, pending_only=False) if a["id"] == approval_id)
 
 
-@router.post("/approvals/{approval_id}/approve", tags=["approvals"])
+@router.post(
+    "/approvals/{approval_id}/approve",
+    tags=["approvals"],
+    response_model=schemas.ApprovalOut,
+    responses=errors(404, 409),
+)
 def approve(
     request: Request, approval_id: int, body: DecisionIn, identity: Approver
 ) -> dict[str, Any]:
     return _decide(request, approval_id, identity, "approve", body.reason)
 
 
-@router.post("/approvals/{approval_id}/reject", tags=["approvals"])
+@router.post(
+    "/approvals/{approval_id}/reject",
+    tags=["approvals"],
+    response_model=schemas.ApprovalOut,
+    responses=errors(404, 409),
+)
 def reject(
     request: Request, approval_id: int, body: DecisionIn, identity: Approver
 ) -> dict[str, Any]:
     return _decide(request, approval_id, identity, "reject", body.reason)
 
 
-@router.post("/slack/actions", tags=["approvals"])
+@router.post(
+    "/slack/actions",
+    tags=["approvals"],
+    response_model=schemas.SlackAnswer,
+    responses=errors(404, 413),
+)
 async def slack_action(request: Request) -> dict[str, Any]:
     """Slack's interactivity request URL: the Approve / Reject buttons of an approval message.
     Authenticated by Slack's request signature (v0), not by a token."""
@@ -308,7 +361,7 @@ async def slack_action(request: Request) -> dict[str, Any]:
     }
 
 
-@router.get("/incidents", tags=["incidents"])
+@router.get("/incidents", tags=["incidents"], response_model=list[IncidentListed])
 def list_incidents(
     request: Request,
     _: Reader,
@@ -331,7 +384,7 @@ def list_incidents(
     )
 
 
-@router.get("/audit", tags=["audit"])
+@router.get("/audit", tags=["audit"], response_model=list[schemas.AuditEntry])
 def audit(
     request: Request,
     _: Reader,
@@ -348,7 +401,7 @@ class UserIn(BaseModel):
     slack_id: str | None = Field(None, max_length=50)
 
 
-@router.get("/users", tags=["users"])
+@router.get("/users", tags=["users"], response_model=list[schemas.UserOut])
 def list_users(request: Request, _: Admin) -> list[dict[str, Any]]:
     return [
         {"name": p.name, "emails": list(p.emails), "groups": list(p.groups), "slack_id": p.slack_id}
@@ -356,7 +409,7 @@ def list_users(request: Request, _: Admin) -> list[dict[str, Any]]:
     ]
 
 
-@router.post("/users", status_code=201, tags=["users"])
+@router.post("/users", status_code=201, tags=["users"], response_model=schemas.UserOut)
 def save_user(request: Request, body: UserIn, identity: Admin) -> dict[str, Any]:
     scoping.unlimited(identity, "managing people")
     approvals.add_user(

@@ -11,13 +11,15 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 
 from conveyor.server.auth import require
+from conveyor.server.schemas.common import ERRORS
+from conveyor.server.schemas.dora import DoraReport
 from conveyor.server.tokens import Identity
 
-router = APIRouter()
+router = APIRouter(responses=ERRORS)
 Reader = Annotated[Identity, Depends(require("read"))]
 
 
-@router.get("/dora", tags=["metrics"])
+@router.get("/dora", tags=["metrics"], response_model=DoraReport, response_model_exclude_unset=True)
 def dora_report(
     request: Request,
     _: Reader,

@@ -25,12 +25,14 @@ from pydantic import BaseModel, Field
 
 from conveyor.server import scoping
 from conveyor.server.auth import require
+from conveyor.server.schemas.common import ERRORS, errors
+from conveyor.server.schemas.intake import HookAnswer, HookToken
 from conveyor.server.tokens import Identity, create_hook_token
 from conveyor.sources.hook import registered_services
 from conveyor.sources.intake import record_change
 from conveyor.store.models import Service
 
-router = APIRouter(tags=["hooks"])
+router = APIRouter(tags=["hooks"], responses=ERRORS)
 log = logging.getLogger("conveyor.hooks")
 Trigger = Annotated[Identity, Depends(require("trigger"))]
 Admin = Annotated[Identity, Depends(require("admin"))]
@@ -103,7 +105,15 @@ def _services_of(request: Request, repository: str, identity: Identity) -> list[
     return list(allowed)
 
 
-@router.post("/hooks/git", status_code=202)
+@router.post(
+    "/hooks/git",
+    status_code=202,
+    response_model=HookAnswer,
+    responses={
+        200: {"model": HookAnswer, "description": "A change already received (a retry)."},
+        **errors(413),
+    },
+)
 def git_hook(request: Request, body: GitPush, identity: Trigger) -> JSONResponse:
     """A push to a repository on this machine, from `conveyor hook install`'s hook."""
     state = _state(request)
@@ -137,7 +147,7 @@ class HookTokenIn(BaseModel):
     replaces: str | None = Field(None, max_length=200)
 
 
-@router.post("/hook-tokens", status_code=201)
+@router.post("/hook-tokens", status_code=201, response_model=HookToken)
 def hook_token(request: Request, body: HookTokenIn, identity: Admin) -> dict[str, Any]:
     """A token for one repository's git hook (`conveyor hook install`): scope trigger, limited
     to the services built from that repository, and of no user (pushers it names are claims).
@@ -163,7 +173,12 @@ def pusher_of(identity: Identity, claimed: str | None) -> dict[str, Any]:
     return {"pusher": claimed, "pusher_via": f"claimed by token {identity.name}"}
 
 
-@router.post("/hooks/{forge}/{service}", status_code=202)
+@router.post(
+    "/hooks/{forge}/{service}",
+    status_code=202,
+    response_model=HookAnswer,
+    responses=errors(409, 413, 503),
+)
 async def forge_hook(request: Request, forge: str, service: str) -> JSONResponse:
     """A push webhook from GitHub, GitLab or Gitea/Forgejo, signed with the service's secret."""
     from conveyor.forges import WebhookRejected, known, verify_and_parse

@@ -17,15 +17,18 @@ from starlette.concurrency import run_in_threadpool
 from conveyor.metrics.imports import ImportFailed, decode, import_history
 from conveyor.server import scoping
 from conveyor.server.auth import require
+from conveyor.server.schemas.common import ERRORS, errors
+from conveyor.server.schemas.intake import ImportSummary
 from conveyor.server.tokens import Identity
 
-router = APIRouter(tags=["import"])
+router = APIRouter(tags=["import"], responses=ERRORS)
 Admin = Annotated[Identity, Depends(require("admin"))]
 
 
 @router.post(
     "/import",
-    response_model=None,
+    response_model=ImportSummary,
+    responses=errors(413),
     openapi_extra={
         "requestBody": {
             "required": True,

@@ -8,16 +8,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 
 from conveyor.server.auth import require
+from conveyor.server.schemas.common import ERRORS
+from conveyor.server.schemas.inbox import InboxNotice, NotificationOut
 from conveyor.server.tokens import Identity
 from conveyor.views.inbox import deliveries, inbox_notices
 
-router = APIRouter()
+router = APIRouter(responses=ERRORS)
 Reader = Annotated[Identity, Depends(require("read"))]
 MAX_ID = 2**63 - 1
 Name = Annotated[str | None, Query(max_length=200)]
 
 
-@router.get("/inbox", tags=["notifications"])
+@router.get("/inbox", tags=["notifications"], response_model=list[InboxNotice])
 def inbox(
     request: Request,
     _: Reader,
@@ -35,7 +37,7 @@ def inbox(
     )
 
 
-@router.get("/notifications", tags=["notifications"])
+@router.get("/notifications", tags=["notifications"], response_model=list[NotificationOut])
 def notifications(
     request: Request,
     _: Reader,

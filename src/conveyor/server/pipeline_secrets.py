@@ -11,12 +11,14 @@ from sqlalchemy import select
 
 from conveyor.server import scoping
 from conveyor.server.auth import require
+from conveyor.server.schemas import access as schemas
+from conveyor.server.schemas.common import ERRORS, errors
 from conveyor.server.tokens import Identity
 from conveyor.store import vault
 from conveyor.store.db import Store
 from conveyor.store.models import Service
 
-router = APIRouter(tags=["secrets"])
+router = APIRouter(tags=["secrets"], responses=ERRORS)
 Admin = Annotated[Identity, Depends(require("admin"))]
 Environment = Annotated[
     str | None, Query(max_length=200, description="One environment's secrets; none: every one.")
@@ -55,7 +57,7 @@ def _registered(store: Store, service: str) -> bool:
         return session.scalar(select(Service.id).where(Service.name == service)) is not None
 
 
-@router.get("/services/{service}/secrets")
+@router.get("/services/{service}/secrets", response_model=list[schemas.SecretListed])
 def list_secrets(
     request: Request, service: str, identity: Admin, environment: Environment = None
 ) -> list[dict[str, Any]]:
@@ -64,7 +66,7 @@ def list_secrets(
     return vault.list_secrets(_store(request), service, environment)
 
 
-@router.put("/services/{service}/secrets")
+@router.put("/services/{service}/secrets", response_model=schemas.SecretsSet)
 def set_secrets(
     request: Request,
     service: str,
@@ -79,7 +81,7 @@ def set_secrets(
     return {"secrets": done, "registered": _registered(store, service)}
 
 
-@router.put("/services/{service}/secrets/{name}")
+@router.put("/services/{service}/secrets/{name}", response_model=schemas.SecretStored)
 def set_secret(
     request: Request,
     service: str,
@@ -94,7 +96,11 @@ def set_secret(
     return done | {"registered": _registered(store, service)}
 
 
-@router.delete("/services/{service}/secrets/{name}")
+@router.delete(
+    "/services/{service}/secrets/{name}",
+    response_model=schemas.SecretRemoved,
+    responses=errors(404),
+)
 def remove_secret(
     request: Request, service: str, name: str, identity: Admin, environment: Environment = None
 ) -> dict[str, Any]:

@@ -34,11 +34,14 @@ from conveyor.errors import NotFound, StaleLease
 from conveyor.plan import JobPlan
 from conveyor.server import scoping
 from conveyor.server.auth import require
+from conveyor.server.schemas import runners as schemas
+from conveyor.server.schemas.common import ERRORS, errors
+from conveyor.server.schemas.runs import ArtifactStored
 from conveyor.server.tokens import Identity
 from conveyor.store.models import Job, Run
 from conveyor.store.vault import lease_secrets
 
-router = APIRouter(tags=["runners"])
+router = APIRouter(tags=["runners"], responses=ERRORS)
 RunnerAuth = Annotated[Identity, Depends(require("runner"))]
 
 
@@ -52,7 +55,12 @@ def _state(request: Request) -> Any:
     return request.app.state.conveyor
 
 
-@router.post("/runners/lease", responses={204: {"description": "no job within `wait`"}})
+@router.post(
+    "/runners/lease",
+    response_model=schemas.Lease,
+    response_model_exclude_unset=True,
+    responses={204: {"description": "no job within `wait`"}},
+)
 async def lease(request: Request, body: LeaseIn, identity: RunnerAuth) -> Any:
     """Long-poll for a job whose `runs_on` labels this runner has."""
     state = _state(request)
@@ -105,7 +113,11 @@ def _ref(request: Request, job_id: int, identity: Identity) -> JobRef:
     return ref
 
 
-@router.post("/jobs/{job_id}/reports")
+@router.post(
+    "/jobs/{job_id}/reports",
+    response_model=schemas.ReportsApplied,
+    responses=errors(404, 409),
+)
 def reports(request: Request, job_id: int, body: ReportsIn, identity: RunnerAuth) -> dict[str, Any]:
     """Apply a runner's reports in order; answers whether the run was asked to cancel."""
     store = _state(request).store
@@ -143,7 +155,9 @@ class HeartbeatIn(BaseModel):
     token: int = Field(ge=1)
 
 
-@router.post("/jobs/{job_id}/heartbeat")
+@router.post(
+    "/jobs/{job_id}/heartbeat", response_model=schemas.Heartbeat, responses=errors(404, 409)
+)
 def heartbeat(
     request: Request, job_id: int, body: HeartbeatIn, identity: RunnerAuth
 ) -> dict[str, Any]:
@@ -156,7 +170,13 @@ def heartbeat(
     return {"cancel": cancel}
 
 
-@router.put("/artifacts/{digest}", status_code=201)
+@router.put(
+    "/artifacts/{digest}",
+    status_code=201,
+    response_model=ArtifactStored,
+    response_model_exclude_unset=True,
+    responses=errors(413),
+)
 async def upload_artifact(request: Request, digest: str, _: RunnerAuth) -> dict[str, Any]:
     """Store an artifact's bytes under their sha256 (checked against the name)."""
     state = _state(request)
@@ -183,7 +203,17 @@ async def upload_artifact(request: Request, digest: str, _: RunnerAuth) -> dict[
     return {"digest": digest, "stored": True, "size": size}
 
 
-@router.get("/runs/{run_id}/source", response_class=Response)
+@router.get(
+    "/runs/{run_id}/source",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}},
+            "description": "The commit's tree as a tar archive.",
+        },
+        **errors(404),
+    },
+)
 async def source(request: Request, run_id: int, identity: RunnerAuth) -> Response:
     """The commit's tree as a tar archive, for runners that have no copy of the repository."""
     state = _state(request)

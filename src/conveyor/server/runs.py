@@ -19,6 +19,9 @@ from conveyor.errors import NotFound
 from conveyor.events import EventType
 from conveyor.server import scoping
 from conveyor.server.auth import require
+from conveyor.server.schemas import delivery as dschemas
+from conveyor.server.schemas import runs as schemas
+from conveyor.server.schemas.common import ERRORS, errors
 from conveyor.server.tokens import Identity
 from conveyor.sources.commits import queue_commit
 from conveyor.sources.mirror import source_for
@@ -26,6 +29,7 @@ from conveyor.store.models import Service, utcnow
 from conveyor.store.vault import seal_webhook_secret
 from conveyor.views import runs as queries
 
+# ERRORS on each route but GET /health, which needs no credentials and takes no input.
 router = APIRouter()
 Reader = Annotated[Identity, Depends(require("read"))]
 Trigger = Annotated[Identity, Depends(require("trigger"))]
@@ -39,7 +43,7 @@ def _state(request: Request) -> Any:
     return request.app.state.conveyor
 
 
-@router.get("/health", tags=["server"])
+@router.get("/health", tags=["server"], response_model=schemas.Health)
 def health(request: Request) -> dict[str, str]:
     # "off" when the operator chose to run pipeline code unsandboxed: visible to monitoring.
     sandbox = _state(request).sandbox
@@ -73,13 +77,22 @@ def _service_dict(svc: Service) -> dict[str, Any]:
     }
 
 
-@router.get("/services", tags=["services"])
+@router.get(
+    "/services", tags=["services"], response_model=list[schemas.ServiceOut], responses=ERRORS
+)
 def list_services(request: Request, _: Reader) -> list[dict[str, Any]]:
     with _state(request).store.session() as session:
         return [_service_dict(s) for s in session.scalars(select(Service).order_by(Service.name))]
 
 
-@router.post("/services", status_code=201, tags=["services"])
+@router.post(
+    "/services",
+    status_code=201,
+    tags=["services"],
+    response_model=schemas.ServiceSaved,
+    response_model_exclude_unset=True,
+    responses=ERRORS,
+)
 def add_service(request: Request, body: ServiceIn, identity: Admin) -> dict[str, Any]:
     """Register a service, or update its settings. A generated webhook secret is shown once."""
     scoping.check(identity, body.name, action="register")
@@ -126,7 +139,7 @@ class RunIn(BaseModel):
     )
 
 
-@router.get("/runs", tags=["runs"])
+@router.get("/runs", tags=["runs"], response_model=list[schemas.RunSummary], responses=ERRORS)
 def list_runs(
     request: Request,
     _: Reader,
@@ -137,7 +150,13 @@ def list_runs(
     return queries.list_runs(_state(request).store, service=service, status=status, limit=limit)
 
 
-@router.post("/runs", status_code=201, tags=["runs"])
+@router.post(
+    "/runs",
+    status_code=201,
+    tags=["runs"],
+    response_model=schemas.RunDetail,
+    responses=ERRORS | errors(404),
+)
 def trigger_run(request: Request, body: RunIn, identity: Trigger) -> dict[str, Any]:
     """Queue a run of the service's pipeline for a commit, branch or tag."""
     scoping.check(identity, body.service, action="trigger")
@@ -161,12 +180,22 @@ def trigger_run(request: Request, body: RunIn, identity: Trigger) -> dict[str, A
     return queries.run_detail(state.store, queued.run_id)
 
 
-@router.get("/runs/{run_id}", tags=["runs"])
+@router.get(
+    "/runs/{run_id}",
+    tags=["runs"],
+    response_model=schemas.RunDetail,
+    responses=ERRORS | errors(404),
+)
 def show_run(request: Request, run_id: int, _: Reader) -> dict[str, Any]:
     return queries.run_detail(_state(request).store, run_id)
 
 
-@router.post("/runs/{run_id}/cancel", tags=["runs"])
+@router.post(
+    "/runs/{run_id}/cancel",
+    tags=["runs"],
+    response_model=schemas.RunCancelled,
+    responses=ERRORS | errors(404),
+)
 def cancel_run(request: Request, run_id: int, identity: Trigger) -> dict[str, Any]:
     store = _state(request).store
     scoping.check(identity, scoping.of_run(store, run_id), action="cancel")
@@ -180,7 +209,13 @@ class RerunIn(BaseModel):
     failed_only: bool = False
 
 
-@router.post("/runs/{run_id}/rerun", status_code=201, tags=["runs"])
+@router.post(
+    "/runs/{run_id}/rerun",
+    status_code=201,
+    tags=["runs"],
+    response_model=schemas.RunDetail,
+    responses=ERRORS | errors(404),
+)
 def rerun(request: Request, run_id: int, body: RerunIn, identity: Trigger) -> dict[str, Any]:
     """Run the same commit again: every job, or only those that did not succeed (the others
     keep their results and artifacts)."""
@@ -194,7 +229,12 @@ def rerun(request: Request, run_id: int, body: RerunIn, identity: Trigger) -> di
     return queries.run_detail(store, new_id)
 
 
-@router.get("/runs/{run_id}/logs", tags=["logs"])
+@router.get(
+    "/runs/{run_id}/logs",
+    tags=["logs"],
+    response_model=schemas.LogPage,
+    responses=ERRORS | errors(404),
+)
 def get_logs(
     request: Request,
     run_id: int,
@@ -217,7 +257,15 @@ def _sse(event: str, data: Any) -> bytes:
     "/runs/{run_id}/logs/stream",
     tags=["logs"],
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={
+        200: {
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "description": "Server-sent events: `line` (a log line, as in GET .../logs), "
+            "then `end`.",
+        },
+        **ERRORS,
+        **errors(404),
+    },
 )
 async def stream_logs(
     request: Request,
@@ -255,13 +303,32 @@ async def stream_logs(
     )
 
 
-@router.get("/runs/{run_id}/artifacts", tags=["artifacts"])
+@router.get(
+    "/runs/{run_id}/artifacts",
+    tags=["artifacts"],
+    response_model=list[schemas.Artifact],
+    responses=ERRORS | errors(404),
+)
 def list_artifacts(request: Request, run_id: int, _: Reader) -> list[dict[str, Any]]:
     artifacts: list[dict[str, Any]] = queries.run_detail(_state(request).store, run_id)["artifacts"]
     return artifacts
 
 
-@router.get("/artifacts/{digest}", tags=["artifacts"], response_class=FileResponse)
+@router.get(
+    "/artifacts/{digest}",
+    tags=["artifacts"],
+    response_class=FileResponse,
+    responses={
+        200: {
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+            "description": "The artifact's bytes.",
+        },
+        **ERRORS,
+        **errors(404),
+    },
+)
 def download_artifact(request: Request, digest: str, _: Reader) -> FileResponse:
     store = _state(request).artifacts
     if not digest.startswith("sha256:") or not store.exists(digest):
@@ -269,7 +336,9 @@ def download_artifact(request: Request, digest: str, _: Reader) -> FileResponse:
     return FileResponse(store.path_for(digest), media_type="application/octet-stream")
 
 
-@router.get("/releases", tags=["releases"])
+@router.get(
+    "/releases", tags=["releases"], response_model=list[schemas.ReleaseSummary], responses=ERRORS
+)
 def list_releases(
     request: Request,
     _: Reader,
@@ -279,6 +348,11 @@ def list_releases(
     return queries.list_releases(_state(request).store, service=service, limit=limit)
 
 
-@router.get("/releases/{release_id}", tags=["releases"])
+@router.get(
+    "/releases/{release_id}",
+    tags=["releases"],
+    response_model=dschemas.ReleaseDetail,
+    responses=ERRORS | errors(404),
+)
 def show_release(request: Request, release_id: int, _: Reader) -> dict[str, Any]:
     return queries.release_detail(_state(request).store, release_id)

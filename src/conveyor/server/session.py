@@ -23,12 +23,14 @@ from sqlalchemy import delete, select
 from conveyor.engine.credentials import check_password, set_credentials
 from conveyor.events import EventType
 from conveyor.server.auth import require
+from conveyor.server.schemas.access import Me
+from conveyor.server.schemas.common import ERRORS, errors
 from conveyor.server.scoping import unlimited
 from conveyor.server.tokens import PREFIX, Identity, authenticate, expand
 from conveyor.store.db import Store
 from conveyor.store.models import Token, User, WebSession, utcnow
 
-router = APIRouter()
+router = APIRouter(responses=ERRORS)
 
 COOKIE = "conveyor_session"
 CSRF_HEADER = "X-Conveyor-CSRF"
@@ -156,7 +158,7 @@ def _csrf(request: Request) -> None:
         raise HTTPException(403, f"send the header {CSRF_HEADER}: 1 with this request")
 
 
-@router.post("/session", tags=["session"])
+@router.post("/session", tags=["session"], response_model=Me, responses=errors(429))
 def sign_in(request: Request, response: Response, body: SignIn) -> dict[str, Any]:
     """Start a browser session with {"token": ...} or {"user": ..., "password": ...}."""
     _csrf(request)
@@ -238,7 +240,7 @@ def sign_out(request: Request) -> Response:
     return response
 
 
-@router.get("/me", tags=["session"])
+@router.get("/me", tags=["session"], response_model=Me)
 def me(request: Request, identity: Annotated[Identity, Depends(require("read"))]) -> dict[str, Any]:
     """Who is asking: user, scopes, and what they may do (read, trigger, approve, admin)."""
     via = "token" if request.headers.get("authorization") else "session"
@@ -253,7 +255,7 @@ class CredentialsIn(BaseModel):
     environments: list[str] | None = Field(None, max_length=100)
 
 
-@router.put("/users/{name}/credentials", status_code=204, tags=["users"])
+@router.put("/users/{name}/credentials", status_code=204, tags=["users"], responses=errors(404))
 def put_credentials(
     request: Request,
     name: str,

@@ -24,12 +24,13 @@ from sqlalchemy import func, select
 from conveyor.events import EventType, types_of
 from conveyor.server.auth import require
 from conveyor.server.hub import Hub
+from conveyor.server.schemas.common import ERRORS
 from conveyor.server.session import COOKIE, identity_from_cookie
 from conveyor.server.tokens import Identity
 from conveyor.store.db import Store
 from conveyor.store.models import Event
 
-router = APIRouter()
+router = APIRouter(responses=ERRORS)
 Reader = Annotated[Identity, Depends(require("read"))]
 
 COALESCE_SECONDS = 0.25
@@ -78,7 +79,17 @@ def _message(channel: str) -> bytes:
     return f"event: change\ndata: {json.dumps({'channel': channel})}\n\n".encode()
 
 
-@router.get("/stream", tags=["live"], response_class=StreamingResponse)
+@router.get(
+    "/stream",
+    tags=["live"],
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "description": 'Server-sent events: `change` with {"channel": ...}.',
+        }
+    },
+)
 async def stream(
     request: Request,
     _: Reader,

@@ -1,0 +1,51 @@
+"""What comes in: the change webhooks and hook tokens (server/hooks.py) and history import
+(server/imports.py)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from conveyor.server.schemas.common import Schema
+
+__all__ = ["HookAnswer", "HookToken", "ImportCounts", "ImportIncidents", "ImportSummary"]
+
+
+class ImportCounts(Schema):
+    added: int
+    present: int = Field(description="Already in the store (the import is idempotent).")
+    changes_added: int
+
+
+class ImportIncidents(Schema):
+    added: int
+    present: int
+    resolved: int
+
+
+class ImportSummary(Schema):
+    records: int
+    dry_run: bool = Field(description="Nothing was stored (?dry_run=true).")
+    deployments: ImportCounts
+    incidents: ImportIncidents
+    ignored: dict[str, int] = Field(description="Records left out, by reason.")
+    duplicates: int
+    warnings: list[str]
+    seconds: float = Field(description="How long the import took.")
+
+
+class HookAnswer(Schema):
+    """A change webhook's answer: ``accepted`` (202, recorded), ``duplicate`` (200, the git
+    hook's retry of a change already received) or ``ignored`` (202, not a push)."""
+
+    status: Literal["accepted", "duplicate", "ignored"]
+    delivery: str | None = Field(None, description="The delivery's id; left out when ignored.")
+    reason: str | None = Field(None, description="Why it was ignored; only then.")
+
+
+class HookToken(Schema):
+    token: str = Field(description="The secret: shown once.")
+    name: str
+    services: list[str] = Field(description="The services it may trigger.")
+    revoked: str | None = Field(description="The name of the hook token it replaced, if any.")

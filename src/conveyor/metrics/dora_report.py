@@ -78,13 +78,12 @@ class Figure:
 
     def to_json(self, explain: bool) -> dict[str, Any]:
         trend = self.trend()
-        data = {
+        data: dict[str, Any] = {
             "title": self.title,
             "value": rounded(self.value),
             "unit": self.unit,
             "sample_size": self.sample_size,
             "tier": self.tier,
-            **{k: rounded(v) if isinstance(v, float) else v for k, v in self.detail.items()},
             "previous": rounded(self.previous),
             "trend": trend,
             "better": None
@@ -94,6 +93,8 @@ class Figure:
         }
         if explain:
             data["explanation"] = self.items
+        # The metric's own details come last, as the API's model of a figure gives them.
+        data.update({k: rounded(v) if isinstance(v, float) else v for k, v in self.detail.items()})
         return data
 
 

@@ -38,6 +38,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from conveyor.errors import ConveyorError
+from conveyor.extensions import Extension, Kind
 from conveyor.sandbox import Sandbox, default_sandbox
 from conveyor.spec.blocks import DEPLOY_KEYS
 from conveyor.spec.problems import describe, format_path, suggest
@@ -54,6 +55,7 @@ __all__ = [
     "TargetStatus",
     "common_url",
     "read_options",
+    "target",
 ]
 
 #: The `deploy:` keys of every target, modelled by the pipeline's `Deploy` and read by targets
@@ -230,6 +232,14 @@ class Target(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027
         """Release what the target holds in this process (listeners, connections)."""
+
+
+def target(
+    name: str, options: type[BaseModel], implementation: type[Target], summary: str, *, order: int
+) -> Extension:
+    """The registry entry of a target: ``implementation`` is its `Target` subclass, ``options``
+    the model of its own `deploy:` keys."""
+    return Extension(Kind.TARGET, name, options, implementation, summary, order=order)
 
 
 def read_options(model: type[ModelT], options: Mapping[str, Any], *, target: str) -> ModelT:

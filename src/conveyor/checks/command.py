@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import Field
 
 from conveyor.checks.base import CheckContext, CheckResult, Outcome, RepeatedCheck, check
-from conveyor.checks.http import format_seconds
+from conveyor.checks.http import Streak, format_seconds
 from conveyor.errors import ConveyorError
 from conveyor.proc import ProcessResult, run_process
 from conveyor.sandbox import Sandbox, default_sandbox
@@ -81,11 +81,9 @@ async def command_check(
     started = time.monotonic()
     deadline = started + check.within
     runs = 0
-    streak = 0
+    streak = Streak(check)
     exit_codes: list[int | None] = []
-    last_failure = ""
     last_output = ""
-    passed_last = False
 
     while True:
         run_started = time.monotonic()
@@ -114,17 +112,14 @@ async def command_check(
         runs += 1
         exit_codes.append(result.exit_code)
         del exit_codes[:-_KEEP]
-        passed_last = result.ok
         if result.ok:
-            streak += 1
-            if streak >= check.successes:
+            if streak.passed():
                 break
         else:
-            streak = 0
             if result.timed_out:
-                last_failure = f"command still running after {format_seconds(check.within)}"
+                streak.failed(f"command still running after {format_seconds(check.within)}")
             else:
-                last_failure = f"command {describe_exit(result, None)}"
+                streak.failed(f"command {describe_exit(result, None)}")
             last_output = output_tail(lines)
         next_at = run_started + check.interval
         if next_at >= deadline:
@@ -133,28 +128,22 @@ async def command_check(
 
     data: dict[str, Any] = {
         "runs": runs,
-        "consecutive_successes": streak,
+        "consecutive_successes": streak.count,
         "needed": check.successes,
         "exit_codes": exit_codes,
     }
     duration = time.monotonic() - started
-    if streak >= check.successes:
+    if streak.done:
         return CheckResult(
             "command",
             Outcome.PASS,
-            f"command exited 0, {streak}/{check.successes} consecutive successes "
+            f"command exited 0, {streak.count}/{check.successes} consecutive successes "
             f"after {runs} run{'s' if runs != 1 else ''}",
             duration=duration,
             data=data,
         )
     data["output_tail"] = last_output
-    tally = f"{streak}/{check.successes} consecutive successes in {format_seconds(check.within)}"
-    if not last_failure:
-        detail = f"command: only {tally}"
-    elif passed_last:
-        detail = f"{last_failure}, then {tally}"
-    else:
-        detail = f"{last_failure}; {tally}"
+    detail = streak.failure("command")
     if last_output:
         detail += f": {last_output}"
     return CheckResult("command", Outcome.FAIL, detail, duration=duration, data=data)

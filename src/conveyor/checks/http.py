@@ -78,6 +78,43 @@ def format_seconds(seconds: float) -> str:
     return f"{round(seconds, 2):g} s"
 
 
+@dataclass
+class Streak:
+    """The attempts of a RepeatedCheck that passed in a row, and its last failure."""
+
+    check: RepeatedCheck
+    count: int = 0
+    passed_last: bool = False
+    last_failure: str = ""
+
+    @property
+    def done(self) -> bool:
+        """Whether as many attempts passed in a row as the check needs."""
+        return self.count >= self.check.successes
+
+    def passed(self) -> bool:
+        """Count a passing attempt; whether the streak is long enough now."""
+        self.count += 1
+        self.passed_last = True
+        return self.done
+
+    def failed(self, failure: str) -> None:
+        """A failing attempt: the streak starts again, and ``failure`` says why."""
+        self.count, self.passed_last, self.last_failure = 0, False, failure
+
+    def failure(self, what: str) -> str:
+        """Why the check failed, for its detail; ``what`` names what was tried."""
+        tally = (
+            f"{self.count}/{self.check.successes} consecutive successes in "
+            f"{format_seconds(self.check.within)}"
+        )
+        if not self.last_failure:
+            return f"{what}: only {tally}"
+        if self.passed_last:
+            return f"{self.last_failure}, then {tally}"
+        return f"{self.last_failure}; {tally}"
+
+
 def describe_error(exc: BaseException) -> str:
     """The words a person needs for a failed request, found down the exception chain: httpx
     says "All connection attempts failed" where the operating system said "refused"."""
@@ -192,9 +229,7 @@ async def http_check(
     statuses: list[int | None] = []
     latencies: list[float | None] = []
     probes = 0
-    streak = 0
-    last_failure = ""
-    passed_last = False
+    streak = Streak(check)
 
     owned = client is None
     http = client or httpx.AsyncClient(
@@ -208,14 +243,11 @@ async def http_check(
             statuses.append(probe.status)
             latencies.append(None if probe.latency is None else round(probe.latency * 1000, 1))
             del statuses[:-_KEEP], latencies[:-_KEEP]
-            passed_last = probe.passed
             if probe.passed:
-                streak += 1
-                if streak >= check.successes:
+                if streak.passed():
                     break
             else:
-                streak = 0
-                last_failure = probe.failure
+                streak.failed(probe.failure)
             # No probe starts after the window: waiting for it would only delay the verdict.
             next_at = probe_started + check.interval
             if next_at >= deadline:
@@ -228,29 +260,24 @@ async def http_check(
     data: dict[str, Any] = {
         "url": url,
         "probes": probes,
-        "consecutive_successes": streak,
+        "consecutive_successes": streak.count,
         "needed": check.successes,
         "statuses": statuses,
         "latencies_ms": latencies,
     }
     duration = clock() - started
-    if streak >= check.successes:
+    if streak.done:
         return CheckResult(
             "http",
             Outcome.PASS,
-            f"GET {check.path} → {check.expect}, {streak}/{check.successes} consecutive "
+            f"GET {check.path} → {check.expect}, {streak.count}/{check.successes} consecutive "
             f"successes after {probes} probe{'s' if probes != 1 else ''}",
             duration=duration,
             data=data,
         )
-    tally = f"{streak}/{check.successes} consecutive successes in {format_seconds(check.within)}"
-    if not last_failure:
-        detail = f"GET {check.path}: only {tally}"
-    elif passed_last:
-        detail = f"{last_failure}, then {tally}"
-    else:
-        detail = f"{last_failure}; {tally}"
-    return CheckResult("http", Outcome.FAIL, detail, duration=duration, data=data)
+    return CheckResult(
+        "http", Outcome.FAIL, streak.failure(f"GET {check.path}"), duration=duration, data=data
+    )
 
 
 async def _run(options: HttpCheck, context: CheckContext) -> CheckResult:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from conveyor import jsonio
+from conveyor.extensions import Extension, Kind, Options
 
 __all__ = [
     "MAX_BYTES",
@@ -29,6 +30,7 @@ __all__ = [
     "Push",
     "PushCommit",
     "WebhookRejected",
+    "extension",
     "hmac_sha256",
     "lowered",
 ]
@@ -318,3 +320,8 @@ def commits_of(raw: object) -> tuple[PushCommit, ...]:
 
 def _bytes(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
+
+
+def extension(forge: Forge, options: type[Options], summary: str) -> Extension:
+    """The registry entry of a forge: ``forge`` is its one instance, registered by its name."""
+    return Extension(Kind.FORGE, forge.name, options, forge, summary)

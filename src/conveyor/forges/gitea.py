@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from conveyor.extensions import Extension, Kind, Options
-from conveyor.forges.base import Forge, hmac_sha256, object_of, optional, required
+from conveyor.extensions import Options
+from conveyor.forges.base import Forge, extension, hmac_sha256, object_of, optional, required
 
 
 def sign_gitea(secret: str, body: bytes) -> str:
@@ -51,11 +51,9 @@ class GiteaOptions(Options):
     ``/api/v1/hooks/gitea/<service>``."""
 
 
-EXTENSION = Extension(
-    kind=Kind.FORGE,
-    name=Gitea.name,
-    options=GiteaOptions,
-    implementation=Gitea(),
-    summary="Gitea and Forgejo push webhooks (X-Gitea-Signature, X-Forgejo-*); commit and "
+EXTENSION = extension(
+    Gitea(),
+    GiteaOptions,
+    "Gitea and Forgejo push webhooks (X-Gitea-Signature, X-Forgejo-*); commit and "
     "compare links on Gitea, Forgejo and Codeberg.",
 )

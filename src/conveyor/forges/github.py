@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from conveyor.extensions import Extension, Kind, Options
-from conveyor.forges.base import Forge, hmac_sha256, object_of, optional, required
+from conveyor.extensions import Options
+from conveyor.forges.base import Forge, extension, hmac_sha256, object_of, optional, required
 
 
 def sign_github(secret: str, body: bytes) -> str:
@@ -49,10 +49,8 @@ class GitHubOptions(Options):
     ``/api/v1/hooks/github/<service>``."""
 
 
-EXTENSION = Extension(
-    kind=Kind.FORGE,
-    name=GitHub.name,
-    options=GitHubOptions,
-    implementation=GitHub(),
-    summary="GitHub push webhooks (X-Hub-Signature-256); commit and compare links on GitHub.",
+EXTENSION = extension(
+    GitHub(),
+    GitHubOptions,
+    "GitHub push webhooks (X-Hub-Signature-256); commit and compare links on GitHub.",
 )

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from conveyor.extensions import Extension, Kind, Options
-from conveyor.forges.base import Forge, object_of, optional, required
+from conveyor.extensions import Options
+from conveyor.forges.base import Forge, extension, object_of, optional, required
 
 
 class GitLab(Forge):
@@ -54,11 +54,9 @@ class GitLabOptions(Options):
     ``/api/v1/hooks/gitlab/<service>``."""
 
 
-EXTENSION = Extension(
-    kind=Kind.FORGE,
-    name=GitLab.name,
-    options=GitLabOptions,
-    implementation=GitLab(),
-    summary="GitLab push and tag push webhooks (X-Gitlab-Token), system hooks' pushes; "
+EXTENSION = extension(
+    GitLab(),
+    GitLabOptions,
+    "GitLab push and tag push webhooks (X-Gitlab-Token), system hooks' pushes; "
     "commit and compare links on GitLab.",
 )

@@ -23,7 +23,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -602,11 +602,6 @@ class StoreCollector(Collector):
         yield self._lag(session)
 
     def _runs(self, session: Session) -> Metric:
-        gauge = _gauge(
-            "conveyor_runs_in_progress",
-            "Pipeline runs queued or running now.",
-            ("service", "status"),
-        )
         counts = _counts(
             session,
             select(Service.name, Run.status, func.count())
@@ -615,18 +610,15 @@ class StoreCollector(Collector):
             .group_by(Service.name, Run.status),
         )
         # Every service, at 0 when idle, so that graphs and sums have a series to show.
-        services = set(session.scalars(select(Service.name))) | {key[0] for key in counts}
-        for service in sorted(services):
-            for status in RUN_ACTIVE:
-                gauge.add_metric([service, status], counts.get((service, status), 0))
-        return gauge
+        return _by_status(
+            "conveyor_runs_in_progress",
+            "Pipeline runs queued or running now.",
+            counts,
+            RUN_ACTIVE,
+            services=set(session.scalars(select(Service.name))),
+        )
 
     def _jobs(self, session: Session) -> Metric:
-        gauge = _gauge(
-            "conveyor_jobs_in_progress",
-            "Jobs waiting for a runner (queued) or running now.",
-            ("service", "status"),
-        )
         counts = _counts(
             session,
             select(Service.name, Job.status, func.count())
@@ -635,10 +627,12 @@ class StoreCollector(Collector):
             .where(Job.status.in_(JOB_ACTIVE))
             .group_by(Service.name, Job.status),
         )
-        for service in sorted({key[0] for key in counts}):
-            for status in JOB_ACTIVE:
-                gauge.add_metric([service, status], counts.get((service, status), 0))
-        return gauge
+        return _by_status(
+            "conveyor_jobs_in_progress",
+            "Jobs waiting for a runner (queued) or running now.",
+            counts,
+            JOB_ACTIVE,
+        )
 
     def _deployments(self, session: Session) -> Iterator[Metric]:
         gauge = _gauge(
@@ -726,6 +720,23 @@ class StoreCollector(Collector):
             for name, position in sorted(cursors):
                 gauge.add_metric([name], max(0, last - int(position)))
         return gauge
+
+
+def _by_status(
+    name: str,
+    documentation: str,
+    counts: Mapping[tuple[str, ...], int],
+    statuses: Iterable[str],
+    *,
+    services: Iterable[str] = (),
+) -> Metric:
+    """A gauge by service and status from ``counts``: every one of ``statuses`` for each
+    service counted or in ``services``, at 0 when there is none."""
+    gauge = _gauge(name, documentation, ("service", "status"))
+    for service in sorted({*services, *(key[0] for key in counts)}):
+        for status in statuses:
+            gauge.add_metric([service, status], counts.get((service, status), 0))
+    return gauge
 
 
 def _counts(session: Session, query: Executable) -> dict[tuple[str, ...], int]:

@@ -296,21 +296,24 @@ def _recover(store: Store, config: ServerConfig) -> None:
 
 # The API under /api/v1, /metrics at the root (where Prometheus looks by default), and the web
 # UI last: `/`, the UI paths and /static/ (docs/decisions/0008-web-ui.md).
+API_ROUTERS = (
+    runs.router,
+    delivery.router,
+    dora.router,
+    alerts.router,
+    imports.router,
+    hooks.router,
+    runners.router,
+    pipeline_secrets.router,
+    timeline.router,
+    session.router,
+    stream.router,
+    overview.router,
+    inbox.router,
+)
 ROUTES: tuple[tuple[APIRouter, str], ...] = (
-    (runs.router, API),
-    (delivery.router, API),
-    (dora.router, API),
-    (alerts.router, API),
-    (imports.router, API),
+    *((router, API) for router in API_ROUTERS),
     (metrics.router, ""),
-    (hooks.router, API),
-    (runners.router, API),
-    (pipeline_secrets.router, API),
-    (timeline.router, API),
-    (session.router, API),
-    (stream.router, API),
-    (overview.router, API),
-    (inbox.router, API),
     (web_ui.router, ""),
 )
 

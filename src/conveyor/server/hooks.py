@@ -64,17 +64,18 @@ def _accepted(source: str, service: str, delivery: str, new: bool) -> JSONRespon
     return JSONResponse(body, status_code=409)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body, refused with 413 as soon as it passes ``limit`` bytes (declared or read):
-    a webhook sender must not make the server hold more than that."""
+async def read_body(request: Request, limit: int, too_large: str | None = None) -> bytes:
+    """The raw body, refused with 413 (``too_large`` its message) as soon as it passes ``limit``
+    bytes (declared or read): a sender must not make the server hold more than that."""
+    message = too_large or f"payload larger than {limit} bytes"
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, f"payload larger than {limit} bytes")
+        raise HTTPException(413, message)
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise HTTPException(413, f"payload larger than {limit} bytes")
+            raise HTTPException(413, message)
     return bytes(body)
 
 

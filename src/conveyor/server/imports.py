@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from conveyor.metrics.imports import ImportFailed, decode, import_history
 from conveyor.server import scoping
 from conveyor.server.auth import require
+from conveyor.server.hooks import read_body
 from conveyor.server.schemas.common import ERRORS, errors
 from conveyor.server.schemas.intake import ImportSummary
 from conveyor.server.tokens import Identity
@@ -43,16 +44,9 @@ async def import_file(
     scoping.unlimited(identity, "importing history")
     # server/limits.py has refused a larger body already; this holds for any other caller.
     limit = request.app.state.conveyor.config.body_limits.imports
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, f"the file is larger than {limit} bytes; split it")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise HTTPException(413, f"the file is larger than {limit} bytes; split it")
+    body = await read_body(request, limit, f"the file is larger than {limit} bytes; split it")
     try:
-        text = decode(bytes(body))
+        text = decode(body)
         summary = await run_in_threadpool(
             import_history,
             request.app.state.conveyor.store,

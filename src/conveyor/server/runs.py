@@ -21,7 +21,7 @@ from conveyor.server import scoping
 from conveyor.server.auth import require
 from conveyor.server.schemas import delivery as dschemas
 from conveyor.server.schemas import runs as schemas
-from conveyor.server.schemas.common import ERRORS, errors
+from conveyor.server.schemas.common import ERRORS, errors, event_stream
 from conveyor.server.tokens import Identity
 from conveyor.sources.commits import queue_commit
 from conveyor.sources.mirror import source_for
@@ -257,15 +257,11 @@ def _sse(event: str, data: Any) -> bytes:
     "/runs/{run_id}/logs/stream",
     tags=["logs"],
     response_class=StreamingResponse,
-    responses={
-        200: {
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
-            "description": "Server-sent events: `line` (a log line, as in GET .../logs), "
-            "then `end`.",
-        },
-        **ERRORS,
-        **errors(404),
-    },
+    responses=event_stream(
+        "Server-sent events: `line` (a log line, as in GET .../logs), then `end`."
+    )
+    | ERRORS
+    | errors(404),
 )
 async def stream_logs(
     request: Request,

@@ -75,13 +75,7 @@ def of_release(store: Store, release_id: int) -> str | None:
 
 
 def of_deployment(store: Store, deployment_id: int) -> tuple[str | None, str | None]:
-    with store.session() as session:
-        row = session.execute(
-            select(Service.name, Deployment.environment)
-            .join(Deployment, Deployment.service_id == Service.id)
-            .where(Deployment.id == deployment_id)
-        ).first()
-        return (row[0], row[1]) if row is not None else (None, None)
+    return _service_and_environment(store, Deployment, deployment_id)
 
 
 def of_approval(store: Store, approval_id: int) -> tuple[str | None, str | None]:
@@ -93,10 +87,17 @@ def of_approval(store: Store, approval_id: int) -> tuple[str | None, str | None]
 
 
 def of_incident(store: Store, incident_id: int) -> tuple[str | None, str | None]:
+    return _service_and_environment(store, Incident, incident_id)
+
+
+def _service_and_environment(
+    store: Store, model: type[Deployment] | type[Incident], row_id: int
+) -> tuple[str | None, str | None]:
+    """The service and environment of a deployment or an incident, or (None, None)."""
     with store.session() as session:
         row = session.execute(
-            select(Service.name, Incident.environment)
-            .join(Incident, Incident.service_id == Service.id)
-            .where(Incident.id == incident_id)
+            select(Service.name, model.environment)
+            .join(model, model.service_id == Service.id)
+            .where(model.id == row_id)
         ).first()
         return (row[0], row[1]) if row is not None else (None, None)

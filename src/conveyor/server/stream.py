@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 from conveyor.events import EventType, types_of
 from conveyor.server.auth import require
 from conveyor.server.hub import Hub
-from conveyor.server.schemas.common import ERRORS
+from conveyor.server.schemas.common import ERRORS, event_stream
 from conveyor.server.session import COOKIE, identity_from_cookie
 from conveyor.server.tokens import Identity
 from conveyor.store.db import Store
@@ -83,12 +83,7 @@ def _message(channel: str) -> bytes:
     "/stream",
     tags=["live"],
     response_class=StreamingResponse,
-    responses={
-        200: {
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
-            "description": 'Server-sent events: `change` with {"channel": ...}.',
-        }
-    },
+    responses=event_stream('Server-sent events: `change` with {"channel": ...}.'),
 )
 async def stream(
     request: Request,

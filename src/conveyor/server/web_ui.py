@@ -60,11 +60,6 @@ def _index(request: Request, *, public: bool = False) -> Response:
     return FileResponse(INDEX, media_type=TYPES[".html"], headers=headers)
 
 
-@router.get("/")
-def overview(request: Request) -> Response:
-    return _index(request)
-
-
 # Browsers drop tab, CR and LF from a URL and read a backslash as a slash, so "/\t/evil.example"
 # is "//evil.example", another site. Spaces and other invisible characters have no place in a
 # path of ours either.
@@ -99,39 +94,25 @@ def signin(request: Request) -> Response:
     return _index(request, public=True)
 
 
-@router.get("/runs/{run_id}")
-def run(request: Request, run_id: str) -> Response:
+# The UI's pages: each is index.html (for a signed-in user), and the page's router draws it.
+PAGES = (
+    "/",
+    "/runs/{run_id}",
+    "/releases/{release_id}",
+    "/services/{service}/environments/{environment}",
+    "/approvals",
+    "/dora",
+    "/incidents",
+    "/inbox",
+)
+
+
+def page(request: Request) -> Response:
     return _index(request)
 
 
-@router.get("/releases/{release_id}")
-def release(request: Request, release_id: str) -> Response:
-    return _index(request)
-
-
-@router.get("/services/{service}/environments/{environment}")
-def environment(request: Request, service: str, environment: str) -> Response:
-    return _index(request)
-
-
-@router.get("/approvals")
-def approvals(request: Request) -> Response:
-    return _index(request)
-
-
-@router.get("/dora")
-def dora(request: Request) -> Response:
-    return _index(request)
-
-
-@router.get("/incidents")
-def incidents(request: Request) -> Response:
-    return _index(request)
-
-
-@router.get("/inbox")
-def inbox(request: Request) -> Response:
-    return _index(request)
+for _path in PAGES:
+    router.add_api_route(_path, page, methods=["GET"])
 
 
 def _etag(target: Path) -> str:

@@ -5,10 +5,12 @@ Messages for the user are raised as `PydanticCustomError` with the text in the `
 """
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
+from annotated_types import GroupedMetadata
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
@@ -93,15 +95,30 @@ def _command(value: str) -> str:
     return value
 
 
-def _pattern_check(pattern: str, what: str, rule: str) -> Callable[[str], str]:
-    compiled = re.compile(pattern)
+@dataclass(frozen=True)
+class _Matching(GroupedMetadata):
+    """A name that must match ``pattern``: refused naming ``what`` and the ``rule`` it breaks,
+    and described by the pattern in the JSON Schema."""
 
-    def check(value: str) -> str:
-        if not compiled.match(value):
-            raise user_error("invalid_name", f"{what} {describe(value)} is not valid: {rule}")
-        return value
+    pattern: str
+    what: str
+    rule: str
 
-    return check
+    def __iter__(self) -> Iterator[object]:
+        compiled = re.compile(self.pattern)
+
+        def check(value: str) -> str:
+            if not compiled.match(value):
+                raise user_error(
+                    "invalid_name", f"{self.what} {describe(value)} is not valid: {self.rule}"
+                )
+            return value
+
+        yield AfterValidator(check)
+        yield WithJsonSchema({"type": "string", "pattern": self.pattern})
+
+
+_NAME_RULE = "use letters, digits, '_', '.' and '-', not starting with '.' or '-'"
 
 
 def _notify_event(value: str) -> str:
@@ -159,32 +176,34 @@ def _git_url(value: str) -> str:
     )(value)
 
 
+def number_or_text(
+    number: dict[str, object],
+    pattern: str,
+    description: str | None = None,
+    *,
+    also: tuple[dict[str, object], ...] = (),
+) -> WithJsonSchema:
+    """The JSON Schema of a value written as a number (``number``'s schema) or as text matching
+    ``pattern`` (``30s``, ``10MB``), or as one of ``also``."""
+    schema: dict[str, object] = {"anyOf": [number, {"type": "string", "pattern": pattern}, *also]}
+    if description is not None:
+        schema["description"] = description
+    return WithJsonSchema(schema)
+
+
 _STRINGY = {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}]}
 
 Duration = Annotated[
     float,
     BeforeValidator(_duration),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", "exclusiveMinimum": 0},
-                {"type": "string", "pattern": DURATION_PATTERN},
-            ],
-            "description": f"A duration: seconds, or {DURATION_HELP} (also 500ms, 1h30m, 2d).",
-        }
+    number_or_text(
+        {"type": "number", "exclusiveMinimum": 0},
+        DURATION_PATTERN,
+        f"A duration: seconds, or {DURATION_HELP} (also 500ms, 1h30m, 2d).",
     ),
 ]
 Size = Annotated[
-    int,
-    BeforeValidator(_size),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "integer", "minimum": 1},
-                {"type": "string", "pattern": SIZE_PATTERN},
-            ]
-        }
-    ),
+    int, BeforeValidator(_size), number_or_text({"type": "integer", "minimum": 1}, SIZE_PATTERN)
 ]
 StrList = Annotated[
     list[str],
@@ -192,11 +211,7 @@ StrList = Annotated[
     WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}),
 ]
 EnvVarName = Annotated[
-    str,
-    AfterValidator(
-        _pattern_check(ENV_VAR_PATTERN, "environment variable name", "use letters, digits and '_'")
-    ),
-    WithJsonSchema({"type": "string", "pattern": ENV_VAR_PATTERN}),
+    str, _Matching(ENV_VAR_PATTERN, "environment variable name", "use letters, digits and '_'")
 ]
 Env = Annotated[
     dict[EnvVarName, str],
@@ -212,45 +227,18 @@ Env = Annotated[
 Command = Annotated[
     str, AfterValidator(_command), WithJsonSchema({"type": "string", "pattern": r"\S"})
 ]
-JobName = Annotated[
-    str,
-    AfterValidator(
-        _pattern_check(
-            NAME_PATTERN,
-            "job name",
-            "use letters, digits, '_', '.' and '-', not starting with '.' or '-'",
-        )
-    ),
-    WithJsonSchema({"type": "string", "pattern": NAME_PATTERN}),
-]
-EnvironmentName = Annotated[
-    str,
-    AfterValidator(
-        _pattern_check(
-            NAME_PATTERN,
-            "environment name",
-            "use letters, digits, '_', '.' and '-', not starting with '.' or '-'",
-        )
-    ),
-    WithJsonSchema({"type": "string", "pattern": NAME_PATTERN}),
-]
+JobName = Annotated[str, _Matching(NAME_PATTERN, "job name", _NAME_RULE)]
+EnvironmentName = Annotated[str, _Matching(NAME_PATTERN, "environment name", _NAME_RULE)]
 ServiceName = Annotated[
     str,
-    AfterValidator(
-        _pattern_check(
-            SERVICE_PATTERN,
-            "service name",
-            "use lowercase letters, digits, '.', '_' and '-', starting with a letter or digit",
-        )
+    _Matching(
+        SERVICE_PATTERN,
+        "service name",
+        "use lowercase letters, digits, '.', '_' and '-', starting with a letter or digit",
     ),
-    WithJsonSchema({"type": "string", "pattern": SERVICE_PATTERN}),
 ]
 TargetName = Annotated[
-    str,
-    AfterValidator(
-        _pattern_check(TARGET_PATTERN, "target", "use lowercase letters, digits, '_' and '-'")
-    ),
-    WithJsonSchema({"type": "string", "pattern": TARGET_PATTERN}),
+    str, _Matching(TARGET_PATTERN, "target", "use lowercase letters, digits, '_' and '-'")
 ]
 NotifyEvent = Annotated[
     str,

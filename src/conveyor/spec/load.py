@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
-from pydantic_core import ErrorDetails
 
 from conveyor.extensions import ExtensionError, Kind, registry
 from conveyor.spec import checks
@@ -22,6 +21,7 @@ from conveyor.spec.problems import (
     Position,
     Problem,
     describe,
+    explain,
     format_path,
     printable,
     suggest,
@@ -203,10 +203,10 @@ def _from_pydantic(
                 )
             )
         elif rest and rest[0] == "[key]" and path:
-            message, hint = _message(error)
+            message, hint = explain(error)
             findings.append(Finding(path[:-1], message, hint, doc.keys.get(path)))
         else:
-            message, hint = _message(error)
+            message, hint = explain(error)
             container = isinstance(value, dict | list)
             position = _locate(doc, path, prefer_key=container or bool(rest))
             findings.append(Finding(path, message, hint, position))
@@ -228,47 +228,6 @@ def _drop_explained_missing(findings: list[Finding]) -> list[Finding]:
             in suggested
         )
     ]
-
-
-_TYPE_NAMES = {
-    "string_type": "a string",
-    "int_type": "an integer",
-    "int_parsing": "an integer",
-    "int_from_float": "a whole number",
-    "float_type": "a number",
-    "float_parsing": "a number",
-    "bool_type": "true or false",
-    "bool_parsing": "true or false",
-    "list_type": "a list",
-    "dict_type": "a mapping",
-    "model_type": "a mapping",
-    "model_attributes_type": "a mapping",
-    "finite_number": "a finite number",
-}
-_BOUNDS = {
-    "greater_than_equal": ("ge", "at least"),
-    "less_than_equal": ("le", "at most"),
-    "greater_than": ("gt", "greater than"),
-    "less_than": ("lt", "less than"),
-}
-
-
-def _message(error: ErrorDetails) -> tuple[str, str | None]:
-    kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
-    if "detail" in ctx:
-        hint = ctx.get("hint")
-        return str(ctx["detail"]), str(hint) if hint is not None else None
-    if kind in _TYPE_NAMES:
-        return f"expected {_TYPE_NAMES[kind]}, got {describe(value)}", None
-    if kind == "literal_error":
-        choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
-        hint = suggest(str(value), choices) if isinstance(value, str) else None
-        hint = hint if hint and hint.startswith("did you mean") else None
-        return f"expected {ctx.get('expected')}, got {describe(value)}", hint
-    if kind in _BOUNDS:
-        name, words = _BOUNDS[kind]
-        return f"must be {words} {ctx.get(name)}, got {describe(value)}", None
-    return str(error["msg"]).removeprefix("Value error, "), None
 
 
 def _allowed_keys(path: KeyPath, root: type[BaseModel] = Pipeline, skip: int = 0) -> list[str]:

@@ -5,6 +5,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from pydantic_core import ErrorDetails
+
 from conveyor.errors import ConveyorError
 
 #: A place in the document: mapping keys and sequence indexes from the top.
@@ -107,3 +109,50 @@ def describe(value: object) -> str:
     if isinstance(value, dict):
         return "a mapping"
     return type(value).__name__
+
+
+# What pydantic's error types expect, as the rest of "expected ..." / "must be ...".
+_EXPECTED = {
+    "string_type": "a string",
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "finite_number": "a finite number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "list_type": "a list",
+    "tuple_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+}
+_BOUNDS = {
+    "greater_than_equal": ("ge", "at least"),
+    "less_than_equal": ("le", "at most"),
+    "greater_than": ("gt", "greater than"),
+    "less_than": ("lt", "less than"),
+}
+
+
+def explain(error: ErrorDetails, expected: str = "expected") -> tuple[str, str | None]:
+    """What is wrong with a value, from one pydantic validation error, and a hint if there is
+    one: ``expected an integer, got 'x'`` (``expected`` is the verb, e.g. "must be").
+    Custom errors carry their text and hint in ``detail`` and ``hint`` (conveyor.spec.fields);
+    a choice spelt almost right is suggested."""
+    kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
+    if "detail" in ctx:
+        hint = ctx.get("hint")
+        return str(ctx["detail"]), str(hint) if hint is not None else None
+    if kind in _EXPECTED:
+        return f"{expected} {_EXPECTED[kind]}, got {describe(value)}", None
+    if kind == "literal_error":
+        choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        hint = suggest(str(value), choices) if isinstance(value, str) else None
+        hint = hint if hint and hint.startswith("did you mean") else None
+        return f"{expected} {ctx.get('expected')}, got {describe(value)}", hint
+    if kind in _BOUNDS:
+        name, words = _BOUNDS[kind]
+        return f"must be {words} {ctx.get(name)}, got {describe(value)}", None
+    return str(error["msg"]).removeprefix("Value error, "), None

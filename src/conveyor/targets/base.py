@@ -38,9 +38,10 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from conveyor.errors import ConveyorError
+from conveyor.extensions import Extension, Kind
 from conveyor.sandbox import Sandbox, default_sandbox
 from conveyor.spec.blocks import DEPLOY_KEYS
-from conveyor.spec.problems import describe, format_path, suggest
+from conveyor.spec.problems import describe, explain, format_path, suggest
 
 __all__ = [
     "COMMON_KEYS",
@@ -54,6 +55,7 @@ __all__ = [
     "TargetStatus",
     "common_url",
     "read_options",
+    "target",
 ]
 
 #: The `deploy:` keys of every target, modelled by the pipeline's `Deploy` and read by targets
@@ -232,6 +234,14 @@ class Target(abc.ABC):
         """Release what the target holds in this process (listeners, connections)."""
 
 
+def target(
+    name: str, options: type[BaseModel], implementation: type[Target], summary: str, *, order: int
+) -> Extension:
+    """The registry entry of a target: ``implementation`` is its `Target` subclass, ``options``
+    the model of its own `deploy:` keys."""
+    return Extension(Kind.TARGET, name, options, implementation, summary, order=order)
+
+
 def read_options(model: type[ModelT], options: Mapping[str, Any], *, target: str) -> ModelT:
     """The target-specific keys of `deploy:` (every key but `COMMON_KEYS`) as ``model``; a
     TargetError names each key that is wrong and what it expects."""
@@ -258,34 +268,13 @@ def common_url(options: Mapping[str, Any]) -> str | None:
 
 # Messages of the option types that read as the rest of a sentence after the key.
 _PREDICATES = ("must ", "is ", "has ", "needs ")
-_EXPECTED = {
-    "string_type": "a string",
-    "int_type": "an integer",
-    "int_parsing": "an integer",
-    "int_from_float": "a whole number",
-    "float_type": "a number",
-    "float_parsing": "a number",
-    "bool_type": "true or false",
-    "bool_parsing": "true or false",
-    "list_type": "a list",
-    "tuple_type": "a list",
-    "dict_type": "a mapping",
-    "model_type": "a mapping",
-    "model_attributes_type": "a mapping",
-}
-_BOUNDS = {
-    "greater_than_equal": ("ge", "at least"),
-    "less_than_equal": ("le", "at most"),
-    "greater_than": ("gt", "greater than"),
-    "less_than": ("lt", "less than"),
-}
 
 
 def _problem(model: type[BaseModel], error: ErrorDetails, target: str) -> tuple[str, str | None]:
     """One validation error as the user reads it: the key (``deploy.hosts[0]``), then what is
     wrong with it; custom errors carry their text in ``detail`` (conveyor.spec.fields)."""
     loc = tuple(error["loc"])
-    kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
+    kind = error["type"]
     path = format_path(("deploy", *loc))
     if kind == "extra_forbidden" and len(loc) == 1:
         keys = [*model.model_fields, *sorted(COMMON_KEYS)]
@@ -299,19 +288,9 @@ def _problem(model: type[BaseModel], error: ErrorDetails, target: str) -> tuple[
         return f"{target} target: option {format_path(loc)} is required", _example(
             model, loc, target
         )
-    if "detail" in ctx:
-        message, hint = str(ctx["detail"]), ctx.get("hint")
-    elif kind in _EXPECTED:
-        message, hint = f"must be {_EXPECTED[kind]}, got {describe(value)}", None
-    elif kind == "literal_error":
-        message, hint = f"must be {ctx.get('expected')}, got {describe(value)}", None
-    elif kind in _BOUNDS:
-        name, words = _BOUNDS[kind]
-        message, hint = f"must be {words} {ctx.get(name)}, got {describe(value)}", None
-    else:
-        message, hint = str(error["msg"]).removeprefix("Value error, "), None
+    message, hint = explain(error, "must be")
     joined = f"{path} {message}" if message.startswith(_PREDICATES) else f"{path}: {message}"
-    return joined, str(hint) if hint is not None else None
+    return joined, hint
 
 
 def _example(model: type[BaseModel], loc: tuple[int | str, ...], target: str) -> str | None:

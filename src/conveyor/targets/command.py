@@ -21,7 +21,7 @@ from pathlib import Path
 from pydantic import Field
 
 from conveyor.errors import ConveyorError
-from conveyor.extensions import Extension, Kind, Options
+from conveyor.extensions import Options
 from conveyor.proc import run_process
 from conveyor.targets.base import (
     Instance,
@@ -31,6 +31,7 @@ from conveyor.targets.base import (
     TargetStatus,
     common_url,
     read_options,
+    target,
 )
 from conveyor.targets.fields import Command, Seconds
 
@@ -243,12 +244,11 @@ def _state_variables(instance: Instance) -> dict[str, str]:
     return env
 
 
-EXTENSION = Extension(
-    kind=Kind.TARGET,
-    name="command",
-    options=CommandOptions,
-    implementation=CommandTarget,
-    summary="Deploys with your own commands (helm, kubectl, ansible, a script), told which "
+EXTENSION = target(
+    "command",
+    CommandOptions,
+    CommandTarget,
+    "Deploys with your own commands (helm, kubectl, ansible, a script), told which "
     "release through CONVEYOR_* variables; a rollback is the same command given an older "
     "release, unless `rollback` is set.",
     order=40,

@@ -26,7 +26,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -35,7 +34,6 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BeforeValidator, Field
 
-from conveyor.extensions import Extension, Kind
 from conveyor.runner.container import client_env
 from conveyor.spec.fields import Duration, user_error
 from conveyor.spec.problems import describe
@@ -45,15 +43,15 @@ from conveyor.targets.base import (
     TargetError,
     TargetStatus,
     read_options,
+    target,
 )
 from conveyor.targets.fields import DurationOrZero, Flag, Strings
-from conveyor.targets.proxied import ProxiedOptions, ProxiedTarget
+from conveyor.targets.proxied import ProxiedOptions, ProxiedTarget, accepts, free_port
 
 __all__ = ["EXTENSION", "ContainerOptions", "ContainerTarget"]
 
 _ENGINES = ("podman", "docker")
 _POLL = 0.05
-_PROBE_TIMEOUT = 1.0
 _ENGINE_TIMEOUT = 60.0
 _TAIL_LINES = 5
 # Where podman lives on Debian; a non-root PATH may lack the sbin folders.
@@ -130,26 +128,6 @@ class ContainerOptions(ProxiedOptions):
         "image's default.",
         examples=[["serve", "--workers", "2"]],
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-async def _accepts(port: int) -> bool:
-    try:
-        _, writer = await asyncio.wait_for(
-            asyncio.open_connection("127.0.0.1", port), _PROBE_TIMEOUT
-        )
-    except (OSError, TimeoutError):
-        return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return True
 
 
 def _safe(text: str) -> str:
@@ -240,7 +218,7 @@ class ContainerTarget(ProxiedTarget[ContainerOptions]):
         await self._ensure_proxy()
         if kept is not None and kept.release_id == to.release_id:
             state = await self._inspect_instance(kept)
-            if state is not None and state.running and await _accepts(int(kept.state["port"])):
+            if state is not None and state.running and await accepts(int(kept.state["port"])):
                 # Still running (blue-green, failed before or right after the switch): the
                 # fastest way back is to route to it again.
                 await self._route(kept, drain_timeout=0.0)
@@ -484,7 +462,7 @@ class ContainerTarget(ProxiedTarget[ContainerOptions]):
         """Start ``image`` on a fresh port and wait until that port accepts connections."""
         opts = self.options
         name = await self._container_name(bundle, keep)
-        port = _free_port()
+        port = free_port()
         variables = self._variables(bundle, port)
         argv = ["run", "--detach", "--name", name, "--network", "host", "--pull", "never"]
         if opts.init:
@@ -527,7 +505,7 @@ class ContainerTarget(ProxiedTarget[ContainerOptions]):
         name, port = instance.state["container"], int(instance.state["port"])
         deadline = started + opts.ready_timeout
         while True:
-            if await _accepts(port):
+            if await accepts(port):
                 break
             state = await self._inspect_instance(instance)
             if state is None or not state.running:
@@ -558,12 +536,11 @@ def _same_container(a: Instance, b: Instance) -> bool:
     return bool(a.state.get("id")) and a.state.get("id") == b.state.get("id")
 
 
-EXTENSION = Extension(
-    kind=Kind.TARGET,
-    name="container",
-    options=ContainerOptions,
-    implementation=ContainerTarget,
-    summary="Runs the release's image as a container (podman or docker) on the server's "
+EXTENSION = target(
+    "container",
+    ContainerOptions,
+    ContainerTarget,
+    "Runs the release's image as a container (podman or docker) on the server's "
     "machine; the environment's stable port forwards to the serving release (recreate or "
     "blue-green).",
     order=20,

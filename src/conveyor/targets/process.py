@@ -17,10 +17,8 @@ pid is then bubblewrap's, which lives exactly as long as the release inside it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Mapping
@@ -29,7 +27,6 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from conveyor.extensions import Extension, Kind
 from conveyor.proc import kill_process_group, process_alive, process_start_time, terminate_group
 from conveyor.spec.fields import Duration
 from conveyor.targets.base import (
@@ -38,15 +35,15 @@ from conveyor.targets.base import (
     TargetError,
     TargetStatus,
     read_options,
+    target,
 )
-from conveyor.targets.proxied import ProxiedOptions, ProxiedTarget
+from conveyor.targets.proxied import ProxiedOptions, ProxiedTarget, accepts, free_port
 
 __all__ = ["EXTENSION", "ProcessOptions", "ProcessTarget"]
 
 _POLL = 0.02
 # After SIGKILL, how long to wait for the kernel to take the process away.
 _KILL_WAIT = 5.0
-_PROBE_TIMEOUT = 1.0
 _TAIL_LINES = 5
 _TAIL_BYTES = 16 * 1024
 
@@ -74,13 +71,6 @@ def _start_command(options: Mapping[str, Any]) -> str:
             hint="add `start: <command that listens on $PORT>` under `deploy:` in conveyor.yml",
         )
     return start
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _running(state: Mapping[str, Any]) -> bool:
@@ -130,19 +120,6 @@ async def _wait_gone(pid: int, started: str | None, timeout: float) -> bool:
         if time.monotonic() >= deadline:
             return False
         await asyncio.sleep(_POLL)
-
-
-async def _accepts(port: int) -> bool:
-    try:
-        _, writer = await asyncio.wait_for(
-            asyncio.open_connection("127.0.0.1", port), _PROBE_TIMEOUT
-        )
-    except (OSError, TimeoutError):
-        return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return True
 
 
 def _log_tail(path: Path, offset: int) -> str:
@@ -214,7 +191,7 @@ class ProcessTarget(ProxiedTarget[ProcessOptions]):
             kept is not None
             and kept.state.get("version") == to.version
             and _running(kept.state)
-            and await _accepts(int(kept.state["port"]))
+            and await accepts(int(kept.state["port"]))
         ):
             # Still running (blue-green, failed before or right after the switch): the fastest
             # way back is to route to it again.
@@ -255,7 +232,7 @@ class ProcessTarget(ProxiedTarget[ProcessOptions]):
             raise TargetError(f"release folder {root} does not exist")
         sandbox = self.ctx.confinement()
         await asyncio.to_thread(sandbox.claim, root)
-        port = _free_port()
+        port = free_port()
         version = bundle.version
         log_path = self.ctx.state_dir / "logs" / f"{version}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -295,7 +272,7 @@ class ProcessTarget(ProxiedTarget[ProcessOptions]):
 
         deadline = started_at + opts.ready_timeout
         while True:
-            if await _accepts(port):
+            if await accepts(port):
                 break
             code = _reap(child.pid)
             if code is not None:
@@ -341,12 +318,11 @@ class ProcessTarget(ProxiedTarget[ProcessOptions]):
         self.ctx.log(f"stopped {version} (pid {pid})")
 
 
-EXTENSION = Extension(
-    kind=Kind.TARGET,
-    name="process",
-    options=ProcessOptions,
-    implementation=ProcessTarget,
-    summary="Runs the release's `start` command as a process on the server's machine; the "
+EXTENSION = target(
+    "process",
+    ProcessOptions,
+    ProcessTarget,
+    "Runs the release's `start` command as a process on the server's machine; the "
     "environment's stable port forwards to the serving release (recreate or blue-green).",
     order=10,
 )

@@ -6,6 +6,9 @@ inside this process."""
 from __future__ import annotations
 
 import abc
+import asyncio
+import contextlib
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
@@ -19,6 +22,31 @@ from conveyor.targets.fields import DurationOrZero, Port
 from conveyor.targets.proxy import LocalRoute
 
 STRATEGIES = ("recreate", "blue-green")
+
+#: How long a probe of a release's port waits for the connection.
+_PROBE_TIMEOUT = 1.0
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now, for a new release."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def accepts(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:``port``."""
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection("127.0.0.1", port), _PROBE_TIMEOUT
+        )
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
 
 
 class ProxiedOptions(Options):

@@ -37,7 +37,7 @@ from typing import Annotated, Any
 from cryptography.utils import CryptographyDeprecationWarning
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 
-from conveyor.extensions import Extension, Kind, Options
+from conveyor.extensions import Options
 from conveyor.proc import sanitize_line
 from conveyor.spec.fields import user_error
 from conveyor.spec.problems import describe
@@ -49,6 +49,7 @@ from conveyor.targets.base import (
     TargetStatus,
     common_url,
     read_options,
+    target,
 )
 from conveyor.targets.fields import Command, Seconds, Text
 
@@ -919,12 +920,11 @@ def _release_of(link: str | None) -> str | None:
     return posixpath.basename(link.rstrip("/")) or None
 
 
-EXTENSION = Extension(
-    kind=Kind.TARGET,
-    name="ssh",
-    options=SshOptions,
-    implementation=SshTarget,
-    summary="Ships the release to hosts over SSH, host by host: uploads it beside the earlier "
+EXTENSION = target(
+    "ssh",
+    SshOptions,
+    SshTarget,
+    "Ships the release to hosts over SSH, host by host: uploads it beside the earlier "
     "ones, runs `install`, switches the `current` link and runs `restart`; a failing host "
     "puts the hosts already done back.",
     order=30,

@@ -212,17 +212,27 @@ def approval_summary(approval: Approval) -> dict[str, Any]:
         "version": version_of(dep.release),
         "approvers": approval.approvers,
         "required": approval.required,
-        "approved": sum(1 for d in approval.decisions if d.decision == "approve"),
+        "approved": approvals_given(approval),
         "self_approval": approval.self_approval,
         "requested_at": approval.requested_at,
         "deadline": approval.deadline,
         "on_timeout": approval.on_timeout,
         "reason": approval.reason,
-        "decisions": [
-            {"user": d.user, "decision": d.decision, "reason": d.reason, "via": d.via, "at": d.at}
-            for d in approval.decisions
-        ],
+        "decisions": decisions(approval),
     }
+
+
+def approvals_given(approval: Approval) -> int:
+    """How many people have approved so far."""
+    return sum(1 for d in approval.decisions if d.decision == "approve")
+
+
+def decisions(approval: Approval) -> list[dict[str, Any]]:
+    """Who decided what on an approval, how and when, in order."""
+    return [
+        {"user": d.user, "decision": d.decision, "reason": d.reason, "via": d.via, "at": d.at}
+        for d in approval.decisions
+    ]
 
 
 def list_approvals(store: Store, *, pending_only: bool = True) -> list[dict[str, Any]]:

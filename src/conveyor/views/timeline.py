@@ -28,7 +28,7 @@ from conveyor.store.models import (
     Release,
     Run,
 )
-from conveyor.views.delivery import deployment_summary
+from conveyor.views.delivery import approvals_given, decisions, deployment_summary
 from conveyor.views.runs import load_release
 
 # Where an entry without a time of its own sorts: after everything that has one.
@@ -199,15 +199,12 @@ def _approval_entry(approval: Approval) -> dict[str, Any]:
         "environment": dep.environment,
         "approvers": approval.approvers,
         "required": approval.required,
-        "approved": sum(1 for d in approval.decisions if d.decision == "approve"),
+        "approved": approvals_given(approval),
         "requested_at": approval.requested_at,
         "deadline": approval.deadline,
         "decided_at": approval.decided_at,
         "reason": approval.reason,
-        "decisions": [
-            {"user": d.user, "decision": d.decision, "reason": d.reason, "via": d.via, "at": d.at}
-            for d in approval.decisions
-        ],
+        "decisions": decisions(approval),
     }
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["ERRORS", "ErrorBody", "ErrorDetail", "Number", "Schema", "errors"]
+__all__ = ["ERRORS", "ErrorBody", "ErrorDetail", "Number", "Schema", "errors", "event_stream"]
 
 # A figure that may be a whole or a fractional number: kept as it is (a float field would
 # turn 3 into 3.0 on the way out).
@@ -58,6 +58,16 @@ _DESCRIPTIONS = {
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for these error codes, each with the error body's schema."""
     return {code: {"model": ErrorBody, "description": _DESCRIPTIONS[code]} for code in codes}
+
+
+def event_stream(description: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for a route that answers with server-sent events."""
+    return {
+        200: {
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "description": description,
+        }
+    }
 
 
 # What any authenticated API route may answer besides its own result.

@@ -91,8 +91,10 @@ def test_a_bad_value_names_its_variable(variable: str, value: str, message: str)
     with pytest.raises(SettingsError) as caught:
         Settings.from_env({variable: value})
     assert isinstance(caught.value, ConveyorError)
-    assert str(caught.value).startswith(message)
-    assert str(caught.value).endswith(f"got {value!r}")
+    assert caught.value.message.startswith(message)
+    assert caught.value.message.endswith(f"got {value!r}")
+    assert str(caught.value).endswith("\n  hint: " + (caught.value.hint or "?"))
+    assert (caught.value.hint or "").startswith("unset, it is ")
 
 
 def test_the_docs_table_is_generated_from_the_model() -> None:
@@ -156,34 +158,10 @@ def _setting_reads(path: Path, root: Path = SRC.parent) -> list[str]:
 # Modules not yet given their settings from the start (this list only shrinks).
 STILL_READING: set[str] = {
     "conveyor/cgroups.py",
-    "conveyor/cli/backend.py",
-    "conveyor/cli/common.py",
-    "conveyor/cli/delivery.py",
-    "conveyor/cli/demo.py",
-    "conveyor/cli/hook.py",
-    "conveyor/cli/imports.py",
-    "conveyor/cli/run.py",
-    "conveyor/cli/runner.py",
-    "conveyor/cli/secret.py",
-    "conveyor/cli/server.py",
-    "conveyor/delivery/bundles.py",
-    "conveyor/delivery/cdevents.py",
-    "conveyor/delivery/controller.py",
-    "conveyor/delivery/outbox.py",
-    "conveyor/engine/alerts.py",
-    "conveyor/engine/approvals.py",
-    "conveyor/engine/attribution.py",
-    "conveyor/engine/dispatch.py",
     "conveyor/runner/agent.py",
     "conveyor/runner/container.py",
     "conveyor/runner/executor.py",
     "conveyor/sandbox.py",
-    "conveyor/server/delivery.py",
-    "conveyor/server/metrics.py",
-    "conveyor/store/db.py",
-    "conveyor/store/retention.py",
-    "conveyor/store/sealing.py",
-    "conveyor/store/vault.py",
 }
 
 

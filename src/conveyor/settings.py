@@ -447,7 +447,10 @@ class Settings(BaseModel):
             try:
                 values[name] = parser.parse(text)
             except ValueError as exc:
-                raise SettingsError(f"{variable} must be {exc}, got {text!r}") from None
+                raise SettingsError(
+                    f"{variable} must be {exc}, got {text!r}",
+                    hint=f"unset, it is {_shown_default(name).strip('`')}",
+                ) from None
         return cls(**values)
 
 

@@ -155,16 +155,6 @@ def _setting_reads(path: Path, root: Path = SRC.parent) -> list[str]:
     return found
 
 
-# Modules not yet given their settings from the start (this list only shrinks).
-STILL_READING: set[str] = {
-    "conveyor/cgroups.py",
-    "conveyor/runner/agent.py",
-    "conveyor/runner/container.py",
-    "conveyor/runner/executor.py",
-    "conveyor/sandbox.py",
-}
-
-
 def test_only_the_settings_module_reads_settings() -> None:
     reads = [
         line
@@ -172,7 +162,6 @@ def test_only_the_settings_module_reads_settings() -> None:
         if path.name != "settings.py" or path.parent != SRC
         if "sample" not in path.relative_to(SRC).parts
         for line in _setting_reads(path)
-        if line.split(":")[0] not in STILL_READING
     ]
     assert reads == [], "read it from conveyor.settings.Settings, handed down from the start"
 

@@ -42,7 +42,7 @@ def demo(
     from conveyor.sandbox import configure
 
     # The demo's server sandboxes the sample's jobs and releases: say at once if it cannot.
-    configure()
+    configure(settings=settings())
     options = Options(
         directory=directory,
         port=port,

@@ -65,7 +65,7 @@ def run(
     if given.url:
         raise SystemExit(_run_on_server(root, rev, given.url, given.token))
     # Before the run is recorded: without a sandbox nothing is queued.
-    sandbox = configure(disabled=no_sandbox)
+    sandbox = configure(disabled=no_sandbox, settings=given)
     if not sandbox.enabled:
         click.echo(f"warning: sandbox {sandbox.describe()}", err=True)
     store = store_for(root)
@@ -81,6 +81,7 @@ def run(
         sources=sources,
         keep_workspaces=keep_workspaces,
         sandbox=sandbox,
+        conveyor=given,
     )
     queued = queue_commit(store, root, rev, owner=process_owner())
     limit = parallelism or queued.pipeline.defaults.parallelism or os.cpu_count() or 2

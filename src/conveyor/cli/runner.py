@@ -96,7 +96,7 @@ def runner(
         raise click.MissingParameter(param_hint="'--token'", param_type="option")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # First: a runner that cannot sandbox jobs refuses to start (one line, naming the fix).
-    sandbox = configure(disabled=no_sandbox)
+    sandbox = configure(disabled=no_sandbox, settings=given)
 
     name = name or socket.gethostname()
     label_list = [x.strip() for x in labels.split(",") if x.strip()]
@@ -109,6 +109,7 @@ def runner(
         work_dir or _default_work_dir(name),
         echo=_echo,
         sandbox=sandbox,
+        settings=given,
     )
     if _plain_http_elsewhere(server_url):
         _echo(

@@ -191,7 +191,7 @@ def server(
     max_connections = max_connections or settings.max_connections
     edge = edge or settings.edge
     # First: a server that cannot sandbox pipeline code refuses to start (one line, the fix).
-    sandbox = configure(disabled=no_sandbox)
+    sandbox = configure(disabled=no_sandbox, settings=settings)
 
     if not _loopback(host):
         click.echo(

@@ -112,7 +112,7 @@ class ServerState:
         self.store = store
         self.config = config
         self.settings = settings
-        self.sandbox = config.sandbox if config.sandbox is not None else default_sandbox()
+        self.sandbox = config.sandbox if config.sandbox is not None else default_sandbox(settings)
         self.artifacts = ArtifactStore(store.home / "artifacts")
         self.sources = SourceCache(store.home / "workspaces")
         self.hub: Hub | None = None
@@ -281,6 +281,7 @@ def _background(state: ServerState, hub: Hub, wake: dict[str, asyncio.Event]) ->
             secrets=Secrets(),
             sources=state.sources,
             sandbox=state.sandbox,
+            conveyor=settings,
         )
         pool = RunnerPool(
             store,

@@ -174,3 +174,37 @@ def test_the_check_finds_a_read(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     assert _setting_reads(sample, tmp_path) == ["sample.py:3", "sample.py:4"]
+
+
+def test_a_command_shows_a_bad_setting_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from conveyor.cli.main import main
+
+    monkeypatch.setenv("CONVEYOR_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CONVEYOR_LEASE_SECONDS", "x")
+    with pytest.raises(SystemExit) as exited:
+        main(["runs"])
+    assert exited.value.code == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[0] == (
+        "error: CONVEYOR_LEASE_SECONDS must be a number of seconds above 0 (at most 86400), got 'x'"
+    )
+    assert "Traceback" not in err
+
+
+def test_a_server_refuses_to_start_on_a_bad_setting(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from conveyor.server.app import create_app
+    from conveyor.store.db import Settings as Where
+    from conveyor.store.db import open_store
+
+    home = tmp_path / "home"
+    store = open_store(Where(home=home, database_url=f"sqlite:///{home / 'conveyor.db'}"))
+    try:
+        monkeypatch.setenv("CONVEYOR_KEEP_BUNDLES", "many")
+        with pytest.raises(SettingsError, match="CONVEYOR_KEEP_BUNDLES must be a whole number"):
+            create_app(store)
+    finally:
+        store.close()

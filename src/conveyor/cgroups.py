@@ -28,7 +28,7 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -217,10 +217,10 @@ def _usable(groups: JobGroups) -> str | None:
     return None
 
 
-def discover(environ: Mapping[str, str] | None = None) -> JobGroups | str:
-    """The groups this process can make, or one line saying why none (and what to do)."""
-    environ = os.environ if environ is None else environ
-    setting = environ.get(SETTING, "").strip()
+def discover(setting: str = "") -> JobGroups | str:
+    """The groups this process can make, or one line saying why none (and what to do).
+    ``setting``: CONVEYOR_CGROUP (Settings.cgroup): empty, ``off`` or a delegated folder."""
+    setting = setting.strip()
     if setting.lower() == "off":
         return f"per-job groups turned off ({SETTING}=off)"
     if setting:

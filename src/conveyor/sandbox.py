@@ -32,7 +32,6 @@ import asyncio
 import contextlib
 import functools
 import json
-import math
 import os
 import re
 import resource
@@ -48,9 +47,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conveyor.cgroups import SETTING as CGROUP_SETTING
 from conveyor.cgroups import Group, JobGroups, discover
 from conveyor.errors import ConveyorError
+from conveyor.settings import Settings
 
 __all__ = [
     "BUBBLEWRAP",
@@ -71,7 +70,6 @@ __all__ = [
 BUBBLEWRAP = "bubblewrap"
 OFF = "off"
 SWITCH = "CONVEYOR_SANDBOX"
-PATH_VARIABLE = "CONVEYOR_JOB_PATH"
 OPT_OUT = "--unsafe-no-sandbox"
 INSTALL = "apt-get install -y --no-install-recommends bubblewrap"
 NOBODY = 65534
@@ -94,24 +92,6 @@ _PROBE_SECONDS = 10.0
 _ADMIT_SECONDS = 10.0
 
 _KIB = 1024
-_SIZE_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": _KIB,
-    "kb": 1000,
-    "kib": _KIB,
-    "m": _KIB**2,
-    "mb": 1000**2,
-    "mib": _KIB**2,
-    "g": _KIB**3,
-    "gb": 1000**3,
-    "gib": _KIB**3,
-    "t": _KIB**4,
-    "tb": 1000**4,
-    "tib": _KIB**4,
-}
-_TIME_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_QUANTITY = re.compile(r"\s*(\d+(?:\.\d*)?)\s*([A-Za-z]*)\s*")
 
 
 class SandboxUnavailable(ConveyorError):
@@ -125,25 +105,6 @@ def format_bytes(size: int) -> str:
         if size >= factor:
             return f"{size / factor:.1f} {unit}"
     return f"{size / _KIB:.1f} KiB"
-
-
-def _quantity(
-    environ: Mapping[str, str], name: str, default: float, units: dict[str, float]
-) -> float:
-    text = environ.get(name, "").strip()
-    if not text:
-        return default
-    match = _QUANTITY.fullmatch(text)
-    unit = match.group(2).lower() if match else ""
-    if match is None or unit not in units:
-        raise ConveyorError(
-            f"{name}={text!r} is not a valid value",
-            hint=f"use a number with one of the units {', '.join(u for u in units if u)}",
-        )
-    value = float(match.group(1)) * units[unit]
-    if not math.isfinite(value) or value < 1:
-        raise ConveyorError(f"{name}={text!r} must be at least 1")
-    return value
 
 
 @dataclass(frozen=True)
@@ -167,18 +128,21 @@ class Limits:
     log_bytes: int = 256 * _KIB**2
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> Limits:
-        size = {k: float(v) for k, v in _SIZE_UNITS.items()}
-        count = {"": 1.0}
-        d = cls()
+    def from_settings(cls, settings: Settings) -> Limits:
+        """The ceilings an operator set (CONVEYOR_LIMIT_*)."""
         return cls(
-            memory=int(_quantity(environ, "CONVEYOR_LIMIT_MEMORY", d.memory, size)),
-            processes=int(_quantity(environ, "CONVEYOR_LIMIT_PROCESSES", d.processes, count)),
-            file_size=int(_quantity(environ, "CONVEYOR_LIMIT_FILE_SIZE", d.file_size, size)),
-            tmp_size=int(_quantity(environ, "CONVEYOR_LIMIT_TMP", d.tmp_size, size)),
-            job_time=_quantity(environ, "CONVEYOR_LIMIT_JOB_TIME", d.job_time, _TIME_UNITS),
-            log_bytes=int(_quantity(environ, "CONVEYOR_LIMIT_LOG", d.log_bytes, size)),
+            memory=settings.limit_memory,
+            processes=settings.limit_processes,
+            file_size=settings.limit_file_size,
+            tmp_size=settings.limit_tmp,
+            job_time=settings.limit_job_time,
+            log_bytes=settings.limit_log,
         )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Limits:
+        """The ceilings in ``environ`` (CONVEYOR_LIMIT_*); a bad value raises SettingsError."""
+        return cls.from_settings(Settings.from_env(environ))
 
     def describe(self, per_job: bool = False) -> str:
         if per_job:
@@ -643,17 +607,24 @@ def _writable(root: Path) -> list[str]:
     return [*argv, "--bind", path, path]
 
 
-def configure(*, disabled: bool = False, environ: Mapping[str, str] | None = None) -> Sandbox:
+def configure(
+    *,
+    disabled: bool = False,
+    settings: Settings | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Sandbox:
     """The sandbox for this process, checked to work: ``disabled`` (the operator's
     --unsafe-no-sandbox) or CONVEYOR_SANDBOX=off give the unsandboxed one. Raises
-    SandboxUnavailable (one line naming the fix) when bubblewrap is missing or fails here."""
+    SandboxUnavailable (one line naming the fix) when bubblewrap is missing or fails here.
+
+    ``settings``: the process's (CONVEYOR_SANDBOX, CONVEYOR_JOB_PATH, CONVEYOR_LIMIT_*,
+    CONVEYOR_CGROUP), read where it started; ``environ``: whose PATH finds bwrap and setpriv
+    (default this process's), and, given no ``settings``, the settings too."""
     environ = os.environ if environ is None else environ
-    limits = Limits.from_env(environ)
-    path = environ.get(PATH_VARIABLE, "").strip() or JOB_PATH
-    switch = environ.get(SWITCH, "").strip().lower()
-    if switch not in ("", "on", BUBBLEWRAP, OFF):
-        raise ConveyorError(f"{SWITCH} must be {BUBBLEWRAP} or {OFF}, not {switch!r}")
-    if disabled or switch == OFF:
+    settings = Settings.from_env(environ) if settings is None else settings
+    limits = Limits.from_settings(settings)
+    path = settings.job_path or JOB_PATH
+    if disabled or settings.sandbox == OFF:
         return Sandbox.off(limits, path)
     search = environ.get("PATH") or os.defpath
     bwrap = shutil.which("bwrap", path=search)
@@ -662,7 +633,7 @@ def configure(*, disabled: bool = False, environ: Mapping[str, str] | None = Non
     setpriv = shutil.which("setpriv", path=search) if os.geteuid() == 0 else ""
     if setpriv is None:
         raise _cannot("setpriv (util-linux) is not installed")
-    found = discover(environ)
+    found = discover(settings.cgroup)
     groups, without = (found, "") if isinstance(found, JobGroups) else (None, found)
     sandbox = Sandbox(BUBBLEWRAP, limits, path, bwrap, setpriv or None, groups, without)
     sandbox.probe()
@@ -670,18 +641,13 @@ def configure(*, disabled: bool = False, environ: Mapping[str, str] | None = Non
 
 
 @functools.cache
-def _configured(key: tuple[tuple[str, str], ...]) -> Sandbox:
-    return configure(environ=dict(key))
+def _configured(settings: Settings, search: str) -> Sandbox:
+    return configure(settings=settings, environ={"PATH": search} if search else {})
 
 
-def default_sandbox() -> Sandbox:
-    """The sandbox of a caller that was given none: configured from this process's
-    environment, probed once per setting. Never silently unsandboxed: raises
-    SandboxUnavailable like `configure`."""
-    names = ("PATH", SWITCH, PATH_VARIABLE, CGROUP_SETTING)
-    key = tuple(
-        sorted(
-            (k, v) for k, v in os.environ.items() if k in names or k.startswith("CONVEYOR_LIMIT_")
-        )
-    )
-    return _configured(key)
+def default_sandbox(settings: Settings | None = None) -> Sandbox:
+    """The sandbox of a caller that was given none: configured from ``settings`` (those its
+    process read at start; none given: this process's environment, read now), probed once
+    per setting. Never silently unsandboxed: raises SandboxUnavailable like `configure`."""
+    settings = Settings.from_env() if settings is None else settings
+    return _configured(settings, os.environ.get("PATH", ""))

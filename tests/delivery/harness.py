@@ -20,6 +20,7 @@ import httpx
 from conveyor.delivery.controller import DeliveryController
 from conveyor.delivery.outbox import Outbox
 from conveyor.runner.artifacts import ArtifactStore
+from conveyor.settings import Settings as ConveyorSettings
 from conveyor.store.db import Settings, Store, open_store
 from conveyor.views.delivery import environments, list_deployments
 from tests.conftest import Conveyor, GitRepo
@@ -88,10 +89,23 @@ class Harness:
     def __init__(self, home: Path) -> None:
         self.home = home
         self.store: Store = open_store(Settings.resolve(home))
+        # Read here, as the server reads them at start (tests set them before).
+        settings = ConveyorSettings.from_env()
         self.controller = DeliveryController(
-            self.store, ArtifactStore(home / "artifacts"), poll_seconds=0.05
+            self.store,
+            ArtifactStore(home / "artifacts"),
+            poll_seconds=0.05,
+            prometheus_url=settings.prometheus_url,
+            keep_bundles=settings.keep_bundles,
         )
-        self.outbox = Outbox(self.store, backoff=0.01, poll_seconds=0.05)
+        self.outbox = Outbox(
+            self.store,
+            backoff=0.01,
+            poll_seconds=0.05,
+            base_url=settings.base_url,
+            smtp_url=settings.smtp_url,
+            mail_from=settings.mail_from,
+        )
 
     async def settle(self, rounds: int = 50) -> None:
         """Tick until nothing starts and nothing runs (bounded)."""

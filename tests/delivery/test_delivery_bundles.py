@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.delivery.bundles import KEEP_DEFAULT, keep_newest
+from conveyor.delivery.bundles import KEEP_DEFAULT
 from conveyor.delivery.controller import DeliveryController
 from conveyor.errors import ConveyorError
 from conveyor.runner.artifacts import ArtifactStore
+from conveyor.settings import Settings as ConveyorSettings
 from conveyor.store.db import Settings, open_store
 from tests.conftest import Conveyor, GitRepo
 from tests.delivery.harness import HEALTH, delivery, pipeline, release
@@ -74,20 +75,18 @@ def test_old_bundles_go_and_those_serving_or_needed_for_rollback_stay(
     asyncio.run(scenario())
 
 
-def test_keep_bundles_must_be_a_number(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    monkeypatch.setenv("CONVEYOR_KEEP_BUNDLES", "many")
+def test_keep_bundles_must_be_a_number(tmp_path: Path) -> None:
     with pytest.raises(ConveyorError) as err:
-        keep_newest()
+        ConveyorSettings.from_env({"CONVEYOR_KEEP_BUNDLES": "many"})
     assert "CONVEYOR_KEEP_BUNDLES must be a whole number" in err.value.message
-    # The server still delivers: it warns and keeps the default number.
+    # A controller given none keeps the default number; the server gives it its setting.
     store = open_store(Settings(home=tmp_path, database_url=f"sqlite:///{tmp_path / 'c.db'}"))
     try:
         controller = DeliveryController(store, ArtifactStore(tmp_path / "artifacts"))
+        assert controller.keep_bundles == KEEP_DEFAULT
+        given = ConveyorSettings.from_env({"CONVEYOR_KEEP_BUNDLES": "3"}).keep_bundles
+        assert (
+            DeliveryController(store, ArtifactStore(tmp_path), keep_bundles=given).keep_bundles == 3
+        )
     finally:
         store.close()
-    assert controller.keep_bundles == KEEP_DEFAULT
-    assert "CONVEYOR_KEEP_BUNDLES must be a whole number" in caplog.text
-    monkeypatch.setenv("CONVEYOR_KEEP_BUNDLES", "3")
-    assert keep_newest() == 3

@@ -9,7 +9,6 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from sqlalchemy import insert, select
@@ -270,9 +269,7 @@ def test_metrics_of_a_run_deployments_an_incident_and_approvals(
     serve(body, CONFIG)
 
 
-def test_openmetrics_when_asked_and_the_optional_token(
-    serve: Serve, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_openmetrics_when_asked_and_the_optional_token(serve: Serve) -> None:
     async def body(api: Api) -> None:
         r = await api.client.get(
             "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
@@ -281,7 +278,9 @@ def test_openmetrics_when_asked_and_the_optional_token(
         assert r.headers["content-type"].startswith("application/openmetrics-text")
         assert r.text.rstrip().endswith("# EOF")
 
-        monkeypatch.setenv("CONVEYOR_METRICS_TOKEN", "s3cret-scrape-token")
+        # As with CONVEYOR_METRICS_TOKEN set (read at start, into the server's settings).
+        state = api.app.state.conveyor
+        state.settings = state.settings.model_copy(update={"metrics_token": "s3cret-scrape-token"})
         r = await api.client.get("/metrics")
         assert r.status_code == 401
         assert r.headers["www-authenticate"].startswith("Bearer")

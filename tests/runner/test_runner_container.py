@@ -58,9 +58,9 @@ def test_engine_variable_wins(tmp_path: Path) -> None:
     fake_engine(bin_dir, "podman")
     docker = fake_engine(tmp_path / "elsewhere", "docker")
 
-    env = {"PATH": str(bin_dir), ENGINE_VARIABLE: "podman"}
-    assert container_engine(env) == "podman"
-    assert container_engine({**env, ENGINE_VARIABLE: str(docker)}) == str(docker)
+    env = {"PATH": str(bin_dir)}
+    assert container_engine(env, "podman") == "podman"
+    assert container_engine(env, str(docker)) == str(docker)
 
 
 def test_no_engine_is_a_clear_error_naming_both(tmp_path: Path) -> None:
@@ -70,7 +70,7 @@ def test_no_engine_is_a_clear_error_naming_both(tmp_path: Path) -> None:
     assert ENGINE_VARIABLE in (caught.value.hint or "")
 
     with pytest.raises(ConveyorError, match=f"'nerdctl' \\({ENGINE_VARIABLE}\\) not found"):
-        container_engine({"PATH": str(tmp_path), ENGINE_VARIABLE: "nerdctl"})
+        container_engine({"PATH": str(tmp_path)}, "nerdctl")
 
 
 # --- container_argv ---------------------------------------------------------------------------

@@ -165,10 +165,10 @@ def test_groups_are_found_from_this_process_and_a_bad_setting_says_why(tmp_path:
         "pids": Path("/sys/fs/cgroup/pids/ci/job"),
         "memory": Path("/sys/fs/cgroup/memory/job"),
     }
-    assert discover({"CONVEYOR_CGROUP": "off"}) == "per-job groups turned off (CONVEYOR_CGROUP=off)"
-    missing = discover({"CONVEYOR_CGROUP": str(tmp_path)})
+    assert discover("off") == "per-job groups turned off (CONVEYOR_CGROUP=off)"
+    missing = discover(str(tmp_path))
     assert isinstance(missing, str)
     assert f"CONVEYOR_CGROUP={tmp_path} is not a cgroup v2 folder" in missing
     (tmp_path / "cgroup.subtree_control").write_text("cpu pids\n")
-    assert "echo '+memory' > " in str(discover({"CONVEYOR_CGROUP": str(tmp_path)}))
-    assert not isinstance(discover({"CONVEYOR_CGROUP": "off"}), JobGroups)
+    assert "echo '+memory' > " in str(discover(str(tmp_path)))
+    assert not isinstance(discover("off"), JobGroups)

@@ -648,7 +648,9 @@ def test_limits_come_from_the_operator_and_bad_values_are_refused() -> None:
     assert limits.job_time == 5400
     assert limits.log_bytes == 1_000_000
     assert Limits.from_env({}) == Limits()
-    with pytest.raises(Exception, match="CONVEYOR_LIMIT_PROCESSES='lots' is not a valid value"):
+    with pytest.raises(
+        Exception, match="CONVEYOR_LIMIT_PROCESSES must be a whole number of processes, got 'lots'"
+    ):
         Limits.from_env({"CONVEYOR_LIMIT_PROCESSES": "lots"})
 
 
@@ -734,8 +736,8 @@ def _health(port: int) -> dict[str, Any] | None:
 
 
 def test_job_and_deploy_modules_import_the_sandbox_not_the_other_way_round() -> None:
-    # conveyor.sandbox is a leaf: it imports nothing of conveyor but its errors and the control
-    # groups (a leaf of its own).
+    # conveyor.sandbox is a leaf: it imports nothing of conveyor but its errors, the control
+    # groups and the settings (leaves of their own).
     package = Path(__file__).parents[2] / "src" / "conveyor"
 
     def imports(name: str) -> set[str]:
@@ -745,7 +747,7 @@ def test_job_and_deploy_modules_import_the_sandbox_not_the_other_way_round() -> 
             if line.startswith(("import conveyor", "from conveyor"))
         }
 
-    assert imports("sandbox.py") == {"conveyor.errors", "conveyor.cgroups"}
+    assert imports("sandbox.py") == {"conveyor.errors", "conveyor.cgroups", "conveyor.settings"}
     assert imports("cgroups.py") == set()
 
 

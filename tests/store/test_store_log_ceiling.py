@@ -25,8 +25,7 @@ LINE = "x" * 49  # 49 bytes
 
 
 @pytest.fixture
-def store(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
-    monkeypatch.setenv("CONVEYOR_LOG_STORE_LIMIT", str(CEILING))
+def store(tmp_path: Path, database_url: str) -> Iterator[Store]:
     store = open_store(Settings(home=tmp_path / "home", database_url=database_url))
     yield store
     store.close()
@@ -48,7 +47,7 @@ def running_job(store: Store) -> tuple[int, JobRecorder]:
     refs = job_refs(store, run_id)
     start_run(store, run_id, owner="test-driver")
     token = apply_turn(store, refs, [Decision("build", JobStatus.QUEUED)], ["build"])["build"]
-    return run_id, JobRecorder(store, refs["build"], token)
+    return run_id, JobRecorder(store, refs["build"], token, log_ceiling=CEILING)
 
 
 def log(store: Store, recorder: JobRecorder, lines: int) -> None:

@@ -124,7 +124,7 @@ def test_an_invalid_retention_setting_is_refused_clearly(repo: GitRepo, conveyor
     conveyor.extra_env["CONVEYOR_LOG_RETENTION"] = "a month"
     result = conveyor("db", "prune")
     assert result.returncode == 1
-    assert "CONVEYOR_LOG_RETENTION='a month' is not a valid value" in result.stderr
+    assert "CONVEYOR_LOG_RETENTION must be a number of days" in result.stderr
     assert "hint:" in result.stderr
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import time
 from collections.abc import Iterator
 from typing import Any, Protocol
@@ -43,9 +42,11 @@ class Backend(Protocol):
 
 
 def backend() -> Backend:
-    url = os.environ.get("CONVEYOR_URL")
-    if url:
-        return HttpBackend(url, os.environ.get("CONVEYOR_TOKEN"))
+    from conveyor.cli.common import settings
+
+    given = settings()
+    if given.url:
+        return HttpBackend(given.url, given.token)
     return LocalBackend()
 
 

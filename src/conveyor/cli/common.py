@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import os
 import subprocess
 import sys
@@ -13,10 +14,13 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from conveyor import jsonio
+from conveyor.settings import Settings as ConveyorSettings
 from conveyor.store.db import Settings, Store, open_store
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+_SETTINGS = "conveyor.settings"
 
 
 def interactive() -> bool:
@@ -43,12 +47,31 @@ def repository_root(start: Path) -> Path | None:
     return Path(out.stdout.strip()) if out.returncode == 0 else None
 
 
+def settings() -> ConveyorSettings:
+    """This command's settings (CONVEYOR_*): read from the environment once, on first use,
+    and kept on the command's context for the rest of it."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:  # called outside a command (a test, a script)
+        return ConveyorSettings.from_env()
+    root = ctx.find_root()
+    found = root.meta.get(_SETTINGS)
+    if not isinstance(found, ConveyorSettings):
+        found = root.meta[_SETTINGS] = ConveyorSettings.from_env()
+    return found
+
+
+def actor() -> str:
+    """Who acts in embedded commands: CONVEYOR_USER, else the login name."""
+    return settings().user or getpass.getuser()
+
+
 def settings_for(repo: Path | None = None) -> Settings:
     """CONVEYOR_HOME if set, else `.conveyor/` at the top of the repository (or here)."""
-    if os.environ.get("CONVEYOR_HOME"):
-        return Settings.resolve()
+    given = settings()
+    if given.home is not None:
+        return Settings.resolve(settings=given)
     root = repo or repository_root(Path.cwd()) or Path.cwd()
-    return Settings.resolve(default_root=root)
+    return Settings.resolve(default_root=root, settings=given)
 
 
 def store_for(repo: Path | None = None, *, recover: bool = True) -> Store:

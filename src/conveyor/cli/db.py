@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from conveyor.cli.common import settings_for
+from conveyor.cli.common import settings, settings_for
 from conveyor.store.db import SCHEMA_REVISION, current_revision, make_engine, open_store, upgrade
 
 
@@ -75,14 +75,13 @@ def prune_command(usage: bool) -> None:
     store = open_store(settings_for(), upgrade_new=False)
     try:
         if not usage:
-            for line in prune(store).lines():
+            for line in prune(store, settings()).lines():
                 click.echo(line)
         with store.write() as w:
             used = retention.stored_log_bytes(w)
     finally:
         store.close()
-    ceiling = retention.log_store_limit()
     click.echo(
-        f"logs stored: {format_bytes(used)} of {format_bytes(ceiling)} "
+        f"logs stored: {format_bytes(used)} of {format_bytes(settings().log_store_limit)} "
         f"({retention.LOG_STORE_VARIABLE})"
     )

@@ -4,14 +4,13 @@ when CONVEYOR_URL is set (the server then carries the deployments out)."""
 
 from __future__ import annotations
 
-import getpass
-import os
 from pathlib import Path
 from typing import Any
 
 import click
 
 from conveyor.cli.backend import HttpBackend, backend
+from conveyor.cli.common import actor as acting_user
 from conveyor.cli.common import print_json, print_listing, print_table, when
 from conveyor.errors import ConveyorError
 
@@ -38,7 +37,7 @@ class Client:
 
     @property
     def actor(self) -> str:
-        return os.environ.get("CONVEYOR_USER") or getpass.getuser()
+        return acting_user()
 
     def get(self, path: str, **params: Any) -> Any:
         assert self.http is not None

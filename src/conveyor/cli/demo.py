@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -37,19 +36,20 @@ def demo(
     notification, approval, production, a failed health check with automatic rollback and an
     incident, and the fix. Then the DORA figures. Set CONVEYOR_SLACK_WEBHOOK to have the
     notices posted to Slack too."""
+    from conveyor.cli.common import settings
     from conveyor.cli.dora import render
     from conveyor.demo.story import Options, run_demo
     from conveyor.sandbox import configure
 
     # The demo's server sandboxes the sample's jobs and releases: say at once if it cannot.
-    configure()
+    configure(settings=settings())
     options = Options(
         directory=directory,
         port=port,
         interactive=interactive,
         exit_at_end=exit_at_end,
         fast=fast,
-        slack_webhook=os.environ.get("CONVEYOR_SLACK_WEBHOOK") or None,
+        slack_webhook=settings().slack_webhook,
         show_dora=render,
     )
     code = run_demo(options)

@@ -41,14 +41,11 @@ def _branches(value: str | None) -> list[str] | None:
 @click.argument("repo", type=click.Path(file_okay=False, path_type=Path), default=".")
 @click.option(
     "--server",
-    envvar="CONVEYOR_URL",
-    default=DEFAULT_SERVER,
-    show_default=True,
-    help="The server's URL (default: CONVEYOR_URL).",
+    default=None,
+    help=f"The server's URL (default: CONVEYOR_URL, else {DEFAULT_SERVER}).",
 )
 @click.option(
     "--token",
-    envvar="CONVEYOR_TOKEN",
     help="An admin token, to create the hook's own token on the server with (default: "
     "CONVEYOR_TOKEN; without one, it is created in the data directory, CONVEYOR_HOME); with "
     "--reuse-token, the token the hook uses.",
@@ -72,7 +69,7 @@ def _branches(value: str | None) -> list[str] | None:
 @click.option("--force", is_flag=True, help="Move a hook of the same name aside first.")
 def hook_install(
     repo: Path,
-    server: str,
+    server: str | None,
     token: str | None,
     branches: str | None,
     spool: Path | None,
@@ -85,11 +82,13 @@ def hook_install(
     of no user (the pushers it names are recorded as its claims), replacing the token of a hook
     installed here before. It is created on the server with --token (an admin's), or, without
     --token, in the data directory (CONVEYOR_HOME), as `conveyor token create` does."""
+    from conveyor.cli.common import settings
     from conveyor.sources.hook import install
 
-    local = not token and bool(
-        os.environ.get("CONVEYOR_HOME") or os.environ.get("CONVEYOR_DATABASE_URL")
-    )
+    given = settings()
+    server = server or given.url or DEFAULT_SERVER
+    token = token or given.token
+    local = not token and bool(given.home or given.database_url)
     if not token and (reuse_token or not local):
         raise ConveyorError(
             "the hook needs a token to call the server",

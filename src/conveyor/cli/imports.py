@@ -4,15 +4,13 @@ server when CONVEYOR_URL is set. All or nothing; importing a file twice changes 
 
 from __future__ import annotations
 
-import getpass
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from conveyor.cli.common import print_json
+from conveyor.cli.common import actor, print_json, settings
 from conveyor.errors import ConveyorError
 
 # A large history through the API may take a while to check and write.
@@ -37,7 +35,7 @@ def _read(file: str) -> tuple[bytes, Path]:
 def _remote(url: str, data: bytes, dry_run: bool) -> dict[str, Any]:
     from conveyor.cli.backend import HttpBackend
 
-    client = HttpBackend(url, os.environ.get("CONVEYOR_TOKEN"))
+    client = HttpBackend(url, settings().token)
     summary: dict[str, Any] = client._call(
         "POST",
         "/import",
@@ -56,9 +54,8 @@ def _embedded(data: bytes, base: Path, dry_run: bool, origin: str) -> dict[str, 
     text = decode(data)
     store = store_for()
     try:
-        actor = os.environ.get("CONVEYOR_USER") or getpass.getuser()
         summary = import_history(
-            store, text, base=base, dry_run=dry_run, actor=actor, origin=origin
+            store, text, base=base, dry_run=dry_run, actor=actor(), origin=origin
         )
     finally:
         store.close()
@@ -81,7 +78,7 @@ def import_history(file: str, dry_run: bool, as_json: bool) -> None:
     CloudEvents. A bad line names its number and field, and then nothing is imported.
     """
     data, base = _read(file)
-    url = os.environ.get("CONVEYOR_URL")
+    url = settings().url
     origin = "stdin" if file == "-" else file
     summary = _remote(url, data, dry_run) if url else _embedded(data, base, dry_run, origin)
     if as_json:

@@ -161,6 +161,8 @@ def open_(
         }
         data: dict[str, Any] = client.post("/incidents", body)
     else:
+        from conveyor.cli.common import settings
+        from conveyor.engine.attribution import attribution_window
         from conveyor.engine.incidents import open_reported
 
         assert client.store is not None
@@ -174,6 +176,7 @@ def open_(
             release=release,
             commit=commit,
             at=at,
+            window=attribution_window(settings().attribution_hours),
         )
         data = _detail(client, incident_id)
     if as_json:

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 from sqlalchemy import select
 
-from conveyor.cli.common import STATUS_MARK, interactive, store_for
+from conveyor.cli.common import STATUS_MARK, interactive, settings, store_for
 from conveyor.cli.view import LiveView, PlainView, RunView
 from conveyor.engine.driver import RunDriver, process_owner
 from conveyor.git import find_repo_root
@@ -61,18 +61,19 @@ def run(
     With CONVEYOR_URL set, the server runs it (the commit must be in the service's
     repository there) and this command follows it."""
     root = find_repo_root(repo or Path.cwd())
-    if os.environ.get("CONVEYOR_URL"):
-        raise SystemExit(_run_on_server(root, rev))
+    given = settings()
+    if given.url:
+        raise SystemExit(_run_on_server(root, rev, given.url, given.token))
     # Before the run is recorded: without a sandbox nothing is queued.
-    sandbox = configure(disabled=no_sandbox)
+    sandbox = configure(disabled=no_sandbox, settings=given)
     if not sandbox.enabled:
         click.echo(f"warning: sandbox {sandbox.describe()}", err=True)
     store = store_for(root)
-    legacy = legacy_file(store.home, os.environ)
+    legacy = legacy_file(store.home, given.secrets_file)
     if legacy is not None:
         click.echo(f"warning: {legacy_warning(legacy)}", err=True)
     sources = SourceCache(store.home / "workspaces")
-    settings = RunnerSettings(
+    runner_settings = RunnerSettings(
         workspaces=store.home / "workspaces",
         artifacts=ArtifactStore(store.home / "artifacts"),
         # None here: LocalRunner gives each job the secrets of its service it references.
@@ -80,6 +81,7 @@ def run(
         sources=sources,
         keep_workspaces=keep_workspaces,
         sandbox=sandbox,
+        conveyor=given,
     )
     queued = queue_commit(store, root, rev, owner=process_owner())
     limit = parallelism or queued.pipeline.defaults.parallelism or os.cpu_count() or 2
@@ -87,7 +89,14 @@ def run(
     view.begin(queued)
     try:
         status = asyncio.run(
-            _drive(store, queued.run_id, LocalRunner(store, settings), limit, view)
+            _drive(
+                store,
+                queued.run_id,
+                LocalRunner(store, runner_settings),
+                limit,
+                view,
+                given.lease_seconds,
+            )
         )
     finally:
         sources.clear()
@@ -97,9 +106,14 @@ def run(
 
 
 async def _drive(
-    store: Store, run_id: int, runner: LocalRunner, parallelism: int, view: RunView
+    store: Store,
+    run_id: int,
+    runner: LocalRunner,
+    parallelism: int,
+    view: RunView,
+    lease_seconds: float,
 ) -> RunStatus:
-    driver = RunDriver(store, run_id, runner.launch, parallelism)
+    driver = RunDriver(store, run_id, runner.launch, parallelism, lease_seconds)
     loop = asyncio.get_running_loop()
     use_fast_child_watcher(loop)
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -113,7 +127,7 @@ async def _drive(
             loop.remove_signal_handler(sig)
 
 
-def _run_on_server(root: Path, rev: str) -> int:
+def _run_on_server(root: Path, rev: str, url: str, token: str | None) -> int:
     from conveyor.cli.backend import HttpBackend
     from conveyor.cli.runs import print_run
     from conveyor.git import resolve_commit
@@ -121,7 +135,7 @@ def _run_on_server(root: Path, rev: str) -> int:
 
     commit = resolve_commit(root, rev)
     service = load_pipeline_at(root, commit).service
-    server = HttpBackend(os.environ["CONVEYOR_URL"], os.environ.get("CONVEYOR_TOKEN"))
+    server = HttpBackend(url, token)
     data = server.trigger(service, commit.sha, full_ref(root, rev))
     run_id = data["id"]
     click.echo(f"run {run_id} · {service} @ {commit.short_sha} · queued on {server.url}")

@@ -37,14 +37,12 @@ def _echo(line: str, err: bool = False) -> None:
 @click.option(
     "--server",
     "server_url",
-    envvar="CONVEYOR_URL",
-    required=True,
+    default=None,
     help="The server's URL, e.g. https://ci.example.com (or CONVEYOR_URL).",
 )
 @click.option(
     "--token",
-    envvar="CONVEYOR_TOKEN",
-    required=True,
+    default=None,
     help="A token with the runner scope (or CONVEYOR_TOKEN): "
     "`conveyor token create NAME --scope runner`.",
 )
@@ -67,8 +65,8 @@ def _echo(line: str, err: bool = False) -> None:
     "only where everyone who can push is trusted [env: CONVEYOR_SANDBOX=off].",
 )
 def runner(
-    server_url: str,
-    token: str,
+    server_url: str | None,
+    token: str | None,
     labels: str,
     slots: int,
     name: str | None,
@@ -85,12 +83,20 @@ def runner(
     Secrets (${{ secrets.NAME }}) come from the server with each job: the ones its env
     references, of its service. This process's environment is never a source of secrets.
     """
+    from conveyor.cli.common import settings
     from conveyor.runner.agent import Agent
     from conveyor.sandbox import configure
 
+    given = settings()
+    server_url = server_url or given.url
+    token = token or given.token
+    if not server_url:
+        raise click.MissingParameter(param_hint="'--server'", param_type="option")
+    if not token:
+        raise click.MissingParameter(param_hint="'--token'", param_type="option")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # First: a runner that cannot sandbox jobs refuses to start (one line, naming the fix).
-    sandbox = configure(disabled=no_sandbox)
+    sandbox = configure(disabled=no_sandbox, settings=given)
 
     name = name or socket.gethostname()
     label_list = [x.strip() for x in labels.split(",") if x.strip()]
@@ -103,6 +109,7 @@ def runner(
         work_dir or _default_work_dir(name),
         echo=_echo,
         sandbox=sandbox,
+        settings=given,
     )
     if _plain_http_elsewhere(server_url):
         _echo(

@@ -7,8 +7,6 @@ command line, where `ps` and the shell's history would keep it; nothing ever pri
 
 from __future__ import annotations
 
-import getpass
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,11 +28,13 @@ class _Secrets:
     """The same calls against the local store or a server."""
 
     def __init__(self) -> None:
-        url = os.environ.get("CONVEYOR_URL")
-        if url:
+        from conveyor.cli.common import settings
+
+        given = settings()
+        if given.url:
             from conveyor.cli.backend import HttpBackend
 
-            self.http: Any = HttpBackend(url, os.environ.get("CONVEYOR_TOKEN"))
+            self.http: Any = HttpBackend(given.url, given.token)
             self.store: Any = None
         else:
             from conveyor.cli.common import store_for
@@ -103,7 +103,9 @@ class _Secrets:
 
 
 def _actor() -> str:
-    return os.environ.get("CONVEYOR_USER") or getpass.getuser()
+    from conveyor.cli.common import actor
+
+    return actor()
 
 
 def _scope(service: str, environment: str | None) -> str:

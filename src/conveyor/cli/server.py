@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import click
 
+from conveyor.cli.common import settings as conveyor_settings
 from conveyor.cli.common import store_for
 from conveyor.server.limits import BodyLimits, describe, parse_limits
 from conveyor.server.listen import (
@@ -51,11 +52,11 @@ def _trusted_proxies(value: str | None) -> list[str]:
     return trusted
 
 
-def _body_limits(given: tuple[str, ...]) -> tuple[BodyLimits, int]:
-    """--body-limit KIND=SIZE values, else CONVEYOR_BODY_LIMITS (comma-separated)."""
+def _body_limits(given: tuple[str, ...], configured: tuple[str, ...]) -> tuple[BodyLimits, int]:
+    """--body-limit KIND=SIZE values, else ``configured`` (CONVEYOR_BODY_LIMITS)."""
     from conveyor.server.app import ServerConfig
 
-    items = list(given) or [x for x in os.environ.get("CONVEYOR_BODY_LIMITS", "").split(",")]
+    items = list(given) or list(configured)
     defaults = ServerConfig()
     try:
         return parse_limits(
@@ -65,9 +66,9 @@ def _body_limits(given: tuple[str, ...]) -> tuple[BodyLimits, int]:
         raise click.BadParameter(str(exc), param_hint="'--body-limit'") from None
 
 
-def _sinks(given: tuple[str, ...]) -> tuple[str, ...]:
-    """--cdevents-sink values, else CONVEYOR_CDEVENTS_SINKS (comma-separated); http(s) only."""
-    urls = list(given) or os.environ.get("CONVEYOR_CDEVENTS_SINKS", "").split(",")
+def _sinks(given: tuple[str, ...], configured: tuple[str, ...]) -> tuple[str, ...]:
+    """--cdevents-sink values, else ``configured`` (CONVEYOR_CDEVENTS_SINKS); http(s) only."""
+    urls = list(given) or list(configured)
     sinks: list[str] = []
     for url in (u.strip() for u in urls):
         if not url:
@@ -100,7 +101,6 @@ def _sinks(given: tuple[str, ...]) -> tuple[str, ...]:
 )
 @click.option(
     "--prometheus-url",
-    envvar="CONVEYOR_PROMETHEUS_URL",
     default=None,
     help="Prometheus for health checks that name no URL [env: CONVEYOR_PROMETHEUS_URL].",
 )
@@ -114,7 +114,6 @@ def _sinks(given: tuple[str, ...]) -> tuple[str, ...]:
 )
 @click.option(
     "--forwarded-allow-ips",
-    envvar="CONVEYOR_FORWARDED_ALLOW_IPS",
     default=None,
     metavar="ADDRESSES",
     help="Believe X-Forwarded-For and X-Forwarded-Proto only from these proxies (IP addresses "
@@ -133,11 +132,10 @@ def _sinks(given: tuple[str, ...]) -> tuple[str, ...]:
 )
 @click.option(
     "--max-connections",
-    envvar="CONVEYOR_MAX_CONNECTIONS",
-    default=MAX_CONNECTIONS,
-    show_default=True,
+    default=None,
     type=click.IntRange(min=1),
-    help="Open client connections at most; more are answered 503 and closed at once.",
+    help="Open client connections at most; more are answered 503 and closed at once "
+    f"[default: {MAX_CONNECTIONS}; env: CONVEYOR_MAX_CONNECTIONS].",
 )
 @click.option(
     "--header-timeout",
@@ -156,13 +154,11 @@ def _sinks(given: tuple[str, ...]) -> tuple[str, ...]:
 )
 @click.option(
     "--edge",
-    envvar="CONVEYOR_EDGE",
-    default="detached",
-    show_default=True,
+    default=None,
     type=click.Choice(["detached", "embedded"]),
     help="Who holds the environments' stable ports: a `conveyor edge` process that outlives "
     "this server (started if none runs), or this process (production is down while it is) "
-    "[env: CONVEYOR_EDGE].",
+    "[default: detached; env: CONVEYOR_EDGE].",
 )
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning"]))
 def server(
@@ -176,10 +172,10 @@ def server(
     cdevents_sinks: tuple[str, ...],
     forwarded_allow_ips: str | None,
     body_limits: tuple[str, ...],
-    max_connections: int,
+    max_connections: int | None,
     header_timeout: float,
     no_sandbox: bool,
-    edge: str,
+    edge: str | None,
     log_level: str,
 ) -> None:
     """Serve the API on HOST:PORT (127.0.0.1:8080), with the engine and a runner inside."""
@@ -188,8 +184,14 @@ def server(
     from conveyor.sandbox import configure
     from conveyor.server.app import ServerConfig, create_app
 
+    # Read once: what the server is given on the command line wins over its settings.
+    settings = conveyor_settings()
+    prometheus_url = prometheus_url or settings.prometheus_url
+    forwarded_allow_ips = forwarded_allow_ips or settings.forwarded_allow_ips
+    max_connections = max_connections or settings.max_connections
+    edge = edge or settings.edge
     # First: a server that cannot sandbox pipeline code refuses to start (one line, the fix).
-    sandbox = configure(disabled=no_sandbox)
+    sandbox = configure(disabled=no_sandbox, settings=settings)
 
     if not _loopback(host):
         click.echo(
@@ -200,9 +202,9 @@ def server(
         level=getattr(logging, log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    sinks = _sinks(cdevents_sinks)
+    sinks = _sinks(cdevents_sinks, settings.cdevents_sinks)
     trusted = _trusted_proxies(forwarded_allow_ips)
-    limits, webhook_limit = _body_limits(body_limits)
+    limits, webhook_limit = _body_limits(body_limits, settings.body_limits)
     store = store_for()
     config = ServerConfig(
         runner_slots=os.cpu_count() or 2 if runner_slots is None else runner_slots,
@@ -215,6 +217,7 @@ def server(
         body_limits=limits,
         sandbox=sandbox,
         edge=edge,
+        settings=settings,
     )
     app = create_app(store, config)
     click.echo(f"conveyor server on http://{host}:{port}  (data: {store.home})", err=True)
@@ -236,7 +239,7 @@ def server(
         click.echo(f"X-Forwarded-For believed from {', '.join(trusted)} only", err=True)
     log.info("request body limits: %s", describe(limits, webhook_limit))
     connections = raise_fd_limit(max_connections)
-    settings = uvicorn.Config(
+    served_config = uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -259,7 +262,7 @@ def server(
     )
     # After uvicorn's Config, which sets up its loggers: every handler gets the limiter.
     rate_limit_logs(["", "uvicorn", "uvicorn.error", "uvicorn.access"])
-    served = uvicorn.Server(settings)
+    served = uvicorn.Server(served_config)
     with contextlib.suppress(KeyboardInterrupt):
         served.run()
     if not served.started:

@@ -9,7 +9,6 @@ or the artifacts still being there), while a deployment of it is under way, and 
 
 from __future__ import annotations
 
-import os
 import shutil
 import threading
 from pathlib import Path
@@ -20,12 +19,14 @@ from conveyor.deploy_states import DeploymentStatus
 from conveyor.errors import ConveyorError
 from conveyor.git import export_commit
 from conveyor.runner.artifacts import ArtifactStore
+from conveyor.settings import Settings
 from conveyor.sources.mirror import source_for
 from conveyor.store.db import Store
 from conveyor.store.models import Artifact, Deployment, EnvironmentState, Release, Service
 from conveyor.targets.base import ReleaseBundle
 
-KEEP_DEFAULT = 5
+# Settings.keep_bundles (CONVEYOR_KEEP_BUNDLES) when unset.
+KEEP_DEFAULT = Settings().keep_bundles
 # Deployments under way use their bundle (and a rollback the one it restores); queued ones do
 # not yet: prepare_bundle exports a pruned bundle again when they start.
 _NOT_UNDER_WAY = [
@@ -88,20 +89,6 @@ def prune_bundles(home: Path, service: str, keep_ids: set[int]) -> None:
     for entry in base.iterdir():
         if entry.name.isdigit() and int(entry.name) not in keep_ids:
             shutil.rmtree(entry, ignore_errors=True)
-
-
-def keep_newest() -> int:
-    """``CONVEYOR_KEEP_BUNDLES``: how many of a service's newest releases keep their bundle
-    even when no environment needs it (a manual rollback or promotion is then quick)."""
-    text = os.environ.get("CONVEYOR_KEEP_BUNDLES", "").strip()
-    if not text:
-        return KEEP_DEFAULT
-    if not text.isdigit():
-        raise ConveyorError(
-            f"CONVEYOR_KEEP_BUNDLES must be a whole number of releases, not {text!r}",
-            hint=f"e.g. CONVEYOR_KEEP_BUNDLES={KEEP_DEFAULT} (0 keeps only what is needed)",
-        )
-    return int(text)
 
 
 def needed_releases(store: Store, service: str, newest: int) -> set[int]:

@@ -31,7 +31,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
 import threading
 import uuid
 from collections.abc import Callable, Sequence
@@ -172,8 +171,8 @@ class Mapper:
     an incident's title) from the store, in the session it is given."""
 
     def __init__(self, source: str | None = None, base_url: str | None = None) -> None:
-        base = base_url if base_url is not None else os.environ.get("CONVEYOR_BASE_URL")
-        self.base_url = base.rstrip("/") if base else ""
+        # CONVEYOR_BASE_URL, as the server read it.
+        self.base_url = base_url.rstrip("/") if base_url else ""
         self.source = source or self.base_url or DEFAULT_SOURCE
 
     def url(self, path: str) -> str:

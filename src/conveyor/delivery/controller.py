@@ -12,7 +12,6 @@ import asyncio
 import dataclasses
 import functools
 import logging
-import os
 import socket
 import string
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from sqlalchemy import select
 from conveyor.aio import wake_loop
 from conveyor.checks.base import CheckResult, Outcome, combine
 from conveyor.checks.health import run_health, run_verify
-from conveyor.delivery.bundles import KEEP_DEFAULT, keep_newest, prepare_bundle, prune_service
+from conveyor.delivery.bundles import KEEP_DEFAULT, prepare_bundle, prune_service
 from conveyor.delivery.monitor import Monitor
 from conveyor.deploy_states import ApprovalStatus, DeploymentKind, DeploymentStatus
 from conveyor.engine import outcomes, promotion
@@ -101,21 +100,16 @@ class DeliveryController:
         edge: Edge | None = None,
     ) -> None:
         self.store = store
-        # Release bundles kept per service beyond those an environment needs. A bad setting
-        # must not stop deliveries (this runs inside the server's startup): warn, keep more.
-        if keep_bundles is None:
-            try:
-                keep_bundles = keep_newest()
-            except ConveyorError as exc:
-                log.warning("%s; keeping the newest %d", exc.message, KEEP_DEFAULT)
-                keep_bundles = KEEP_DEFAULT
-        self.keep_bundles = keep_bundles
+        # Release bundles kept per service beyond those an environment needs
+        # (CONVEYOR_KEEP_BUNDLES, as the server read it).
+        self.keep_bundles = KEEP_DEFAULT if keep_bundles is None else keep_bundles
         self.artifacts = artifacts
         # Where start, verify and health commands run (None: from the server's environment).
         self.sandbox = sandbox
         # Who holds the stable ports (None: each target, inside this process; decision 0014).
         self.edge = edge
-        self.prometheus_url = prometheus_url or os.environ.get("CONVEYOR_PROMETHEUS_URL")
+        # --prometheus-url or CONVEYOR_PROMETHEUS_URL, as the server read it.
+        self.prometheus_url = prometheus_url
         self.poll_seconds = poll_seconds
         self.owner = process_owner()
         self.wake = wake or asyncio.Event()

@@ -4,15 +4,15 @@ mid-way sends the pending ones again after its restart (at least once).
 
 A notifier's `${{ secrets.NAME }}` are its service's service-wide secrets: the notifier comes
 from that service's file, like its jobs. The server's own settings (CONVEYOR_SMTP_URL,
-CONVEYOR_MAIL_FROM, CONVEYOR_BASE_URL) are read here from its environment and used as settings,
-never handed to a notifier's `${{ secrets }}`, whose URLs the pipeline's author chooses."""
+CONVEYOR_MAIL_FROM, CONVEYOR_BASE_URL) are given by the server that reads them and used as
+settings, never handed to a notifier's `${{ secrets }}`, whose URLs the pipeline's author
+chooses."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-import os
 from typing import Any
 
 from sqlalchemy import select
@@ -36,15 +36,17 @@ class Outbox:
         store: Store,
         *,
         base_url: str | None = None,
+        smtp_url: str | None = None,
+        mail_from: str | None = None,
         attempts: int = 5,
         backoff: float = 0.5,
         poll_seconds: float = 0.5,
         wake: asyncio.Event | None = None,
     ) -> None:
         self.store = store
-        self.base_url = base_url or os.environ.get("CONVEYOR_BASE_URL")
-        self.smtp = os.environ.get("CONVEYOR_SMTP_URL")
-        self.sender = os.environ.get("CONVEYOR_MAIL_FROM")
+        self.base_url = base_url
+        self.smtp = smtp_url
+        self.sender = mail_from
         self.attempts, self.backoff, self.poll_seconds = attempts, backoff, poll_seconds
         self.wake = wake or asyncio.Event()
         self._busy: set[int] = set()

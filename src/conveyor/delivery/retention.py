@@ -5,25 +5,17 @@ and release bundles, which live above the store."""
 from __future__ import annotations
 
 import datetime as dt
-import os
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
 
-from conveyor.delivery.bundles import KEEP_DEFAULT, keep_newest, needed_releases, prune_service
-from conveyor.errors import ConveyorError
+from conveyor.delivery.bundles import needed_releases, prune_service
 from conveyor.runner.artifacts import ArtifactStore
 from conveyor.sandbox import format_bytes
+from conveyor.settings import Settings
 from conveyor.store.db import Store, db_now
 from conveyor.store.models import Artifact, Release, Run, Service
-from conveyor.store.retention import (
-    ARTIFACT_RETENTION_VARIABLE,
-    FINISHED,
-    LOG_RETENTION_VARIABLE,
-    prune_old_logs,
-    retention_days,
-)
+from conveyor.store.retention import FINISHED, prune_old_logs
 
 __all__ = ["Pruned", "prune", "prune_old_artifacts"]
 
@@ -102,25 +94,14 @@ def prune_old_artifacts(store: Store, days: float, newest: int) -> tuple[int, in
     return count, size
 
 
-def prune(
-    store: Store,
-    environ: Mapping[str, str] | None = None,
-    warn: Callable[[str], None] | None = None,
-) -> Pruned:
+def prune(store: Store, settings: Settings) -> Pruned:
     """Apply every retention setting once (blocking: run it in a thread)."""
-    environ = os.environ if environ is None else environ
     done = Pruned()
-    try:
-        newest = keep_newest()
-    except ConveyorError as exc:
-        if warn is None:
-            raise
-        warn(f"{exc.message}; using the default")
-        newest = KEEP_DEFAULT
-    days = retention_days(LOG_RETENTION_VARIABLE, environ, warn)
+    newest = settings.keep_bundles
+    days = settings.log_retention
     if days is not None:
         done.log_runs, done.log_bytes = prune_old_logs(store, days)
-    days = retention_days(ARTIFACT_RETENTION_VARIABLE, environ, warn)
+    days = settings.artifact_retention
     if days is not None:
         done.artifacts, done.artifact_bytes = prune_old_artifacts(store, days, newest)
     with store.session() as session:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,16 +44,16 @@ from conveyor.engine.attribution import (
     explicit_deployment,
 )
 from conveyor.engine.incidents import environment_of, open_incident, resolve_incident
-from conveyor.errors import ConveyorError, NotFound
+from conveyor.errors import NotFound
 from conveyor.events import EventType
+from conveyor.settings import Settings
 from conveyor.store.db import Store, Writer
 from conveyor.store.models import Delivery, Incident, Service, utcnow
 
 log = logging.getLogger("conveyor.incidents")
 
 ALERT_SOURCE = "alertmanager"
-SERVICE_LABEL_ENV = "CONVEYOR_ALERT_SERVICE_LABEL"
-DEFAULT_SERVICE_LABEL = "service"
+DEFAULT_SERVICE_LABEL = Settings().alert_service_label
 ENVIRONMENT_LABELS = ("environment", "env")
 # Start times of the occurrences of an alert merged into one incident, kept for deduplication.
 MAX_STARTS = 50
@@ -64,17 +63,6 @@ Outcome = Literal["opened", "updated", "unchanged", "resolved", "ignored"]
 
 
 # --- settings ---------------------------------------------------------------------------------
-
-
-def service_label() -> str:
-    """The alert label that names the Conveyor service (CONVEYOR_ALERT_SERVICE_LABEL)."""
-    value = os.environ.get(SERVICE_LABEL_ENV, "").strip() or DEFAULT_SERVICE_LABEL
-    if not _LABEL_NAME.match(value):
-        raise ConveyorError(
-            f"{SERVICE_LABEL_ENV}={value!r} is not a Prometheus label name",
-            hint="e.g. service, app or job",
-        )
-    return value
 
 
 # --- alerts -----------------------------------------------------------------------------------
@@ -108,13 +96,15 @@ def record_alerts(
     *,
     actor: str,
     allowed: Callable[[str, str | None], bool] | None = None,
+    label: str = DEFAULT_SERVICE_LABEL,
+    window: dt.timedelta | None = None,
 ) -> list[AlertOutcome]:
     """Apply each alert of an Alertmanager notification, one transaction per alert: a failure
     part-way leaves the alerts before it applied, and Alertmanager's retry (it retries on 5xx)
     finds them unchanged. ``allowed(service, environment)``: the sender's token limits; an
-    alert outside them is recorded as ignored."""
-    label = service_label()
-    window = attribution_window()
+    alert outside them is recorded as ignored. ``label``: the alert label naming the service
+    (CONVEYOR_ALERT_SERVICE_LABEL); ``window``: the attribution window (default 48 h)."""
+    window = attribution_window() if window is None else window
     return [
         record_alert(store, alert, actor=actor, label=label, window=window, allowed=allowed)
         for alert in notification.alerts

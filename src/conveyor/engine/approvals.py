@@ -16,7 +16,6 @@ commit's author and committer and against its pushers.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,12 +92,13 @@ class Change:
 ChangeOf = Callable[[Approval], Change]
 
 
-def users_file(home: Path) -> Path:
-    return Path(os.environ.get("CONVEYOR_USERS_FILE") or home / "users.yml")
+def users_file(home: Path, configured: Path | None = None) -> Path:
+    """``configured`` (CONVEYOR_USERS_FILE), else users.yml in the data directory."""
+    return configured or home / "users.yml"
 
 
-def _file_people(home: Path) -> dict[str, Person]:
-    path = users_file(home)
+def _file_people(home: Path, configured: Path | None = None) -> dict[str, Person]:
+    path = users_file(home, configured)
     if not path.is_file():
         return {}
     try:
@@ -130,7 +130,7 @@ def _strings(value: Any) -> list[str]:
 
 def people(store: Store) -> dict[str, Person]:
     """Everyone known: the users file, then the users table (which wins on a name clash)."""
-    known = _file_people(store.home)
+    known = _file_people(store.home, store.settings.users_file)
     with store.session() as session:
         for user in session.scalars(select(User)):
             known[user.name] = Person(

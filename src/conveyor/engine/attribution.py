@@ -17,7 +17,6 @@ resolution, whichever came first.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
@@ -28,6 +27,7 @@ from sqlalchemy.orm import Session
 from conveyor.deploy_states import DeploymentKind, DeploymentStatus
 from conveyor.engine.promotion import version_of
 from conveyor.errors import ConveyorError, NotFound
+from conveyor.settings import Settings
 from conveyor.store.models import (
     ChangeFactRow,
     Deployment,
@@ -39,8 +39,7 @@ from conveyor.store.models import (
 )
 
 PRODUCTION = "production"
-ATTRIBUTION_HOURS_ENV = "CONVEYOR_ATTRIBUTION_HOURS"
-DEFAULT_ATTRIBUTION_HOURS = 48.0
+DEFAULT_ATTRIBUTION_HOURS = Settings().attribution_hours
 _COMMIT = re.compile(r"^[0-9a-f]{7,64}$")
 
 D = DeploymentStatus
@@ -49,20 +48,9 @@ D = DeploymentStatus
 # --- settings ---------------------------------------------------------------------------------
 
 
-def attribution_window() -> dt.timedelta:
-    """How long after a deployment finished an incident is still blamed on it by window."""
-    raw = os.environ.get(ATTRIBUTION_HOURS_ENV, "").strip()
-    if not raw:
-        return dt.timedelta(hours=DEFAULT_ATTRIBUTION_HOURS)
-    try:
-        hours = float(raw)
-    except ValueError:
-        hours = -1.0
-    if not 0 < hours < 24 * 366 * 10:
-        raise ConveyorError(
-            f"{ATTRIBUTION_HOURS_ENV}={raw!r} is not a number of hours greater than 0",
-            hint=f"the default is {DEFAULT_ATTRIBUTION_HOURS:g}",
-        )
+def attribution_window(hours: float = DEFAULT_ATTRIBUTION_HOURS) -> dt.timedelta:
+    """How long after a deployment finished an incident is still blamed on it by window:
+    ``hours`` (Settings.attribution_hours, CONVEYOR_ATTRIBUTION_HOURS)."""
     return dt.timedelta(hours=hours)
 
 

@@ -10,7 +10,6 @@ writer can win.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,32 +26,16 @@ from conveyor.engine.runs import (
     views_in,
 )
 from conveyor.engine.scheduler import decide, next_decisions, run_outcome
-from conveyor.errors import ConveyorError
 from conveyor.events import EventType
 from conveyor.plan import RunContext
+from conveyor.settings import Settings
 from conveyor.states import JobStatus, RunStatus, StepStatus, check_transition
 from conveyor.store.db import Store, Writer, db_now
 from conveyor.store.models import Job, Run, Service, Step, utcnow
 
-
-def _lease_seconds(default: float = 30.0) -> float:
-    """How long a lease lasts without a heartbeat: 30 s, or CONVEYOR_LEASE_SECONDS (read by
-    the server at start; failure drills and tests shorten it)."""
-    raw = os.environ.get("CONVEYOR_LEASE_SECONDS", "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = 0.0
-    if not 0 < value <= 86400:
-        raise ConveyorError(
-            f"CONVEYOR_LEASE_SECONDS must be a number of seconds above 0, not {raw!r}"
-        )
-    return value
-
-
-LEASE_SECONDS = _lease_seconds()
+# How long a lease lasts without a heartbeat, unless told (Settings.lease_seconds, which the
+# server reads at start; failure drills and tests shorten it).
+DEFAULT_LEASE_SECONDS = Settings().lease_seconds
 # A job whose runner vanished is given to another runner this many times, then fails.
 REQUEUE_LIMIT = 2
 
@@ -213,7 +196,7 @@ def lease_next(
     store: Store,
     runner: str,
     labels: Sequence[str],
-    lease_seconds: float = LEASE_SECONDS,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
     services: Collection[str] = (),
 ) -> Lease | None:
     """Give the oldest queued job this runner can take (its `runs_on` labels are a subset of
@@ -321,7 +304,7 @@ def reset_steps(w: Writer, job_id: int) -> None:
     )
 
 
-def extend_running_leases(store: Store, seconds: float = LEASE_SECONDS) -> int:
+def extend_running_leases(store: Store, seconds: float = DEFAULT_LEASE_SECONDS) -> int:
     """At server start: runners could not reach a dead server, so give them a full lease
     to come back before their jobs are taken away."""
     with store.write() as w:

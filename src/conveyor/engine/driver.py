@@ -11,13 +11,13 @@ from dataclasses import replace
 from typing import Any
 
 from conveyor.engine import runs
+from conveyor.engine.dispatch import DEFAULT_LEASE_SECONDS
 from conveyor.engine.scheduler import Decision, JobView, decide, run_outcome
 from conveyor.proc import process_start_time
 from conveyor.states import JobStatus, RunStatus
 from conveyor.store.db import Store
 
 HEARTBEAT_SECONDS = 0.5
-LEASE_SECONDS = 30.0
 
 # (job, fencing token, cancel event) -> the job's final status
 Launcher = Callable[[runs.JobRef, int, asyncio.Event], Coroutine[Any, Any, JobStatus]]
@@ -30,11 +30,20 @@ def process_owner() -> str:
 
 
 class RunDriver:
-    def __init__(self, store: Store, run_id: int, launch: Launcher, parallelism: int) -> None:
+    def __init__(
+        self,
+        store: Store,
+        run_id: int,
+        launch: Launcher,
+        parallelism: int,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    ) -> None:
         self.store = store
         self.run_id = run_id
         self.launch = launch
         self.parallelism = max(1, parallelism)
+        # CONVEYOR_LEASE_SECONDS (Settings), as the server's runner protocol uses.
+        self.lease_seconds = lease_seconds
         self.cancel = asyncio.Event()
         self._cancel_applied = False
 
@@ -69,7 +78,7 @@ class RunDriver:
                 if decisions or lease:
                     # One transaction for the turn: what the scheduler decided, and the leases.
                     tokens = runs.apply_turn(
-                        self.store, refs, decisions, lease, lease_seconds=LEASE_SECONDS
+                        self.store, refs, decisions, lease, lease_seconds=self.lease_seconds
                     )
                     for name, token in tokens.items():
                         task = asyncio.create_task(self.launch(refs[name], token, self.cancel))

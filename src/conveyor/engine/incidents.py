@@ -232,6 +232,7 @@ def open_reported(
     release: int | None = None,
     commit: str | None = None,
     at: dt.datetime | None = None,
+    window: dt.timedelta | None = None,
 ) -> int:
     """A person opens an incident (API, CLI); returns its id. At most one of ``deployment``,
     ``release``, ``commit`` attributes it explicitly; without any, the window does."""
@@ -242,7 +243,7 @@ def open_reported(
         raise ConveyorError("an incident needs a title")
     now = utcnow()
     began = _check_time(at, now, "the start time")
-    window = attribution_window()
+    window = attribution_window() if window is None else window
     with store.write() as w:
         svc = service_named(w, service)
         if deployment is not None:

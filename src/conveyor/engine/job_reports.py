@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from sqlalchemy import ColumnElement, exists, insert, select, update
 from sqlalchemy.exc import OperationalError
 
+from conveyor.engine.dispatch import DEFAULT_LEASE_SECONDS
 from conveyor.engine.runs import JobRef, move_job
 from conveyor.errors import StaleLease
 from conveyor.events import EventType
@@ -25,16 +26,9 @@ from conveyor.states import IllegalTransition, JobStatus, StepStatus, allowed
 from conveyor.store import retention
 from conveyor.store.db import Store, Writer, db_now
 from conveyor.store.models import Artifact, Job, LogLine, Run, Step, utcnow
-from conveyor.store.retention import text_bytes
+from conveyor.store.retention import LOG_STORE_DEFAULT, text_bytes
 
 log = logging.getLogger("conveyor.runner")
-_warned: set[str] = set()
-
-
-def _warn_once(text: str) -> None:
-    if text not in _warned:
-        _warned.add(text)
-        log.warning("%s", text)
 
 
 T = TypeVar("T")
@@ -46,7 +40,14 @@ STORE_RETRY_SECONDS = (0.1, 2.0)
 class JobRecorder:
     """The effects of each report on the store, inside a transaction the caller owns."""
 
-    def __init__(self, store: Store, ref: JobRef, token: int, lease_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        ref: JobRef,
+        token: int,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        log_ceiling: int = LOG_STORE_DEFAULT,
+    ) -> None:
         self.ref = ref
         self.token = token
         self.lease_seconds = lease_seconds
@@ -62,7 +63,8 @@ class JobRecorder:
         # makes a recorder per report batch of a remote runner.
         self._seq: int | None = None
         self._started: dict[int, dt.datetime] = {}
-        self.log_ceiling = retention.log_store_limit(warn=_warn_once)
+        # CONVEYOR_LOG_STORE_LIMIT (Settings.log_store_limit).
+        self.log_ceiling = log_ceiling
         self._dropped = False
 
     def _fill(self, w: Writer, lines: LogBatch) -> list[tuple[dt.datetime, str]]:
@@ -313,9 +315,16 @@ class StoreReporter:
     job was given to another runner meanwhile: StaleLease). Persist first: a step's end is
     never reported before it is recorded."""
 
-    def __init__(self, store: Store, ref: JobRef, token: int, lease_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        ref: JobRef,
+        token: int,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        log_ceiling: int = LOG_STORE_DEFAULT,
+    ) -> None:
         self.store = store
-        self.recorder = JobRecorder(store, ref, token, lease_seconds)
+        self.recorder = JobRecorder(store, ref, token, lease_seconds, log_ceiling)
         self.lost_lines = 0
         self._lost_at: int | None = None
         self._failing = False

@@ -55,6 +55,7 @@ from conveyor.runner.artifacts import ArtifactStore
 from conveyor.runner.executor import JobExecutor, RunnerSettings
 from conveyor.sandbox import Sandbox, default_sandbox
 from conveyor.secrets import Secrets
+from conveyor.settings import Settings
 from conveyor.states import JobStatus
 
 log = logging.getLogger("conveyor.runner.agent")
@@ -501,11 +502,11 @@ class RunSources:
         await self.downloads.checkout(self.run_id, repo, sha, dest, self.reporter)
 
 
-def legacy_secrets_file(work_dir: Path, environ: Mapping[str, str] | None = None) -> Path | None:
+def legacy_secrets_file(work_dir: Path, configured: Path | None = None) -> Path | None:
     """The secrets file agents of earlier versions read: no longer read (the server sends each
-    job's secrets with its lease), so the agent names it at start."""
-    environ = os.environ if environ is None else environ
-    path = Path(environ.get("CONVEYOR_SECRETS_FILE") or work_dir / "secrets.env")
+    job's secrets with its lease), so the agent names it at start. ``configured``:
+    CONVEYOR_SECRETS_FILE."""
+    path = configured or work_dir / "secrets.env"
     return path if path.is_file() else None
 
 
@@ -533,6 +534,7 @@ class Agent:
         lease_wait: float = LEASE_WAIT_SECONDS,
         give_up: float = GIVE_UP_SECONDS,
         sandbox: Sandbox | None = None,
+        settings: Settings | None = None,
     ) -> None:
         if not server_url.startswith(("http://", "https://")):
             raise ConveyorError(
@@ -548,6 +550,8 @@ class Agent:
         self.base_env = base_env
         # Where jobs run (conveyor.sandbox); None: configured from the environment at serve().
         self.sandbox = sandbox
+        # CONVEYOR_* as `conveyor runner` read them at start (none given: the defaults).
+        self.settings = Settings() if settings is None else settings
         self.lease_wait = lease_wait
         self.give_up = give_up
         self.jobs: dict[asyncio.Task[None], RunningJob] = {}
@@ -616,13 +620,13 @@ class Agent:
         self._stopping = asyncio.Event()
         self._changed = asyncio.Event()
         if self.sandbox is None:
-            self.sandbox = await asyncio.to_thread(default_sandbox)
+            self.sandbox = await asyncio.to_thread(default_sandbox, self.settings)
         if self.sandbox.enabled:
             self.echo(f"sandbox: {self.sandbox.describe()}", err=True)
         else:
             self.echo(f"warning: sandbox {self.sandbox.describe()}", err=True)
         with self._exclusive():
-            legacy = legacy_secrets_file(self.work_dir)
+            legacy = legacy_secrets_file(self.work_dir, self.settings.secrets_file)
             if legacy is not None:
                 self.echo(
                     f"warning: {legacy} is no longer read: the server sends each job the "
@@ -772,6 +776,7 @@ class Agent:
                 sources=sources.for_run(context.run_id, reporter),
                 base_env=self.base_env,
                 sandbox=self.sandbox,
+                conveyor=self.settings,
             )
             status = await JobExecutor(
                 plan, context, reporter, settings, job.cancel, attempt=reporter.token

@@ -86,14 +86,15 @@ def _is_podman(engine: str) -> bool:
     return Path(engine).name.startswith("podman")
 
 
-def container_engine(env: Mapping[str, str]) -> str:
-    """The container engine command: CONVEYOR_CONTAINER_ENGINE if set, else podman, else docker.
+def container_engine(env: Mapping[str, str], chosen: str | None = None) -> str:
+    """The container engine command: ``chosen`` (CONVEYOR_CONTAINER_ENGINE) if set, else
+    podman, else docker.
 
     ``env`` is the runner's environment (its PATH is searched). Raises ConveyorError when the
     chosen engine, or both podman and docker, cannot be found.
     """
     path = env.get("PATH")
-    chosen = env.get(ENGINE_VARIABLE, "").strip()
+    chosen = (chosen or "").strip()
     if chosen:
         if shutil.which(chosen, path=path) is None:
             raise ConveyorError(

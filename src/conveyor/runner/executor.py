@@ -15,7 +15,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -37,31 +37,14 @@ from conveyor.runner.container import (
 from conveyor.runner.masking import SecretMasker
 from conveyor.sandbox import Sandbox, default_sandbox, format_bytes
 from conveyor.secrets import Secrets
-from conveyor.spec.durations import DurationError, parse_size
+from conveyor.settings import Settings
 from conveyor.states import JobStatus, StepStatus
 
 LOG_FLUSH_SECONDS = 0.1
 LOG_FLUSH_LINES = 1000
-# CONVEYOR_LIMIT_JOB_LOG: the most output a runner keeps of one job, whatever its pipeline asks.
-JOB_LOG_VARIABLE = "CONVEYOR_LIMIT_JOB_LOG"
-JOB_LOG_CEILING = 2**30
 KILL_GRACE_SECONDS = 5.0
 # Well inside the 30 s lease, and often enough that a cancel from elsewhere lands in a second.
 HEARTBEAT_SECONDS = 1.0
-
-
-def job_log_ceiling(environ: Mapping[str, str] | None = None) -> int:
-    """``CONVEYOR_LIMIT_JOB_LOG`` (default 1 GiB); an invalid value fails the job saying so."""
-    text = (os.environ if environ is None else environ).get(JOB_LOG_VARIABLE, "").strip()
-    if not text:
-        return JOB_LOG_CEILING
-    try:
-        return parse_size(text)
-    except DurationError:
-        raise ConveyorError(
-            f"{JOB_LOG_VARIABLE}={text!r} is not a valid value",
-            hint="a size such as 1GiB or 500MiB, set where this runner runs",
-        ) from None
 
 
 class SourceCache:
@@ -134,9 +117,12 @@ class RunnerSettings:
     # The runner's own environment: only where the container engine is found and what its
     # client reads (PATH, HOME, CONTAINER_HOST...). Steps never see it.
     base_env: Mapping[str, str] | None = None
-    # How steps are isolated (conveyor.sandbox); None: configured from this process's
-    # environment, and never silently off.
+    # How steps are isolated (conveyor.sandbox); None: configured from ``settings``, and
+    # never silently off.
     sandbox: Sandbox | None = None
+    # The runner's settings (CONVEYOR_LIMIT_JOB_LOG, CONVEYOR_CONTAINER_ENGINE, the sandbox's),
+    # as the process that runs it read them at start.
+    conveyor: Settings = field(default_factory=Settings)
 
 
 class LogBuffer:
@@ -314,7 +300,7 @@ class JobExecutor:
         # Resolved here, so that a runner that cannot sandbox fails the job saying why.
         sandbox = self.settings.sandbox
         if sandbox is None:
-            sandbox = await asyncio.to_thread(default_sandbox)
+            sandbox = await asyncio.to_thread(default_sandbox, self.settings.conveyor)
         self._limit_pipeline(sandbox, log)
         log.job_limit = self.plan.job_log_limit
         if self.attempt > 1:
@@ -390,7 +376,7 @@ class JobExecutor:
                 f"[conveyor] the job's timeout ({plan.timeout:g}s) is above this runner's "
                 f"ceiling of {limits.job_time:g}s: the job stops after {limits.job_time:g}s"
             )
-        job_ceiling = job_log_ceiling()
+        job_ceiling = self.settings.conveyor.limit_job_log
         if plan.job_log_limit > job_ceiling:
             log.line(
                 f"[conveyor] job_log_limit {format_bytes(plan.job_log_limit)} is above this "
@@ -450,7 +436,7 @@ class JobExecutor:
                 # The container is the step's isolation; the engine's client runs here.
                 confined = None
                 runner_env = self.settings.base_env or os.environ
-                engine = container_engine(runner_env)
+                engine = container_engine(runner_env, self.settings.conveyor.container_engine)
                 container = container_name(self.context.run_id, self.plan.name, step.name, attempt)
                 variables = step_variables(env, [*self.plan.env, *step.env])
                 process_env = client_env(client_host_env(runner_env), variables)

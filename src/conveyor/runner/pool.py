@@ -12,11 +12,12 @@ import socket
 from sqlalchemy.exc import OperationalError
 
 from conveyor.aio import wake_loop
-from conveyor.engine.dispatch import LEASE_SECONDS, Lease, lease_next
+from conveyor.engine.dispatch import DEFAULT_LEASE_SECONDS, Lease, lease_next
 from conveyor.engine.job_reports import StoreReporter
 from conveyor.plan import JobPlan
 from conveyor.runner.executor import JobExecutor, RunnerSettings
 from conveyor.store.db import Store
+from conveyor.store.retention import LOG_STORE_DEFAULT
 from conveyor.store.vault import for_job
 
 log = logging.getLogger("conveyor.runner")
@@ -35,9 +36,14 @@ class RunnerPool:
         labels: list[str] | None = None,
         name: str | None = None,
         wake: asyncio.Event | None = None,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        log_ceiling: int = LOG_STORE_DEFAULT,
     ) -> None:
         self.store = store
         self.settings = settings
+        # CONVEYOR_LEASE_SECONDS and CONVEYOR_LOG_STORE_LIMIT, as the server read them.
+        self.lease_seconds = lease_seconds
+        self.log_ceiling = log_ceiling
         self.slots = max(1, slots)
         self.name = name or f"builtin@{socket.gethostname()}:{os.getpid()}"
         self.labels = labels if labels is not None else ["local", socket.gethostname()]
@@ -69,7 +75,7 @@ class RunnerPool:
         """The next job for this runner; None also while the store cannot be written (a full
         disk): the runner takes work again once it can, without a restart."""
         try:
-            lease = lease_next(self.store, self.name, self.labels, LEASE_SECONDS)
+            lease = lease_next(self.store, self.name, self.labels, self.lease_seconds)
         except OperationalError as exc:
             if not self._store_failing:
                 log.warning("the runner takes no job: the store cannot be written: %s", exc.orig)
@@ -82,7 +88,9 @@ class RunnerPool:
 
     async def _execute(self, lease: Lease) -> None:
         try:
-            reporter = StoreReporter(self.store, lease.ref, lease.token, LEASE_SECONDS)
+            reporter = StoreReporter(
+                self.store, lease.ref, lease.token, self.lease_seconds, self.log_ceiling
+            )
             plan = JobPlan.model_validate(lease.ref.plan)
             # Each job gets only what its own env references, looked up for its own service.
             secrets = await asyncio.to_thread(for_job, self.store, lease.context.service, plan)

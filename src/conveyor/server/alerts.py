@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, Field
 
 from conveyor.engine import alerts, incidents
+from conveyor.engine.attribution import attribution_window
 from conveyor.errors import ConveyorError
 from conveyor.server import scoping
 from conveyor.server.auth import require
@@ -78,6 +79,8 @@ async def alertmanager_hook(request: Request, identity: Trigger) -> JSONResponse
             notification,
             actor=_actor(identity),
             allowed=identity.may_act_on if identity.limited else None,
+            label=state.settings.alert_service_label,
+            window=attribution_window(state.settings.attribution_hours),
         )
     except ConveyorError as exc:
         # A setting of this server is wrong (CONVEYOR_ALERT_SERVICE_LABEL, ...): a 5xx, so
@@ -126,7 +129,8 @@ def open_incident(request: Request, body: IncidentIn, identity: Trigger) -> dict
     """Open an incident by hand; ``deployment``, ``release`` or ``commit`` attribute it
     explicitly, else the attribution window does."""
     scoping.check(identity, body.service, body.environment, "open an incident for")
-    store = _state(request).store
+    state = _state(request)
+    store = state.store
     incident_id = incidents.open_reported(
         store,
         service=body.service,
@@ -137,6 +141,7 @@ def open_incident(request: Request, body: IncidentIn, identity: Trigger) -> dict
         release=body.release,
         commit=body.commit,
         at=_utc(body.at),
+        window=attribution_window(state.settings.attribution_hours),
     )
     return incidents.incident_detail(store, incident_id)
 

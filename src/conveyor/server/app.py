@@ -59,6 +59,7 @@ from conveyor.server.intake import ChangeRecorder
 from conveyor.server.limits import BodyGuard, BodyLimits
 from conveyor.server.services import Service as Background
 from conveyor.server.services import Supervisor, periodic
+from conveyor.settings import Settings
 from conveyor.sources.intake import process_pending, release_claims
 from conveyor.sources.poll import poll_sources
 from conveyor.store.db import Store
@@ -97,18 +98,21 @@ class ServerConfig:
     prometheus_url: str | None = None
     # HTTP endpoints that receive every run, deployment and incident as CDEvents (CloudEvents).
     cdevents_sinks: tuple[str, ...] = ()
+    # Conveyor's settings (CONVEYOR_*); None: create_app reads them from the environment.
+    settings: Settings | None = None
 
 
 class ServerState:
     """What the routes share: the store, the artifact store, the hub."""
 
-    def __init__(self, store: Store, config: ServerConfig) -> None:
+    def __init__(self, store: Store, config: ServerConfig, settings: Settings) -> None:
         # With PostgreSQL nothing else creates the data directory (artifacts, workspaces, and
         # the runners' source archives live there).
         private_dir(store.home)
         self.store = store
         self.config = config
-        self.sandbox = config.sandbox if config.sandbox is not None else default_sandbox()
+        self.settings = settings
+        self.sandbox = config.sandbox if config.sandbox is not None else default_sandbox(settings)
         self.artifacts = ArtifactStore(store.home / "artifacts")
         self.sources = SourceCache(store.home / "workspaces")
         self.hub: Hub | None = None
@@ -200,10 +204,10 @@ def _keep_dora_summary_current(store: Store) -> None:
     keep_current(store)
 
 
-def _prune(store: Store) -> None:
+def _prune(store: Store, settings: Settings) -> None:
     from conveyor.delivery.retention import prune
 
-    done = prune(store, warn=log.warning)
+    done = prune(store, settings)
     for line in done.lines():
         if line != "nothing to remove":
             log.info("retention: %s", line)
@@ -216,7 +220,7 @@ WAKE_CHANNELS = ("dispatch", "intake", "jobs", "delivery", "notify")
 def _background(state: ServerState, hub: Hub, wake: dict[str, asyncio.Event]) -> list[Background]:
     """The services this server runs, by its configuration: what `conveyor server` starts
     besides answering HTTP (docs/architecture.md). ``wake``: an event per WAKE_CHANNELS."""
-    store, config = state.store, state.config
+    store, config, settings = state.store, state.config, state.settings
 
     def dispatch() -> None:
         expire_leases(store)
@@ -234,20 +238,30 @@ def _background(state: ServerState, hub: Hub, wake: dict[str, asyncio.Event]) ->
         # Remote heads of services with a poll interval, and git hook spools.
         periodic("poll", lambda: poll_sources(store, store.home), every=1.0, in_thread=True),
         # Retention of logs, artifacts and release bundles (delivery.retention).
-        periodic("retention", lambda: _prune(store), every=PRUNE_SECONDS, in_thread=True),
+        periodic("retention", lambda: _prune(store, settings), every=PRUNE_SECONDS, in_thread=True),
     ]
     if config.delivery:
         state.delivery = DeliveryController(
             store,
             state.artifacts,
             wake=wake["delivery"],
-            prometheus_url=config.prometheus_url,
+            prometheus_url=config.prometheus_url or settings.prometheus_url,
             sandbox=state.sandbox,
+            keep_bundles=settings.keep_bundles,
             edge=EdgeClient(store.home) if config.edge == "detached" else None,
         )
         services += [
             Background("delivery", state.delivery.serve),
-            Background("outbox", Outbox(store, wake=wake["notify"]).serve),
+            Background(
+                "outbox",
+                Outbox(
+                    store,
+                    wake=wake["notify"],
+                    base_url=settings.base_url,
+                    smtp_url=settings.smtp_url,
+                    mail_from=settings.mail_from,
+                ).serve,
+            ),
             # DORA reports served here only add days up: keep the summaries current.
             periodic(
                 "DORA summary",
@@ -257,30 +271,34 @@ def _background(state: ServerState, hub: Hub, wake: dict[str, asyncio.Event]) ->
             ),
         ]
     if config.cdevents_sinks:
-        services.append(Background("CDEvents", CDEventsSender(store, config.cdevents_sinks).serve))
+        sender = CDEventsSender(store, config.cdevents_sinks, base_url=settings.base_url)
+        services.append(Background("CDEvents", sender.serve))
     if config.runner_slots > 0:
-        settings = RunnerSettings(
+        runner_settings = RunnerSettings(
             workspaces=store.home / "workspaces",
             artifacts=state.artifacts,
             # None here: the pool gives each job the secrets it references.
             secrets=Secrets(),
             sources=state.sources,
             sandbox=state.sandbox,
+            conveyor=settings,
         )
         pool = RunnerPool(
             store,
-            settings,
+            runner_settings,
             slots=config.runner_slots,
             labels=list(config.runner_labels) if config.runner_labels else None,
             wake=wake["jobs"],
+            lease_seconds=settings.lease_seconds,
+            log_ceiling=settings.log_store_limit,
         )
         services.append(Background("built-in runner", pool.serve))
     return services
 
 
-def _recover(store: Store, config: ServerConfig) -> None:
+def _recover(store: Store, config: ServerConfig, settings: Settings) -> None:
     """What a server does before it serves: take back what a killed process of it left."""
-    on_server_start(store, os.environ, log)
+    on_server_start(store, settings.secrets_file, log)
     if config.runner_slots > 0:
         # Before this server's runner starts: what a killed process of it left running.
         orphans = stop_orphaned_steps(store.home / "workspaces")
@@ -289,7 +307,7 @@ def _recover(store: Store, config: ServerConfig) -> None:
     released = release_claims(store)
     if released:
         log.info("took back %d deliveries this server had claimed before it stopped", released)
-    extended = extend_running_leases(store)
+    extended = extend_running_leases(store, settings.lease_seconds)
     if extended:
         log.info("gave %d running jobs a fresh lease after start-up", extended)
 
@@ -320,7 +338,10 @@ ROUTES: tuple[tuple[APIRouter, str], ...] = (
 
 def create_app(store: Store, config: ServerConfig | None = None) -> FastAPI:
     config = config or ServerConfig()
-    state = ServerState(store, config)
+    # Read once, here (or by `conveyor server`, which hands them over): every part of the
+    # server gets its settings from state.settings, none from the environment.
+    settings = config.settings if config.settings is not None else Settings.from_env()
+    state = ServerState(store, config, settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -331,7 +352,7 @@ def create_app(store: Store, config: ServerConfig | None = None) -> FastAPI:
         restore_signals = _on_exit_signal(loop, state.stopping.set)
         state.hub = hub
         unsubscribe = store.subscribe(hub.announce)
-        await asyncio.to_thread(_recover, store, config)
+        await asyncio.to_thread(_recover, store, config, settings)
         supervisor = Supervisor()
         with contextlib.ExitStack() as listening:
             wake = {name: listening.enter_context(hub.listening(name)) for name in WAKE_CHANNELS}

@@ -3,7 +3,6 @@ Slack button), incidents, users and the audit log."""
 
 from __future__ import annotations
 
-import os
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -312,7 +311,7 @@ async def slack_action(request: Request) -> dict[str, Any]:
         verify_slack_signature,
     )
 
-    secret = os.environ.get("CONVEYOR_SLACK_SIGNING_SECRET")
+    secret = _state(request).settings.slack_signing_secret
     if not secret:
         raise HTTPException(404, "Slack actions are not configured on this server")
     body = await request.body()

@@ -10,7 +10,6 @@ token of its own, not an API token, so that a scrape credential grants nothing e
 from __future__ import annotations
 
 import hmac
-import os
 import threading
 
 from fastapi import APIRouter, Request, Response
@@ -40,7 +39,8 @@ def _registry(request: Request) -> CollectorRegistry:
 
 
 def _authorised(request: Request) -> bool:
-    expected = os.environ.get(_AUTH_VARIABLE, "")
+    # CONVEYOR_METRICS_TOKEN, as the server read it at start.
+    expected = request.app.state.conveyor.settings.metrics_token or ""
     if not expected:
         return True
     scheme, _, given = request.headers.get("authorization", "").partition(" ")

@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select, update
 
 from conveyor.aio import wait_for
-from conveyor.engine.dispatch import LEASE_SECONDS, lease_next
+from conveyor.engine.dispatch import lease_next
 from conveyor.engine.job_reports import JobRecorder, extend_lease
 from conveyor.engine.runs import JobRef, job_ref
 from conveyor.errors import NotFound, StaleLease
@@ -76,7 +76,11 @@ async def lease(request: Request, body: LeaseIn, identity: RunnerAuth) -> Any:
     with state.hub.listening("jobs") as wake:
         while True:
             found = lease_next(
-                state.store, runner, body.labels, LEASE_SECONDS, services=identity.services
+                state.store,
+                runner,
+                body.labels,
+                state.settings.lease_seconds,
+                services=identity.services,
             )
             if found is not None:
                 # The job's own secrets (what its env references, for its service): the
@@ -85,7 +89,7 @@ async def lease(request: Request, body: LeaseIn, identity: RunnerAuth) -> Any:
                 secrets = await asyncio.to_thread(
                     lease_secrets, state.store, found.context.service, plan
                 )
-                return found.as_json() | {"lease_seconds": LEASE_SECONDS, **secrets}
+                return found.as_json() | {"lease_seconds": state.settings.lease_seconds, **secrets}
             remaining = deadline - time.monotonic()
             if remaining <= 0 or await request.is_disconnected():
                 return Response(status_code=204)
@@ -120,9 +124,10 @@ def _ref(request: Request, job_id: int, identity: Identity) -> JobRef:
 )
 def reports(request: Request, job_id: int, body: ReportsIn, identity: RunnerAuth) -> dict[str, Any]:
     """Apply a runner's reports in order; answers whether the run was asked to cancel."""
-    store = _state(request).store
+    state = _state(request)
+    store, settings = state.store, state.settings
     ref = _ref(request, job_id, identity)
-    recorder = JobRecorder(store, ref, body.token, LEASE_SECONDS)
+    recorder = JobRecorder(store, ref, body.token, settings.lease_seconds, settings.log_store_limit)
     cancel = False
     applied = 0
     with store.write() as w:
@@ -163,10 +168,10 @@ def heartbeat(
 ) -> dict[str, Any]:
     """Keep a lease alive. Apart from the reports on purpose: a heartbeat queued behind a long
     log let the lease expire while the job was still running (answered 409 once not held)."""
-    store = _state(request).store
+    state = _state(request)
     ref = _ref(request, job_id, identity)
-    with store.write() as w:
-        cancel = extend_lease(w, ref, body.token, LEASE_SECONDS)
+    with state.store.write() as w:
+        cancel = extend_lease(w, ref, body.token, state.settings.lease_seconds)
     return {"cancel": cancel}
 
 

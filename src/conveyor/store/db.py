@@ -24,6 +24,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from conveyor.errors import ConveyorError, NotFound
 from conveyor.events import EventType
+from conveyor.settings import Settings as ConveyorSettings
 from conveyor.store import marks
 from conveyor.store.models import Event, utcnow
 from conveyor.store.private import private_database, private_dir
@@ -55,19 +56,29 @@ class SchemaOutdated(ConveyorError):
 
 @dataclass(frozen=True)
 class Settings:
-    """Where Conveyor keeps its data: CONVEYOR_HOME, and CONVEYOR_DATABASE_URL if set."""
+    """Where Conveyor keeps its data: CONVEYOR_HOME, and CONVEYOR_DATABASE_URL if set; the
+    key file of its secrets and its users file, when not in ``home``."""
 
     home: Path
     database_url: str
+    secrets_key_file: Path | None = None
+    users_file: Path | None = None
 
     @classmethod
-    def resolve(cls, home: Path | None = None, default_root: Path | None = None) -> Settings:
-        env_home = os.environ.get("CONVEYOR_HOME")
+    def resolve(
+        cls,
+        home: Path | None = None,
+        default_root: Path | None = None,
+        settings: ConveyorSettings | None = None,
+    ) -> Settings:
+        """From Conveyor's ``settings`` (a command's; tests and scripts that give none: this
+        process's environment, read now)."""
+        settings = ConveyorSettings.from_env() if settings is None else settings
         if home is None:
-            home = Path(env_home) if env_home else (default_root or Path.cwd()) / ".conveyor"
+            home = settings.home or (default_root or Path.cwd()) / ".conveyor"
         home = home.absolute()
-        url = os.environ.get("CONVEYOR_DATABASE_URL") or f"sqlite:///{home / 'conveyor.db'}"
-        return cls(home=home, database_url=url)
+        url = settings.database_url or f"sqlite:///{home / 'conveyor.db'}"
+        return cls(home, url, settings.secrets_key_file, settings.users_file)
 
 
 Listener = Callable[[Event], None]

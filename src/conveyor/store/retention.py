@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 
 from sqlalchemy import ColumnElement, delete, exists, func, insert, select, update
 
-from conveyor.errors import ConveyorError
 from conveyor.sandbox import format_bytes
-from conveyor.spec.durations import DurationError, parse_size
+from conveyor.settings import Settings
 from conveyor.states import RUN_TERMINAL
 from conveyor.store.db import Store, Writer, db_now
 from conveyor.store.models import Job, LogLine, Run, StoreUsage
@@ -30,7 +28,8 @@ LOGS = "logs"
 LOG_STORE_VARIABLE = "CONVEYOR_LOG_STORE_LIMIT"
 LOG_RETENTION_VARIABLE = "CONVEYOR_LOG_RETENTION"
 ARTIFACT_RETENTION_VARIABLE = "CONVEYOR_ARTIFACT_RETENTION"
-LOG_STORE_DEFAULT = 8 * 2**30
+# Settings.log_store_limit when unset.
+LOG_STORE_DEFAULT = Settings().log_store_limit
 # Pruning under pressure frees this share of the ceiling beyond the batch, so that a busy store
 # does not prune one run per batch.
 HEADROOM = 0.1
@@ -42,52 +41,6 @@ FINISHED = [s.value for s in RUN_TERMINAL]
 def text_bytes(text: str) -> int:
     """The bytes of a line as stored (UTF-8)."""
     return len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
-
-
-# --- settings --------------------------------------------------------------------------------
-
-
-def _warned(name: str, text: str, hint: str, warn: Callable[[str], None] | None) -> None:
-    error = ConveyorError(f"{name}={text!r} is not a valid value", hint=hint)
-    if warn is None:
-        raise error
-    warn(f"{error.message} ({hint}); using the default")
-
-
-def log_store_limit(
-    environ: Mapping[str, str] | None = None, warn: Callable[[str], None] | None = None
-) -> int:
-    """``CONVEYOR_LOG_STORE_LIMIT``: the most bytes of log the store keeps, all runs together.
-    An invalid value raises ConveyorError, or with ``warn`` is reported and the default kept."""
-    text = (os.environ if environ is None else environ).get(LOG_STORE_VARIABLE, "").strip()
-    if not text:
-        return LOG_STORE_DEFAULT
-    try:
-        return parse_size(text)
-    except DurationError:
-        _warned(LOG_STORE_VARIABLE, text, "a size such as 8GiB or 500MiB", warn)
-        return LOG_STORE_DEFAULT
-
-
-def retention_days(
-    name: str, environ: Mapping[str, str] | None = None, warn: Callable[[str], None] | None = None
-) -> float | None:
-    """``CONVEYOR_LOG_RETENTION`` or ``CONVEYOR_ARTIFACT_RETENTION``: days a finished run keeps
-    its logs or artifacts (``30``, ``30d``, ``12h``); unset or ``0``: kept for good."""
-    text = (os.environ if environ is None else environ).get(name, "").strip()
-    if not text or text.lower() in ("0", "0d", "0h"):
-        return None
-    number, unit = text.lower(), 1.0
-    if number[-1] in "dh":
-        number, unit = number[:-1], 1.0 if number[-1] == "d" else 1 / 24
-    try:
-        days = float(number) * unit
-    except ValueError:
-        days = -1.0
-    if not days > 0 or days == float("inf"):
-        _warned(name, text, "a number of days such as 30 or 30d, or hours such as 12h", warn)
-        return None
-    return days
 
 
 # --- the ceiling -------------------------------------------------------------------------------

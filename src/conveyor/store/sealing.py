@@ -18,7 +18,6 @@ from cryptography.fernet import Fernet, InvalidToken
 
 from conveyor.errors import ConveyorError
 
-KEY_FILE_VARIABLE = "CONVEYOR_SECRETS_KEY_FILE"
 PREFIX = "fernet:"
 _RESTORE = (
     "restore the key file from your backup, or point CONVEYOR_SECRETS_KEY_FILE at it "
@@ -30,8 +29,9 @@ class SecretsKeyError(ConveyorError):
     """The key file is missing, unreadable, or not the key the stored secrets were sealed with."""
 
 
-def key_path(home: Path) -> Path:
-    return Path(os.environ.get(KEY_FILE_VARIABLE) or home / "secrets.key")
+def key_path(home: Path, configured: Path | None = None) -> Path:
+    """``configured`` (CONVEYOR_SECRETS_KEY_FILE), else secrets.key in the data directory."""
+    return configured or home / "secrets.key"
 
 
 def is_sealed(text: str) -> bool:

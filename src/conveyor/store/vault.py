@@ -36,7 +36,6 @@ from conveyor.store.sealing import (
 
 MAX_VALUE_CHARS = 65_536
 RESERVED_PREFIX = "CONVEYOR_"
-LEGACY_FILE_VARIABLE = "CONVEYOR_SECRETS_FILE"
 
 
 # --- names -------------------------------------------------------------------------------------
@@ -103,7 +102,7 @@ def key_for(store: Store, *, write: bool = False) -> Key:
     """The key of this store's secrets. To `write`, a new one is made while the store holds
     nothing sealed, and a key other than the one of what is sealed is refused: a lost key must
     be reported, not quietly replaced by one that opens nothing, nor mixed with it."""
-    path = key_path(store.home)
+    path = key_path(store.home, store.settings.secrets_key_file)
     key = Key.load(path)
     sealed = _a_sealed_value(store) if write or key is None else None
     if key is not None:
@@ -289,9 +288,10 @@ def seal_plaintext_webhook_secrets(store: Store) -> int:
 # --- start-up ----------------------------------------------------------------------------------
 
 
-def legacy_file(home: Path, environ: Mapping[str, str]) -> Path | None:
-    """The secrets file of earlier versions, if one is still there (it is no longer read)."""
-    path = Path(environ.get(LEGACY_FILE_VARIABLE) or home / "secrets.env")
+def legacy_file(home: Path, configured: Path | None = None) -> Path | None:
+    """The secrets file of earlier versions, if one is still there (it is no longer read):
+    ``configured`` (CONVEYOR_SECRETS_FILE), else secrets.env in the data directory."""
+    path = configured or home / "secrets.env"
     return path if path.is_file() else None
 
 
@@ -303,11 +303,11 @@ def legacy_warning(path: Path) -> str:
     )
 
 
-def on_server_start(store: Store, environ: Mapping[str, str], log: logging.Logger) -> None:
+def on_server_start(store: Store, secrets_file: Path | None, log: logging.Logger) -> None:
     """Seal webhook secrets left in clear, check the key against what is sealed, and name the
     old secrets file if it is still there. Problems are logged, never fatal: everything that
     needs no secret keeps working, and each use of a secret reports the problem again."""
-    legacy = legacy_file(store.home, environ)
+    legacy = legacy_file(store.home, secrets_file)
     if legacy is not None:
         log.warning("%s", legacy_warning(legacy))
     try:

@@ -28,6 +28,7 @@ from conveyor.delivery.monitor import Monitor
 from conveyor.deploy_states import ApprovalStatus, DeploymentKind, DeploymentStatus
 from conveyor.engine import outcomes, promotion
 from conveyor.engine.driver import process_owner
+from conveyor.engine.monitoring import newest_success
 from conveyor.engine.recording import previous_success
 from conveyor.engine.recovery import owner_alive
 from conveyor.errors import ConveyorError
@@ -239,17 +240,7 @@ class DeliveryController:
                 # (a deployment) again, if it still runs.
                 kept = Instance(dep.release_id, dep.url, dict(dep.instance))
             elif dep.kind == DeploymentKind.ROLLBACK:
-                earlier = session.scalar(
-                    select(Deployment)
-                    .where(
-                        Deployment.service_id == dep.service_id,
-                        Deployment.environment == dep.environment,
-                        Deployment.release_id == dep.release_id,
-                        Deployment.status == D.SUCCEEDED,
-                    )
-                    .order_by(Deployment.id.desc())
-                    .limit(1)
-                )
+                earlier = newest_success(session, dep, Deployment.release_id == dep.release_id)
                 if earlier is not None and earlier.instance:
                     kept = Instance(earlier.release_id, earlier.url, dict(earlier.instance))
             return _Job(

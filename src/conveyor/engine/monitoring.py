@@ -12,6 +12,7 @@ from typing import Any, cast
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import ColumnElement
 
 from conveyor.engine.incidents import open_incident
 from conveyor.engine.promotion import (
@@ -158,17 +159,24 @@ def serving_failed(store: Store, environment_id: int, deployment_id: int, reason
         return f"incident opened; rolling back to {version_of(restore)} (deployment {rollback.id})"
 
 
-def _last_verified_other(session: Session, dep: Deployment) -> Release | None:
-    """The newest release that succeeded in this environment other than the failing one."""
-    found = session.scalar(
+def newest_success(
+    session: Session, dep: Deployment, *where: ColumnElement[bool]
+) -> Deployment | None:
+    """The newest deployment that succeeded in ``dep``'s environment, of those ``where`` keeps."""
+    return session.scalar(
         select(Deployment)
         .where(
             Deployment.service_id == dep.service_id,
             Deployment.environment == dep.environment,
             Deployment.status == D.SUCCEEDED,
-            Deployment.release_id != dep.release_id,
+            *where,
         )
         .order_by(Deployment.id.desc())
         .limit(1)
     )
+
+
+def _last_verified_other(session: Session, dep: Deployment) -> Release | None:
+    """The newest release that succeeded in this environment other than the failing one."""
+    found = newest_success(session, dep, Deployment.release_id != dep.release_id)
     return found.release if found is not None else None

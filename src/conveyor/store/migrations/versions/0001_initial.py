@@ -5,8 +5,18 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from conveyor.store.migrations.columns import Id, id_column, indexes, reference
-from conveyor.store.models import UTCDateTime
+from conveyor.store.migrations.columns import (
+    flag,
+    id_column,
+    indexes,
+    integer,
+    json,
+    reference,
+    row_id,
+    string,
+    text,
+    timestamp,
+)
 
 revision = "0001"
 down_revision = None
@@ -16,56 +26,56 @@ def upgrade() -> None:
     op.create_table(
         "events",
         id_column(),
-        sa.Column("ts", UTCDateTime(), nullable=False),
-        sa.Column("type", sa.String(100), nullable=False),
-        sa.Column("service", sa.String(200), nullable=True),
-        sa.Column("run_id", Id, nullable=True),
-        sa.Column("job_id", Id, nullable=True),
-        sa.Column("data", sa.JSON(), nullable=False),
+        timestamp("ts"),
+        string("type", 100),
+        string("service", 200, nullable=True),
+        row_id("run_id"),
+        row_id("job_id"),
+        json("data"),
     )
     op.create_index("ix_events_run", "events", ["run_id", "id"])
     indexes("events", "type")
     op.create_table(
         "services",
         id_column(),
-        sa.Column("name", sa.String(200), nullable=False, unique=True),
-        sa.Column("repository", sa.Text(), nullable=False),
-        sa.Column("created_at", UTCDateTime(), nullable=False),
+        string("name", 200, unique=True),
+        text("repository"),
+        timestamp("created_at"),
     )
     op.create_table(
         "runs",
         id_column(),
         reference("service_id", "services"),
-        sa.Column("status", sa.String(20), nullable=False),
-        sa.Column("reason", sa.Text(), nullable=True),
-        sa.Column("sha", sa.String(64), nullable=False),
-        sa.Column("ref", sa.String(500), nullable=True),
-        sa.Column("trigger", sa.String(50), nullable=False),
-        sa.Column("commit", sa.JSON(), nullable=False),
-        sa.Column("pipeline", sa.JSON(), nullable=False),
-        sa.Column("created_at", UTCDateTime(), nullable=False),
-        sa.Column("started_at", UTCDateTime(), nullable=True),
-        sa.Column("finished_at", UTCDateTime(), nullable=True),
-        sa.Column("owner", sa.String(300), nullable=True),
-        sa.Column("heartbeat_at", UTCDateTime(), nullable=True),
-        sa.Column("cancel_requested", sa.Boolean(), nullable=False),
+        string("status", 20),
+        text("reason", nullable=True),
+        string("sha", 64),
+        string("ref", 500, nullable=True),
+        string("trigger", 50),
+        json("commit"),
+        json("pipeline"),
+        timestamp("created_at"),
+        timestamp("started_at", nullable=True),
+        timestamp("finished_at", nullable=True),
+        string("owner", 300, nullable=True),
+        timestamp("heartbeat_at", nullable=True),
+        flag("cancel_requested"),
     )
     indexes("runs", "status")
     op.create_table(
         "jobs",
         id_column(),
         reference("run_id", "runs"),
-        sa.Column("name", sa.String(200), nullable=False),
-        sa.Column("position", sa.Integer(), nullable=False),
-        sa.Column("status", sa.String(20), nullable=False),
-        sa.Column("reason", sa.Text(), nullable=True),
-        sa.Column("needs", sa.JSON(), nullable=False),
-        sa.Column("config", sa.JSON(), nullable=False),
-        sa.Column("started_at", UTCDateTime(), nullable=True),
-        sa.Column("finished_at", UTCDateTime(), nullable=True),
-        sa.Column("runner", sa.String(300), nullable=True),
-        sa.Column("lease_token", sa.Integer(), nullable=False),
-        sa.Column("lease_expires_at", UTCDateTime(), nullable=True),
+        string("name", 200),
+        integer("position"),
+        string("status", 20),
+        text("reason", nullable=True),
+        json("needs"),
+        json("config"),
+        timestamp("started_at", nullable=True),
+        timestamp("finished_at", nullable=True),
+        string("runner", 300, nullable=True),
+        integer("lease_token"),
+        timestamp("lease_expires_at", nullable=True),
         sa.UniqueConstraint("run_id", "name"),
     )
     indexes("jobs", "run_id")
@@ -73,24 +83,24 @@ def upgrade() -> None:
         "steps",
         id_column(),
         reference("job_id", "jobs"),
-        sa.Column("position", sa.Integer(), nullable=False),
-        sa.Column("name", sa.String(500), nullable=False),
-        sa.Column("status", sa.String(20), nullable=False),
-        sa.Column("reason", sa.Text(), nullable=True),
-        sa.Column("exit_code", sa.Integer(), nullable=True),
-        sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column("started_at", UTCDateTime(), nullable=True),
-        sa.Column("finished_at", UTCDateTime(), nullable=True),
+        integer("position"),
+        string("name", 500),
+        string("status", 20),
+        text("reason", nullable=True),
+        integer("exit_code", nullable=True),
+        integer("attempts"),
+        timestamp("started_at", nullable=True),
+        timestamp("finished_at", nullable=True),
     )
     indexes("steps", "job_id")
     op.create_table(
         "log_lines",
         id_column(),
         reference("job_id", "jobs"),
-        sa.Column("step_position", sa.Integer(), nullable=True),
-        sa.Column("seq", sa.Integer(), nullable=False),
-        sa.Column("ts", UTCDateTime(), nullable=False),
-        sa.Column("text", sa.Text(), nullable=False),
+        integer("step_position", nullable=True),
+        integer("seq"),
+        timestamp("ts"),
+        text("text"),
         sa.UniqueConstraint("job_id", "seq", name="uq_log_lines_job_seq"),
     )
     op.create_table(
@@ -98,10 +108,10 @@ def upgrade() -> None:
         id_column(),
         reference("run_id", "runs"),
         reference("job_id", "jobs"),
-        sa.Column("path", sa.Text(), nullable=False),
-        sa.Column("digest", sa.String(80), nullable=False),
+        text("path"),
+        string("digest", 80),
         sa.Column("size", sa.BigInteger(), nullable=False),
-        sa.Column("created_at", UTCDateTime(), nullable=False),
+        timestamp("created_at"),
     )
     indexes("artifacts", "run_id")
 

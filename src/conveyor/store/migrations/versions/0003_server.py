@@ -5,8 +5,15 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from conveyor.store.migrations.columns import Id, id_column, indexes
-from conveyor.store.models import UTCDateTime
+from conveyor.store.migrations.columns import (
+    id_column,
+    indexes,
+    json,
+    row_id,
+    string,
+    text,
+    timestamp,
+)
 
 revision = "0003"
 down_revision = "0002"
@@ -16,41 +23,41 @@ def upgrade() -> None:
     op.create_table(
         "tokens",
         id_column(),
-        sa.Column("name", sa.String(200), nullable=False, unique=True),
-        sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
-        sa.Column("prefix", sa.String(16), nullable=False),
-        sa.Column("scopes", sa.JSON(), nullable=False),
-        sa.Column("user", sa.String(200), nullable=True),
-        sa.Column("created_at", UTCDateTime(), nullable=False),
-        sa.Column("last_used_at", UTCDateTime(), nullable=True),
-        sa.Column("revoked_at", UTCDateTime(), nullable=True),
+        string("name", 200, unique=True),
+        string("token_hash", 64, unique=True),
+        string("prefix", 16),
+        json("scopes"),
+        string("user", 200, nullable=True),
+        timestamp("created_at"),
+        timestamp("last_used_at", nullable=True),
+        timestamp("revoked_at", nullable=True),
     )
     op.create_table(
         "deliveries",
         id_column(),
-        sa.Column("source", sa.String(50), nullable=False),
-        sa.Column("delivery_id", sa.String(200), nullable=False),
-        sa.Column("service", sa.String(200), nullable=False),
-        sa.Column("received_at", UTCDateTime(), nullable=False),
-        sa.Column("status", sa.String(20), nullable=False),
-        sa.Column("reason", sa.Text(), nullable=True),
-        sa.Column("payload", sa.JSON(), nullable=False),
-        sa.Column("run_id", Id, nullable=True),
+        string("source", 50),
+        string("delivery_id", 200),
+        string("service", 200),
+        timestamp("received_at"),
+        string("status", 20),
+        text("reason", nullable=True),
+        json("payload"),
+        row_id("run_id"),
         sa.UniqueConstraint("source", "delivery_id", name="uq_deliveries_source_id"),
     )
     indexes("deliveries", "status")
     with op.batch_alter_table("services") as batch:
-        batch.add_column(sa.Column("webhook_secret", sa.Text(), nullable=True))
+        batch.add_column(text("webhook_secret", nullable=True))
         batch.add_column(
             sa.Column("allow_unsigned", sa.Boolean(), nullable=False, server_default=sa.false())
         )
         batch.add_column(sa.Column("poll_interval", sa.Float(), nullable=True))
-        batch.add_column(sa.Column("polled_at", UTCDateTime(), nullable=True))
+        batch.add_column(timestamp("polled_at", nullable=True))
         batch.add_column(
             sa.Column("poll_state", sa.JSON(), nullable=False, server_default=sa.text("'{}'"))
         )
     with op.batch_alter_table("runs") as batch:
-        batch.add_column(sa.Column("concurrency_group", sa.String(300), nullable=True))
+        batch.add_column(string("concurrency_group", 300, nullable=True))
         batch.create_index("ix_runs_concurrency_group", ["concurrency_group"])
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from alembic import op
 
-from conveyor.store.migrations.columns import id_column, indexes, reference
-from conveyor.store.models import UTCDateTime
+from conveyor.store.migrations.columns import id_column, indexes, json, reference, string, timestamp
 
 revision = "0004"
 down_revision = "0003"
@@ -18,10 +16,10 @@ def upgrade() -> None:
         id_column(),
         reference("service_id", "services"),
         reference("run_id", "runs", unique=True),
-        sa.Column("sha", sa.String(64), nullable=False),
-        sa.Column("ref", sa.String(500), nullable=True),
-        sa.Column("created_at", UTCDateTime(), nullable=False),
-        sa.Column("evidence", sa.JSON(), nullable=False),
+        string("sha", 64),
+        string("ref", 500, nullable=True),
+        timestamp("created_at"),
+        json("evidence"),
     )
     indexes("releases", "service_id")
 

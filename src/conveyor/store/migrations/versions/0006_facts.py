@@ -7,8 +7,16 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from conveyor.store.migrations.columns import Id, id_column, indexes, reference
-from conveyor.store.models import UTCDateTime
+from conveyor.store.migrations.columns import (
+    flag,
+    id_column,
+    indexes,
+    json,
+    reference,
+    row_id,
+    string,
+    timestamp,
+)
 
 revision = "0006"
 down_revision = "0005"
@@ -18,21 +26,21 @@ def upgrade() -> None:
     op.create_table(
         "deployment_facts",
         id_column(),
-        sa.Column("key", sa.String(300), nullable=False, unique=True),
-        sa.Column("source", sa.String(20), nullable=False),
-        sa.Column("service", sa.String(200), nullable=False),
-        sa.Column("environment", sa.String(200), nullable=False),
-        sa.Column("tier", sa.String(50), nullable=False),
-        sa.Column("kind", sa.String(20), nullable=False),
-        sa.Column("result", sa.String(20), nullable=False),
-        sa.Column("sha", sa.String(64), nullable=False),
-        sa.Column("started_at", UTCDateTime(), nullable=False),
-        sa.Column("finished_at", UTCDateTime(), nullable=False),
-        sa.Column("failed_at", UTCDateTime(), nullable=True),
-        sa.Column("rollback_of", sa.String(300), nullable=True),
-        sa.Column("fixes_incident", sa.Boolean(), nullable=False),
-        sa.Column("stages", sa.JSON(), nullable=False),
-        sa.Column("deployment_id", Id, nullable=True),
+        string("key", 300, unique=True),
+        string("source", 20),
+        string("service", 200),
+        string("environment", 200),
+        string("tier", 50),
+        string("kind", 20),
+        string("result", 20),
+        string("sha", 64),
+        timestamp("started_at"),
+        timestamp("finished_at"),
+        timestamp("failed_at", nullable=True),
+        string("rollback_of", 300, nullable=True),
+        flag("fixes_incident"),
+        json("stages"),
+        row_id("deployment_id"),
     )
     op.create_index("ix_deployment_facts_window", "deployment_facts", ["tier", "finished_at"])
     op.create_index("ix_deployment_facts_service", "deployment_facts", ["service", "finished_at"])
@@ -40,22 +48,22 @@ def upgrade() -> None:
         "change_facts",
         id_column(),
         reference("fact_id", "deployment_facts"),
-        sa.Column("sha", sa.String(64), nullable=False),
-        sa.Column("committed_at", UTCDateTime(), nullable=False),
-        sa.Column("authored_at", UTCDateTime(), nullable=True),
-        sa.Column("seen_at", UTCDateTime(), nullable=True),
+        string("sha", 64),
+        timestamp("committed_at"),
+        timestamp("authored_at", nullable=True),
+        timestamp("seen_at", nullable=True),
     )
     indexes("change_facts", "fact_id")
     with op.batch_alter_table("deployments") as batch:
-        batch.add_column(sa.Column("failed_at", UTCDateTime(), nullable=True))
+        batch.add_column(timestamp("failed_at", nullable=True))
     op.create_table(
         "event_cursors",
         sa.Column("name", sa.String(200), primary_key=True),
         sa.Column("last_event_id", sa.BigInteger(), nullable=False),
-        sa.Column("updated_at", UTCDateTime(), nullable=False),
+        timestamp("updated_at"),
     )
     with op.batch_alter_table("incidents") as batch:
-        batch.add_column(sa.Column("external_id", sa.String(300), nullable=True))
+        batch.add_column(string("external_id", 300, nullable=True))
         batch.create_index("ix_incidents_external_id", ["external_id"])
 
 

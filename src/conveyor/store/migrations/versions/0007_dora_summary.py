@@ -7,8 +7,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from conveyor.store.migrations.columns import id_column
-from conveyor.store.models import UTCDateTime
+from conveyor.store.migrations.columns import id_column, integer, string, text, timestamp
 
 revision = "0007"
 down_revision = "0006"
@@ -34,24 +33,24 @@ def upgrade() -> None:
     op.create_table(
         "dora_marks",
         id_column(),
-        sa.Column("service", sa.String(200), nullable=False),
-        sa.Column("at", UTCDateTime(), nullable=False),
+        string("service", 200),
+        timestamp("at"),
     )
     op.create_table(
         "dora_summaries",
         sa.Column("profile", sa.String(300), primary_key=True),
         sa.Column("last_mark_id", sa.BigInteger(), nullable=False),
-        sa.Column("refreshed_at", UTCDateTime(), nullable=False),
-        sa.Column("used_at", UTCDateTime(), nullable=False),
+        timestamp("refreshed_at"),
+        timestamp("used_at"),
     )
     op.create_table(
         "dora_days",
         sa.Column("profile", sa.String(300), primary_key=True),
         sa.Column("service", sa.String(200), primary_key=True),
         sa.Column("day", sa.Integer(), primary_key=True),
-        sa.Column("environments", sa.Text(), nullable=False),
-        sa.Column("services", sa.Text(), nullable=False),
-        *(sa.Column(name, sa.Integer(), nullable=False) for name in DAY_COUNTS),
+        text("environments"),
+        text("services"),
+        *(integer(name) for name in DAY_COUNTS),
         *(sa.Column(name, sa.LargeBinary(), nullable=False) for name in DAY_ARRAYS),
     )
 

@@ -5,8 +5,15 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from conveyor.store.migrations.columns import id_column, indexes, reference
-from conveyor.store.models import UTCDateTime
+from conveyor.store.migrations.columns import (
+    id_column,
+    indexes,
+    json,
+    reference,
+    string,
+    text,
+    timestamp,
+)
 
 revision = "0008"
 down_revision = "0007"
@@ -14,19 +21,19 @@ down_revision = "0007"
 
 def upgrade() -> None:
     with op.batch_alter_table("users") as batch:
-        batch.add_column(sa.Column("password_hash", sa.Text(), nullable=True))
+        batch.add_column(text("password_hash", nullable=True))
         # Users added before this revision could not sign in; read-only is the safe default.
         batch.add_column(sa.Column("scopes", sa.JSON(), nullable=False, server_default='["read"]'))
     op.create_table(
         "sessions",
         id_column(),
-        sa.Column("digest", sa.String(64), nullable=False, unique=True),
-        sa.Column("user", sa.String(200), nullable=True),
+        string("digest", 64, unique=True),
+        string("user", 200, nullable=True),
         reference("token_id", "tokens", nullable=True),
-        sa.Column("scopes", sa.JSON(), nullable=False),
-        sa.Column("created_at", UTCDateTime(), nullable=False),
-        sa.Column("expires_at", UTCDateTime(), nullable=False),
-        sa.Column("last_seen_at", UTCDateTime(), nullable=False),
+        json("scopes"),
+        timestamp("created_at"),
+        timestamp("expires_at"),
+        timestamp("last_seen_at"),
     )
     indexes("sessions", "expires_at")
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from conveyor.store.migrations.columns import id_column
-from conveyor.store.models import UTCDateTime
+from conveyor.store.migrations.columns import id_column, string, text, timestamp
 
 revision = "0010"
 down_revision = "0009"
@@ -22,14 +21,14 @@ def upgrade() -> None:
     op.create_table(
         "secrets",
         id_column(),
-        sa.Column("service", sa.String(200), nullable=False),
+        string("service", 200),
         # "" for a secret of every environment of the service.
-        sa.Column("environment", sa.String(200), nullable=False),
-        sa.Column("name", sa.String(200), nullable=False),
-        sa.Column("value", sa.Text(), nullable=False),
-        sa.Column("created_at", UTCDateTime(), nullable=False),
-        sa.Column("updated_at", UTCDateTime(), nullable=False),
-        sa.Column("updated_by", sa.String(200), nullable=True),
+        string("environment", 200),
+        string("name", 200),
+        text("value"),
+        timestamp("created_at"),
+        timestamp("updated_at"),
+        string("updated_by", 200, nullable=True),
         sa.UniqueConstraint("service", "environment", "name", name="uq_secrets_scope_name"),
     )
 

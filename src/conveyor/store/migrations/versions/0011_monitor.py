@@ -10,7 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from conveyor.store.models import EXECUTING_SQL, UTCDateTime
+from conveyor.store.migrations.columns import string, text, timestamp
+from conveyor.store.models import EXECUTING_SQL
 
 revision = "0011"
 down_revision = "0010"
@@ -18,10 +19,10 @@ down_revision = "0010"
 
 def upgrade() -> None:
     with op.batch_alter_table("environments") as batch:
-        batch.add_column(sa.Column("checked_at", UTCDateTime(), nullable=True))
-        batch.add_column(sa.Column("health_detail", sa.Text(), nullable=True))
-        batch.add_column(sa.Column("monitor_owner", sa.String(300), nullable=True))
-        batch.add_column(sa.Column("monitor_until", UTCDateTime(), nullable=True))
+        batch.add_column(timestamp("checked_at", nullable=True))
+        batch.add_column(text("health_detail", nullable=True))
+        batch.add_column(string("monitor_owner", 300, nullable=True))
+        batch.add_column(timestamp("monitor_until", nullable=True))
     op.create_index(
         "uq_deployments_executing",
         "deployments",

@@ -7,17 +7,16 @@ is older than the claim timeout.
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from alembic import op
 
-from conveyor.store.models import UTCDateTime
+from conveyor.store.migrations.columns import timestamp
 
 revision = "0012"
 down_revision = "0011"
 
 
 def upgrade() -> None:
-    op.add_column("deliveries", sa.Column("claimed_at", UTCDateTime(), nullable=True))
+    op.add_column("deliveries", timestamp("claimed_at", nullable=True))
 
 
 def downgrade() -> None:

@@ -131,3 +131,32 @@ def test_a_broken_plugin_is_reported_and_the_rest_still_loads(tmp_path: Path) ->
     names, problems = result.stdout.splitlines()
     assert names == "['http', 'command', 'prometheus', 'tcp']"
     assert problems == "['cannot be loaded: no disk']"
+
+
+def test_a_plugin_named_like_a_key_of_a_block_is_left_out_of_that_block_only(
+    tmp_path: Path,
+) -> None:
+    root = install_plugin(
+        tmp_path,
+        "conveyor.checks",
+        "interval = shop_checks",
+        PLUGIN.replace('"disk"', '"interval"'),
+    )
+    result = run_python(
+        f"""
+        from conveyor.extensions import registry
+        from conveyor.spec import parse_pipeline
+        from conveyor.spec.models import Monitor
+        text = {PIPELINE.replace("disk:", "interval:") % 5!r}
+        health = parse_pipeline(text).environments["production"].health
+        print(list(health.configured()))
+        print(Monitor.of(interval=30).interval)
+        print([p.message for p in registry().problems])
+        """,
+        root,
+    )
+    assert result.returncode == 0, result.stderr
+    configured, interval, problems = result.stdout.splitlines()
+    assert configured == "['interval']"
+    assert interval == "30.0"
+    assert problems == "[\"its name clashes with the key 'interval' of Monitor; left out there\"]"

@@ -34,6 +34,7 @@ __all__ = [
     "Extension",
     "ExtensionError",
     "Kind",
+    "LoadProblem",
     "Options",
     "Registry",
     "registry",

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Self
 from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, create_model
 from pydantic_core import CoreSchema
 
-from conveyor.extensions import Extension, Kind, registry
+from conveyor.extensions import Extension, Kind, LoadProblem, registry
 
 __all__ = ["DEPLOY_KEYS", "ExtensionBlock", "target_options"]
 
@@ -92,10 +92,10 @@ def _extend(base: type[ExtensionBlock], extensions: dict[str, Extension]) -> typ
     for name, extension in extensions.items():
         field = name.replace("-", "_")
         if field in base.model_fields or field in names:
-            raise ValueError(
-                f"{extension.kind} {name!r} ({extension.origin}) clashes with the key {field!r} "
-                f"of {base.__name__}"
-            )
+            # A plugin must not take the file format down: it is left out of this block only.
+            message = f"its name clashes with the key {field!r} of {base.__name__}; left out there"
+            registry().problems.append(LoadProblem(extension.kind, extension.origin, message))
+            continue
         names[field] = name
         fields[field] = (
             extension.options | None,

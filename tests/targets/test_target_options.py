@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from conveyor.extensions import Kind, Options, Registry, load, registry
-from conveyor.targets.base import COMMON_KEYS, Instance, Target, TargetContext, TargetError
+from conveyor.targets.base import DEPLOY_KEYS, Instance, Target, TargetContext, TargetError
 from conveyor.targets.command import CommandOptions
 from conveyor.targets.container import ContainerOptions
 from conveyor.targets.process import ProcessOptions, ProcessTarget
@@ -112,7 +112,7 @@ def test_every_documented_option_is_accepted(name: str) -> None:
     block = yaml.safe_load(DOCUMENTED)[name]
     options = target_options(name, block)
     assert isinstance(options, BUILT_IN[name])
-    assert set(block) - COMMON_KEYS == set(type(options).model_fields)
+    assert set(block) - DEPLOY_KEYS == set(type(options).model_fields)
 
 
 def test_the_docs_list_every_option_of_every_target() -> None:
@@ -121,7 +121,7 @@ def test_the_docs_list_every_option_of_every_target() -> None:
     for line in (ROOT / "docs" / "delivery.md").read_text().splitlines():
         found = re.match(r"\| `([a-z]+)`[^|]*\|.*\|(.*)\|$", line)
         if found and found[1] in BUILT_IN:
-            rows[found[1]] = set(re.findall(r"`([a-z_]+)`", found[2])) - COMMON_KEYS
+            rows[found[1]] = set(re.findall(r"`([a-z_]+)`", found[2])) - DEPLOY_KEYS
     assert set(rows) == set(BUILT_IN)
     for name, model in BUILT_IN.items():
         assert rows[name] == set(model.model_fields), name
@@ -135,7 +135,7 @@ def test_the_json_schema_agrees_with_the_model(name: str) -> None:
     jsonschema.Draft202012Validator.check_schema(schema)
     validator = jsonschema.Draft202012Validator(schema)
     block = yaml.safe_load(DOCUMENTED)[name]
-    own = {k: v for k, v in block.items() if k not in COMMON_KEYS}
+    own = {k: v for k, v in block.items() if k not in DEPLOY_KEYS}
     assert list(validator.iter_errors(own)) == []
     assert list(validator.iter_errors({**own, "no_such_option": 1}))
     if name == "ssh":
@@ -244,9 +244,9 @@ def test_every_mistake_is_listed_at_once() -> None:
 
 
 def test_the_common_keys_are_left_to_the_pipeline() -> None:
-    assert {"target", "start", "strategy", "url"} == COMMON_KEYS
+    assert {"target", "start", "strategy", "url"} == DEPLOY_KEYS
     for model in BUILT_IN.values():
-        assert not COMMON_KEYS & set(model.model_fields)
+        assert not DEPLOY_KEYS & set(model.model_fields)
 
 
 @pytest.mark.parametrize("name", BUILT_IN)

@@ -23,11 +23,13 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from conveyor.settings import Settings
+
 log = logging.getLogger("conveyor.server")
 
 HEADER_TIMEOUT_SECONDS = 10.0
 MAX_HEADER_BYTES = 64 * 1024
-MAX_CONNECTIONS = 1000
+MAX_CONNECTIONS: int = Settings.model_fields["max_connections"].default
 # File descriptors kept for everything but client connections: the database, log files,
 # workspaces, pipes to step processes, connections to registries and Prometheus.
 RESERVED_FDS = 256

@@ -53,6 +53,9 @@ class ExtensionBlock(BaseModel):
         """The block with a field per extension (made once per process)."""
         if "extension_fields" in cls.__dict__:
             return cls
+        found = _extended.get(cls)  # every validation asks: no lock once it is made
+        if found is not None:
+            return found  # type: ignore[return-value]  # a subclass of cls, made by _extend
         with _lock:
             found = _extended.get(cls)
             if found is None:

@@ -12,7 +12,7 @@ deployment. That is what lets a restarted server re-adopt what is running.
 Every target is an extension (conveyor.extensions): its module declares
 ``EXTENSION = Extension(kind=Kind.TARGET, name=..., options=..., implementation=...)`` with a
 pydantic model of the `deploy:` keys it accepts besides the ones every target shares
-(`COMMON_KEYS`), so `conveyor.yml` is checked when it loads and the JSON Schema and the
+(`DEPLOY_KEYS`), so `conveyor.yml` is checked when it loads and the JSON Schema and the
 reference describe them. The built-ins are the modules of this package; a third-party target
 is a distribution with an entry point in the group ``conveyor.targets`` naming a module that
 declares ``EXTENSION`` (or naming the `Extension` object itself), e.g. in its pyproject.toml::
@@ -44,7 +44,7 @@ from conveyor.spec.blocks import DEPLOY_KEYS
 from conveyor.spec.problems import describe, explain, format_path, suggest
 
 __all__ = [
-    "COMMON_KEYS",
+    "DEPLOY_KEYS",
     "Edge",
     "Instance",
     "ReleaseBundle",
@@ -60,7 +60,6 @@ __all__ = [
 
 #: The `deploy:` keys of every target, modelled by the pipeline's `Deploy` and read by targets
 #: from ``ctx.options``; a target's options model describes the other keys.
-COMMON_KEYS = DEPLOY_KEYS
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -134,7 +133,7 @@ class Edge(Protocol):
 class TargetContext:
     """Where and how: the environment a target instance serves.
 
-    ``options`` are the `deploy:` keys of `conveyor.yml`: the common ones (`COMMON_KEYS`:
+    ``options`` are the `deploy:` keys of `conveyor.yml`: the common ones (`DEPLOY_KEYS`:
     ``start``, ``strategy``, ``url``...) and the target's own (``hosts``, ``image``...), which
     `read_options` turns into the target's options model. ``env`` holds the environment's
     variables, secrets and ``CONVEYOR_*`` (service, environment, release, sha), and nothing of
@@ -243,9 +242,9 @@ def target(
 
 
 def read_options(model: type[ModelT], options: Mapping[str, Any], *, target: str) -> ModelT:
-    """The target-specific keys of `deploy:` (every key but `COMMON_KEYS`) as ``model``; a
+    """The target-specific keys of `deploy:` (every key but `DEPLOY_KEYS`) as ``model``; a
     TargetError names each key that is wrong and what it expects."""
-    own = {key: value for key, value in options.items() if key not in COMMON_KEYS}
+    own = {key: value for key, value in options.items() if key not in DEPLOY_KEYS}
     try:
         return model.model_validate(own)
     except ValidationError as exc:
@@ -277,7 +276,7 @@ def _problem(model: type[BaseModel], error: ErrorDetails, target: str) -> tuple[
     kind = error["type"]
     path = format_path(("deploy", *loc))
     if kind == "extra_forbidden" and len(loc) == 1:
-        keys = [*model.model_fields, *sorted(COMMON_KEYS)]
+        keys = [*model.model_fields, *sorted(DEPLOY_KEYS)]
         return (
             f"{path} is not an option of the {target} target",
             suggest(str(loc[0]), keys, f"the {target} target's keys"),

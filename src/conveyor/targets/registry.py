@@ -10,10 +10,10 @@ from typing import Any
 from pydantic import BaseModel
 
 from conveyor.extensions import Extension, ExtensionError, Kind, Registry, registry
-from conveyor.targets.base import COMMON_KEYS, Target, TargetError, read_options
+from conveyor.targets.base import DEPLOY_KEYS, Target, TargetError, read_options
 
 __all__ = [
-    "COMMON_KEYS",
+    "DEPLOY_KEYS",
     "ENTRY_POINT_GROUP",
     "target_class",
     "target_extension",
@@ -61,7 +61,7 @@ def target_options(
     name: str, options: Mapping[str, Any], *, extensions: Registry | None = None
 ) -> BaseModel:
     """The `deploy:` mapping of target ``name`` checked by its options model (the keys every
-    target shares, `conveyor.targets.base.COMMON_KEYS`, left out); a TargetError names each
+    target shares, `conveyor.spec.blocks.DEPLOY_KEYS`, left out); a TargetError names each
     key that is wrong and what it expects."""
     extension = target_extension(name, extensions=extensions)
     return read_options(extension.options, options, target=name)

@@ -14,6 +14,7 @@ from prometheus_client.samples import Sample
 from sqlalchemy import insert, select
 
 from conveyor.engine.incidents import open_incident, resolve_incident
+from conveyor.engine.promotion import env_row
 from conveyor.facts import Change, DeploymentFact
 from conveyor.server.app import ServerConfig
 from conveyor.store.db import Store
@@ -204,23 +205,26 @@ def test_metrics_of_a_run_deployments_an_incident_and_approvals(
         assert value(m, "conveyor_metrics_history_complete") == 1
         # The run: one, succeeded, and its two jobs; each waited in a queue and was timed.
         assert value(m, "conveyor_runs_finished_total", service="shop", status="succeeded") == 1
-        assert value(m, "conveyor_run_duration_seconds_count", service="shop") == 1
-        assert value(m, "conveyor_run_duration_seconds_sum", service="shop") >= 0
+        ok = {"service": "shop", "status": "succeeded"}
+        assert value(m, "conveyor_run_duration_seconds_count", **ok) == 1
+        assert value(m, "conveyor_run_duration_seconds_sum", **ok) >= 0
         assert value(m, "conveyor_run_queue_wait_seconds_count", service="shop") == 1
         assert value(m, "conveyor_jobs_finished_total", service="shop", status="succeeded") == 2
-        assert value(m, "conveyor_job_duration_seconds_count", service="shop") == 2
+        assert value(m, "conveyor_job_duration_seconds_count", **ok) == 2
         assert value(m, "conveyor_job_queue_wait_seconds_count", service="shop") == 2
         assert value(m, "conveyor_runs_in_progress", service="shop", status="running") == 0
         assert value(m, "conveyor_runs_in_progress", service="shop", status="queued") == 0
 
-        # Deployments by service, environment, tier, kind, result and source.
+        # Deployments by service, environment, tier, kind, result, served and source (the
+        # imported facts do not say when they began serving: they count as having served).
         production = {"service": "shop", "environment": "production", "tier": "production"}
-        deploys = {**production, "kind": "deploy", "source": "import"}
+        deploys = {**production, "kind": "deploy", "source": "import", "served": "true"}
         assert value(m, "conveyor_deployments_total", **deploys, result="succeeded") == 1
         assert value(m, "conveyor_deployments_total", **deploys, result="rolled_back") == 1
         rollbacks = {**production, "kind": "rollback", "source": "import"}
         assert value(m, "conveyor_deployments_total", **rollbacks, result="succeeded") == 1
-        assert value(m, "conveyor_deployments_total", environment="staging", tier="staging") == 1
+        staging = [s for s in m["conveyor_deployments_total"] if s.labels["tier"] == "staging"]
+        assert sum(s.value for s in staging) == 1
         assert sum(s.value for s in m["conveyor_deployments_total"]) == 4
         assert value(m, "conveyor_deployment_duration_seconds_count", **production,
                      result="succeeded") == 2  # fmt: skip
@@ -239,7 +243,7 @@ def test_metrics_of_a_run_deployments_an_incident_and_approvals(
         wait = {"service": "shop", "environment": "production", "kind": "approval"}
         assert value(m, "conveyor_approval_wait_seconds_count", **wait, result="approved") == 1
         assert value(m, "conveyor_approval_wait_seconds_sum", **wait, result="approved") == 600
-        assert len(m["conveyor_approval_wait_seconds_count"]) == 1
+        assert sum(s.value for s in m["conveyor_approval_wait_seconds_count"]) == 1
 
         # What is in progress: the deployment checking for two hours, the open incident.
         assert value(m, "conveyor_deployments_in_progress", **production, status="checking") == 1
@@ -259,10 +263,10 @@ def test_metrics_of_a_run_deployments_an_incident_and_approvals(
 
         async def resolved() -> dict[str, list[Sample]] | None:
             m = await scrape(api)
-            return m if "conveyor_incident_resolution_seconds_count" in m else None
+            resolved = value(m, "conveyor_incident_resolution_seconds_count", service="shop")
+            return m if resolved == 1 else None
 
         m = await until(resolved, 10, "the incident's resolution in /metrics")
-        assert value(m, "conveyor_incident_resolution_seconds_count", service="shop") == 1
         assert "conveyor_incidents_open" not in m
         assert value(m, "conveyor_runs_finished_total", service="shop", status="succeeded") == 1
 
@@ -325,7 +329,100 @@ def test_the_history_is_read_once_then_only_what_is_new(serve: Serve) -> None:
 
         fresh = parse(generate_latest(metrics_registry(api.store)).decode())
         assert value(fresh, "conveyor_runs_finished_total", service="api", status="failed") == 5
-        assert value(fresh, "conveyor_run_duration_seconds_sum", service="api") == 10.0
+        failed = {"service": "api", "status": "failed"}
+        assert value(fresh, "conveyor_run_duration_seconds_sum", **failed) == 10.0
+
+    serve(body, CONFIG)
+
+
+def production_fact(key: str, environment: str) -> DeploymentFact:
+    return DeploymentFact(
+        id=key,
+        service="shop",
+        environment=environment,
+        tier="production",
+        kind="deploy",
+        result="succeeded",
+        sha="a" * 40,
+        started_at=at(2),
+        finished_at=at(1),
+        changes=(Change("c" * 40, committed_at=at(30)),),
+    )
+
+
+def test_every_series_is_there_at_0_before_its_first_event(serve: Serve, repo: GitRepo) -> None:
+    """Prometheus's increase() starts from a series' first sample: a series that first appeared
+    at 1 would hide its first event (a week's deployment frequency of 0 after a deployment).
+    So every counter and histogram of a known service and environment is exported at 0 before
+    anything happened, and a series Conveyor could not foresee (an environment first named by
+    an import) is exported at 0 once before its value."""
+
+    async def body(api: Api) -> None:
+        await api.register("shop", repo.path)
+        with api.store.write() as w:
+            shop = w.session.scalars(select(Service).where(Service.name == "shop")).one()
+            env_row(w, shop.id, "production", "production")
+
+        m = await scrape(api)
+        deployments = m["conveyor_deployments_total"]
+        assert {
+            (s.labels["kind"], s.labels["result"], s.labels["served"]) for s in deployments
+        } == {
+            (kind, result, served)
+            for kind in ("deploy", "rollback")
+            for result, served in (
+                ("succeeded", "true"),
+                ("failed", "true"),
+                ("failed", "false"),
+                ("rolled_back", "true"),
+                ("rolled_back", "false"),
+            )
+        }
+        assert {(s.labels["environment"], s.labels["source"], s.value) for s in deployments} == {
+            ("production", "conveyor", 0)
+        }
+        assert value(m, "conveyor_lead_time_seconds_count", service="shop") == 0
+        assert buckets(m, "conveyor_lead_time_seconds", service="shop")["+Inf"] == 0
+        assert value(m, "conveyor_incidents_opened_total", service="shop") == 0
+        assert value(m, "conveyor_incident_resolution_seconds_count", service="shop") == 0
+        for status in ("succeeded", "failed", "cancelled", "interrupted"):
+            assert value(m, "conveyor_runs_finished_total", service="shop", status=status) == 0
+        assert value(m, "conveyor_job_queue_wait_seconds_count", service="shop") == 0
+        waits = m["conveyor_approval_wait_seconds_count"]
+        assert len(waits) == 6  # approval or inconclusive, approved, rejected or expired
+        assert {s.value for s in waits} == {0}
+        for result in ("succeeded", "failed", "rolled_back"):
+            duration = {"environment": "production", "result": result}
+            assert value(m, "conveyor_deployment_duration_seconds_count", **duration) == 0
+
+        # A production deployment: its series goes from 0 to 1.
+        with api.store.write() as w:
+            write_fact(w, production_fact("c900", "production"), source="conveyor")
+        ok = {"environment": "production", "kind": "deploy", "result": "succeeded"}
+
+        async def deployed() -> bool:
+            return value(await scrape(api), "conveyor_deployments_total", **ok) == 1
+
+        await until(deployed, 10, "the deployment in /metrics")
+
+        # An import names an environment Conveyor did not know: its series shows 0 first.
+        with api.store.write() as w:
+            write_fact(w, production_fact("i:shop:1", "eu"), source="import")
+        eu = {"environment": "eu", "result": "succeeded", "source": "import"}
+        seen: list[float] = []
+
+        async def counted() -> bool:
+            found = [
+                s.value
+                for s in (await scrape(api)).get("conveyor_deployments_total", [])
+                if eu.items() <= s.labels.items() and s.labels["kind"] == "deploy"
+            ]
+            if found and (not seen or seen[-1] != found[0]):
+                seen.append(found[0])
+            return seen[-1:] == [1]
+
+        await until(counted, 10, "the import in /metrics")
+        assert seen == [0, 1]
 
     serve(body, CONFIG)
 

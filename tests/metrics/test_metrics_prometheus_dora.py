@@ -159,12 +159,17 @@ def test_recording_rules_agree_with_conveyor_dora(
             if "record" in rule
         )
 
+        stale: list[str] = []
+
         def evaluated() -> dict[str, list[Any]]:
             found = {name: query(f'timestamp({name}{{service="shop"}})') for name in records}
-            fresh = all(s and float(s[0]["value"][1]) > after for s in found.values())
-            return {name: query(f'{name}{{service="shop"}}') for name in records} if fresh else {}
+            stale[:] = [n for n, s in found.items() if not s or float(s[0]["value"][1]) <= after]
+            return {} if stale else {name: query(f'{name}{{service="shop"}}') for name in records}
 
-        recorded = until(evaluated, SCRAPED_SECONDS, "the rules evaluated after the last scrape")
+        try:
+            recorded = until(evaluated, SCRAPED_SECONDS, "the rules evaluated after the scrape")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; absent or not evaluated since: {stale}") from None
         rule = {name: float(series[0]["value"][1]) for name, series in recorded.items()}
         # How long the deployment series had been scraped when the rules ran: increase()
         # extrapolates at most one scrape plus one evaluation interval past the last sample,

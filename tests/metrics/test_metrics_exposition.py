@@ -231,6 +231,13 @@ def test_metrics_of_a_run_deployments_an_incident_and_approvals(
         assert value(m, "conveyor_deployment_duration_seconds_sum", **production,
                      result="rolled_back") == 60  # fmt: skip
 
+        # Recovery: t:2 failed at 3.5 min ago, its rollback was healthy 2 min ago (its fact
+        # came after the failure's: the failure waited for it).
+        assert value(m, "conveyor_deployment_recovery_seconds_count", **production) == 1
+        assert value(m, "conveyor_deployment_recovery_seconds_sum", **production) == 90
+        staging_recovery = {"environment": "staging", "tier": "staging"}
+        assert value(m, "conveyor_deployment_recovery_seconds_count", **staging_recovery) == 0
+
         # Lead time: the production deployment's commits of 30 min and 3 h; the 400-day-old
         # one is beyond the first deployment's look-back, staging's commit is not production's.
         assert value(m, "conveyor_lead_time_seconds_count", service="shop") == 2

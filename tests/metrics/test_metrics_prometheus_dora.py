@@ -228,11 +228,18 @@ def test_recording_rules_agree_with_conveyor_dora(
         ):
             lower, upper = bucket_of(exact, LEAD_TIME_BUCKETS)
             assert lower <= rule[name] <= upper, (name, rule[name], exact)
-        # The incident v3's failure opened was resolved by the rollback: the time to resolve
-        # it is the recovery time, to the bucket.
+        # Recovery: v3's failure, restored by the rollback, to the bucket. The incident that
+        # failure opened was resolved by the same rollback: the time to resolve it is the
+        # recovery time too, to the bucket.
+        assert dora["recovery_time"]["sample_size"] == 1
+        assert one('conveyor_deployment_recovery_seconds_count{service="shop"}') == 1
         [incident] = server.api("GET", "/incidents", params={"service": "shop"}).json()
         assert incident["status"] == "resolved"
         lower, upper = bucket_of(report["recovery"], RESOLUTION_BUCKETS)
-        assert lower <= rule["conveyor:incident_resolution_seconds:p50_30d"] <= upper
+        for name in (
+            "conveyor:deployment_recovery_seconds:p50_30d",
+            "conveyor:incident_resolution_seconds:p50_30d",
+        ):
+            assert lower <= rule[name] <= upper, (name, rule[name], report["recovery"])
     finally:
         daemon.stop()

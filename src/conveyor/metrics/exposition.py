@@ -38,7 +38,7 @@ from conveyor import __version__
 from conveyor.delivery.cdevents import CURSOR as CDEVENTS_CURSOR
 from conveyor.deploy_states import DEPLOYMENT_OPEN
 from conveyor.events import EventType
-from conveyor.metrics.families import Family, Flow, seconds_between
+from conveyor.metrics.families import Family, Flow, Recovery, seconds_between
 from conveyor.states import JOB_TERMINAL, RUN_TERMINAL
 from conveyor.store.db import Store
 from conveyor.store.models import (
@@ -172,6 +172,15 @@ class _History:
             ("service", "environment", "tier", "result"),
             DURATION_BUCKETS,
         )
+        self.recovery_time = F(
+            "conveyor_deployment_recovery_seconds",
+            "Failed deployment recovery time: per deployment (kind deploy) that served users and "
+            "failed or was rolled back, from its failure's detection (its failed check, else its "
+            "end) to the end of the first healthy deployment (a rollback or a new release) of "
+            "its environment after that. An incident resolved sooner is not seen here.",
+            ("service", "environment", "tier"),
+            RESOLUTION_BUCKETS,
+        )
         self.lead_time = F(
             "conveyor_lead_time_seconds",
             "Lead time for changes: per commit, from its commit time to the end of the first "
@@ -237,6 +246,7 @@ class _History:
             "CDEvents a sink was given up on (after its retries, or refused), by sink host.",
             ("sink",),
         )
+        self._recovery = Recovery(self.recovery_time)
         self._runs = Flow(self.run_queue, self.runs_finished, self.run_duration)
         self._jobs = Flow(self.job_queue, self.jobs_finished, self.job_duration)
         # What is in flight, to measure waits when it ends (runs and jobs: their flows):
@@ -253,6 +263,7 @@ class _History:
         return [
             self.deployments,
             self.deployment_duration,
+            self.recovery_time,
             self.lead_time,
             self.runs_finished,
             self.run_duration,
@@ -334,6 +345,7 @@ class _History:
                 self.deployments.ensure((service, environment, tier, kind, result, served, source))
         for result in DEPLOYMENT_RESULTS:
             self.deployment_duration.ensure((service, environment, tier, result))
+        self.recovery_time.ensure((service, environment, tier))
         for kind in APPROVAL_KINDS:
             for end in sorted(APPROVAL_ENDS):
                 result = end.removeprefix("approval.")
@@ -423,7 +435,7 @@ class _History:
         served_at = SERVED_AT if SERVED_AT is not None else F.finished_at
         rows = session.connection().execute(
             select(F.id, F.service, F.environment, F.tier, F.kind, F.result, F.source,
-                   F.started_at, F.finished_at, served_at.label("served_at"))
+                   F.started_at, F.finished_at, F.failed_at, served_at.label("served_at"))
             .where(F.id > self.facts.position, F.id <= ids[-1])
             .order_by(F.id)
         ).all()  # fmt: skip
@@ -433,6 +445,11 @@ class _History:
             self.deployments.inc(
                 (r.service, r.environment, r.tier, r.kind, r.result, served, r.source)
             )
+            where = (r.service, r.environment, r.tier)
+            if r.result == "succeeded":
+                self._recovery.on_healthy(where, r.finished_at)
+            elif r.kind == "deploy" and served == "true":
+                self._recovery.on_failed(where, r.failed_at or r.finished_at)
             self.deployment_duration.observe(
                 (r.service, r.environment, r.tier, r.result),
                 seconds_between(r.finished_at, r.started_at),

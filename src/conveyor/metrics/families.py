@@ -1,5 +1,6 @@
 """The in-memory counters and histograms of /metrics (metrics.exposition): their series keyed
-by label values, and the flow of runs or jobs through queue, start and end."""
+by label values, the flow of runs or jobs through queue, start and end, and the recovery of
+failed deployments."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
-__all__ = ["Family", "Flow", "Histogram", "seconds_between"]
+__all__ = ["Family", "Flow", "Histogram", "Recovery", "seconds_between"]
 
 
 def seconds_between(later: dt.datetime, earlier: dt.datetime) -> float:
@@ -134,3 +135,39 @@ class Flow:
         self.finished.inc((service, status))
         if isinstance(data.get("duration"), int | float):
             self.duration.observe((service, status), float(data["duration"]))
+
+
+# How many healthy deployments of an environment are remembered to restore a failure read
+# after them (a rolled-back deployment's fact is written after its rollback's).
+HEALTHY_KEPT = 20
+
+
+@dataclass
+class Recovery:
+    """Failed deployment recovery time, per (service, environment, tier): from a failure's
+    detection to the end of the first healthy deployment (a rollback or a new release) of its
+    environment that finished after it. The facts come in the order they were written, not
+    the order things happened, so both sides wait for each other: the last healthy ends of each
+    environment, and the failures not restored yet."""
+
+    family: Family
+    healthy: dict[tuple[str, ...], list[dt.datetime]] = field(default_factory=dict)
+    broken: dict[tuple[str, ...], list[dt.datetime]] = field(default_factory=dict)
+
+    def on_healthy(self, key: tuple[str, ...], finished: dt.datetime) -> None:
+        ends = self.healthy.setdefault(key, [])
+        bisect.insort(ends, finished)
+        del ends[:-HEALTHY_KEPT]
+        waiting = self.broken.get(key, [])
+        for detected in [d for d in waiting if d < finished]:
+            self.family.observe(key, seconds_between(finished, detected))
+        if waiting:
+            self.broken[key] = [d for d in waiting if d >= finished]
+
+    def on_failed(self, key: tuple[str, ...], detected: dt.datetime) -> None:
+        ends = self.healthy.get(key, [])
+        i = bisect.bisect_right(ends, detected)
+        if i < len(ends):
+            self.family.observe(key, seconds_between(ends[i], detected))
+        else:
+            self.broken.setdefault(key, []).append(detected)

@@ -78,25 +78,43 @@ def at(minutes: float) -> dt.datetime:
 NOW = utcnow().replace(microsecond=0)
 
 
+def production_fact(
+    key: str,
+    environment: str,
+    *,
+    started: float = 2,
+    finished: float = 1,
+    changes: tuple[Change, ...] = (Change("c" * 40, committed_at=at(30)),),
+) -> DeploymentFact:
+    """A successful production deployment of shop, its times in minutes before NOW."""
+    return DeploymentFact(
+        id=key,
+        service="shop",
+        environment=environment,
+        tier="production",
+        kind="deploy",
+        result="succeeded",
+        sha="a" * 40,
+        started_at=at(started),
+        finished_at=at(finished),
+        changes=changes,
+    )
+
+
 def record_facts(store: Store) -> None:
     """A first production deployment bringing three commits (one far beyond the look-back), a
     failed one, a rollback and a staging deployment, as an import would write them."""
     facts = [
-        DeploymentFact(
-            id="t:1",
-            service="shop",
-            environment="production",
-            tier="production",
-            kind="deploy",
-            result="succeeded",
-            sha="a" * 40,
-            started_at=at(10),
-            finished_at=at(5),
+        production_fact(
+            "t:1",
+            "production",
+            started=10,
             changes=(
                 Change("c1", committed_at=at(5 + 30)),  # 30 min before the deployment ended
                 Change("c2", committed_at=at(5 + 180)),  # 3 h
                 Change("c3", committed_at=at(5 + 400 * 24 * 60)),  # 400 days: first deployment
             ),
+            finished=5,
         ),
         DeploymentFact(
             id="t:2",
@@ -340,21 +358,6 @@ def test_the_history_is_read_once_then_only_what_is_new(serve: Serve) -> None:
         assert value(fresh, "conveyor_run_duration_seconds_sum", **failed) == 10.0
 
     serve(body, CONFIG)
-
-
-def production_fact(key: str, environment: str) -> DeploymentFact:
-    return DeploymentFact(
-        id=key,
-        service="shop",
-        environment=environment,
-        tier="production",
-        kind="deploy",
-        result="succeeded",
-        sha="a" * 40,
-        started_at=at(2),
-        finished_at=at(1),
-        changes=(Change("c" * 40, committed_at=at(30)),),
-    )
 
 
 def test_every_series_is_there_at_0_before_its_first_event(serve: Serve, repo: GitRepo) -> None:

@@ -23,7 +23,7 @@ import yaml
 
 from conveyor.metrics.exposition import LEAD_TIME_BUCKETS, RESOLUTION_BUCKETS
 from tests.conftest import GitRepo
-from tests.delivery.harness import APP, stop_released_processes
+from tests.delivery.harness import APP, pipeline, stop_released_processes
 from tests.delivery.test_delivery_drill import deployments
 from tests.prometheus import instant_query, start_scraping
 from tests.serverproc import ServerProcess, until
@@ -38,17 +38,12 @@ SCRAPED_SECONDS = 30.0
 # Prometheus scrapes and evaluates every second.
 INTERVAL = 1.0
 
-PIPELINE = """\
-service: shop
-jobs:
-  test:
-    run: "true"
-environments:
-  production:
-    tier: production
-    deploy: { target: process, start: python3 app.py }
-    health: { http: { path: /healthz, within: 2s, interval: 100ms } }
-"""
+PIPELINE = pipeline("""
+production:
+  tier: production
+  deploy: { target: process, start: python3 app.py }
+  health: { http: { path: /healthz, within: 2s, interval: 100ms } }
+""")
 
 
 def commit(repo: GitRepo, monkeypatch: pytest.MonkeyPatch, message: str, ago: dt.timedelta,

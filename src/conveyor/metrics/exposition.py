@@ -116,7 +116,6 @@ EVENT_TYPES = (
 # kind, and (result, served). A deployment that succeeded served; one that failed or was rolled
 # back may have been stopped before it took traffic.
 DEPLOYMENT_KINDS = ("deploy", "rollback")
-DEPLOYMENT_RESULTS = ("succeeded", "failed", "rolled_back")
 DEPLOYMENT_OUTCOMES = (
     ("succeeded", "true"),
     ("failed", "true"),
@@ -124,7 +123,6 @@ DEPLOYMENT_OUTCOMES = (
     ("rolled_back", "true"),
     ("rolled_back", "false"),
 )
-APPROVAL_KINDS = ("approval", "inconclusive")
 # When a deployment began serving users (None: never), recorded by the 2024 definitions of a
 # change failure (docs/metrics.md). Until the facts have the column every deployment counts as
 # having served. (getattr: the column and this module land separately; drop it once both are in.)
@@ -301,9 +299,13 @@ class _History:
     # --- the series exported at 0 before anything happens -------------------------------------
 
     def know(self, session: Session) -> None:
-        """Export at 0 the series of every service, environment (of Conveyor's own and of
-        imports) and CDEvents sink the store knows, so that their first event is an increase
-        Prometheus sees."""
+        """Export at 0 the counters, and the DORA histograms, of every service, environment (of
+        Conveyor's own and of imports) and CDEvents sink the store knows, so that their first
+        event is an increase Prometheus sees and a window without any event gives 0, not
+        nothing. The duration, queue and approval histograms are left out (a dozen buckets for
+        each label value of each environment would make a large installation's scrape weigh
+        megabytes): their series show 0 once when they first appear (``Family``), which is
+        enough for their first observation to count."""
         for service in session.scalars(select(Service.name)):
             self._service(service)
         for service, environment, tier in session.execute(
@@ -324,15 +326,12 @@ class _History:
         if service in self._services:
             return
         self._services.add(service)
-        for family in (self.lead_time, self.run_queue, self.job_queue, self.incidents_opened,
-                       self.incident_resolution):  # fmt: skip
+        for family in (self.lead_time, self.incidents_opened, self.incident_resolution):
             family.ensure((service,))
         for run_status in sorted(RUN_TERMINAL):
             self.runs_finished.ensure((service, run_status))
-            self.run_duration.ensure((service, run_status))
         for job_status in sorted(JOB_TERMINAL):
             self.jobs_finished.ensure((service, job_status))
-            self.job_duration.ensure((service, job_status))
 
     def _environment(self, service: str, environment: str, tier: str, source: str) -> None:
         key = (service, environment, tier, source)
@@ -343,13 +342,8 @@ class _History:
         for kind in DEPLOYMENT_KINDS:
             for result, served in DEPLOYMENT_OUTCOMES:
                 self.deployments.ensure((service, environment, tier, kind, result, served, source))
-        for result in DEPLOYMENT_RESULTS:
-            self.deployment_duration.ensure((service, environment, tier, result))
-        self.recovery_time.ensure((service, environment, tier))
-        for kind in APPROVAL_KINDS:
-            for end in sorted(APPROVAL_ENDS):
-                result = end.removeprefix("approval.")
-                self.approval_wait.ensure((service, environment, kind, result))
+        if tier == "production":  # DORA's recovery; other tiers' series come when they happen
+            self.recovery_time.ensure((service, environment, tier))
 
     # --- the event log -----------------------------------------------------------------------
 

@@ -16,6 +16,8 @@ from sqlalchemy import insert, select
 from conveyor.engine.incidents import open_incident, resolve_incident
 from conveyor.engine.promotion import env_row
 from conveyor.facts import Change, DeploymentFact
+from conveyor.metrics.exposition import RESOLUTION_BUCKETS
+from conveyor.metrics.families import Family, Recovery
 from conveyor.server.app import ServerConfig
 from conveyor.store.db import Store
 from conveyor.store.facts import write_fact
@@ -474,3 +476,26 @@ def test_tail_waits_at_a_missing_id_then_passes_it_after_the_grace() -> None:
     assert consume(tail, [9, 10]) == [9, 10]
     assert not tail.waiting()
     assert tail.position == 10
+
+
+# --- failed deployment recovery, whatever order the facts come in --------------------------------
+
+
+def test_recovery_is_measured_to_the_first_healthy_deployment_after_the_failure() -> None:
+    """Conveyor writes a rollback's fact before the fact of the deployment it undid; an import
+    may write them the other way round. Either way a failure is restored by the first healthy
+    deployment of its environment that ended after it, never one that ended before."""
+    recovery = Recovery(Family("r", "recovery", ("service",), RESOLUTION_BUCKETS))
+    shop, api = ("shop",), ("api",)
+    recovery.on_healthy(shop, at(60))  # before the failure: restores nothing
+    recovery.on_healthy(shop, at(8))  # the rollback, read first
+    recovery.on_failed(shop, at(10))
+    recovery.on_failed(api, at(30))  # read before what restored it
+    recovery.on_failed(api, at(20))
+    assert recovery.family.series.get(api) is None
+    recovery.on_healthy(api, at(5))
+    assert recovery.family.series[shop].total == 120
+    assert recovery.family.series[api].count == 2
+    assert recovery.family.series[api].total == 25 * 60 + 15 * 60
+    recovery.on_healthy(api, at(1))  # restores nothing more
+    assert recovery.family.series[api].count == 2

@@ -61,6 +61,7 @@ __all__ = [
     "DURATION_BUCKETS",
     "LEAD_TIME_BUCKETS",
     "QUEUE_BUCKETS",
+    "RESOLUTION_BUCKETS",
     "StoreCollector",
     "Tail",
     "metrics_registry",

@@ -10,7 +10,9 @@ Two kinds of figures:
   at each scrape by reading only what was appended since the previous one: the event log, the
   deployment facts and the change facts, each in id order (`Tail`). A new server reads the
   history once (spread over several scrapes if it is long, see ``budget``) and exports these
-  families only once it has caught up, so a counter never shows a partial total.
+  families only once it has caught up, so a counter never shows a partial total. Their series
+  start at 0 (see ``families.Family`` and ``_History.know``), so that Prometheus's increase()
+  counts the first event.
 
 Every value comes from the store, so any server process of a cluster exports the same totals;
 a restarted server exports the same totals again (no counter reset).

@@ -279,10 +279,7 @@ class Prometheus:
 
     def query(self, expr: str) -> dict[str, Any]:
         """The ``data`` of an instant query (resultType and result)."""
-        r = httpx.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=5)
-        assert r.status_code == 200, r.text
-        data: dict[str, Any] = r.json()["data"]
-        return data
+        return instant_query(self.url, expr)
 
     def wait_series(self, expr: str, count: int, timeout: float = DATA_SECONDS) -> list[Any]:
         """Wait (bounded) until ``expr`` returns ``count`` (at least 1) series; their
@@ -314,6 +311,15 @@ def start_prometheus(
 ) -> Prometheus:
     """Prometheus on a free port with its configuration and storage under ``root``; ``rules``
     (the text of a rules file) and ``alertmanager`` (host:port) are for alerting tests."""
+    url, daemon = start_scraping(root, exporter.address, rules=rules, alertmanager=alertmanager)
+    return Prometheus(url=url, exporter=exporter, daemon=daemon)
+
+
+def start_scraping(
+    root: Path, target: str, *, rules: str | None = None, alertmanager: str | None = None
+) -> tuple[str, Daemon]:
+    """Prometheus scraping ``target`` (host:port, its /metrics) every second: its URL and its
+    process, configuration and storage under ``root``."""
     binary = find_binary("prometheus")
     root.mkdir(parents=True, exist_ok=True)
     rules_part = ""
@@ -327,9 +333,7 @@ def start_prometheus(
             " } ] } ] }\n"
         )
     config = root / "prometheus.yml"
-    config.write_text(
-        PROMETHEUS_YML.format(rules=rules_part, alerting=alerting, exporter=exporter.address)
-    )
+    config.write_text(PROMETHEUS_YML.format(rules=rules_part, alerting=alerting, exporter=target))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     daemon = Daemon(
@@ -342,7 +346,15 @@ def start_prometheus(
         root / "prometheus.log",
         f"{url}/-/ready",
     )
-    return Prometheus(url=url, exporter=exporter, daemon=daemon)
+    return url, daemon
+
+
+def instant_query(url: str, expr: str) -> dict[str, Any]:
+    """The ``data`` of an instant query (resultType and result) to the Prometheus at ``url``."""
+    r = httpx.get(f"{url}/api/v1/query", params={"query": expr}, timeout=5)
+    assert r.status_code == 200, r.text
+    data: dict[str, Any] = r.json()["data"]
+    return data
 
 
 @pytest.fixture(scope="session", name="prometheus")

@@ -14,7 +14,10 @@ from prometheus_client.samples import Sample
 from sqlalchemy import insert, select
 
 from conveyor.engine.incidents import open_incident, resolve_incident
+from conveyor.engine.promotion import env_row
 from conveyor.facts import Change, DeploymentFact
+from conveyor.metrics.exposition import RESOLUTION_BUCKETS
+from conveyor.metrics.families import Family, Recovery
 from conveyor.server.app import ServerConfig
 from conveyor.store.db import Store
 from conveyor.store.facts import write_fact
@@ -77,25 +80,43 @@ def at(minutes: float) -> dt.datetime:
 NOW = utcnow().replace(microsecond=0)
 
 
+def production_fact(
+    key: str,
+    environment: str,
+    *,
+    started: float = 2,
+    finished: float = 1,
+    changes: tuple[Change, ...] = (Change("c" * 40, committed_at=at(30)),),
+) -> DeploymentFact:
+    """A successful production deployment of shop, its times in minutes before NOW."""
+    return DeploymentFact(
+        id=key,
+        service="shop",
+        environment=environment,
+        tier="production",
+        kind="deploy",
+        result="succeeded",
+        sha="a" * 40,
+        started_at=at(started),
+        finished_at=at(finished),
+        changes=changes,
+    )
+
+
 def record_facts(store: Store) -> None:
     """A first production deployment bringing three commits (one far beyond the look-back), a
     failed one, a rollback and a staging deployment, as an import would write them."""
     facts = [
-        DeploymentFact(
-            id="t:1",
-            service="shop",
-            environment="production",
-            tier="production",
-            kind="deploy",
-            result="succeeded",
-            sha="a" * 40,
-            started_at=at(10),
-            finished_at=at(5),
+        production_fact(
+            "t:1",
+            "production",
+            started=10,
             changes=(
                 Change("c1", committed_at=at(5 + 30)),  # 30 min before the deployment ended
                 Change("c2", committed_at=at(5 + 180)),  # 3 h
                 Change("c3", committed_at=at(5 + 400 * 24 * 60)),  # 400 days: first deployment
             ),
+            finished=5,
         ),
         DeploymentFact(
             id="t:2",
@@ -204,28 +225,38 @@ def test_metrics_of_a_run_deployments_an_incident_and_approvals(
         assert value(m, "conveyor_metrics_history_complete") == 1
         # The run: one, succeeded, and its two jobs; each waited in a queue and was timed.
         assert value(m, "conveyor_runs_finished_total", service="shop", status="succeeded") == 1
-        assert value(m, "conveyor_run_duration_seconds_count", service="shop") == 1
-        assert value(m, "conveyor_run_duration_seconds_sum", service="shop") >= 0
+        ok = {"service": "shop", "status": "succeeded"}
+        assert value(m, "conveyor_run_duration_seconds_count", **ok) == 1
+        assert value(m, "conveyor_run_duration_seconds_sum", **ok) >= 0
         assert value(m, "conveyor_run_queue_wait_seconds_count", service="shop") == 1
         assert value(m, "conveyor_jobs_finished_total", service="shop", status="succeeded") == 2
-        assert value(m, "conveyor_job_duration_seconds_count", service="shop") == 2
+        assert value(m, "conveyor_job_duration_seconds_count", **ok) == 2
         assert value(m, "conveyor_job_queue_wait_seconds_count", service="shop") == 2
         assert value(m, "conveyor_runs_in_progress", service="shop", status="running") == 0
         assert value(m, "conveyor_runs_in_progress", service="shop", status="queued") == 0
 
-        # Deployments by service, environment, tier, kind, result and source.
+        # Deployments by service, environment, tier, kind, result, served and source (the
+        # imported facts do not say when they began serving: they count as having served).
         production = {"service": "shop", "environment": "production", "tier": "production"}
-        deploys = {**production, "kind": "deploy", "source": "import"}
+        deploys = {**production, "kind": "deploy", "source": "import", "served": "true"}
         assert value(m, "conveyor_deployments_total", **deploys, result="succeeded") == 1
         assert value(m, "conveyor_deployments_total", **deploys, result="rolled_back") == 1
         rollbacks = {**production, "kind": "rollback", "source": "import"}
         assert value(m, "conveyor_deployments_total", **rollbacks, result="succeeded") == 1
-        assert value(m, "conveyor_deployments_total", environment="staging", tier="staging") == 1
+        staging = [s for s in m["conveyor_deployments_total"] if s.labels["tier"] == "staging"]
+        assert sum(s.value for s in staging) == 1
         assert sum(s.value for s in m["conveyor_deployments_total"]) == 4
         assert value(m, "conveyor_deployment_duration_seconds_count", **production,
                      result="succeeded") == 2  # fmt: skip
         assert value(m, "conveyor_deployment_duration_seconds_sum", **production,
                      result="rolled_back") == 60  # fmt: skip
+
+        # Recovery: t:2 failed at 3.5 min ago, its rollback was healthy 2 min ago (its fact
+        # came after the failure's: the failure waited for it).
+        assert value(m, "conveyor_deployment_recovery_seconds_count", **production) == 1
+        assert value(m, "conveyor_deployment_recovery_seconds_sum", **production) == 90
+        recoveries = m["conveyor_deployment_recovery_seconds_count"]
+        assert [s.labels["tier"] for s in recoveries] == ["production"]  # nothing in staging
 
         # Lead time: the production deployment's commits of 30 min and 3 h; the 400-day-old
         # one is beyond the first deployment's look-back, staging's commit is not production's.
@@ -239,7 +270,7 @@ def test_metrics_of_a_run_deployments_an_incident_and_approvals(
         wait = {"service": "shop", "environment": "production", "kind": "approval"}
         assert value(m, "conveyor_approval_wait_seconds_count", **wait, result="approved") == 1
         assert value(m, "conveyor_approval_wait_seconds_sum", **wait, result="approved") == 600
-        assert len(m["conveyor_approval_wait_seconds_count"]) == 1
+        assert sum(s.value for s in m["conveyor_approval_wait_seconds_count"]) == 1
 
         # What is in progress: the deployment checking for two hours, the open incident.
         assert value(m, "conveyor_deployments_in_progress", **production, status="checking") == 1
@@ -259,10 +290,10 @@ def test_metrics_of_a_run_deployments_an_incident_and_approvals(
 
         async def resolved() -> dict[str, list[Sample]] | None:
             m = await scrape(api)
-            return m if "conveyor_incident_resolution_seconds_count" in m else None
+            resolved = value(m, "conveyor_incident_resolution_seconds_count", service="shop")
+            return m if resolved == 1 else None
 
         m = await until(resolved, 10, "the incident's resolution in /metrics")
-        assert value(m, "conveyor_incident_resolution_seconds_count", service="shop") == 1
         assert "conveyor_incidents_open" not in m
         assert value(m, "conveyor_runs_finished_total", service="shop", status="succeeded") == 1
 
@@ -325,7 +356,85 @@ def test_the_history_is_read_once_then_only_what_is_new(serve: Serve) -> None:
 
         fresh = parse(generate_latest(metrics_registry(api.store)).decode())
         assert value(fresh, "conveyor_runs_finished_total", service="api", status="failed") == 5
-        assert value(fresh, "conveyor_run_duration_seconds_sum", service="api") == 10.0
+        failed = {"service": "api", "status": "failed"}
+        assert value(fresh, "conveyor_run_duration_seconds_sum", **failed) == 10.0
+
+    serve(body, CONFIG)
+
+
+def test_every_series_is_there_at_0_before_its_first_event(serve: Serve, repo: GitRepo) -> None:
+    """Prometheus's increase() starts from a series' first sample: a series that first appeared
+    at 1 would hide its first event (a week's deployment frequency of 0 after a deployment).
+    So every counter and DORA histogram of a known service and environment is exported at 0
+    before anything happened, and a series Conveyor could not foresee (an environment first
+    named by an import) is exported at 0 once before its value."""
+
+    async def body(api: Api) -> None:
+        await api.register("shop", repo.path)
+        with api.store.write() as w:
+            shop = w.session.scalars(select(Service).where(Service.name == "shop")).one()
+            env_row(w, shop.id, "production", "production")
+
+        m = await scrape(api)
+        deployments = m["conveyor_deployments_total"]
+        assert {
+            (s.labels["kind"], s.labels["result"], s.labels["served"]) for s in deployments
+        } == {
+            (kind, result, served)
+            for kind in ("deploy", "rollback")
+            for result, served in (
+                ("succeeded", "true"),
+                ("failed", "true"),
+                ("failed", "false"),
+                ("rolled_back", "true"),
+                ("rolled_back", "false"),
+            )
+        }
+        assert {(s.labels["environment"], s.labels["source"], s.value) for s in deployments} == {
+            ("production", "conveyor", 0)
+        }
+        assert value(m, "conveyor_lead_time_seconds_count", service="shop") == 0
+        assert buckets(m, "conveyor_lead_time_seconds", service="shop")["+Inf"] == 0
+        assert value(m, "conveyor_incidents_opened_total", service="shop") == 0
+        assert value(m, "conveyor_incident_resolution_seconds_count", service="shop") == 0
+        for status in ("succeeded", "failed", "cancelled", "interrupted"):
+            assert value(m, "conveyor_runs_finished_total", service="shop", status=status) == 0
+        for status in ("succeeded", "failed", "skipped", "cancelled", "interrupted"):
+            assert value(m, "conveyor_jobs_finished_total", service="shop", status=status) == 0
+        assert value(m, "conveyor_deployment_recovery_seconds_count", service="shop") == 0
+        # Duration, queue and approval histograms come with their first observation (at 0
+        # once, as below): a dozen buckets for every label value would weigh megabytes.
+        assert "conveyor_approval_wait_seconds_count" not in m
+        assert "conveyor_deployment_duration_seconds_count" not in m
+
+        # A production deployment: its series goes from 0 to 1.
+        with api.store.write() as w:
+            write_fact(w, production_fact("c900", "production"), source="conveyor")
+        ok = {"environment": "production", "kind": "deploy", "result": "succeeded"}
+
+        async def deployed() -> bool:
+            return value(await scrape(api), "conveyor_deployments_total", **ok) == 1
+
+        await until(deployed, 10, "the deployment in /metrics")
+
+        # An import names an environment Conveyor did not know: its series shows 0 first.
+        with api.store.write() as w:
+            write_fact(w, production_fact("i:shop:1", "eu"), source="import")
+        eu = {"environment": "eu", "result": "succeeded", "source": "import"}
+        seen: list[float] = []
+
+        async def counted() -> bool:
+            found = [
+                s.value
+                for s in (await scrape(api)).get("conveyor_deployments_total", [])
+                if eu.items() <= s.labels.items() and s.labels["kind"] == "deploy"
+            ]
+            if found and (not seen or seen[-1] != found[0]):
+                seen.append(found[0])
+            return seen[-1:] == [1]
+
+        await until(counted, 10, "the import in /metrics")
+        assert seen == [0, 1]
 
     serve(body, CONFIG)
 
@@ -367,3 +476,26 @@ def test_tail_waits_at_a_missing_id_then_passes_it_after_the_grace() -> None:
     assert consume(tail, [9, 10]) == [9, 10]
     assert not tail.waiting()
     assert tail.position == 10
+
+
+# --- failed deployment recovery, whatever order the facts come in --------------------------------
+
+
+def test_recovery_is_measured_to_the_first_healthy_deployment_after_the_failure() -> None:
+    """Conveyor writes a rollback's fact before the fact of the deployment it undid; an import
+    may write them the other way round. Either way a failure is restored by the first healthy
+    deployment of its environment that ended after it, never one that ended before."""
+    recovery = Recovery(Family("r", "recovery", ("service",), RESOLUTION_BUCKETS))
+    shop, api = ("shop",), ("api",)
+    recovery.on_healthy(shop, at(60))  # before the failure: restores nothing
+    recovery.on_healthy(shop, at(8))  # the rollback, read first
+    recovery.on_failed(shop, at(10))
+    recovery.on_failed(api, at(30))  # read before what restored it
+    recovery.on_failed(api, at(20))
+    assert recovery.family.series.get(api) is None
+    recovery.on_healthy(api, at(5))
+    assert recovery.family.series[shop].total == 120
+    assert recovery.family.series[api].count == 2
+    assert recovery.family.series[api].total == 25 * 60 + 15 * 60
+    recovery.on_healthy(api, at(1))  # restores nothing more
+    assert recovery.family.series[api].count == 2

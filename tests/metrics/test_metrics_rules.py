@@ -310,14 +310,21 @@ def test_prometheus_scrapes_a_conveyor_server(tmp_path: Path) -> None:
             return result
 
         def deployed() -> list[Any]:
-            return query('conveyor_deployments_total{service="shop", result="succeeded"}')
+            # (== 1: a series first seen after the server's first scrape shows 0 once)
+            return query(
+                'conveyor_deployments_total{service="shop", kind="deploy", result="succeeded"} == 1'
+            )
 
         [series] = until(deployed, DATA_SECONDS, "Prometheus to scrape conveyor_deployments_total")
         assert series["metric"]["tier"] == "production"
         assert series["metric"]["job"] == "conveyor"
         assert float(series["value"][1]) == 1
-        [lead] = query('conveyor_lead_time_seconds_count{service="shop"}')
-        assert float(lead["value"][1]) == 1
+        [lead] = until(
+            lambda: query('conveyor_lead_time_seconds_count{service="shop"} == 1'),
+            DATA_SECONDS,
+            "the lead time of its commit",
+        )
+        assert lead["metric"]["job"] == "conveyor"
         [up] = query('up{job="conveyor"}')
         assert up["value"][1] == "1"
 

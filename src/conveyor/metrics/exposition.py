@@ -10,7 +10,9 @@ Two kinds of figures:
   at each scrape by reading only what was appended since the previous one: the event log, the
   deployment facts and the change facts, each in id order (`Tail`). A new server reads the
   history once (spread over several scrapes if it is long, see ``budget``) and exports these
-  families only once it has caught up, so a counter never shows a partial total.
+  families only once it has caught up, so a counter never shows a partial total. Their series
+  start at 0 (see ``families.Family`` and ``_History.know``), so that Prometheus's increase()
+  counts the first event.
 
 Every value comes from the store, so any server process of a cluster exports the same totals;
 a restarted server exports the same totals again (no counter reset).
@@ -18,19 +20,15 @@ a restarted server exports the same totals again (no counter reset).
 
 from __future__ import annotations
 
-import bisect
 import datetime as dt
 import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client.core import (
-    CounterMetricFamily,
     GaugeMetricFamily,
-    HistogramMetricFamily,
     Metric,
 )
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -39,8 +37,11 @@ from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql import Executable
 
 from conveyor import __version__
+from conveyor.delivery.cdevents import CURSOR as CDEVENTS_CURSOR
 from conveyor.deploy_states import DEPLOYMENT_OPEN
 from conveyor.events import EventType
+from conveyor.metrics.families import Family, Flow, Recovery, seconds_between
+from conveyor.states import JOB_TERMINAL, RUN_TERMINAL
 from conveyor.store.db import Store
 from conveyor.store.models import (
     Approval,
@@ -62,6 +63,7 @@ __all__ = [
     "DURATION_BUCKETS",
     "LEAD_TIME_BUCKETS",
     "QUEUE_BUCKETS",
+    "RESOLUTION_BUCKETS",
     "StoreCollector",
     "Tail",
     "metrics_registry",
@@ -113,6 +115,22 @@ EVENT_TYPES = (
     EventType.CDEVENTS_DROPPED,
 )
 
+# The label values every known environment's deployment series are exported with at 0:
+# kind, and (result, served). A deployment that succeeded served; one that failed or was rolled
+# back may have been stopped before it took traffic.
+DEPLOYMENT_KINDS = ("deploy", "rollback")
+DEPLOYMENT_OUTCOMES = (
+    ("succeeded", "true"),
+    ("failed", "true"),
+    ("failed", "false"),
+    ("rolled_back", "true"),
+    ("rolled_back", "false"),
+)
+# When a deployment began serving users (None: never), recorded by the 2024 definitions of a
+# change failure (docs/metrics.md). Until the facts have the column every deployment counts as
+# having served. (getattr: the column and this module land separately; drop it once both are in.)
+SERVED_AT: Any = getattr(DeploymentFactRow, "served_at", None)
+
 # A new server reads the history in batches of this many rows.
 BATCH = 5000
 # The first production deployment of a service may bring its whole history; only the commits
@@ -128,109 +146,6 @@ def _int(value: Any) -> int:
         return 0
 
 
-def _seconds(later: dt.datetime, earlier: dt.datetime) -> float:
-    return max(0.0, (later - earlier).total_seconds())
-
-
-# --- reading an append-only table in id order ----------------------------------------------------
-
-
-# --- in-memory families --------------------------------------------------------------------------
-
-
-@dataclass
-class _Histogram:
-    bounds: tuple[float, ...]
-    counts: list[int] = field(default_factory=list)
-    total: float = 0.0
-    count: int = 0
-
-    def observe(self, value: float) -> None:
-        if not self.counts:
-            self.counts = [0] * len(self.bounds)
-        index = bisect.bisect_left(self.bounds, value)  # the first bound >= value
-        if index < len(self.bounds):
-            self.counts[index] += 1
-        self.count += 1
-        self.total += value
-
-    def buckets(self) -> list[tuple[str, float]]:
-        out: list[tuple[str, float]] = []
-        running = 0
-        counts = self.counts or [0] * len(self.bounds)
-        for bound, n in zip(self.bounds, counts, strict=True):
-            running += n
-            out.append((_bound(bound), float(running)))
-        out.append(("+Inf", float(self.count)))
-        return out
-
-
-def _bound(value: float) -> str:
-    return repr(float(value))
-
-
-@dataclass
-class _Family:
-    """One counter or histogram family, its series keyed by label values."""
-
-    name: str
-    documentation: str
-    labels: tuple[str, ...]
-    buckets: tuple[float, ...] | None = None
-    series: dict[tuple[str, ...], Any] = field(default_factory=dict)
-
-    def inc(self, key: tuple[str, ...], amount: float = 1.0) -> None:
-        self.series[key] = self.series.get(key, 0.0) + amount
-
-    def observe(self, key: tuple[str, ...], value: float) -> None:
-        assert self.buckets is not None
-        hist = self.series.get(key)
-        if hist is None:
-            hist = self.series[key] = _Histogram(self.buckets)
-        hist.observe(value)
-
-    def metric(self) -> Metric:
-        if self.buckets is None:
-            counter = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
-            for key in sorted(self.series):
-                counter.add_metric(list(key), self.series[key])
-            return counter
-        histogram = HistogramMetricFamily(self.name, self.documentation, labels=self.labels)
-        for key in sorted(self.series):
-            hist: _Histogram = self.series[key]
-            histogram.add_metric(list(key), hist.buckets(), hist.total)
-        return histogram
-
-
-@dataclass
-class _Flow:
-    """Runs or jobs, which are queued, start and finish alike: how long they waited in the
-    queue, how many ended and how long they took. ``queued`` holds when each one in flight was
-    queued, to measure its wait when it starts."""
-
-    queue: _Family
-    finished: _Family
-    duration: _Family
-    queued: dict[int, dt.datetime] = field(default_factory=dict)
-
-    def on_queued(self, key: int | None, at: dt.datetime) -> None:
-        if key is not None:
-            self.queued[key] = at
-
-    def on_started(self, key: int | None, at: dt.datetime, service: str) -> None:
-        queued = self.queued.pop(key, None) if key is not None else None
-        if queued is not None:
-            self.queue.observe((service,), _seconds(at, queued))
-
-    def on_finished(self, key: int | None, service: str, data: dict[str, Any]) -> None:
-        if key is not None:
-            self.queued.pop(key, None)
-        status = str(data.get("status", ""))
-        self.finished.inc((service, status))
-        if isinstance(data.get("duration"), int | float):
-            self.duration.observe((service, status), float(data["duration"]))
-
-
 class _History:
     """Counters and histograms over the store's whole history, brought up to date
     incrementally from three append-only tables."""
@@ -241,12 +156,16 @@ class _History:
         self.facts = Tail(grace=grace)
         self.changes = Tail(grace=grace)
         self.caught_up = False
-        F = _Family
+        F = Family
         self.deployments = F(
             "conveyor_deployments",
-            "Deployments that ended, by service, environment, tier, kind (deploy or rollback), "
-            "result (succeeded, failed, rolled_back) and source (conveyor or an import).",
-            ("service", "environment", "tier", "kind", "result", "source"),
+            "Deployments that ended, by service, environment, tier; kind: deploy (a release "
+            "rolled out) or rollback (an earlier release put back); result: succeeded, failed "
+            "(a check failed) or rolled_back (it failed and a rollback undid it); served: true "
+            "if it took users' traffic, false if its checks stopped it before any traffic "
+            "reached it (caught before production traffic: no change failure); source: conveyor "
+            "or the source of an import. Every series starts at 0.",
+            ("service", "environment", "tier", "kind", "result", "served", "source"),
         )
         self.deployment_duration = F(
             "conveyor_deployment_duration_seconds",
@@ -254,10 +173,19 @@ class _History:
             ("service", "environment", "tier", "result"),
             DURATION_BUCKETS,
         )
+        self.recovery_time = F(
+            "conveyor_deployment_recovery_seconds",
+            "Failed deployment recovery time: per deployment (kind deploy) that served users and "
+            "failed or was rolled back, from its failure's detection (its failed check, else its "
+            "end) to the end of the first healthy deployment (a rollback or a new release) of "
+            "its environment after that. An incident resolved sooner is not seen here.",
+            ("service", "environment", "tier"),
+            RESOLUTION_BUCKETS,
+        )
         self.lead_time = F(
             "conveyor_lead_time_seconds",
             "Lead time for changes: per commit, from its commit time to the end of the first "
-            "successful production deployment that brought it.",
+            "successful production deployment (kind deploy) that brought it.",
             ("service",),
             LEAD_TIME_BUCKETS,
         )
@@ -305,7 +233,7 @@ class _History:
         )
         self.incidents_opened = F(
             "conveyor_incidents_opened",
-            "Incidents opened, by service.",
+            "Incidents opened in Conveyor, by service (imported ones are not counted).",
             ("service",),
         )
         self.incident_resolution = F(
@@ -319,18 +247,24 @@ class _History:
             "CDEvents a sink was given up on (after its retries, or refused), by sink host.",
             ("sink",),
         )
-        self._runs = _Flow(self.run_queue, self.runs_finished, self.run_duration)
-        self._jobs = _Flow(self.job_queue, self.jobs_finished, self.job_duration)
+        self._recovery = Recovery(self.recovery_time)
+        self._runs = Flow(self.run_queue, self.runs_finished, self.run_duration)
+        self._jobs = Flow(self.job_queue, self.jobs_finished, self.job_duration)
         # What is in flight, to measure waits when it ends (runs and jobs: their flows):
         # approval id -> (requested time, service, environment, kind).
         self._approvals: dict[int, tuple[dt.datetime, str, str, str]] = {}
         # The first successful production deployment of each (service, environment).
         self._first: dict[tuple[str, str], tuple[dt.datetime, int]] = {}
+        # What ``know`` has exported at 0 already.
+        self._services: set[str] = set()
+        self._environments: set[tuple[str, str, str, str]] = set()
+        self._sinks: set[str] = set()
 
-    def families(self) -> list[_Family]:
+    def families(self) -> list[Family]:
         return [
             self.deployments,
             self.deployment_duration,
+            self.recovery_time,
             self.lead_time,
             self.runs_finished,
             self.run_duration,
@@ -359,9 +293,60 @@ class _History:
                         break
                 if not done:
                     break
+            if done:
+                self.know(session)
         if done:
             self.caught_up = True
         return done
+
+    # --- the series exported at 0 before anything happens -------------------------------------
+
+    def know(self, session: Session) -> None:
+        """Export at 0 the counters, and the DORA histograms, of every service, environment (of
+        Conveyor's own and of imports) and CDEvents sink the store knows, so that their first
+        event is an increase Prometheus sees and a window without any event gives 0, not
+        nothing. The duration, queue and approval histograms are left out (a dozen buckets for
+        each label value of each environment would make a large installation's scrape weigh
+        megabytes): their series show 0 once when they first appear (``Family``), which is
+        enough for their first observation to count."""
+        for service in session.scalars(select(Service.name)):
+            self._service(service)
+        for service, environment, tier in session.execute(
+            select(Service.name, EnvironmentState.name, EnvironmentState.tier).join(
+                Service, Service.id == EnvironmentState.service_id
+            )
+        ):
+            self._environment(service, environment, tier, "conveyor")
+        for (name,) in session.execute(
+            select(EventCursor.name).where(EventCursor.name.like(f"{CDEVENTS_CURSOR}:%"))
+        ):
+            sink = name.removeprefix(f"{CDEVENTS_CURSOR}:").rpartition(":")[0]
+            if sink and sink not in self._sinks:
+                self._sinks.add(sink)
+                self.cdevents_dropped.ensure((sink,))
+
+    def _service(self, service: str) -> None:
+        if service in self._services:
+            return
+        self._services.add(service)
+        for family in (self.lead_time, self.incidents_opened, self.incident_resolution):
+            family.ensure((service,))
+        for run_status in sorted(RUN_TERMINAL):
+            self.runs_finished.ensure((service, run_status))
+        for job_status in sorted(JOB_TERMINAL):
+            self.jobs_finished.ensure((service, job_status))
+
+    def _environment(self, service: str, environment: str, tier: str, source: str) -> None:
+        key = (service, environment, tier, source)
+        if key in self._environments:
+            return
+        self._environments.add(key)
+        self._service(service)
+        for kind in DEPLOYMENT_KINDS:
+            for result, served in DEPLOYMENT_OUTCOMES:
+                self.deployments.ensure((service, environment, tier, kind, result, served, source))
+        if tier == "production":  # DORA's recovery; other tiers' series come when they happen
+            self.recovery_time.ensure((service, environment, tier))
 
     # --- the event log -----------------------------------------------------------------------
 
@@ -395,7 +380,7 @@ class _History:
                 Incident.id.in_(ids)
             )
         ).all()
-        return {r.id: _seconds(r.resolved_at, r.opened_at) for r in rows if r.resolved_at}
+        return {r.id: seconds_between(r.resolved_at, r.opened_at) for r in rows if r.resolved_at}
 
     def _apply(self, row: Any, resolution: dict[int, float]) -> None:
         kind: str = row.type
@@ -426,7 +411,7 @@ class _History:
                 at, svc, environment, approval_kind = requested
                 result = kind.removeprefix("approval.")
                 self.approval_wait.observe(
-                    (svc, environment, approval_kind, result), _seconds(row.ts, at)
+                    (svc, environment, approval_kind, result), seconds_between(row.ts, at)
                 )
         elif kind == EventType.INCIDENT_OPENED:
             self.incidents_opened.inc((service,))
@@ -444,16 +429,27 @@ class _History:
         if not ids:
             return False
         F = DeploymentFactRow
+        served_at = SERVED_AT if SERVED_AT is not None else F.finished_at
         rows = session.connection().execute(
             select(F.id, F.service, F.environment, F.tier, F.kind, F.result, F.source,
-                   F.started_at, F.finished_at)
+                   F.started_at, F.finished_at, F.failed_at, served_at.label("served_at"))
             .where(F.id > self.facts.position, F.id <= ids[-1])
             .order_by(F.id)
         ).all()  # fmt: skip
         for r in rows:
-            self.deployments.inc((r.service, r.environment, r.tier, r.kind, r.result, r.source))
+            self._environment(r.service, r.environment, r.tier, r.source)
+            served = "true" if r.served_at is not None or r.result == "succeeded" else "false"
+            self.deployments.inc(
+                (r.service, r.environment, r.tier, r.kind, r.result, served, r.source)
+            )
+            where = (r.service, r.environment, r.tier)
+            if r.result == "succeeded":
+                self._recovery.on_healthy(where, r.finished_at)
+            elif r.kind == "deploy" and served == "true":
+                self._recovery.on_failed(where, r.failed_at or r.finished_at)
             self.deployment_duration.observe(
-                (r.service, r.environment, r.tier, r.result), _seconds(r.finished_at, r.started_at)
+                (r.service, r.environment, r.tier, r.result),
+                seconds_between(r.finished_at, r.started_at),
             )
             if r.tier == "production" and r.kind == "deploy" and r.result == "succeeded":
                 key = (r.service, r.environment)
@@ -504,7 +500,9 @@ class _History:
                 and change.committed_at < fact.finished_at - self.lookback
             ):
                 continue  # the first deployment's history beyond the look-back
-            self.lead_time.observe((fact.service,), _seconds(fact.finished_at, change.committed_at))
+            self.lead_time.observe(
+                (fact.service,), seconds_between(fact.finished_at, change.committed_at)
+            )
         if upto < ids[0]:
             return False
         self.changes.advance(upto)

@@ -68,8 +68,9 @@ def render_portfolio(data: dict[str, Any]) -> None:
     w, scope, tiers = data["window"], data["scope"], data["tiers"]
     count = len(scope["services"])
     who = f"team {data['team']}" if data["team"] else "all services"
+    size = f"{count} service{'' if count == 1 else 's'}" if data["team"] else str(count)
     click.echo(
-        f"DORA side by side · {who} ({count} service{'' if count == 1 else 's'}) · "
+        f"DORA side by side · {who} ({size}) · "
         f"{scope['env_tier']} · {w['from']} → {w['to']} ({w['days']} days, {w['time_zone']})"
     )
     click.echo(f"tiers: {tiers['title']} ({tiers['url']}); a row's tier is its lowest figure's")

@@ -1,5 +1,6 @@
-// The DORA page's view (service, range, bucket, and the team side by side) in the URL query, under the API's own
-// parameter names, so a link reproduces it and maps one-to-one onto the API call.
+// The DORA page's view (service, range, bucket, and the team of the portfolio) in the URL
+// query, under the API's own parameter names, so a link reproduces it and maps one-to-one onto
+// the API calls.
 
 export const PRESETS = [['30d', 'Last 30 days'], ['90d', 'Last 90 days'],
   ['180d', 'Last 180 days'], ['365d', 'Last 365 days']];

@@ -113,6 +113,9 @@ def figures(entry: dict[str, Any]) -> dict[str, Any]:
 def test_each_service_side_by_side_is_its_own_report(imported: Conveyor) -> None:
     data = imported("dora", "--by-service", *WINDOW, "--json", check=True).json()
     assert data["team"] is None
+    table = imported("dora", "--by-service", *WINDOW, check=True).stdout.splitlines()
+    assert table[0].startswith("DORA side by side · all services (3) · production · 2024-03-04")
+    assert [line.split()[0] for line in table[4:]] == ["ledger", "search", "shop", "="]
     assert [e["service"] for e in data["services"]] == ["ledger", "search", "shop"]
     assert data["scope"]["services"] == ["ledger", "search", "shop"]
     for entry in data["services"]:
@@ -139,6 +142,9 @@ def test_a_team_is_its_services_together(imported: Conveyor) -> None:
     assert "team web: search, shop" in made.stdout
     listed = imported("team", "list", "--json", check=True).json()
     assert [(t["name"], t["services"]) for t in listed] == [("web", ["search", "shop"])]
+    table_of_teams = imported("team", "list", check=True).stdout.splitlines()
+    assert table_of_teams[0].split() == ["team", "services", "created", "by"]
+    assert table_of_teams[1].startswith("web   search, shop  ")
 
     data = imported("dora", "--team", "web", *WINDOW, "--json", check=True).json()
     assert data["team"] == "web"

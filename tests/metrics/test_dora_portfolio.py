@@ -27,6 +27,10 @@ def _time(days: float, hours: float = 0) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
+def _last(records: list[dict[str, Any]], ident: str) -> dict[str, Any]:
+    return next(r for r in reversed(records) if r.get("id") == ident)
+
+
 def history() -> list[dict[str, Any]]:
     """Three services over four weeks: shop deploys often and fails twice (one rolled back,
     one with an incident named), search deploys weekly with an incident opened after a
@@ -63,6 +67,12 @@ def history() -> list[dict[str, Any]]:
         deploy("search", n, 3 + n * 7)
     deploy("ledger", 0, 16)
     deploy("ledger", 1, 24)
+    # search also serves a second production environment: its commits count once.
+    for n in (2, 3):
+        twin = dict(_last(records, f"search-{n}"))
+        twin |= {"id": f"search-eu-{n}", "environment": "production-eu", "tier": "production"}
+        twin["finished_at"] = _time(3 + n * 7, 11)
+        records.append(twin)
     records.append(
         {
             "kind": "incident",

@@ -103,6 +103,8 @@ class EventType(enum.StrEnum):
     SECRET_REMOVED = "secret.removed"  # noqa: S105 (an event name)
     USER_SAVED = "user.saved"
     USER_CREDENTIALS_CHANGED = "user.credentials_changed"
+    TEAM_SAVED = "team.saved"
+    TEAM_DELETED = "team.deleted"
 
     @property
     def family(self) -> str:

@@ -65,6 +65,10 @@ ORDER = (
     help="How long after a deployment ended an incident is still blamed on it.",
 )
 @click.option("--explain", is_flag=True, help="List the deployments, commits and incidents.")
+@click.option(
+    "--by-service", is_flag=True, help="Every service side by side, with all of them together."
+)
+@click.option("--team", help="A team's services side by side, with the team's figures.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print the series (one row per bucket) as CSV.")
 def dora(
@@ -81,6 +85,8 @@ def dora(
     look_back: str,
     attribution_window: str,
     explain: bool,
+    by_service: bool,
+    team: str | None,
     as_json: bool,
     as_csv: bool,
 ) -> None:
@@ -104,6 +110,11 @@ def dora(
         "attribution_window": attribution_window,
         "explain": explain,
     }
+    if by_service or team:
+        from conveyor.cli.portfolio import show_portfolio
+
+        show_portfolio(params, team, as_json=as_json, as_csv=as_csv)
+        return
     data = fetch(params)
     if as_json:
         print_json(data)

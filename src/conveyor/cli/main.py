@@ -49,6 +49,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "audit": ("conveyor.cli.delivery", "audit", "The audit log of decisions."),
     "user": ("conveyor.cli.delivery", "user", "People who approve (add, list)."),
     "dora": ("conveyor.cli.dora", "dora", "The five DORA metrics, explained."),
+    "team": ("conveyor.cli.teams", "team", "Teams: groups of services, for DORA side by side."),
     "incident": ("conveyor.cli.incidents", "incident", "Incidents: open, resolve, list."),
     "import": ("conveyor.cli.imports", "import_history", "Import deployment/incident history."),
 }

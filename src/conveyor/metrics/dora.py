@@ -121,7 +121,7 @@ def prepare(
     commits: list[Commit] = []
     for f in deployments:
         tiers[(f.service, f.environment)] = f.tier
-        if f.tier != settings.tier or (settings.service and f.service != settings.service):
+        if f.tier != settings.tier or not settings.covers(f.service):
             continue
         rid = len(rows)
         stages = tuple(_ts(f.stages.get(name)) for name in STAGE_POINTS)
@@ -244,9 +244,7 @@ class _Engine:
     def __init__(self, facts: Facts, settings: Settings) -> None:
         self.s = settings
         self.commits = facts.commits
-        deps = [
-            d for d in facts.deployments if not settings.service or d[SERVICE] == settings.service
-        ]
+        deps = [d for d in facts.deployments if settings.covers(d[SERVICE])]
         deps.sort(key=itemgetter(FINISHED, STARTED, KEY))
         self.deps = deps
         self.by_key = {d[KEY]: d for d in deps}
@@ -293,7 +291,7 @@ class _Engine:
     def _in_scope(self, inc: IncidentFact, env_tiers: Mapping[tuple[str, str], str]) -> bool:
         """An incident belongs to the tier of the deployment it names, else of its environment;
         one naming neither is a production incident."""
-        if self.s.service and inc.service != self.s.service:
+        if not self.s.covers(inc.service):
             return False
         named = self.by_key.get(inc.deployment) if inc.deployment else None
         if named is not None and named[SERVICE] == inc.service:

@@ -83,11 +83,13 @@ class Window:
 
 @dataclass(frozen=True)
 class Settings:
-    """What to measure and how. ``look_back``: how old a first deployment's commits may be and
-    still count for lead time; ``attribution_window``: how long after a deployment finished an
-    incident is still blamed on it."""
+    """What to measure and how. ``service``: one service (None: every one); ``services``: a
+    group of them (a team's; None: no group); ``look_back``: how old a first deployment's
+    commits may be and still count for lead time; ``attribution_window``: how long after a
+    deployment finished an incident is still blamed on it."""
 
     service: str | None = None
+    services: frozenset[str] | None = None
     tier: str = "production"
     by: By = "week"
     lead_time_from: LeadFrom = "committed"
@@ -107,6 +109,13 @@ class Settings:
         if self.look_back < dt.timedelta(0) or self.attribution_window < dt.timedelta(0):
             raise ConveyorError("the look-back and the attribution window cannot be negative")
         tier_tables.load(self.tiers)  # an unknown table fails now, not after reading the store
+
+    def covers(self, service: str) -> bool:
+        """Whether ``service``'s facts are measured: the one asked for, one of the group, or
+        any when neither is given."""
+        if self.service and service != self.service:
+            return False
+        return self.services is None or service in self.services
 
 
 Commit = tuple[int, float, str]  # (deployment row id, lead-time start, sha)

@@ -74,7 +74,7 @@ log = logging.getLogger("conveyor.metrics")
 def report(store: Store, window: Window, settings: Settings) -> DoraReport:
     """The report of ``window``: added up from the summary (metrics.summary), or, to explain
     the figures (or where the store cannot be written), computed from the facts."""
-    if not settings.explain:
+    if not settings.explain and settings.services is None:  # the summary knows no groups
         from conveyor.metrics import summary
 
         try:
@@ -139,6 +139,8 @@ def _scope(settings: Settings) -> list[ColumnElement[bool]]:
     where = [F.tier == settings.tier]
     if settings.service:
         where.append(F.service == settings.service)
+    if settings.services is not None:
+        where.append(F.service.in_(sorted(settings.services)))
     return where
 
 

@@ -19,11 +19,7 @@ router = APIRouter(responses=ERRORS)
 Reader = Annotated[Identity, Depends(require("read"))]
 
 
-@router.get("/dora", tags=["metrics"], response_model=DoraReport, response_model_exclude_unset=True)
-def dora_report(
-    request: Request,
-    _: Reader,
-    service: str | None = None,
+def window_params(
     env_tier: str = "production",
     since: str | None = None,
     start: Annotated[str | None, Query(alias="from")] = None,
@@ -35,29 +31,44 @@ def dora_report(
     tiers: str = "2023",
     look_back: str = "30d",
     attribution_window: str = "48h",
-    explain: bool = False,
 ) -> dict[str, Any]:
+    """The window and settings of a report (one, or side by side), under `conveyor dora`'s
+    option names (metrics.dora.from_params reads them)."""
+    return {
+        "env_tier": env_tier,
+        "since": since,
+        "from": start,
+        "to": end,
+        "by": by,
+        "tz": tz,
+        "week_start": week_start,
+        "lead_time_from": lead_time_from,
+        "tiers": tiers,
+        "look_back": look_back,
+        "attribution_window": attribution_window,
+    }
+
+
+WindowQuery = Annotated[dict[str, Any], Depends(window_params)]
+
+
+def report_params(
+    query: WindowQuery, service: str | None = None, explain: bool = False
+) -> dict[str, Any]:
+    """One report's query: its window and settings, of one service or all, explained or not."""
+    return query | {"service": service, "explain": explain}
+
+
+ReportQuery = Annotated[dict[str, Any], Depends(report_params)]
+
+
+@router.get("/dora", tags=["metrics"], response_model=DoraReport, response_model_exclude_unset=True)
+def dora_report(request: Request, _: Reader, query: ReportQuery) -> dict[str, Any]:
     """The five DORA metrics, batch size and work in progress for a window (default: the last
     90 days), with tiers and the previous window's values; ``explain`` adds what is behind
     each figure. The parameters are `conveyor dora`'s."""
     from conveyor.metrics.dora import from_params
     from conveyor.metrics.load import report
 
-    window, settings = from_params(
-        {
-            "service": service,
-            "env_tier": env_tier,
-            "since": since,
-            "from": start,
-            "to": end,
-            "by": by,
-            "tz": tz,
-            "week_start": week_start,
-            "lead_time_from": lead_time_from,
-            "tiers": tiers,
-            "look_back": look_back,
-            "attribution_window": attribution_window,
-            "explain": explain,
-        }
-    )
+    window, settings = from_params(query)
     return report(request.app.state.conveyor.store, window, settings).to_json()

@@ -621,3 +621,26 @@ class Secret(Base):
     __table_args__ = (
         UniqueConstraint("service", "environment", "name", name="uq_secrets_scope_name"),
     )
+
+
+class Team(Base):
+    """A named group of services, measured together (DORA's portfolio: docs/metrics.md)."""
+
+    __tablename__ = "teams"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(200))
+
+
+class TeamService(Base):
+    """A service of a team, by name: imported history names services Conveyor never built."""
+
+    __tablename__ = "team_services"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    team_id: Mapped[int] = mapped_column(Id, ForeignKey("teams.id"), index=True)
+    service: Mapped[str] = mapped_column(String(200))
+
+    __table_args__ = (UniqueConstraint("team_id", "service", name="uq_team_services_service"),)

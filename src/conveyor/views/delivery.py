@@ -52,6 +52,9 @@ AUDIT_EVENTS = (
     # Pipeline secrets (conveyor.store.vault): names and scopes only, never a value.
     EventType.SECRET_SET,
     EventType.SECRET_REMOVED,
+    # Teams (conveyor.metrics.teams): the services measured together.
+    EventType.TEAM_SAVED,
+    EventType.TEAM_DELETED,
 )
 
 

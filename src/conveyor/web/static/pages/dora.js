@@ -3,13 +3,15 @@
 // names, so a link reproduces it and maps one-to-one onto the API call (pages/dora/view.js).
 // Figures are written the way `conveyor dora` writes them (cli/dora.py), so the page and the
 // terminal agree (pages/dora/figures.js). The cards and charts are in pages/dora/cards.js, the
-// dialog that shows what is behind a number in pages/dora/explain.js.
+// dialog that shows what is behind a number in pages/dora/explain.js, the services side by
+// side (of every service or a team) in pages/dora/portfolio.js.
 
 import {h, clear, replace, errorBox, loadAndFollow} from '../lib/dom.js';
 import {PRESETS, DEFAULT_SINCE, BUCKETS, viewOf, queryOf} from './dora/view.js';
 import {lastDay} from './dora/figures.js';
 import {card, charts, leadTimeSplit} from './dora/cards.js';
 import {explanationDialog} from './dora/explain.js';
+import {portfolioSection} from './dora/portfolio.js';
 
 export {fmtDuration, show} from './dora/figures.js';
 
@@ -34,10 +36,12 @@ export async function render(root, params, ctx) {
   const dialog = explanationDialog({report: () => report, explained: explanationData,
     api: ctx.api});
   const explain = (metric, bucket = null) => dialog.open(metric, bucket);
+  const portfolio = portfolioSection({api: ctx.api,
+    onTeam: (team) => setView({...view, team})});
 
   replace(root, h('section', {class: 'dora', 'aria-labelledby': 'dora-title'},
     h('div', {class: 'page-head'}, h('h1', {id: 'dora-title'}, 'DORA metrics'), scopeLine),
-    filters, status, body, dialog.el));
+    filters, status, body, portfolio.el, dialog.el));
 
   function setView(next, {push = true} = {}) {
     view = next;
@@ -122,13 +126,15 @@ export async function render(root, params, ctx) {
 
   async function load() {
     const mine = ++seq;
-    const q = queryOf(view);
+    const q = queryOf({...view, team: ''});
     root.querySelector('.dora')?.setAttribute('aria-busy', 'true');
     // Only the first load is announced; a refresh marks the page busy without chatter.
     if (!report) status.textContent = 'Loading…';
     try {
       const data = await ctx.api(`/dora${q ? `?${q}` : ''}`);
       if (mine !== seq) return;
+      portfolio.el.hidden = false;
+      portfolio.load(queryOf({...view, service: ''}), view.team);
       report = data;
       explained = null;
       clear(status);
@@ -141,6 +147,7 @@ export async function render(root, params, ctx) {
       report = null;
       explained = null;
       clear(body);
+      portfolio.el.hidden = true; // the same window: the report's error says what is wrong
       scopeLine.textContent = '';
       replace(status, errorBox(err, 'The metrics could not be computed'));
     } finally {
@@ -149,7 +156,7 @@ export async function render(root, params, ctx) {
   }
 
   async function explanationData() {
-    const q = queryOf(view, {explain: true});
+    const q = queryOf({...view, team: ''}, {explain: true});
     if (explained && explained.query === q) return explained.data;
     const data = await ctx.api(`/dora?${q}`);
     explained = {query: q, data};

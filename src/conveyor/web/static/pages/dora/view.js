@@ -1,5 +1,6 @@
-// The DORA page's view (service, range, bucket) in the URL query, under the API's own
-// parameter names, so a link reproduces it and maps one-to-one onto the API call.
+// The DORA page's view (service, range, bucket, and the team of the portfolio) in the URL
+// query, under the API's own parameter names, so a link reproduces it and maps one-to-one onto
+// the API calls.
 
 export const PRESETS = [['30d', 'Last 30 days'], ['90d', 'Last 90 days'],
   ['180d', 'Last 180 days'], ['365d', 'Last 365 days']];
@@ -16,6 +17,7 @@ export function viewOf(query) {
     from: query.get('from') || '',
     to: query.get('to') || '',
     by: query.get('by') || 'week',
+    team: query.get('team') || '',
     extra: {},
   };
   for (const key of PASS_THROUGH) {
@@ -24,6 +26,8 @@ export function viewOf(query) {
   return view;
 }
 
+/** The query of the URL; of GET /dora without the team, of GET /dora/portfolio without the
+ * service (queryOf({...view, team: ''}) and queryOf({...view, service: ''})). */
 export function queryOf(view, {explain = false} = {}) {
   const q = new URLSearchParams();
   if (view.service) q.set('service', view.service);
@@ -34,6 +38,7 @@ export function queryOf(view, {explain = false} = {}) {
     q.set('since', view.since);
   }
   if (view.by && view.by !== 'week') q.set('by', view.by);
+  if (view.team) q.set('team', view.team);
   for (const [k, v] of Object.entries(view.extra)) q.set(k, v);
   if (explain) q.set('explain', 'true');
   return q.toString();

@@ -1,0 +1,38 @@
+"""Teams: named groups of services, measured together (DORA's portfolio, issue 15).
+
+A team's services are kept by name, not by a reference to ``services``: imported history names
+services Conveyor never built, and a team may group those too.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+from conveyor.store.migrations.columns import id_column, indexes, reference, string, timestamp
+
+revision = "0016"
+down_revision = "0013"
+
+
+def upgrade() -> None:
+    op.create_table(
+        "teams",
+        id_column(),
+        string("name", 200, unique=True),
+        timestamp("created_at"),
+        string("created_by", 200, nullable=True),
+    )
+    op.create_table(
+        "team_services",
+        id_column(),
+        reference("team_id", "teams"),
+        string("service", 200),
+        sa.UniqueConstraint("team_id", "service", name="uq_team_services_service"),
+    )
+    indexes("team_services", "team_id")
+
+
+def downgrade() -> None:
+    op.drop_table("team_services")
+    op.drop_table("teams")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class ConveyorError(Exception):
     """An expected failure, shown to the user as one clear message."""
@@ -27,3 +29,11 @@ class GitError(ConveyorError):
 
 class StaleLease(ConveyorError):
     """The job was leased to another runner since this one took it."""
+
+
+def listen_failure(exc: OSError, host: str, port: int, remedy: str) -> tuple[str, str | None]:
+    """The message and hint for a failed bind of ``host:port``. A port already in use is the
+    usual case, and the caller knows its remedy (another ``--port``, another ``port:``)."""
+    if exc.errno == errno.EADDRINUSE:
+        return f"port {port} on {host} is already in use", f"stop what listens there, or {remedy}"
+    return f"cannot listen on {host}:{port}: {exc.strerror or exc}", None

@@ -25,6 +25,7 @@ __all__ = [
     "read_file_at",
     "resolve_commit",
     "run_git",
+    "run_git_clean",
 ]
 
 # Variables git hooks set that would point our commands at another repository or index than
@@ -76,6 +77,23 @@ def run_git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedP
     if check and result.returncode != 0:
         raise GitError(f"git {args[0]} failed in {repo}: {_stderr(result)}")
     return result
+
+
+def run_git_clean(*args: str, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+    """git as if started outside any repository: none of the caller's ``GIT_*`` variables (a
+    hook runs with its own), never a password prompt, text output; the caller reads the result
+    (``TimeoutExpired`` after ``timeout`` seconds)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    return subprocess.run(
+        ["git", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def _stderr(result: subprocess.CompletedProcess[bytes]) -> str:

@@ -78,6 +78,18 @@ class ProcessResult:
         return self.exit_code == 0
 
 
+def supervised(output: Any) -> dict[str, Any]:
+    """The Popen options of a command Conveyor starts and watches (a step, a release, its edge,
+    the demo's server): no input, stderr into ``output`` (a file or descriptor) with stdout,
+    and a session of its own, so that its whole process group can be stopped."""
+    return {
+        "stdin": subprocess.DEVNULL,
+        "stdout": output,
+        "stderr": subprocess.STDOUT,
+        "start_new_session": True,
+    }
+
+
 def use_fast_child_watcher(loop: asyncio.AbstractEventLoop) -> None:
     """Python 3.11 waits for each child in a thread of its own; a pidfd watcher saves a few
     milliseconds per step. Python 3.12 and later use pidfds by default."""
@@ -282,10 +294,7 @@ async def _spawn(
             *argv,
             cwd=cwd,
             env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=stdout_fd,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            **supervised(stdout_fd),
         )
     except FileNotFoundError as exc:
         raise ConveyorError(
@@ -328,10 +337,7 @@ async def _spawn_sandboxed(
                 cwd=launch.cwd,
                 env=launch.env,
                 pass_fds=launch.pass_fds,
-                stdin=subprocess.DEVNULL,
-                stdout=stdout_fd,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+                **supervised(stdout_fd),
             )
         except OSError as exc:
             raise ConveyorError(f"cannot start the sandbox: {exc.strerror or exc}") from exc

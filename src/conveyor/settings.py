@@ -197,6 +197,16 @@ def _field(
     return field
 
 
+def _amount(
+    description: str, used_by: str, what: str, units: Mapping[str, float], shown: str
+) -> Any:
+    """A size or time setting whose default is ``shown`` read as a user would write it, so the
+    default and the way the docs show it cannot disagree."""
+    # A time keeps its fraction of a second; sizes are whole bytes.
+    parse = _quantity(what, units, whole=units is not _TIME_UNITS)
+    return _field(parse(shown), description, used_by, parse, shown=shown)
+
+
 class _Parser:
     """Field metadata: how from_env turns the variable's text into the field's value."""
 
@@ -336,12 +346,12 @@ class Settings(BaseModel):
         "the server, `db prune`",
         _whole("a whole number of releases", 0),
     )
-    log_store_limit: int = _field(
-        8 * _KIB**3,
+    log_store_limit: int = _amount(
         "the most log the store keeps, all runs together; oldest finished runs' logs go first",
         "the server, `db prune`",
-        _quantity("a size such as 8GiB or 500MiB", _LOG_UNITS),
-        shown="8GiB",
+        "a size such as 8GiB or 500MiB",
+        _LOG_UNITS,
+        "8GiB",
     )
     log_retention: float | None = _field(
         None,
@@ -370,12 +380,12 @@ class Settings(BaseModel):
     job_path: str | None = _field(
         None, "the `PATH` that steps and deploy commands get", _RUNNERS, shown="the system's"
     )
-    limit_memory: int = _field(
-        16 * _KIB**3,
+    limit_memory: int = _amount(
         "memory of one sandboxed command and all it starts",
         _RUNNERS,
-        _quantity("a size such as 16G or 500M", _LIMIT_UNITS),
-        shown="16G",
+        "a size such as 16G or 500M",
+        _LIMIT_UNITS,
+        "16G",
     )
     limit_processes: int = _field(
         4096,
@@ -383,40 +393,36 @@ class Settings(BaseModel):
         _RUNNERS,
         _quantity("a whole number of processes", {"": 1}),
     )
-    limit_file_size: int = _field(
-        8 * _KIB**3,
+    limit_file_size: int = _amount(
         "the largest file pipeline code may write",
         _RUNNERS,
-        _quantity("a size such as 8G or 500M", _LIMIT_UNITS),
-        shown="8G",
+        "a size such as 8G or 500M",
+        _LIMIT_UNITS,
+        "8G",
     )
-    limit_tmp: int = _field(
-        _KIB**3,
+    limit_tmp: int = _amount(
         "a sandboxed command's private `/tmp` and `/dev/shm`",
         _RUNNERS,
-        _quantity("a size such as 1G or 500M", _LIMIT_UNITS),
-        shown="1G",
+        "a size such as 1G or 500M",
+        _LIMIT_UNITS,
+        "1G",
     )
-    limit_job_time: float = _field(
-        6 * 3600.0,
-        "the longest a job may run",
-        _RUNNERS,
-        _quantity("a time such as 6h, 30m or 90s", _TIME_UNITS, whole=False),
-        shown="6h",
+    limit_job_time: float = _amount(
+        "the longest a job may run", _RUNNERS, "a time such as 6h, 30m or 90s", _TIME_UNITS, "6h"
     )
-    limit_log: int = _field(
-        256 * _KIB**2,
+    limit_log: int = _amount(
         "the most output kept of one step; a pipeline cannot raise it",
         _RUNNERS,
-        _quantity("a size such as 256M or 1G", _LIMIT_UNITS),
-        shown="256M",
+        "a size such as 256M or 1G",
+        _LIMIT_UNITS,
+        "256M",
     )
-    limit_job_log: int = _field(
-        _KIB**3,
+    limit_job_log: int = _amount(
         "the most output kept of one job, all steps; a pipeline cannot raise it",
         _RUNNERS,
-        _quantity("a size such as 1GiB or 500MiB", _LOG_UNITS),
-        shown="1GiB",
+        "a size such as 1GiB or 500MiB",
+        _LOG_UNITS,
+        "1GiB",
     )
     cgroup: str = _field(
         "",

@@ -120,6 +120,16 @@ def print_listing(
         print_table(headers, [row(item) for item in found])
 
 
+def print_detail(
+    data: Mapping[str, Any], as_json: bool, show: Callable[[Mapping[str, Any]], None]
+) -> None:
+    """One thing (a run, a release, an incident) as JSON, or as ``show`` puts it for people."""
+    if as_json:
+        print_json(data)
+    else:
+        show(data)
+
+
 def duration(start: dt.datetime | None, end: dt.datetime | None) -> str:
     if start is None:
         return "-"

@@ -4,6 +4,7 @@ when CONVEYOR_URL is set (the server then carries the deployments out)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,13 @@ MARK = {
     "awaiting_approval": "?",
     "held": "?",
 }
+
+# Deployments and approvals are listed first by what ships where.
+_SHIPS = ["id", "service", "environment", "release"]
+
+
+def _ships(item: Mapping[str, Any]) -> list[str]:
+    return [str(item["id"]), item["service"], item["environment"], item["version"]]
 
 
 class Client:
@@ -152,12 +160,9 @@ def deployments(
     print_listing(
         found,
         as_json,
-        ["id", "service", "environment", "release", "kind", "status", "created", "reason"],
+        [*_SHIPS, "kind", "status", "created", "reason"],
         lambda d: [
-            str(d["id"]),
-            d["service"],
-            d["environment"],
-            d["version"],
+            *_ships(d),
             d["kind"],
             f"{MARK.get(d['status'], '…')} {d['status']}",
             when(d["created_at"]),
@@ -284,12 +289,9 @@ def approvals(show_all: bool, as_json: bool) -> None:
     print_listing(
         found,
         as_json,
-        ["id", "service", "environment", "release", "status", "approvals", "approvers", "deadline"],
+        [*_SHIPS, "status", "approvals", "approvers", "deadline"],
         lambda a: [
-            str(a["id"]),
-            a["service"],
-            a["environment"],
-            a["version"],
+            *_ships(a),
             a["status"] if a["kind"] == "approval" else f"{a['status']} (inconclusive)",
             f"{a['approved']}/{a['required']}",
             ", ".join(a["approvers"]),

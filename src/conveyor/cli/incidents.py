@@ -8,11 +8,12 @@ these commands are for what no alert saw, and for closing what a person fixed.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any
 
 import click
 
-from conveyor.cli.common import print_json, print_listing, print_table, when
+from conveyor.cli.common import print_detail, print_json, print_listing, print_table, when
 from conveyor.cli.delivery import Client, _service, incident_list
 from conveyor.spec.durations import DurationError, parse_duration
 
@@ -79,7 +80,7 @@ def _detail(client: Client, incident_id: int) -> dict[str, Any]:
     return incident_detail(client.store, incident_id)
 
 
-def _attributed(data: dict[str, Any]) -> str:
+def _attributed(data: Mapping[str, Any]) -> str:
     attribution = data.get("attribution") or {}
     how = attribution.get("how", "none")
     if data.get("deployment"):
@@ -93,13 +94,13 @@ def _attributed(data: dict[str, Any]) -> str:
     return f"attributed to {target}, {how}"
 
 
-def _restored_by(data: dict[str, Any]) -> str:
+def _restored_by(data: Mapping[str, Any]) -> str:
     """``by rollback deployment 13``, or ``when it was resolved`` (no rollback came first)."""
     by = data.get("restored_by")
     return "when it was resolved" if by in (None, "resolved") else f"by {by}"
 
 
-def _print(data: dict[str, Any]) -> None:
+def _print(data: Mapping[str, Any]) -> None:
     click.echo(
         f"incident {data['id']} · {data['service']} {data['environment'] or '-'} · "
         f"{data['status']} · {data['source']}"
@@ -245,11 +246,7 @@ def list_(service: str | None, open_only: bool, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def show(incident_id: int, as_json: bool) -> None:
     """One incident: its attribution (and why), recovery, and the alert behind it."""
-    data = _detail(Client(), incident_id)
-    if as_json:
-        print_json(data)
-        return
-    _print(data)
+    print_detail(_detail(Client(), incident_id), as_json, _print)
 
 
 @incident.command("ignored")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import click
 
 from conveyor.cli.backend import backend
-from conveyor.cli.common import STATUS_MARK, print_json, print_listing, when
+from conveyor.cli.common import STATUS_MARK, print_detail, print_listing, when
 
 
 @click.command()
@@ -35,10 +38,10 @@ def releases(service: str | None, limit: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def release(release_id: int, as_json: bool) -> None:
     """Show a release: commit, evidence (every job's outcome) and artifacts by digest."""
-    data = backend().release_detail(release_id)
-    if as_json:
-        print_json(data)
-        return
+    print_detail(backend().release_detail(release_id), as_json, _print_release)
+
+
+def _print_release(data: Mapping[str, Any]) -> None:
     click.echo(f"release {data['id']} · {data['service']} · from run {data['run']}")
     click.echo(f"  commit:  {data['sha']} {data['subject'] or ''}".rstrip())
     click.echo(f"  author:  {data['author'] or '-'}")

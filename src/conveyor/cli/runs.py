@@ -3,12 +3,13 @@ against the local store or, with CONVEYOR_URL set, a server."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import click
 
 from conveyor.cli.backend import backend
-from conveyor.cli.common import STATUS_MARK, duration, print_json, print_listing, when
+from conveyor.cli.common import STATUS_MARK, duration, print_detail, print_listing, when
 from conveyor.states import RunStatus
 
 run_id_argument = click.argument("run_id", type=int)
@@ -50,14 +51,10 @@ def _clip(text: str, width: int) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def show(run_id: int, as_json: bool) -> None:
     """Show a run: its commit, jobs, steps and artifacts."""
-    data = backend().run_detail(run_id)
-    if as_json:
-        print_json(data)
-        return
-    print_run(data)
+    print_detail(backend().run_detail(run_id), as_json, print_run)
 
 
-def print_run(data: dict[str, Any]) -> None:
+def print_run(data: Mapping[str, Any]) -> None:
     mark = STATUS_MARK.get(data["status"], "?")
     click.echo(f"run {data['id']} · {data['service']} · {mark} {data['status']}")
     if data["reason"]:

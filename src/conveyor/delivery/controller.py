@@ -358,7 +358,8 @@ class DeliveryController:
         await asyncio.to_thread(
             outcomes.record_placed, self.store, job.id, instance.state, instance.url
         )
-        outcome, detail = await self._check(job, target, bundle, instance, line)
+        env = _command_env(target, bundle, instance.url or "")
+        outcome, detail = await self._check(job, instance, env, bundle.root, line)
         if outcome is not Outcome.PASS:
             if not target.in_place and not switched:
                 await target.discard(instance)
@@ -373,7 +374,7 @@ class DeliveryController:
             url = target.endpoint(instance) or instance.url or ""
             result = await run_verify(
                 job.config.verify,
-                env={**target.ctx.env, **_release_env(bundle), "CONVEYOR_DEPLOY_URL": url},
+                env=_command_env(target, bundle, url),
                 cwd=bundle.root,
                 on_line=line,
                 sandbox=self.sandbox,
@@ -393,14 +394,10 @@ class DeliveryController:
         line(f"{bundle.version} is live in {job.environment}")
 
     async def _check(
-        self,
-        job: _Job,
-        target: Target,
-        bundle: ReleaseBundle,
-        instance: Instance,
-        line: DeploymentLog,
+        self, job: _Job, instance: Instance, env: dict[str, str], cwd: Path, line: DeploymentLog
     ) -> tuple[Outcome, str]:
-        """Health checks, and a person's decision if they were inconclusive."""
+        """Health checks (their commands run in ``cwd`` with ``env``), and a person's decision
+        if they were inconclusive."""
         if job.config.health is None:
             return Outcome.PASS, "no health checks"
         line(f"health checks against {instance.url}")
@@ -408,12 +405,8 @@ class DeliveryController:
         results = await run_health(
             job.config.health,
             base_url=instance.url,
-            env={
-                **target.ctx.env,
-                **_release_env(bundle),
-                "CONVEYOR_DEPLOY_URL": instance.url or "",
-            },
-            cwd=bundle.root,
+            env=env,
+            cwd=cwd,
             prometheus_url=self.prometheus_url,
             sandbox=self.sandbox,
         )
@@ -509,7 +502,7 @@ class DeliveryController:
             results = await run_health(
                 health,
                 base_url=target.endpoint(instance) or instance.url,
-                env={**target.ctx.env, **_release_env(bundle)},
+                env=_command_env(target, bundle),
                 cwd=bundle.root,
                 prometheus_url=self.prometheus_url,
                 sandbox=self.sandbox,
@@ -656,12 +649,11 @@ class DeliveryController:
         return [self._load(i) for i in ids if i is not None]
 
 
-def _release_env(bundle: ReleaseBundle) -> dict[str, str]:
-    return {
-        "CONVEYOR_RELEASE": bundle.version,
-        "CONVEYOR_RELEASE_ID": str(bundle.release_id),
-        "CONVEYOR_SHA": bundle.sha,
-    }
+def _command_env(target: Target, bundle: ReleaseBundle, url: str | None = None) -> dict[str, str]:
+    """What the commands of checks, verification and rollbacks get: the target's environment,
+    the release, and (for checks of a placed release) where it answers."""
+    where = {} if url is None else {"CONVEYOR_DEPLOY_URL": url}
+    return {**target.ctx.env, **bundle.variables(), **where}
 
 
 def _detail(results: list[CheckResult], outcome: Outcome) -> str:

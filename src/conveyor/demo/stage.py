@@ -4,7 +4,6 @@ it down again (the server, then the releases it started, which outlive it by des
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import shutil
 import signal
@@ -18,7 +17,8 @@ from pathlib import Path
 
 import httpx
 
-from conveyor.errors import ConveyorError
+from conveyor.errors import ConveyorError, listen_failure
+from conveyor.proc import supervised
 
 SAMPLE = Path(__file__).parent / "sample"
 SERVICE = "hello"
@@ -67,12 +67,9 @@ def choose_port(port: int) -> int:
         try:
             s.bind(("127.0.0.1", port))
         except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise DemoError(
-                    f"port {port} on 127.0.0.1 is already in use",
-                    hint="stop what listens there, or pass --port N (--port 0 picks a free one)",
-                ) from None
-            raise DemoError(f"cannot use port {port}: {exc.strerror or exc}") from None
+            remedy = "pass --port N (--port 0 picks a free one)"
+            message, hint = listen_failure(exc, "127.0.0.1", port, remedy)
+            raise DemoError(message, hint=hint) from None
         chosen: int = s.getsockname()[1]
         return chosen
 
@@ -181,10 +178,7 @@ class Server:
                 argv,
                 cwd=self.home.parent,
                 env=self.environment(),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+                **supervised(out),
             )
         deadline = time.monotonic() + SERVER_START_SECONDS
         with httpx.Client(timeout=1.0) as client:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from conveyor.edge.paths import EdgePaths, decode, encode
+from conveyor.proc import supervised
 from conveyor.targets.base import TargetError
 
 __all__ = ["EdgeClient", "EdgeUnreachable", "RemoteRoute", "edge_pid", "stop_edge"]
@@ -160,10 +161,7 @@ def start_detached(home: Path) -> None:
                 [sys.executable, "-m", "conveyor", "edge", "run"],
                 env=env,
                 cwd="/",
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+                **supervised(out),
             )
         )
 

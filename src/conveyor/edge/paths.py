@@ -27,29 +27,28 @@ PROTOCOL = 1
 _SOCKET_PATH_MAX = 100
 
 
+class _InFolder:
+    """A file of the edge's folder: ``EdgePaths(home).pid`` is ``home/edge/edge.pid``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, paths: EdgePaths, owner: type[EdgePaths]) -> Path:
+        return paths.folder / self.name
+
+
 @dataclass(frozen=True)
 class EdgePaths:
     home: Path
 
+    routes = _InFolder("routes.json")
+    pid = _InFolder("edge.pid")
+    lock = _InFolder("edge.lock")
+    log = _InFolder("edge.log")
+
     @property
     def folder(self) -> Path:
         return self.home / "edge"
-
-    @property
-    def routes(self) -> Path:
-        return self.folder / "routes.json"
-
-    @property
-    def pid(self) -> Path:
-        return self.folder / "edge.pid"
-
-    @property
-    def lock(self) -> Path:
-        return self.folder / "edge.lock"
-
-    @property
-    def log(self) -> Path:
-        return self.folder / "edge.log"
 
     @property
     def socket(self) -> Path:

@@ -48,6 +48,7 @@ class JobRecorder:
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         log_ceiling: int = LOG_STORE_DEFAULT,
     ) -> None:
+        self.store = store
         self.ref = ref
         self.token = token
         self.lease_seconds = lease_seconds
@@ -315,16 +316,9 @@ class StoreReporter:
     job was given to another runner meanwhile: StaleLease). Persist first: a step's end is
     never reported before it is recorded."""
 
-    def __init__(
-        self,
-        store: Store,
-        ref: JobRef,
-        token: int,
-        lease_seconds: float = DEFAULT_LEASE_SECONDS,
-        log_ceiling: int = LOG_STORE_DEFAULT,
-    ) -> None:
-        self.store = store
-        self.recorder = JobRecorder(store, ref, token, lease_seconds, log_ceiling)
+    def __init__(self, recorder: JobRecorder) -> None:
+        self.store = recorder.store
+        self.recorder = recorder
         self.lost_lines = 0
         self._lost_at: int | None = None
         self._failing = False

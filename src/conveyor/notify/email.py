@@ -14,13 +14,14 @@ import ssl
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
+from typing import Annotated
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from conveyor.extensions import Options
 from conveyor.notify.base import Notice, NotifyContext, NotifyError, notifier
-from conveyor.spec.fields import SmtpUrl, StrList, user_error
+from conveyor.spec.fields import SmtpUrl, StrList, at_least_one
 
 __all__ = [
     "DEFAULT_FROM",
@@ -36,16 +37,11 @@ __all__ = [
 class EmailNotifier(Options):
     """Send an email."""
 
-    to: StrList = Field(description="Recipients.")
+    to: Annotated[
+        StrList, at_least_one("no_recipients", "email needs at least one recipient in 'to'")
+    ] = Field(description="Recipients.")
     from_: str | None = Field(None, alias="from", description="Sender address.")
     smtp: SmtpUrl | None = Field(None, description="SMTP URL; default: the server's.")
-
-    @field_validator("to")
-    @classmethod
-    def _some_recipients(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise user_error("no_recipients", "email needs at least one recipient in 'to'")
-        return value
 
     def explain(self) -> str:
         return f"to {', '.join(self.to)}"
@@ -156,6 +152,20 @@ def _reply(code: int, message: bytes | str) -> str:
     return f"{code} {_one_line(text)}"[:300]
 
 
+# The failures _classify words from a template, most specific class first: (the class, what it
+# says, whether later could be better). {words}: the exception's most telling detail.
+_FAILURES: tuple[tuple[type[Exception], str, bool], ...] = (
+    (smtplib.SMTPNotSupportedError, "{where}: {exc}", False),
+    (smtplib.SMTPServerDisconnected, "{where} closed the connection: {exc}", True),
+    (smtplib.SMTPException, "{where}: {exc}", True),
+    (ssl.SSLCertVerificationError, "{where}: its TLS certificate is not trusted: {words}", False),
+    (ssl.SSLEOFError, "{where}: the TLS connection broke off: {exc}", True),
+    (ssl.SSLError, "{where}: TLS failed ({words}); is the port right for {tls}?", False),
+    (TimeoutError, "{where} did not answer in time", True),
+    (OSError, "could not reach {where}: {words}", True),
+)
+
+
 def _classify(exc: Exception, server: SmtpServer) -> NotifyError | None:
     """What went wrong, and whether later could be better: 4xx SMTP replies and network
     trouble are temporary; 5xx replies, failed logins and TLS misconfiguration are not."""
@@ -171,33 +181,23 @@ def _classify(exc: Exception, server: SmtpServer) -> NotifyError | None:
         return NotifyError(
             f"{where} refused the login: {_reply(exc.smtp_code, exc.smtp_error)}", retry=False
         )
-    if isinstance(exc, smtplib.SMTPNotSupportedError):
-        return NotifyError(f"{where}: {exc}", retry=False)
     if isinstance(exc, smtplib.SMTPResponseException):
         permanent = 500 <= exc.smtp_code < 600
         return NotifyError(
             f"{where} answered {_reply(exc.smtp_code, exc.smtp_error)}", retry=not permanent
         )
-    if isinstance(exc, smtplib.SMTPServerDisconnected):
-        return NotifyError(f"{where} closed the connection: {exc}", retry=True)
-    if isinstance(exc, smtplib.SMTPException):
-        return NotifyError(f"{where}: {exc}", retry=True)
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return NotifyError(
-            f"{where}: its TLS certificate is not trusted: {exc.verify_message}", retry=False
-        )
-    if isinstance(exc, ssl.SSLEOFError):
-        return NotifyError(f"{where}: the TLS connection broke off: {exc}", retry=True)
-    if isinstance(exc, ssl.SSLError):
-        return NotifyError(
-            f"{where}: TLS failed ({exc.reason or exc}); is the port right for "
-            f"{'smtps' if server.implicit_tls else 'STARTTLS'}?",
-            retry=False,
-        )
-    if isinstance(exc, TimeoutError):
-        return NotifyError(f"{where} did not answer in time", retry=True)
-    if isinstance(exc, OSError):
-        return NotifyError(f"could not reach {where}: {exc.strerror or exc}", retry=True)
+    for kind, message, retry in _FAILURES:
+        if isinstance(exc, kind):
+            words = getattr(exc, "verify_message", None) or getattr(exc, "reason", None)
+            return NotifyError(
+                message.format(
+                    where=where,
+                    exc=exc,
+                    words=words or getattr(exc, "strerror", None) or exc,
+                    tls="smtps" if server.implicit_tls else "STARTTLS",
+                ),
+                retry=retry,
+            )
     return None
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
-from conveyor.engine.job_reports import StoreReporter
+from conveyor.engine.job_reports import JobRecorder, StoreReporter
 from conveyor.engine.runs import JobRef, run_context
 from conveyor.plan import JobPlan, RunContext
 from conveyor.runner.executor import JobExecutor, RunnerSettings
@@ -33,7 +33,7 @@ class LocalRunner:
 
     async def launch(self, ref: JobRef, token: int, cancel: asyncio.Event) -> JobStatus:
         plan, context = self._load(ref)
-        reporter = StoreReporter(self.store, ref, token)
+        reporter = StoreReporter(JobRecorder(self.store, ref, token))
         # Each job gets only what its own env references, looked up for its own service.
         secrets = await asyncio.to_thread(for_job, self.store, context.service, plan)
         settings = dataclasses.replace(self.settings, secrets=secrets)

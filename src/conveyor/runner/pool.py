@@ -13,7 +13,7 @@ from sqlalchemy.exc import OperationalError
 
 from conveyor.aio import wake_loop
 from conveyor.engine.dispatch import DEFAULT_LEASE_SECONDS, Lease, lease_next
-from conveyor.engine.job_reports import StoreReporter
+from conveyor.engine.job_reports import JobRecorder, StoreReporter
 from conveyor.plan import JobPlan
 from conveyor.runner.executor import JobExecutor, RunnerSettings
 from conveyor.store.db import Store
@@ -89,7 +89,9 @@ class RunnerPool:
     async def _execute(self, lease: Lease) -> None:
         try:
             reporter = StoreReporter(
-                self.store, lease.ref, lease.token, self.lease_seconds, self.log_ceiling
+                JobRecorder(
+                    self.store, lease.ref, lease.token, self.lease_seconds, self.log_ceiling
+                )
             )
             plan = JobPlan.model_validate(lease.ref.plan)
             # Each job gets only what its own env references, looked up for its own service.

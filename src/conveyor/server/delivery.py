@@ -271,28 +271,28 @@ def _decide(
     return next(a for a in dq.list_approvals(store, pending_only=False) if a["id"] == approval_id)
 
 
-@router.post(
-    "/approvals/{approval_id}/approve",
-    tags=["approvals"],
-    response_model=schemas.ApprovalOut,
-    responses=errors(404, 409),
-)
-def approve(
-    request: Request, approval_id: int, body: DecisionIn, identity: Approver
-) -> dict[str, Any]:
-    return _decide(request, approval_id, identity, "approve", body.reason)
+def _decision_route(decision: str) -> None:
+    """``POST /approvals/{id}/<decision>``: approve and reject are the same route but for the
+    decision (and the route's name, which is the decision)."""
+
+    def endpoint(
+        request: Request, approval_id: int, body: DecisionIn, identity: Approver
+    ) -> dict[str, Any]:
+        return _decide(request, approval_id, identity, decision, body.reason)
+
+    router.add_api_route(
+        f"/approvals/{{approval_id}}/{decision}",
+        endpoint,
+        methods=["POST"],
+        name=decision,
+        tags=["approvals"],
+        response_model=schemas.ApprovalOut,
+        responses=errors(404, 409),
+    )
 
 
-@router.post(
-    "/approvals/{approval_id}/reject",
-    tags=["approvals"],
-    response_model=schemas.ApprovalOut,
-    responses=errors(404, 409),
-)
-def reject(
-    request: Request, approval_id: int, body: DecisionIn, identity: Approver
-) -> dict[str, Any]:
-    return _decide(request, approval_id, identity, "reject", body.reason)
+for _decision in ("approve", "reject"):
+    _decision_route(_decision)
 
 
 @router.post(

@@ -35,65 +35,61 @@ class SecretsIn(BaseModel):
     )
 
 
-def _store(request: Request) -> Store:
-    store: Store = request.app.state.conveyor.store
-    return store
+class _Secrets:
+    """What every route here acts on: the secrets of ``service``, of every environment or of
+    one (``?environment=``), for an admin whose token's limits are checked by ``allowed``."""
+
+    def __init__(
+        self, request: Request, service: str, identity: Admin, environment: Environment = None
+    ) -> None:
+        self.store: Store = request.app.state.conveyor.store
+        self.service = service
+        self.identity = identity
+        self.environment = environment
+        self.by = scoping.who(identity)
+
+    def allowed(self, *, write: bool) -> None:
+        scoping.check(self.identity, self.service, self.environment, action="manage the secrets of")
+        if write and self.environment is None and self.identity.environments:
+            # A service-wide secret reaches every environment, so setting one is not an act on
+            # the environments this caller is limited to only.
+            raise HTTPException(
+                403,
+                f"{self.by} is limited to {self.identity.limits()}: a service-wide "
+                "secret reaches every environment; give ?environment=",
+            )
+
+    def set(self, values: dict[str, str]) -> tuple[list[dict[str, Any]], bool]:
+        """Store ``values`` (all of them, or none); what was stored, and whether the service is
+        registered yet (secrets may be set before it is)."""
+        self.allowed(write=True)
+        done = vault.import_secrets(self.store, self.service, values, self.environment, self.by)
+        with self.store.session() as session:
+            found = session.scalar(select(Service.id).where(Service.name == self.service))
+        return done, found is not None
 
 
-def _allowed(identity: Identity, service: str, environment: str | None, write: bool) -> None:
-    scoping.check(identity, service, environment, action="manage the secrets of")
-    if write and environment is None and identity.environments:
-        # A service-wide secret reaches every environment, so setting one is not an act on
-        # the environments this caller is limited to only.
-        raise HTTPException(
-            403,
-            f"{scoping.who(identity)} is limited to {identity.limits()}: a service-wide "
-            "secret reaches every environment; give ?environment=",
-        )
-
-
-def _registered(store: Store, service: str) -> bool:
-    with store.session() as session:
-        return session.scalar(select(Service.id).where(Service.name == service)) is not None
+Secrets = Annotated[_Secrets, Depends()]
 
 
 @router.get("/services/{service}/secrets", response_model=list[schemas.SecretListed])
-def list_secrets(
-    request: Request, service: str, identity: Admin, environment: Environment = None
-) -> list[dict[str, Any]]:
+def list_secrets(secrets: Secrets) -> list[dict[str, Any]]:
     """Names, scopes and times; never a value."""
-    _allowed(identity, service, environment, write=False)
-    return vault.list_secrets(_store(request), service, environment)
+    secrets.allowed(write=False)
+    return vault.list_secrets(secrets.store, secrets.service, secrets.environment)
 
 
 @router.put("/services/{service}/secrets", response_model=schemas.SecretsSet)
-def set_secrets(
-    request: Request,
-    service: str,
-    body: SecretsIn,
-    identity: Admin,
-    environment: Environment = None,
-) -> dict[str, Any]:
+def set_secrets(body: SecretsIn, secrets: Secrets) -> dict[str, Any]:
     """Set several secrets at once (an import): all of them, or none."""
-    _allowed(identity, service, environment, write=True)
-    store = _store(request)
-    done = vault.import_secrets(store, service, body.values, environment, scoping.who(identity))
-    return {"secrets": done, "registered": _registered(store, service)}
+    done, registered = secrets.set(body.values)
+    return {"secrets": done, "registered": registered}
 
 
 @router.put("/services/{service}/secrets/{name}", response_model=schemas.SecretStored)
-def set_secret(
-    request: Request,
-    service: str,
-    name: str,
-    body: SecretIn,
-    identity: Admin,
-    environment: Environment = None,
-) -> dict[str, Any]:
-    _allowed(identity, service, environment, write=True)
-    store = _store(request)
-    done = vault.set_secret(store, service, name, body.value, environment, scoping.who(identity))
-    return done | {"registered": _registered(store, service)}
+def set_secret(name: str, body: SecretIn, secrets: Secrets) -> dict[str, Any]:
+    done, registered = secrets.set({name: body.value})
+    return done[0] | {"registered": registered}
 
 
 @router.delete(
@@ -101,9 +97,8 @@ def set_secret(
     response_model=schemas.SecretRemoved,
     responses=errors(404),
 )
-def remove_secret(
-    request: Request, service: str, name: str, identity: Admin, environment: Environment = None
-) -> dict[str, Any]:
-    _allowed(identity, service, environment, write=True)
-    vault.remove_secret(_store(request), service, name, environment, scoping.who(identity))
-    return {"service": service, "environment": environment, "name": name, "removed": True}
+def remove_secret(name: str, secrets: Secrets) -> dict[str, Any]:
+    secrets.allowed(write=True)
+    vault.remove_secret(secrets.store, secrets.service, name, secrets.environment, secrets.by)
+    where = {"service": secrets.service, "environment": secrets.environment}
+    return where | {"name": name, "removed": True}

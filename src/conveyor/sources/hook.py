@@ -32,6 +32,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from conveyor.errors import ConveyorError, GitError
+from conveyor.git import run_git_clean
 from conveyor.sources import hookscript
 from conveyor.sources.intake import record_change
 from conveyor.sources.mirror import is_local
@@ -83,15 +84,7 @@ class Installed:
 
 
 def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    return subprocess.run(
-        ["git", "-C", str(repo), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
+    return run_git_clean("-C", str(repo), *args)
 
 
 def locate(repo: Path) -> GitRepository:

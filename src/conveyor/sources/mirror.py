@@ -4,12 +4,11 @@ found in a webhook payload)."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 from pathlib import Path
 
 from conveyor.errors import GitError
+from conveyor.git import run_git_clean
 
 FETCH_TIMEOUT = 300
 
@@ -19,17 +18,8 @@ def is_local(repository: str) -> bool:
 
 
 def _git(*args: str, cwd: Path | None = None) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    env["GIT_TERMINAL_PROMPT"] = "0"
-    result = subprocess.run(
-        ["git", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=FETCH_TIMEOUT,
-        check=False,
-    )
+    where = ("-C", str(cwd)) if cwd is not None else ()
+    result = run_git_clean(*where, *args, timeout=FETCH_TIMEOUT)
     if result.returncode != 0:
         raise GitError(f"git {args[0]} failed: {result.stderr.strip() or result.stdout.strip()}")
 

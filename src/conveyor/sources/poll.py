@@ -11,13 +11,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-import os
 import subprocess
 from pathlib import Path
 
 from sqlalchemy import select
 
 from conveyor.errors import GitError
+from conveyor.git import run_git_clean
 from conveyor.sources.intake import ZERO_SHA, record_change
 from conveyor.store.db import Store
 from conveyor.store.models import Delivery, Service, utcnow
@@ -31,17 +31,9 @@ DELIVERY_MAX = 200
 
 def ls_remote(url: str, timeout: float = LS_REMOTE_TIMEOUT) -> dict[str, str]:
     """{branch: sha} of the repository at `url` (a URL or a local path)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    env["GIT_TERMINAL_PROMPT"] = "0"
     try:
-        result = subprocess.run(
-            ["git", "-c", "protocol.ext.allow=never", "ls-remote", "--heads", "--", url],
-            capture_output=True,
-            text=True,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            timeout=timeout,
-            check=False,
+        result = run_git_clean(
+            "-c", "protocol.ext.allow=never", "ls-remote", "--heads", "--", url, timeout=timeout
         )
     except subprocess.TimeoutExpired:
         raise GitError(f"git ls-remote {url} did not answer within {timeout:g}s") from None

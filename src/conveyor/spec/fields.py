@@ -193,14 +193,24 @@ def number_or_text(
 
 _STRINGY = {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}]}
 
+
+def duration_schema(
+    bound: dict[str, object], more: str, *, also: tuple[dict[str, object], ...] = ()
+) -> WithJsonSchema:
+    """The JSON Schema of a pipeline duration: seconds within ``bound`` (a JSON Schema minimum),
+    or text such as ``30s``; ``more`` ends the description."""
+    return number_or_text(
+        {"type": "number", **bound},
+        DURATION_PATTERN,
+        f"A duration: seconds, or {DURATION_HELP}{more}",
+        also=also,
+    )
+
+
 Duration = Annotated[
     float,
     BeforeValidator(_duration),
-    number_or_text(
-        {"type": "number", "exclusiveMinimum": 0},
-        DURATION_PATTERN,
-        f"A duration: seconds, or {DURATION_HELP} (also 500ms, 1h30m, 2d).",
-    ),
+    duration_schema({"exclusiveMinimum": 0}, " (also 500ms, 1h30m, 2d)."),
 ]
 Size = Annotated[
     int, BeforeValidator(_size), number_or_text({"type": "integer", "minimum": 1}, SIZE_PATTERN)
@@ -210,6 +220,19 @@ StrList = Annotated[
     BeforeValidator(one_or_many),
     WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}),
 ]
+
+
+def at_least_one(kind: str, message: str) -> AfterValidator:
+    """For a list that must name something (recipients, approvers): ``message`` if it is empty."""
+
+    def check(value: list[str]) -> list[str]:
+        if not value:
+            raise user_error(kind, message)
+        return value
+
+    return AfterValidator(check)
+
+
 EnvVarName = Annotated[
     str, _Matching(ENV_VAR_PATTERN, "environment variable name", "use letters, digits and '_'")
 ]

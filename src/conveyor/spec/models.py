@@ -1,6 +1,6 @@
 """Typed models of `conveyor.yml` (pydantic v2); the field types live in `fields`."""
 
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -37,6 +37,7 @@ from conveyor.spec.fields import (
     StrList,
     TargetName,
     Tier,
+    at_least_one,
     one_or_many,
     user_error,
 )
@@ -152,7 +153,9 @@ def _first_line(command: str) -> str:
 class Approval(_Model):
     """A person must approve before the deployment starts."""
 
-    approvers: StrList = Field(description="Users or groups who may approve.")
+    approvers: Annotated[
+        StrList, at_least_one("no_approvers", "approval needs at least one approver")
+    ] = Field(description="Users or groups who may approve.")
     required: int = Field(1, ge=1, description="How many distinct approvals are needed.")
     self_approval: bool = Field(
         False, description="Whether the author or pusher of the change may approve it."
@@ -161,13 +164,6 @@ class Approval(_Model):
     on_timeout: Literal["reject", "approve"] = Field(
         "reject", description="What happens when nobody decided within `timeout`."
     )
-
-    @field_validator("approvers")
-    @classmethod
-    def _some_approvers(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise user_error("no_approvers", "approval needs at least one approver")
-        return value
 
 
 class Deploy(_Model):

@@ -101,6 +101,15 @@ class ReleaseBundle:
         """A short, unique, human name for the release: ``r<id>-<sha7>``."""
         return f"r{self.release_id}-{self.sha[:7]}"
 
+    def variables(self) -> dict[str, str]:
+        """What every command of a deployment is told of the release (checks, verification,
+        the user's own deploy and rollback commands, on this machine or over SSH)."""
+        return {
+            "CONVEYOR_RELEASE": self.version,
+            "CONVEYOR_RELEASE_ID": str(self.release_id),
+            "CONVEYOR_SHA": self.sha,
+        }
+
 
 class Route(Protocol):
     """An environment's stable port, forwarding each new connection to one upstream port."""

@@ -134,9 +134,7 @@ class CommandTarget(Target):
         env = self._base_env()
         env.update(
             {
-                "CONVEYOR_RELEASE": bundle.version,
-                "CONVEYOR_RELEASE_ID": str(bundle.release_id),
-                "CONVEYOR_SHA": bundle.sha,
+                **bundle.variables(),
                 "CONVEYOR_RELEASE_DIR": str(bundle.root),
                 "CONVEYOR_IMAGES": " ".join(bundle.images),
                 "CONVEYOR_IMAGE": bundle.images[0] if bundle.images else "",

@@ -12,8 +12,8 @@ from typing import Annotated
 
 from pydantic import BeforeValidator, Field, ValidationInfo
 
-from conveyor.spec.durations import DURATION_HELP, DURATION_PATTERN, DurationError, parse_duration
-from conveyor.spec.fields import number_or_text, user_error
+from conveyor.spec.durations import DurationError, parse_duration
+from conveyor.spec.fields import duration_schema, user_error
 from conveyor.spec.problems import describe
 
 __all__ = ["Command", "DurationOrZero", "Flag", "Port", "Seconds", "Strings", "Text"]
@@ -75,12 +75,7 @@ Port = Annotated[Annotated[int, Field(ge=1, le=65535)] | None, BeforeValidator(_
 DurationOrZero = Annotated[
     float,
     BeforeValidator(_duration_or_zero),
-    number_or_text(
-        {"type": "number", "minimum": 0},
-        DURATION_PATTERN,
-        f"A duration: seconds, or {DURATION_HELP}; 0 for none.",
-        also=({"const": "0"},),
-    ),
+    duration_schema({"minimum": 0}, "; 0 for none.", also=({"const": "0"},)),
 ]
 #: A positive number of seconds (not a duration string).
 Seconds = Annotated[float, Field(gt=0), BeforeValidator(_seconds)]

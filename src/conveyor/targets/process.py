@@ -27,7 +27,13 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from conveyor.proc import kill_process_group, process_alive, process_start_time, terminate_group
+from conveyor.proc import (
+    kill_process_group,
+    process_alive,
+    process_start_time,
+    supervised,
+    terminate_group,
+)
 from conveyor.spec.fields import Duration
 from conveyor.targets.base import (
     Instance,
@@ -249,12 +255,7 @@ class ProcessTarget(ProxiedTarget[ProcessOptions]):
             try:
                 # Into its control group before it runs (a release's group outlives the server,
                 # as the release does; an empty one is swept later).
-                child = launch.popen(
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+                child = launch.popen(**supervised(log))
             except OSError as exc:
                 raise TargetError(f"cannot run the start command: {exc.strerror or exc}") from exc
         started_at = time.monotonic()

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 
+from conveyor.errors import listen_failure
 from conveyor.targets.base import TargetError
 
 __all__ = ["LocalRoute", "Proxy"]
@@ -95,14 +95,9 @@ class Proxy:
                 self._handle, self._host, self._port, limit=_CHUNK
             )
         except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise TargetError(
-                    f"port {self._port} on {self._host} is already in use",
-                    hint="stop what listens there, or set another `port` in the deploy section",
-                ) from exc
-            raise TargetError(
-                f"cannot listen on {self._host}:{self._port}: {exc.strerror or exc}"
-            ) from exc
+            remedy = "set another `port` in the deploy section"
+            message, hint = listen_failure(exc, self._host, self._port, remedy)
+            raise TargetError(message, hint=hint) from exc
 
     async def switch(self, upstream_port: int, drain_timeout: float = 10.0) -> None:
         """Send new connections to ``upstream_port``, then wait (at most ``drain_timeout``

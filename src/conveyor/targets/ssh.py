@@ -865,7 +865,7 @@ class SshTarget(Target):
         """The user's command as written, in ``cwd``, after quoted exports: sshd accepts no
         environment from us (no AcceptEnv), so the variables travel in the command."""
         env = {k: v for k, v in self.ctx.env.items() if k.startswith("CONVEYOR_")}
-        env.update(bundle.variables() if isinstance(bundle, _Previous) else _variables(bundle))
+        env.update(bundle.variables())
         env["CONVEYOR_RELEASE_DIR"] = run.remote.spec.release(bundle.version)
         env["CONVEYOR_HOST"] = run.remote.label
         if run.previous and run.previous != bundle.version:
@@ -903,14 +903,6 @@ class _Previous:
         if found:
             env["CONVEYOR_RELEASE_ID"] = found[1]
         return env
-
-
-def _variables(bundle: ReleaseBundle) -> dict[str, str]:
-    return {
-        "CONVEYOR_RELEASE": bundle.version,
-        "CONVEYOR_RELEASE_ID": str(bundle.release_id),
-        "CONVEYOR_SHA": bundle.sha,
-    }
 
 
 def _release_of(link: str | None) -> str | None:

@@ -46,6 +46,12 @@ def _release(release: Release | None) -> dict[str, Any] | None:
     }
 
 
+def _state_of(env: EnvironmentState | None, **fields: str) -> dict[str, Any]:
+    """``{key: env.<attribute>}`` for each ``key=attribute``; all None for an environment never
+    deployed to (no state yet)."""
+    return {key: getattr(env, name) if env is not None else None for key, name in fields.items()}
+
+
 def _health(env: EnvironmentState | None, last: Deployment | None) -> dict[str, Any]:
     """What a person wants to know first: is it serving well, and what happened last."""
     if env is not None and env.healthy is not None:
@@ -55,10 +61,8 @@ def _health(env: EnvironmentState | None, last: Deployment | None) -> dict[str, 
     checks = list(last.checks) if last is not None else []
     return {
         "state": state,
-        "healthy": env.healthy if env is not None else None,
         # The monitor's last look at what serves, and what it saw.
-        "checked_at": env.checked_at if env is not None else None,
-        "detail": env.health_detail if env is not None else None,
+        **_state_of(env, healthy="healthy", checked_at="checked_at", detail="health_detail"),
         "last_deployment": None
         if last is None
         else {
@@ -170,12 +174,10 @@ def overview(store: Store) -> dict[str, Any]:
                         "tier": env.tier if env is not None else (config.tier if config else None),
                         "after": config.after if config is not None else None,
                         "release": _release(current),
-                        "since": env.since if env is not None else None,
-                        "url": env.url if env is not None else None,
+                        **_state_of(env, since="since", url="url"),
                         "health": _health(env, last),
                         "held": bool(env is not None and env.held),
-                        "held_by": env.held_by if env is not None else None,
-                        "hold_reason": env.hold_reason if env is not None else None,
+                        **_state_of(env, held_by="held_by", hold_reason="hold_reason"),
                         "in_progress": None
                         if underway is None
                         else {

@@ -25,6 +25,7 @@ def store(tmp_path: Path, database_url: str) -> Iterator[Store]:
 
 def connector(store: Store, name: str, yaml_text: str) -> Configured:
     """Write the connectors file (connectors.yml in the data directory) and read it back."""
+    store.home.mkdir(parents=True, exist_ok=True)
     (store.home / "connectors.yml").write_text(yaml_text, encoding="utf-8")
     return configured(store)[name]
 

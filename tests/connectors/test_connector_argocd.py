@@ -11,7 +11,7 @@ from conveyor.store.db import Store
 from tests.connectors.conftest import at, changes, connector, deployments
 from tests.connectors.fake import FakeApi, Reply, fixture, serving
 
-TOKEN = "eyJhbGciOiJIUzI1NiJ9.recorded"  # noqa: S105 (a recorded test token)
+TOKEN = "eyJhbGciOiJIUzI1NiJ9.recorded"
 
 
 def test_history_and_failed_syncs_become_deployments_once_each(store: Store) -> None:

@@ -14,7 +14,7 @@ from conveyor.store.db import Store
 from tests.connectors.conftest import at, connector, incidents
 from tests.connectors.fake import FakeApi, Reply, Request, fixture, serving
 
-PD_TOKEN = "u+recorded0123456789"  # noqa: S105 (a recorded test token)
+PD_TOKEN = "u+recorded0123456789"
 OG_KEY = "eb243592-faa2-4ba2-a551q-1afdf565c889"
 
 

@@ -51,6 +51,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "dora": ("conveyor.cli.dora", "dora", "The five DORA metrics, explained."),
     "incident": ("conveyor.cli.incidents", "incident", "Incidents: open, resolve, list."),
     "import": ("conveyor.cli.imports", "import_history", "Import deployment/incident history."),
+    "connectors": (
+        "conveyor.cli.connectors",
+        "connectors",
+        "Pull deployments/incidents from other tools: list, sync, secret.",
+    ),
 }
 
 

@@ -41,6 +41,7 @@ from conveyor.secrets import Secrets
 from conveyor.server import (
     alerts,
     delivery,
+    deployment_intake,
     dora,
     hooks,
     imports,
@@ -329,6 +330,7 @@ API_ROUTERS = (
     dora.router,
     alerts.router,
     imports.router,
+    deployment_intake.router,
     hooks.router,
     runners.router,
     pipeline_secrets.router,

@@ -9,7 +9,14 @@ from pydantic import Field
 
 from conveyor.server.schemas.common import Schema
 
-__all__ = ["HookAnswer", "HookToken", "ImportCounts", "ImportIncidents", "ImportSummary"]
+__all__ = [
+    "DeploymentTaken",
+    "HookAnswer",
+    "HookToken",
+    "ImportCounts",
+    "ImportIncidents",
+    "ImportSummary",
+]
 
 
 class ImportCounts(Schema):
@@ -49,3 +56,16 @@ class HookToken(Schema):
     name: str
     services: list[str] = Field(description="The services it may trigger.")
     revoked: str | None = Field(description="The name of the hook token it replaced, if any.")
+
+
+class DeploymentTaken(Schema):
+    """A deployment received by the live intake (server/deployment_intake.py)."""
+
+    status: Literal["created", "present"] = Field(
+        description="created: recorded now (201); present: received before (200)."
+    )
+    service: str
+    environment: str
+    id: str = Field(description="Its id in the system that made it.")
+    result: Literal["succeeded", "failed", "rolled_back"]
+    changes: int = Field(description="Commits recorded with it (0 when present).")

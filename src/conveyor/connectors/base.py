@@ -224,6 +224,27 @@ def later(a: str | None, b: str | None) -> str | None:
     return a if time_of(a, "cursor") >= time_of(b, "cursor") else b
 
 
+def raw_commits(
+    api: Api,
+    previous: str | None,
+    sha: str,
+    compare: tuple[str, Mapping[str, Any]],
+    single: str,
+    what: str,
+) -> list[dict[str, Any]]:
+    """The commits (as the forge writes them) a deployment of ``sha`` brought: from the
+    ``compare`` request (path, params) since the environment's previous successful commit, or
+    ``sha`` alone (the ``single`` commit request) for the first; none when it is the same."""
+    if previous == sha:
+        return []
+    if previous:
+        return items(api.get(*compare)[0], "commits", f"{what} compare")
+    one = api.get(single)[0]
+    if not isinstance(one, dict):
+        raise ConnectorError(f"{what} commit {sha}: expected an object")
+    return [one]
+
+
 def commit(sha: str, committed_at: str, authored_at: str | None = None) -> dict[str, Any]:
     found: dict[str, Any] = {"sha": sha, "committed_at": committed_at}
     if authored_at is not None:
@@ -231,36 +252,52 @@ def commit(sha: str, committed_at: str, authored_at: str | None = None) -> dict[
     return found
 
 
-def incident(
-    service: str,
-    id_: str,
-    opened_at: dt.datetime,
-    resolved_at: dt.datetime | None,
-    environment: str | None,
-    title: str | None,
-) -> dict[str, Any]:
-    found: dict[str, Any] = {"kind": "incident", "service": service, "id": id_}
-    found["opened_at"] = text(opened_at)
-    if resolved_at is not None:
-        found["resolved_at"] = text(max(resolved_at, opened_at))
-    if environment is not None:
-        found["environment"] = environment
-    if title:
-        found["title"] = title
-    return found
+@dataclass
+class Incidents:
+    """The incidents of one pull, and where the next pull starts: at the oldest one still open
+    (asked for again until it is resolved, when the import resolves it), else at the newest one
+    seen (asked for again: one opened in that same second is not lost)."""
 
+    found: Pull
+    since: str
+    seen: set[str] = field(default_factory=set)
+    opened: list[dt.datetime] = field(default_factory=list)
+    still_open: list[dt.datetime] = field(default_factory=list)
 
-def incidents_since(
-    previous: str | None, opened: list[dt.datetime], still_open: list[dt.datetime]
-) -> str | None:
-    """Where the next pull of incidents starts: at the oldest one still open (asked for again
-    until it is resolved, when the import resolves it), else at the newest one seen (asked for
-    again: one opened in that same second is not lost)."""
-    if still_open:
-        return text(min(still_open))
-    if opened:
-        return later(previous, text(max(opened)))
-    return previous
+    def add(
+        self,
+        service: str,
+        id_: str,
+        opened_at: dt.datetime,
+        resolved_at: dt.datetime | None,
+        environment: str | None,
+        title: str | None,
+    ) -> None:
+        """One incident; the same one listed twice (pages shift while they are read) once."""
+        if id_ in self.seen:
+            return
+        self.seen.add(id_)
+        self.opened.append(opened_at)
+        record: dict[str, Any] = {"kind": "incident", "service": service, "id": id_}
+        record["opened_at"] = text(opened_at)
+        if resolved_at is None:
+            self.still_open.append(opened_at)
+        else:
+            record["resolved_at"] = text(max(resolved_at, opened_at))
+        if environment is not None:
+            record["environment"] = environment
+        if title:
+            record["title"] = title
+        self.found.records.append(record)
+
+    def done(self) -> Pull:
+        if self.still_open:
+            self.found.cursor["since"] = text(min(self.still_open))
+        elif self.opened:
+            self.found.cursor["since"] = later(self.since, text(max(self.opened)))
+        else:
+            self.found.cursor["since"] = self.since
+        return self.found
 
 
 def first_since(days: int) -> dt.datetime:

@@ -31,13 +31,13 @@ from pydantic import Field
 
 from conveyor.connectors.base import (
     Api,
-    ConnectorError,
     ConnectorOptions,
     Name,
     Pull,
     commit,
     connector,
     items,
+    raw_commits,
     text,
     time_of,
 )
@@ -125,10 +125,7 @@ def _deployments(api: Api, options: GitHubConnector, found: Pull, shas: dict[str
             finished=final.get("created_at"),
             result=result,
         )
-        if result == "succeeded":
-            record["commits"] = commits(api, options.repository, chain.get(environment), sha)
-            chain[environment] = sha
-        found.records.append(record)
+        found.records.append(_with_commits(api, options, record, chain))
         if not blocked and result == "succeeded":
             shas[environment] = sha
     found.cursor["deployment"] = done_up_to
@@ -164,10 +161,7 @@ def _runs(api: Api, options: GitHubConnector, found: Pull, shas: dict[str, str])
             finished=run.get("updated_at"),
             result=result,
         )
-        if result == "succeeded":
-            record["commits"] = commits(api, options.repository, shas.get(environment), sha)
-            shas[environment] = sha
-        found.records.append(record)
+        found.records.append(_with_commits(api, options, record, shas))
     times = [time_of(r.get("created_at"), "created_at") for r in (going or runs)]
     if times:
         # Runs still going hold the cursor back to the oldest of them; else the newest seen
@@ -200,20 +194,30 @@ def _record(
     }
 
 
+def _with_commits(
+    api: Api, options: GitHubConnector, record: dict[str, Any], shas: dict[str, str]
+) -> dict[str, Any]:
+    """A successful deployment with the commits it brought; ``shas`` (the last successful
+    commit of each environment) moves on to it."""
+    if record["status"] == "succeeded":
+        environment, sha = record["environment"], record["commit"]
+        record["commits"] = commits(api, options.repository, shas.get(environment), sha)
+        shas[environment] = sha
+    return record
+
+
 def commits(api: Api, repository: str, previous: str | None, sha: str) -> list[dict[str, Any]]:
     """The commits a deployment of ``sha`` brought: those since the environment's previous
     successful commit, or ``sha`` alone for the first."""
     repo = f"/repos/{repository}"
-    if previous == sha:
-        return []
-    if previous:
-        data = api.get(f"{repo}/compare/{previous}...{sha}", {"per_page": 250})[0]
-        listed = items(data, "commits", "GitHub compare")
-    else:
-        one = api.get(f"{repo}/commits/{sha}")[0]
-        if not isinstance(one, dict):
-            raise ConnectorError(f"GitHub commit {sha}: expected an object")
-        listed = [one]
+    listed = raw_commits(
+        api,
+        previous,
+        sha,
+        (f"{repo}/compare/{previous}...{sha}", {"per_page": 250}),
+        f"{repo}/commits/{sha}",
+        "GitHub",
+    )
     found = []
     for entry in listed:
         info = entry.get("commit") or {}

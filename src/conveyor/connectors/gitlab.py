@@ -26,7 +26,6 @@ from pydantic import Field
 
 from conveyor.connectors.base import (
     Api,
-    ConnectorError,
     ConnectorOptions,
     Name,
     Pull,
@@ -34,6 +33,7 @@ from conveyor.connectors.base import (
     connector,
     items,
     later,
+    raw_commits,
     text,
     time_of,
 )
@@ -113,16 +113,14 @@ def _record(
 
 
 def commits(api: Api, project: str, previous: str | None, sha: str) -> list[dict[str, Any]]:
-    if previous == sha:
-        return []
-    if previous:
-        data = api.get(f"{project}/repository/compare", {"from": previous, "to": sha})[0]
-        listed = items(data, "commits", "GitLab compare")
-    else:
-        one = api.get(f"{project}/repository/commits/{sha}")[0]
-        if not isinstance(one, dict):
-            raise ConnectorError(f"GitLab commit {sha}: expected an object")
-        listed = [one]
+    listed = raw_commits(
+        api,
+        previous,
+        sha,
+        (f"{project}/repository/compare", {"from": previous, "to": sha}),
+        f"{project}/repository/commits/{sha}",
+        "GitLab",
+    )
     return [
         commit(
             str(c.get("id")),

@@ -6,7 +6,7 @@ Request (Opsgenie Alert API v2, ``Authorization: GenieKey <key>``): ``GET /v2/al
 (``closeTime``: milliseconds from creation to close); ``paging.next`` is there while more
 follow. The connector adds ``createdAt>=<epoch milliseconds>`` to the query.
 
-Incremental: the cursor holds where the next pull starts (base.incidents_since): an alert
+Incremental: the cursor holds where the next pull starts (base.Incidents): an alert
 still open is asked for again until it is closed, and then resolved by the import.
 """
 
@@ -21,12 +21,11 @@ from pydantic import Field
 from conveyor.connectors.base import (
     Api,
     ConnectorOptions,
+    Incidents,
     Name,
     Pull,
     connector,
     first_since,
-    incident,
-    incidents_since,
     items,
     text,
     time_of,
@@ -50,27 +49,22 @@ def api(options: OpsgenieConnector, token: str | None) -> Api:
 
 
 def pull(api: Api, options: OpsgenieConnector, cursor: Mapping[str, Any]) -> Pull:
-    found = Pull(cursor=dict(cursor))
     since = cursor.get("since") or text(first_since(options.first_days))
     millis = int(time_of(since, "cursor").timestamp() * 1000)
     query = f"createdAt>={millis}"
     if options.query.strip():
         query = f"({options.query.strip()}) AND {query}"
     params = {"query": query, "sort": "createdAt", "order": "asc"}
-    seen: set[str] = set()
-    opened: list[dt.datetime] = []
-    still_open: list[dt.datetime] = []
+    found = Incidents(Pull(cursor=dict(cursor)), since)
     pages = api.offset_pages(
         "/v2/alerts", params, PAGE, lambda page: bool((page.get("paging") or {}).get("next"))
     )
     for page in pages:
         for alert in items(page, "data", "Opsgenie alerts"):
             id_ = str(alert.get("id") or "")
-            if not id_ or id_ in seen:
+            if not id_:
                 continue
-            seen.add(id_)
             created = time_of(alert.get("createdAt"), f"alert {id_}: createdAt")
-            opened.append(created)
             resolved = None
             if alert.get("status") == "closed":
                 close_ms = (alert.get("report") or {}).get("closeTime")
@@ -79,20 +73,9 @@ def pull(api: Api, options: OpsgenieConnector, cursor: Mapping[str, Any]) -> Pul
                     if isinstance(close_ms, int)
                     else time_of(alert.get("updatedAt"), f"alert {id_}: updatedAt")
                 )
-            else:
-                still_open.append(created)
-            found.records.append(
-                incident(
-                    options.service,
-                    id_,
-                    created,
-                    resolved,
-                    options.environment,
-                    alert.get("message"),
-                )
-            )
-    found.cursor["since"] = incidents_since(since, opened, still_open)
-    return found
+            message = alert.get("message")
+            found.add(options.service, id_, created, resolved, options.environment, message)
+    return found.done()
 
 
 EXTENSION = connector(

@@ -8,7 +8,7 @@ months: a first pull looks ``first_days`` back), each with ``id``, ``title``, ``
 accounts; else ``last_status_change_at`` of a resolved one) and ``service.id``; the page says
 whether ``more`` follow.
 
-Incremental: the cursor holds where the next pull starts (base.incidents_since): an incident
+Incremental: the cursor holds where the next pull starts (base.Incidents): an incident
 still open is asked for again until it is resolved, and then resolved by the import.
 """
 
@@ -23,12 +23,11 @@ from pydantic import Field
 from conveyor.connectors.base import (
     Api,
     ConnectorOptions,
+    Incidents,
     Name,
     Pull,
     connector,
     first_since,
-    incident,
-    incidents_since,
     items,
     text,
     time_of,
@@ -58,7 +57,6 @@ def api(options: PagerDutyConnector, token: str | None) -> Api:
 
 
 def pull(api: Api, options: PagerDutyConnector, cursor: Mapping[str, Any]) -> Pull:
-    found = Pull(cursor=dict(cursor))
     since = cursor.get("since") or text(first_since(options.first_days))
     params = {
         "since": since,
@@ -66,30 +64,21 @@ def pull(api: Api, options: PagerDutyConnector, cursor: Mapping[str, Any]) -> Pu
         "service_ids[]": sorted(options.services),
         "time_zone": "UTC",
     }
-    seen: set[str] = set()
-    opened: list[dt.datetime] = []
-    still_open: list[dt.datetime] = []
+    found = Incidents(Pull(cursor=dict(cursor)), since)
     pages = api.offset_pages("/incidents", params, PAGE, lambda page: bool(page.get("more")))
     for page in pages:
         for entry in items(page, "incidents", "PagerDuty incidents"):
             id_ = str(entry.get("id") or "")
             service = options.services.get(str((entry.get("service") or {}).get("id")))
-            if not id_ or id_ in seen or service is None:
+            if not id_ or service is None:
                 continue
-            seen.add(id_)
             created = time_of(entry.get("created_at"), f"incident {id_}: created_at")
-            opened.append(created)
             resolved = None
             if entry.get("status") == "resolved":
                 when = entry.get("resolved_at") or entry.get("last_status_change_at")
                 resolved = time_of(when, f"incident {id_}: resolved_at")
-            else:
-                still_open.append(created)
-            found.records.append(
-                incident(service, id_, created, resolved, options.environment, entry.get("title"))
-            )
-    found.cursor["since"] = incidents_since(since, opened, still_open)
-    return found
+            found.add(service, id_, created, resolved, options.environment, entry.get("title"))
+    return found.done()
 
 
 EXTENSION = connector(

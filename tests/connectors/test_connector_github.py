@@ -186,3 +186,25 @@ def test_workflow_runs_are_deployments_pulled_from_where_the_last_pull_stopped(
         assert api.asked(path)[1].param("created") == ">=2024-05-02T09:00:00Z"
         assert second.imported["deployments"]["added"] == 1
         assert changes(store, "i:shop:run-30") == [(sha(3), at("2024-05-02T08:00:00Z"))]
+
+
+def test_environments_not_mapped_are_skipped_without_asking_for_their_statuses(
+    store: Store,
+) -> None:
+    with serving(github({"103": "done"})) as api:
+        extra = "    environments: {staging: staging}\n"
+        shop = connector(store, "shop-github", config(api.url, extra))
+        vault.set_connector_secret(store, "shop-github", "GITHUB_TOKEN", TOKEN)
+        done = sync(store, shop)
+        assert (done.pulled, done.skipped) == (0, 3)
+        assert deployments(store) == {}
+        assert not [r for r in api.requests if r.path.endswith("/statuses")]
+        assert states(store)["shop-github"].cursor["deployment"] == 103
+
+        mapped = connector(
+            store, "shop-github", config(api.url, "    environments: {production: prod}\n")
+        )
+        with store.write() as w:
+            w.session.execute(delete(ConnectorState))
+        sync(store, mapped)
+        assert {env for env, *_ in deployments(store).values()} == {"prod"}

@@ -47,6 +47,8 @@ DEPLOYMENT_RESULTS = {"success": "succeeded", "failure": "failed", "error": "fai
 GOING = {"queued", "pending", "in_progress", "waiting"}
 RUN_RESULTS = {"success": "succeeded", "failure": "failed", "timed_out": "failed"}
 API_VERSION = "2022-11-28"
+# Deployments looked at in one pull (each costs a request for its statuses, more for commits).
+MAX_PER_PULL = 300
 
 
 class GitHubConnector(ConnectorOptions):
@@ -96,22 +98,25 @@ def _deployments(api: Api, options: GitHubConnector, found: Pull, shas: dict[str
             break  # newest first: the rest were pulled before
     chain = dict(shas)
     done_up_to, blocked = since, False
-    for deployment in sorted(new, key=lambda d: int(d["id"])):
-        statuses = items(
-            api.get(f"{repo}/deployments/{deployment['id']}/statuses", {"per_page": 100})[0],
-            None,
-            "GitHub deployment statuses",
-        )
-        states = [s.get("state") for s in statuses]
-        final = next((s for s in statuses if s.get("state") in DEPLOYMENT_RESULTS), None)
-        if final is None and (not states or states[0] in GOING):
-            blocked = True  # still going: asked for again next time
-            continue
+    # Oldest first, and a bounded number per pull (a status request each): a first sync of a
+    # long history goes on where it stopped at the next one, within GitHub's rate limit.
+    for deployment in sorted(new, key=lambda d: int(d["id"]))[:MAX_PER_PULL]:
+        environment = found.environment(options, str(deployment.get("environment") or ""))
+        final = None
+        if environment is not None:
+            statuses = items(
+                api.get(f"{repo}/deployments/{deployment['id']}/statuses", {"per_page": 100})[0],
+                None,
+                "GitHub deployment statuses",
+            )
+            final = next((s for s in statuses if s.get("state") in DEPLOYMENT_RESULTS), None)
+            if final is None and (not statuses or statuses[0].get("state") in GOING):
+                blocked = True  # still going: asked for again next time
+                continue
         if not blocked:
             done_up_to = int(deployment["id"])
-        environment = found.environment(options, str(deployment.get("environment") or ""))
         if final is None or environment is None:
-            if final is None:
+            if environment is not None:
                 found.skipped += 1  # inactive before it ever succeeded or failed
             continue
         result = DEPLOYMENT_RESULTS[str(final["state"])]

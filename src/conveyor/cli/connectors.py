@@ -1,73 +1,61 @@
-"""`conveyor connectors`: the connectors of the connectors file (docs/import.md): list them with
-how their last sync went, sync one now, and set the token one reads.
+"""`conveyor connectors`: the connectors of the server's connectors file (docs/import.md): list
+them with how their last sync went, sync one now, and set the token one reads.
 
-Connectors run where the server runs, against its data directory (the server syncs each when
-it is due); these commands work on that data directory, like `conveyor db`. A token is read
-from stdin, a file or a prompt that does not echo, and stored as a secret only that connector
-reads.
+Embedded against the data directory (its connectors file), or through the server when
+CONVEYOR_URL is set (an admin token). A token is read from stdin, a file or a prompt that does
+not echo, never from the command line, and is stored as a secret only that connector reads.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote
 
 import click
 
-from conveyor.cli.common import actor, print_json, print_listing, settings, store_for, when
-from conveyor.errors import ConveyorError
+from conveyor.cli.common import actor, print_json, print_listing, settings, when
+
+if TYPE_CHECKING:
+    from conveyor.store.db import Store
+
+T = TypeVar("T")
 
 
-def _store_and_connectors() -> tuple[Any, Any]:
-    if settings().url:
-        raise ConveyorError(
-            "connectors run on the server's host, against its data directory",
-            hint="run `conveyor connectors` there, without CONVEYOR_URL",
-        )
-    from conveyor.connectors.sync import configured
+def _remote(method: str, path: str, **kwargs: Any) -> Any:
+    from conveyor.cli.backend import HttpBackend
+
+    given = settings()
+    assert given.url is not None
+    return HttpBackend(given.url, given.token)._call(method, path, **kwargs)
+
+
+def _embedded(work: Callable[[Store, Path | None], T]) -> T:
+    from conveyor.cli.common import store_for
 
     store = store_for(recover=False)
     try:
-        return store, configured(store, settings().connectors_file)
-    except ConveyorError:
+        return work(store, settings().connectors_file)
+    finally:
         store.close()
-        raise
 
 
 @click.group()
 def connectors() -> None:
     """Pull deployments and incidents from GitHub, GitLab, Argo CD, PagerDuty, Opsgenie.
 
-    Configured in CONVEYOR_HOME/connectors.yml (CONVEYOR_CONNECTORS_FILE); the server syncs
-    each one every so often (its `every`)."""
+    Configured in the server's connectors file (CONVEYOR_HOME/connectors.yml, or
+    CONVEYOR_CONNECTORS_FILE); the server syncs each one every so often (its `every`)."""
 
 
 @connectors.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def connectors_list(as_json: bool) -> None:
     """The connectors, their type, and their last sync."""
-    from conveyor.connectors.sync import states
+    from conveyor.connectors.sync import listing
 
-    store, found = _store_and_connectors()
-    try:
-        known = states(store)
-    finally:
-        store.close()
-    rows = []
-    for name, connector in found.items():
-        state = known.get(name)
-        imported = state.summary if state is not None else {}
-        rows.append(
-            {
-                "name": name,
-                "type": connector.type,
-                "every_seconds": connector.every,
-                "synced_at": state.synced_at if state is not None else None,
-                "tried_at": state.tried_at if state is not None else None,
-                "error": state.error if state is not None else None,
-                "last_import": imported or None,
-            }
-        )
+    rows = _remote("GET", "/connectors") if settings().url else _embedded(listing)
     print_listing(
         rows,
         as_json,
@@ -87,23 +75,19 @@ def connectors_list(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def connectors_sync(name: str, as_json: bool) -> None:
     """Sync connector NAME now: pull what is new and import it."""
-    from conveyor.connectors.sync import sync
+    from conveyor.connectors.sync import sync_named
 
-    store, found = _store_and_connectors()
-    try:
-        if name not in found:
-            names = ", ".join(found) or "none"
-            raise ConveyorError(f"there is no connector {name} (connectors: {names})")
-        done = sync(store, found[name])
-    finally:
-        store.close()
+    if settings().url:
+        done = _remote("POST", f"/connectors/{quote(name, safe='')}/sync", timeout=600.0)
+    else:
+        done = _embedded(lambda store, path: sync_named(store, name, path).as_dict())
     if as_json:
-        print_json(done.as_dict())
+        print_json(done)
         return
-    d, i = done.imported["deployments"], done.imported["incidents"]
+    d, i = done["import"]["deployments"], done["import"]["incidents"]
+    skipped = f" ({done['skipped']} skipped)" if done["skipped"] else ""
     click.echo(
-        f"connector {name}: pulled {done.pulled} records in {done.requests} requests"
-        + (f" ({done.skipped} skipped)" if done.skipped else "")
+        f"connector {name}: pulled {done['pulled']} records in {done['requests']} requests{skipped}"
     )
     click.echo(
         f"  deployments: {d['added']} new, {d['present']} already present"
@@ -126,18 +110,20 @@ def connectors_secret(name: str, secret_name: str, value_file: Path | None) -> N
     """Set SECRET_NAME, the token connector NAME reads (its `token_secret`); only that
     connector can read it back. The value comes from stdin, --value-file or a prompt."""
     from conveyor.cli.secret import read_value
-    from conveyor.store import vault
+    from conveyor.connectors.sync import set_token
+    from conveyor.store.vault import check_name
 
-    vault.check_name(secret_name)
-    store, found = _store_and_connectors()
-    try:
-        if name not in found:
-            raise ConveyorError(
-                f"there is no connector {name}", hint="add it to the connectors file first"
-            )
-        value = read_value(secret_name, value_file)
-        done = vault.set_connector_secret(store, name, secret_name, value.strip(), actor())
-    finally:
-        store.close()
+    check_name(secret_name)  # before asking for a value that could not be kept
+    value = read_value(secret_name, value_file)
+    if settings().url:
+        done = _remote(
+            "PUT",
+            f"/connectors/{quote(name, safe='')}/secrets/{secret_name}",
+            json={"value": value.strip()},
+        )
+    else:
+        done = _embedded(
+            lambda store, path: set_token(store, name, secret_name, value, actor(), path)
+        )
     how = "set" if done["created"] else "updated"
     click.echo(f"secret {secret_name} {how} for connector {name}")

@@ -18,7 +18,7 @@ from typing import Any
 from conveyor import jsonio
 from conveyor.connectors.base import ConnectorError
 from conveyor.connectors.config import Configured, connectors_file, load
-from conveyor.errors import ConveyorError
+from conveyor.errors import ConveyorError, NotFound
 from conveyor.metrics.imports import ImportFailed, import_history
 from conveyor.store import vault
 from conveyor.store.db import Store
@@ -127,6 +127,49 @@ def states(store: Store) -> dict[str, ConnectorState]:
         rows = session.query(ConnectorState).all()
         session.expunge_all()
         return {row.name: row for row in rows}
+
+
+def listing(store: Store, path: Path | None = None) -> list[dict[str, Any]]:
+    """Each connector of the file with how its last sync went (`conveyor connectors list`,
+    ``GET /api/v1/connectors``); never a token."""
+    found, known = configured(store, path), states(store)
+    rows = []
+    for name, connector in found.items():
+        state = known.get(name)
+        rows.append(
+            {
+                "name": name,
+                "type": connector.type,
+                "every_seconds": connector.every,
+                "token_secret": connector.options.token_secret,
+                "synced_at": state.synced_at if state is not None else None,
+                "tried_at": state.tried_at if state is not None else None,
+                "error": state.error if state is not None else None,
+                "last_import": (state.summary or None) if state is not None else None,
+            }
+        )
+    return rows
+
+
+def sync_named(store: Store, name: str, path: Path | None = None) -> Synced:
+    """Sync connector ``name`` of the file now (NotFound naming the known ones)."""
+    found = configured(store, path)
+    if name not in found:
+        raise NotFound(
+            f"there is no connector {name}",
+            hint=f"connectors: {', '.join(found) or 'none'} (see docs/import.md, Connectors)",
+        )
+    return sync(store, found[name])
+
+
+def set_token(
+    store: Store, name: str, secret: str, value: str, by: str | None, path: Path | None = None
+) -> dict[str, Any]:
+    """Store ``secret`` for connector ``name`` of the file (sealed, read by it alone)."""
+    vault.check_name(secret)
+    if name not in configured(store, path):
+        raise NotFound(f"there is no connector {name}", hint="add it to the connectors file first")
+    return vault.set_connector_secret(store, name, secret, value.strip(), by)
 
 
 def due(connector: Configured, state: ConnectorState | None, now: dt.datetime) -> bool:

@@ -40,6 +40,7 @@ from conveyor.sandbox import Sandbox, default_sandbox
 from conveyor.secrets import Secrets
 from conveyor.server import (
     alerts,
+    connectors,
     delivery,
     deployment_intake,
     dora,
@@ -331,6 +332,7 @@ API_ROUTERS = (
     alerts.router,
     imports.router,
     deployment_intake.router,
+    connectors.router,
     hooks.router,
     runners.router,
     pipeline_secrets.router,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import Field
@@ -10,6 +11,10 @@ from pydantic import Field
 from conveyor.server.schemas.common import Schema
 
 __all__ = [
+    "ConnectorImport",
+    "ConnectorListed",
+    "ConnectorSecretSet",
+    "ConnectorSynced",
     "DeploymentTaken",
     "HookAnswer",
     "HookToken",
@@ -69,3 +74,41 @@ class DeploymentTaken(Schema):
     id: str = Field(description="Its id in the system that made it.")
     result: Literal["succeeded", "failed", "rolled_back"]
     changes: int = Field(description="Commits recorded with it (0 when present).")
+
+
+class ConnectorImport(Schema):
+    """What a sync imported (the history import's summary)."""
+
+    records: int
+    dry_run: bool
+    deployments: ImportCounts
+    incidents: ImportIncidents
+    ignored: dict[str, int]
+    duplicates: int
+    warnings: list[str]
+    seconds: float
+
+
+class ConnectorListed(Schema):
+    name: str
+    type: str = Field(description="github, gitlab, argocd, pagerduty, opsgenie, or a plug-in's.")
+    every_seconds: float = Field(description="How often the server syncs it.")
+    token_secret: str | None = Field(description="The name of the secret it reads; no value.")
+    synced_at: datetime | None = Field(description="The last sync that succeeded.")
+    tried_at: datetime | None = Field(description="The last sync, whatever its outcome.")
+    error: str | None = Field(description="Why the last sync failed; null if it succeeded.")
+    last_import: ConnectorImport | None
+
+
+class ConnectorSynced(Schema):
+    connector: str
+    pulled: int = Field(description="Records found since the connector's cursor.")
+    skipped: int = Field(description="Left out: environments not mapped, cancelled runs...")
+    requests: int = Field(description="Requests made to the tool.")
+    import_: ConnectorImport = Field(alias="import")
+
+
+class ConnectorSecretSet(Schema):
+    connector: str
+    name: str
+    created: bool = Field(description="false: an existing token was replaced.")

@@ -10,7 +10,7 @@ import datetime as dt
 import pytest
 from sqlalchemy import update
 
-from conveyor.connectors.sync import states, sync_due
+from conveyor.connectors.sync import claim_turn, configured, states, sync_due
 from conveyor.store import vault
 from conveyor.store.db import Store
 from conveyor.store.models import ConnectorState
@@ -58,3 +58,26 @@ def test_each_connector_runs_when_due_and_a_failing_one_stops_no_other(
             w.session.execute(update(ConnectorState).values(tried_at=six_minutes_ago))
         assert sync_due(store) == 1  # pagerduty (every 5m), not broken (every 15m)
         assert len(api.asked("/incidents")) == 2
+
+
+def test_two_servers_on_one_database_sync_a_connector_once_per_turn(store: Store) -> None:
+    api = FakeApi(("Authorization", f"Token token={TOKEN}"), {"error": {"code": 2006}})
+    api.route("/incidents", lambda _r: Reply(fixture("pagerduty/incidents_later.json")))
+    with serving(api):
+        connector(
+            store,
+            "pagerduty",
+            "connectors:\n"
+            "  pagerduty:\n"
+            "    type: pagerduty\n"
+            f"    api_url: {api.url}\n"
+            "    token_secret: PAGERDUTY_TOKEN\n"
+            "    services: {PSHOP01: shop}\n",
+        )
+        vault.set_connector_secret(store, "pagerduty", "PAGERDUTY_TOKEN", TOKEN)
+        # The second server read the states before the first took its turn.
+        before = states(store)
+        assert sync_due(store) == 1
+        assert not claim_turn(store, configured(store)["pagerduty"], dt.datetime.now(dt.UTC))
+        assert "pagerduty" not in before
+        assert len(api.asked("/incidents")) == 1

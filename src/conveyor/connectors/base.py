@@ -162,6 +162,9 @@ class Api:
             data, response = self.get(url, query)
             yield data
             found = _LINK_NEXT.search(response.headers.get("link", ""))
+            if found and not found.group(1).startswith(self.base_url + "/"):
+                # The token goes with every request: never to another server.
+                raise ConnectorError(f"GET {url}: the next page is elsewhere ({found.group(1)})")
             url, query = (found.group(1), None) if found else (None, None)
 
     def next_page_header(self, path: str, params: Mapping[str, Any]) -> Iterator[Any]:

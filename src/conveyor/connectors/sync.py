@@ -13,7 +13,10 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+from sqlalchemy import or_, update
+from sqlalchemy.exc import IntegrityError
 
 from conveyor import jsonio
 from conveyor.connectors.base import ConnectorError
@@ -23,6 +26,9 @@ from conveyor.metrics.imports import ImportFailed, import_history
 from conveyor.store import vault
 from conveyor.store.db import Store
 from conveyor.store.models import ConnectorState, utcnow
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import CursorResult
 
 log = logging.getLogger("conveyor.connectors")
 # How often the server looks for connectors that are due (each has its own `every`).
@@ -177,6 +183,32 @@ def due(connector: Configured, state: ConnectorState | None, now: dt.datetime) -
     return last is None or (now - last).total_seconds() >= connector.every
 
 
+def claim_turn(store: Store, connector: Configured, now: dt.datetime) -> bool:
+    """Take this turn of ``connector`` (one conditional UPDATE): several servers on one
+    database sync each connector once per turn, not once each."""
+    name, cutoff = connector.name, now - dt.timedelta(seconds=connector.every)
+    try:
+        with store.write() as w:
+            if w.session.get(ConnectorState, name) is None:
+                w.session.add(ConnectorState(name=name, cursor={}, summary={}))
+                w.session.flush()
+            taken = cast(
+                "CursorResult[Any]",
+                w.session.execute(
+                    update(ConnectorState)
+                    .where(
+                        ConnectorState.name == name,
+                        or_(ConnectorState.tried_at.is_(None), ConnectorState.tried_at <= cutoff),
+                    )
+                    .values(tried_at=now)
+                    .execution_options(synchronize_session=False)
+                ),
+            )
+            return taken.rowcount == 1
+    except IntegrityError:
+        return False  # another server made its row at the same moment: its turn
+
+
 def sync_due(store: Store, path: Path | None = None) -> int:
     """Sync every connector that is due; the server's periodic step. Returns how many ran.
     One connector failing is logged and keeps no other from running."""
@@ -189,7 +221,7 @@ def sync_due(store: Store, path: Path | None = None) -> int:
         return 0
     known, now, ran = states(store), utcnow(), 0
     for name, connector in connectors.items():
-        if not due(connector, known.get(name), now):
+        if not due(connector, known.get(name), now) or not claim_turn(store, connector, now):
             continue
         ran += 1
         try:

@@ -208,3 +208,18 @@ def test_environments_not_mapped_are_skipped_without_asking_for_their_statuses(
             w.session.execute(delete(ConnectorState))
         sync(store, mapped)
         assert {env for env, *_ in deployments(store).values()} == {"prod"}
+
+
+def test_a_next_page_on_another_host_is_refused_so_the_token_stays_home(store: Store) -> None:
+    api = FakeApi(("Authorization", f"Bearer {TOKEN}"), BAD_CREDENTIALS)
+    elsewhere = '<https://collector.example.net/steal?page=2>; rel="next"'
+    api.route(
+        f"{REPO}/deployments",
+        lambda _r: Reply(fixture("github/deployments_page2.json"), headers={"Link": elsewhere}),
+    )
+    with serving(api):
+        shop = connector(store, "shop-github", config(api.url))
+        vault.set_connector_secret(store, "shop-github", "GITHUB_TOKEN", TOKEN)
+        with pytest.raises(ConnectorError, match="the next page is elsewhere"):
+            sync(store, shop)
+        assert deployments(store) == {}

@@ -64,7 +64,6 @@ class Pull:
     records: list[dict[str, Any]] = field(default_factory=list)
     cursor: dict[str, Any] = field(default_factory=dict)
     skipped: int = 0
-    requests: int = 0
 
     def environment(self, options: ConnectorOptions, name: str) -> str | None:
         """Conveyor's environment for the tool's ``name``; None (and counted) if skipped."""

@@ -114,3 +114,25 @@ def serving(api: FakeApi) -> Iterator[FakeApi]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+PAGERDUTY_TOKEN = "u+recorded0123456789"
+
+
+def pagerduty(answer: str = "later") -> FakeApi:
+    """PagerDuty's incidents list answering the recorded page ``incidents_<answer>.json``."""
+    api = FakeApi(("Authorization", f"Token token={PAGERDUTY_TOKEN}"), {"error": {"code": 2006}})
+    api.route("/incidents", lambda _r: Reply(fixture(f"pagerduty/incidents_{answer}.json")))
+    return api
+
+
+def pagerduty_entry(url: str, extra: str = "") -> str:
+    """The connectors file's entry ``pagerduty`` for a PagerDuty at ``url`` (service PSHOP01 is
+    shop), ``extra`` lines added."""
+    return (
+        "  pagerduty:\n"
+        "    type: pagerduty\n"
+        f"    api_url: {url}\n"
+        "    token_secret: PAGERDUTY_TOKEN\n"
+        "    services: {PSHOP01: shop}\n" + extra
+    )

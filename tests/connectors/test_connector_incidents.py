@@ -12,9 +12,9 @@ from conveyor.connectors.sync import states, sync
 from conveyor.store import vault
 from conveyor.store.db import Store
 from tests.connectors.conftest import at, connector, incidents
-from tests.connectors.fake import FakeApi, Reply, Request, fixture, serving
+from tests.connectors.fake import PAGERDUTY_TOKEN, FakeApi, Reply, Request, fixture, serving
 
-PD_TOKEN = "u+recorded0123456789"
+PD_TOKEN = PAGERDUTY_TOKEN
 OG_KEY = "eb243592-faa2-4ba2-a551q-1afdf565c889"
 
 

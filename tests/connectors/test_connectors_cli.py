@@ -7,9 +7,9 @@ from __future__ import annotations
 import subprocess
 
 from tests.conftest import Conveyor
-from tests.connectors.fake import FakeApi, Reply, fixture, serving
+from tests.connectors.fake import PAGERDUTY_TOKEN, pagerduty, pagerduty_entry, serving
 
-TOKEN = "u+recorded0123456789"
+TOKEN = PAGERDUTY_TOKEN
 
 
 def configure(conveyor: Conveyor, text: str) -> None:
@@ -31,18 +31,10 @@ def set_token(conveyor: Conveyor, *args: str, value: str) -> subprocess.Complete
 
 
 def test_a_team_configures_a_connector_sets_its_token_and_syncs_it(conveyor: Conveyor) -> None:
-    api = FakeApi(("Authorization", f"Token token={TOKEN}"), {"error": {"code": 2006}})
-    api.route("/incidents", lambda _r: Reply(fixture("pagerduty/incidents_later.json")))
-    with serving(api):
+    with serving(pagerduty()) as api:
         configure(
             conveyor,
-            "connectors:\n"
-            "  pagerduty:\n"
-            "    type: pagerduty\n"
-            "    every: 5m\n"
-            f"    api_url: {api.url}\n"
-            "    token_secret: PAGERDUTY_TOKEN\n"
-            "    services: {PSHOP01: shop}\n",
+            "connectors:\n" + pagerduty_entry(api.url, "    every: 5m\n"),
         )
         listed = conveyor("connectors", "list", check=True)
         assert "pagerduty" in listed.stdout

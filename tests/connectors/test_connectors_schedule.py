@@ -15,17 +15,13 @@ from conveyor.store import vault
 from conveyor.store.db import Store
 from conveyor.store.models import ConnectorState
 from tests.connectors.conftest import connector, incidents
-from tests.connectors.fake import FakeApi, Reply, fixture, serving
-
-TOKEN = "u+recorded0123456789"
+from tests.connectors.fake import PAGERDUTY_TOKEN, pagerduty, pagerduty_entry, serving
 
 
 def test_each_connector_runs_when_due_and_a_failing_one_stops_no_other(
     store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
-    api = FakeApi(("Authorization", f"Token token={TOKEN}"), {"error": {"code": 2006}})
-    api.route("/incidents", lambda _r: Reply(fixture("pagerduty/incidents_later.json")))
-    with serving(api):
+    with serving(pagerduty()) as api:
         connector(
             store,
             "pagerduty",
@@ -33,15 +29,9 @@ def test_each_connector_runs_when_due_and_a_failing_one_stops_no_other(
             "  broken:\n"
             "    type: pagerduty\n"
             "    api_url: http://127.0.0.1:9\n"  # nothing listens on the discard port
-            "    services: {PSHOP01: shop}\n"
-            "  pagerduty:\n"
-            "    type: pagerduty\n"
-            "    every: 5m\n"
-            f"    api_url: {api.url}\n"
-            "    token_secret: PAGERDUTY_TOKEN\n"
-            "    services: {PSHOP01: shop}\n",
+            "    services: {PSHOP01: shop}\n" + pagerduty_entry(api.url, "    every: 5m\n"),
         )
-        vault.set_connector_secret(store, "pagerduty", "PAGERDUTY_TOKEN", TOKEN)
+        vault.set_connector_secret(store, "pagerduty", "PAGERDUTY_TOKEN", PAGERDUTY_TOKEN)
 
         assert sync_due(store) == 2
         assert list(incidents(store)) == ["shop:PT4KHLL"]
@@ -61,20 +51,13 @@ def test_each_connector_runs_when_due_and_a_failing_one_stops_no_other(
 
 
 def test_two_servers_on_one_database_sync_a_connector_once_per_turn(store: Store) -> None:
-    api = FakeApi(("Authorization", f"Token token={TOKEN}"), {"error": {"code": 2006}})
-    api.route("/incidents", lambda _r: Reply(fixture("pagerduty/incidents_later.json")))
-    with serving(api):
+    with serving(pagerduty()) as api:
         connector(
             store,
             "pagerduty",
-            "connectors:\n"
-            "  pagerduty:\n"
-            "    type: pagerduty\n"
-            f"    api_url: {api.url}\n"
-            "    token_secret: PAGERDUTY_TOKEN\n"
-            "    services: {PSHOP01: shop}\n",
+            "connectors:\n" + pagerduty_entry(api.url),
         )
-        vault.set_connector_secret(store, "pagerduty", "PAGERDUTY_TOKEN", TOKEN)
+        vault.set_connector_secret(store, "pagerduty", "PAGERDUTY_TOKEN", PAGERDUTY_TOKEN)
         # The second server read the states before the first took its turn.
         before = states(store)
         assert sync_due(store) == 1

@@ -8,19 +8,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.connectors.fake import FakeApi, Reply, fixture, serving
+from tests.connectors.fake import PAGERDUTY_TOKEN, pagerduty, pagerduty_entry, serving
 from tests.server.conftest import Api, Serve, until
 
 from conveyor.server.tokens import create_token
 
-TOKEN = "u+recorded0123456789"
+TOKEN = PAGERDUTY_TOKEN
 
 
 def test_the_server_runs_its_connectors_and_the_api_drives_them(
     serve: Serve, tmp_path: Path
 ) -> None:
-    api_fake = FakeApi(("Authorization", f"Token token={TOKEN}"), {"error": {"code": 2006}})
-    api_fake.route("/incidents", lambda _r: Reply(fixture("pagerduty/incidents_later.json")))
+    api_fake = pagerduty()
 
     async def body(api: Api) -> None:
         async def tried() -> list[dict[str, Any]] | None:
@@ -58,13 +57,6 @@ def test_the_server_runs_its_connectors_and_the_api_drives_them(
     with serving(api_fake):
         home = tmp_path / "home"
         home.mkdir(parents=True, exist_ok=True)
-        (home / "connectors.yml").write_text(
-            "connectors:\n"
-            "  pagerduty:\n"
-            "    type: pagerduty\n"
-            f"    api_url: {api_fake.url}\n"
-            "    token_secret: PAGERDUTY_TOKEN\n"
-            "    services: {PSHOP01: shop}\n",
-            encoding="utf-8",
-        )
+        entry = pagerduty_entry(api_fake.url)
+        (home / "connectors.yml").write_text("connectors:\n" + entry, encoding="utf-8")
         serve(body)

@@ -11,7 +11,6 @@ from pydantic import Field
 from conveyor.server.schemas.common import Schema
 
 __all__ = [
-    "ConnectorImport",
     "ConnectorListed",
     "ConnectorSecretSet",
     "ConnectorSynced",
@@ -76,19 +75,6 @@ class DeploymentTaken(Schema):
     changes: int = Field(description="Commits recorded with it (0 when present).")
 
 
-class ConnectorImport(Schema):
-    """What a sync imported (the history import's summary)."""
-
-    records: int
-    dry_run: bool
-    deployments: ImportCounts
-    incidents: ImportIncidents
-    ignored: dict[str, int]
-    duplicates: int
-    warnings: list[str]
-    seconds: float
-
-
 class ConnectorListed(Schema):
     name: str
     type: str = Field(description="github, gitlab, argocd, pagerduty, opsgenie, or a plug-in's.")
@@ -97,7 +83,7 @@ class ConnectorListed(Schema):
     synced_at: datetime | None = Field(description="The last sync that succeeded.")
     tried_at: datetime | None = Field(description="The last sync, whatever its outcome.")
     error: str | None = Field(description="Why the last sync failed; null if it succeeded.")
-    last_import: ConnectorImport | None
+    last_import: ImportSummary | None = Field(description="What its last sync imported.")
 
 
 class ConnectorSynced(Schema):
@@ -105,7 +91,7 @@ class ConnectorSynced(Schema):
     pulled: int = Field(description="Records found since the connector's cursor.")
     skipped: int = Field(description="Left out: environments not mapped, cancelled runs...")
     requests: int = Field(description="Requests made to the tool.")
-    import_: ConnectorImport = Field(alias="import")
+    import_: ImportSummary = Field(alias="import", description="What it imported.")
 
 
 class ConnectorSecretSet(Schema):

@@ -1,6 +1,9 @@
 """A stand-in for the APIs of GitHub, GitLab, Argo CD, PagerDuty and Opsgenie, which cannot run
-here: a real HTTP server on 127.0.0.1 that answers the documented requests with recorded
-responses (tests/connectors/fixtures/, shaped as each API's reference documents them).
+here: a real HTTP server on 127.0.0.1 that answers the documented requests with stored
+responses (tests/connectors/fixtures/). Those were written to each API's documented response
+shape (GitHub REST, GitLab REST v4, Argo CD's Application, PagerDuty REST v2, Opsgenie Alert
+API v2: the fields, their types and formats, the paging headers), not captured from a live
+account, and hold the fields the documentation's examples hold besides those Conveyor reads.
 
 It refuses a request without the expected authentication header (401, the tool's documented
 error body), answers 404 to any request it was not told about (so a connector asking for
@@ -25,7 +28,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def sha(n: int) -> str:
-    """The id of commit ``n`` of the recorded histories."""
+    """The id of commit ``n`` of the stored histories."""
     return hashlib.sha1(f"commit {n}".encode(), usedforsecurity=False).hexdigest()
 
 
@@ -120,7 +123,7 @@ PAGERDUTY_TOKEN = "u+recorded0123456789"
 
 
 def pagerduty(answer: str = "later") -> FakeApi:
-    """PagerDuty's incidents list answering the recorded page ``incidents_<answer>.json``."""
+    """PagerDuty's incidents list answering the stored page ``incidents_<answer>.json``."""
     api = FakeApi(("Authorization", f"Token token={PAGERDUTY_TOKEN}"), {"error": {"code": 2006}})
     api.route("/incidents", lambda _r: Reply(fixture(f"pagerduty/incidents_{answer}.json")))
     return api

@@ -1,6 +1,6 @@
 """The Argo CD connector against a fake Argo CD API (tests/connectors/fake.py): Argo CD cannot
 run here, so a real HTTP server on 127.0.0.1 answers ``GET /api/v1/applications/{name}`` with
-recorded Applications shaped as Argo CD's API documents them (``status.history``,
+stored Applications shaped as Argo CD's API documents them (``status.history``,
 ``status.operationState``), and checks the bearer token."""
 
 from __future__ import annotations

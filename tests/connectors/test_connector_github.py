@@ -1,6 +1,6 @@
 """The GitHub connector against a fake GitHub API (tests/connectors/fake.py): GitHub cannot run
 here, so a real HTTP server on 127.0.0.1 answers the documented requests (Deployments,
-deployment statuses, Actions workflow runs, compare, commits) with recorded responses shaped
+deployment statuses, Actions workflow runs, compare, commits) with stored responses shaped
 as GitHub's REST reference documents them, and checks the token, the Link pagination and
 the incremental parameters."""
 

@@ -1,6 +1,6 @@
 """The GitLab connector against a fake GitLab API (tests/connectors/fake.py): GitLab cannot run
 here, so a real HTTP server on 127.0.0.1 answers the documented requests (project deployments,
-compare, commits) with recorded responses shaped as GitLab's REST API reference documents
+compare, commits) with stored responses shaped as GitLab's REST API reference documents
 them, and checks the PRIVATE-TOKEN header, the X-Next-Page pagination and ``updated_after``."""
 
 from __future__ import annotations

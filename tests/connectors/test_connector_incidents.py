@@ -1,7 +1,7 @@
 """The PagerDuty and Opsgenie connectors against fake APIs (tests/connectors/fake.py): neither
 service can run here, so a real HTTP server on 127.0.0.1 answers the documented list requests
 (PagerDuty REST API v2 ``GET /incidents``, Opsgenie Alert API v2 ``GET /v2/alerts``) with
-recorded responses shaped as their references document them, and checks the authentication
+stored responses shaped as their references document them, and checks the authentication
 header, the offset pagination and the incremental ``since`` / ``createdAt`` filters."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`conveyor connectors list|sync|secret` with the real command, against a fake PagerDuty API
 (tests/connectors/fake.py: PagerDuty cannot run here; a real HTTP server on 127.0.0.1 answers
-its documented incidents list with recorded responses and checks the token)."""
+its documented incidents list with stored responses (fixtures/) and checks the token)."""
 
 from __future__ import annotations
 

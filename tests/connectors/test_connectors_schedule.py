@@ -1,7 +1,7 @@
 """The server's periodic step (connectors.sync.sync_due): each connector of the connectors file
 runs when it is due, and one failing keeps no other from running. PagerDuty cannot run here:
 a fake (tests/connectors/fake.py, a real HTTP server on 127.0.0.1) answers its documented
-incidents list with recorded responses."""
+incidents list with stored responses (fixtures/)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The connectors in a running server (in-process, real store): the server syncs each
 connector of its connectors file on its own, and the API (admin) lists them, sets a token and
 syncs one now. PagerDuty cannot run here: a fake (tests/connectors/fake.py, a real HTTP server
-on 127.0.0.1) answers its documented incidents list with a recorded response."""
+on 127.0.0.1) answers its documented incidents list with a stored response (fixtures/)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""One registry for what Conveyor can be extended with: deploy targets, checks, notifiers and
-forges. Each is a name, a pydantic model of its options (what `conveyor.yml` may say about it)
-and an implementation.
+"""One registry for what Conveyor can be extended with: deploy targets, checks, notifiers,
+forges and connectors (which pull deployments and incidents from other tools). Each is a name,
+a pydantic model of its options (what `conveyor.yml`, or for a connector the connectors file,
+may say about it) and an implementation.
 
 Built-ins are registered exactly as third-party extensions are: a module declares
 ``EXTENSION = Extension(...)`` (or ``EXTENSIONS = [...]``) and is found, for the built-ins, by
@@ -52,6 +53,7 @@ class Kind(enum.StrEnum):
     CHECK = "check"
     NOTIFIER = "notifier"
     FORGE = "forge"
+    CONNECTOR = "connector"
 
     @property
     def package(self) -> str:
@@ -69,6 +71,7 @@ _PACKAGES = {
     Kind.CHECK: "conveyor.checks",
     Kind.NOTIFIER: "conveyor.notify",
     Kind.FORGE: "conveyor.forges",
+    Kind.CONNECTOR: "conveyor.connectors",
 }
 
 

@@ -276,6 +276,13 @@ class Settings(BaseModel):
         _path,
         shown="`CONVEYOR_HOME/users.yml`",
     )
+    connectors_file: Path | None = _field(
+        None,
+        "the connectors file: deployments and incidents pulled from other tools",
+        "the server, `connectors`",
+        _path,
+        shown="`CONVEYOR_HOME/connectors.yml`",
+    )
     # --- the server ------------------------------------------------------------------------------
     base_url: str | None = _field(
         None, "its external URL, for links and the CDEvents `source`", _SERVER

@@ -52,6 +52,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "team": ("conveyor.cli.teams", "team", "Teams: groups of services, for DORA side by side."),
     "incident": ("conveyor.cli.incidents", "incident", "Incidents: open, resolve, list."),
     "import": ("conveyor.cli.imports", "import_history", "Import deployment/incident history."),
+    "connectors": (
+        "conveyor.cli.connectors",
+        "connectors",
+        "Pull deployments/incidents from other tools: list, sync, secret.",
+    ),
 }
 
 

@@ -112,7 +112,7 @@ def _scope(service: str, environment: str | None) -> str:
     return f"service {service}" + (f" in {environment}" if environment else "")
 
 
-def _read_value(name: str, value_file: Path | None) -> str:
+def read_value(name: str, value_file: Path | None) -> str:
     if value_file is not None:
         try:
             # As it is: a key file may need its last newline.
@@ -162,7 +162,7 @@ def secret_set(service: str, name: str, environment: str | None, value_file: Pat
 
     check_scope(service, environment)
     check_name(name)  # before asking for a value that could not be kept
-    value = _read_value(name, value_file)
+    value = read_value(name, value_file)
     [done], known = _Secrets().set_many(service, {name: value}, environment)
     how = "set" if done["created"] else "updated"
     click.echo(f"secret {name} {how} for {_scope(service, environment)}")

@@ -19,6 +19,8 @@ from sqlalchemy import select
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conveyor import __version__
+from conveyor.connectors.sync import CHECK_SECONDS as CONNECTORS_CHECK_SECONDS
+from conveyor.connectors.sync import sync_due
 from conveyor.delivery.cdevents import CDEventsSender
 from conveyor.delivery.controller import DeliveryController
 from conveyor.delivery.outbox import Outbox
@@ -38,7 +40,9 @@ from conveyor.sandbox import Sandbox, default_sandbox
 from conveyor.secrets import Secrets
 from conveyor.server import (
     alerts,
+    connectors,
     delivery,
+    deployment_intake,
     dora,
     hooks,
     imports,
@@ -240,6 +244,13 @@ def _background(state: ServerState, hub: Hub, wake: dict[str, asyncio.Event]) ->
         periodic("poll", lambda: poll_sources(store, store.home), every=1.0, in_thread=True),
         # Retention of logs, artifacts and release bundles (delivery.retention).
         periodic("retention", lambda: _prune(store, settings), every=PRUNE_SECONDS, in_thread=True),
+        # The connectors of the connectors file, each when it is due (connectors.sync).
+        periodic(
+            "connectors",
+            lambda: sync_due(store, settings.connectors_file),
+            every=CONNECTORS_CHECK_SECONDS,
+            in_thread=True,
+        ),
     ]
     if config.delivery:
         state.delivery = DeliveryController(
@@ -322,6 +333,8 @@ API_ROUTERS = (
     portfolio.router,
     alerts.router,
     imports.router,
+    deployment_intake.router,
+    connectors.router,
     hooks.router,
     runners.router,
     pipeline_secrets.router,

@@ -644,3 +644,18 @@ class TeamService(Base):
     service: Mapped[str] = mapped_column(String(200))
 
     __table_args__ = (UniqueConstraint("team_id", "service", name="uq_team_services_service"),)
+
+
+class ConnectorState(Base):
+    """How far a connector (conveyor.connectors) has pulled from its tool: its cursor (what
+    the next pull asks for), and how its last sync went. Its token is a secret of the scope
+    ``connector:<name>`` (store.vault), never here."""
+
+    __tablename__ = "connector_states"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    cursor: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    synced_at: Mapped[dt.datetime | None] = mapped_column()
+    tried_at: Mapped[dt.datetime | None] = mapped_column()
+    error: Mapped[str | None] = mapped_column(Text)
+    summary: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -139,6 +139,19 @@ def import_secrets(
 ) -> list[dict[str, Any]]:
     """Set every secret of `values` in one transaction: all of them, or none."""
     check_scope(service, environment)
+    return _seal_and_store(store, service, values, environment, by, {"service": service})
+
+
+def _seal_and_store(
+    store: Store,
+    scope: str,
+    values: Mapping[str, str],
+    environment: str | None,
+    by: str | None,
+    event: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """Seal and store every secret of `values` under `scope` (a service, or a connector's
+    scope), in one transaction; ``event`` names the scope in the secret.set events."""
     for name, value in values.items():
         check_name(name)
         check_value(name, value)
@@ -150,7 +163,7 @@ def import_secrets(
         for name, value in values.items():
             row = w.session.scalar(
                 select(Secret).where(
-                    Secret.service == service,
+                    Secret.service == scope,
                     Secret.environment == (environment or ""),
                     Secret.name == name,
                 )
@@ -158,13 +171,11 @@ def import_secrets(
             created = row is None
             if row is None:
                 row = Secret(
-                    service=service, environment=environment or "", name=name, created_at=now
+                    service=scope, environment=environment or "", name=name, created_at=now
                 )
                 w.session.add(row)
             row.value, row.updated_at, row.updated_by = key.seal(value), now, by
-            w.emit(
-                EventType.SECRET_SET, service=service, environment=environment, name=name, actor=by
-            )
+            w.emit(EventType.SECRET_SET, **event, environment=environment, name=name, actor=by)
             done.append(_listed(row) | {"created": created})
     return done
 
@@ -242,6 +253,50 @@ def resolve(
     for env, name, sealed in sorted(rows, key=lambda r: r[0] != ""):
         values[name] = key.unseal(sealed, f"secret {name} of {scope_text(service, env)}")
     return values
+
+
+# --- connectors' tokens ----------------------------------------------------------------------
+
+# A connector's secrets are stored under the scope "connector:<name>": no service name can hold
+# a ':' (SERVICE_PATTERN), so no pipeline resolves them, and the service commands and routes
+# (check_scope) cannot name them; only the connector's own sync reads them back.
+CONNECTOR_SCOPE = "connector:"
+
+
+def set_connector_secret(
+    store: Store, connector: str, name: str, value: str, by: str | None = None
+) -> dict[str, Any]:
+    """Store the token `name` that connector `connector` reads (sealed, like every secret)."""
+    done = _seal_and_store(
+        store, CONNECTOR_SCOPE + connector, {name: value}, None, by, {"connector": connector}
+    )[0]
+    return done | {"service": None, "connector": connector}
+
+
+def connector_secret(store: Store, connector: str, name: str) -> str | None:
+    """The clear value of connector `connector`'s secret `name`; None if it is not set."""
+    with store.session() as session:
+        sealed = session.scalar(
+            select(Secret.value).where(
+                Secret.service == CONNECTOR_SCOPE + connector,
+                Secret.environment == "",
+                Secret.name == name,
+            )
+        )
+    if sealed is None:
+        return None
+    return key_for(store).unseal(sealed, f"secret {name} of connector {connector}")
+
+
+def connector_secret_names(store: Store, connector: str) -> list[str]:
+    with store.session() as session:
+        return list(
+            session.scalars(
+                select(Secret.name)
+                .where(Secret.service == CONNECTOR_SCOPE + connector)
+                .order_by(Secret.name)
+            )
+        )
 
 
 # --- webhook secrets ---------------------------------------------------------------------------

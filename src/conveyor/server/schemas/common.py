@@ -24,12 +24,15 @@ class ErrorDetail(Schema):
     code: str = Field(
         description="Machine-readable: not_found, bad_request, invalid_request, unauthorized, "
         "forbidden, conflict, stale_lease, too_large, too_many_requests, store_unavailable, "
-        "or a route's own (bad_payload, invalid_import, duplicate_delivery, misconfigured)."
+        "or a route's own (bad_payload, invalid_import, invalid_deployment, duplicate_delivery, "
+        "misconfigured)."
     )
     message: str = Field(description="What went wrong, for a person.")
     hint: str | None = Field(None, description="What to do about it; left out when none.")
     errors: list[Any] | None = Field(
-        None, description="POST /import only: every error found, each naming its line."
+        None,
+        description="POST /import (each naming its line) and POST /intake/deployments: "
+        "every error found.",
     )
 
 

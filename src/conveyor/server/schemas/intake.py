@@ -3,13 +3,24 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import Field
 
 from conveyor.server.schemas.common import Schema
 
-__all__ = ["HookAnswer", "HookToken", "ImportCounts", "ImportIncidents", "ImportSummary"]
+__all__ = [
+    "ConnectorListed",
+    "ConnectorSecretSet",
+    "ConnectorSynced",
+    "DeploymentTaken",
+    "HookAnswer",
+    "HookToken",
+    "ImportCounts",
+    "ImportIncidents",
+    "ImportSummary",
+]
 
 
 class ImportCounts(Schema):
@@ -49,3 +60,41 @@ class HookToken(Schema):
     name: str
     services: list[str] = Field(description="The services it may trigger.")
     revoked: str | None = Field(description="The name of the hook token it replaced, if any.")
+
+
+class DeploymentTaken(Schema):
+    """A deployment received by the live intake (server/deployment_intake.py)."""
+
+    status: Literal["created", "present"] = Field(
+        description="created: recorded now (201); present: received before (200)."
+    )
+    service: str
+    environment: str
+    id: str = Field(description="Its id in the system that made it.")
+    result: Literal["succeeded", "failed", "rolled_back"]
+    changes: int = Field(description="Commits recorded with it (0 when present).")
+
+
+class ConnectorListed(Schema):
+    name: str
+    type: str = Field(description="github, gitlab, argocd, pagerduty, opsgenie, or a plug-in's.")
+    every_seconds: float = Field(description="How often the server syncs it.")
+    token_secret: str | None = Field(description="The name of the secret it reads; no value.")
+    synced_at: datetime | None = Field(description="The last sync that succeeded.")
+    tried_at: datetime | None = Field(description="The last sync, whatever its outcome.")
+    error: str | None = Field(description="Why the last sync failed; null if it succeeded.")
+    last_import: ImportSummary | None = Field(description="What its last sync imported.")
+
+
+class ConnectorSynced(Schema):
+    connector: str
+    pulled: int = Field(description="Records found since the connector's cursor.")
+    skipped: int = Field(description="Left out: environments not mapped, cancelled runs...")
+    requests: int = Field(description="Requests made to the tool.")
+    import_: ImportSummary = Field(alias="import", description="What it imported.")
+
+
+class ConnectorSecretSet(Schema):
+    connector: str
+    name: str
+    created: bool = Field(description="false: an existing token was replaced.")

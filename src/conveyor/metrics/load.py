@@ -32,7 +32,6 @@ from sqlalchemy import (
     func,
     literal,
     null,
-    or_,
     select,
     type_coerce,
     union,

@@ -395,7 +395,7 @@ def work_in_progress(session: Session, settings: Settings) -> dict[str, Any]:
     One statement, set-based: each service's newest release in the tier (one index seek per
     service), its releases past that (an index range), their deployments (by release), and
     the newest release that succeeded in each environment of those services (a range of the
-    (service, environment, status, release) index); no statement per release."""
+    (service, status, environment, release) index); no statement per release."""
     d = Deployment
     in_tier = (
         select(func.coalesce(func.max(d.release_id), 0))

@@ -327,7 +327,7 @@ class Deployment(Base):
         # Work in progress (metrics.load): the newest release of a service that succeeded in a
         # tier, and in each environment, found by one seek each.
         Index("ix_deployments_tier_release", "service_id", "tier", "status", "kind", "release_id"),
-        Index("ix_deployments_env_release", "service_id", "environment", "status", "release_id"),
+        Index("ix_deployments_env_release", "service_id", "status", "environment", "release_id"),
         # One deployment carried out per environment at a time, whichever server claims it:
         # a second claim fails in the database, not by timing (engine.promotion.start_next).
         Index(

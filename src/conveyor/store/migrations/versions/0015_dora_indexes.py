@@ -19,7 +19,7 @@ INDEXES = {
     ),
     "ix_deployments_env_release": (
         "deployments",
-        ["service_id", "environment", "status", "release_id"],
+        ["service_id", "status", "environment", "release_id"],
     ),
     "ix_incidents_opened": ("incidents", ["opened_at"]),
     "ix_incidents_resolved": ("incidents", ["resolved_at"]),

@@ -58,6 +58,15 @@ CLI_REPEATS = 3
 # Production outcomes, cumulative: failed, rolled back, rejected, superseded, else succeeded.
 OUTCOMES = (("failed", 0.04), ("rolled_back", 0.07), ("rejected", 0.12), ("superseded", 0.15))
 MIN = dt.timedelta(minutes=1)
+# The code before issue 15's rewrite (main at d250c2d) on this store of RUNS runs, built by
+# `--build 50000` with that code on PYTHONPATH and measured by hand (it is gone from the tree):
+# wall s (CPU s), one core for GET, on 2026-12-07 ~19:00 UTC, load average ~8-9 on 2 cores.
+BEFORE = {
+    "api_first": "34.4 s (10.9 s)",
+    "api_repeated": "23.9 s (7.9 s)",
+    "cli_first": "54.0 s (9.7 s)",
+    "cli_repeated": "15.8 s (7.5 s)",
+}
 
 
 class _History:
@@ -479,7 +488,7 @@ once, as after an upgrade), then repeated (median of {REPEATS} in-process, {CLI_
 fresh processes).
 
 {head}
-|------|---|---|---|---|---|
+|---|---|---|---|---|---|---|
 {table}
 
 Each figure is wall time, with the CPU time it used in brackets (this process's for `GET`, the
@@ -487,8 +496,13 @@ child's for `conveyor dora`): on a shared machine the CPU time is what one core'
 `GET` runs in-process on the real app (httpx.ASGITransport); `conveyor dora` is a fresh process
 each time (Python start-up and imports included, ~0.4 s). Work in progress (a snapshot of now,
 read at every report): {real["cli"]["work_in_progress"]:g} releases on the real-table store.
-Before issue 15's rewrite, work in progress was read per release over the service's deployments:
-on 10,000 runs `GET /dora` took 21.5 s, and at 50,000 runs it did not answer within 240 s.
+Before issue 15's rewrite, work in progress was read per release over the service's deployments
+(a correlated subquery per release) and the incidents of a span by an OR no index could serve:
+an outside check measured 21.5 s for `GET /dora` on 10,000 runs, and no answer within 240 s at
+50,000. That code on this real-table store (measured by hand, see BEFORE in bench/dora_real.py):
+`GET` first {BEFORE["api_first"]}, repeated {BEFORE["api_repeated"]}; `conveyor dora` first \
+{BEFORE["cli_first"]}, repeated {BEFORE["cli_repeated"]}.
+tests/metrics/test_dora_plans.py checks that every statement of a report uses an index.
 """
 
 

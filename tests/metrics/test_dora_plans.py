@@ -28,8 +28,9 @@ from conveyor.metrics.load import report
 from conveyor.store.db import Settings as StoreSettings
 from conveyor.store.db import Store, open_store
 from conveyor.store.facts import write_fact
-from conveyor.store.models import Approval, Deployment, Incident, Job, Release, Run, Service
+from conveyor.store.models import Approval, Deployment, Job, Release, Run, Service
 from tests.metrics import at, deployment
+from tests.metrics.test_dora_store import add_incident
 
 # Tables that grow with the history (the others hold a row per service, environment or
 # profile).
@@ -55,6 +56,7 @@ def _history(store: Store) -> None:
     goes to staging, most then to production (some fail, some are rolled back, some are
     rejected at the approval, some superseded in the queue); incidents of every kind."""
     start = at(1, 1)
+    incidents: list[tuple[int, dt.datetime, dict[str, Any]]] = []
     with store.write() as w:
         s = w.session
         for n, name in enumerate(("shop", "cart", "ledger")):
@@ -120,31 +122,15 @@ def _history(store: Store) -> None:
                         {"data": {"commit": sha[:7]}},
                         {"environment": "production"},
                     ]
-                    s.add(
-                        Incident(
-                            service_id=service.id,
-                            status="resolved",
-                            title="down",
-                            source="alertmanager",
-                            opened_at=t + 5 * HOUR,
-                            resolved_at=t + 6 * HOUR,
-                            **kinds[(i // 9) % 4],
-                        )
-                    )
-            # Imported history of the service, and an imported incident naming it.
+                    incidents.append((service.id, t + 5 * HOUR, kinds[(i // 9) % 4]))
+            # Imported history of the service, and an imported incident naming it by key.
             for i in range(20):
                 t = start + dt.timedelta(hours=24 * i + 12)
                 write_fact(w, deployment(f"i:{name}:{i}", t, service=name), source="import")
-            s.add(
-                Incident(
-                    service_id=service.id,
-                    status="open",
-                    title="imported",
-                    source="import",
-                    opened_at=start + dt.timedelta(days=3, hours=13),
-                    data={"deployment_key": f"i:{name}:3"},
-                )
-            )
+            named = {"data": {"deployment_key": f"i:{name}:3"}}
+            incidents.append((service.id, start + dt.timedelta(days=3, hours=13), named))
+    for service_id, opened, extra in incidents:
+        add_incident(store, service_id, opened, opened + HOUR, **extra)
 
 
 def _result(outcome: str) -> DeploymentResult:

@@ -16,7 +16,7 @@ from conveyor.metrics.load import report
 from conveyor.store.db import Settings as StoreSettings
 from conveyor.store.db import Store, open_store
 from conveyor.store.facts import write_fact
-from conveyor.store.models import Deployment, Incident, Release, Run, Service
+from conveyor.store.models import Approval, Deployment, Incident, Release, Run, Service
 from tests.metrics import at, commit, deployment, how
 
 WINDOW = Window(dt.date(2024, 1, 15), dt.date(2024, 1, 29))  # previous: Jan 1 → Jan 15
@@ -242,3 +242,61 @@ def test_work_in_progress_and_incidents_naming_a_release_or_a_commit(
     # The release's deployment fact (c-prod), and the latest deployment of the commit.
     assert explained[str(by_release)] == "attributed to c-prod (explicit)"
     assert explained[str(by_commit)] == "attributed to c-other (explicit)"
+
+
+def test_work_in_progress_leaves_out_rejected_and_superseded_releases(
+    tmp_path: Path, database_url: str
+) -> None:
+    """A release refused at its approval, or superseded (a newer one took its place in a queue,
+    replaced it in the environment it reached, or, never deployed, was deployed after it) is
+    not waiting to reach production: it is not work in progress."""
+    store = open_store(StoreSettings(home=tmp_path / "home", database_url=database_url))
+    try:
+        shop = add_service(store, "shop")
+        with store.write() as w:
+            hour = [0]
+
+            def release(name: str, *deployed: tuple[str, str]) -> Release:
+                run = Run(service_id=shop, status="succeeded", sha=name * 20, trigger="test")
+                w.session.add(run)
+                w.session.flush()
+                made = Release(service_id=shop, run_id=run.id, sha=name * 20, created_at=at(1, 10))
+                w.session.add(made)
+                w.session.flush()
+                for env, status in deployed:
+                    hour[0] += 1
+                    dep = Deployment(
+                        service_id=shop,
+                        environment=env,
+                        tier="production" if env == "production" else env,
+                        release_id=made.id,
+                        status=status,
+                        trigger="auto",
+                        finished_at=at(1, 11, hour[0]),
+                    )
+                    w.session.add(dep)
+                    w.session.flush()
+                    if status == "rejected":
+                        w.session.add(Approval(deployment_id=dep.id, status="rejected"))
+                return made
+
+            ok = "succeeded"
+            release("r1", ("dev", ok), ("staging", ok), ("production", ok))  # what production runs
+            release("r2", ("dev", ok), ("staging", ok), ("production", "rejected"))
+            release("r3", ("dev", ok), ("staging", "superseded"))  # r4 took its place
+            release("r4", ("dev", ok), ("staging", ok))  # replaced in staging by r5
+            release("r5", ("dev", ok), ("staging", ok))  # waiting in staging
+            release("r6")  # built, never deployed; r7 was deployed after it
+            release("r7", ("dev", ok))  # waiting in dev
+            release("r8")  # built, the newest: waiting
+        found = report(store, Window(dt.date(2024, 1, 8), dt.date(2024, 1, 15)), Settings())
+    finally:
+        store.close()
+    wip = found.to_json()["metrics"]["work_in_progress"]
+    assert (wip["value"], wip["by_environment"]) == (3.0, {"built": 1, "dev": 1, "staging": 1})
+    shas = {i["how"] for i in found.figures["work_in_progress"].items}
+    assert shas == {
+        "in staging, not yet in production",
+        "in dev, not yet in production",
+        f"built ({'r8' * 6}), not deployed yet",
+    }

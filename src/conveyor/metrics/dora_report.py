@@ -402,7 +402,8 @@ def figures_of(
             "releases",
             int(wip["total"]),
             "releases built but not yet in this tier and newer than the last release that "
-            "reached it, by the furthest environment each reached; a snapshot of now",
+            "reached it, neither rejected nor superseded, by the furthest environment each "
+            "reached; a snapshot of now",
             None,
             {"by_environment": dict(wip["by_environment"]), "by_service": dict(wip["by_service"])},
             list(wip.get("releases", [])),

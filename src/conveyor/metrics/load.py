@@ -32,9 +32,9 @@ from sqlalchemy import (
     func,
     literal,
     null,
-    or_,
     select,
     type_coerce,
+    union,
 )
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, aliased
@@ -67,6 +67,8 @@ from conveyor.store.models import (
 )
 
 F = DeploymentFactRow
+# Deployment statuses that take a release out of work in progress.
+DROPPED = ("rejected", "superseded")
 CHUNK = 500
 log = logging.getLogger("conveyor.metrics")
 
@@ -259,26 +261,35 @@ def _incidents(
     """Incidents open at some point of [lo, hi), or naming a deployment in range; and the keys
     of the deployments they name. An incident naming a release or a commit names the latest
     deployment of it (in the tier) before it opened."""
+    i = Incident
+    scope: list[ColumnElement[bool]] = []
+    if settings.service:
+        # By id, so that each part below walks the (service, time) indexes.
+        scope.append(i.service_id.in_(select(Service.id).where(Service.name == settings.service)))
     own = select(F.deployment_id).where(*in_range, F.deployment_id.is_not(None))
     keys = select(F.key).where(*in_range)
+    services = select(Service.id).where(Service.name.in_(select(F.service).where(*in_range)))
+    # One index range each (an OR of them would read the table whole): opened in [lo, hi);
+    # opened before lo and resolved from lo on, or not resolved; naming one of Conveyor's
+    # deployments in range; imported ones naming a deployment in range by key, whenever they
+    # opened: the key is in the incident's JSON data, unindexed, so these are looked for among
+    # the incidents of the services deployed in range (the (service, opened) index).
+    parts = [
+        select(i.id).where(*scope, i.opened_at >= lo, i.opened_at < hi),
+        select(i.id).where(*scope, i.resolved_at >= lo, i.opened_at < lo),
+        select(i.id).where(*scope, i.resolved_at.is_(None), i.opened_at < lo),
+        select(i.id).where(*scope, i.deployment_id.in_(own)),
+        select(i.id).where(
+            *scope, i.service_id.in_(services), i.data["deployment_key"].as_string().in_(keys)
+        ),
+    ]
+    ids = union(*parts).subquery()
     stmt = (
-        select(Incident, Service.name)
-        .join(Service, Service.id == Incident.service_id)
-        .where(
-            or_(
-                and_(
-                    Incident.opened_at < hi,
-                    or_(Incident.resolved_at.is_(None), Incident.resolved_at >= lo),
-                ),
-                Incident.deployment_id.in_(own),
-                # Imported ones name the deployment's key, whenever they opened.
-                Incident.data["deployment_key"].as_string().in_(keys),
-            )
-        )
-        .order_by(Incident.id)
+        select(i, Service.name)
+        .join(Service, Service.id == i.service_id)
+        .where(i.id.in_(select(ids.c.id)))
+        .order_by(i.id)
     )
-    if settings.service:
-        stmt = stmt.where(Service.name == settings.service)
     loaded = [(inc, service) for inc, service in session.execute(stmt)]
     found, named = [], set()
     for inc, service in loaded + _overlapping(session, loaded, hi):
@@ -315,7 +326,10 @@ def _overlapping(
     later = session.execute(
         select(Incident, Service.name)
         .join(Service, Service.id == Incident.service_id)
-        .where(Service.name.in_(sorted(open_past)), Incident.opened_at >= hi)
+        .where(
+            Incident.service_id.in_(select(Service.id).where(Service.name.in_(sorted(open_past)))),
+            Incident.opened_at >= hi,
+        )
         .order_by(Incident.opened_at, Incident.id)
     )
     more = []
@@ -375,35 +389,83 @@ def _env_tiers(session: Session, incidents: Iterable[IncidentFact]) -> dict[tupl
 
 
 def work_in_progress(session: Session, settings: Settings) -> dict[str, Any]:
-    """Releases built but not yet in the tier: newer than the newest release that succeeded
-    there (older ones never deployed were skipped, not waiting), each by the furthest
-    environment it reached (its latest successful deployment), or "built"."""
+    """Releases built but not yet in the tier (docs/metrics.md, "Work in progress"): newer
+    than the newest release that succeeded there (older ones never deployed were skipped, not
+    waiting), neither rejected nor superseded, each by the furthest environment it reached (its
+    latest successful deployment), or "built".
+
+    One statement, set-based: each service's newest release in the tier (one index seek per
+    service), its releases past that (an index range), their deployments (by release), and
+    the newest release that succeeded in each environment of those services (a range of the
+    (service, status, environment, release) index); no statement per release."""
     d = Deployment
-    baseline = (
+    in_tier = (
         select(func.coalesce(func.max(d.release_id), 0))
         .where(
-            d.service_id == Release.service_id,
+            d.service_id == Service.id,
             d.tier == settings.tier,
-            d.kind == "deploy",
             d.status == "succeeded",
+            d.kind == "deploy",
         )
         .scalar_subquery()
     )
-    reached = (
-        select(d.environment)
-        .where(d.release_id == Release.id, d.status == "succeeded")
-        .order_by(d.finished_at.desc(), d.id.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
-    stmt = (
-        select(Release.id, Service.name, Release.sha, Release.created_at, reached)
-        .join(Service, Service.id == Release.service_id)
-        .where(Release.id > baseline)
-        .order_by(Release.id)
-    )
+    services = select(Service.id, Service.name, in_tier.label("newest"))
     if settings.service:
-        stmt = stmt.where(Service.name == settings.service)
+        services = services.where(Service.name == settings.service)
+    svc = services.cte("wip_services")
+    candidates = (
+        select(Release.id, Release.service_id, svc.c.name, Release.sha, Release.created_at)
+        .join(svc, and_(Release.service_id == svc.c.id, Release.id > svc.c.newest))
+        .cte("wip_releases")
+    )
+    theirs = (
+        select(d.release_id, d.environment, d.status, d.finished_at, d.id)
+        .join(candidates, d.release_id == candidates.c.id)
+        .cte("wip_deployments")
+    )
+    order = (theirs.c.finished_at.desc(), theirs.c.id.desc())
+    reached = (
+        select(
+            theirs.c.release_id,
+            theirs.c.environment,
+            func.row_number().over(partition_by=theirs.c.release_id, order_by=order).label("n"),
+        )
+        .where(theirs.c.status == "succeeded")
+        .subquery("reached")
+    )
+    # Taken out of the queue: an approval refused or timed out ("rejected"), or a newer
+    # release took its place in an environment's queue ("superseded").
+    dropped = select(theirs.c.release_id).where(theirs.c.status.in_(DROPPED))
+    newest = (
+        select(d.service_id, d.environment, func.max(d.release_id).label("release_id"))
+        .where(d.service_id.in_(select(candidates.c.service_id)), d.status == "succeeded")
+        .group_by(d.service_id, d.environment)
+        .cte("wip_newest")
+    )
+    anywhere = (
+        select(newest.c.service_id, func.max(newest.c.release_id).label("release_id"))
+        .group_by(newest.c.service_id)
+        .subquery("anywhere")
+    )
+    there = newest.alias("there")
+    # Superseded: a newer release succeeded in the environment this one reached (it replaced
+    # it there), or, for one deployed nowhere, anywhere (it was skipped).
+    replaced_by = case(
+        (reached.c.environment.is_(None), anywhere.c.release_id), else_=there.c.release_id
+    )
+    c = candidates.c
+    stmt = (
+        select(c.id, c.name, c.sha, c.created_at, reached.c.environment)
+        .select_from(candidates)
+        .outerjoin(reached, and_(reached.c.release_id == c.id, reached.c.n == 1))
+        .outerjoin(
+            there,
+            and_(there.c.service_id == c.service_id, there.c.environment == reached.c.environment),
+        )
+        .outerjoin(anywhere, anywhere.c.service_id == c.service_id)
+        .where(c.id.not_in(dropped), func.coalesce(replaced_by, 0) <= c.id)
+        .order_by(c.id)
+    )
     by_env: dict[str, int] = {}
     by_service: dict[str, int] = {}
     releases = []

@@ -324,6 +324,10 @@ class Deployment(Base):
 
     __table_args__ = (
         Index("ix_deployments_env", "service_id", "environment", "id"),
+        # Work in progress (metrics.load): the newest release of a service that succeeded in a
+        # tier, and in each environment, found by one seek each.
+        Index("ix_deployments_tier_release", "service_id", "tier", "status", "kind", "release_id"),
+        Index("ix_deployments_env_release", "service_id", "status", "environment", "release_id"),
         # One deployment carried out per environment at a time, whichever server claims it:
         # a second claim fails in the database, not by timing (engine.promotion.start_next).
         Index(
@@ -436,6 +440,14 @@ class Incident(Base):
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
     service: Mapped[Service] = relationship()
+
+    # DORA reads the incidents open during a span (metrics.load), of every service or of one.
+    __table_args__ = (
+        Index("ix_incidents_opened", "opened_at"),
+        Index("ix_incidents_resolved", "resolved_at"),
+        Index("ix_incidents_service_opened", "service_id", "opened_at"),
+        Index("ix_incidents_service_resolved", "service_id", "resolved_at"),
+    )
 
 
 class User(Base):

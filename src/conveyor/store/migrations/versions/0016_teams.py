@@ -12,7 +12,7 @@ from alembic import op
 from conveyor.store.migrations.columns import id_column, indexes, reference, string, timestamp
 
 revision = "0016"
-down_revision = "0013"
+down_revision = "0015"
 
 
 def upgrade() -> None:

@@ -356,7 +356,14 @@ class DeliveryController:
         ``switched``: it took traffic before the server died (resumed while verifying)."""
         instance.state.setdefault("endpoint", target.endpoint(instance))
         await asyncio.to_thread(
-            outcomes.record_placed, self.store, job.id, instance.state, instance.url
+            functools.partial(
+                outcomes.record_placed,
+                self.store,
+                job.id,
+                instance.state,
+                instance.url,
+                serving=target.in_place or switched,
+            )
         )
         outcome, detail = await self._check(job, target, bundle, instance, line)
         if outcome is not Outcome.PASS:
@@ -488,8 +495,16 @@ class DeliveryController:
             await self._fail(job.id, f"rollback failed: {exc.message}", serving=True, line=line)
             return
         instance.state.setdefault("endpoint", target.endpoint(instance))
+        # A rollback routes traffic back as it is placed: it serves from now.
         await asyncio.to_thread(
-            outcomes.record_placed, self.store, job.id, instance.state, instance.url
+            functools.partial(
+                outcomes.record_placed,
+                self.store,
+                job.id,
+                instance.state,
+                instance.url,
+                serving=True,
+            )
         )
         outcome, detail = Outcome.PASS, ""
         health = job.config.health

@@ -55,6 +55,7 @@ from conveyor.metrics.dora import (
     Window,
     compute_facts,
 )
+from conveyor.metrics.imports import SOURCE as IMPORTED
 from conveyor.store.db import Store
 from conveyor.store.models import (
     ChangeFactRow,
@@ -121,6 +122,7 @@ def _columns(session: Session, window_start: dt.datetime) -> list[Any]:
         F.rollback_of,
         F.fixes_incident,
         case((F.finished_at >= window_start, F.stages), else_=None),
+        _epoch(session, F.served_at),
     ]
 
 
@@ -285,7 +287,7 @@ def _incidents(
             named.add(key)
         found.append(
             IncidentFact(
-                id=str(inc.id),
+                id=incident_label(inc),
                 service=service,
                 opened_at=inc.opened_at,
                 resolved_at=inc.resolved_at,
@@ -295,6 +297,14 @@ def _incidents(
             )
         )
     return found, named
+
+
+def incident_label(inc: Incident) -> str:
+    """An incident as a person knows it: an imported one by its own id (its external id is
+    "<service>:<id>"), Conveyor's by its number."""
+    if inc.source == IMPORTED and inc.external_id:
+        return inc.external_id.split(":", 1)[1]
+    return str(inc.id)
 
 
 def _overlapping(

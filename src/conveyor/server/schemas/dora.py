@@ -102,6 +102,11 @@ class DoraSeriesRow(Schema):
     unplanned: int
     rework_deployments: int
     batch_median: Number | None = Field(description="Commits per deployment.")
+    caught: int = Field(description="Deployments stopped by their checks before taking traffic.")
+    incident_recovery_median: Number | None = Field(
+        description="Seconds, incidents no deployment is blamed for."
+    )
+    incident_recoveries: int
 
 
 class DoraReport(Schema):
@@ -112,6 +117,7 @@ class DoraReport(Schema):
     tiers: DoraTiers
     metrics: dict[str, DoraFigure] = Field(
         description="deployment_frequency, lead_time, change_failure_rate, recovery_time, "
-        "rework_rate, batch_size and (when known) work_in_progress."
+        "rework_rate, batch_size, caught_before_traffic, incident_recovery and (when known) "
+        "work_in_progress."
     )
     series: list[DoraSeriesRow] = Field(description="One row per day, week or month.")

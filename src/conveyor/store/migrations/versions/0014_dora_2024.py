@@ -6,10 +6,11 @@ written before, it is filled in from what was recorded:
 
 - a deployment that became healthy served from then (``healthy_at``: the traffic switch, or
   its in-place replacement passing its checks);
-- one rolled back, or named by the incident its own failure opened, had displaced what served
-  (a rollback is only run then): it served from its failure, the earliest instant recorded;
-- any other failed deployment is taken as never served (a blue-green candidate stopped by its
-  checks; also, unknowably, an in-place one whose checks failed outside production);
+- a failed deployment whose failure left the release before it serving never served: the
+  controller recorded that in its reason ("... kept serving", "nothing was serving before"),
+  which is what a blue-green candidate stopped by its checks before the switch gets;
+- any other deployment that ended (failed in place, rolled back, failed rollbacks) served from
+  its failure (else its end), the earliest instant recorded;
 - an imported fact served from its start (imports that do not say otherwise, docs/metrics.md).
 
 The DORA summaries are dropped so every profile is tallied again under the new definitions
@@ -29,10 +30,9 @@ down_revision = "0013"
 FILL_DEPLOYMENTS = """
 UPDATE deployments SET served_at = COALESCE(
     healthy_at,
-    CASE WHEN status = 'rolled_back' OR EXISTS (
-        SELECT 1 FROM incidents
-        WHERE incidents.deployment_id = deployments.id AND incidents.source = 'deployment'
-    ) THEN COALESCE(failed_at, finished_at) END
+    CASE WHEN status = 'failed' AND kind = 'deploy' AND (
+        reason LIKE '%kept serving%' OR reason LIKE '%nothing was serving before%'
+    ) THEN NULL ELSE COALESCE(failed_at, finished_at) END
 )
 """
 FILL_FACTS = """

@@ -6,6 +6,7 @@ deployment is noted."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from pathlib import Path
@@ -115,3 +116,32 @@ def test_a_commit_dated_after_its_deployment_is_noted_not_silently_zero(
         "deployment ended (a clock or a rewritten date), so its lead time is taken as 0s "
         "[deployment d1]" in out
     )
+
+
+def test_the_default_window_starts_at_a_young_services_first_deployment(
+    conveyor: Conveyor,
+) -> None:
+    """A service first deployed yesterday: the default 90 days would rate its one deployment
+    "low" (one in 90 days); the window starts at its first deployment instead, and says so."""
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    yesterday = now - dt.timedelta(days=1)
+    young = {
+        **D1,
+        "started_at": yesterday.isoformat(),
+        "finished_at": (yesterday + dt.timedelta(minutes=10)).isoformat(),
+        "commits": [],
+    }
+    conveyor("import", str(imported(conveyor, young)), check=True)
+    data = conveyor("dora", "--json", check=True).json()
+    window = data["window"]
+    assert window["from"] == yesterday.date().isoformat()
+    assert window["days"] == 2  # yesterday and today
+    assert window["note"].startswith(f"from {yesterday.date()}, the first production deployment")
+    # One deployment in two days: every 2 days, "high" (daily to weekly), not "low".
+    df = data["metrics"]["deployment_frequency"]
+    assert (df["count"], df["tier"]) == (1, "high")
+    shown = conveyor("dora", check=True).stdout
+    assert f"window: from {yesterday.date()}, the first production deployment" in shown
+    # Asked for explicitly, 90 days are 90 days.
+    asked = conveyor("dora", "--since", "90d", "--json", check=True).json()
+    assert asked["window"]["days"] == 90 and "note" not in asked["window"]

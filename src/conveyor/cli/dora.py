@@ -194,6 +194,8 @@ def render(data: dict[str, Any]) -> None:
         f"DORA · {who} · {scope['env_tier']} · {w['from']} → {w['to']} "
         f"({w['days']} days, {w['time_zone']}, weeks from {w['week_start'].capitalize()})"
     )
+    if w.get("note"):
+        click.echo(f"window: {w['note']}")
     previous = data.get("previous_window")
     against = f"trends against {previous['from']} → {previous['to']} · " if previous else ""
     click.echo(f"{against}tiers: {tiers['title']} ({tiers['url']})")

@@ -75,6 +75,9 @@ log = logging.getLogger("conveyor.metrics")
 def report(store: Store, window: Window, settings: Settings) -> DoraReport:
     """The report of ``window``: added up from the summary (metrics.summary), or, to explain
     the figures (or where the store cannot be written), computed from the facts."""
+    from conveyor.metrics.fit import fit_window
+
+    window = fit_window(store, window, settings)
     if not settings.explain:
         from conveyor.metrics import summary
 

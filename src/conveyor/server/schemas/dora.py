@@ -27,6 +27,9 @@ class DoraWindow(Schema):
     week_start: str
     start: str = Field(description="The window's first instant (ISO 8601, UTC).")
     end: str = Field(description="The instant it ends (ISO 8601, UTC).")
+    note: str | None = Field(
+        None, description="Why the window differs from the default (cut to the history)."
+    )
 
     model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 

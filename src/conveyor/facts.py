@@ -77,7 +77,8 @@ class DeploymentFact:
 @dataclass(frozen=True)
 class IncidentFact:
     """A production failure. ``deployment`` names the deployment it is attributed to
-    explicitly (or None: attribution by window applies)."""
+    explicitly (or None: attribution by window applies). ``id`` names it as people know it (an
+    imported incident by its own id); ``ref`` is Conveyor's record of it, when it is stored."""
 
     id: str
     service: str
@@ -86,3 +87,4 @@ class IncidentFact:
     environment: str | None = None
     deployment: str | None = None
     title: str = ""
+    ref: str | None = None

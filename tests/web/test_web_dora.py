@@ -285,7 +285,8 @@ def test_a_number_opens_what_is_behind_it(web: Web, page: Page) -> None:
     # An incident links to its row on the incidents page.
     blamed = next(i for i in items if i["kind"] == "incident")
     link = dialog.locator(f'tr[data-kind="incident"][data-id="{blamed["id"]}"] a')
-    expect(link).to_have_attribute("href", f"/incidents?id={blamed['id']}")
+    # Shown by its imported id, linked to Conveyor's record of it.
+    expect(link).to_have_attribute("href", f"/incidents?id={blamed['ref']}")
     shot(page, "explanation")
     dialog.get_by_role("button", name="Close").click()
     expect(dialog).to_be_hidden()
@@ -329,14 +330,17 @@ def test_a_number_opens_what_is_behind_it(web: Web, page: Page) -> None:
     expect(dialog).to_be_hidden()
 
     # Live: an incident opened now (nothing deployed within the attribution window blames it)
-    # is a failure not restored yet; the page follows without a reload.
-    before = plain["metrics"]["recovery_time"]
+    # is an incident not restored yet (incident recovery: no deployment caused it); the page
+    # follows without a reload.
+    before = plain["metrics"]["incident_recovery"]
     r = web.api.post(
         "/incidents",
         json={"service": "search", "title": "search is down", "environment": "production"},
     )
     assert r.status_code == 201, r.text
-    after = report(web)["metrics"]["recovery_time"]
-    assert after["failures"] == before["failures"] + 1
-    failures = page.locator('.metric-card[data-metric="recovery_time"] .metric-extra')
-    expect(failures).to_have_text(f"{after['failures']} ({after['not_restored']} not restored yet)")
+    after = report(web)["metrics"]["incident_recovery"]
+    assert after["incidents"] == before["incidents"] + 1
+    incidents = page.locator('.metric-card[data-metric="incident_recovery"] .metric-extra')
+    expect(incidents).to_have_text(
+        f"{after['incidents']} ({after['not_restored']} not restored yet)"
+    )

@@ -242,6 +242,8 @@ class _Episode:
     restored: float | None
     restored_by: str
     restorer: str | None = None
+    # What the UI links to: the deployment's fact key, or the incidents' record numbers.
+    ref: str = ""
 
 
 def label(key: str) -> str:
@@ -356,6 +358,7 @@ class _Engine:
     def _note(self, inc: IncidentFact, how: str) -> None:
         """Say in the explanation of the CFR what became of an incident."""
         item = _item("incident", inc.id, inc.service, inc.opened_at.timestamp(), None, how)
+        item["ref"] = inc.ref or inc.id
         self.incident_items.append(item)
 
     def _restore(
@@ -401,7 +404,7 @@ class _Engine:
         detected, detected_by = min(found or [(d[FINISHED], "the deployment ended failed")])
         restored, by, restorer = self._restore(d[SERVICE], d[ENV], detected, d)
         return _resolved(
-            _Episode(_named(d), d[SERVICE], detected, detected_by, restored, by, restorer),
+            _Episode(_named(d), d[SERVICE], detected, detected_by, restored, by, restorer, d[KEY]),
             incidents,
             "its incidents resolved",
         )
@@ -412,8 +415,9 @@ class _Engine:
         env = first.environment if len(envs) == 1 else None
         detected = first.opened_at.timestamp()
         restored, by, restorer = self._restore(first.service, env, detected)
+        refs = "+".join(i.ref or i.id for i in group)
         episode = _Episode(
-            ids, first.service, detected, f"incident {ids} opened", restored, by, restorer
+            ids, first.service, detected, f"incident {ids} opened", restored, by, restorer, refs
         )
         return _resolved(episode, group, f"incident {ids} resolved")
 
@@ -470,7 +474,7 @@ class _Engine:
                 if mine is not None:
                     how = f"{len(leads)} of its {len(mine_commits)} commits counted"
                     mine["batch_size"].append(
-                        _item("deployment", _named(d), d[SERVICE], fin, None, how)
+                        _item("deployment", _named(d), d[SERVICE], fin, None, how, d[KEY])
                     )
                 if leads:
                     _split(d, ts, tally.stages[day])
@@ -529,7 +533,8 @@ class _Engine:
             if mine is not None:
                 lead = max(0.0, d[FINISHED] - time)
                 mine["lead_time"].append(
-                    _item("commit", sha, d[SERVICE], time, lead, how) | {"deployment": _named(d)}
+                    _item("commit", sha, d[SERVICE], time, lead, how)
+                    | {"deployment": _named(d), "deployment_ref": d[KEY]}
                 )
         return keep
 
@@ -578,6 +583,7 @@ class _Engine:
                     ep.detected,
                     value,
                     f"detected: {ep.detected_by}; {restored}",
+                    ep.ref,
                 )
             )
 
@@ -677,9 +683,17 @@ _read = dt.datetime.fromisoformat
 
 
 def _item(
-    kind: str, id_: str, service: str, time: float | None, value: float | None, how: str
+    kind: str,
+    id_: str,
+    service: str,
+    time: float | None,
+    value: float | None,
+    how: str,
+    ref: str | None = None,
 ) -> dict[str, Any]:
-    return {
+    """One line of --explain. ``id`` names it as people know it (an imported record by its own
+    id); ``ref`` is what the UI links to (a deployment's fact key, incidents' record numbers)."""
+    item = {
         "kind": kind,
         "id": id_,
         "service": service,
@@ -687,6 +701,9 @@ def _item(
         "value": rounded(value),
         "how": how,
     }
+    if ref is not None:
+        item["ref"] = ref
+    return item
 
 
 def _named(d: Row) -> str:
@@ -698,10 +715,12 @@ def _caught(d: Row, mine: Items) -> None:
     (not counted) and in the CFR (left out of it: it never served users)."""
     how = "excluded: caught before production traffic (stopped by its checks, never served)"
     for name in ("deployment_frequency", "change_failure_rate", "rework_rate"):
-        mine[name].append(_item("deployment", _named(d), d[SERVICE], d[FINISHED], None, how))
+        mine[name].append(
+            _item("deployment", _named(d), d[SERVICE], d[FINISHED], None, how, d[KEY])
+        )
     why = f"caught: {d[RESULT].replace('_', ' ')} before it took traffic"
     mine["caught_before_traffic"].append(
-        _item("deployment", _named(d), d[SERVICE], d[FINISHED], None, why)
+        _item("deployment", _named(d), d[SERVICE], d[FINISHED], None, why, d[KEY])
     )
 
 
@@ -720,4 +739,4 @@ def _explain(d: Row, why: list[str], unplanned: str, mine: Items) -> None:
         ("change_failure_rate", cfr),
         ("rework_rate", rework),
     ):
-        mine[name].append(_item("deployment", key, service, fin, None, how))
+        mine[name].append(_item("deployment", key, service, fin, None, how, d[KEY]))

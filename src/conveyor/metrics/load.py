@@ -297,6 +297,7 @@ def _incidents(
                 environment=inc.environment,
                 deployment=key,
                 title=inc.title,
+                ref=str(inc.id),
             )
         )
     return found, named

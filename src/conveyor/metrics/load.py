@@ -171,6 +171,9 @@ def facts_from(session: Session, window: Window, settings: Settings, *, wip: boo
     pairs = sorted({(r[SERVICE], r[ENV]): r[RID] for r in rows}.values())
     extra = _edge(session, cols, settings, pairs, lo, before=True)
     extra += _edge(session, cols, settings, pairs, hi, before=False)
+    # And the last deployment before the range, whatever its result: a failure not restored
+    # until a deployment in range makes that one a fix-forward (rework, docs/metrics.md).
+    extra += _edge(session, cols, settings, pairs, lo, before=True, any_result=True)
     named |= {r[ROLLBACK_OF] for r in rows if r[ROLLBACK_OF]}
     wanted = sorted(named - keys - {r[KEY] for r in extra})
     for i in range(0, len(wanted), CHUNK):
@@ -204,6 +207,7 @@ def _edge(
     bound: dt.datetime,
     *,
     before: bool,
+    any_result: bool = False,
 ) -> list[Row]:
     """For the (service, environment) of each deployment in ``pairs`` (one per pair), its
     nearest successful deployment beyond ``bound``: the latest (non-rollback) one before, or
@@ -212,24 +216,28 @@ def _edge(
     found: list[Row] = []
     for i in range(0, len(pairs), 1000):
         chunk = select(F.service, F.environment).where(F.id.in_(pairs[i : i + 1000])).subquery()
-        nearest = _nearest(chunk, settings, bound, before)
+        nearest = _nearest(chunk, settings, bound, before, any_result)
         found += _rows(session, select(*cols).where(F.id.in_(nearest)))
     return found
 
 
-def _nearest(table: Any, settings: Settings, bound: dt.datetime, before: bool) -> Any:
-    """The id of the nearest success beyond ``bound`` for each row of ``table``."""
+def _nearest(
+    table: Any, settings: Settings, bound: dt.datetime, before: bool, any_result: bool = False
+) -> Any:
+    """The id of the nearest success (``any_result``: deployment) beyond ``bound`` for each
+    row of ``table``."""
     g = aliased(F)
     where = [
         g.service == table.c.service,
         g.environment == table.c.environment,
         g.tier == settings.tier,
-        g.result == "succeeded",
     ]
-    if before:
-        where += [g.kind == "deploy", g.finished_at < bound]
+    if any_result:
+        where.append(g.finished_at < bound)
+    elif before:
+        where += [g.result == "succeeded", g.kind == "deploy", g.finished_at < bound]
     else:
-        where.append(g.finished_at >= bound)
+        where += [g.result == "succeeded", g.finished_at >= bound]
     nearest = (
         select(g.id)
         .where(*where)

@@ -267,7 +267,9 @@ class _Engine:
         self.deps = deps
         self.by_key = {d[KEY]: d for d in deps}
         # What served when (conveyor.blame): by service and environment, and by service, the
-        # deployments that served users, in the order they began to.
+        # deployments that served users, in the order they began to (as Served only for the
+        # pairs an incident asks about: a million deployments need not become objects).
+        self.served_rows: dict[tuple[str, str | None], list[Row]] = {}
         self.serving: dict[tuple[str, str | None], list[Served]] = {}
         # Healthy deployments and rollbacks by service and environment, in finish order: what
         # may restore service.
@@ -276,9 +278,8 @@ class _Engine:
         for d in sorted(
             (d for d in deps if d[SERVED] is not None), key=itemgetter(SERVED, FINISHED, KEY)
         ):
-            seen = Served(d[KEY], _named(d), d[KIND] == "rollback", d[SERVED], d[FINISHED])
-            self.serving.setdefault((d[SERVICE], d[ENV]), []).append(seen)
-            self.serving.setdefault((d[SERVICE], None), []).append(seen)
+            self.served_rows.setdefault((d[SERVICE], d[ENV]), []).append(d)
+            self.served_rows.setdefault((d[SERVICE], None), []).append(d)
         for d in deps:
             if d[RESULT] == "succeeded":
                 self.healthy.setdefault((d[SERVICE], d[ENV]), []).append(d)
@@ -301,7 +302,7 @@ class _Engine:
         # of each; it counts once. Within one environment ranges never overlap (each starts
         # after the previous successful deployment there), so no bookkeeping is needed.
         envs: dict[str, set[str]] = {}
-        for service, env in self.serving:
+        for service, env in self.served_rows:
             if env is not None:
                 envs.setdefault(service, set()).add(env)
         self.shared = {service for service, names in envs.items() if len(names) > 1}
@@ -344,7 +345,7 @@ class _Engine:
             named=None
             if named is None
             else Served(named[KEY], _named(named), named[KIND] == "rollback", named[STARTED], None),
-            serving=self.serving.get((inc.service, inc.environment), []),
+            serving=self._serving((inc.service, inc.environment)),
             window=self.s.attribution_window.total_seconds(),
             where=inc.environment or f"any environment of {inc.service}",
         )
@@ -354,6 +355,15 @@ class _Engine:
         self.attributed.setdefault(blame.key, []).append((inc, how))
         self._note(inc, f"attributed to {label(blame.key)} ({blame.how}): {blame.detail}")
         return ""
+
+    def _serving(self, pair: tuple[str, str | None]) -> list[Served]:
+        found = self.serving.get(pair)
+        if found is None:
+            found = self.serving[pair] = [
+                Served(d[KEY], _named(d), d[KIND] == "rollback", d[SERVED], d[FINISHED])
+                for d in self.served_rows.get(pair, ())
+            ]
+        return found
 
     def _note(self, inc: IncidentFact, how: str) -> None:
         """Say in the explanation of the CFR what became of an incident."""

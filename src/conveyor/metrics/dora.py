@@ -381,7 +381,9 @@ class _Engine:
         best: tuple[float | None, str, str | None] = (None, "", None)
         for pair in pairs:
             rows = self.healthy.get(pair, [])
-            for d in rows[bisect.bisect_right(rows, after, key=itemgetter(FINISHED)) :]:
+            start = bisect.bisect_right(rows, after, key=itemgetter(FINISHED))
+            for i in range(start, len(rows)):  # by index: no copy of the rest
+                d = rows[i]
                 if best[0] is not None and d[FINISHED] >= best[0]:
                     break
                 if failed is not None and (d is failed or d[STARTED] < failed[STARTED]):

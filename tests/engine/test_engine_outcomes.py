@@ -246,13 +246,13 @@ def test_when_a_deployment_began_serving_users_is_recorded_for_dora(store: Store
     """served_at (DORA's change failures, docs/metrics.md): a candidate stopped before the
     switch never served; one placed in place served from its placement; one switched to from
     the switch."""
-    new_release(store, 1, pipeline(on_failure="hold"))
+    new_release(store, 1, pipeline())
     first = started(store)
     # Blue-green: placed beside what serves, checked, failed before the switch.
     outcomes.record_placed(store, first, {"port": 1}, "http://127.0.0.1:1")
     outcomes.fail(store, first, "health check failed", serving=False)
     assert deployment(store, first).served_at is None
-    new_release(store, 2, pipeline(on_failure="hold"))
+    new_release(store, 2, pipeline())
     second = started(store)
     # In place: it takes traffic as it is placed, so a failed check afterwards is a failure
     # users met.
@@ -261,7 +261,7 @@ def test_when_a_deployment_began_serving_users_is_recorded_for_dora(store: Store
     assert placed is not None
     outcomes.fail(store, second, "health check failed", serving=True)
     assert deployment(store, second).served_at == placed
-    new_release(store, 3, pipeline(on_failure="hold"))
+    new_release(store, 3, pipeline())
     third = started(store)
     outcomes.record_placed(store, third, {"port": 3}, "http://127.0.0.1:3")
     assert deployment(store, third).served_at is None  # checked beside, not serving yet

@@ -40,8 +40,11 @@ class DeploymentFact:
     - ``result``: how it ended. ``failed_at`` is when its failure was detected (a failed
       health check or verification), if it failed.
     - ``rollback_of``: for a rollback, the id of the deployment it undid.
-    - ``fixes_incident``: it was marked as fixing an incident (deployments made while an
-      incident of the service is open count as fixes too; that is derived, not stored).
+    - ``fixes_incident``: it was marked as fixing an incident (rework: a deployment made because
+      of a production incident).
+    - ``served``: it began serving users (``served_at``, if known; else from its start). False:
+      it was stopped by its checks before taking traffic (a blue-green candidate whose check
+      failed before the switch): no change failure, "caught before production traffic".
     - ``changes``: its commit range (empty for rollbacks); lead time is measured per change.
     - ``stages``: when the deployed release passed each point of the value stream, for the
       lead-time split: ``run_started``, ``run_finished``, ``staging_finished``,
@@ -62,12 +65,20 @@ class DeploymentFact:
     fixes_incident: bool = False
     changes: tuple[Change, ...] = ()
     stages: Mapping[str, dt.datetime] = field(default_factory=dict)
+    served: bool = True
+    served_at: dt.datetime | None = None
+
+    @property
+    def serving_from(self) -> dt.datetime | None:
+        """When it began serving users (its start when not known); None: never."""
+        return (self.served_at or self.started_at) if self.served else None
 
 
 @dataclass(frozen=True)
 class IncidentFact:
     """A production failure. ``deployment`` names the deployment it is attributed to
-    explicitly (or None: attribution by window applies)."""
+    explicitly (or None: attribution by window applies). ``id`` names it as people know it (an
+    imported incident by its own id); ``ref`` is Conveyor's record of it, when it is stored."""
 
     id: str
     service: str
@@ -76,3 +87,4 @@ class IncidentFact:
     environment: str | None = None
     deployment: str | None = None
     title: str = ""
+    ref: str | None = None

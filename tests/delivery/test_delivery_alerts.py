@@ -295,6 +295,19 @@ def test_a_failing_release_is_blamed_rolled_back_and_its_recovery_time_recorded(
     assert f"attributed to deployment {v2['id']}" in text
     assert f"by rollback deployment {rollback_id}" in text
 
+    # DORA's --explain (GET /dora?explain=true, what `conveyor dora --explain` prints) blames
+    # the same deployment, by the same rule (conveyor.blame): v2, serving when it began.
+    report = api_json(server, "/dora", service="shop", since="1d", explain="true")
+    blamed = {
+        i["id"]: i["how"]
+        for i in report["metrics"]["change_failure_rate"]["explanation"]
+        if i["kind"] == "incident"
+    }
+    assert blamed[str(done["id"])].startswith(f"attributed to {v2['id']} (window): ")
+    assert incident["attribution"]["detail"].startswith(f"deployment {v2['id']} (")
+    assert "was serving production when it began" in blamed[str(done["id"])]
+    assert "was serving production when it began" in incident["attribution"]["detail"]
+
     # A person opens and resolves one through the server, naming the release.
     out = remote_cli(
         server, person, "incident", "open", "--service", "shop", "--title", "slow checkout",

@@ -240,3 +240,32 @@ def test_a_restart_forgets_the_health_until_the_monitor_checks(store: Store) -> 
     assert (staging.instance, staging.healthy) == ({"port": 3}, None)
     assert deployment(store, first).instance == {"port": 3}
     assert "environment.restarted" in event_types(store)
+
+
+def test_when_a_deployment_began_serving_users_is_recorded_for_dora(store: Store) -> None:
+    """served_at (DORA's change failures, docs/metrics.md): a candidate stopped before the
+    switch never served; one placed in place served from its placement; one switched to from
+    the switch."""
+    new_release(store, 1, pipeline())
+    first = started(store)
+    # Blue-green: placed beside what serves, checked, failed before the switch.
+    outcomes.record_placed(store, first, {"port": 1}, "http://127.0.0.1:1")
+    outcomes.fail(store, first, "health check failed", serving=False)
+    assert deployment(store, first).served_at is None
+    new_release(store, 2, pipeline())
+    second = started(store)
+    # In place: it takes traffic as it is placed, so a failed check afterwards is a failure
+    # users met.
+    outcomes.record_placed(store, second, {"port": 2}, "http://127.0.0.1:2", serving=True)
+    placed = deployment(store, second).served_at
+    assert placed is not None
+    outcomes.fail(store, second, "health check failed", serving=True)
+    assert deployment(store, second).served_at == placed
+    new_release(store, 3, pipeline())
+    third = started(store)
+    outcomes.record_placed(store, third, {"port": 3}, "http://127.0.0.1:3")
+    assert deployment(store, third).served_at is None  # checked beside, not serving yet
+    outcomes.record_serving(store, third, {"port": 3})  # the switch
+    switched = deployment(store, third)
+    assert switched.served_at is not None
+    assert switched.served_at == switched.healthy_at

@@ -64,6 +64,8 @@ def test_json_gives_every_metric_with_value_unit_sample_size_and_tier(conveyor: 
         "recovery_time",
         "rework_rate",
         "batch_size",
+        "caught_before_traffic",
+        "incident_recovery",
         "work_in_progress",
     }
     # By hand in test_a_rollback: 2 deployments in two weeks, CFR 1/3, recovery 10 min,
@@ -98,10 +100,15 @@ def test_the_table_shows_tiers_and_trend_arrows(conveyor: Conveyor) -> None:
         "deployment frequency | 1.00 / week | - | 2 deployments | high | "
         "↑ from 0.50 / week better" in out
     )
-    assert "lead time for changes | 2h | 2d 3h | 3 commits | elite | ↓ from 4h better" in out
+    # Two and three deployments are too few (under 5) for the tier of lead time, the CFR and
+    # recovery time: "too few" where the tier was, and why under the table.
+    assert "lead time for changes | 2h | 2d 3h | 3 commits | too few | ↓ from 4h better" in out
     # d0 alone in the previous two weeks: no failure, nothing unplanned.
-    assert "change failure rate | 33.3 % | - | 3 deployments | low | ↑ from 0.0 % worse" in out
-    assert "failed deployment recovery time | 10m | 10m | 1 failure | elite | -" in out
+    assert "change failure rate | 33.3 % | - | 3 deployments | too few | ↑ from 0.0 % worse" in out
+    assert "failed deployment recovery time | 10m | 10m | 1 failure | too few | -" in out
+    assert (
+        "no tier: small sample: 2 deployments in the window, fewer than the 5 a tier needs" in out
+    )
     assert "deployment rework rate | 25.0 % | - | 4 deployments | - | ↑ from 0.0 % worse" in out
     assert "batch size | 1.5 commits | 2 commits | 2 deployments | - | ↑ from 1 commit worse" in out
     assert "2024-01-08 | 0 | 0 | - | - | - | - | -" in out  # the empty week is there
@@ -123,10 +130,11 @@ def test_explain_lists_what_is_behind_each_figure(conveyor: Conveyor) -> None:
         in out
     )
     assert "  2024-01-03 10:15  deployment r1 (shop)  excluded: rollback" in out
-    assert "  2024-01-03 09:00  commit b (shop)  2d 3h  counted [deployment d3]" in out  # 51 h
+    # 51 h, and the exact seconds (51 × 3600) beside it.
+    assert "  2024-01-03 09:00  commit b (shop)  2d 3h (183600 s)  counted [deployment d3]" in out
     assert (
-        "  2024-01-03 10:05  failure d2 (shop)  10m  detected: check failed; restored: healthy "
-        "rollback in production finished at 2024-01-03T10:15:00Z" in out
+        "  2024-01-03 10:05  failure d2 (shop)  10m (600 s)  detected: check failed; restored: "
+        "healthy rollback r1 in production finished at 2024-01-03T10:15:00Z" in out
     )
     assert "  2024-01-03 10:15  deployment r1 (shop)  unplanned: rollback of d2" in out
 

@@ -40,7 +40,9 @@ def test_a_first_deployment_does_not_absorb_the_history_before_its_look_back() -
     # Counted, sorted: 7200, 86400, 2246400, 6955200. Median = (86400 + 2246400) / 2;
     # p90 = rank ceil(0.9 × 4) = 4 → 6955200.
     assert (lead["value"], lead["p90"], lead["sample_size"]) == (1166400.0, 6955200.0, 4)
-    assert lead["tier"] == "medium"  # 13.5 days: between one week and one month
+    # 13.5 days would be "medium", but two deployments are too few for a tier (fewer than 5).
+    assert lead["tier"] is None
+    assert lead["warning"].startswith("small sample: 2 deployments in the window")
     explained = how(report, "lead_time")
     assert explained["old1"].startswith("excluded: older than the 30d look-back")
     assert explained["old2"].startswith("excluded: older than the 30d look-back")
@@ -101,13 +103,14 @@ def test_a_rollback() -> None:
     assert (df["band"], df["tier"]) == ("daily–weekly", "high")  # 7 days between: high
     # CFR over d1, d2, d3 (not r1): d2 failed → 1/3.
     cfr = m["change_failure_rate"]
-    assert (cfr["failed"], cfr["deployments"], cfr["tier"]) == (1, 3, "low")
+    # 1/3 would be "low"; three deployments are too few for a tier.
+    assert (cfr["failed"], cfr["deployments"], cfr["tier"]) == (1, 3, None)
     assert abs(cfr["value"] - 1 / 3) < 1e-6
     assert how(report, "change_failure_rate")["d2"] == "failed: rolled back; undone by rollback r1"
     assert how(report, "change_failure_rate")["r1"] == "excluded: rollback"
     # Recovery: detected 10:05 (failed check), restored 10:15 (healthy rollback) = 600 s.
     rec = m["recovery_time"]
-    assert (rec["value"], rec["p90"], rec["sample_size"], rec["tier"]) == (600.0, 600.0, 1, "elite")
+    assert (rec["value"], rec["p90"], rec["sample_size"], rec["tier"]) == (600.0, 600.0, 1, None)
     # Rework: r1 of d1, d2, r1, d3 → 1/4.
     assert (m["rework_rate"]["value"], m["rework_rate"]["unplanned"]) == (0.25, 1)
     # Lead: 3600, 7200, 183600 → median 7200, p90 rank ceil(2.7) = 3 → 183600.
@@ -123,7 +126,7 @@ def test_a_rollback() -> None:
 def test_a_failed_deployment_without_incident_is_restored_by_the_next_healthy_one() -> None:
     deployments = [
         deployment("d1", at(1, 2, 10)),
-        # Failed its check at 10:10 and ended at 10:12; the old release kept serving.
+        # Replaced in place, it failed its check at 10:10 (users met it) and ended at 10:12.
         deployment(
             "d2",
             at(1, 4, 10, 12),
@@ -135,24 +138,27 @@ def test_a_failed_deployment_without_incident_is_restored_by_the_next_healthy_on
     ]
     m = dora(deployments)["metrics"]
     assert (m["change_failure_rate"]["failed"], m["change_failure_rate"]["deployments"]) == (1, 3)
-    # 10:10 → 15:10 = 5 h: high (less than a day).
-    assert (m["recovery_time"]["value"], m["recovery_time"]["tier"]) == (5 * HOUR, "high")
-    assert m["rework_rate"]["value"] == 0.0  # no incident was open: nothing unplanned
+    # 10:10 → 15:10 = 5 h (restored by d3, a later deployment); no tier over 3 deployments.
+    assert (m["recovery_time"]["value"], m["recovery_time"]["tier"]) == (5 * HOUR, None)
+    # d3 restored service after d2's failure was known: a fix-forward, unplanned. 1 of 3.
+    assert (m["rework_rate"]["unplanned"], m["rework_rate"]["deployments"]) == (1, 3)
     # Imported history may not say when the failure was detected: the end of the deployment
     # (10:12) stands for it, 4 h 58 min before 15:10.
     deployments[1] = deployment("d2", at(1, 4, 10, 12), started=at(1, 4, 10), result="failed")
     assert dora(deployments)["metrics"]["recovery_time"]["value"] == 4 * HOUR + 58 * 60
 
 
-def test_an_incident_without_deployment_counts_for_recovery_time_only() -> None:
+def test_an_incident_without_deployment_counts_for_incident_recovery_only() -> None:
     report = dora([], [incident("i1", at(1, 5, 10), at(1, 5, 10, 45))])
     m = report["metrics"]
     assert (m["change_failure_rate"]["value"], m["change_failure_rate"]["sample_size"]) == (None, 0)
     assert m["change_failure_rate"]["tier"] is None
-    assert (m["recovery_time"]["value"], m["recovery_time"]["tier"]) == (45 * 60.0, "elite")
+    # No deployment caused it: not a failed deployment's recovery, an incident's (45 min).
+    assert (m["recovery_time"]["value"], m["recovery_time"]["sample_size"]) == (None, 0)
+    assert (m["incident_recovery"]["value"], m["incident_recovery"]["incidents"]) == (45 * 60.0, 1)
     assert how(report, "change_failure_rate")["i1"] == (
-        "not attributed: no deployment of the service before it; counts for recovery time, "
-        "not the CFR"
+        "not attributed: no deployment was serving any environment of shop when it began; "
+        "counts for incident recovery, not the CFR"
     )
 
 
@@ -162,10 +168,11 @@ def test_an_incident_long_after_the_last_deployment_is_not_blamed_on_it() -> Non
         [incident("i1", at(1, 10), at(1, 10, 0, 1))],  # 9 days after d1 ended; 1 min
     )
     m = report["metrics"]
-    assert (m["change_failure_rate"]["value"], m["change_failure_rate"]["tier"]) == (0.0, "elite")
-    assert m["recovery_time"]["value"] == 60.0
+    assert (m["change_failure_rate"]["value"], m["change_failure_rate"]["tier"]) == (0.0, None)
+    assert (m["recovery_time"]["value"], m["incident_recovery"]["value"]) == (None, 60.0)
     assert how(report, "change_failure_rate")["i1"].startswith(
-        "not attributed: the live deployment d1 finished 9d before, outside the 2d attribution"
+        "not attributed: d1 was serving any environment of shop, but it began 216.0 h after "
+        "that deployment finished (the attribution window is 48.0 h)"
     )
 
 
@@ -189,14 +196,17 @@ def test_overlapping_incidents_count_once() -> None:
     # d1 failed (once), d2 did not: 1/2.
     assert (m["change_failure_rate"]["failed"], m["change_failure_rate"]["value"]) == (1, 0.5)
     # d1: detected 12:00 (i1 opened); restored when both are resolved, 15:00, before d2
-    # (next day 09:00): 3 h. ledger: i3+i4 10:00 → 12:00 = 2 h; i5 10 min.
-    # Samples 600, 7200, 10800: median 7200, p90 rank ceil(2.7) = 3 → 10800.
+    # (next day 09:00): 3 h, the one failed deployment recovery.
     rec = m["recovery_time"]
-    assert (rec["value"], rec["p90"], rec["sample_size"]) == (2 * HOUR, 3 * HOUR, 3)
-    assert {i["id"] for i in rec["explanation"]} == {"d1", "i3+i4", "i5"}
+    assert (rec["value"], rec["sample_size"]) == (3 * HOUR, 1)
+    assert {i["id"] for i in rec["explanation"]} == {"d1"}
+    # ledger (no deployment caused them): i3+i4 10:00 → 12:00 = 2 h; i5 10 min. Median of
+    # 600, 7200 = 3900; p90 rank ceil(1.8) = 2 → 7200.
+    apart = m["incident_recovery"]
+    assert (apart["value"], apart["p90"], apart["sample_size"]) == (3900.0, 2 * HOUR, 2)
+    assert {i["id"] for i in apart["explanation"]} == {"i3+i4", "i5"}
     assert how(report, "change_failure_rate")["d1"] == (
-        "failed: incident i1 (by window: began 2h after it ended); "
-        "incident i2 (by window: began 3h after it ended)"
+        "failed: incident i1 (by window); incident i2 (by window)"
     )
 
 
@@ -296,8 +306,8 @@ def test_explicit_attribution_and_what_it_cannot_blame() -> None:
     # Only d1 is in the window; it failed (i2, explicit, whatever the delay).
     assert (m["change_failure_rate"]["failed"], m["change_failure_rate"]["deployments"]) == (1, 1)
     explained = how(report, "change_failure_rate")
-    assert explained["i1"] == "attributed to d0 (explicit)"
-    assert explained["i2"] == "attributed to d1 (explicit)"
+    assert explained["i1"] == "attributed to d0 (explicit): named by the incident: d0"
+    assert explained["i2"] == "attributed to d1 (explicit): named by the incident: d1"
     # d0's failure was detected in the window (i1 opened Jan 3): its recovery counts here,
     # 2 h (i1 resolved; no healthy deployment after it). d1: i2 resolved after 1 h.
     assert m["recovery_time"]["sample_size"] == 2
@@ -317,25 +327,47 @@ def test_an_incident_naming_a_rollback_blames_no_deployment() -> None:
     )
 
 
-def test_deployments_made_while_an_incident_is_open_are_rework() -> None:
+def test_deployments_made_because_of_an_incident_are_rework() -> None:
     report = dora(
         [
             deployment("d1", at(1, 2, 10)),
-            # i1 opens 71 h after d1 (not blamed on it); d2 starts while it is open.
+            # i1 opens 71 h after d1 (not blamed on it); d2 starts while it is open and is
+            # the healthy deployment that restores service.
             deployment("d2", at(1, 5, 10, 30), started=at(1, 5, 10)),
             deployment("d3", at(1, 6, 10), fixes_incident=True),
             deployment("d4", at(1, 7, 10)),
         ],
-        [incident("i1", at(1, 5, 9), at(1, 5, 12))],
+        [
+            incident("i1", at(1, 5, 9), at(1, 5, 12)),
+            # i2 opens after d4 started, and i2 is resolved before d4 ends: d4 was not made
+            # because of it (it started first), so it stays planned.
+            incident("i2", at(1, 7, 9, 55), at(1, 7, 9, 58)),
+        ],
     )
     m = report["metrics"]
-    # Unplanned: d2 (started while i1 was open), d3 (marked) → 2 of 4.
+    # Unplanned: d2 (restored service after i1 was known: a fix-forward), d3 (marked) → 2 of 4.
     assert (m["rework_rate"]["value"], m["rework_rate"]["unplanned"]) == (0.5, 2)
     explained = how(report, "rework_rate")
-    assert explained["d2"] == "unplanned: started while incident i1 was open"
+    assert explained["d2"] == "unplanned: fix-forward: restored service after failure i1"
     assert explained["d3"] == "unplanned: marked as fixing an incident"
-    # d2 (healthy at 10:30) restored service before i1 was resolved (12:00): 1 h 30 min.
-    assert m["recovery_time"]["value"] == 1.5 * HOUR
+    assert explained["d4"] == "planned"
+    # d2 (healthy at 10:30) restored service before i1 was resolved (12:00): 1 h 30 min, an
+    # incident recovery (no deployment caused i1).
+    assert m["incident_recovery"]["median"] == 1.5 * HOUR
+
+
+def test_a_deployment_started_while_an_incident_is_open_is_not_rework_by_itself() -> None:
+    report = dora(
+        [
+            deployment("d1", at(1, 2, 10)),
+            # i1 opens 71 h after d1 and is resolved at 12:00 by whoever; d2 starts during it
+            # but ends after the resolution: it restored nothing, so it was planned work.
+            deployment("d2", at(1, 5, 13), started=at(1, 5, 11)),
+        ],
+        [incident("i1", at(1, 5, 9), at(1, 5, 12))],
+    )
+    assert how(report, "rework_rate") == {"d1": "planned", "d2": "planned"}
+    assert report["metrics"]["rework_rate"]["value"] == 0.0
 
 
 def test_rework_counts_rollbacks_in_both_numerator_and_denominator() -> None:
@@ -402,14 +434,14 @@ def test_what_was_live_when_an_incident_began() -> None:
         ],
     )
     explained = how(report, "change_failure_rate")
-    assert explained["during"] == "attributed to d2 (by window: began while it ran)"
+    assert explained["during"] == (
+        "attributed to d2 (window): d2 was serving any environment of shop when it began, "
+        "before it finished"
+    )
     assert explained["after-rollback"] == (
-        "not attributed: the live deployment r1 is a rollback; counts for recovery time, "
-        "not the CFR"
+        "not attributed: the deployment serving any environment of shop, r1, is a rollback; "
+        "counts for incident recovery, not the CFR"
     )
     # d2 failed (the incident and the rollback); d1 did not: the rollback spared it.
-    assert (
-        explained["d2"] == "failed: undone by rollback r1; incident during (by window: "
-        "began while it ran)"
-    )
+    assert explained["d2"] == "failed: undone by rollback r1; incident during (by window)"
     assert explained["d1"] == "ok"

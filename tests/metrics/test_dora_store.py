@@ -164,13 +164,14 @@ def test_the_store_gives_what_the_engine_gives(tmp_path: Path, database_url: str
         # r2 undid "older" (Oct 2023): detected when r2 started, in the window.
         assert "older" in how(from_store, "recovery_time")
         assert how(from_store, "change_failure_rate")[str(incidents[2][1])] == (
-            "attributed to old (explicit)"
+            "attributed to old (explicit): named by the incident: old"
         )
         # d1 is not a first deployment: its commit from August counts.
         assert how(from_store, "lead_time")["a"] == "counted"
         assert how(from_store, "change_failure_rate")["d4"] == "failed: undone by rollback r3"
         assert how(from_store, "change_failure_rate")[str(incidents[4][1])] == (
-            "attributed to d3 (by window: began 4h after it ended)"
+            "attributed to d3 (window): d3 was serving any environment of shop when it began, "
+            "4.0 h after it finished (window 48.0 h)"
         )
         assert from_store["scope"]["environments"] == ["production", "production-eu"]
     finally:
@@ -240,8 +241,12 @@ def test_work_in_progress_and_incidents_naming_a_release_or_a_commit(
     ]
     explained = how(found, "change_failure_rate")
     # The release's deployment fact (c-prod), and the latest deployment of the commit.
-    assert explained[str(by_release)] == "attributed to c-prod (explicit)"
-    assert explained[str(by_commit)] == "attributed to c-other (explicit)"
+    assert explained[str(by_release)] == (
+        "attributed to c-prod (explicit): named by the incident: c-prod"
+    )
+    assert explained[str(by_commit)] == (
+        "attributed to c-other (explicit): named by the incident: c-other"
+    )
 
 
 def test_work_in_progress_leaves_out_rejected_and_superseded_releases(

@@ -79,6 +79,10 @@ def _history(rng: random.Random, start: dt.datetime, days: int, tag: str) -> lis
                         stages={"run_started": run, "run_finished": run + dt.timedelta(minutes=30)}
                         if rng.random() < 0.7
                         else {},
+                        # Some failed ones were stopped before taking traffic (caught); the
+                        # others served from a few minutes after they started.
+                        served=result != "failed" or rng.random() < 0.5,
+                        served_at=finished - dt.timedelta(minutes=7),
                     )
                 )
                 if result == "rolled_back" or (result == "succeeded" and rng.random() < 0.03):
@@ -277,7 +281,7 @@ def test_a_change_retallies_only_the_days_it_can_touch(tmp_path: Path) -> None:
         last = max(f.finished_at for f in facts if f.service == "cart")
         added = next(
             f
-            for f in _history(rng, last + dt.timedelta(days=2), 1, "z")
+            for f in _history(rng, last + dt.timedelta(days=2), 5, "z")
             if f.service == "cart" and f.environment == "production"
         )
         _write(store, [added])

@@ -269,6 +269,10 @@ def record_as_at_head(store: Store, repo: Path) -> None:
             dep = w.session.get(Deployment, id_)
             if dep is not None:
                 dep.failed_at = failed
+        # The process target replaces in place: every deployment served, from when it became
+        # healthy or, failing, from its failure (engine.outcomes.fail with serving=True).
+        for dep in w.session.scalars(select(Deployment)):
+            dep.served_at = dep.healthy_at or dep.failed_at or dep.finished_at
         for dep in w.session.scalars(
             select(Deployment).order_by(Deployment.finished_at, Deployment.id)
         ):
@@ -291,7 +295,15 @@ def written_by_0006(store: Store) -> Rows:
             found = conn.execute(
                 select(Base.metadata.tables[table]).where(link.in_([1, 2])).order_by("id")
             ).all()
-            out.append(("0006", table, [dict(r._mapping) for r in found]))
+            # Without what later schemas added (served_at, 0014): 0006's code never wrote it.
+            later = {"served_at"}
+            out.append(
+                (
+                    "0006",
+                    table,
+                    [{k: v for k, v in r._mapping.items() if k not in later} for r in found],
+                )
+            )
     return out
 
 

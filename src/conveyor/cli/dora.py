@@ -25,6 +25,8 @@ ORDER = (
     "recovery_time",
     "rework_rate",
     "batch_size",
+    "caught_before_traffic",
+    "incident_recovery",
     "work_in_progress",
 )
 
@@ -155,7 +157,7 @@ def show(metric: str, value: float | None) -> str:
     """A figure's value as a person reads it."""
     if value is None:
         return "-"
-    if metric in ("lead_time", "recovery_time"):
+    if metric in ("lead_time", "recovery_time", "incident_recovery"):
         return duration(value)
     if metric in ("change_failure_rate", "rework_rate"):
         return f"{value * 100:.1f} %"
@@ -163,6 +165,8 @@ def show(metric: str, value: float | None) -> str:
         return f"{value:.2f} / week"
     if metric == "batch_size":
         return plural(value, "commit")
+    if metric == "caught_before_traffic":
+        return plural(value, "deployment")
     return plural(value, "release")
 
 
@@ -177,6 +181,8 @@ SAMPLE = {
     "recovery_time": "failure",
     "rework_rate": "deployment",
     "batch_size": "deployment",
+    "caught_before_traffic": "deployment",
+    "incident_recovery": "incident",
     "work_in_progress": "release",
 }
 
@@ -199,6 +205,8 @@ def render(data: dict[str, Any]) -> None:
         f"DORA · {who} · {scope['env_tier']} · {w['from']} → {w['to']} "
         f"({w['days']} days, {w['time_zone']}, weeks from {w['week_start'].capitalize()})"
     )
+    if w.get("note"):
+        click.echo(f"window: {w['note']}")
     previous = data.get("previous_window")
     against = f"trends against {previous['from']} → {previous['to']} · " if previous else ""
     click.echo(f"{against}tiers: {tiers['title']} ({tiers['url']})")
@@ -216,7 +224,7 @@ def render(data: dict[str, Any]) -> None:
                 show(name, fig["value"]),
                 p90,
                 plural(fig["sample_size"], SAMPLE[name]),
-                fig["tier"] or "-",
+                fig["tier"] or ("too few" if fig.get("warning") else "-"),
                 trend(name, fig),
             ]
         )
@@ -227,6 +235,9 @@ def render(data: dict[str, Any]) -> None:
             where = ", ".join(f"{k} {v}" for k, v in fig["by_environment"].items())
             rows.append(["  by environment", where, "", "", "", ""])
     print_table(["metric", "value", "p90", "sample", "tier", "trend"], rows)
+    warned = {metrics[name]["warning"] for name in ORDER if metrics.get(name, {}).get("warning")}
+    for warning in sorted(warned):
+        click.echo(f"no tier: {warning}")
     stages = metrics["lead_time"].get("stages")
     if stages and metrics["lead_time"]["sample_size"]:
         parts = [
@@ -269,7 +280,12 @@ def render_explanation(data: dict[str, Any]) -> None:
             click.echo("  (nothing)")
         for item in found:
             value = item["value"]
-            shown = duration(value) if value is not None and name != "batch_size" else ""
+            # The exact seconds beside the rounded duration: a median can be recomputed.
+            shown = (
+                f"{duration(value)} ({value:g} s)"
+                if value is not None and name != "batch_size"
+                else ""
+            )
             when = _local(item["time"], zone)
             click.echo(
                 f"  {when}  {item['kind']} {item['id']} ({item['service']})"

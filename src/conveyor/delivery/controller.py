@@ -355,9 +355,7 @@ class DeliveryController:
         """The rest of a deployment once its release is placed: checks, switch, verification.
         ``switched``: it took traffic before the server died (resumed while verifying)."""
         instance.state.setdefault("endpoint", target.endpoint(instance))
-        await asyncio.to_thread(
-            outcomes.record_placed, self.store, job.id, instance.state, instance.url
-        )
+        await self._placed(job.id, instance, serving=target.in_place or switched)
         env = _command_env(target, bundle, instance.url or "")
         outcome, detail = await self._check(job, instance, env, bundle.root, line)
         if outcome is not Outcome.PASS:
@@ -392,6 +390,20 @@ class DeliveryController:
             functools.partial(outcomes.succeed, self.store, job.id, changes=changes)
         )
         line(f"{bundle.version} is live in {job.environment}")
+
+    async def _placed(self, deployment_id: int, instance: Instance, *, serving: bool) -> None:
+        """Record the placed instance; ``serving``: it takes users' traffic already (in place,
+        or a rollback), so the deployment served from now (DORA's change failures)."""
+        await asyncio.to_thread(
+            functools.partial(
+                outcomes.record_placed,
+                self.store,
+                deployment_id,
+                instance.state,
+                instance.url,
+                serving=serving,
+            )
+        )
 
     async def _check(
         self, job: _Job, instance: Instance, env: dict[str, str], cwd: Path, line: DeploymentLog
@@ -481,9 +493,8 @@ class DeliveryController:
             await self._fail(job.id, f"rollback failed: {exc.message}", serving=True, line=line)
             return
         instance.state.setdefault("endpoint", target.endpoint(instance))
-        await asyncio.to_thread(
-            outcomes.record_placed, self.store, job.id, instance.state, instance.url
-        )
+        # A rollback routes traffic back as it is placed: it serves from now.
+        await self._placed(job.id, instance, serving=True)
         outcome, detail = Outcome.PASS, ""
         health = job.config.health
         if health is not None:

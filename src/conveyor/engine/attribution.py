@@ -5,7 +5,10 @@
 - by window: the deployment of the service that was serving the incident's production-tier
   environment when the incident began, if it began within CONVEYOR_ATTRIBUTION_HOURS (48 by
   default) after that deployment finished;
-- otherwise none: the incident counts for recovery time, not for change failure rate.
+- otherwise none: the incident counts for incident recovery, not for change failure rate.
+
+The rule itself is conveyor.blame's (the one DORA and --explain apply); this module finds the
+candidates in the store.
 
 How it was attributed is kept on the incident (``data.attribution``), so DORA can explain it.
 
@@ -24,6 +27,7 @@ from typing import Any, Literal, Protocol, TypeVar
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from conveyor.blame import Served, attribute
 from conveyor.deploy_states import DeploymentKind, DeploymentStatus
 from conveyor.engine.promotion import version_of
 from conveyor.errors import ConveyorError, NotFound
@@ -70,15 +74,23 @@ class Attribution:
         return {"how": self.how, "detail": self.detail}
 
 
-def _hours(delta: dt.timedelta) -> str:
-    return f"{delta.total_seconds() / 3600:.1f} h"
-
-
 def _env_tier(session: Session, service_id: int, environment: str) -> str | None:
     return session.scalar(
         select(EnvironmentState.tier).where(
             EnvironmentState.service_id == service_id, EnvironmentState.name == environment
         )
+    )
+
+
+def served(dep: Deployment) -> Served:
+    """``dep`` as the attribution rule sees it (conveyor.blame)."""
+    assert dep.served_at is not None
+    return Served(
+        key=str(dep.id),
+        label=f"deployment {dep.id} ({version_of(dep.release)}, {dep.kind})",
+        rollback=dep.kind == DeploymentKind.ROLLBACK,
+        served=dep.served_at.timestamp(),
+        finished=dep.finished_at.timestamp() if dep.finished_at is not None else None,
     )
 
 
@@ -89,54 +101,39 @@ def attribute_by_window(
     began: dt.datetime,
     window: dt.timedelta,
 ) -> Attribution:
-    """The deployment live in ``environment`` (production tier) when the incident began, if
-    it began within ``window`` after that deployment finished."""
-    if environment is None:
-        return Attribution("none", "the incident names no environment")
-    tier = _env_tier(session, service_id, environment)
-    if tier is not None and tier != PRODUCTION:
-        return Attribution(
-            "none", f"{environment} is a {tier}-tier environment; only production is attributed"
-        )
+    """The deployment serving ``environment`` (production tier; any production environment
+    of the service when the incident names none) when the incident began, if it began within
+    ``window`` after that deployment finished: conveyor.blame decides, as DORA does."""
+    if environment is not None:
+        tier = _env_tier(session, service_id, environment)
+        if tier is not None and tier != PRODUCTION:
+            return Attribution(
+                "none", f"{environment} is a {tier}-tier environment; only production is attributed"
+            )
+    where = [
+        Deployment.service_id == service_id,
+        Deployment.served_at.is_not(None),
+        Deployment.served_at <= began,
+        Deployment.tier == PRODUCTION,
+    ]
+    if environment is not None:
+        where.append(Deployment.environment == environment)
     live = session.scalar(
         select(Deployment)
-        .where(
-            Deployment.service_id == service_id,
-            Deployment.environment == environment,
-            Deployment.healthy_at.is_not(None),
-            Deployment.healthy_at <= began,
-        )
-        .order_by(Deployment.healthy_at.desc(), Deployment.id.desc())
+        .where(*where)
+        .order_by(Deployment.served_at.desc(), Deployment.id.desc())
         .limit(1)
     )
-    if live is None:
-        return Attribution("none", f"no deployment was serving {environment} when it began")
-    if live.tier != PRODUCTION:
-        return Attribution(
-            "none", f"{environment} is a {live.tier}-tier environment; only production counts"
-        )
-    what = f"deployment {live.id} ({version_of(live.release)}, {live.kind})"
-    if live.finished_at is None or began <= live.finished_at:
-        return Attribution(
-            "window",
-            f"{what} was serving {environment} when it began, before it finished",
-            live.id,
-            live.release_id,
-        )
-    after = began - live.finished_at
-    if after > window:
-        return Attribution(
-            "none",
-            f"{what} was serving {environment}, but it began {_hours(after)} after that "
-            f"deployment finished (the attribution window is {_hours(window)})",
-        )
-    return Attribution(
-        "window",
-        f"{what} was serving {environment} when it began, {_hours(after)} after it finished "
-        f"(window {_hours(window)})",
-        live.id,
-        live.release_id,
+    blame = attribute(
+        began.timestamp(),
+        named=None,
+        serving=[served(live)] if live is not None else [],
+        window=window.total_seconds(),
+        where=environment or "production",
     )
+    if blame.key is None or live is None:
+        return Attribution("none", blame.detail)
+    return Attribution(blame.how, blame.detail, live.id, live.release_id)
 
 
 class _OfService(Protocol):
@@ -185,7 +182,7 @@ def _deployment_of_release(
         Deployment.kind == DeploymentKind.DEPLOY,
     )
     served = session.scalar(
-        query.where(Deployment.healthy_at.is_not(None)).order_by(Deployment.id).limit(1)
+        query.where(Deployment.served_at.is_not(None)).order_by(Deployment.id).limit(1)
     )
     return served or session.scalar(query.order_by(Deployment.id.desc()).limit(1))
 

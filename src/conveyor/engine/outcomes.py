@@ -39,12 +39,20 @@ from conveyor.store.models import (
 
 
 def record_placed(
-    store: Store, deployment_id: int, instance: dict[str, Any], url: str | None
+    store: Store,
+    deployment_id: int,
+    instance: dict[str, Any],
+    url: str | None,
+    *,
+    serving: bool = False,
 ) -> None:
-    """The target put the release in place; health checks start."""
+    """The target put the release in place; health checks start. ``serving``: it takes
+    traffic already (replaced in place), so it serves users from now on."""
     with store.write() as w:
         dep = get_deployment(w, deployment_id)
         dep.instance, dep.url = instance, url
+        if serving:
+            dep.served_at = dep.served_at or utcnow()
         if dep.status != D.CHECKING:  # a rollback resumed after a crash was placed again
             move(w, dep, D.CHECKING)
 
@@ -105,6 +113,7 @@ def succeed(
         if switched_instance is not None:
             dep.instance = switched_instance
         dep.healthy_at = dep.healthy_at or now
+        dep.served_at = dep.served_at or dep.healthy_at
         env = env_row(w, dep.service_id, dep.environment, dep.tier, lock=True)
         env.current_release_id, env.current_deployment_id = dep.release_id, dep.id
         env.verified_release_id = dep.release_id
@@ -189,6 +198,10 @@ def fail(
     with store.write() as w:
         dep = get_deployment(w, deployment_id)
         dep.failed_at = dep.failed_at or utcnow()
+        if serving or displaced:
+            # Users met it (or lost what served before): a change failure, not one caught
+            # before production traffic.
+            dep.served_at = dep.served_at or dep.failed_at
         env = env_row(w, dep.service_id, dep.environment, dep.tier, lock=True)
         if dep.kind == DeploymentKind.ROLLBACK:
             move(w, dep, D.FAILED, reason)
@@ -270,6 +283,7 @@ def record_serving(store: Store, deployment_id: int, instance: dict[str, Any]) -
         dep = get_deployment(w, deployment_id)
         now = utcnow()
         dep.instance, dep.healthy_at = instance, now
+        dep.served_at = dep.served_at or now
         env = env_row(w, dep.service_id, dep.environment, dep.tier, lock=True)
         env.current_release_id, env.current_deployment_id = dep.release_id, dep.id
         env.instance, env.healthy, env.since, env.updated_at = instance, True, now, now

@@ -110,5 +110,7 @@ def record_deployment_fact(
         rollback_of=fact_key(dep.rollback_of) if dep.rollback_of else None,
         changes=tuple(_seen(w, changes)) if result == "succeeded" else (),
         stages=_stages(w, dep),
+        served=dep.served_at is not None,
+        served_at=dep.served_at,
     )
     write_fact(w, fact, source="conveyor", deployment_id=dep.id)

@@ -24,6 +24,7 @@ from itertools import pairwise
 from operator import itemgetter
 from typing import Any
 
+from conveyor.blame import Served, attribute
 from conveyor.facts import DeploymentFact, IncidentFact
 from conveyor.metrics import tiers as tier_tables
 from conveyor.metrics.dora_options import (
@@ -74,6 +75,8 @@ Commit = tuple[int, float, str]  # (deployment row id, lead-time start, sha)
 # as a tuple of epoch seconds, or the stored JSON (a dict, or its text), read only when needed.
 RID, KEY, SERVICE, ENV, KIND, RESULT, SHA, STARTED, FINISHED, FAILED, ROLLBACK_OF, FIXES = range(12)
 STAGES = 12
+# When it began serving users (epoch seconds); None: never (stopped by its checks first).
+SERVED = 13
 STAGE_POINTS = (
     "run_started",
     "run_finished",
@@ -140,6 +143,7 @@ def prepare(
                 f.rollback_of,
                 f.fixes_incident,
                 stages,
+                _ts(f.serving_from),
             )
         )
         for c in f.changes:
@@ -228,7 +232,8 @@ def report_of(
 @dataclass
 class _Episode:
     """A failure to recover from: a failed deployment (with the incidents blamed on it), or
-    incidents no deployment is blamed for (overlapping ones of a service together)."""
+    incidents no deployment is blamed for (overlapping ones of a service together).
+    ``restorer``: the deployment (key) that restored service, if one did."""
 
     id: str
     service: str
@@ -236,6 +241,17 @@ class _Episode:
     detected_by: str
     restored: float | None
     restored_by: str
+    restorer: str | None = None
+    # What the UI links to: the deployment's fact key, or the incidents' record numbers.
+    ref: str = ""
+
+
+def label(key: str) -> str:
+    """A deployment as a person knows it: an imported one by its own id, Conveyor's by its
+    number (fact keys are "i:<service>:<id>" and "c<id>")."""
+    if key.startswith("i:"):
+        return key.split(":", 2)[2]
+    return key[1:] if key.startswith("c") and key[1:].isdigit() else key
 
 
 class _Engine:
@@ -248,21 +264,23 @@ class _Engine:
         deps.sort(key=itemgetter(FINISHED, STARTED, KEY))
         self.deps = deps
         self.by_key = {d[KEY]: d for d in deps}
-        self.by_pair: dict[tuple[str, str], list[Row]] = {}
-        self.by_service: dict[str, list[Row]] = {}
-        self.ok_rollbacks: dict[tuple[str, str], list[float]] = {}
-        self.ok_deploys: dict[tuple[str, str], list[float]] = {}
+        # What served when (conveyor.blame): by service and environment, and by service, the
+        # deployments that served users, in the order they began to (as Served only for the
+        # pairs an incident asks about: a million deployments need not become objects).
+        self.served_rows: dict[tuple[str, str | None], list[Row]] = {}
+        self.serving: dict[tuple[str, str | None], list[Served]] = {}
+        # Healthy deployments and rollbacks by service and environment, in finish order: what
+        # may restore service.
+        self.healthy: dict[tuple[str, str], list[Row]] = {}
         self.rolled_back_by: dict[str, list[Row]] = {}
-        # What was live when: the deployment that started last (a rollback replaces what it
-        # undoes from its own start), by service and environment, in start order.
-        for d in sorted(deps, key=itemgetter(STARTED, FINISHED, KEY)):
-            self.by_pair.setdefault((d[SERVICE], d[ENV]), []).append(d)
-            self.by_service.setdefault(d[SERVICE], []).append(d)
+        for d in sorted(
+            (d for d in deps if d[SERVED] is not None), key=itemgetter(SERVED, FINISHED, KEY)
+        ):
+            self.served_rows.setdefault((d[SERVICE], d[ENV]), []).append(d)
+            self.served_rows.setdefault((d[SERVICE], None), []).append(d)
         for d in deps:
-            pair = (d[SERVICE], d[ENV])
             if d[RESULT] == "succeeded":
-                found = self.ok_rollbacks if d[KIND] == "rollback" else self.ok_deploys
-                found.setdefault(pair, []).append(d[FINISHED])
+                self.healthy.setdefault((d[SERVICE], d[ENV]), []).append(d)
             if d[KIND] == "rollback" and d[ROLLBACK_OF]:
                 self.rolled_back_by.setdefault(d[ROLLBACK_OF], []).append(d)
         self.attributed: dict[str, list[tuple[IncidentFact, str]]] = {}
@@ -276,17 +294,32 @@ class _Engine:
             why = self._attribute(inc)
             if why:
                 standalone.append(inc)
-                self._note(inc, f"not attributed: {why}; counts for recovery time, not the CFR")
+                self._note(inc, f"not attributed: {why}; counts for incident recovery, not the CFR")
         self.failing = set(self.rolled_back_by) | set(self.attributed)
         # Services deployed to several environments of the tier: a commit may be in the range
         # of each; it counts once. Within one environment ranges never overlap (each starts
         # after the previous successful deployment there), so no bookkeeping is needed.
         envs: dict[str, set[str]] = {}
-        for service, env in self.by_pair:
-            envs.setdefault(service, set()).add(env)
+        for service, env in self.served_rows:
+            if env is not None:
+                envs.setdefault(service, set()).add(env)
         self.shared = {service for service, names in envs.items() if len(names) > 1}
-        self.open_spans = _open_spans(incidents)
-        self.standalone = _groups(standalone)
+        # Each failure's episode, and the deployments that restored service after a failure
+        # was known (fix-forwards: unplanned, rework).
+        self.episodes = {
+            d[KEY]: self.episode(d)
+            for d in deps
+            if d[KIND] == "deploy"
+            and d[SERVED] is not None
+            and (d[RESULT] != "succeeded" or d[KEY] in self.failing)
+        }
+        self.standalone = [self.incidents_episode(g) for g in _groups(standalone)]
+        self.fixes: dict[str, str] = {}
+        for ep in [*self.episodes.values(), *self.standalone]:
+            # Made because of the failure: started once it was known, and restored service.
+            fix = self.by_key.get(ep.restorer) if ep.restorer is not None else None
+            if fix is not None and fix[STARTED] >= ep.detected:
+                self.fixes.setdefault(fix[KEY], ep.id)
 
     def _in_scope(self, inc: IncidentFact, env_tiers: Mapping[tuple[str, str], str]) -> bool:
         """An incident belongs to the tier of the deployment it names, else of its environment;
@@ -301,58 +334,61 @@ class _Engine:
         return env_tiers.get((inc.service, inc.environment), "production") == self.s.tier
 
     def _attribute(self, inc: IncidentFact) -> str:
-        """Blame ``inc`` on a deployment, or say why not."""
-        opened = inc.opened_at.timestamp()
+        """Blame ``inc`` on a deployment (conveyor.blame), or say why not."""
         named = self.by_key.get(inc.deployment) if inc.deployment else None
-        if named is not None and named[SERVICE] == inc.service:
-            if named[KIND] == "rollback":
-                return f"it names rollback {named[KEY]}, and rollbacks are not in the CFR"
-            return self._blame(inc, named, "explicit")
-        pool = (
-            self.by_pair.get((inc.service, inc.environment), [])
-            if inc.environment is not None
-            else self.by_service.get(inc.service, [])
+        if named is not None and named[SERVICE] != inc.service:
+            named = None
+        blame = attribute(
+            inc.opened_at.timestamp(),
+            named=None
+            if named is None
+            else Served(named[KEY], _named(named), named[KIND] == "rollback", named[STARTED], None),
+            serving=self._serving((inc.service, inc.environment)),
+            window=self.s.attribution_window.total_seconds(),
+            where=inc.environment or f"any environment of {inc.service}",
         )
-        i = bisect.bisect_right(pool, opened, key=itemgetter(STARTED)) - 1
-        if i < 0:
-            return "no deployment of the service before it"
-        live = pool[i]
-        after, limit = opened - live[FINISHED], self.s.attribution_window.total_seconds()
-        if live[KIND] == "rollback":
-            return f"the live deployment {live[KEY]} is a rollback"
-        if after > limit:
-            return (
-                f"the live deployment {live[KEY]} finished {fmt_duration(after)} before, "
-                f"outside the {fmt_duration(limit)} attribution window"
-            )
-        when = f"{fmt_duration(after)} after it ended" if after >= 0 else "while it ran"
-        return self._blame(inc, live, f"by window: began {when}")
-
-    def _blame(self, inc: IncidentFact, dep: Row, how: str) -> str:
-        self.attributed.setdefault(dep[KEY], []).append((inc, how))
-        self._note(inc, f"attributed to {dep[KEY]} ({how})")
+        if blame.key is None:
+            return blame.detail
+        how = "by window" if blame.how == "window" else blame.how
+        self.attributed.setdefault(blame.key, []).append((inc, how))
+        self._note(inc, f"attributed to {label(blame.key)} ({blame.how}): {blame.detail}")
         return ""
+
+    def _serving(self, pair: tuple[str, str | None]) -> list[Served]:
+        found = self.serving.get(pair)
+        if found is None:
+            found = self.serving[pair] = [
+                Served(d[KEY], _named(d), d[KIND] == "rollback", d[SERVED], d[FINISHED])
+                for d in self.served_rows.get(pair, ())
+            ]
+        return found
 
     def _note(self, inc: IncidentFact, how: str) -> None:
         """Say in the explanation of the CFR what became of an incident."""
         item = _item("incident", inc.id, inc.service, inc.opened_at.timestamp(), None, how)
+        item["ref"] = inc.ref or inc.id
         self.incident_items.append(item)
 
-    def _restore(self, service: str, env: str | None, after: float) -> tuple[float | None, str]:
-        """The first healthy rollback or healthy deployment finished after ``after``, in
-        ``env`` (or any environment of the service, for an incident without one)."""
-        pairs = (
-            [(service, env)]
-            if env
-            else [p for p in self.ok_deploys | self.ok_rollbacks if p[0] == service]
-        )
-        best: tuple[float | None, str] = (None, "")
+    def _restore(
+        self, service: str, env: str | None, after: float, failed: Row | None = None
+    ) -> tuple[float | None, str, str | None]:
+        """The first healthy rollback or deployment finished after ``after`` in ``env`` (or any
+        environment of the service, for an incident without one); for a failed deployment, a
+        *later* one: started after it, never the failed deployment itself."""
+        pairs = [(service, env)] if env else [p for p in self.healthy if p[0] == service]
+        best: tuple[float | None, str, str | None] = (None, "", None)
         for pair in pairs:
-            for found, what in ((self.ok_rollbacks, "rollback"), (self.ok_deploys, "deployment")):
-                times = found.get(pair, [])
-                i = bisect.bisect_right(times, after)
-                if i < len(times) and (best[0] is None or times[i] < best[0]):
-                    best = (times[i], f"healthy {what} in {pair[1]} finished")
+            rows = self.healthy.get(pair, [])
+            start = bisect.bisect_right(rows, after, key=itemgetter(FINISHED))
+            for i in range(start, len(rows)):  # by index: no copy of the rest
+                d = rows[i]
+                if best[0] is not None and d[FINISHED] >= best[0]:
+                    break
+                if failed is not None and (d is failed or d[STARTED] < failed[STARTED]):
+                    continue
+                what = "rollback" if d[KIND] == "rollback" else "deployment"
+                best = (d[FINISHED], f"healthy {what} {_named(d)} in {pair[1]} finished", d[KEY])
+                break
         return best
 
     def failure(self, d: Row) -> list[str]:
@@ -360,24 +396,25 @@ class _Engine:
         of reasons; all are kept for --explain."""
         why = {"failed": ["health or verification failed"], "rolled_back": ["rolled back"]}
         found = list(why.get(d[RESULT], []))
-        found += [f"undone by rollback {r[KEY]}" for r in self.rolled_back_by.get(d[KEY], ())]
+        found += [f"undone by rollback {_named(r)}" for r in self.rolled_back_by.get(d[KEY], ())]
         found += [f"incident {i.id} ({how})" for i, how in self.attributed.get(d[KEY], ())]
         return found
 
     def episode(self, d: Row) -> _Episode:
         """Detected: first of its failed check, a rollback of it starting, an incident blamed on
-        it opening (else its end). Restored: first of a healthy rollback or deployment in its
-        environment after that, and all its incidents resolved."""
+        it opening (else its end). Restored: first of a later healthy rollback or deployment in
+        its environment after that, and all its incidents resolved."""
         found = [(d[FAILED], "check failed")] if d[FAILED] is not None else []
         found += [
-            (r[STARTED], f"rollback {r[KEY]} started") for r in self.rolled_back_by.get(d[KEY], ())
+            (r[STARTED], f"rollback {_named(r)} started")
+            for r in self.rolled_back_by.get(d[KEY], ())
         ]
         incidents = [i for i, _ in self.attributed.get(d[KEY], ())]
         found += [(i.opened_at.timestamp(), f"incident {i.id} opened") for i in incidents]
         detected, detected_by = min(found or [(d[FINISHED], "the deployment ended failed")])
-        restored, by = self._restore(d[SERVICE], d[ENV], detected)
+        restored, by, restorer = self._restore(d[SERVICE], d[ENV], detected, d)
         return _resolved(
-            _Episode(d[KEY], d[SERVICE], detected, detected_by, restored, by),
+            _Episode(_named(d), d[SERVICE], detected, detected_by, restored, by, restorer, d[KEY]),
             incidents,
             "its incidents resolved",
         )
@@ -387,8 +424,11 @@ class _Engine:
         envs = {i.environment for i in group}
         env = first.environment if len(envs) == 1 else None
         detected = first.opened_at.timestamp()
-        restored, by = self._restore(first.service, env, detected)
-        episode = _Episode(ids, first.service, detected, f"incident {ids} opened", restored, by)
+        restored, by, restorer = self._restore(first.service, env, detected)
+        refs = "+".join(i.ref or i.id for i in group)
+        episode = _Episode(
+            ids, first.service, detected, f"incident {ids} opened", restored, by, restorer, refs
+        )
         return _resolved(episode, group, f"incident {ids} resolved")
 
     def run(
@@ -405,7 +445,7 @@ class _Engine:
         # Per service deployed to several environments: when each commit was last brought.
         seen: dict[str, dict[str, float]] = {s: {} for s in self.shared}
         succeeded_in: set[tuple[str, str]] = set()
-        right, failing, spans, nothing = bisect.bisect_right, self.failing, self.open_spans, (0, 0)
+        right, nothing = bisect.bisect_right, (0, 0)
         leads_by_day, batches, deploys = tally.leads, tally.batches, tally.deploys
         for d in self.deps:
             fin, kind, ok = d[FINISHED], d[KIND], d[RESULT] == "succeeded"
@@ -414,9 +454,10 @@ class _Engine:
             if day >= 0:
                 tally.envs[day].add(d[ENV])
                 tally.services[day].add(d[SERVICE])
-            why = self.failure(d) if kind == "deploy" and (not ok or d[KEY] in failing) else []
-            if why:
-                self._sample(self.episode(d), days, first, tally, items)
+            episode = self.episodes.get(d[KEY])
+            why = self.failure(d) if episode is not None else []
+            if episode is not None:
+                self._sample(episode, days, first, tally.recoveries, tally.unrestored, items)
             if kind == "deploy" and ok:
                 pair = (d[SERVICE], d[ENV])
                 is_first = pair not in succeeded_in
@@ -443,15 +484,18 @@ class _Engine:
                 if mine is not None:
                     how = f"{len(leads)} of its {len(mine_commits)} commits counted"
                     mine["batch_size"].append(
-                        _item("deployment", d[KEY], d[SERVICE], fin, None, how)
+                        _item("deployment", _named(d), d[SERVICE], fin, None, how, d[KEY])
                     )
                 if leads:
                     _split(d, ts, tally.stages[day])
             elif day < 0:
                 continue
-            unplanned = (
-                self._unplanned(d) if kind == "rollback" or d[FIXES] or d[SERVICE] in spans else ""
-            )
+            if d[SERVED] is None:  # stopped by its checks before taking traffic
+                tally.caught[day] += 1
+                if mine is not None:
+                    _caught(d, mine)
+                continue
+            unplanned = self._unplanned(d)
             tally.rework_total[day] += 1
             tally.rework_unplanned[day] += bool(unplanned)
             if kind == "deploy":
@@ -459,8 +503,9 @@ class _Engine:
                 tally.cfr_failed[day] += bool(why)
             if mine is not None:
                 _explain(d, why, unplanned, mine)
-        for group in self.standalone:
-            self._sample(self.incidents_episode(group), days, first, tally, items)
+        for ep in self.standalone:
+            recoveries, unrestored = tally.incident_recoveries, tally.incident_unrestored
+            self._sample(ep, days, first, recoveries, unrestored, items, "incident_recovery")
         if items is not None:
             items["change_failure_rate"] += self.incident_items
 
@@ -490,50 +535,65 @@ class _Engine:
             else:
                 keep.append(time)
                 how = "counted"
+                if time > d[FINISHED]:
+                    how += (
+                        f"; skew: dated {fmt_duration(time - d[FINISHED])} after its deployment "
+                        "ended (a clock or a rewritten date), so its lead time is taken as 0s"
+                    )
             if mine is not None:
                 lead = max(0.0, d[FINISHED] - time)
                 mine["lead_time"].append(
-                    _item("commit", sha, d[SERVICE], time, lead, how) | {"deployment": d[KEY]}
+                    _item("commit", sha, d[SERVICE], time, lead, how)
+                    | {"deployment": _named(d), "deployment_ref": d[KEY]}
                 )
         return keep
 
     def _unplanned(self, d: Row) -> str:
+        """Why ``d`` was an unplanned deployment made because of a production failure (empty:
+        it was planned): a rollback, one marked as fixing an incident, or the deployment that
+        restored service after a failure was known (a fix-forward)."""
         if d[KIND] == "rollback":
-            return f"rollback of {d[ROLLBACK_OF] or 'an earlier release'}"
+            return (
+                f"rollback of {label(d[ROLLBACK_OF]) if d[ROLLBACK_OF] else 'an earlier release'}"
+            )
         if d[FIXES]:
             return "marked as fixing an incident"
-        spans = self.open_spans.get(d[SERVICE])
-        if spans:
-            i = bisect.bisect_right(spans[0], d[STARTED]) - 1
-            if i >= 0 and (spans[1][i] is None or d[STARTED] < spans[1][i]):
-                return f"started while incident {spans[2][i]} was open"
-        return ""
+        fixed = self.fixes.get(d[KEY])
+        return f"fix-forward: restored service after failure {fixed}" if fixed else ""
 
     def _sample(
-        self, ep: _Episode, days: list[float], first: int, tally: Tally, items: Items | None
+        self,
+        ep: _Episode,
+        days: list[float],
+        first: int,
+        recoveries: list[Any],
+        unrestored: list[int],
+        items: Items | None,
+        figure: str = "recovery_time",
     ) -> None:
         if not days[0] <= ep.detected < days[-1]:
             return
         day = bisect.bisect_right(days, ep.detected) - 1
         value = None if ep.restored is None else max(0.0, ep.restored - ep.detected)
         if value is None:
-            tally.unrestored[day] += 1
+            unrestored[day] += 1
         else:
-            tally.recoveries[day].append(value)
+            recoveries[day].append(value)
         if items is not None and day >= first:
             restored = (
                 f"restored: {ep.restored_by} at {iso(ep.restored)}"
                 if value is not None
                 else "not restored yet (left out of the median)"
             )
-            items["recovery_time"].append(
+            items[figure].append(
                 _item(
-                    "failure",
+                    "failure" if figure == "recovery_time" else "incident",
                     ep.id,
                     ep.service,
                     ep.detected,
                     value,
                     f"detected: {ep.detected_by}; {restored}",
+                    ep.ref,
                 )
             )
 
@@ -554,7 +614,7 @@ def _resolved(ep: _Episode, incidents: Sequence[IncidentFact], why: str) -> _Epi
     if ends and None not in ends:
         last = max(e for e in ends if e is not None)
         if ep.restored is None or last < ep.restored:
-            return replace(ep, restored=last, restored_by=why)
+            return replace(ep, restored=last, restored_by=why, restorer=None)
     return ep
 
 
@@ -572,25 +632,6 @@ def _groups(incidents: Sequence[IncidentFact]) -> list[list[IncidentFact]]:
             groups.append([inc])
             end = resolved
     return groups
-
-
-def _open_spans(
-    incidents: Sequence[IncidentFact],
-) -> dict[str, tuple[list[float], list[float | None], list[str]]]:
-    """Per service, when some incident was open: merged [opened, resolved) spans as (starts,
-    ends, first incident of each), for "deployed while an incident of the service was open"."""
-    spans: dict[str, tuple[list[float], list[float | None], list[str]]] = {}
-    for inc in sorted(incidents, key=lambda i: (i.service, i.opened_at)):
-        starts, ends, ids = spans.setdefault(inc.service, ([], [], []))
-        opened, resolved = inc.opened_at.timestamp(), _ts(inc.resolved_at)
-        if ends and (ends[-1] is None or opened < ends[-1]):
-            last = ends[-1]
-            ends[-1] = None if last is None or resolved is None else max(last, resolved)
-        else:
-            starts.append(opened)
-            ends.append(resolved)
-            ids.append(inc.id)
-    return spans
 
 
 _STAGE = {name: i for i, name in enumerate(SPLIT)}
@@ -652,9 +693,17 @@ _read = dt.datetime.fromisoformat
 
 
 def _item(
-    kind: str, id_: str, service: str, time: float | None, value: float | None, how: str
+    kind: str,
+    id_: str,
+    service: str,
+    time: float | None,
+    value: float | None,
+    how: str,
+    ref: str | None = None,
 ) -> dict[str, Any]:
-    return {
+    """One line of --explain. ``id`` names it as people know it (an imported record by its own
+    id); ``ref`` is what the UI links to (a deployment's fact key, incidents' record numbers)."""
+    item = {
         "kind": kind,
         "id": id_,
         "service": service,
@@ -662,10 +711,31 @@ def _item(
         "value": rounded(value),
         "how": how,
     }
+    if ref is not None:
+        item["ref"] = ref
+    return item
+
+
+def _named(d: Row) -> str:
+    return label(d[KEY])
+
+
+def _caught(d: Row, mine: Items) -> None:
+    """Explain a deployment stopped by its checks before it took traffic: in the frequency
+    (not counted) and in the CFR (left out of it: it never served users)."""
+    how = "excluded: caught before production traffic (stopped by its checks, never served)"
+    for name in ("deployment_frequency", "change_failure_rate", "rework_rate"):
+        mine[name].append(
+            _item("deployment", _named(d), d[SERVICE], d[FINISHED], None, how, d[KEY])
+        )
+    why = f"caught: {d[RESULT].replace('_', ' ')} before it took traffic"
+    mine["caught_before_traffic"].append(
+        _item("deployment", _named(d), d[SERVICE], d[FINISHED], None, why, d[KEY])
+    )
 
 
 def _explain(d: Row, why: list[str], unplanned: str, mine: Items) -> None:
-    key, service, fin = d[KEY], d[SERVICE], d[FINISHED]
+    key, service, fin = _named(d), d[SERVICE], d[FINISHED]
     rollback = d[KIND] == "rollback"
     df = (
         "counted"
@@ -679,4 +749,4 @@ def _explain(d: Row, why: list[str], unplanned: str, mine: Items) -> None:
         ("change_failure_rate", cfr),
         ("rework_rate", rework),
     ):
-        mine[name].append(_item("deployment", key, service, fin, None, how))
+        mine[name].append(_item("deployment", key, service, fin, None, how, d[KEY]))

@@ -32,6 +32,8 @@ class Window:
     end: dt.date
     tz: str = "UTC"
     week_start: str = "monday"
+    # Why the window is not what was asked for (the default cut to the service's history).
+    note: str = ""
 
     def __post_init__(self) -> None:
         if self.end <= self.start:
@@ -49,7 +51,7 @@ class Window:
         return (self.end - self.start).days
 
     def previous(self) -> Window:
-        return replace(self, start=self.start - (self.end - self.start), end=self.start)
+        return replace(self, start=self.start - (self.end - self.start), end=self.start, note="")
 
     def instant(self, day: dt.date) -> float:
         """Local midnight starting ``day``, as epoch seconds."""
@@ -70,7 +72,7 @@ class Window:
         return out
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        return ({"note": self.note} if self.note else {}) | {
             "from": self.start.isoformat(),
             "to": self.end.isoformat(),
             "days": self.days,
@@ -98,6 +100,9 @@ class Settings:
     tiers: str = "2023"
     explain: bool = False
     compare: bool = True
+    # The window is the default one (no --since, no --from): start it no earlier than the
+    # first deployment in scope, so a young service is not rated over days it did not exist.
+    fit_history: bool = False
 
     def __post_init__(self) -> None:
         if self.by not in ("day", "week", "month"):
@@ -139,6 +144,7 @@ def from_params(params: Mapping[str, Any]) -> tuple[Window, Settings]:
         attribution_window=parse_duration(params.get("attribution_window") or "48h", "h"),
         tiers=str(params.get("tiers") or "2023"),
         explain=bool(params.get("explain")),
+        fit_history=not params.get("since") and not params.get("from"),
     )
     return window, settings
 

@@ -150,10 +150,13 @@ class Tally:
         self.rework_total = [0] * n
         self.rework_unplanned = [0] * n
         self.unrestored = [0] * n
+        self.caught = [0] * n
+        self.incident_unrestored = [0] * n
         # Lists the engine appends to, or arrays from the summary.
         self.leads: list[Any] = [[] for _ in range(n)]
         self.batches: list[Any] = [[] for _ in range(n)]
         self.recoveries: list[Any] = [[] for _ in range(n)]
+        self.incident_recoveries: list[Any] = [[] for _ in range(n)]
         self.stages = [[0.0] * len(SPLIT) for _ in range(n)]
         self.envs: list[set[str]] = [set() for _ in range(n)]
         self.services: list[set[str]] = [set() for _ in range(n)]
@@ -171,24 +174,39 @@ TITLES = {
     "recovery_time": "failed deployment recovery time",
     "rework_rate": "deployment rework rate",
     "batch_size": "batch size",
+    "caught_before_traffic": "caught before production traffic",
+    "incident_recovery": "incident recovery",
 }
+# Below this many deployments in the window, lead time, change failure rate and recovery time
+# get no tier, a warning instead: one or two deployments say little of a team (docs/metrics.md).
+MIN_DEPLOYMENTS = 5
 DEFINITIONS = {
     "deployment_frequency": "successful deployments finished in the window, rollbacks "
     "excluded; per week = count / (days / 7), empty weeks included",
     "lead_time": "per commit of a successful deployment's range: from its {start} to the end "
     "of that deployment; each commit once (the first deployment of the service bringing "
     "it); a first deployment to an environment counts only commits within the look-back",
-    "change_failure_rate": "failed deployments / deployments finished in the window, rollbacks "
-    "excluded from both; failed: a failed check, rolled back, undone by a rollback, or an "
-    "incident attributed to it (explicitly, or by the attribution window); each counts once",
-    "recovery_time": "per failure detected in the window: from detection (first of a failed "
-    "check, a rollback starting, an attributed incident opening) to restored service (first of "
-    "a healthy rollback, a healthy deployment, or its incidents resolved); unattributed "
-    "incidents count too (overlapping ones of a service as one); median, p90",
-    "rework_rate": "unplanned deployments / all deployments finished in the window, rollbacks "
-    "included in both; unplanned: a rollback, or a deployment marked as fixing an incident or "
-    "started while an incident of the service was open",
+    "change_failure_rate": "deployments that served users and then needed intervention / "
+    "deployments that served users, finished in the window, rollbacks excluded from both; "
+    "needed intervention: a failed check or verification after taking traffic, rolled back, "
+    "undone by a rollback, or an incident attributed to it (explicitly, or by the attribution "
+    "window); each counts once; deployments stopped before taking traffic are not in it "
+    "(caught before production traffic)",
+    "recovery_time": "per change failure detected in the window: from detection (first of a "
+    "failed check, a rollback starting, an attributed incident opening) to restored service "
+    "(first of a later healthy rollback or deployment, never the failing one itself, or its "
+    "incidents resolved); median, p90",
+    "rework_rate": "unplanned deployments / deployments that served users, finished in the "
+    "window, rollbacks included in both; unplanned: made because of a production failure — a "
+    "rollback, a deployment marked as fixing an incident, or the deployment that restored "
+    "service after a failure was known (fix-forward)",
     "batch_size": "commits counted for lead time per successful deployment in the window",
+    "caught_before_traffic": "deployments finished in the window that were stopped by their "
+    "checks before taking production traffic (e.g. a blue-green candidate failing its check "
+    "before the switch); not change failures",
+    "incident_recovery": "per incident no deployment is blamed for, opened in the window "
+    "(overlapping ones of a service as one): from its opening to restored service (first "
+    "healthy rollback or deployment, or its resolution); median, p90",
 }
 
 
@@ -203,9 +221,12 @@ class _Agg:
     rework_total: int = 0
     unplanned: int = 0
     unrestored: int = 0
+    caught: int = 0
+    incident_unrestored: int = 0
     leads: Values = field(default_factory=lambda: EMPTY)
     batches: Values = field(default_factory=lambda: EMPTY)
     recoveries: Values = field(default_factory=lambda: EMPTY)
+    incident_recoveries: Values = field(default_factory=lambda: EMPTY)
 
 
 def _joined(parts: Sequence[Sequence[float] | Values]) -> Values:
@@ -230,9 +251,12 @@ def add_up(t: Tally, days: range) -> _Agg:
         total(t.rework_total),
         total(t.rework_unplanned),
         total(t.unrestored),
+        total(t.caught),
+        total(t.incident_unrestored),
         merged(t.leads),
         merged(t.batches),
         merged(t.recoveries),
+        merged(t.incident_recoveries),
     )
 
 
@@ -243,14 +267,14 @@ def _merge(parts: list[_Agg]) -> _Agg:
         return _joined([getattr(p, name) for p in parts])
 
     out = _Agg(
-        *(
-            sum(getattr(p, f) for p in parts)
-            for f in _Agg.__dataclass_fields__
-            if f not in ("leads", "batches", "recoveries")
-        )
+        *(sum(getattr(p, f) for p in parts) for f in _Agg.__dataclass_fields__ if f not in ARRAYS)
     )
-    out.leads, out.batches, out.recoveries = runs("leads"), runs("batches"), runs("recoveries")
+    for name in ARRAYS:
+        setattr(out, name, runs(name))
     return out
+
+
+ARRAYS = ("leads", "batches", "recoveries", "incident_recoveries")
 
 
 def series_of(window: Window, by: By, first: int, t: Tally) -> tuple[list[dict[str, Any]], _Agg]:
@@ -279,6 +303,9 @@ def series_of(window: Window, by: By, first: int, t: Tally) -> tuple[list[dict[s
                 "unplanned": a.unplanned,
                 "rework_deployments": a.rework_total,
                 "batch_median": rounded(median(a.batches)),
+                "caught": a.caught,
+                "incident_recovery_median": rounded(median(a.incident_recoveries)),
+                "incident_recoveries": len(a.incident_recoveries),
             }
         )
     return rows, _merge(parts)
@@ -301,6 +328,7 @@ def figures_of(
     interval = window.days / a.deploys if a.deploys else math.inf
     lead, recovery, batch = median(a.leads), median(a.recoveries), median(a.batches)
     cfr, rework = _ratio(a.cfr_failed, a.cfr_total), _ratio(a.unplanned, a.rework_total)
+    incident = median(a.incident_recoveries)
 
     def figure(
         key: str,
@@ -313,6 +341,15 @@ def figures_of(
     ) -> Figure:
         start = {"committed": "committer date", "authored": "author date"}
         definition = DEFINITIONS[key].format(start=start.get(lead_from, "first-seen time"))
+        # Deployment frequency is exempt: the window's length is its sample (one deployment in
+        # 90 days is a sound "low"); the default window fits a young service instead.
+        rests_on = a.deploys if key == "lead_time" else a.cfr_total
+        if tier is not None and key != "deployment_frequency" and rests_on < MIN_DEPLOYMENTS:
+            detail["warning"] = (
+                f"small sample: {rests_on} deployment{'' if rests_on == 1 else 's'} in the "
+                f"window, fewer than the {MIN_DEPLOYMENTS} a tier needs"
+            )
+            tier = None
         return Figure(
             TITLES[key],
             value,
@@ -384,6 +421,30 @@ def figures_of(
             len(a.batches),
             None,
             {"median": batch, "p90": p90(a.batches), "mean": _mean(a.batches)},
+        ),
+        "caught_before_traffic": figure(
+            "caught_before_traffic",
+            float(a.caught),
+            "deployments",
+            a.caught + a.cfr_total,
+            None,
+            {
+                "caught": a.caught,
+                "share": _ratio(a.caught, a.caught + a.cfr_total),
+            },
+        ),
+        "incident_recovery": figure(
+            "incident_recovery",
+            incident,
+            "seconds",
+            len(a.incident_recoveries),
+            None,
+            {
+                "median": incident,
+                "p90": p90(a.incident_recoveries),
+                "incidents": len(a.incident_recoveries) + a.incident_unrestored,
+                "not_restored": a.incident_unrestored,
+            },
         ),
     }
     if stages is not None:

@@ -126,11 +126,6 @@ DEPLOYMENT_OUTCOMES = (
     ("rolled_back", "true"),
     ("rolled_back", "false"),
 )
-# When a deployment began serving users (None: never), recorded by the 2024 definitions of a
-# change failure (docs/metrics.md). Until the facts have the column every deployment counts as
-# having served. (getattr: the column and this module land separately; drop it once both are in.)
-SERVED_AT: Any = getattr(DeploymentFactRow, "served_at", None)
-
 # A new server reads the history in batches of this many rows.
 BATCH = 5000
 # The first production deployment of a service may bring its whole history; only the commits
@@ -429,10 +424,9 @@ class _History:
         if not ids:
             return False
         F = DeploymentFactRow
-        served_at = SERVED_AT if SERVED_AT is not None else F.finished_at
         rows = session.connection().execute(
             select(F.id, F.service, F.environment, F.tier, F.kind, F.result, F.source,
-                   F.started_at, F.finished_at, F.failed_at, served_at.label("served_at"))
+                   F.started_at, F.finished_at, F.failed_at, F.served_at)
             .where(F.id > self.facts.position, F.id <= ids[-1])
             .order_by(F.id)
         ).all()  # fmt: skip

@@ -49,6 +49,8 @@ CUSTOM_DEPLOYMENT_KEYS = (
     "failed_at",
     "rollback_of",
     "fixes_incident",
+    "served",
+    "served_at",
 )
 
 _GIT_SHA1 = re.compile(r"^[0-9a-f]{7,40}$")

@@ -238,7 +238,7 @@ def _resolve_attribution(
     """An incident's ``deployment``: a deployment of the same service in this file or imported
     before (its fact key), else Conveyor's own deployment (its id, or c<id>). A CDEvent
     incident without one is attributed to the latest deployment of the file of the same
-    service and artifact that ended before the incident opened, if any."""
+    service and artifact that ended before the incident opened and served users, if any."""
     file_deployments = {d.key: d for d in parsed.deployments}
     wanted = [
         f"i:{i.service}:{i.deployment}"
@@ -292,7 +292,7 @@ def _resolve_attribution(
             matches = [
                 d
                 for d in by_artifact.get((inc.service, inc.artifact), ())
-                if d.finished_at <= inc.opened_at
+                if d.finished_at <= inc.opened_at and d.served_at is not None
             ]
             if matches:
                 dep = max(matches, key=lambda d: d.order)

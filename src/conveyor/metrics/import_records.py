@@ -184,6 +184,10 @@ class DeploymentIn(BaseModel):
     rollback_of: RecordId | None = None
     failed_at: Time | None = None
     fixes_incident: Fixes = False
+    # Whether it took users' traffic (absent: it did, from started_at unless served_at says
+    # when). false: stopped by its checks before the switch, so no change failure.
+    served: bool = True
+    served_at: Time | None = None
 
 
 class IncidentIn(BaseModel):
@@ -248,6 +252,7 @@ class DeploymentRecord(_Line):
     fixes_incident: bool
     commits: list[Change] | None
     repository: str | None
+    served_at: dt.datetime | None = None  # None: never served
     artifact: str | None = None
     cdevent: bool = False
     changes: list[Change] = field(default_factory=list)
@@ -412,6 +417,12 @@ def native_deployment(
         failed_at = d.finished_at  # when it ended failed: the latest the failure was known
     if failed_at is not None and failed_at < d.started_at:
         problems.append(where.error("failed_at", "before started_at"))
+    if not d.served and d.status == "succeeded":
+        problems.append(where.error("served", "a succeeded deployment served its users"))
+    if not d.served and d.served_at is not None:
+        problems.append(where.error("served_at", "given for a deployment that never served"))
+    if d.served_at is not None and not d.started_at <= d.served_at <= d.finished_at:
+        problems.append(where.error("served_at", "not between started_at and finished_at"))
     if problems:
         for message in problems:
             errors.add(message)
@@ -437,6 +448,7 @@ def native_deployment(
         fixes_incident=d.fixes_incident,
         commits=commits if kind == "deploy" else None,  # a rollback brings no new commits
         repository=d.repository if kind == "deploy" else None,
+        served_at=(d.served_at or d.started_at) if d.served else None,
         cdevent=cdevent,
     )
 

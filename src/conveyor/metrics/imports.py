@@ -197,6 +197,7 @@ def _write(w: Writer, work: Plan, actor: str | None, origin: str) -> ImportSumma
                 "fixes_incident": d.fixes_incident,
                 "stages": {},
                 "deployment_id": None,
+                "served_at": d.served_at,
             }
             for d in records
         ]

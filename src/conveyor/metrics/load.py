@@ -55,6 +55,7 @@ from conveyor.metrics.dora import (
     Window,
     compute_facts,
 )
+from conveyor.metrics.imports import SOURCE as IMPORTED
 from conveyor.store.db import Store
 from conveyor.store.models import (
     ChangeFactRow,
@@ -76,6 +77,9 @@ log = logging.getLogger("conveyor.metrics")
 def report(store: Store, window: Window, settings: Settings) -> DoraReport:
     """The report of ``window``: added up from the summary (metrics.summary), or, to explain
     the figures (or where the store cannot be written), computed from the facts."""
+    from conveyor.metrics.fit import fit_window
+
+    window = fit_window(store, window, settings)
     if not settings.explain and settings.services is None:  # the summary knows no groups
         from conveyor.metrics import summary
 
@@ -123,6 +127,7 @@ def _columns(session: Session, window_start: dt.datetime) -> list[Any]:
         F.rollback_of,
         F.fixes_incident,
         case((F.finished_at >= window_start, F.stages), else_=None),
+        _epoch(session, F.served_at),
     ]
 
 
@@ -170,6 +175,9 @@ def facts_from(session: Session, window: Window, settings: Settings, *, wip: boo
     pairs = sorted({(r[SERVICE], r[ENV]): r[RID] for r in rows}.values())
     extra = _edge(session, cols, settings, pairs, lo, before=True)
     extra += _edge(session, cols, settings, pairs, hi, before=False)
+    # And the last deployment before the range, whatever its result: a failure not restored
+    # until a deployment in range makes that one a fix-forward (rework, docs/metrics.md).
+    extra += _edge(session, cols, settings, pairs, lo, before=True, any_result=True)
     named |= {r[ROLLBACK_OF] for r in rows if r[ROLLBACK_OF]}
     wanted = sorted(named - keys - {r[KEY] for r in extra})
     for i in range(0, len(wanted), CHUNK):
@@ -203,6 +211,7 @@ def _edge(
     bound: dt.datetime,
     *,
     before: bool,
+    any_result: bool = False,
 ) -> list[Row]:
     """For the (service, environment) of each deployment in ``pairs`` (one per pair), its
     nearest successful deployment beyond ``bound``: the latest (non-rollback) one before, or
@@ -211,24 +220,28 @@ def _edge(
     found: list[Row] = []
     for i in range(0, len(pairs), 1000):
         chunk = select(F.service, F.environment).where(F.id.in_(pairs[i : i + 1000])).subquery()
-        nearest = _nearest(chunk, settings, bound, before)
+        nearest = _nearest(chunk, settings, bound, before, any_result)
         found += _rows(session, select(*cols).where(F.id.in_(nearest)))
     return found
 
 
-def _nearest(table: Any, settings: Settings, bound: dt.datetime, before: bool) -> Any:
-    """The id of the nearest success beyond ``bound`` for each row of ``table``."""
+def _nearest(
+    table: Any, settings: Settings, bound: dt.datetime, before: bool, any_result: bool = False
+) -> Any:
+    """The id of the nearest success (``any_result``: deployment) beyond ``bound`` for each
+    row of ``table``."""
     g = aliased(F)
     where = [
         g.service == table.c.service,
         g.environment == table.c.environment,
         g.tier == settings.tier,
-        g.result == "succeeded",
     ]
-    if before:
-        where += [g.kind == "deploy", g.finished_at < bound]
+    if any_result:
+        where.append(g.finished_at < bound)
+    elif before:
+        where += [g.result == "succeeded", g.kind == "deploy", g.finished_at < bound]
     else:
-        where.append(g.finished_at >= bound)
+        where += [g.result == "succeeded", g.finished_at >= bound]
     nearest = (
         select(g.id)
         .where(*where)
@@ -298,16 +311,25 @@ def _incidents(
             named.add(key)
         found.append(
             IncidentFact(
-                id=str(inc.id),
+                id=incident_label(inc),
                 service=service,
                 opened_at=inc.opened_at,
                 resolved_at=inc.resolved_at,
                 environment=inc.environment,
                 deployment=key,
                 title=inc.title,
+                ref=str(inc.id),
             )
         )
     return found, named
+
+
+def incident_label(inc: Incident) -> str:
+    """An incident as a person knows it: an imported one by its own id (its external id is
+    "<service>:<id>"), Conveyor's by its number."""
+    if inc.source == IMPORTED and inc.external_id:
+        return inc.external_id.split(":", 1)[1]
+    return str(inc.id)
 
 
 def _overlapping(

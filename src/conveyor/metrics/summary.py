@@ -41,7 +41,8 @@ from conveyor.store.models import (
     utcnow,
 )
 
-VERSION = 1
+# 2: the definitions of 2024 (caught before traffic, incident recovery apart).
+VERSION = 2
 # A service's days are tallied at most this many at a time (bounded memory for busy services).
 CHUNK_DAYS = 366
 # A profile nobody asked for in this long is dropped (with its days).
@@ -123,9 +124,12 @@ def _fetch(session: Session, profile: str, lo: int, hi: int | None, service: str
         d.rework_total,
         d.rework_unplanned,
         d.unrestored,
+        d.caught,
+        d.incident_unrestored,
         d.leads,
         d.batches,
         d.recoveries,
+        d.incident_recoveries,
         d.stages,
     ).where(d.profile == profile, d.day >= lo)
     if hi is not None:
@@ -141,29 +145,32 @@ def _fetch(session: Session, profile: str, lo: int, hi: int | None, service: str
 def _tally_of(rows: Any, first: int, n: int) -> Tally:
     """Rows (one or several per day) added up into a tally of ``n`` days from ``first``."""
     tally = Tally(n)
-    parts: list[list[list[bytes]]] = [[[], [], []] for _ in range(n)]
+    parts: list[list[list[bytes]]] = [[[], [], [], []] for _ in range(n)]
     stage_sums = np.zeros((n, len(SPLIT)))
-    for day, envs, svcs, *counts, leads, batches, recoveries, stages in rows:
+    for day, envs, svcs, *counts, leads, batches, recoveries, incident, stages in rows:
         i = day - first
-        deploys, cfr_total, cfr_failed, rework, unplanned, unrestored = counts
+        deploys, cfr_total, cfr_failed, rework, unplanned, unrestored, caught, open_ = counts
         tally.deploys[i] += deploys
         tally.cfr_total[i] += cfr_total
         tally.cfr_failed[i] += cfr_failed
         tally.rework_total[i] += rework
         tally.rework_unplanned[i] += unplanned
         tally.unrestored[i] += unrestored
+        tally.caught[i] += caught
+        tally.incident_unrestored[i] += open_
         day_parts = parts[i]
-        for k, blob in enumerate((leads, batches, recoveries)):
+        for k, blob in enumerate((leads, batches, recoveries, incident)):
             if blob:
                 day_parts[k].append(bytes(blob))
         stage_sums[i] += np.frombuffer(bytes(stages), FLOAT)
         if envs:
             tally.envs[i].update(envs.split("\n"))
             tally.services[i].update(svcs.split("\n"))
-    for i, (leads_, batches_, recoveries_) in enumerate(parts):
+    for i, (leads_, batches_, recoveries_, incident_) in enumerate(parts):
         tally.leads[i] = _array(leads_)
         tally.batches[i] = _array(batches_)
         tally.recoveries[i] = _array(recoveries_)
+        tally.incident_recoveries[i] = _array(incident_)
         tally.stages[i] = stage_sums[i].tolist()
     return tally
 
@@ -305,7 +312,14 @@ def _retally(
 
 def _rows(profile: str, service: str, start: int, t: Tally) -> Any:
     for i in range(len(t.deploys)):
-        if not (t.rework_total[i] or len(t.recoveries[i]) or t.unrestored[i] or t.envs[i]):
+        if not (
+            t.rework_total[i]
+            or len(t.recoveries[i])
+            or t.unrestored[i]
+            or t.envs[i]
+            or len(t.incident_recoveries[i])
+            or t.incident_unrestored[i]
+        ):
             continue
         yield {
             "profile": profile,
@@ -319,9 +333,12 @@ def _rows(profile: str, service: str, start: int, t: Tally) -> Any:
             "rework_total": t.rework_total[i],
             "rework_unplanned": t.rework_unplanned[i],
             "unrestored": t.unrestored[i],
+            "caught": t.caught[i],
+            "incident_unrestored": t.incident_unrestored[i],
             "leads": _blob(t.leads[i]),
             "batches": _blob(t.batches[i]),
             "recoveries": _blob(t.recoveries[i]),
+            "incident_recoveries": _blob(t.incident_recoveries[i]),
             "stages": np.asarray(t.stages[i], FLOAT).tobytes(),
         }
 

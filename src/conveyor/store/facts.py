@@ -31,6 +31,7 @@ def write_fact(
         fixes_incident=fact.fixes_incident,
         stages={k: v.isoformat() for k, v in fact.stages.items()},
         deployment_id=deployment_id,
+        served_at=fact.serving_from,
     )
     w.session.add(row)
     w.session.flush()

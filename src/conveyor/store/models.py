@@ -318,6 +318,10 @@ class Deployment(Base):
     url: Mapped[str | None] = mapped_column(Text)
     # Which server process carries it out, for recovery after a crash.
     owner: Mapped[str | None] = mapped_column(String(300))
+    # When it began serving users: traffic switched to it, or it replaced (or displaced) what
+    # served in place. None: it never did (e.g. a blue-green candidate stopped by its checks),
+    # so it is no change failure (docs/metrics.md).
+    served_at: Mapped[dt.datetime | None]
 
     service: Mapped[Service] = relationship()
     release: Mapped[Release] = relationship()
@@ -531,6 +535,8 @@ class DeploymentFactRow(Base):
     fixes_incident: Mapped[bool] = mapped_column(Boolean, default=False)
     stages: Mapped[dict[str, Any]] = mapped_column(default=dict)
     deployment_id: Mapped[int | None] = mapped_column(Id)
+    # When it began serving users; None: never (stopped by its checks before taking traffic).
+    served_at: Mapped[dt.datetime | None] = mapped_column()
 
     __table_args__ = (
         Index("ix_deployment_facts_window", "tier", "finished_at"),
@@ -601,6 +607,11 @@ class DoraDay(Base):
     batches: Mapped[bytes] = mapped_column(LargeBinary)
     recoveries: Mapped[bytes] = mapped_column(LargeBinary)
     stages: Mapped[bytes] = mapped_column(LargeBinary)
+    # Deployments stopped by their checks before taking traffic; incident recovery (incidents
+    # no deployment is blamed for) as sorted float64 seconds, and those not restored yet.
+    caught: Mapped[int] = mapped_column(Integer, default=0)
+    incident_recoveries: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
+    incident_unrestored: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class EventCursor(Base):

@@ -27,6 +27,9 @@ class DoraWindow(Schema):
     week_start: str
     start: str = Field(description="The window's first instant (ISO 8601, UTC).")
     end: str = Field(description="The instant it ends (ISO 8601, UTC).")
+    note: str | None = Field(
+        None, description="Why the window differs from the default (cut to the history)."
+    )
 
     model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 
@@ -102,6 +105,11 @@ class DoraSeriesRow(Schema):
     unplanned: int
     rework_deployments: int
     batch_median: Number | None = Field(description="Commits per deployment.")
+    caught: int = Field(description="Deployments stopped by their checks before taking traffic.")
+    incident_recovery_median: Number | None = Field(
+        description="Seconds, incidents no deployment is blamed for."
+    )
+    incident_recoveries: int
 
 
 class DoraReport(Schema):
@@ -112,6 +120,7 @@ class DoraReport(Schema):
     tiers: DoraTiers
     metrics: dict[str, DoraFigure] = Field(
         description="deployment_frequency, lead_time, change_failure_rate, recovery_time, "
-        "rework_rate, batch_size and (when known) work_in_progress."
+        "rework_rate, batch_size, caught_before_traffic, incident_recovery and (when known) "
+        "work_in_progress."
     )
     series: list[DoraSeriesRow] = Field(description="One row per day, week or month.")

@@ -20,7 +20,7 @@ export const styled = true;
 
 const FIVE = ['deployment_frequency', 'lead_time', 'change_failure_rate', 'recovery_time',
   'rework_rate'];
-const FLOW = ['batch_size', 'work_in_progress'];
+const FLOW = ['caught_before_traffic', 'incident_recovery', 'batch_size', 'work_in_progress'];
 const LIVE_DEBOUNCE_MS = 1000;
 
 export async function render(root, params, ctx) {

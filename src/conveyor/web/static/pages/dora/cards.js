@@ -9,7 +9,7 @@ import {fixed, general, fmtDuration, plural, show, percent0, capital, shortLabel
 const SAMPLE = {
   deployment_frequency: 'deployment', lead_time: 'commit', change_failure_rate: 'deployment',
   recovery_time: 'failure', rework_rate: 'deployment', batch_size: 'deployment',
-  work_in_progress: 'release',
+  caught_before_traffic: 'deployment', incident_recovery: 'incident', work_in_progress: 'release',
 };
 const ARROW = {up: '↑', down: '↓', flat: '→'};
 const TIER_ICON = {elite: '★', high: '▲', medium: '●', low: '▼'};
@@ -47,6 +47,13 @@ export function card(report, name, explain) {
     fact('failures', number(`${fig.failures}` +
       (fig.not_restored ? ` (${fig.not_restored} not restored yet)` : ''),
     'failures', 'metric-extra'));
+  } else if (name === 'incident_recovery') {
+    fact('incidents', number(`${fig.incidents}` +
+      (fig.not_restored ? ` (${fig.not_restored} not restored yet)` : ''),
+    'incidents', 'metric-extra'));
+  } else if (name === 'caught_before_traffic') {
+    fact('share', number(fig.share === null ? '-' : `${fixed(fig.share * 100, 1)} %`,
+      'share of deployments caught', 'metric-extra'));
   } else if (name === 'rework_rate') {
     fact('unplanned', number(
       `${fig.unplanned} of ${plural(fig.deployments, 'deployment')}`,
@@ -63,12 +70,13 @@ export function card(report, name, explain) {
   h('h3', {id: `metric-${name}`, class: 'metric-title'}, capital(fig.title)),
   h('p', {class: 'metric-main'},
     number(value, fig.title, 'metric-value'),
-    ['lead_time', 'recovery_time', 'batch_size'].includes(name)
+    ['lead_time', 'recovery_time', 'incident_recovery', 'batch_size'].includes(name)
       ? h('span', {class: 'metric-note'}, ' median') : null),
   h('p', {class: 'metric-tier', dataset: {tier: tier || 'none'}},
     h('span', {class: 'tier-icon', 'aria-hidden': 'true'}, tier ? TIER_ICON[tier] || '●' : '–'),
     ' ', h('span', {class: 'tier-label'}, 'tier: '),
-    h('span', {class: 'tier-name'}, tier || 'no tier')),
+    h('span', {class: 'tier-name'}, tier || (fig.warning ? 'too few' : 'no tier'))),
+  fig.warning ? h('p', {class: 'metric-warning'}, fig.warning) : null,
   h('p', {class: ['metric-trend', trend.cls]}, trend.text),
   h('dl', {class: 'metric-facts'}, facts));
 }

@@ -126,8 +126,8 @@ export function explanationDialog({report, explained, api}) {
 async function releaseLinks(api, items) {
   const wanted = new Map();
   for (const it of items) {
-    for (const key of [it.kind === 'deployment' || it.kind === 'failure' ? it.id : null,
-      it.deployment]) {
+    for (const key of [it.kind === 'deployment' || it.kind === 'failure' ? it.ref || it.id : null,
+      it.deployment_ref || it.deployment]) {
       const m = /^c(\d+)$/.exec(key || '');
       if (m) wanted.set(Number(m[1]), it.service);
     }
@@ -145,31 +145,39 @@ async function releaseLinks(api, items) {
   return out;
 }
 
-function depLink(key, links) {
+function depLink(key, links, name) {
   const m = /^c(\d+)$/.exec(key || '');
   const dep = m ? links.get(Number(m[1])) : null;
   if (dep && dep.release) {
     return h('a', {href: `/releases/${dep.release}`,
-      title: `deployment ${dep.id} of release ${dep.release} to ${dep.environment}`}, key);
+      title: `deployment ${dep.id} of release ${dep.release} to ${dep.environment}`}, name || key);
   }
-  return h('span', {class: 'mono'}, key);
+  return h('span', {class: 'mono'}, name || key);
 }
 
 function idCell(it, links) {
   if (it.kind === 'release') return h('a', {href: `/releases/${it.id}`}, `release ${it.id}`);
-  if (it.kind === 'incident' || (it.kind === 'failure' && /^\d+(\+\d+)*$/.test(it.id))) {
-    return it.id.split('+').flatMap((id, i) => [i ? ' + ' : null,
-      h('a', {href: `/incidents?id=${id}`}, `incident ${id}`)]);
+  // `id` names an item as people know it (an imported one by its own id); `ref` is what
+  // Conveyor knows it by: incidents' record numbers, a deployment's fact key (c<number>).
+  const ref = it.ref || it.id;
+  if (it.kind === 'incident' || (it.kind === 'failure' && /^\d+(\+\d+)*$/.test(ref))) {
+    const names = it.id.split('+');
+    return ref.split('+').flatMap((id, i) => [i ? ' + ' : null,
+      h('a', {href: `/incidents?id=${id}`}, `incident ${names[i] || id}`)]);
   }
   if (it.kind === 'commit') {
     return [h('span', {class: 'sha', title: it.id}, it.id.slice(0, 12)),
-      it.deployment ? [' in ', depLink(it.deployment, links)] : null];
+      it.deployment ? [' in ', depLink(it.deployment_ref || it.deployment, links, it.deployment)]
+        : null];
   }
-  return depLink(it.id, links);
+  return depLink(ref, links, it.id);
 }
 
 function valueOf(metric, it) {
   if (it.value === null || it.value === undefined) return '';
-  if (metric === 'lead_time' || metric === 'recovery_time') return fmtDuration(it.value);
+  if (['lead_time', 'recovery_time', 'incident_recovery'].includes(metric)) {
+    // The exact seconds beside the rounded duration: a median can be recomputed.
+    return `${fmtDuration(it.value)} (${general(it.value)} s)`;
+  }
   return general(it.value);
 }

@@ -45,10 +45,13 @@ export function plural(n, word) {
 /** A figure's value as a person reads it. */
 export function show(metric, value) {
   if (value === null || value === undefined) return '-';
-  if (metric === 'lead_time' || metric === 'recovery_time') return fmtDuration(value);
+  if (['lead_time', 'recovery_time', 'incident_recovery'].includes(metric)) {
+    return fmtDuration(value);
+  }
   if (metric === 'change_failure_rate' || metric === 'rework_rate') {
     return `${fixed(value * 100, 1)} %`;
   }
+  if (metric === 'caught_before_traffic') return plural(value, 'deployment');
   if (metric === 'deployment_frequency') return `${fixed(value, 2)} / week`;
   if (metric === 'batch_size') return plural(value, 'commit');
   return plural(value, 'release');

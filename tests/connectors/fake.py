@@ -1,9 +1,10 @@
 """A stand-in for the APIs of GitHub, GitLab, Argo CD, PagerDuty and Opsgenie, which cannot run
 here: a real HTTP server on 127.0.0.1 that answers the documented requests with stored
-responses (tests/connectors/fixtures/). Those were written to each API's documented response
-shape (GitHub REST, GitLab REST v4, Argo CD's Application, PagerDuty REST v2, Opsgenie Alert
-API v2: the fields, their types and formats, the paging headers), not captured from a live
-account, and hold the fields the documentation's examples hold besides those Conveyor reads.
+responses (tests/connectors/fixtures/). Those are the providers' own published example
+responses, or built to their published schemas where they publish no example, with ids,
+times and names changed to each test's scenario; none was captured from a live account.
+fixtures/README.md names each source, and test_connector_fixtures.py checks every stored
+response against it.
 
 It refuses a request without the expected authentication header (401, the tool's documented
 error body), answers 404 to any request it was not told about (so a connector asking for

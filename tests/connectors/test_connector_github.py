@@ -49,9 +49,22 @@ def github(state: dict[str, Any]) -> FakeApi:
     )
     api.route(f"{REPO}/commits/{sha(1)}", fixture("github/commit_1.json"))
     api.route(f"{REPO}/commits/{sha(2)}", fixture("github/commit_2.json"))
-    api.route(f"{REPO}/compare/{sha(1)}...{sha(3)}", fixture("github/compare_1_3.json"))
+    api.route(f"{REPO}/compare/{sha(1)}...{sha(3)}", _compare_in_pages)
     api.route(f"{REPO}/compare/{sha(2)}...{sha(3)}", fixture("github/compare_2_3.json"))
     return api
+
+
+def _compare_in_pages(request: Request) -> Reply:
+    """GitHub's compare paged as it pages when asked with ``per_page``: one commit a page
+    here, the changed files on the first page only."""
+    comparison = fixture("github/compare_1_3.json")
+    if request.param("page") == "2":
+        return Reply(comparison | {"commits": comparison["commits"][1:], "files": []})
+    link = f"<{{base}}{REPO}/compare/{sha(1)}...{sha(3)}?per_page=100&page=2>"
+    return Reply(
+        comparison | {"commits": comparison["commits"][:1]},
+        headers={"Link": f'{link}; rel="next", {link}; rel="last"'},
+    )
 
 
 def config(url: str, extra: str = "") -> str:
@@ -103,6 +116,12 @@ def test_deployments_are_pulled_once_finished_with_their_commits(store: Store) -
             at("2024-05-02T09:15:00Z"),
         )
         # The commits since the previous successful deployment of production (101).
+        # Both pages of the compare were read, a commit on each, at GitHub's most a page.
+        asked = api.asked(f"{REPO}/compare/{sha(1)}...{sha(3)}")
+        assert [(r.param("per_page"), r.param("page")) for r in asked] == [
+            ("100", None),
+            ("100", "2"),
+        ]
         assert changes(store, "i:shop:deployment-103") == [
             (sha(2), at("2024-05-01T14:00:00Z")),
             (sha(3), at("2024-05-02T08:00:00Z")),

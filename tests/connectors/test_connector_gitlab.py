@@ -1,7 +1,9 @@
 """The GitLab connector against a fake GitLab API (tests/connectors/fake.py): GitLab cannot run
 here, so a real HTTP server on 127.0.0.1 answers the documented requests (project deployments,
-compare, commits) with stored responses shaped as GitLab's REST API reference documents
-them, and checks the PRIVATE-TOKEN header, the X-Next-Page pagination and ``updated_after``."""
+compare, commits) with GitLab's documented example responses (fixtures/README.md) set to this
+scenario, and checks the PRIVATE-TOKEN header, the X-Next-Page pagination and
+``updated_after``. The compare's commits carry ``created_at`` only, as GitLab documents them:
+the commit times come from it."""
 
 from __future__ import annotations
 

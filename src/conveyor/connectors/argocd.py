@@ -8,6 +8,10 @@ answers the Application; ``status.history`` lists its successful syncs (``id``, 
 ``finishedAt``, ``syncResult.revision``). Argo CD keeps the last ``revisionHistoryLimit`` (10)
 syncs only: a connector synced at least that often loses none.
 
+An application with several sources (``spec.sources``) has ``revisions``, one per source, and
+an empty ``revision``, in its history and its sync result alike: the first of those that is a
+commit id is the one recorded.
+
 Argo CD knows revisions, not when their commits were made: its deployments bring no commits
 (``commits: []``), so they count in deployment frequency, change failure rate and recovery,
 not in lead time. Revisions that are not commit ids (a Helm chart's version) are skipped.
@@ -74,8 +78,8 @@ def pull(api: Api, options: ArgoCDConnector, cursor: Mapping[str, Any]) -> Pull:
         if number <= int(cursor.get("history") or 0):
             continue
         newest = max(newest, number)
-        revision = str(entry.get("revision") or "")
-        if not _SHA.fullmatch(revision):
+        revision = _revision(entry)
+        if not revision:
             found.skipped += 1
             continue
         deployed = time_of(entry.get("deployedAt"), f"history {number}: deployedAt")
@@ -98,10 +102,10 @@ def _failed(
     if found.cursor.get("operation") == text(started):
         return
     found.cursor["operation"] = text(started)
-    revision = str((operation.get("syncResult") or {}).get("revision") or "")
-    if not _SHA.fullmatch(revision):
-        revision = str(((operation.get("operation") or {}).get("sync") or {}).get("revision") or "")
-    if not _SHA.fullmatch(revision):
+    revision = _revision(operation.get("syncResult") or {}) or _revision(
+        (operation.get("operation") or {}).get("sync") or {}
+    )
+    if not revision:
         found.skipped += 1
         return
     finished = time_of(operation.get("finishedAt") or operation.get("startedAt"), "finishedAt")
@@ -116,6 +120,14 @@ def _failed(
         )
         | {"status": "failed"}
     )
+
+
+def _revision(synced: Mapping[str, Any]) -> str:
+    """The commit id a history entry or sync was of: its ``revision``, or for an application
+    with several sources the first of its ``revisions`` that is a commit id; "" if none is."""
+    listed = synced.get("revisions")
+    candidates = [synced.get("revision"), *(listed if isinstance(listed, list) else [])]
+    return next((str(c) for c in candidates if isinstance(c, str) and _SHA.fullmatch(c)), "")
 
 
 def _record(

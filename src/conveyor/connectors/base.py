@@ -233,14 +233,18 @@ def raw_commits(
     compare: tuple[str, Mapping[str, Any]],
     single: str,
     what: str,
+    *,
+    linked: bool = False,
 ) -> list[dict[str, Any]]:
     """The commits (as the forge writes them) a deployment of ``sha`` brought: from the
     ``compare`` request (path, params) since the environment's previous successful commit, or
-    ``sha`` alone (the ``single`` commit request) for the first; none when it is the same."""
+    ``sha`` alone (the ``single`` commit request) for the first; none when it is the same.
+    ``linked``: the compare is paged by ``Link`` headers, each page with more commits."""
     if previous == sha:
         return []
     if previous:
-        return items(api.get(*compare)[0], "commits", f"{what} compare")
+        pages = api.link_pages(*compare) if linked else [api.get(*compare)[0]]
+        return [c for page in pages for c in items(page, "commits", f"{what} compare")]
     one = api.get(single)[0]
     if not isinstance(one, dict):
         raise ConnectorError(f"{what} commit {sha}: expected an object")

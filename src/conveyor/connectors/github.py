@@ -12,8 +12,9 @@ Requests (GitHub REST API, ``Authorization: Bearer <token>``, ``X-GitHub-Api-Ver
 - ``GET /repos/{owner}/{repo}/actions/workflows/{workflow}/runs?created=>=TIME``:
   ``workflow_runs`` with ``id``, ``head_sha``, ``status``, ``conclusion``,
   ``run_started_at``, ``updated_at``, ``created_at``.
-- ``GET /repos/{owner}/{repo}/compare/{base}...{head}``: ``commits`` (oldest first), each with
-  ``commit.committer.date`` and ``commit.author.date``; the first deployment of an environment
+- ``GET /repos/{owner}/{repo}/compare/{base}...{head}?per_page=100``: ``commits`` (oldest
+  first, paged by the ``Link`` header), each with ``commit.committer.date`` and
+  ``commit.author.date``; the first deployment of an environment
   brings only its own commit (``GET /repos/{owner}/{repo}/commits/{sha}``).
 
 Incremental: the cursor holds the newest deployment id up to which every deployment had
@@ -219,9 +220,12 @@ def commits(api: Api, repository: str, previous: str | None, sha: str) -> list[d
         api,
         previous,
         sha,
-        (f"{repo}/compare/{previous}...{sha}", {"per_page": 250}),
+        # Paged, GitHub's compare gives at most 100 commits a page (unpaged, the first 250):
+        # a deployment bringing more has them on the next pages.
+        (f"{repo}/compare/{previous}...{sha}", {"per_page": 100}),
         f"{repo}/commits/{sha}",
         "GitHub",
+        linked=True,
     )
     found = []
     for entry in listed:

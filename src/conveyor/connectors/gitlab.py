@@ -8,7 +8,8 @@ empty on the last page):
   ``created``, ``running``, ``blocked``), ``created_at``, ``updated_at``,
   ``environment.name``, ``deployable.started_at`` and ``deployable.finished_at``.
 - ``GET /api/v4/projects/{id}/repository/compare?from=A&to=B``: ``commits`` with
-  ``committed_date`` and ``authored_date``; the first deployment of an environment brings only
+  ``committed_date`` and ``authored_date`` or, as GitLab's reference shows them, only
+  ``created_at`` (the commit time); the first deployment of an environment brings only
   its own commit (``GET /api/v4/projects/{id}/repository/commits/{sha}``).
 
 Incremental: the cursor holds the newest ``updated_at`` seen (GitLab updates a deployment when
@@ -121,10 +122,12 @@ def commits(api: Api, project: str, previous: str | None, sha: str) -> list[dict
         f"{project}/repository/commits/{sha}",
         "GitLab",
     )
+    # GitLab's reference shows the compare's commits with ``created_at`` (GitLab's name for the
+    # commit time) and no ``committed_date`` or ``authored_date``: both shapes are read.
     return [
         commit(
             str(c.get("id")),
-            text(time_of(c.get("committed_date"), f"commit {c.get('id')}")),
+            text(time_of(c.get("committed_date") or c.get("created_at"), f"commit {c.get('id')}")),
             text(time_of(c["authored_date"], "authored_date")) if c.get("authored_date") else None,
         )
         for c in listed

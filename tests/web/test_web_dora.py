@@ -149,7 +149,9 @@ def expect_cards(page: Page, data: dict[str, Any]) -> None:
     for name in CARDS:
         fig = data["metrics"][name]
         card = page.locator(f'.metric-card[data-metric="{name}"]')
-        expect(card.locator(".metric-value")).to_have_text(show(name, fig["value"]))
+        # No value: a dash on the page (the terminal's hyphen reads as a minus sign there).
+        value = "–" if fig["value"] is None else show(name, fig["value"])
+        expect(card.locator(".metric-value")).to_have_text(value)
         # Below 5 deployments a figure gets a warning instead of a tier (docs/metrics.md).
         no_tier = "too few" if fig.get("warning") else "no tier"
         expect(card.locator(".tier-name")).to_have_text(fig["tier"] or no_tier)

@@ -172,7 +172,10 @@ export async function render(root, params, ctx) {
     const per = {day: 'day', week: 'week', month: 'month'}[r.settings.by] || 'bucket';
     // A live refresh redraws everything: whoever was on a number stays on it.
     const path = focusPath(body);
+    const none = nothingDeployed(r);
     replace(body,
+      none ? emptyState(r) : null,
+      w.note ? h('p', {class: 'dora-window-note'}, h('strong', null, 'Window: '), w.note) : null,
       h('section', {class: 'dora-section', 'aria-labelledby': 'dora-five'},
         h('h2', {id: 'dora-five'}, 'The five metrics'),
         h('div', {class: 'metric-cards'}, FIVE.map((name) => card(r, name, explain)))),
@@ -185,7 +188,8 @@ export async function render(root, params, ctx) {
         h('h2', {id: 'dora-flow'}, 'Flow'),
         h('div', {class: 'metric-cards metric-cards-flow'},
           FLOW.map((name) => card(r, name, explain)))),
-      h('section', {class: 'dora-section', 'aria-labelledby': 'dora-trends'},
+      // Without a deployment every bucket is empty: no trend to draw.
+      none ? null : h('section', {class: 'dora-section', 'aria-labelledby': 'dora-trends'},
         h('h2', {id: 'dora-trends'}, `Trends by ${per}`),
         h('p', {class: 'subtle'}, `One mark per ${per} of the window; select one to see ` +
           'what is behind it.'),
@@ -206,6 +210,28 @@ export async function render(root, params, ctx) {
     seq += 1;
     if (dialog.el.open) dialog.el.close();
   });
+}
+
+/** Whether no deployment (successful, failed or caught) ended in the report's window. */
+function nothingDeployed(r) {
+  return r.series.every((row) => !row.deployments && !row.cfr_deployments && !row.caught);
+}
+
+/** What a page without deployments says: why the figures are empty, and what fills them. */
+function emptyState(r) {
+  const tier = r.scope.env_tier;
+  const narrowed = r.scope.service ? ` for ${r.scope.service}` : '';
+  return h('div', {class: 'dora-empty', role: 'note', 'aria-labelledby': 'dora-empty-title'},
+    h('h2', {id: 'dora-empty-title'}, `No deployment to ${tier}${narrowed} in this window`),
+    h('p', null, `The figures start with the first deployment to ${tier}. To get them:`),
+    h('ul', null,
+      h('li', null, `Let a release go all the way to ${tier}: each deployment that ends there ` +
+        'is counted.'),
+      h('li', null, 'Or bring in the history of the tool you deployed with before: ',
+        h('code', null, 'conveyor import FILE'), ' (docs/import.md).'),
+      r.scope.service || r.window.days < 365 ? h('li', null, 'Or look further: choose ' +
+        (r.scope.service ? 'all services or ' : '') + 'a longer time range above.') : null),
+    h('p', {class: 'subtle'}, 'How each figure is counted: docs/metrics.md.'));
 }
 
 /** Where the focus is under `top`, as child indexes, to put it back after a redraw. */

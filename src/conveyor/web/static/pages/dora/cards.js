@@ -5,6 +5,7 @@ import {h, empty} from '../../lib/dom.js';
 import {chart, stackedBar, numberTicks, durationTicks, countTicks} from '../../lib/chart.js';
 import {fixed, general, fmtDuration, plural, show, percent0, capital, shortLabel, bucketLabel,
   lastDay} from './figures.js';
+import {DEFINITIONS, reasonOf} from './definitions.js';
 
 const SAMPLE = {
   deployment_frequency: 'deployment', lead_time: 'commit', change_failure_rate: 'deployment',
@@ -17,8 +18,9 @@ const STAGES = [['waiting', 'waiting'], ['ci', 'CI'], ['staging', 'staging'],
   ['approval', 'approval'], ['production', 'production'], ['unsplit', 'unsplit']];
 
 function numberButton(explain, metric, text, label, cls) {
+  const spoken = text === '–' ? 'no value' : text;
   return h('button', {type: 'button', class: ['linkish', cls], 'aria-haspopup': 'dialog',
-    'aria-label': `${text}: ${label} — show what is behind it`, dataset: {metric},
+    'aria-label': `${spoken}: ${label} — show what is behind it`, dataset: {metric},
     onclick: () => explain(metric)}, text);
 }
 
@@ -26,7 +28,9 @@ function numberButton(explain, metric, text, label, cls) {
 export function card(report, name, explain) {
   const fig = report.metrics[name];
   if (!fig) return null;
-  const value = show(name, fig.value);
+  // Nothing to measure (a new install, a quiet window): a dash and why, never "null".
+  const missing = fig.value === null || fig.value === undefined;
+  const value = shown(name, fig.value);
   const tier = fig.tier;
   const facts = [];
   const fact = (term, content) => facts.push(h('dt', null, term), h('dd', null, content));
@@ -34,10 +38,10 @@ export function card(report, name, explain) {
   fact('sample', number(plural(fig.sample_size, SAMPLE[name]),
     `${fig.title} sample size`, 'metric-sample'));
   if (fig.p90 !== undefined) {
-    fact('p90', number(show(name, fig.p90), `${fig.title} p90`, 'metric-p90'));
+    fact('p90', number(shown(name, fig.p90), `${fig.title} p90`, 'metric-p90'));
   }
   if (name === 'deployment_frequency') {
-    fact('deploy days', number(`${fixed(fig.deploy_days_per_week, 2)} / week`,
+    fact('deploy days', number(`${orDash(fig.deploy_days_per_week, 2)} / week`,
       'deploy days per week', 'metric-extra'));
     fact('band', fig.band);
   } else if (name === 'change_failure_rate') {
@@ -52,13 +56,13 @@ export function card(report, name, explain) {
       (fig.not_restored ? ` (${fig.not_restored} not restored yet)` : ''),
     'incidents', 'metric-extra'));
   } else if (name === 'caught_before_traffic') {
-    fact('share', number(fig.share === null ? '-' : `${fixed(fig.share * 100, 1)} %`,
+    fact('share', number(fig.share === null ? '–' : `${fixed(fig.share * 100, 1)} %`,
       'share of deployments caught', 'metric-extra'));
   } else if (name === 'rework_rate') {
     fact('unplanned', number(
       `${fig.unplanned} of ${plural(fig.deployments, 'deployment')}`,
       'unplanned deployments', 'metric-extra'));
-  } else if (name === 'batch_size' && fig.mean !== undefined) {
+  } else if (name === 'batch_size' && fig.mean !== undefined && fig.mean !== null) {
     fact('mean', number(`${fixed(fig.mean, 2)} commits`, 'mean batch size', 'metric-extra'));
   } else if (name === 'work_in_progress') {
     const where = Object.entries(fig.by_environment || {});
@@ -70,15 +74,35 @@ export function card(report, name, explain) {
   h('h3', {id: `metric-${name}`, class: 'metric-title'}, capital(fig.title)),
   h('p', {class: 'metric-main'},
     number(value, fig.title, 'metric-value'),
-    ['lead_time', 'recovery_time', 'incident_recovery', 'batch_size'].includes(name)
+    !missing && ['lead_time', 'recovery_time', 'incident_recovery', 'batch_size'].includes(name)
       ? h('span', {class: 'metric-note'}, ' median') : null),
   h('p', {class: 'metric-tier', dataset: {tier: tier || 'none'}},
     h('span', {class: 'tier-icon', 'aria-hidden': 'true'}, tier ? TIER_ICON[tier] || '●' : '–'),
     ' ', h('span', {class: 'tier-label'}, 'tier: '),
     h('span', {class: 'tier-name'}, tier || (fig.warning ? 'too few' : 'no tier'))),
+  missing ? h('p', {class: 'metric-reason'}, reasonOf(name, fig)) : null,
   fig.warning ? h('p', {class: 'metric-warning'}, fig.warning) : null,
   h('p', {class: ['metric-trend', trend.cls]}, trend.text),
-  h('dl', {class: 'metric-facts'}, facts));
+  h('dl', {class: 'metric-facts'}, facts),
+  about(name, fig));
+}
+
+/** The card's definition behind a disclosure: a <summary> is a button to screen readers. */
+function about(name, fig) {
+  const text = DEFINITIONS[name] || capital(fig.definition);
+  return h('details', {class: 'metric-about'},
+    h('summary', null, 'What it measures',
+      h('span', {class: 'visually-hidden'}, `: ${fig.title}`)),
+    h('p', {class: 'metric-definition'}, text));
+}
+
+/** A figure as the card writes it: a dash, not the terminal's hyphen, for no value. */
+function shown(name, x) {
+  return x === null || x === undefined ? '–' : show(name, x);
+}
+
+function orDash(x, digits) {
+  return x === null || x === undefined ? '–' : fixed(x, digits);
 }
 
 function trendOf(name, fig) {

@@ -175,5 +175,13 @@ def test_cards_fit_a_360px_phone(web: Web, page: Page, problems: list[str], stor
     for summary in page.locator(".metric-about summary").all():
         summary.click()
     assert overflowing_cards(page) == []
+    # Nor does the page's own content stick out sideways (the shell's header is not this page's).
+    page_width = page.evaluate("document.querySelector('.dora').getBoundingClientRect().right")
+    assert page_width <= 360
+    sticking_out = page.evaluate(
+        """() => { const dora = document.querySelector('.dora');
+          return dora.scrollWidth - dora.clientWidth; }"""
+    )
+    assert sticking_out <= 0
     shot(page, f"360px-{store}")
     assert problems == []

@@ -147,6 +147,11 @@ def test_two_deployments_are_too_few_for_a_tier(web: Web, page: Page, problems: 
     assert "small sample: 2 deployments" in lead["warning"]
 
     expect(page.get_by_role("note")).to_have_count(0)  # deployed: no empty state
+    # The window starts with the history, and the page says so in its own words.
+    assert "the first production deployment" in data["window"]["note"]
+    note = page.locator(".dora-window-note")
+    expect(note).to_contain_text("the first production deployment")
+    expect(note).to_contain_text("choose a time range above")
     for name in FIGURES:
         fig = data["metrics"][name]
         card = page.locator(f'.metric-card[data-metric="{name}"]')

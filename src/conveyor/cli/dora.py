@@ -206,7 +206,7 @@ def render(data: dict[str, Any]) -> None:
         f"({w['days']} days, {w['time_zone']}, weeks from {w['week_start'].capitalize()})"
     )
     if w.get("note"):
-        click.echo(f"window: {w['note']}")
+        click.echo(f"window: {w['note']} (give --since or --from to choose)")
     previous = data.get("previous_window")
     against = f"trends against {previous['from']} → {previous['to']} · " if previous else ""
     click.echo(f"{against}tiers: {tiers['title']} ({tiers['url']})")

@@ -34,5 +34,5 @@ def fit_window(store: Store, window: Window, settings: Settings) -> Window:
         window,
         start=day,
         note=f"from {day}, the first {settings.tier} deployment, not {window.start}: the "
-        f"default window starts no earlier than the history (give --since or --from to choose)",
+        "default window starts no earlier than the history",
     )

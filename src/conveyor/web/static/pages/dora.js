@@ -176,8 +176,7 @@ export async function render(root, params, ctx) {
     replace(body,
       none ? emptyState(r) : null,
       w.note ? h('p', {class: 'dora-window-note'}, h('strong', null, 'Window: '),
-        // The note speaks the CLI's options; here they are the time range control.
-        w.note.replace('give --since or --from to choose', 'choose a time range above')) : null,
+        w.note + ' (choose a time range above)') : null,
       h('section', {class: 'dora-section', 'aria-labelledby': 'dora-five'},
         h('h2', {id: 'dora-five'}, 'The five metrics'),
         h('div', {class: 'metric-cards'}, FIVE.map((name) => card(r, name, explain)))),

@@ -4,7 +4,6 @@ timing (the time itself is measured in bench/cli_startup.py)."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,16 +17,7 @@ STORE_AND_ENGINE = ("conveyor.store", "conveyor.engine", "sqlalchemy", "alembic"
 
 def imported(conveyor: Conveyor, *args: str) -> tuple[str, set[str]]:
     """The standard output of `conveyor ARGS`, and every module the process imported."""
-    python, *rest = conveyor.argv(*args)
-    proc = subprocess.run(
-        [python, "-X", "importtime", *rest],
-        cwd=conveyor.cwd,
-        env=conveyor.env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = conveyor.completed(*args, python=("-X", "importtime"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     modules = {
         line.rsplit("|", 1)[1].strip()
@@ -38,7 +28,8 @@ def imported(conveyor: Conveyor, *args: str) -> tuple[str, set[str]]:
 
 
 def among(modules: set[str], packages: tuple[str, ...]) -> list[str]:
-    return sorted(m for m in modules if m.split(".")[0] in packages or m.startswith(packages))
+    """The modules that are one of ``packages`` or inside one."""
+    return sorted(m for m in modules if any(m == p or m.startswith(f"{p}.") for p in packages))
 
 
 def test_help_imports_neither_the_store_nor_the_engine(conveyor: Conveyor) -> None:

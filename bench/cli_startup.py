@@ -94,8 +94,9 @@ def section(r: dict[str, Any]) -> str:
 
 A fresh process for each command, from spawn to exit, median / minimum of {r["repeats"]} each,
 the commands interleaved; load average (1 min) at the start: {r["load_average_at_start"]} on \
-{os.cpu_count()} cores. Load slows every process alike: when the machine is busy, the ratio to
-the plain click app says more than the milliseconds.
+{os.cpu_count()} cores.
+Load slows every process alike: on a busy machine the ratio to the plain click app says more
+than the milliseconds.
 
 | command | median / min | ÷ plain click | target |
 |---|---|---|---|
@@ -107,7 +108,8 @@ the plain click app says more than the milliseconds.
 A command imports its own module only when it is called (`conveyor.cli.main.LazyGroup`); a
 command that asks a server imports neither the store, SQLAlchemy nor the engine, and a local
 listing imports the store but not the engine (tests/cli/test_cli_startup.py). What is left
-against a server is mostly importing httpx and building the pydantic Settings.
+against a server is mostly importing httpx and building the pydantic Settings; locally, also
+importing SQLAlchemy, building the ORM models and configuring their mappers for the first query.
 """
 
 

@@ -292,6 +292,14 @@ def _section_summary(r: dict[str, Any]) -> str:
             f"{x['duplicate_runs']} ({x['server_errors']} 5xx)",
             x["met"],
         )
+    if "cli_startup" in r:
+        c = r["cli_startup"]
+        for what, key, limit in (
+            ("`conveyor runs` against a server, a fresh process", "runs_server", 150),
+            ("`conveyor runs` on the local store, a fresh process", "runs_local", 300),
+        ):
+            ms = c[key]["median_ms"]
+            row(what, f"≤ {limit} ms median", f"{ms} ms", ms <= limit)
     lines = ["| figure | target | measured | met |", "|---|---|---|---|"]
     for what, target, value, met in rows:
         lines.append(
@@ -319,12 +327,14 @@ BENCHMARKS = (
     "edge_outage",
     "agent_log",
     "exactly_once",
+    "cli_startup",
 )
 
 
 def _measure(name: str) -> dict[str, Any]:
     import agent_log
     import buildbot_peer
+    import cli_startup
     import delivery_promotion
     import delivery_rollback
     import dispatch_throughput
@@ -356,6 +366,7 @@ def _measure(name: str) -> dict[str, Any]:
         "edge_outage": edge_outage.measure,
         "agent_log": agent_log.measure,
         "exactly_once": exactly_once.measure,
+        "cli_startup": cli_startup.measure,
     }
     result: dict[str, Any] = runs[name]()
     return result
@@ -457,6 +468,10 @@ def main(only: list[str] | None = None) -> None:
         import exactly_once
 
         sections.append(exactly_once.section(results["exactly_once"]))
+    if "cli_startup" in results:
+        import cli_startup
+
+        sections.append(cli_startup.section(results["cli_startup"]))
     body = "\n".join(sections)
     text = f"""# Benchmarks
 

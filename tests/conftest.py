@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,8 +101,24 @@ class Conveyor:
         env.update(self.extra_env)
         return env
 
-    def argv(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "conveyor", *args]
+    def argv(self, *args: str, python: Sequence[str] = ()) -> list[str]:
+        """The command line of `conveyor ARGS`; ``python``: options for the interpreter."""
+        return [sys.executable, *python, "-m", "conveyor", *args]
+
+    def completed(
+        self, *args: str, python: Sequence[str] = (), stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """`conveyor ARGS` run to its end, with ``stdin`` on its standard input, as it is."""
+        return subprocess.run(
+            self.argv(*args, python=python),
+            input=stdin,
+            cwd=self.cwd,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
 
     def __call__(
         self, *args: str, cwd: Path | None = None, timeout: float = 60, check: bool = False

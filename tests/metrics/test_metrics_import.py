@@ -261,16 +261,7 @@ def test_naive_and_other_non_rfc3339_times_are_refused(value: Any, message: str)
 
 def piped(conveyor: Conveyor, text: str, *args: str) -> subprocess.CompletedProcess[str]:
     """`conveyor import ... -` with ``text`` on its standard input."""
-    return subprocess.run(
-        conveyor.argv("import", *args, "-"),
-        input=text,
-        cwd=conveyor.cwd,
-        env=conveyor.env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return conveyor.completed("import", *args, "-", stdin=text)
 
 
 def test_the_cli_refuses_a_naive_time_and_reads_stdin(conveyor: Conveyor) -> None:

@@ -1,4 +1,8 @@
-"""What the commands share: finding the data directory, opening the store, printing."""
+"""What the commands share: finding the data directory, opening the store, printing.
+
+Imported by every command, also by those that only talk to a server (CONVEYOR_URL): the store,
+SQLAlchemy and the engine are imported here only by the functions that open the store, so that
+such commands start without them (tests/cli/test_cli_startup.py, bench/cli_startup.py)."""
 
 from __future__ import annotations
 
@@ -15,10 +19,11 @@ import click
 
 from conveyor import jsonio
 from conveyor.settings import Settings as ConveyorSettings
-from conveyor.store.db import Settings, Store, open_store
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from conveyor.store.db import Settings, Store
 
 _SETTINGS = "conveyor.settings"
 
@@ -67,6 +72,8 @@ def actor() -> str:
 
 def settings_for(repo: Path | None = None) -> Settings:
     """CONVEYOR_HOME if set, else `.conveyor/` at the top of the repository (or here)."""
+    from conveyor.store.db import Settings
+
     given = settings()
     if given.home is not None:
         return Settings.resolve(settings=given)
@@ -75,8 +82,18 @@ def settings_for(repo: Path | None = None) -> Settings:
 
 
 def store_for(repo: Path | None = None, *, recover: bool = True) -> Store:
+    """The local store; with ``recover``, runs whose process stopped are marked interrupted
+    first. The engine that marks them is imported only when there are unfinished runs to look
+    at: a listing of finished runs reads the store alone."""
+    from conveyor.store.db import open_store
+    from conveyor.store.owners import owned_unfinished_runs
+
     store = open_store(settings_for(repo))
-    if recover:
+    if not recover:
+        return store
+    with store.session() as session:
+        unfinished = owned_unfinished_runs(session)
+    if unfinished:
         from conveyor.engine.recovery import recover_interrupted
 
         for run_id in recover_interrupted(store):

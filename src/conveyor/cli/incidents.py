@@ -15,7 +15,6 @@ import click
 
 from conveyor.cli.common import print_detail, print_json, print_listing, print_table, when
 from conveyor.cli.delivery import Client, _service, incident_list
-from conveyor.spec.durations import DurationError, parse_duration
 
 
 def parse_time(text: str) -> dt.datetime:
@@ -25,6 +24,10 @@ def parse_time(text: str) -> dt.datetime:
     if value.lower() == "now":
         return dt.datetime.now(dt.UTC)
     if value.lower().endswith(" ago"):
+        # The pipeline spec's durations, imported only here: the spec package is a large import
+        # that listing incidents has no use for.
+        from conveyor.spec.durations import DurationError, parse_duration
+
         try:
             seconds = parse_duration(value[:-4].strip())
         except DurationError as exc:

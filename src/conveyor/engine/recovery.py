@@ -13,14 +13,13 @@ import os
 import signal
 import socket
 
-from sqlalchemy import select
-
 from conveyor.engine.runs import job_refs_of, move_job
 from conveyor.events import EventType
 from conveyor.proc import kill_process_group, process_start_time, processes_marked
 from conveyor.states import JobStatus, RunStatus, check_transition
 from conveyor.store.db import Store, db_now
 from conveyor.store.models import Run
+from conveyor.store.owners import owned_unfinished_runs
 
 STALE_AFTER = dt.timedelta(seconds=30)
 
@@ -42,13 +41,7 @@ def recover_interrupted(store: Store) -> list[int]:
     with store.session() as session:
         # The database's clock, the one heartbeats are written with (conveyor.store.db.db_now).
         now = db_now(session)
-        # Runs without an owner are the server's: their jobs are leased to runners, and lost
-        # runners are handled by lease expiry (conveyor.engine.dispatch), not here.
-        candidates = session.execute(
-            select(Run.id, Run.owner, Run.heartbeat_at).where(
-                Run.status.in_([RunStatus.QUEUED, RunStatus.RUNNING]), Run.owner.is_not(None)
-            )
-        ).all()
+        candidates = owned_unfinished_runs(session)
     dead = [rid for rid, owner, beat in candidates if not owner_alive(owner, beat, now)]
     recovered: list[int] = []
     for run_id in dead:

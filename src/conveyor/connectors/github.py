@@ -149,10 +149,11 @@ def _runs(api: Api, options: GitHubConnector, found: Pull, shas: dict[str, str])
         runs += items(page, "workflow_runs", "GitHub workflow runs")
     environment = found.environment(options, options.workflow_environment)
     going = [r for r in runs if r.get("status") != "completed"]
+    going_ids = {r["id"] for r in going}
     runs.sort(key=lambda r: (time_of(r.get("created_at"), "created_at"), int(r["id"])))
     for run in runs:
         result = RUN_RESULTS.get(str(run.get("conclusion")))
-        if run in going or environment is None:
+        if run["id"] in going_ids or environment is None:
             continue
         if result is None:
             found.skipped += 1  # cancelled, skipped: no deployment happened

@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -411,6 +411,22 @@ def _env_tiers(session: Session, incidents: Iterable[IncidentFact]) -> dict[tupl
 
 
 def work_in_progress(session: Session, settings: Settings) -> dict[str, Any]:
+    """Work in progress of the settings' scope (see _work_in_progress_rows)."""
+    return _wip_summary(_work_in_progress_rows(session, settings), settings.tier)
+
+
+def work_in_progress_by_service(
+    session: Session, settings: Settings, names: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """Work in progress of each of ``names``, from the one statement of the settings' scope."""
+    rows: dict[str, list[Row]] = {n: [] for n in names}
+    for row in _work_in_progress_rows(session, settings):
+        if row[1] in rows:
+            rows[row[1]].append(row)
+    return {n: _wip_summary(found, settings.tier) for n, found in rows.items()}
+
+
+def _work_in_progress_rows(session: Session, settings: Settings) -> list[Row]:
     """Releases built but not yet in the tier (docs/metrics.md, "Work in progress"): newer
     than the newest release that succeeded there (older ones never deployed were skipped, not
     waiting), neither rejected nor superseded, each by the furthest environment it reached (its
@@ -434,6 +450,8 @@ def work_in_progress(session: Session, settings: Settings) -> dict[str, Any]:
     services = select(Service.id, Service.name, in_tier.label("newest"))
     if settings.service:
         services = services.where(Service.name == settings.service)
+    elif settings.services is not None:
+        services = services.where(Service.name.in_(sorted(settings.services)))
     svc = services.cte("wip_services")
     candidates = (
         select(Release.id, Release.service_id, svc.c.name, Release.sha, Release.created_at)
@@ -488,10 +506,15 @@ def work_in_progress(session: Session, settings: Settings) -> dict[str, Any]:
         .where(c.id.not_in(dropped), func.coalesce(replaced_by, 0) <= c.id)
         .order_by(c.id)
     )
+    return [tuple(row) for row in session.execute(stmt)]
+
+
+def _wip_summary(rows: Iterable[Row], tier: str) -> dict[str, Any]:
+    """Work in progress as the report shows it, from release rows in release order."""
     by_env: dict[str, int] = {}
     by_service: dict[str, int] = {}
     releases = []
-    for rid, service, sha, created, env in session.execute(stmt):
+    for rid, service, sha, created, env in rows:
         where = env or "built"
         by_env[where] = by_env.get(where, 0) + 1
         by_service[service] = by_service.get(service, 0) + 1
@@ -502,7 +525,7 @@ def work_in_progress(session: Session, settings: Settings) -> dict[str, Any]:
                 "service": service,
                 "time": created.isoformat().replace("+00:00", "Z"),
                 "value": None,
-                "how": f"in {env}, not yet in {settings.tier}"
+                "how": f"in {env}, not yet in {tier}"
                 if env
                 else f"built ({sha[:12]}), not deployed yet",
             }

@@ -14,7 +14,7 @@ from typing import Any
 
 from conveyor.metrics import tiers as tier_tables
 from conveyor.metrics.dora import RID, SERVICE, DoraReport, Facts, Settings, Window, compute_facts
-from conveyor.metrics.load import load_facts, work_in_progress
+from conveyor.metrics.load import load_facts, work_in_progress, work_in_progress_by_service
 from conveyor.metrics.teams import team_services
 from conveyor.store.db import Store
 
@@ -30,12 +30,12 @@ def portfolio(
         services=None if members is None else frozenset(members),
         explain=False,
     )
-    # All services' work in progress comes with the facts; a team's is its services' own.
-    facts = load_facts(store, window, scope, wip=members is None)
+    facts = load_facts(store, window, scope, wip=False)
     names = members if members is not None else _measured(facts)
-    wip = _work_in_progress(store, scope, names)
-    if members is not None:
-        facts.wip = _merged(list(wip.values()))
+    # Work in progress comes from releases, not facts: one statement for the scope, then shared.
+    with store.session() as session:
+        facts.wip = work_in_progress(session, scope)
+        wip = work_in_progress_by_service(session, scope, names)
     whole = compute_facts(facts, window, scope)
     shares = _shares(facts, names, wip)
     rows = []
@@ -99,24 +99,3 @@ def _shares(facts: Facts, names: list[str], wip: dict[str, dict[str, Any]]) -> d
         if i.service in incidents:
             incidents[i.service].append(i)
     return {n: Facts(rows[n], commits[n], incidents[n], facts.env_tiers, wip[n]) for n in names}
-
-
-def _work_in_progress(store: Store, scope: Settings, names: list[str]) -> dict[str, Any]:
-    """Work in progress of each service: releases, not facts, so not in the facts' load (one
-    small query per service)."""
-    with store.session() as session:
-        return {n: work_in_progress(session, replace(scope, service=n)) for n in names}
-
-
-def _merged(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """The work in progress of several services together."""
-    by_env: dict[str, int] = {}
-    for part in parts:
-        for env, n in part["by_environment"].items():
-            by_env[env] = by_env.get(env, 0) + n
-    return {
-        "total": sum(p["total"] for p in parts),
-        "by_environment": dict(sorted(by_env.items())),
-        "by_service": dict(sorted(kv for p in parts for kv in p["by_service"].items())),
-        "releases": sorted((r for p in parts for r in p["releases"]), key=lambda r: int(r["id"])),
-    }

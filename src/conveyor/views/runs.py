@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import heapq
+import itertools
 from typing import Any
 
 from sqlalchemy import select
@@ -143,25 +145,23 @@ def log_page(
     store: Store, run_id: int, job_ids: dict[int, str], after: int = 0, limit: int = 5000
 ) -> tuple[list[dict[str, Any]], bool]:
     """Lines after the cursor `after` (a line id), and whether the run has ended. The status
-    is read first, so every line written before the run ended is in this page or the next."""
+    is read first, so every line written before the run ended is in this page or the next.
+
+    Every statement reads a range of the (job_id, id) index from the cursor on, one job at a
+    time, so a page costs the same wherever it is in the log (an IN over the jobs ordered by
+    id would sort every line of the run after the cursor, for each page)."""
     with store.session() as session:
         ended = RunStatus(
             session.scalars(select(Run.status).where(Run.id == run_id)).one()
         ).terminal
-        rows = session.execute(
-            select(
-                LogLine.id,
-                LogLine.job_id,
-                LogLine.seq,
-                LogLine.ts,
-                LogLine.text,
-                LogLine.step_position,
-                LogLine.attempt,
-            )
-            .where(LogLine.job_id.in_(list(job_ids)), LogLine.id > after)
-            .order_by(LogLine.id)
-            .limit(limit)
-        ).all()
+        last = _page_end(session, list(job_ids), after, limit)
+        per_job = []
+        for job_id in job_ids:
+            query = select(*_LINE_COLUMNS).where(LogLine.job_id == job_id, LogLine.id > after)
+            if last is not None:
+                query = query.where(LogLine.id <= last)
+            per_job.append(session.execute(query.order_by(LogLine.id).limit(limit)).all())
+    rows = list(itertools.islice(heapq.merge(*per_job, key=lambda row: row[0]), limit))
     # `step` is the position of the step that wrote the line (null: the job's own setup);
     # `attempt` the job's attempt that wrote it (1, 2... when it was leased again; 0: a note
     # left where retention removed the job's log).
@@ -178,6 +178,37 @@ def log_page(
         for lid, jid, seq, ts, text, step, attempt in rows
     ]
     return lines, ended and len(lines) < limit
+
+
+_LINE_COLUMNS = (
+    LogLine.id,
+    LogLine.job_id,
+    LogLine.seq,
+    LogLine.ts,
+    LogLine.text,
+    LogLine.step_position,
+    LogLine.attempt,
+)
+
+
+def _page_end(session: Session, job_ids: list[int], after: int, limit: int) -> int | None:
+    """The id of the page's last line when the page takes lines from several jobs (None: one
+    job, or fewer than `limit` lines after the cursor), found from the index alone, so that
+    only the page's own lines are read whole."""
+    if len(job_ids) < 2:
+        return None
+    ids = heapq.merge(
+        *(
+            session.scalars(
+                select(LogLine.id)
+                .where(LogLine.job_id == job_id, LogLine.id > after)
+                .order_by(LogLine.id)
+                .limit(limit)
+            ).all()
+            for job_id in job_ids
+        )
+    )
+    return next(itertools.islice(ids, limit - 1, None), None)
 
 
 def job_count(store: Store, run_id: int) -> int:

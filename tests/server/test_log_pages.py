@@ -1,0 +1,101 @@
+"""A log read page by page: every page comes from a range of the (job_id, id) index after its
+cursor, whatever the page's place in the log, so each page costs the same (issue 16, item 3).
+
+A run with two jobs writes interleaved lines (with another run's lines among them) through
+JobRecorder; every statement log_page sends for the first, a middle and the last page is
+captured as sent and asked for its plan: EXPLAIN QUERY PLAN on SQLite (no SCAN of log_lines,
+no temporary B-tree for ORDER BY), EXPLAIN on PostgreSQL after ANALYZE with sequential scans
+priced out (no Seq Scan of log_lines, no Sort)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tests.logwriter import LoggedRun
+from tests.metrics.test_dora_plans import _captured, _planned
+
+from conveyor.store.db import Settings, Store, open_store
+from conveyor.views.runs import log_page, run_jobs
+
+PAGE = 50
+
+
+def _plan_faults(store: Store, statement: str, params: Any) -> list[str]:
+    """What in the statement's plan reads log_lines whole or sorts it."""
+    raw = store.engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        if store.engine.dialect.name == "sqlite":
+            cursor.execute("EXPLAIN QUERY PLAN " + statement, params)
+            details = [str(row[3]) for row in cursor.fetchall()]
+            faults = [d for d in details if d.startswith("SCAN log_lines") or "TEMP B-TREE" in d]
+        else:
+            cursor.execute("SET enable_seqscan = off")
+            cursor.execute("EXPLAIN (FORMAT JSON) " + statement, params)
+            faults = list(_pg_faults(cursor.fetchone()[0][0]["Plan"]))
+        raw.rollback()
+    finally:
+        raw.close()
+    return faults
+
+
+def _pg_faults(node: dict[str, Any]) -> Iterator[str]:
+    if node.get("Node Type") == "Seq Scan" and node.get("Relation Name") == "log_lines":
+        yield "Seq Scan on log_lines"
+    if node.get("Node Type") in ("Sort", "Incremental Sort"):
+        yield f"Sort by {node.get('Sort Key')}"
+    for child in node.get("Plans", []):
+        yield from _pg_faults(child)
+
+
+def _written(store: Store) -> int:
+    """A run whose two jobs write 5 × 40 interleaved lines, another run writing among them."""
+    run = LoggedRun(store, ["build", "test"])
+    other = LoggedRun(store, ["lint"], service="web")
+    for batch in range(5):
+        run.write("build", [f"build {batch}.{i}" for i in range(40)])
+        other.write("lint", [f"lint {batch}.{i}" for i in range(40)])
+        run.write("test", [f"test {batch}.{i}" for i in range(40)])
+    run.finish()
+    other.finish()
+    return run.id
+
+
+def test_every_page_of_a_log_is_read_through_the_index(tmp_path: Path, database_url: str) -> None:
+    store = open_store(Settings(home=tmp_path / "home", database_url=database_url))
+    try:
+        run_id = _written(store)
+        jobs = run_jobs(store, run_id)
+        pages: list[list[dict[str, Any]]] = []
+        cursor, ended = 0, False
+        with _captured(store) as sent:
+            while not ended:
+                lines, ended = log_page(store, run_id, jobs, cursor, PAGE)
+                pages.append(lines)
+                cursor = lines[-1]["id"] if lines else cursor
+            log_page(store, run_id, {k: v for k, v in jobs.items() if v == "test"}, 0, PAGE)
+        # The pages hold the run's lines once each, in the order they were written.
+        texts = [line["text"] for page in pages for line in page]
+        assert texts == [
+            f"{job} {batch}.{i}"
+            for batch in range(5)
+            for job in ("build", "test")
+            for i in range(40)
+        ]
+        # 400 lines: eight full pages, then an empty one that says the run has ended.
+        assert [len(p) for p in pages] == [PAGE] * 8 + [0]
+        if store.engine.dialect.name == "postgresql":
+            with store.engine.connect() as conn:
+                conn.exec_driver_sql("ANALYZE")
+                conn.commit()
+        faults = {}
+        for statement, params in sent:
+            if _planned(statement) and "log_lines" in statement:
+                found = _plan_faults(store, statement, params)
+                if found:
+                    faults[" ".join(statement.split())[:300]] = found
+        assert not faults, "\n".join(f"{s}: {f}" for s, f in faults.items())
+    finally:
+        store.close()

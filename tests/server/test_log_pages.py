@@ -15,7 +15,10 @@ from typing import Any
 
 from tests.logwriter import LoggedRun
 from tests.metrics.test_dora_plans import _captured, _planned
+from tests.server.conftest import API, Api, Serve
+from tests.server.test_server_api import assert_error
 
+from conveyor.server.app import ServerConfig
 from conveyor.store.db import Settings, Store, open_store
 from conveyor.views.runs import log_page, run_jobs
 
@@ -99,3 +102,89 @@ def test_every_page_of_a_log_is_read_through_the_index(tmp_path: Path, database_
         assert not faults, "\n".join(f"{s}: {f}" for s, f in faults.items())
     finally:
         store.close()
+
+
+def _two_attempts(store: Store) -> int:
+    """build writes, is leased again (its runner was lost) and writes again; test writes
+    meanwhile; the run ends."""
+    run = LoggedRun(store, ["build", "test"])
+    run.write("build", ["fetching sources", "compiling"])
+    run.write("test", ["collecting 3 tests"])
+    run.lease_again("build")
+    run.write("build", ["fetching sources", "compiling", "built"])
+    run.write("test", ["3 passed"], step=1)
+    run.finish()
+    return run.id
+
+
+def test_a_log_downloads_as_text_job_by_job_with_each_attempt_named(serve: Serve) -> None:
+    async def body(api: Api) -> None:
+        run_id = _two_attempts(api.store)
+        r = await api.get(f"/runs/{run_id}/logs/raw")
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"] == "text/plain; charset=utf-8"
+        assert r.headers["content-disposition"] == f'attachment; filename="run-{run_id}.log"'
+        assert r.text == (
+            "==> build, attempt 1 <==\n"
+            "fetching sources\ncompiling\n"
+            "==> build, attempt 2 <==\n"
+            "fetching sources\ncompiling\nbuilt\n"
+            "==> test, attempt 1 <==\n"
+            "collecting 3 tests\n3 passed\n"
+        )
+        r = await api.get(f"/runs/{run_id}/logs/raw", params={"job": "test"})
+        assert r.headers["content-disposition"] == f'attachment; filename="run-{run_id}-test.log"'
+        assert r.text == "==> test, attempt 1 <==\ncollecting 3 tests\n3 passed\n"
+
+        # The JSON pages carry the same lines, each with its attempt.
+        page = (await api.get(f"/runs/{run_id}/logs", params={"job": "build"})).json()
+        assert [(line["attempt"], line["text"]) for line in page["lines"]] == [
+            (1, "fetching sources"),
+            (1, "compiling"),
+            (2, "fetching sources"),
+            (2, "compiling"),
+            (2, "built"),
+        ]
+
+        # The same credentials as the JSON log; clear errors, no traceback.
+        r = await api.client.get(f"{API}/runs/{run_id}/logs/raw")
+        assert_error(r, 401, "unauthorized", "token")
+        r = await api.get(f"/runs/{run_id}/logs/raw", token=api.token("runner"))
+        assert_error(r, 403, "forbidden", "read scope")
+        r = await api.get(f"/runs/{run_id}/logs/raw", params={"job": "deploy"})
+        assert_error(r, 404, "not_found", f"run {run_id} has no job 'deploy'")
+        assert_error(await api.get(f"/runs/{run_id + 100}/logs/raw"), 404, "not_found")
+
+    serve(body, ServerConfig(runner_slots=0))
+
+
+def test_large_answers_are_compressed_and_event_streams_are_not(serve: Serve) -> None:
+    async def body(api: Api) -> None:
+        run = LoggedRun(api.store, ["build"])
+        texts = [f"compiling module_{i}.py ... ok" for i in range(3000)]
+        run.write("build", texts)
+        run.finish()
+        gzip = api.auth(api.admin) | {"Accept-Encoding": "gzip"}
+        for path in (f"/runs/{run.id}/logs", f"/runs/{run.id}/logs/raw"):
+            r = await api.client.get(API + path, headers=gzip)
+            assert r.status_code == 200
+            assert r.headers["content-encoding"] == "gzip"
+            # What came over the wire is a fraction of what it unpacks to.
+            assert r.num_bytes_downloaded * 4 < len(r.content)
+        r = await api.client.get(f"{API}/runs/{run.id}/logs", headers=gzip)
+        assert [line["text"] for line in r.json()["lines"]] == texts
+        # Small answers go as they are; so does a client that does not ask for gzip.
+        r = await api.client.get(f"{API}/health", headers=gzip)
+        assert "content-encoding" not in r.headers
+        identity = api.auth(api.admin) | {"Accept-Encoding": "identity"}
+        r = await api.client.get(f"{API}/runs/{run.id}/logs/raw", headers=identity)
+        assert "content-encoding" not in r.headers
+        assert r.text.splitlines()[1:] == texts
+        # Server-sent events are never held back to be compressed.
+        r = await api.client.get(f"{API}/runs/{run.id}/logs/stream", headers=gzip)
+        assert r.headers["content-type"].startswith("text/event-stream")
+        assert "content-encoding" not in r.headers
+        assert r.text.count("event: line") == len(texts)
+        assert "event: end" in r.text
+
+    serve(body, ServerConfig(runner_slots=0))

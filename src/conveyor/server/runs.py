@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -247,6 +248,38 @@ def get_logs(
     jobs = queries.run_jobs(store, run_id, job)
     lines, ended = queries.log_page(store, run_id, jobs, after, limit)
     return {"lines": lines, "ended": ended, "next": lines[-1]["id"] if lines else after}
+
+
+@router.get(
+    "/runs/{run_id}/logs/raw",
+    tags=["logs"],
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+            "description": "The log as text, job after job, each attempt under a line "
+            "`==> JOB, attempt N <==`; sent in chunks as it is read.",
+        },
+        **ERRORS,
+        **errors(404),
+    },
+)
+def download_logs(
+    request: Request, run_id: int, _: Reader, job: str | None = None
+) -> StreamingResponse:
+    """The run's log (or one job's) as a text file to download."""
+    store = _state(request).store
+    jobs = queries.run_jobs(store, run_id, job)
+    name = f"run-{run_id}" + (f"-{_FILENAME_UNSAFE.sub('_', job)}" if job else "")
+    return StreamingResponse(
+        (chunk.encode() for chunk in queries.raw_log(store, run_id, jobs)),
+        media_type="text/plain; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}.log"'},
+    )
+
+
+# What a file name in Content-Disposition may not hold as it is.
+_FILENAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 def _sse(event: str, data: Any) -> bytes:

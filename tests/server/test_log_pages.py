@@ -9,10 +9,12 @@ priced out (no Seq Scan of log_lines, no Sort)."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
 from tests.logwriter import LoggedRun
 from tests.metrics.test_dora_plans import _captured, _planned
 from tests.server.conftest import API, Api, Serve
@@ -20,6 +22,7 @@ from tests.server.test_server_api import assert_error
 
 from conveyor.server.app import ServerConfig
 from conveyor.store.db import Settings, Store, open_store
+from conveyor.store.models import Job, LogLine
 from conveyor.views.runs import log_page, run_jobs
 
 PAGE = 50
@@ -104,6 +107,19 @@ def test_every_page_of_a_log_is_read_through_the_index(tmp_path: Path, database_
         store.close()
 
 
+def _times(store: Store, run_id: int, job: str) -> list[dt.datetime]:
+    """When the job's lines were recorded, as the store holds them."""
+    with store.session() as session:
+        return list(
+            session.scalars(
+                select(LogLine.ts)
+                .join(Job)
+                .where(Job.run_id == run_id, Job.name == job)
+                .order_by(LogLine.id)
+            )
+        )
+
+
 def _two_attempts(store: Store) -> int:
     """build writes, is leased again (its runner was lost) and writes again; test writes
     meanwhile; the run ends."""
@@ -136,8 +152,12 @@ def test_a_log_downloads_as_text_job_by_job_with_each_attempt_named(serve: Serve
         assert r.headers["content-disposition"] == f'attachment; filename="run-{run_id}-test.log"'
         assert r.text == "==> test, attempt 1 <==\ncollecting 3 tests\n3 passed\n"
 
-        # The JSON pages carry the same lines, each with its attempt.
+        # The JSON pages carry the same lines, each with its attempt and its time, in UTC as
+        # it was recorded.
         page = (await api.get(f"/runs/{run_id}/logs", params={"job": "build"})).json()
+        times = [dt.datetime.fromisoformat(line["ts"]) for line in page["lines"]]
+        assert times == _times(api.store, run_id, "build")
+        assert all(line["ts"].endswith("Z") for line in page["lines"])
         assert [(line["attempt"], line["text"]) for line in page["lines"]] == [
             (1, "fetching sources"),
             (1, "compiling"),

@@ -8,7 +8,7 @@ import itertools
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, String, func, select
 from sqlalchemy.orm import Session
 
 from conveyor.errors import NotFound
@@ -143,10 +143,18 @@ def run_jobs(store: Store, run_id: int, job: str | None = None) -> dict[int, str
 
 
 def log_page(
-    store: Store, run_id: int, job_ids: dict[int, str], after: int = 0, limit: int = 5000
+    store: Store,
+    run_id: int,
+    job_ids: dict[int, str],
+    after: int = 0,
+    limit: int = 5000,
+    *,
+    times_as_text: bool = False,
 ) -> tuple[list[dict[str, Any]], bool]:
     """Lines after the cursor `after` (a line id), and whether the run has ended. The status
     is read first, so every line written before the run ended is in this page or the next.
+    `times_as_text`: each line's `ts` as RFC 3339 text, made by the database (for JSON:
+    parsing it into a datetime to format it again took as long as the rest of the page).
 
     Every statement reads a range of the (job_id, id) index from the cursor on, one job at a
     time, so a page costs the same wherever it is in the log (an IN over the jobs ordered by
@@ -156,9 +164,12 @@ def log_page(
             session.scalars(select(Run.status).where(Run.id == run_id)).one()
         ).terminal
         last = _page_end(session, list(job_ids), after, limit)
+        columns = list(_LINE_COLUMNS)
+        if times_as_text:
+            columns[3] = _rfc3339(store.engine.dialect.name)
         per_job = []
         for job_id in job_ids:
-            query = select(*_LINE_COLUMNS).where(LogLine.job_id == job_id, LogLine.id > after)
+            query = select(*columns).where(LogLine.job_id == job_id, LogLine.id > after)
             if last is not None:
                 query = query.where(LogLine.id <= last)
             per_job.append(session.execute(query.order_by(LogLine.id).limit(limit)).all())
@@ -185,25 +196,32 @@ def log_page(
 RAW_PAGE = 10_000
 
 
-def raw_log(store: Store, run_id: int, job_ids: dict[int, str]) -> Iterator[str]:
+def raw_log(store: Store, job_ids: dict[int, str]) -> Iterator[str]:
     """The log as plain text, job after job, each attempt under a line that names it (jobs of
     a run write at the same time: their lines interleaved would be unreadable as text). One
-    chunk per page, each page read like every other (log_page), so memory stays bounded."""
+    chunk per page, each page a range of the (job_id, id) index after the last, so memory
+    stays bounded and every page costs the same; only what the text shows is read."""
     for job_id, name in job_ids.items():
-        cursor, attempt = 0, -1
+        after, attempt = 0, -1
         while True:
-            lines, _ = log_page(store, run_id, {job_id: name}, cursor, RAW_PAGE)
+            with store.session() as session:
+                rows = session.execute(
+                    select(LogLine.id, LogLine.attempt, LogLine.text)
+                    .where(LogLine.job_id == job_id, LogLine.id > after)
+                    .order_by(LogLine.id)
+                    .limit(RAW_PAGE)
+                ).all()
             chunk = []
-            for line in lines:
-                if line["attempt"] != attempt:
-                    attempt = line["attempt"]
+            for _, line_attempt, text in rows:
+                if line_attempt != attempt:
+                    attempt = line_attempt
                     chunk.append(attempt_heading(name, attempt))
-                chunk.append(line["text"] + "\n")
+                chunk.append(text + "\n")
             if chunk:
                 yield "".join(chunk)
-            if len(lines) < RAW_PAGE:
+            if len(rows) < RAW_PAGE:
                 break
-            cursor = lines[-1]["id"]
+            after = rows[-1][0]
 
 
 def attempt_heading(job: str, attempt: int) -> str:
@@ -212,7 +230,7 @@ def attempt_heading(job: str, attempt: int) -> str:
     return f"==> {job}, attempt {attempt} <==\n"
 
 
-_LINE_COLUMNS = (
+_LINE_COLUMNS: tuple[Any, ...] = (
     LogLine.id,
     LogLine.job_id,
     LogLine.seq,
@@ -221,6 +239,16 @@ _LINE_COLUMNS = (
     LogLine.step_position,
     LogLine.attempt,
 )
+
+
+def _rfc3339(dialect: str) -> ColumnElement[str]:
+    """A line's time as RFC 3339 text in UTC, with microseconds."""
+    if dialect == "sqlite":
+        # Stored as UTC "YYYY-MM-DD HH:MM:SS.ffffff" (store/models.py UTCDateTime).
+        return func.replace(LogLine.ts, " ", "T", type_=String) + "Z"
+    return func.to_char(
+        func.timezone("UTC", LogLine.ts), 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"', type_=String
+    )
 
 
 def _page_end(session: Session, job_ids: list[int], after: int, limit: int) -> int | None:

@@ -10,13 +10,12 @@ priced out (no Seq Scan of log_lines, no Sort)."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 from tests.logwriter import LoggedRun
-from tests.metrics.test_dora_plans import _captured, _planned
+from tests.plans import captured, faults, plan_steps
 from tests.server.conftest import API, Api, Serve
 from tests.server.test_server_api import assert_error
 
@@ -30,30 +29,12 @@ PAGE = 50
 
 def _plan_faults(store: Store, statement: str, params: Any) -> list[str]:
     """What in the statement's plan reads log_lines whole or sorts it."""
-    raw = store.engine.raw_connection()
-    try:
-        cursor = raw.cursor()
-        if store.engine.dialect.name == "sqlite":
-            cursor.execute("EXPLAIN QUERY PLAN " + statement, params)
-            details = [str(row[3]) for row in cursor.fetchall()]
-            faults = [d for d in details if d.startswith("SCAN log_lines") or "TEMP B-TREE" in d]
-        else:
-            cursor.execute("SET enable_seqscan = off")
-            cursor.execute("EXPLAIN (FORMAT JSON) " + statement, params)
-            faults = list(_pg_faults(cursor.fetchone()[0][0]["Plan"]))
-        raw.rollback()
-    finally:
-        raw.close()
-    return faults
-
-
-def _pg_faults(node: dict[str, Any]) -> Iterator[str]:
-    if node.get("Node Type") == "Seq Scan" and node.get("Relation Name") == "log_lines":
-        yield "Seq Scan on log_lines"
-    if node.get("Node Type") in ("Sort", "Incremental Sort"):
-        yield f"Sort by {node.get('Sort Key')}"
-    for child in node.get("Plans", []):
-        yield from _pg_faults(child)
+    if "log_lines" not in statement:
+        return []
+    steps = plan_steps(store, statement, params, priced_out=("seqscan",))
+    if store.engine.dialect.name == "sqlite":
+        return [s for s in steps if s.startswith("SCAN log_lines") or "TEMP B-TREE" in s]
+    return [s for s in steps if s == "Seq Scan log_lines" or s.endswith("Sort")]
 
 
 def _written(store: Store) -> int:
@@ -76,7 +57,7 @@ def test_every_page_of_a_log_is_read_through_the_index(tmp_path: Path, database_
         jobs = run_jobs(store, run_id)
         pages: list[list[dict[str, Any]]] = []
         cursor, ended = 0, False
-        with _captured(store) as sent:
+        with captured(store) as sent:
             while not ended:
                 lines, ended = log_page(store, run_id, jobs, cursor, PAGE)
                 pages.append(lines)
@@ -92,17 +73,8 @@ def test_every_page_of_a_log_is_read_through_the_index(tmp_path: Path, database_
         ]
         # 400 lines: eight full pages, then an empty one that says the run has ended.
         assert [len(p) for p in pages] == [PAGE] * 8 + [0]
-        if store.engine.dialect.name == "postgresql":
-            with store.engine.connect() as conn:
-                conn.exec_driver_sql("ANALYZE")
-                conn.commit()
-        faults = {}
-        for statement, params in sent:
-            if _planned(statement) and "log_lines" in statement:
-                found = _plan_faults(store, statement, params)
-                if found:
-                    faults[" ".join(statement.split())[:300]] = found
-        assert not faults, "\n".join(f"{s}: {f}" for s, f in faults.items())
+        found = faults(store, sent, lambda s, p: _plan_faults(store, s, p))
+        assert not found, "\n".join(f"{s}: {f}" for s, f in found.items())
     finally:
         store.close()
 

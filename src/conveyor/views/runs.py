@@ -172,8 +172,15 @@ def log_page(
             query = select(*columns).where(LogLine.job_id == job_id, LogLine.id > after)
             if last is not None:
                 query = query.where(LogLine.id <= last)
-            per_job.append(session.execute(query.order_by(LogLine.id).limit(limit)).all())
-    rows = list(itertools.islice(heapq.merge(*per_job, key=lambda row: row[0]), limit))
+            # Through the connection: rows as the driver gives them, without the ORM's
+            # per-row work (a third of a page's time).
+            per_job.append(
+                session.connection().execute(query.order_by(LogLine.id).limit(limit)).all()
+            )
+    if len(per_job) == 1:
+        rows = per_job[0]
+    else:
+        rows = list(itertools.islice(heapq.merge(*per_job, key=lambda row: row[0]), limit))
     # `step` is the position of the step that wrote the line (null: the job's own setup);
     # `attempt` the job's attempt that wrote it (1, 2... when it was leased again; 0: a note
     # left where retention removed the job's log).
@@ -205,12 +212,16 @@ def raw_log(store: Store, job_ids: dict[int, str]) -> Iterator[str]:
         after, attempt = 0, -1
         while True:
             with store.session() as session:
-                rows = session.execute(
-                    select(LogLine.id, LogLine.attempt, LogLine.text)
-                    .where(LogLine.job_id == job_id, LogLine.id > after)
-                    .order_by(LogLine.id)
-                    .limit(RAW_PAGE)
-                ).all()
+                rows = (
+                    session.connection()
+                    .execute(
+                        select(LogLine.id, LogLine.attempt, LogLine.text)
+                        .where(LogLine.job_id == job_id, LogLine.id > after)
+                        .order_by(LogLine.id)
+                        .limit(RAW_PAGE)
+                    )
+                    .all()
+                )
             chunk = []
             for _, line_attempt, text in rows:
                 if line_attempt != attempt:

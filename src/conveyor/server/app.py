@@ -388,6 +388,8 @@ def create_app(store: Store, config: ServerConfig | None = None) -> FastAPI:
                 unsubscribe()
                 restore_signals()
                 state.hub = None
+                # Collectable again (an app started and stopped in one process: tests).
+                gc.unfreeze()
 
     app = FastAPI(
         title="Conveyor",

@@ -225,12 +225,12 @@ def section(r: dict[str, Any]) -> str:
     )
     return f"""## A {r["megabytes"]} MB log read through the API (target ≤ {r["target_s"]:g} s, each page the same cost)
 
-{r["lines"]:,} lines of 100 bytes in one job of two (the other wrote 100 lines), written through JobRecorder in batches of
-10,000 ({r["written_s"]} s) on SQLite, read through the real app in-process
-(httpx.ASGITransport). A page is {r["page"]:,} lines; medians of {REPEATS} ({BEFORE_REPEATS} for the
-statement before, run alone through the store, without HTTP or JSON).
+{r["lines"]:,} lines of 100 bytes in one job of two (the other wrote 100 lines), written
+through JobRecorder in batches of 10,000 ({r["written_s"]} s) on SQLite, read through the real
+app in-process (httpx.ASGITransport). A page is {r["page"]:,} lines; medians of {REPEATS}
+({BEFORE_REPEATS} for the statement before, run alone through the store: no HTTP, no JSON).
 
-| page | `GET .../logs` (keyset on (job_id, id)) | the statement before (IN, ORDER BY id), alone |
+| page | `GET .../logs`, whole request (keyset on (job_id, id)) | the statement before alone (IN, ORDER BY id) |
 |---|---|---|
 | first | **{p["first"]} ms** | {b["first"]} ms |
 | middle | **{p["middle"]} ms** | {b["middle"]} ms |

@@ -284,6 +284,17 @@ def _section_summary(r: dict[str, Any]) -> str:
             f"leased {g['agent']['leases']}×, stored once: {g['agent']['log_stored_once']}",
             g["met"],
         )
+    if "log_read" in r:
+        g = r["log_read"]
+        p = g["page_ms"]
+        row(
+            f"{g['megabytes']} MB log read through the API page by page (10,000 lines a page); "
+            "first / middle / last page",
+            "≤ 10 s; pages alike",
+            f"{g['paged']['seconds']} s ({g['paged']['cpu_seconds']} s CPU); "
+            f"{p['first']} / {p['middle']} / {p['last']} ms; raw download {g['raw']['seconds']} s",
+            g["met"],
+        )
     if "exactly_once" in r and "skipped" not in r["exactly_once"]:
         x = r["exactly_once"]
         row(
@@ -328,6 +339,7 @@ BENCHMARKS = (
     "agent_log",
     "exactly_once",
     "cli_startup",
+    "log_read",
 )
 
 
@@ -342,6 +354,7 @@ def _measure(name: str) -> dict[str, Any]:
     import dora_scale
     import edge_outage
     import exactly_once
+    import log_read
     import push_latency
     import sandbox_overhead
     import server_memory
@@ -367,6 +380,7 @@ def _measure(name: str) -> dict[str, Any]:
         "agent_log": agent_log.measure,
         "exactly_once": exactly_once.measure,
         "cli_startup": cli_startup.measure,
+        "log_read": log_read.measure,
     }
     result: dict[str, Any] = runs[name]()
     return result
@@ -472,6 +486,10 @@ def main(only: list[str] | None = None) -> None:
         import cli_startup
 
         sections.append(cli_startup.section(results["cli_startup"]))
+    if "log_read" in results:
+        import log_read
+
+        sections.append(log_read.section(results["log_read"]))
     body = "\n".join(sections)
     text = f"""# Benchmarks
 

@@ -15,13 +15,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
-
-from sqlalchemy import Engine, event
 
 from conveyor.facts import Change, DeploymentResult
 from conveyor.metrics.dora import Settings, Window
@@ -32,6 +28,7 @@ from conveyor.store.facts import write_fact
 from conveyor.store.models import Approval, Deployment, Job, Release, Run, Service
 from tests.metrics import at, deployment
 from tests.metrics.test_dora_store import add_incident
+from tests.plans import captured, faults, plan_steps, planned
 
 # Tables that grow with the history (the others hold a row per service, environment or
 # profile).
@@ -163,65 +160,16 @@ def _deploy(
     return dep
 
 
-@contextmanager
-def _captured(store: Store) -> Iterator[list[tuple[str, Any]]]:
-    """The statements sent through the store's engines meanwhile, with their parameters."""
-    sent: list[tuple[str, Any]] = []
-
-    def heard(_c: Any, _cur: Any, statement: str, params: Any, _ctx: Any, many: bool) -> None:
-        if not many:
-            sent.append((statement, params))
-
-    engines: list[Engine] = list({id(e): e for e in (store.engine, store._write_engine)}.values())
-    for engine in engines:
-        event.listen(engine, "before_cursor_execute", heard)
-    try:
-        yield sent
-    finally:
-        for engine in engines:
-            event.remove(engine, "before_cursor_execute", heard)
-
-
 def _full_scans(store: Store, statement: str, params: Any) -> list[str]:
-    """The large tables ``statement`` reads whole, by its plan."""
-    raw = store.engine.raw_connection()
-    try:
-        cursor = raw.cursor()
-        if store.engine.dialect.name == "sqlite":
-            cursor.execute("EXPLAIN QUERY PLAN " + statement, params)
-            lines = [str(row[3]) for row in cursor.fetchall()]
-            # "SCAN t" reads t whole (through an index or not); "SEARCH t" a range of it.
-            found = [re.match(r"SCAN (\w+)", line) for line in lines]
-            tables = [m.group(1) for m in found if m]
-        else:
-            # On a test-sized store the planner would read small tables whole and hash them:
-            # priced out, what remains is a read no index could narrow.
-            for method in ("seqscan", "hashjoin", "mergejoin"):
-                cursor.execute(f"SET enable_{method} = off")
-            cursor.execute("EXPLAIN (FORMAT JSON) " + statement, params)
-            plan = cursor.fetchone()[0]
-            tables = list(_whole_reads(plan[0]["Plan"]))
-        raw.rollback()
-    finally:
-        raw.close()
-    return [t for t in tables if t in LARGE]
-
-
-def _whole_reads(node: dict[str, Any]) -> Iterator[str]:
-    """The tables a PostgreSQL plan scans sequentially. (An index walked from end to end is
-    not counted here: on a test-sized store the planner does that to tiny tables whatever the
-    indexes; SQLite's plans, which do not depend on sizes, catch those.)"""
-    if node.get("Node Type") == "Seq Scan" and node.get("Relation Name"):
-        yield node["Relation Name"]
-    for child in node.get("Plans", []):
-        yield from _whole_reads(child)
-
-
-def _planned(statement: str) -> bool:
-    head = statement.lstrip().split(None, 1)[0].upper()
-    if head == "INSERT":
-        return " SELECT " in statement.upper()
-    return head in ("SELECT", "WITH", "UPDATE", "DELETE")
+    """The large tables ``statement`` reads whole, by its plan. On PostgreSQL, a test-sized
+    store would have the planner read small tables whole and hash them: priced out, a Seq Scan
+    that remains is a read no index could narrow. (An index walked from end to end is not
+    counted there: the planner does that to tiny tables whatever the indexes; SQLite's plans,
+    which do not depend on sizes, catch those.)"""
+    steps = plan_steps(store, statement, params, priced_out=("seqscan", "hashjoin", "mergejoin"))
+    whole = r"SCAN (\w+)" if store.engine.dialect.name == "sqlite" else r"Seq Scan (\w+)"
+    found = [re.match(whole, step) for step in steps]
+    return [m.group(1) for m in found if m and m.group(1) in LARGE]
 
 
 def test_every_statement_of_a_dora_report_uses_an_index(tmp_path: Path, database_url: str) -> None:
@@ -229,7 +177,7 @@ def test_every_statement_of_a_dora_report_uses_an_index(tmp_path: Path, database
     try:
         _history(store)
         window = Window(dt.date(2024, 1, 15), dt.date(2024, 3, 1))
-        with _captured(store) as sent:
+        with captured(store) as sent:
             first = report(store, window, Settings()).to_json()
             report(store, window, Settings())
             report(store, window, Settings(explain=True))
@@ -238,20 +186,10 @@ def test_every_statement_of_a_dora_report_uses_an_index(tmp_path: Path, database
         # What was read is a real history, not an empty one.
         assert first["metrics"]["deployment_frequency"]["count"] > 50
         assert first["metrics"]["recovery_time"]["sample_size"] > 5
-        if store.engine.dialect.name == "postgresql":
-            # As autovacuum would have: without statistics every table looks one row long.
-            with store.engine.connect() as conn:
-                conn.exec_driver_sql("ANALYZE")
-                conn.commit()
-        scans = {}
-        for statement, params in sent:
-            if _planned(statement):
-                tables = _full_scans(store, statement, params)
-                if tables:
-                    scans[" ".join(statement.split())[:300]] = tables
+        scans = faults(store, sent, lambda s, p: _full_scans(store, s, p))
         assert not scans, "full scans of large tables:\n" + "\n".join(
             f"{sorted(set(t))}: {s}" for s, t in scans.items()
         )
-        assert len({s for s, _ in sent if _planned(s)}) > 10  # the capture heard the report
+        assert len({s for s, _ in sent if planned(s)}) > 10  # the capture heard the report
     finally:
         store.close()

@@ -23,6 +23,7 @@ from conveyor.store.db import Settings, open_store
 NOT_JSON = {
     ("get", "/api/v1/runs/{run_id}/logs/stream"): "server-sent events (text/event-stream)",
     ("get", "/api/v1/stream"): "server-sent events (text/event-stream)",
+    ("get", "/api/v1/runs/{run_id}/logs/raw"): "the log as text (text/plain), to download",
     ("get", "/api/v1/artifacts/{digest}"): "the artifact's bytes (application/octet-stream)",
     ("get", "/api/v1/runs/{run_id}/source"): "a tar archive (application/x-tar)",
     ("delete", "/api/v1/session"): "204, no body (the cookie is cleared)",

@@ -232,7 +232,11 @@ class LogLine(Base):
     # The job's attempt that wrote it: 1, then 2... each time the job is leased again.
     attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
-    __table_args__ = (UniqueConstraint("job_id", "seq", name="uq_log_lines_job_seq"),)
+    __table_args__ = (
+        UniqueConstraint("job_id", "seq", name="uq_log_lines_job_seq"),
+        # A page of a log is a range of it, after its cursor (the line id): views/runs.py.
+        Index("ix_log_lines_job_id", "job_id", "id"),
+    )
 
 
 class StoreUsage(Base):

@@ -178,7 +178,14 @@ def _finish_rollback(w: Writer, rollback: Deployment, *, restored: bool) -> None
                 Incident.source.in_(("deployment", "monitor")),
             )
         ).all():
-            resolve_incident(w, incident, f"rollback deployment {rollback.id} restored {version}")
+            # Resolved at the instant the rollback finished: one moment, not two readings of
+            # the clock, so recovery is credited to the rollback that restored service.
+            resolve_incident(
+                w,
+                incident,
+                f"rollback deployment {rollback.id} restored {version}",
+                at=rollback.finished_at,
+            )
 
 
 def fail(

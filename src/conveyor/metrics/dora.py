@@ -608,12 +608,17 @@ def _slices(commits: Sequence[Commit]) -> dict[int, tuple[int, int]]:
     return slices
 
 
+_SAME_MOMENT = 0.001
+
+
 def _resolved(ep: _Episode, incidents: Sequence[IncidentFact], why: str) -> _Episode:
-    """Restored when all ``incidents`` are resolved, if that comes first."""
+    """Restored when all ``incidents`` are resolved, if that comes first. Within a millisecond
+    the deployment that restored service keeps the credit: the database and Python turn one
+    moment into epoch seconds by different roundings."""
     ends = [_ts(i.resolved_at) for i in incidents]
     if ends and None not in ends:
         last = max(e for e in ends if e is not None)
-        if ep.restored is None or last < ep.restored:
+        if ep.restored is None or last < ep.restored - _SAME_MOMENT:
             return replace(ep, restored=last, restored_by=why, restorer=None)
     return ep
 

@@ -295,6 +295,15 @@ def _section_summary(r: dict[str, Any]) -> str:
             f"{p['first']} / {p['middle']} / {p['last']} ms; raw download {g['raw']['seconds']} s",
             g["met"],
         )
+    if "exposition_size" in r:
+        e = r["exposition_size"]
+        row(
+            f"`/metrics` before any event, {e['services']} services × {e['environments']} "
+            "environments (every counter and histogram at 0)",
+            "—",
+            f"{e['series']:,} series, {e['bytes'] / 1e6:.1f} MB",
+            None,
+        )
     if "exactly_once" in r and "skipped" not in r["exactly_once"]:
         x = r["exactly_once"]
         row(
@@ -340,6 +349,7 @@ BENCHMARKS = (
     "exactly_once",
     "cli_startup",
     "log_read",
+    "exposition_size",
 )
 
 
@@ -354,6 +364,7 @@ def _measure(name: str) -> dict[str, Any]:
     import dora_scale
     import edge_outage
     import exactly_once
+    import exposition_size
     import log_read
     import push_latency
     import sandbox_overhead
@@ -381,6 +392,7 @@ def _measure(name: str) -> dict[str, Any]:
         "exactly_once": exactly_once.measure,
         "cli_startup": cli_startup.measure,
         "log_read": log_read.measure,
+        "exposition_size": exposition_size.measure,
     }
     result: dict[str, Any] = runs[name]()
     return result
@@ -486,6 +498,10 @@ def main(only: list[str] | None = None) -> None:
         import cli_startup
 
         sections.append(cli_startup.section(results["cli_startup"]))
+    if "exposition_size" in results:
+        import exposition_size
+
+        sections.append(exposition_size.section(results["exposition_size"]))
     if "log_read" in results:
         import log_read
 

@@ -92,6 +92,7 @@ RESOLUTION_BUCKETS: tuple[float, ...] = (
 
 RUN_ACTIVE = ("queued", "running")
 JOB_ACTIVE = ("queued", "running")
+APPROVAL_KINDS = ("approval", "inconclusive")
 APPROVAL_ENDS = {
     EventType.APPROVAL_APPROVED,
     EventType.APPROVAL_REJECTED,
@@ -164,8 +165,9 @@ class _History:
         )
         self.deployment_duration = F(
             "conveyor_deployment_duration_seconds",
-            "How long deployments took, from start to their end (rollbacks included).",
-            ("service", "environment", "tier", "result"),
+            "How long deployments took, from start to their end (rollbacks included; how each "
+            "ended is conveyor_deployments' result).",
+            ("service", "environment", "tier"),
             DURATION_BUCKETS,
         )
         self.recovery_time = F(
@@ -192,8 +194,8 @@ class _History:
         self.run_duration = F(
             "conveyor_run_duration_seconds",
             "How long pipeline runs took, from start to end (runs that never started are "
-            "not observed).",
-            ("service", "status"),
+            "not observed; how each ended is conveyor_runs_finished's status).",
+            ("service",),
             DURATION_BUCKETS,
         )
         self.run_queue = F(
@@ -209,8 +211,9 @@ class _History:
         )
         self.job_duration = F(
             "conveyor_job_duration_seconds",
-            "How long jobs took on their runner, from start to end.",
-            ("service", "status"),
+            "How long jobs took on their runner, from start to end (how each ended is "
+            "conveyor_jobs_finished's status).",
+            ("service",),
             DURATION_BUCKETS,
         )
         self.job_queue = F(
@@ -221,10 +224,16 @@ class _History:
         )
         self.approval_wait = F(
             "conveyor_approval_wait_seconds",
-            "How long approvals waited for their decision, by kind (approval gate, or "
-            "inconclusive checks) and result (approved, rejected, expired).",
-            ("service", "environment", "kind", "result"),
+            "How long approvals waited for a decision (approval gates and inconclusive "
+            "checks; how each was decided is conveyor_approvals_decided).",
+            ("service", "environment"),
             APPROVAL_BUCKETS,
+        )
+        self.approvals_decided = F(
+            "conveyor_approvals_decided",
+            "Approvals decided, by kind (approval: a gate; inconclusive: checks a person had "
+            "to judge) and result (approved, rejected, expired).",
+            ("service", "environment", "kind", "result"),
         )
         self.incidents_opened = F(
             "conveyor_incidents_opened",
@@ -268,6 +277,7 @@ class _History:
             self.job_duration,
             self.job_queue,
             self.approval_wait,
+            self.approvals_decided,
             self.incidents_opened,
             self.incident_resolution,
             self.cdevents_dropped,
@@ -297,13 +307,12 @@ class _History:
     # --- the series exported at 0 before anything happens -------------------------------------
 
     def know(self, session: Session) -> None:
-        """Export at 0 the counters, and the DORA histograms, of every service, environment (of
-        Conveyor's own and of imports) and CDEvents sink the store knows, so that their first
-        event is an increase Prometheus sees and a window without any event gives 0, not
-        nothing. The duration, queue and approval histograms are left out (a dozen buckets for
-        each label value of each environment would make a large installation's scrape weigh
-        megabytes): their series show 0 once when they first appear (``Family``), which is
-        enough for their first observation to count."""
+        """Export at 0 every counter and histogram of every service, environment (of Conveyor's
+        own and of imports) and CDEvents sink the store knows, so that their first event is an
+        increase Prometheus sees and a window without any event gives 0, not nothing. That is
+        why histograms carry few labels (how a run or deployment ended, or an approval was
+        decided, is on the counters): a dozen buckets for each status of each environment would
+        make a large installation's scrape weigh megabytes (bench/README.md, exposition)."""
         for service in session.scalars(select(Service.name)):
             self._service(service)
         for service, environment, tier in session.execute(
@@ -324,7 +333,15 @@ class _History:
         if service in self._services:
             return
         self._services.add(service)
-        for family in (self.lead_time, self.incidents_opened, self.incident_resolution):
+        for family in (
+            self.lead_time,
+            self.incidents_opened,
+            self.incident_resolution,
+            self.run_duration,
+            self.run_queue,
+            self.job_duration,
+            self.job_queue,
+        ):
             family.ensure((service,))
         for run_status in sorted(RUN_TERMINAL):
             self.runs_finished.ensure((service, run_status))
@@ -340,8 +357,14 @@ class _History:
         for kind in DEPLOYMENT_KINDS:
             for result, served in DEPLOYMENT_OUTCOMES:
                 self.deployments.ensure((service, environment, tier, kind, result, served, source))
-        if tier == "production":  # DORA's recovery; other tiers' series come when they happen
-            self.recovery_time.ensure((service, environment, tier))
+        self.deployment_duration.ensure((service, environment, tier))
+        self.recovery_time.ensure((service, environment, tier))
+        if source == "conveyor":  # imported history has no approvals
+            self.approval_wait.ensure((service, environment))
+            for approval_kind in APPROVAL_KINDS:
+                for end in sorted(APPROVAL_ENDS):
+                    result = end.removeprefix("approval.")
+                    self.approvals_decided.ensure((service, environment, approval_kind, result))
 
     # --- the event log -----------------------------------------------------------------------
 
@@ -405,9 +428,8 @@ class _History:
             if requested is not None and kind in APPROVAL_ENDS:
                 at, svc, environment, approval_kind = requested
                 result = kind.removeprefix("approval.")
-                self.approval_wait.observe(
-                    (svc, environment, approval_kind, result), seconds_between(row.ts, at)
-                )
+                self.approvals_decided.inc((svc, environment, approval_kind, result))
+                self.approval_wait.observe((svc, environment), seconds_between(row.ts, at))
         elif kind == EventType.INCIDENT_OPENED:
             self.incidents_opened.inc((service,))
         elif kind == EventType.INCIDENT_RESOLVED:
@@ -441,10 +463,7 @@ class _History:
                 self._recovery.on_healthy(where, r.finished_at)
             elif r.kind == "deploy" and served == "true":
                 self._recovery.on_failed(where, r.failed_at or r.finished_at)
-            self.deployment_duration.observe(
-                (r.service, r.environment, r.tier, r.result),
-                seconds_between(r.finished_at, r.started_at),
-            )
+            self.deployment_duration.observe(where, seconds_between(r.finished_at, r.started_at))
             if r.tier == "production" and r.kind == "deploy" and r.result == "succeeded":
                 key = (r.service, r.environment)
                 first = self._first.get(key)

@@ -134,7 +134,7 @@ class Flow:
         status = str(data.get("status", ""))
         self.finished.inc((service, status))
         if isinstance(data.get("duration"), int | float):
-            self.duration.observe((service, status), float(data["duration"]))
+            self.duration.observe((service,), float(data["duration"]))
 
 
 # How many healthy deployments of an environment are remembered to restore a failure read

@@ -125,7 +125,7 @@ def _history(store: Store) -> None:
             for i in range(20):
                 t = start + dt.timedelta(hours=24 * i + 12)
                 write_fact(w, deployment(f"i:{name}:{i}", t, service=name), source="import")
-            named = {"data": {"deployment_key": f"i:{name}:3"}}
+            named = {"deployment_key": f"i:{name}:3"}
             incidents.append((service.id, start + dt.timedelta(days=3, hours=13), named))
     for service_id, opened, extra in incidents:
         add_incident(store, service_id, opened, opened + HOUR, **extra)

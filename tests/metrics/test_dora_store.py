@@ -112,7 +112,7 @@ def test_the_store_gives_what_the_engine_gives(tmp_path: Path, database_url: str
             # Names "old" (explicitly, as an import records it).
             (
                 "shop",
-                add_incident(store, shop, at(1, 24), at(1, 24, 2), data={"deployment_key": "old"}),
+                add_incident(store, shop, at(1, 24), at(1, 24, 2), deployment_key="old"),
                 "old",
             ),
             # Another service, no deployment at all.

@@ -144,7 +144,7 @@ def _incidents(
             length = dt.timedelta(hours=rng.choice([0.5, 2, 30, 80]))
             resolved = opened + length if rng.random() < 0.9 else None
             named = rng.random() < 0.1 and keys[service]
-            data = {"deployment_key": rng.choice(keys[service])} if named else {}
+            key = rng.choice(keys[service]) if named else None
             env = rng.choice([None, "production", "production-eu" if service == "cart" else None])
             w.session.add(
                 Incident(
@@ -155,7 +155,7 @@ def _incidents(
                     source="test",
                     opened_at=opened,
                     resolved_at=resolved,
-                    data=data,
+                    deployment_key=key,
                 )
             )
 
@@ -242,7 +242,7 @@ def test_the_summary_gives_the_engines_report_and_follows_changes(
                 inc.status, inc.resolved_at = "resolved", inc.opened_at + dt.timedelta(hours=5)
             first = w.session.scalars(select(Incident).order_by(Incident.id)).first()
             assert first is not None
-            first.data = {"deployment_key": facts[3].id}
+            first.deployment_key = facts[3].id
         with store.session() as s:
             assert s.scalar(select(func.count()).select_from(DoraMark))
         _check(store)
@@ -371,6 +371,40 @@ def test_the_server_keeps_profiles_in_use_current(tmp_path: Path) -> None:
             summary.report(store, paris, Settings()).to_json(),
             engine_report(store, paris, Settings()).to_json(),
         )
+    finally:
+        store.close()
+
+
+def test_a_server_answers_a_profile_not_summarised_yet_from_the_facts(tmp_path: Path) -> None:
+    """After an upgrade (summaries dropped) or for a new time zone, the server's report does not
+    wait for the whole history to be tallied: it is computed from the window's facts, the same
+    figures, and the profile is left to the background step, which summarises it."""
+    rng = random.Random(17)
+    store = open_store(
+        StoreSettings(home=tmp_path, database_url=f"sqlite:///{tmp_path / 'conveyor.db'}")
+    )
+
+    def profiles() -> list[str]:
+        with store.session() as s:
+            return sorted(s.scalars(select(DoraSummary.profile)))
+
+    try:
+        _service_ids(store)
+        _write(store, _history(rng, START, 40, "a"))
+        summary.keep_current(store)
+        assert profiles() == [summary.default_profile()]
+        kolkata = Window(dt.date(2024, 1, 1), dt.date(2024, 2, 10), "Asia/Kolkata")
+        wanted = summary.profile_of(kolkata, Settings())
+        expected = engine_report(store, kolkata, Settings()).to_json()
+        _same(report(store, kolkata, Settings(), summarise=False).to_json(), expected)
+        assert profiles() == [summary.default_profile()]
+        with store.session() as s:
+            assert summary_work(s)
+        summary.keep_current(store)  # the server's background step
+        assert profiles() == sorted([summary.default_profile(), wanted])
+        _same(report(store, kolkata, Settings(), summarise=False).to_json(), expected)
+        with store.session() as s:
+            assert not summary_work(s)
     finally:
         store.close()
 

@@ -26,8 +26,9 @@ from conveyor.metrics.backfill import backfill_facts
 from conveyor.metrics.dora import Settings as DoraSettings
 from conveyor.metrics.dora import Window
 from conveyor.metrics.ranges import commit_range
+from conveyor.metrics.summary import default_profile
 from conveyor.store.db import SCHEMA_REVISION, Settings, Store, make_engine, open_store, upgrade
-from conveyor.store.models import Base, ChangeFactRow, Deployment, DeploymentFactRow
+from conveyor.store.models import Base, ChangeFactRow, Deployment, DeploymentFactRow, DoraSummary
 
 EARLIER = [f"{n:04d}" for n in range(1, int(SCHEMA_REVISION))]
 DAY = dt.datetime(2024, 3, 1, tzinfo=dt.UTC)
@@ -455,6 +456,14 @@ def test_db_upgrade_derives_the_facts_and_names_a_service_whose_repository_is_go
     assert "derived the DORA facts of 9 earlier deployment(s)" in result.output
     assert "warning: service lost: its repository cannot be read" in result.output
     assert "Traceback" not in result.output
+    # The history is summarised by the upgrade: the first report only adds days up.
+    assert "the DORA summary is up to date" in result.output
+    upgraded = open_store(Settings(home=home, database_url=f"sqlite:///{home / 'conveyor.db'}"))
+    try:
+        with upgraded.session() as session:
+            assert session.get(DoraSummary, default_profile()) is not None
+    finally:
+        upgraded.close()
 
     again = CliRunner().invoke(cli, ["db", "backfill"])
     assert again.exit_code == 0, again.output

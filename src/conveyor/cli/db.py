@@ -43,6 +43,25 @@ def upgrade_command() -> None:
     else:
         click.echo(f"upgraded the database from schema {before or 'none'} to {after}")
     _backfill()
+    _summarise()
+
+
+def _summarise() -> None:
+    """Tally the DORA history now if an upgrade dropped the summary (or it never was), so that
+    the first report after an upgrade only adds days up."""
+    from conveyor.store.marks import summary_work
+
+    store = open_store(settings_for(), upgrade_new=False)
+    try:
+        with store.session() as session:
+            if not summary_work(session):
+                return
+        from conveyor.metrics.summary import keep_current
+
+        keep_current(store)
+    finally:
+        store.close()
+    click.echo("the DORA summary is up to date")
 
 
 @db.command("backfill")

@@ -227,7 +227,7 @@ def _write(w: Writer, work: Plan, actor: str | None, origin: str) -> ImportSumma
             session.execute(insert(_table(ChangeFactRow)), list(change_rows))
     changes = len(undated) + len(dated)
     service_ids = _services(w, sorted({i.service for i in incidents}))
-    incident_rows = [
+    incident_rows: list[dict[str, Any]] = [
         {
             "service_id": service_ids[i.service],
             "environment": i.environment,
@@ -241,7 +241,8 @@ def _write(w: Writer, work: Plan, actor: str | None, origin: str) -> ImportSumma
             "opened_at": i.opened_at,
             "resolved_at": i.resolved_at,
             "resolved_by": SOURCE if i.resolved_at else None,
-            "data": {"deployment_key": i.deployment_key} if i.deployment_key else {},
+            "data": {},
+            "deployment_key": i.deployment_key,
         }
         for i in incidents
     ]

@@ -74,9 +74,14 @@ CHUNK = 500
 log = logging.getLogger("conveyor.metrics")
 
 
-def report(store: Store, window: Window, settings: Settings) -> DoraReport:
+def report(
+    store: Store, window: Window, settings: Settings, *, summarise: bool = True
+) -> DoraReport:
     """The report of ``window``: added up from the summary (metrics.summary), or, to explain
-    the figures (or where the store cannot be written), computed from the facts."""
+    the figures (or where the store cannot be written), computed from the facts. Unless
+    ``summarise``, a profile not summarised yet (after an upgrade, a new time zone) is not
+    summarised now: this report is computed from the window's facts and the server's
+    background service summarises the profile."""
     from conveyor.metrics.fit import fit_window
 
     window = fit_window(store, window, settings)
@@ -84,7 +89,9 @@ def report(store: Store, window: Window, settings: Settings) -> DoraReport:
         from conveyor.metrics import summary
 
         try:
-            return summary.report(store, window, settings)
+            answer = summary.report(store, window, settings, summarise=summarise)
+            if answer is not None:
+                return answer
         except OperationalError as exc:  # e.g. a read-only data directory
             log.warning("the DORA summary cannot be brought up to date (%s); reading facts", exc)
     return engine_report(store, window, settings)
@@ -281,20 +288,16 @@ def _incidents(
         scope.append(i.service_id.in_(select(Service.id).where(Service.name == settings.service)))
     own = select(F.deployment_id).where(*in_range, F.deployment_id.is_not(None))
     keys = select(F.key).where(*in_range)
-    services = select(Service.id).where(Service.name.in_(select(F.service).where(*in_range)))
     # One index range each (an OR of them would read the table whole): opened in [lo, hi);
     # opened before lo and resolved from lo on, or not resolved; naming one of Conveyor's
-    # deployments in range; imported ones naming a deployment in range by key, whenever they
-    # opened: the key is in the incident's JSON data, unindexed, so these are looked for among
-    # the incidents of the services deployed in range (the (service, opened) index).
+    # deployments in range; imported ones naming a deployment in range by its key, whenever
+    # they opened.
     parts = [
         select(i.id).where(*scope, i.opened_at >= lo, i.opened_at < hi),
         select(i.id).where(*scope, i.resolved_at >= lo, i.opened_at < lo),
         select(i.id).where(*scope, i.resolved_at.is_(None), i.opened_at < lo),
         select(i.id).where(*scope, i.deployment_id.in_(own)),
-        select(i.id).where(
-            *scope, i.service_id.in_(services), i.data["deployment_key"].as_string().in_(keys)
-        ),
+        select(i.id).where(*scope, i.deployment_key.in_(keys)),
     ]
     ids = union(*parts).subquery()
     stmt = (
@@ -376,8 +379,8 @@ def _named(session: Session, settings: Settings, inc: Incident, service: str) ->
         return None  # recorded by window when it opened: the engine applies its own window
     if inc.deployment_id is not None:
         return f"c{inc.deployment_id}"
-    if data.get("deployment_key"):  # an imported incident's resolved attribution
-        return str(data["deployment_key"])
+    if inc.deployment_key:  # an imported incident's resolved attribution
+        return inc.deployment_key
     where: list[Any] = [
         F.service == service,
         F.tier == settings.tier,

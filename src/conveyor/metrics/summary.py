@@ -31,6 +31,7 @@ from conveyor.metrics.dora import Settings, Window, day_instants, report_of, tal
 from conveyor.metrics.dora_options import EARLIEST, LATEST
 from conveyor.metrics.dora_report import SPLIT, DoraReport, Tally
 from conveyor.store.db import Store
+from conveyor.store.marks import take_wanted_summaries, want_summary
 from conveyor.store.models import (
     DeploymentFactRow,
     DoraDay,
@@ -75,7 +76,10 @@ def keep_current(store: Store) -> None:
     the default settings) first if nobody has yet: the server does this in the background, so
     reports it serves only add days up."""
     with store.session() as session:
-        profiles = list(session.scalars(select(DoraSummary.profile)))
+        profiles: set[str] = {
+            *session.scalars(select(DoraSummary.profile)),
+            *take_wanted_summaries(session),
+        }
     for profile in sorted({default_profile(), *profiles}):
         parts = profile.split("|")
         if parts[0] != f"v{VERSION}" or len(parts) != 6:
@@ -90,11 +94,20 @@ def keep_current(store: Store) -> None:
         refresh(store, profile, tz, settings, touch=False)
 
 
-def report(store: Store, window: Window, settings: Settings) -> DoraReport:
-    """The report of ``window`` from the summary (brought up to date first)."""
+def report(
+    store: Store, window: Window, settings: Settings, *, summarise: bool = True
+) -> DoraReport | None:
+    """The report of ``window`` from the summary (brought up to date first). A profile not
+    summarised yet is summarised now, or, unless ``summarise``, left to the background
+    (keep_current): None, the caller reads the facts this time."""
     from conveyor.metrics.load import work_in_progress
 
     profile = profile_of(window, settings)
+    if not summarise:
+        with store.session() as session:
+            if session.get(DoraSummary, profile) is None:
+                want_summary(session, profile)
+                return None
     refresh(store, profile, window.tz, settings)
     span = window.previous() if settings.compare else window
     with store.session() as session:

@@ -31,7 +31,7 @@ from conveyor.store.models import Event, utcnow
 from conveyor.store.private import private_database, private_dir
 
 # The newest migration in conveyor/store/migrations/versions (a test keeps them in step).
-SCHEMA_REVISION = "0018"
+SCHEMA_REVISION = "0019"
 
 # Ids are 64-bit in the store; a larger number cannot name anything (and must not reach the
 # database driver, which cannot even bind it).

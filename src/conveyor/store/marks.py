@@ -10,6 +10,7 @@ marked here, by a flush hook on every write session; bulk inserts (history impor
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from typing import Any
 
 from sqlalchemy import insert, select
@@ -23,6 +24,27 @@ from conveyor.store.models import (
     Incident,
     Service,
 )
+
+# Summary profiles reports asked for before they were summarised, by database, in this
+# process: a server answers those reports from the facts and its background service
+# summarises the profiles (metrics.summary.keep_current), so no request waits for a whole
+# history to be tallied.
+_wanted: dict[str, set[str]] = {}
+_wanted_lock = threading.Lock()
+
+
+def _database(session: Session) -> str:
+    return str(session.get_bind().engine.url)
+
+
+def want_summary(session: Session, profile: str) -> None:
+    with _wanted_lock:
+        _wanted.setdefault(_database(session), set()).add(profile)
+
+
+def take_wanted_summaries(session: Session) -> set[str]:
+    with _wanted_lock:
+        return _wanted.pop(_database(session), set())
 
 
 def mark(session: Session, marks: dict[str, dt.datetime]) -> None:
@@ -70,7 +92,7 @@ def summary_work(session: Session) -> bool:
     def any_row(column: Any) -> bool:
         return session.scalar(select(column).limit(1)) is not None
 
-    if any_row(DoraMark.id):
+    if _database(session) in _wanted or any_row(DoraMark.id):
         return True
     if any_row(DoraSummary.profile):
         return False

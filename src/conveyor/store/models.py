@@ -446,6 +446,8 @@ class Incident(Base):
     resolved_at: Mapped[dt.datetime | None]
     resolved_by: Mapped[str | None] = mapped_column(Text)
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The deployment fact an imported incident names ("i:<service>:<id>" or "c<id>").
+    deployment_key: Mapped[str | None] = mapped_column(String(300), index=True)
 
     service: Mapped[Service] = relationship()
 

@@ -301,7 +301,7 @@ def list_incidents(
                 took = incident.resolved_at - incident.opened_at
                 row["recovery_seconds"] = round(took.total_seconds(), 3)
             # An imported incident names its deployment by the fact key of the import.
-            key = incident.data.get("deployment_key")
+            key = incident.deployment_key
             row["deployment_key"] = key
             if key and "attribution" not in incident.data:
                 row["attribution"] = {"how": "explicit", "detail": f"named by the import: {key}"}

@@ -109,7 +109,8 @@ def _check_rev(rev: str) -> None:
         )
 
 
-def _is_repo(repo: Path) -> bool:
+def is_repository(repo: Path) -> bool:
+    """Whether ``repo`` is a git repository (a working tree, inside one, or a bare one)."""
     return run_git(repo, "rev-parse", "--git-dir", check=False).returncode == 0
 
 
@@ -130,7 +131,7 @@ def find_repo_root(path: Path) -> Path:
 
 def _explain_missing(repo: Path, rev: str) -> GitError:
     """Why ``rev`` could not be read: no repository, no commits at all, or an unknown name."""
-    if not _is_repo(repo):
+    if not is_repository(repo):
         return GitError(f"{repo} is not a git repository", hint=_NOT_A_REPO_HINT)
     has_refs = run_git(repo, "for-each-ref", "--count=1", check=False).stdout.strip()
     head = run_git(repo, "rev-parse", "--verify", "--quiet", "HEAD", check=False)
@@ -183,7 +184,7 @@ def current_branch(repo: Path) -> str | None:
     result = run_git(repo, "symbolic-ref", "--quiet", "--short", "HEAD", check=False)
     if result.returncode == 0:
         return result.stdout.decode("utf-8", "replace").strip()
-    if not _is_repo(repo):
+    if not is_repository(repo):
         raise GitError(f"{repo} is not a git repository", hint=_NOT_A_REPO_HINT)
     return None
 

@@ -8,7 +8,8 @@ from typing import Any
 import click
 from sqlalchemy import select
 
-from conveyor.cli.common import print_json, print_table, store_for, when
+from conveyor.cli.backend import remote
+from conveyor.cli.common import local_only, print_json, print_table, store_for, when
 from conveyor.events import EventType
 from conveyor.server.tokens import SCOPES, create_token, list_tokens, revoke_token
 from conveyor.store.models import Service, utcnow
@@ -57,7 +58,9 @@ def token_create(
     environments: tuple[str, ...],
     labels: tuple[str, ...],
 ) -> None:
-    """Create a token and print it (the only time it is shown)."""
+    """Create a token and print it (the only time it is shown). Works on the local store (the
+    server's data directory): refused while CONVEYOR_URL is set."""
+    local_only("token create", _TOKENS_ON_THE_SERVER)
     value = create_token(
         store_for(),
         name,
@@ -69,6 +72,13 @@ def token_create(
     )
     click.echo(value)
     click.echo(f"token {name!r} created; store it now, it is not shown again", err=True)
+
+
+# Tokens are made where the server's data is: a token cannot mint others through the API.
+_TOKENS_ON_THE_SERVER = (
+    "tokens are kept in the server's data directory: run `conveyor token ...` there "
+    "(with its CONVEYOR_HOME), then give the token to this machine as CONVEYOR_TOKEN"
+)
 
 
 def _split(values: tuple[str, ...]) -> list[str]:
@@ -86,7 +96,8 @@ def _limits(t: dict[str, Any]) -> str:
 @token.command("list")
 @click.option("--json", "as_json", is_flag=True)
 def token_list(as_json: bool) -> None:
-    """List tokens (names, scopes, prefixes; never the tokens)."""
+    """List tokens (names, scopes, prefixes; never the tokens). Local store only."""
+    local_only("token list", _TOKENS_ON_THE_SERVER)
     tokens = list_tokens(store_for())
     if as_json:
         print_json(tokens)
@@ -111,7 +122,8 @@ def token_list(as_json: bool) -> None:
 @token.command("revoke")
 @click.argument("name")
 def token_revoke(name: str) -> None:
-    """Revoke a token: it stops working at once."""
+    """Revoke a token: it stops working at once. Local store only."""
+    local_only("token revoke", _TOKENS_ON_THE_SERVER)
     revoke_token(store_for(), name)
     click.echo(f"token {name!r} revoked")
 
@@ -134,13 +146,26 @@ def service_add(
     allow_unsigned: bool,
     poll_interval: float | None,
 ) -> None:
-    """Register (or update) a service and where its repository is."""
-    from pathlib import Path
+    """Register (or update) a service and where its repository is. With CONVEYOR_URL, on that
+    server (a local path is then a path on the server's machine)."""
+    server = remote()
+    if server is not None:
+        saved = server._call(
+            "POST",
+            "/services",
+            json={
+                "name": name,
+                "repository": repository,
+                "generate_webhook_secret": webhook_secret,
+                "allow_unsigned": allow_unsigned,
+                "poll_interval": poll_interval,
+            },
+        )
+        _registered(saved["name"], saved["repository"], saved.get("webhook_secret"))
+        return
+    from conveyor.sources.mirror import checked_repository
 
-    from conveyor.sources.mirror import is_local
-
-    if is_local(repository):
-        repository = str(Path(repository).resolve())
+    repository = checked_repository(repository)
     secret = pysecrets.token_urlsafe(32) if webhook_secret else None
     store = store_for()
     # Sealed before the transaction: making the key file may need to read the store.
@@ -156,6 +181,10 @@ def service_add(
         if sealed:
             svc.webhook_secret = sealed
         w.emit(EventType.SERVICE_REGISTERED, service=name, repository=repository, by="cli")
+    _registered(name, repository, secret)
+
+
+def _registered(name: str, repository: str, secret: str | None) -> None:
     click.echo(f"service {name} -> {repository}")
     if secret:
         click.echo(f"webhook secret (shown once): {secret}")
@@ -164,17 +193,11 @@ def service_add(
 @service.command("list")
 @click.option("--json", "as_json", is_flag=True)
 def service_list(as_json: bool) -> None:
-    """List registered services."""
-    with store_for().session() as session:
-        rows: list[dict[str, Any]] = [
-            {
-                "name": s.name,
-                "repository": s.repository,
-                "signed_webhooks": s.webhook_secret is not None,
-                "poll_interval": s.poll_interval,
-            }
-            for s in session.scalars(select(Service).order_by(Service.name))
-        ]
+    """List registered services (on the server when CONVEYOR_URL is set)."""
+    server = remote()
+    rows: list[dict[str, Any]] = (
+        server._call("GET", "/services") if server is not None else _local_services()
+    )
     if as_json:
         print_json(rows)
         return
@@ -190,3 +213,16 @@ def service_list(as_json: bool) -> None:
             for r in rows
         ],
     )
+
+
+def _local_services() -> list[dict[str, Any]]:
+    with store_for().session() as session:
+        return [
+            {
+                "name": s.name,
+                "repository": s.repository,
+                "signed_webhooks": s.webhook_secret is not None,
+                "poll_interval": s.poll_interval,
+            }
+            for s in session.scalars(select(Service).order_by(Service.name))
+        ]

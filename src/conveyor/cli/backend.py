@@ -50,6 +50,14 @@ def backend() -> Backend:
     return LocalBackend()
 
 
+def remote() -> HttpBackend | None:
+    """The server CONVEYOR_URL names, or None to work on the local store."""
+    from conveyor.cli.common import settings
+
+    given = settings()
+    return HttpBackend(given.url, given.token) if given.url else None
+
+
 class LocalBackend:
     def __init__(self) -> None:
         from conveyor.cli.common import store_for

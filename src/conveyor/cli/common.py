@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from conveyor import jsonio
+from conveyor.errors import ConveyorError
 from conveyor.settings import Settings as ConveyorSettings
 
 if TYPE_CHECKING:
@@ -63,6 +64,18 @@ def settings() -> ConveyorSettings:
     if not isinstance(found, ConveyorSettings):
         found = root.meta[_SETTINGS] = ConveyorSettings.from_env()
     return found
+
+
+def local_only(command: str, why: str) -> None:
+    """Refuse a command that works on the local store only while CONVEYOR_URL names a server:
+    it would otherwise quietly make a new `.conveyor` here instead of acting on the server."""
+    url = settings().url
+    if url:
+        raise ConveyorError(
+            f"`conveyor {command}` works on the local store only; unset CONVEYOR_URL or run it "
+            f"on the server (CONVEYOR_URL is {url})",
+            hint=why,
+        )
 
 
 def actor() -> str:

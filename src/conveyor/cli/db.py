@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import click
 
-from conveyor.cli.common import settings, settings_for
+from conveyor.cli.common import local_only, settings, settings_for
 from conveyor.store.db import SCHEMA_REVISION, current_revision, make_engine, open_store, upgrade
 
 
 @click.group()
 def db() -> None:
     """Database schema: upgrade, current revision, DORA backfill, retention."""
+
+
+# The schema, the DORA history and the retention are the database's: acted on where it is.
+_ON_THE_DATABASE = (
+    "`conveyor db` acts on the database itself: run it where the server's data directory is, "
+    "with its CONVEYOR_HOME (or CONVEYOR_DATABASE_URL)"
+)
 
 
 def _backfill() -> bool:
@@ -30,6 +37,7 @@ def _backfill() -> bool:
 @db.command("upgrade")
 def upgrade_command() -> None:
     """Migrate the database to this version of Conveyor (back it up first)."""
+    local_only("db upgrade", _ON_THE_DATABASE)
     settings = settings_for()
     engine = make_engine(settings)
     try:
@@ -67,6 +75,7 @@ def _summarise() -> None:
 @db.command("backfill")
 def backfill_command() -> None:
     """Derive the DORA facts of deployments that have none (run by `db upgrade` too)."""
+    local_only("db backfill", _ON_THE_DATABASE)
     if _backfill():
         click.echo("every ended deployment has its DORA facts")
 
@@ -74,6 +83,7 @@ def backfill_command() -> None:
 @db.command("current")
 def current_command() -> None:
     """Print the database's schema revision and the one this Conveyor needs."""
+    local_only("db current", _ON_THE_DATABASE)
     engine = make_engine(settings_for())
     try:
         click.echo(f"database: {current_revision(engine) or 'none'}")
@@ -87,6 +97,7 @@ def current_command() -> None:
 def prune_command(usage: bool) -> None:
     """Apply the retention settings now: CONVEYOR_LOG_RETENTION, CONVEYOR_ARTIFACT_RETENTION
     and CONVEYOR_KEEP_BUNDLES (the server does it every hour)."""
+    local_only("db prune", _ON_THE_DATABASE)
     from conveyor.delivery.retention import prune
     from conveyor.sandbox import format_bytes
     from conveyor.store import retention

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from conveyor.cli.common import print_json, print_table, settings_for
+from conveyor.cli.common import local_only, print_json, print_table, settings_for
 from conveyor.errors import ConveyorError
 
 
@@ -21,10 +21,17 @@ def edge() -> None:
     """The process holding the stable ports: run, status, stop."""
 
 
+# The edge is a process on the server's machine, found through its data directory.
+_ON_THE_MACHINE = (
+    "the edge runs beside the server: run `conveyor edge` on its machine, with its CONVEYOR_HOME"
+)
+
+
 @edge.command()
 def run() -> None:
     """Serve the routes of this data directory in the foreground until SIGTERM; exits at once
     (status 0) if an edge already serves it."""
+    local_only("edge run", _ON_THE_MACHINE)
     from conveyor.edge.daemon import EdgeDaemon
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s edge: %(message)s")
@@ -35,6 +42,7 @@ def run() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def status(as_json: bool) -> None:
     """The edge's pid and its routes: stable port, where it forwards, open connections."""
+    local_only("edge status", _ON_THE_MACHINE)
     reply = _request({"op": "status"})
     if as_json:
         print_json(reply)
@@ -56,6 +64,7 @@ def status(as_json: bool) -> None:
 @edge.command()
 def stop() -> None:
     """Stop the edge: every stable port stops answering until an edge runs again."""
+    local_only("edge stop", _ON_THE_MACHINE)
     from conveyor.edge.client import stop_edge
 
     pid = stop_edge(settings_for().home)

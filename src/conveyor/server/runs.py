@@ -25,7 +25,7 @@ from conveyor.server.schemas import runs as schemas
 from conveyor.server.schemas.common import ERRORS, errors, event_stream
 from conveyor.server.tokens import Identity
 from conveyor.sources.commits import queue_commit
-from conveyor.sources.mirror import source_for
+from conveyor.sources.mirror import checked_repository, source_for
 from conveyor.store.models import Service, utcnow
 from conveyor.store.vault import seal_webhook_secret
 from conveyor.views import runs as queries
@@ -97,6 +97,7 @@ def list_services(request: Request, _: Reader) -> list[dict[str, Any]]:
 def add_service(request: Request, body: ServiceIn, identity: Admin) -> dict[str, Any]:
     """Register a service, or update its settings. A generated webhook secret is shown once."""
     scoping.check(identity, body.name, action="register")
+    repository = checked_repository(body.repository)
     secret = body.webhook_secret
     if body.generate_webhook_secret:
         secret = secrets.token_urlsafe(32)
@@ -106,9 +107,9 @@ def add_service(request: Request, body: ServiceIn, identity: Admin) -> dict[str,
     with store.write() as w:
         svc = w.session.scalar(select(Service).where(Service.name == body.name))
         if svc is None:
-            svc = Service(name=body.name, repository=body.repository, created_at=utcnow())
+            svc = Service(name=body.name, repository=repository, created_at=utcnow())
             w.session.add(svc)
-        svc.repository = body.repository
+        svc.repository = repository
         if sealed is not None:
             svc.webhook_secret = sealed
         svc.allow_unsigned = body.allow_unsigned

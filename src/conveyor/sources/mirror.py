@@ -8,13 +8,32 @@ import re
 from pathlib import Path
 
 from conveyor.errors import GitError
-from conveyor.git import run_git_clean
+from conveyor.git import is_repository, run_git_clean
 
 FETCH_TIMEOUT = 300
 
 
 def is_local(repository: str) -> bool:
     return "://" not in repository and not re.match(r"^[\w.-]+@[\w.-]+:", repository)
+
+
+def checked_repository(repository: str) -> str:
+    """The repository of a service as it is stored: a git URL as given, a local path made
+    absolute once it is known to be a git repository (a typo found now, not at the first push)."""
+    if not is_local(repository):
+        return repository
+    path = Path(repository).expanduser().resolve()
+    if not path.exists():
+        raise GitError(
+            f"the repository {repository} does not exist",
+            hint="give the path of the service's git repository, or a git URL to mirror",
+        )
+    if not path.is_dir() or not is_repository(path):
+        raise GitError(
+            f"{path} is not a git repository",
+            hint="give the folder that holds the service's commits (run `git init` there first)",
+        )
+    return str(path)
 
 
 def _git(*args: str, cwd: Path | None = None) -> None:

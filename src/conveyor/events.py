@@ -95,6 +95,7 @@ class EventType(enum.StrEnum):
     CDEVENTS_DROPPED = "cdevents.dropped"
     # Administration (the audit log).
     SERVICE_REGISTERED = "service.registered"
+    SERVICE_REMOVED = "service.removed"
     TOKEN_CREATED = "token.created"  # noqa: S105 (an event name)
     TOKEN_REVOKED = "token.revoked"  # noqa: S105 (an event name)
     SESSION_STARTED = "session.started"

@@ -119,3 +119,79 @@ def test_listings_read_the_server_and_write_nothing_here(
         result = conveyor(*command)
         assert result.returncode in (0, 1), (command, result.output)
         assert not conveyor.home.exists(), command
+
+
+# --- registering and removing a service ---------------------------------------------------------
+
+PIPELINE = """\
+service: shop
+jobs:
+  build:
+    run: echo building
+"""
+
+
+def test_service_add_checks_the_repository_path(
+    conveyor: Conveyor, repo: GitRepo, tmp_path: Path
+) -> None:
+    missing = conveyor("service", "add", "shop", "--repo", str(tmp_path / "nowhere"))
+    assert missing.returncode == 1
+    assert f"error: the repository {tmp_path / 'nowhere'} does not exist" in missing.stderr
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    not_git = conveyor("service", "add", "shop", "--repo", str(plain))
+    assert not_git.returncode == 1
+    assert f"error: {plain} is not a git repository" in not_git.stderr
+    assert "git init" in not_git.stderr  # the remedy
+    assert "shop" not in conveyor("service", "list", check=True).stdout  # nothing stored
+    added = conveyor("service", "add", "shop", "--repo", str(repo.path), check=True)
+    assert added.stdout.strip() == f"service shop -> {repo.path}"
+
+
+def test_service_remove_says_what_it_removes_and_asks_first(
+    conveyor: Conveyor, repo: GitRepo
+) -> None:
+    repo.write("conveyor.yml", PIPELINE)
+    repo.commit("pipeline")
+    conveyor("run", check=True)  # registers shop and builds it once
+    unconfirmed = conveyor("service", "remove", "shop")
+    assert unconfirmed.returncode == 1
+    assert "1 run, 1 release, 0 deployments" in unconfirmed.stdout
+    assert "not removed: confirm with --yes" in unconfirmed.stderr
+    assert len(conveyor("runs", "--json", check=True).json()) == 1  # nothing removed
+
+    removed = conveyor("service", "remove", "shop", "--yes", check=True)
+    assert "removing service shop" in removed.stdout
+    assert "kept: the audit log and the DORA history" in removed.stdout
+    assert removed.stdout.rstrip().endswith("service shop removed")
+    assert conveyor("runs", check=True).stdout.startswith("no runs yet")
+    assert conveyor("service", "list", "--json", check=True).json() == []
+    assert "service.removed" in conveyor("audit", check=True).stdout
+
+    again = conveyor("service", "remove", "shop", "--yes")
+    assert again.returncode == 1
+    assert "error: no service named 'shop'" in again.stderr
+
+
+@pytest.mark.integration
+def test_service_remove_through_the_server_refuses_while_a_run_is_in_progress(
+    conveyor: Conveyor, server: ServerProcess, repo: GitRepo
+) -> None:
+    repo.write("conveyor.yml", PIPELINE)
+    repo.commit("pipeline")
+    conveyor("service", "add", "shop", "--repo", str(repo.path), check=True)
+    run = server.trigger("shop")  # no runner: it does not end
+
+    refused = conveyor("service", "remove", "shop", "--yes")
+    assert refused.returncode == 1
+    # Its jobs wait for a runner: the run is queued or running, in progress either way.
+    assert f"error: service shop has work in progress: run {run['id']} (" in refused.stderr
+    assert "conveyor cancel" in refused.stderr
+    assert [s["name"] for s in server.api("GET", "/services").json()] == ["shop"]
+
+    conveyor("cancel", str(run["id"]), check=True)
+    removed = conveyor("service", "remove", "shop", "--yes", check=True)
+    assert "1 run, 0 releases" in removed.stdout
+    assert server.api("GET", "/services").json() == []
+    assert server.api("GET", f"/runs/{run['id']}").status_code == 404
+    assert not conveyor.home.exists()

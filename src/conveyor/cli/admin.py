@@ -9,7 +9,17 @@ import click
 from sqlalchemy import select
 
 from conveyor.cli.backend import remote
-from conveyor.cli.common import local_only, print_json, print_table, store_for, when
+from conveyor.cli.common import (
+    actor,
+    interactive_input,
+    local_only,
+    plural,
+    print_json,
+    print_table,
+    store_for,
+    when,
+)
+from conveyor.errors import ConveyorError
 from conveyor.events import EventType
 from conveyor.server.tokens import SCOPES, create_token, list_tokens, revoke_token
 from conveyor.store.models import Service, utcnow
@@ -130,7 +140,7 @@ def token_revoke(name: str) -> None:
 
 @click.group()
 def service() -> None:
-    """Services the server builds: register, list."""
+    """Services the server builds: register, list, remove."""
 
 
 @service.command("add")
@@ -226,3 +236,60 @@ def _local_services() -> list[dict[str, Any]]:
             }
             for s in session.scalars(select(Service).order_by(Service.name))
         ]
+
+
+@service.command("remove")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (for scripts).")
+def service_remove(name: str, yes: bool) -> None:
+    """Remove a service and what was built from it: runs with their logs and artifacts,
+    releases, deployments, environments, incidents and secrets. The audit log and the DORA
+    history stay. Refused while a run or deployment of it is in progress. With CONVEYOR_URL,
+    on that server."""
+    server = remote()
+    if server is not None:
+        plan = server._call("DELETE", f"/services/{name}", params={"dry_run": "true"})
+    else:
+        from conveyor.store.service_removal import what_removal_takes
+
+        with store_for().session() as session:
+            plan = {"removed": False, **vars(what_removal_takes(session, name))}
+    if plan["in_progress"]:
+        raise ConveyorError(
+            f"service {name} has work in progress: {', '.join(plan['in_progress'])}",
+            hint="wait for it to end, or cancel it (`conveyor cancel RUN`), then remove it",
+        )
+    click.echo(f"removing service {name} ({plan['repository']}) removes:")
+    click.echo(
+        "  "
+        + ", ".join(
+            plural(plan[key], word)
+            for key, word in (
+                ("runs", "run"),
+                ("releases", "release"),
+                ("deployments", "deployment"),
+                ("environments", "environment"),
+                ("incidents", "incident"),
+                ("secrets", "secret"),
+            )
+        )
+        + " (runs with their logs and artifacts)"
+    )
+    click.echo(
+        "  kept: the audit log and the DORA history; apps it deployed keep running until "
+        "stopped, and its files stay in the data directory"
+    )
+    if not yes:
+        if not interactive_input():
+            raise ConveyorError(
+                "not removed: confirm with --yes (no terminal to ask on)",
+                hint=f"conveyor service remove {name} --yes",
+            )
+        click.confirm(f"Remove service {name}?", abort=True)
+    if server is not None:
+        server._call("DELETE", f"/services/{name}")
+    else:
+        from conveyor.store.service_removal import remove_service
+
+        remove_service(store_for(), name, by=actor())
+    click.echo(f"service {name} removed")

@@ -34,6 +34,11 @@ def interactive() -> bool:
     return sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
 
 
+def interactive_input() -> bool:
+    """Whether a person can answer a question (a confirmation) on this terminal."""
+    return sys.stdin.isatty()
+
+
 def console() -> Console:
     from rich.console import Console
 
@@ -158,6 +163,11 @@ def print_detail(
         print_json(data)
     else:
         show(data)
+
+
+def plural(n: float, word: str) -> str:
+    """ "1 day", "2 days", "0 days"."""
+    return f"{n:g} {word}" + ("" if n == 1 else "s")
 
 
 def duration(start: dt.datetime | None, end: dt.datetime | None) -> str:

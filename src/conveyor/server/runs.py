@@ -27,6 +27,8 @@ from conveyor.server.tokens import Identity
 from conveyor.sources.commits import queue_commit
 from conveyor.sources.mirror import checked_repository, source_for
 from conveyor.store.models import Service, utcnow
+from conveyor.store.service_removal import remove_service as take_out
+from conveyor.store.service_removal import what_removal_takes
 from conveyor.store.vault import seal_webhook_secret
 from conveyor.views import runs as queries
 
@@ -128,6 +130,36 @@ def add_service(request: Request, body: ServiceIn, identity: Admin) -> dict[str,
     if body.generate_webhook_secret:
         data["webhook_secret"] = secret
     return data
+
+
+@router.delete(
+    "/services/{name}",
+    tags=["services"],
+    response_model=schemas.ServiceRemoved,
+    responses=errors(400, 401, 403, 404, 422),
+)
+def remove_service(
+    request: Request, name: str, identity: Admin, dry_run: bool = False
+) -> dict[str, Any]:
+    """Remove a service and what was built from it (runs, logs, artifacts, releases,
+    deployments, environments, incidents, secrets); the event log and DORA history stay.
+    Refused (400) while a run or deployment of it is in progress; ``dry_run`` only says what
+    would go."""
+    scoping.check(identity, name, action="remove")
+    store = _state(request).store
+    if dry_run:
+        with store.session() as session:
+            removal = what_removal_takes(session, name)
+    else:
+        removal = take_out(store, name, by=identity.name)
+        _state(request).forget_service(name)
+    return {
+        "service": removal.service,
+        "repository": removal.repository,
+        "removed": not dry_run,
+        **removal.counts(),
+        "in_progress": list(removal.in_progress),
+    }
 
 
 class RunIn(BaseModel):

@@ -46,6 +46,7 @@ AUDIT_EVENTS = (
     EventType.TOKEN_REVOKED,
     EventType.USER_SAVED,
     EventType.SERVICE_REGISTERED,
+    EventType.SERVICE_REMOVED,
     # Web sign-in (conveyor.server.session): refusals, and new passwords or scopes.
     EventType.SESSION_REFUSED,
     EventType.USER_CREDENTIALS_CHANGED,

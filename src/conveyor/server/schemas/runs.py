@@ -21,6 +21,7 @@ __all__ = [
     "RunDetail",
     "RunSummary",
     "ServiceOut",
+    "ServiceRemoved",
     "ServiceSaved",
     "StepDetail",
 ]
@@ -54,6 +55,23 @@ class ServiceSaved(ServiceOut):
     webhook_secret: str | None = Field(
         None,
         description="Only in the answer that generated it (generate_webhook_secret): shown once.",
+    )
+
+
+class ServiceRemoved(Schema):
+    """What removing a service takes with it (server/runs.py, store/service_removal.py)."""
+
+    service: str
+    repository: str
+    removed: bool = Field(description="false: a dry run; nothing was removed.")
+    runs: int
+    releases: int
+    deployments: int
+    environments: int
+    incidents: int
+    secrets: int
+    in_progress: list[str] = Field(
+        description="Runs and deployments still going, which stop a removal (empty once removed)."
     )
 
 

@@ -206,9 +206,11 @@ def test_a_push_queues_a_run_that_succeeds_and_the_hook_is_fast(
     started = time.perf_counter()
     pushed = push(clone, "main")
     push_seconds = time.perf_counter() - started
-    assert "conveyor:" not in pushed.stderr  # delivered at once: nothing to say
     run = server.wait_for_run("demo", sha)
     assert run["status"] == "succeeded", run
+    # Delivered at once: the hook says which run builds the push, and where to watch it.
+    announced = f"conveyor: run {run['id']} of demo: {server.url}/runs/{run['id']}\n"
+    assert f"remote: {announced.strip()}" in pushed.stderr  # (git pads the line with spaces)
     assert run["ref"] == "refs/heads/main"
     assert run["trigger"] == "git"
     assert spool_files(bare.path / "conveyor-spool") == []
@@ -218,7 +220,7 @@ def test_a_push_queues_a_run_that_succeeds_and_the_hook_is_fast(
     times = []
     for _ in range(10):
         code, err, seconds = run_hook(hook_file, f"{before} {sha} refs/heads/main\n")
-        assert (code, err) == (0, "")
+        assert (code, err) == (0, announced)
         times.append(seconds * 1000)
     record_property("hook_ms_median", round(statistics.median(times), 1))
     record_property("push_ms", round(push_seconds * 1000, 1))
@@ -240,7 +242,7 @@ def test_a_replayed_delivery_is_a_duplicate_not_a_second_run(
     before = clone.git("rev-parse", "HEAD")
     sha = clone.commit("once")
     push(clone, "main")
-    server.wait_for_run("demo", sha)
+    run = server.wait_for_run("demo", sha)
 
     # The hook's delivery id is the server's own for that change: the replay is recognised.
     body = {
@@ -258,7 +260,8 @@ def test_a_replayed_delivery_is_a_duplicate_not_a_second_run(
     )
     assert (answer.status_code, answer.json()["status"]) == (200, "duplicate")
     code, err, _ = run_hook(bare.path / "hooks" / "post-receive", f"{before} {sha} refs/heads/main")
-    assert (code, err) == (0, "")
+    # A duplicate makes no second run: the hook names the one that built it.
+    assert (code, err) == (0, f"conveyor: run {run['id']} of demo: {server.url}/runs/{run['id']}\n")
 
     later = clone.commit("later")  # runs are made in order: once this one is there, any
     push(clone, "main")  # second run of `sha` would be there too

@@ -14,23 +14,26 @@ services exist.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import secrets
+import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy import select
 
 from conveyor.server import scoping
 from conveyor.server.auth import require
 from conveyor.server.schemas.common import ERRORS, errors
-from conveyor.server.schemas.intake import HookAnswer, HookToken
+from conveyor.server.schemas.intake import HookAnswer, HookChange, HookToken
 from conveyor.server.tokens import Identity, create_hook_token
 from conveyor.sources.hook import registered_services
 from conveyor.sources.intake import record_change
-from conveyor.store.models import Service
+from conveyor.store.models import Delivery, Service
 
 router = APIRouter(tags=["hooks"], responses=ERRORS)
 log = logging.getLogger("conveyor.hooks")
@@ -140,6 +143,50 @@ def git_hook(request: Request, body: GitPush, identity: Trigger) -> JSONResponse
                 or new
             )
     return _accepted("git", ",".join(s.name for s in services), delivery, new)
+
+
+# A hook waits this long at most for its change to become a run (GET /hooks/git/{delivery}).
+HOOK_WAIT_SECONDS = 5.0
+HOOK_POLL_SECONDS = 0.05
+
+
+def _outcomes(request: Request, delivery: str, identity: Identity) -> list[dict[str, Any]]:
+    with _state(request).store.session() as session:
+        rows = session.scalars(
+            select(Delivery)
+            .where(Delivery.source == "git", Delivery.delivery_id.like(f"%:{delivery}"))
+            .order_by(Delivery.service)
+        ).all()
+        return [
+            {
+                "service": row.service,
+                "status": row.status,
+                "run": row.run_id,
+                "reason": row.reason if row.status == "ignored" else None,
+            }
+            for row in rows
+            if row.delivery_id == f"{row.service}:{delivery}" and identity.may_act_on(row.service)
+        ]
+
+
+@router.get("/hooks/git/{delivery}", response_model=HookChange, responses=errors(404))
+async def git_hook_outcome(
+    request: Request,
+    delivery: Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")],
+    identity: Trigger,
+    wait: Annotated[float, Query(ge=0, le=HOOK_WAIT_SECONDS)] = 0,
+) -> dict[str, Any]:
+    """The runs a change delivered by the git hook started (the hook prints them): waits up
+    to ``wait`` seconds for the intake to turn it into runs."""
+    deadline = time.monotonic() + wait
+    while True:
+        outcomes = await asyncio.to_thread(_outcomes, request, delivery, identity)
+        if not outcomes:
+            raise HTTPException(404, f"no change {delivery} was received from a git hook")
+        pending = any(o["status"] in ("received", "claimed") for o in outcomes)
+        if not pending or time.monotonic() >= deadline:
+            return {"delivery": delivery, "outcomes": outcomes}
+        await asyncio.sleep(HOOK_POLL_SECONDS)
 
 
 class HookTokenIn(BaseModel):

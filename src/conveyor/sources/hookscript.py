@@ -40,6 +40,8 @@ ZERO_SHA = "0" * 40
 CONFIG: dict[str, object] = {}
 # Seconds for each of connect, send and the answer; the whole post is bounded by twice this.
 TIMEOUT = 1.0
+# How long the hook waits for the server to say which run builds a change, at most.
+ANNOUNCE_SECONDS = 3.0
 # Spooled changes delivered by one run of the hook, at most (time and count).
 BACKLOG_SECONDS = 0.5
 BACKLOG_FILES = 100
@@ -219,17 +221,33 @@ def _keep(path: str) -> None:
 
 def post(server: str, token: str, change: dict[str, str], timeout: float = TIMEOUT) -> int:
     """POST the change to /api/v1/hooks/git and return the status; Unreachable otherwise."""
+    status, _ = exchange(server, token, "POST", "api/v1/hooks/git", to_json(change), timeout)
+    return status
+
+
+def exchange(
+    server: str,
+    token: str,
+    method: str,
+    path: str,
+    body: str,
+    timeout: float,
+    *,
+    whole: bool = False,
+) -> tuple[int, bytes]:
+    """One HTTP/1.1 request to the server: (status, the answer's body when ``whole``, else
+    nothing: the status line is all a post needs). Unreachable when it does not answer."""
     scheme, _, rest = server.partition("://")
     hostport, _, prefix = rest.partition("/")
     host, port = _host_port(hostport, 443 if scheme == "https" else 80)
-    path = "/" + "/".join(p for p in [*prefix.split("/"), "api/v1/hooks/git"] if p)
-    body = to_json(change).encode()
+    path = "/" + "/".join(p for p in [*prefix.split("/"), path] if p)
+    data = body.encode()
     head = (
-        f"POST {path} HTTP/1.1\r\n"
+        f"{method} {path} HTTP/1.1\r\n"
         f"Host: {hostport}\r\n"
         f"Authorization: Bearer {token}\r\n"
         "Content-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n"
+        f"Content-Length: {len(data)}\r\n"
         "User-Agent: conveyor-hook\r\n"
         "Connection: close\r\n\r\n"
     )
@@ -237,9 +255,9 @@ def post(server: str, token: str, change: dict[str, str], timeout: float = TIMEO
     try:
         sock = _connect(host, port, timeout, tls=scheme == "https")
         try:
-            sock.sendall(head.encode("latin-1") + body)
+            sock.sendall(head.encode("latin-1") + data)
             answer = b""
-            while b"\r\n" not in answer and len(answer) < 8192:
+            while (whole or b"\r\n" not in answer) and len(answer) < 65536:
                 sock.settimeout(max(deadline - time.monotonic(), 0.001))
                 chunk = sock.recv(4096)
                 if not chunk:
@@ -252,7 +270,7 @@ def post(server: str, token: str, change: dict[str, str], timeout: float = TIMEO
     status = answer.split(b"\r\n", 1)[0].split(b" ")
     if len(status) < 2 or not status[0].startswith(b"HTTP/") or not status[1].isdigit():
         raise Unreachable("the answer is not HTTP")
-    return int(status[1])
+    return int(status[1]), answer.partition(b"\r\n\r\n")[2]
 
 
 def _connect(host: str, port: int, timeout: float, *, tls: bool) -> _socket.socket:
@@ -381,7 +399,9 @@ def run_hook(config: dict[str, object], stdin: bytes) -> None:
             _send_unspooled(config, change)
             continue
         outcome = deliver(config, path, change) if reachable else "kept"
-        if outcome.startswith("kept"):
+        if outcome == "delivered":
+            announce(config, change)
+        elif outcome.startswith("kept"):
             _keep(path)
             queued += 1
             if reachable:
@@ -393,6 +413,40 @@ def run_hook(config: dict[str, object], stdin: bytes) -> None:
         _say(f"{problem}; {queued} change(s) queued in {spool_dir}, sent on the next run")
     elif backlog:
         _say(f"delivered {backlog} queued change(s)")
+
+
+def announce(config: dict[str, object], change: dict[str, str]) -> None:
+    """Say which run builds a change just delivered, and where to watch it: the server is
+    asked (waiting ANNOUNCE_SECONDS at most) what its intake made of the change."""
+    server = str(config["server"])
+    try:
+        status, body = exchange(
+            server,
+            str(config["token"]),
+            "GET",
+            f"api/v1/hooks/git/{change['delivery']}?wait={ANNOUNCE_SECONDS:g}",
+            "",
+            ANNOUNCE_SECONDS + TIMEOUT,
+            whole=True,
+        )
+    except Unreachable:
+        return
+    if status != 200:
+        return
+    import json
+
+    try:
+        outcomes = json.loads(body)["outcomes"]
+    except (ValueError, KeyError, TypeError):
+        return
+    for outcome in outcomes:
+        service, run = outcome.get("service"), outcome.get("run")
+        if run:
+            _say(f"run {run} of {service}: {server.rstrip('/')}/runs/{run}")
+        elif outcome.get("status") == "ignored":
+            _say(f"{service} does not build {change['ref']}: {outcome.get('reason')}")
+        else:
+            _say(f"{service}: change received; `conveyor runs` shows its run once it is queued")
 
 
 def _send_unspooled(config: dict[str, object], change: dict[str, str]) -> None:

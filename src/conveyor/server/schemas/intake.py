@@ -16,6 +16,8 @@ __all__ = [
     "ConnectorSynced",
     "DeploymentTaken",
     "HookAnswer",
+    "HookChange",
+    "HookOutcome",
     "HookToken",
     "ImportCounts",
     "ImportIncidents",
@@ -53,6 +55,25 @@ class HookAnswer(Schema):
     status: Literal["accepted", "duplicate", "ignored"]
     delivery: str | None = Field(None, description="The delivery's id; left out when ignored.")
     reason: str | None = Field(None, description="Why it was ignored; only then.")
+
+
+class HookOutcome(Schema):
+    """What became of a change the git hook delivered, for one service built from it."""
+
+    service: str
+    status: Literal["received", "claimed", "queued", "ignored"] = Field(
+        description="received/claimed: not turned into a run yet; queued: run ``run`` builds "
+        "it; ignored: not built, ``reason`` says why."
+    )
+    run: int | None = Field(description="The run building it, once queued.")
+    reason: str | None = Field(description="Why it was not built; only when ignored.")
+
+
+class HookChange(Schema):
+    """GET /hooks/git/{delivery}: the runs a hook's change started, for the hook to print."""
+
+    delivery: str
+    outcomes: list[HookOutcome]
 
 
 class HookToken(Schema):

@@ -50,19 +50,6 @@ def test_every_command_is_accounted_for() -> None:
     assert not (OWN_TARGET & (FOLLOWS_THE_SERVER | REFUSES))
 
 
-@pytest.fixture
-def server(tmp_path: Path, conveyor: Conveyor) -> Iterator[ServerProcess]:
-    """A server with an admin token; the `conveyor` fixture is pointed at it."""
-    running = ServerProcess(tmp_path / "server-home")
-    running.admin = running.token("ann", "admin")
-    running.start()
-    conveyor.extra_env.update(CONVEYOR_URL=running.url, CONVEYOR_TOKEN=running.admin)
-    try:
-        yield running
-    finally:
-        running.stop()
-
-
 @pytest.mark.integration
 def test_local_only_commands_refuse_and_say_why(conveyor: Conveyor, server: ServerProcess) -> None:
     ran = []

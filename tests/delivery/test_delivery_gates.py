@@ -150,13 +150,17 @@ def test_two_of_many_approvals_without_self_approval(repo: GitRepo, conveyor: Co
                 assert refused.returncode == 3, refused.output
                 assert message in refused.stderr
             conveyor.extra_env["CONVEYOR_USER"] = "olga"
-            conveyor("approve", number, check=True)
+            first = conveyor("approve", number, check=True)
+            assert (
+                first.stdout == f"approval {number}: your approval is recorded; it waits for more\n"
+            )
             again = conveyor("approve", number)
             assert "already decided" in again.stderr
             await h.settle()
             assert h.env("production")["version"] is None  # one of two
             conveyor.extra_env["CONVEYOR_USER"] = "carol"
-            conveyor("approve", number, "--reason", "ship", check=True)
+            second = conveyor("approve", number, "--reason", "ship", check=True)
+            assert second.stdout == f"approval {number}: approved\n"
             await h.settle()
             assert (await h.get(h.env("production")["url"])).text == "v1"
 
@@ -179,7 +183,10 @@ def test_a_rejection_needs_a_reason_and_stops_the_deployment(
             missing = conveyor("reject", str(approval["id"]))
             assert missing.returncode == 2
             assert "--reason" in missing.stderr
-            conveyor("reject", str(approval["id"]), "--reason", "not on a Friday", check=True)
+            rejected = conveyor(
+                "reject", str(approval["id"]), "--reason", "not on a Friday", check=True
+            )
+            assert rejected.stdout == f"approval {approval['id']}: rejected\n"
             await h.settle()
             [dep] = h.deployments("production")
             assert dep["status"] == "rejected"

@@ -143,6 +143,7 @@ class HttpBackend:
 
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.url = url.rstrip("/")
+        self.token = token
         # A TLS context loads the CA bundle (20-75 ms of a command's start): made only for an
         # https server. This client follows no redirects and is given paths only, so with an
         # http URL it never opens a TLS connection.
@@ -169,9 +170,32 @@ class HttpBackend:
                 message, hint = error["message"], error.get("hint")
             except (ValueError, KeyError, TypeError):
                 message, hint = f"the server answered {response.status_code}", None
+            if response.status_code in (401, 403):
+                message, hint = self._refused(response.status_code, message)
             cls = NotFound if response.status_code == 404 else ConveyorError
             raise cls(message, hint=hint)
         return _times(response.json()) if response.content else None
+
+    def _refused(self, status: int, said: str) -> tuple[str, str]:
+        """A refusal in the CLI's terms: the server speaks HTTP (Authorization: Bearer), the
+        person at the CLI sets CONVEYOR_TOKEN."""
+        make = (
+            "run `conveyor token create NAME --scope SCOPE --user YOU` where the server's data is"
+        )
+        if status == 403:
+            return (
+                f"the server at {self.url} refused CONVEYOR_TOKEN: {said}",
+                f"use a token with that scope as CONVEYOR_TOKEN ({make})",
+            )
+        if not self.token:
+            return (
+                f"the server at {self.url} needs a token: CONVEYOR_TOKEN is not set",
+                f"set CONVEYOR_TOKEN to your API token ({make})",
+            )
+        return (
+            f"the server at {self.url} refused CONVEYOR_TOKEN: {said}",
+            f"set CONVEYOR_TOKEN to a token the server knows ({make})",
+        )
 
     def list_runs(self, service: str | None, status: str | None, limit: int) -> list[Any]:
         params: dict[str, Any] = {"limit": limit}

@@ -39,7 +39,7 @@ class Client:
     """The same calls against the local store or a server."""
 
     def __init__(self) -> None:
-        chosen = backend()
+        chosen = self.backend = backend()
         self.http = chosen if isinstance(chosen, HttpBackend) else None
         self.store = None if self.http else chosen.store  # type: ignore[attr-defined]
 
@@ -105,12 +105,13 @@ def incident_list(client: Client, service: str | None, open_only: bool) -> list[
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def envs(service: str | None, as_json: bool) -> None:
     """What runs where: each environment's release, since when, healthy or not, and its queue."""
-    found = _environments(Client(), service)
+    client = Client()
+    found = _environments(client, service)
     if as_json:
         print_json(found)
         return
     if not found:
-        click.echo("no environments yet: add `environments:` to conveyor.yml")
+        click.echo(_no_environments(client, service))
         return
     rows = []
     for e in found:
@@ -133,6 +134,23 @@ def envs(service: str | None, as_json: bool) -> None:
             ]
         )
     print_table(["service", "environment", "release", "since", "state", "url", "queue"], rows)
+
+
+def _no_environments(client: Client, service: str | None) -> str:
+    """Why there is no environment to show: a first run still going makes them (once it
+    succeeds), else the pipeline declares none."""
+    going = [
+        run
+        for status in ("running", "queued")
+        for run in client.backend.list_runs(service, status, 5)
+    ]
+    if going:
+        first = min(run["id"] for run in going)
+        return (
+            f"no environments yet: run {first} is still going; its environments appear once it "
+            f"succeeds (`conveyor logs -f {first}` follows it)"
+        )
+    return "no environments yet: add `environments:` to conveyor.yml"
 
 
 @click.command()
@@ -321,7 +339,14 @@ def _decide(approval_id: int, decision: str, reason: str | None) -> None:
             via="cli",
             change=ChangeReader(store),
         ).value
-    click.echo(f"approval {approval_id}: {decision}d; it is now {status}")
+    done = {"approve": "approved", "reject": "rejected"}[decision]
+    if status == done:
+        click.echo(f"approval {approval_id}: {done}")
+    elif status == "pending":
+        noun = {"approve": "approval", "reject": "rejection"}[decision]
+        click.echo(f"approval {approval_id}: your {noun} is recorded; it waits for more")
+    else:
+        click.echo(f"approval {approval_id}: {done}; it is now {status}")
 
 
 @click.command()

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from conveyor.cli.common import print_json, print_table
+from conveyor.cli.common import plural, print_json, print_table
 from conveyor.cli.dora import show
 
 FIVE = (
@@ -68,10 +68,10 @@ def render_portfolio(data: dict[str, Any]) -> None:
     w, scope, tiers = data["window"], data["scope"], data["tiers"]
     count = len(scope["services"])
     who = f"team {data['team']}" if data["team"] else "all services"
-    size = f"{count} service{'' if count == 1 else 's'}" if data["team"] else str(count)
+    size = plural(count, "service") if data["team"] else str(count)
     click.echo(
-        f"DORA side by side · {who} ({size}) · "
-        f"{scope['env_tier']} · {w['from']} → {w['to']} ({w['days']} days, {w['time_zone']})"
+        f"DORA side by side · {who} ({size}) · {scope['env_tier']} · {w['from']} → {w['to']} "
+        f"({plural(w['days'], 'day')}, {w['time_zone']})"
     )
     click.echo(f"tiers: {tiers['title']} ({tiers['url']}); a row's tier is its lowest figure's")
     click.echo("")

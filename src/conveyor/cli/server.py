@@ -6,6 +6,7 @@ import contextlib
 import ipaddress
 import logging
 import os
+import socket
 import sys
 from urllib.parse import urlsplit
 
@@ -13,6 +14,7 @@ import click
 
 from conveyor.cli.common import settings as conveyor_settings
 from conveyor.cli.common import store_for
+from conveyor.errors import ConveyorError, listen_failure
 from conveyor.server.limits import BodyLimits, describe, parse_limits
 from conveyor.server.listen import (
     HEADER_TIMEOUT_SECONDS,
@@ -79,6 +81,27 @@ def _sinks(given: tuple[str, ...], configured: tuple[str, ...]) -> tuple[str, ..
             )
         sinks.append(url)
     return tuple(dict.fromkeys(sinks))
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The server's socket, bound here rather than by uvicorn: a port in use is said in one
+    line with its remedy (uvicorn logs `[Errno 98]`), before anything else starts."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise ConveyorError(f"cannot listen on {host}: {exc.strerror}") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        message, hint = listen_failure(exc, host, port, "give another with --port N")
+        raise ConveyorError(message, hint=hint) from None
+    sock.set_inheritable(True)
+    return sock
 
 
 @click.command()
@@ -205,6 +228,8 @@ def server(
     sinks = _sinks(cdevents_sinks, settings.cdevents_sinks)
     trusted = _trusted_proxies(forwarded_allow_ips)
     limits, webhook_limit = _body_limits(body_limits, settings.body_limits)
+    listening = _listen(host, port)
+    port = listening.getsockname()[1]  # the one chosen, with --port 0
     store = store_for()
     config = ServerConfig(
         runner_slots=os.cpu_count() or 2 if runner_slots is None else runner_slots,
@@ -264,6 +289,6 @@ def server(
     rate_limit_logs(["", "uvicorn", "uvicorn.error", "uvicorn.access"])
     served = uvicorn.Server(served_config)
     with contextlib.suppress(KeyboardInterrupt):
-        served.run()
+        served.run(sockets=[listening])
     if not served.started:
         sys.exit(3)  # as uvicorn.run does: the socket could not be bound, or start-up failed

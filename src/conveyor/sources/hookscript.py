@@ -16,7 +16,9 @@ way out (its import of `re` costs more than the post): a change is a flat object
 written as JSON by `to_json`. Reading spooled changes back uses json.
 
 Each change is first written to the spool directory (atomically), then posted to the server
-with a short timeout; taken (202) or already known (200), its spool file is removed. When the
+with a short timeout; taken (202) or already known (200), its spool file is removed, and the
+hook asks which run builds it (the server waits up to ANNOUNCE_SECONDS for its intake) to print
+the run's number and URL: the one wait a push has, bounded, for the answer people look for. When the
 server cannot be reached the file stays, one line says so on stderr, and the hook exits 0;
 the next run of the hook, `conveyor hook flush` and the server itself deliver what is left,
 oldest first. A change's delivery id is a hash of repository, ref, before and after (the

@@ -39,6 +39,7 @@ class Backend(Protocol):
     def rerun(self, run_id: int, failed_only: bool) -> dict[str, Any]: ...
     def list_releases(self, service: str | None, limit: int) -> list[Any]: ...
     def release_detail(self, release_id: int) -> dict[str, Any]: ...
+    def release_timeline(self, release_id: int) -> dict[str, Any]: ...
 
 
 def backend() -> Backend:
@@ -113,6 +114,11 @@ class LocalBackend:
         from conveyor.views.runs import release_detail
 
         return release_detail(self.store, release_id)
+
+    def release_timeline(self, release_id: int) -> dict[str, Any]:
+        from conveyor.views.timeline import release_timeline
+
+        return release_timeline(self.store, release_id)
 
     def rerun(self, run_id: int, failed_only: bool) -> dict[str, Any]:
         raise ConveyorError(
@@ -254,6 +260,10 @@ class HttpBackend:
     def release_detail(self, release_id: int) -> dict[str, Any]:
         detail: dict[str, Any] = self._call("GET", f"/releases/{release_id}")
         return detail
+
+    def release_timeline(self, release_id: int) -> dict[str, Any]:
+        timeline: dict[str, Any] = self._call("GET", f"/releases/{release_id}/timeline")
+        return timeline
 
     def trigger(self, service: str, rev: str, ref: str | None = None) -> dict[str, Any]:
         body = {"service": service, "rev": rev} | ({"ref": ref} if ref else {})

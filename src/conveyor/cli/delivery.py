@@ -218,8 +218,15 @@ def deployment(deployment_id: int, as_json: bool) -> None:
         click.echo(
             f"  approval {approval['id']}: {approval['status']} ({approval['reason'] or ''})"
         )
+    if data["log"]:
+        click.echo("  deployment log:")
     for line in data["log"]:
         click.echo(f"  | {line}")
+    output = data.get("output") or []
+    if output:
+        click.echo("  the app's output (last lines):")
+    for line in output:
+        click.echo(f"  > {line}")
 
 
 @click.command()

@@ -37,8 +37,14 @@ def releases(service: str | None, limit: int, as_json: bool) -> None:
 @click.argument("release_id", type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def release(release_id: int, as_json: bool) -> None:
-    """Show a release: commit, evidence (every job's outcome) and artifacts by digest."""
-    print_detail(backend().release_detail(release_id), as_json, _print_release)
+    """Show a release: commit, evidence (every job's outcome), artifacts by digest, and its
+    timeline: the commit, its run, its deployments, approvals, rollbacks and incidents, in the
+    order they happened."""
+    source = backend()
+    data = source.release_detail(release_id)
+    print_detail(data, as_json, _print_release)
+    if not as_json:
+        _print_timeline(source.release_timeline(release_id)["entries"])
 
 
 def _print_release(data: Mapping[str, Any]) -> None:
@@ -70,3 +76,60 @@ def _print_release(data: Mapping[str, Any]) -> None:
                 f"    #{d['id']} {d['environment']} {d['kind']} {d['status']}"
                 + (f" — {d['reason']}" if d["reason"] else "")
             )
+
+
+def _duration(seconds: float | None) -> str:
+    return "" if seconds is None else f" in {seconds:.1f}s"
+
+
+def _event(entry: Mapping[str, Any]) -> str:
+    """One line of the timeline: what happened, by whom, how it ended."""
+    kind = entry["kind"]
+    if kind == "commit":
+        by = f" by {entry['author']}" if entry.get("author") else ""
+        return f"committed {entry['sha'][:12]} {entry.get('subject') or ''}".rstrip() + by
+    if kind == "run":
+        jobs = ", ".join(
+            f"{STATUS_MARK.get(j['status'], '?')} {j['name']}" for j in entry.get("jobs", [])
+        )
+        return f"run {entry['run']} {entry['status']}{_duration(entry.get('duration'))}" + (
+            f" ({jobs})" if jobs else ""
+        )
+    if kind == "release":
+        count = len(entry.get("artifacts") or [])
+        published = (entry.get("publication") or {}).get("status", "none")
+        return f"released {entry['version']} with {count} artifact(s)" + (
+            f", publication {published}" if published != "none" else ""
+        )
+    if kind in ("deployment", "rollback"):
+        checks = ", ".join(
+            f"{c['kind']} {c['outcome']}" for c in entry.get("checks", []) if c.get("kind")
+        )
+        line = (
+            f"{kind} {entry['deployment']} of {entry['version']} to {entry['environment']}: "
+            f"{entry['status']}{_duration(entry.get('duration'))}"
+        )
+        if checks:
+            line += f" (checks: {checks})"
+        if kind == "rollback" and entry.get("why"):
+            line += f"; {entry['why']}"
+        elif entry.get("reason"):
+            line += f" — {entry['reason']}"
+        return line
+    if kind == "approval":
+        who = ", ".join(f"{d['user']} ({d['decision']})" for d in entry.get("decisions", []))
+        return (
+            f"approval {entry['approval']} for {entry['environment']}: {entry['status']} "
+            f"({entry['approved']}/{entry['required']})" + (f" by {who}" if who else "")
+        )
+    if kind == "incident":
+        return f"incident {entry['incident']} {entry['status']}: {entry['title']}"
+    return str(kind)
+
+
+def _print_timeline(entries: list[dict[str, Any]]) -> None:
+    if not entries:
+        return
+    click.echo("  timeline:")
+    for entry in entries:
+        click.echo(f"    {when(entry['at'])}  {_event(entry)}")

@@ -3,6 +3,8 @@ approvals, incidents and the audit log. Plain dicts, JSON-ready."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import or_, select
@@ -101,6 +103,30 @@ def list_deployments(
         return [deployment_summary(d) for d in session.scalars(query)]
 
 
+# The end of a deployed app's own output shown with its deployment: enough for a traceback.
+OUTPUT_LINES = 200
+OUTPUT_BYTES = 64 * 1024
+
+
+def app_output(instance: Mapping[str, Any]) -> list[str]:
+    """The last lines the deployed app wrote (stdout and stderr), when its target keeps them in
+    a file on this machine (the process target's ``log``); empty otherwise."""
+    path = instance.get("log")
+    if not isinstance(path, str):
+        return []
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(size - OUTPUT_BYTES, 0))
+            tail = f.read()
+    except OSError:
+        return []
+    lines = tail.decode("utf-8", "replace").splitlines()
+    if len(tail) == OUTPUT_BYTES:
+        lines = lines[1:]  # the first may be cut
+    return lines[-OUTPUT_LINES:]
+
+
 def deployment_detail(store: Store, deployment_id: int) -> dict[str, Any]:
     with store.session() as session:
         dep = get_or_not_found(
@@ -109,6 +135,7 @@ def deployment_detail(store: Store, deployment_id: int) -> dict[str, Any]:
         data = deployment_summary(dep)
         data["checks"] = dep.checks
         data["log"] = dep.log
+        data["output"] = app_output(dep.instance)
         data["approvals"] = [
             approval_summary(a)
             for a in session.scalars(select(Approval).where(Approval.deployment_id == dep.id))

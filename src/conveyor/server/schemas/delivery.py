@@ -105,6 +105,11 @@ class ApprovalListed(ApprovalOut):
 class DeploymentDetail(DeploymentSummary):
     checks: list[Any] = Field(description="The checks' results, in the order they ran.")
     log: list[Any] = Field(description="What the target and the checks reported, in order.")
+    output: list[str] = Field(
+        default_factory=list,
+        description="The last lines the deployed app itself wrote (stdout and stderr), when its "
+        "target keeps them on the server's machine (the process target); else empty.",
+    )
     approvals: list[ApprovalOut]
 
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.conftest import Conveyor
+from tests.conftest import Conveyor, GitRepo
 from tests.serverproc import ServerProcess
 
 
@@ -21,3 +21,24 @@ def server(tmp_path: Path, conveyor: Conveyor) -> Iterator[ServerProcess]:
         yield running
     finally:
         running.stop()
+
+
+PIPELINE = """\
+service: shop
+jobs:
+  build:
+    run: echo building
+environments:
+  staging:
+    deploy: { target: process, start: python3 -m http.server $PORT }
+"""
+
+
+def run_that_goes_on(conveyor: Conveyor, server: ServerProcess, repo: GitRepo) -> int:
+    """Service shop registered on ``server`` (which has no runner) and a run of it that
+    therefore does not end: its id."""
+    repo.write("conveyor.yml", PIPELINE)
+    repo.commit("pipeline")
+    conveyor("service", "add", "shop", "--repo", str(repo.path), check=True)
+    run_id: int = server.trigger("shop")["id"]
+    return run_id

@@ -7,18 +7,9 @@ from __future__ import annotations
 import socket
 
 import pytest
+from tests.cli.conftest import run_that_goes_on
 from tests.conftest import Conveyor, GitRepo
 from tests.serverproc import ServerProcess
-
-PIPELINE = """\
-service: shop
-jobs:
-  build:
-    run: echo building
-environments:
-  staging:
-    deploy: { target: process, start: python3 -m http.server $PORT }
-"""
 
 
 @pytest.mark.integration
@@ -64,13 +55,10 @@ def test_a_busy_port_says_so_and_names_port(conveyor: Conveyor) -> None:
 def test_envs_says_the_first_run_is_still_going(
     conveyor: Conveyor, server: ServerProcess, repo: GitRepo
 ) -> None:
-    repo.write("conveyor.yml", PIPELINE)
-    repo.commit("pipeline")
-    conveyor("service", "add", "shop", "--repo", str(repo.path), check=True)
-    run = server.trigger("shop")  # no runner: it does not end
+    run = run_that_goes_on(conveyor, server, repo)
     shown = conveyor("envs", check=True)
-    assert shown.stdout.startswith(f"no environments yet: run {run['id']} is still going")
-    assert f"conveyor logs -f {run['id']}" in shown.stdout
+    assert shown.stdout.startswith(f"no environments yet: run {run} is still going")
+    assert f"conveyor logs -f {run}" in shown.stdout
     assert "add `environments:`" not in shown.stdout
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 import pytest
+from tests.cli.conftest import run_that_goes_on
 from tests.conftest import Conveyor, GitRepo
 from tests.serverproc import ServerProcess
 
@@ -164,21 +165,18 @@ def test_service_remove_says_what_it_removes_and_asks_first(
 def test_service_remove_through_the_server_refuses_while_a_run_is_in_progress(
     conveyor: Conveyor, server: ServerProcess, repo: GitRepo
 ) -> None:
-    repo.write("conveyor.yml", PIPELINE)
-    repo.commit("pipeline")
-    conveyor("service", "add", "shop", "--repo", str(repo.path), check=True)
-    run = server.trigger("shop")  # no runner: it does not end
+    run_id = run_that_goes_on(conveyor, server, repo)
 
     refused = conveyor("service", "remove", "shop", "--yes")
     assert refused.returncode == 1
     # Its jobs wait for a runner: the run is queued or running, in progress either way.
-    assert f"error: service shop has work in progress: run {run['id']} (" in refused.stderr
+    assert f"error: service shop has work in progress: run {run_id} (" in refused.stderr
     assert "conveyor cancel" in refused.stderr
     assert [s["name"] for s in server.api("GET", "/services").json()] == ["shop"]
 
-    conveyor("cancel", str(run["id"]), check=True)
+    conveyor("cancel", str(run_id), check=True)
     removed = conveyor("service", "remove", "shop", "--yes", check=True)
     assert "1 run, 0 releases" in removed.stdout
     assert server.api("GET", "/services").json() == []
-    assert server.api("GET", f"/runs/{run['id']}").status_code == 404
+    assert server.api("GET", f"/runs/{run_id}").status_code == 404
     assert not conveyor.home.exists()

@@ -137,8 +137,9 @@ def test_service_add_checks_the_repository_path(
 
 
 def test_service_remove_says_what_it_removes_and_asks_first(
-    conveyor: Conveyor, repo: GitRepo
+    conveyor: Conveyor, repo: GitRepo, database_url: str
 ) -> None:
+    conveyor.extra_env["CONVEYOR_DATABASE_URL"] = database_url  # SQLite, and PostgreSQL
     repo.write("conveyor.yml", PIPELINE)
     repo.commit("pipeline")
     conveyor("run", check=True)  # registers shop and builds it once

@@ -80,6 +80,14 @@ def test_service_add_and_list_go_to_the_server(
     assert "webhook secret (shown once): " in added.stdout
     listed = server.http.get("/services", headers={"Authorization": f"Bearer {server.admin}"})
     assert [(s["name"], s["signed_webhooks"]) for s in listed.json()] == [("shop", True)]
+    relative = conveyor("service", "add", "other", "--repo", ".")
+    assert relative.returncode == 1
+    assert "error: . is a relative path, and the server would read it from its own" in (
+        relative.stderr
+    )
+    missing = conveyor("service", "add", "other", "--repo", "/srv/nowhere")  # checked there
+    assert missing.returncode == 1
+    assert "error: the repository /srv/nowhere does not exist" in missing.stderr
     shown = conveyor("service", "list", check=True)
     assert "shop" in shown.stdout
     assert "signed" in shown.stdout

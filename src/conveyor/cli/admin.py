@@ -158,8 +158,18 @@ def service_add(
 ) -> None:
     """Register (or update) a service and where its repository is. With CONVEYOR_URL, on that
     server (a local path is then a path on the server's machine)."""
+    from pathlib import Path
+
+    from conveyor.sources.mirror import checked_repository, is_local
+
     server = remote()
     if server is not None:
+        if is_local(repository) and not Path(repository).expanduser().is_absolute():
+            raise ConveyorError(
+                f"{repository} is a relative path, and the server would read it from its own "
+                "working directory",
+                hint="give the repository's absolute path on the server's machine, or a git URL",
+            )
         saved = server._call(
             "POST",
             "/services",
@@ -173,8 +183,6 @@ def service_add(
         )
         _registered(saved["name"], saved["repository"], saved.get("webhook_secret"))
         return
-    from conveyor.sources.mirror import checked_repository
-
     repository = checked_repository(repository)
     secret = pysecrets.token_urlsafe(32) if webhook_secret else None
     store = store_for()

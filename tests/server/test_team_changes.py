@@ -25,12 +25,17 @@ def members(teams: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
     return [(t["name"], t["services"]) for t in teams]
 
 
+async def team_of(api: Api, services: list[str]) -> Contract:
+    """Three services' imported history, and team web of ``services``; the contract caller."""
+    import_history(api.store, "".join(json.dumps(r) + "\n" for r in history()))
+    c = Contract(api, (await api.client.get(f"{API}/openapi.json")).json())
+    await c.call("post", "/teams", 201, json={"name": "web", "services": services})
+    return c
+
+
 def test_a_team_is_renamed_and_its_services_changed(serve: Serve) -> None:  # noqa: F811
     async def body(api: Api) -> None:
-        import_history(api.store, "".join(json.dumps(r) + "\n" for r in history()))
-        doc = (await api.client.get(f"{API}/openapi.json")).json()
-        c = Contract(api, doc)
-        await c.call("post", "/teams", 201, json={"name": "web", "services": ["shop"]})
+        c = await team_of(api, ["shop"])
 
         added = await c.call("patch", "/teams/{name}", name="web", json={"add": ["search"]})
         assert (added["name"], added["services"]) == ("web", ["search", "shop"])
@@ -62,10 +67,7 @@ def test_a_team_is_renamed_and_its_services_changed(serve: Serve) -> None:  # no
 
 def test_bad_changes_are_refused_and_nothing_is_stored(serve: Serve) -> None:  # noqa: F811
     async def body(api: Api) -> None:
-        import_history(api.store, "".join(json.dumps(r) + "\n" for r in history()))
-        doc = (await api.client.get(f"{API}/openapi.json")).json()
-        c = Contract(api, doc)
-        await c.call("post", "/teams", 201, json={"name": "web", "services": ["shop", "search"]})
+        c = await team_of(api, ["shop", "search"])
         before = members(await c.call("get", "/teams"))
         events = api.count(Event)
 
@@ -102,10 +104,7 @@ def test_bad_changes_are_refused_and_nothing_is_stored(serve: Serve) -> None:  #
 
 def test_only_who_may_create_a_team_may_change_it(serve: Serve) -> None:  # noqa: F811
     async def body(api: Api) -> None:
-        import_history(api.store, "".join(json.dumps(r) + "\n" for r in history()))
-        doc = (await api.client.get(f"{API}/openapi.json")).json()
-        c = Contract(api, doc)
-        await c.call("post", "/teams", 201, json={"name": "web", "services": ["shop"]})
+        c = await team_of(api, ["shop"])
         change = {"add": ["search"]}
 
         reader = api.token("read")

@@ -137,29 +137,26 @@ export async function render(root, params, ctx) {
   }
 
   function editForms(team, id, error) {
-    const addIn = h('input', {type: 'text', id: `${id}-add`, name: 'add',
-      autocomplete: 'off', list: 'teams-known-services', 'aria-describedby': `${id}-error`});
-    const renameIn = h('input', {type: 'text', id: `${id}-rename`, name: 'name',
-      autocomplete: 'off', maxlength: 200, value: team.name,
-      'aria-describedby': `${id}-error`});
-    const addForm = h('form', {class: 'team-edit'},
-      h('label', {for: `${id}-add`}, 'Add a service'),
-      h('div', {class: 'inline'}, addIn,
-        h('button', {type: 'submit', class: 'button'}, 'Add')));
-    addForm.addEventListener('submit', (e) => {
-      e.preventDefault();
-      const added = names(addIn.value);
-      change(team, {add: added}, error, addIn, `${added.join(', ')} added to ${team.name}`);
-    });
-    const renameForm = h('form', {class: 'team-edit'},
-      h('label', {for: `${id}-rename`}, 'Name'),
-      h('div', {class: 'inline'}, renameIn,
-        h('button', {type: 'submit', class: 'button'}, 'Rename')));
-    renameForm.addEventListener('submit', (e) => {
-      e.preventDefault();
-      change(team, {name: renameIn.value}, error, renameIn,
-        `Team ${team.name} renamed to ${renameIn.value.trim()}`);
-    });
+    /** One field and its button; `submit(input)` changes the team from what was typed. */
+    const oneField = (key, label, button, attrs, submit) => {
+      const input = h('input', {type: 'text', id: `${id}-${key}`, name: key, autocomplete: 'off',
+        'aria-describedby': `${id}-error`, ...attrs});
+      const form = h('form', {class: 'team-edit'}, h('label', {for: input.id}, label),
+        h('div', {class: 'inline'}, input, h('button', {type: 'submit', class: 'button'}, button)));
+      form.addEventListener('submit', (e) => {
+        e.preventDefault();
+        submit(input);
+      });
+      return form;
+    };
+    const addForm = oneField('add', 'Add a service', 'Add', {list: 'teams-known-services'},
+      (input) => {
+        const added = names(input.value);
+        change(team, {add: added}, error, input, `${added.join(', ')} added to ${team.name}`);
+      });
+    const renameForm = oneField('name', 'Name', 'Rename', {maxlength: 200, value: team.name},
+      (input) => change(team, {name: input.value}, error, input,
+        `Team ${team.name} renamed to ${input.value.trim()}`));
     const remove = h('button', {type: 'button', class: 'button button-danger'}, 'Delete team');
     remove.addEventListener('click', async () => {
       const sure = await ctx.confirm(`Delete team ${team.name}? Its services and their ` +

@@ -74,6 +74,9 @@ def test_a_team_lead_makes_a_team_and_sees_it_side_by_side(web: Web, page: Page)
         card = page.locator('article.team[data-team="web"]')
         add = card.get_by_label("Add a service")
         expect(card.locator(f'.team-services li[data-service="{service}"]')).to_be_visible()
+        # Ready for the next one: the field empty, and the focus on it.
+        expect(add).to_have_value("")
+        expect(add).to_be_focused()
     assert stored(web) == [("web", ["ledger", "search", "shop"])]
     # A service twice is refused in the card.
     add.fill("shop")
@@ -150,6 +153,10 @@ def test_readers_see_teams_without_controls_and_the_page_fits_a_phone(web: Web, 
     expect(page.get_by_role("button", name="Create team")).to_have_count(0)
     expect(page.get_by_role("button", name="Delete team")).to_have_count(0)
     expect(card.get_by_role("link", name="DORA side by side")).to_be_visible()
+    # Another person's change shows without reloading the page.
+    changed = web.api.patch("/teams/payments-and-checkout", json={"remove": ["ledger"]})
+    assert changed.status_code == 200, changed.text
+    expect(card.locator(".team-services li")).to_have_text(["search", "shop"])
     right, sticking_out = page.evaluate(fits)
     assert right <= 360
     assert sticking_out <= 0

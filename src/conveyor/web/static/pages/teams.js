@@ -4,11 +4,13 @@
 // DELETE /api/v1/teams: the admin scope, limited to no service), so the page offers the
 // controls only then and shows the server's own refusal whenever it gives one.
 
-import {h, replace, clear, empty, errorBox} from '../lib/dom.js';
+import {h, replace, clear, empty, errorBox, loadAndFollow} from '../lib/dom.js';
 import {timeEl} from '../lib/format.js';
 
 // The shell loads pages/teams.css with this page.
 export const styled = true;
+
+const LIVE_DEBOUNCE_MS = 300;
 
 export async function render(root, params, ctx) {
   const me = ctx.me;
@@ -16,6 +18,7 @@ export async function render(root, params, ctx) {
     !(me.environments || []).length);
   let teams = [];
   let known = [];
+  let drawn = null;
 
   const listBox = h('div', {id: 'teams-list'});
   const suggestions = h('datalist', {id: 'teams-known-services'});
@@ -97,6 +100,40 @@ export async function render(root, params, ctx) {
     return form;
   }
 
+  /** Where the focus and what is typed in the list are, by team and control, so a redraw
+   * (after a change, or another person's, announced live) gives them back. */
+  function typedAndFocused() {
+    const keyOf = (el) => {
+      const card = el.closest('article.team');
+      return card ? `${card.dataset.team}\t${el.name || el.getAttribute('aria-label')}` : null;
+    };
+    const typed = new Map();
+    const invalid = new Set();
+    for (const input of listBox.querySelectorAll('input')) {
+      if (input.value !== (input.dataset.initial || '')) typed.set(keyOf(input), input.value);
+      if (input.getAttribute('aria-invalid')) invalid.add(keyOf(input));
+    }
+    // A refusal stays in its card until its team changes.
+    const refusals = new Map([...listBox.querySelectorAll('article.team .form-error:not([hidden])')]
+      .map((el) => [el.closest('article.team').dataset.team, [...el.childNodes]]));
+    const active = document.activeElement;
+    return {typed, invalid, refusals,
+      focused: active && listBox.contains(active) ? keyOf(active) : null};
+  }
+
+  function giveBack({typed, invalid, refusals, focused}) {
+    for (const card of listBox.querySelectorAll('article.team')) {
+      const said = refusals.get(card.dataset.team);
+      if (said) replace(card.querySelector('.form-error'), said).hidden = false;
+      for (const el of card.querySelectorAll('input, button')) {
+        const key = `${card.dataset.team}\t${el.name || el.getAttribute('aria-label')}`;
+        if (el.tagName === 'INPUT' && typed.has(key)) el.value = typed.get(key);
+        if (invalid.has(key)) el.setAttribute('aria-invalid', 'true');
+        if (key === focused) el.focus();
+      }
+    }
+  }
+
   async function load() {
     try {
       const [list, services] = await Promise.all([ctx.api('/teams'),
@@ -108,10 +145,16 @@ export async function render(root, params, ctx) {
       replace(listBox, errorBox(err, 'The teams could not be loaded'));
       return;
     }
+    // A live nudge for what this page already shows (its own change) draws nothing again.
+    const signature = JSON.stringify([teams, known]);
+    if (signature === drawn) return;
+    drawn = signature;
+    const kept = typedAndFocused();
     replace(suggestions, known.map((n) => h('option', {value: n})));
     replace(listBox, teams.length
       ? h('ul', {class: 'team-list'}, teams.map((t, i) => h('li', null, teamCard(t, i))))
       : empty(manages ? 'No team yet: create the first one above.' : 'No team yet.'));
+    giveBack(kept);
   }
 
   function teamCard(team, i) {
@@ -154,7 +197,8 @@ export async function render(root, params, ctx) {
         const added = names(input.value);
         change(team, {add: added}, error, input, `${added.join(', ')} added to ${team.name}`);
       });
-    const renameForm = oneField('name', 'Name', 'Rename', {maxlength: 200, value: team.name},
+    const renameForm = oneField('name', 'Name', 'Rename',
+      {maxlength: 200, value: team.name, dataset: {initial: team.name}},
       (input) => change(team, {name: input.value}, error, input,
         `Team ${team.name} renamed to ${input.value.trim()}`));
     const remove = h('button', {type: 'button', class: 'button button-danger'}, 'Delete team');
@@ -174,18 +218,26 @@ export async function render(root, params, ctx) {
       h('div', {class: 'actions'}, remove));
   }
 
-  /** PATCH the team; on success the list is drawn again, on a refusal it says why in place. */
+  /** PATCH the team; on success the list is drawn again with the focus back in the team's
+   * card (on its field, or on "Add a service" after a removal), on a refusal it says why. */
   async function change(team, body, error, input, done) {
+    let changed;
     try {
-      await ctx.api(`/teams/${encodeURIComponent(team.name)}`, {method: 'PATCH', body});
+      changed = await ctx.api(`/teams/${encodeURIComponent(team.name)}`, {method: 'PATCH', body});
     } catch (err) {
       refuse(error, input, err);
       return;
     }
     ctx.toast(done, 'success');
+    settle(error, ...(input ? [input] : []));
+    // What was typed is done: the field starts afresh (the new name shows in its own).
+    if (input) input.value = input.dataset.initial || '';
     await load();
+    const card = listBox.querySelector(`article.team[data-team="${CSS.escape(changed.name)}"]`);
+    const again = card && card.querySelector(`input[name="${input ? input.name : 'add'}"]`);
+    if (again) again.focus();
   }
 
-  await load();
-  return null;
+  // Teams change elsewhere too (the CLI, another person): follow them.
+  return loadAndFollow(ctx, ['teams'], load, LIVE_DEBOUNCE_MS, () => {});
 }

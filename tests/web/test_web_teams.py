@@ -1,8 +1,9 @@
 """The Teams page against a real server holding imported history of three services: a team lead
 creates a team, adds and removes services, renames it, and sees its services' DORA figures side
 by side on the DORA page; bad input (a bad or empty name, an unknown service, a name in use, a
-service twice) is said in the page and nothing is stored; a reader sees the teams without the
-controls; the page fits a 360 px phone."""
+service twice) is said in the page and nothing is stored; a reader, or an admin limited to a
+service (whom the API refuses too), sees the teams without the controls; the page fits a
+360 px phone and follows changes made elsewhere."""
 
 from __future__ import annotations
 
@@ -161,3 +162,22 @@ def test_readers_see_teams_without_controls_and_the_page_fits_a_phone(web: Web, 
     assert right <= 360
     assert sticking_out <= 0
     shot(page, "360px-reader")
+
+    # An admin limited to one service may not change teams through the API: nor here.
+    page.get_by_role("button", name="Sign out").click()
+    web.cli(
+        "user",
+        "add",
+        "shopkeeper",
+        "--password",
+        "--scope",
+        "admin",
+        "--service",
+        "shop",
+        input="shop-password-1\nshop-password-1\n",
+    )
+    signed_in(page, web, user="shopkeeper", password="shop-password-1", next="/teams")
+    expect(card.locator(".team-services li")).to_have_text(["search", "shop"])
+    expect(page.locator(".teams-readonly")).to_contain_text("no service limits")
+    expect(page.get_by_role("button", name="Create team")).to_have_count(0)
+    expect(card.get_by_role("button")).to_have_count(0)

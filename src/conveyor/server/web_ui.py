@@ -102,6 +102,7 @@ PAGES = (
     "/services/{service}/environments/{environment}",
     "/approvals",
     "/dora",
+    "/teams",
     "/incidents",
     "/inbox",
 )

@@ -13,13 +13,14 @@ const ROUTES = [
   [/^\/services\/([^/]+)\/environments\/([^/]+)$/, 'environment', ['service', 'env']],
   [/^\/approvals$/, 'approvals', []],
   [/^\/dora$/, 'dora', []],
+  [/^\/teams$/, 'teams', []],
   [/^\/incidents$/, 'incidents', []],
   [/^\/inbox$/, 'inbox', []],
   [/^\/signin$/, 'signin', []],
 ];
 const TITLES = {
   overview: 'Overview', run: 'Run', release: 'Release', environment: 'Environment',
-  approvals: 'Approvals', dora: 'DORA', incidents: 'Incidents', inbox: 'Inbox',
+  approvals: 'Approvals', dora: 'DORA', teams: 'Teams', incidents: 'Incidents', inbox: 'Inbox',
   signin: 'Sign in',
 };
 

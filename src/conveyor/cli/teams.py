@@ -58,10 +58,17 @@ def _change(name: str, change: dict[str, Any]) -> dict[str, Any]:
     if client.http:
         changed: dict[str, Any] = client.http._call("PATCH", f"/teams/{name}", json=change)
         return changed
-    from conveyor.server.teams import TeamChange, apply_change
+    from conveyor.metrics.teams import change_team
 
     assert client.store is not None
-    return apply_change(client.store, name, TeamChange(**change), client.actor)
+    return change_team(
+        client.store,
+        name,
+        new_name=change.get("name"),
+        add=change.get("add", ()),
+        remove=change.get("remove", ()),
+        by=client.actor,
+    )
 
 
 @team.command("add")

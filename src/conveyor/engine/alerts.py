@@ -28,7 +28,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from sqlalchemy import select
@@ -80,14 +80,7 @@ class AlertOutcome:
     reason: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "fingerprint": self.fingerprint,
-            "alert": self.alert,
-            "status": self.status,
-            "outcome": self.outcome,
-            "incident": self.incident,
-            "reason": self.reason,
-        }
+        return asdict(self)
 
 
 def record_alerts(

@@ -40,8 +40,25 @@ Admin = Annotated[Identity, Depends(require("admin"))]
 STREAM_POLL_SECONDS = 0.5
 
 
+# What the routes that show or queue a run answer: the run, as shown on its own.
+_ANSWERS_RUN: dict[str, Any] = {
+    "tags": ["runs"],
+    "response_model": schemas.RunDetail,
+    "responses": ERRORS | errors(404),
+}
+
+
 def _state(request: Request) -> Any:
     return request.app.state.conveyor
+
+
+def _check_run(request: Request, identity: Identity, run_id: int, action: str) -> Any:
+    """The store, once the caller may `action` run `run_id` and the run exists (404 if not)."""
+    store = _state(request).store
+    scoping.check(identity, scoping.of_run(store, run_id), action=action)
+    with store.session() as session:
+        queries.load_run(session, run_id)
+    return store
 
 
 @router.get("/health", tags=["server"], response_model=schemas.Health)
@@ -151,13 +168,7 @@ def list_runs(
     return queries.list_runs(_state(request).store, service=service, status=status, limit=limit)
 
 
-@router.post(
-    "/runs",
-    status_code=201,
-    tags=["runs"],
-    response_model=schemas.RunDetail,
-    responses=ERRORS | errors(404),
-)
+@router.post("/runs", status_code=201, **_ANSWERS_RUN)
 def trigger_run(request: Request, body: RunIn, identity: Trigger) -> dict[str, Any]:
     """Queue a run of the service's pipeline for a commit, branch or tag."""
     scoping.check(identity, body.service, action="trigger")
@@ -181,12 +192,7 @@ def trigger_run(request: Request, body: RunIn, identity: Trigger) -> dict[str, A
     return queries.run_detail(state.store, queued.run_id)
 
 
-@router.get(
-    "/runs/{run_id}",
-    tags=["runs"],
-    response_model=schemas.RunDetail,
-    responses=ERRORS | errors(404),
-)
+@router.get("/runs/{run_id}", **_ANSWERS_RUN)
 def show_run(request: Request, run_id: int, _: Reader) -> dict[str, Any]:
     return queries.run_detail(_state(request).store, run_id)
 
@@ -198,10 +204,7 @@ def show_run(request: Request, run_id: int, _: Reader) -> dict[str, Any]:
     responses=ERRORS | errors(404),
 )
 def cancel_run(request: Request, run_id: int, identity: Trigger) -> dict[str, Any]:
-    store = _state(request).store
-    scoping.check(identity, scoping.of_run(store, run_id), action="cancel")
-    with store.session() as session:
-        queries.load_run(session, run_id)
+    store = _check_run(request, identity, run_id, "cancel")
     previous = request_cancel(store, run_id, by=identity.name)
     return {"run": run_id, "was": previous.value, "jobs": queries.job_count(store, run_id)}
 
@@ -210,20 +213,11 @@ class RerunIn(BaseModel):
     failed_only: bool = False
 
 
-@router.post(
-    "/runs/{run_id}/rerun",
-    status_code=201,
-    tags=["runs"],
-    response_model=schemas.RunDetail,
-    responses=ERRORS | errors(404),
-)
+@router.post("/runs/{run_id}/rerun", status_code=201, **_ANSWERS_RUN)
 def rerun(request: Request, run_id: int, body: RerunIn, identity: Trigger) -> dict[str, Any]:
     """Run the same commit again: every job, or only those that did not succeed (the others
     keep their results and artifacts)."""
-    store = _state(request).store
-    scoping.check(identity, scoping.of_run(store, run_id), action="rerun")
-    with store.session() as session:
-        queries.load_run(session, run_id)
+    store = _check_run(request, identity, run_id, "rerun")
     new_id = create_rerun(
         store, run_id, failed_only=body.failed_only, trigger=f"rerun:{identity.name}"
     )

@@ -50,6 +50,17 @@ for _tag, _pattern, _first in [
     _Loader.add_implicit_resolver(_tag, re.compile(rf"^(?:{_pattern})$"), _first)
 
 
+@dataclass(frozen=True)
+class BlockScalar:
+    """A literal (`|`) or folded (`>`) scalar: where its text was written, so the lines of
+    the text can be read from the source as they were typed (1-based, inclusive)."""
+
+    path: KeyPath
+    style: str
+    first_line: int
+    last_line: int
+
+
 @dataclass
 class Document:
     """The converted data plus where each path was written (1-based line, column)."""
@@ -59,6 +70,7 @@ class Document:
     values: dict[KeyPath, Position] = field(default_factory=dict)
     keys: dict[KeyPath, Position] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
+    blocks: list[BlockScalar] = field(default_factory=list)
     #: True when the text could not be turned into data at all (syntax error, alias bomb).
     fatal: bool = False
 
@@ -149,6 +161,8 @@ class _Converter:
         self.count = 0
         # Nodes being converted right now: meeting one again means a recursive alias.
         self.active: set[int] = set()
+        # Block scalars recorded once, at their first path, however often aliases repeat them.
+        self.blocks: set[int] = set()
 
     def convert(self, node: Node, path: KeyPath, depth: int) -> object:
         self.count += 1
@@ -162,6 +176,14 @@ class _Converter:
             )
         self.doc.values[path] = _pos(node)
         if isinstance(node, ScalarNode):
+            if node.style in ("|", ">") and id(node) not in self.blocks:
+                self.blocks.add(id(node))
+                # The text starts on the line after the `|`; the end mark sits at the start of
+                # the first line after it, or on the last line when the file ends there.
+                end = node.end_mark
+                last = end.line + 1 if end.column else end.line
+                block = BlockScalar(path, node.style, node.start_mark.line + 2, last)
+                self.doc.blocks.append(block)
             return self._scalar(node, path)
         if id(node) in self.active:
             self._add(path, "an alias refers to the value that contains it", _pos(node))

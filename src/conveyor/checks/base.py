@@ -95,11 +95,17 @@ class CheckOptions(Options):
 
 class RepeatedCheck(CheckOptions):
     """A check tried every `interval` until it passes `successes` times in a row, or `within`
-    runs out (http, command, tcp)."""
+    runs out, or (with `failures`) fails that many times in a row (http, command, tcp)."""
 
     within: Duration = Field(30.0, description="Give up (unhealthy) after this long.")
     interval: Duration = Field(1.0, description="Time between attempts.")
     successes: int = Field(1, ge=1, description="Consecutive passing attempts needed.")
+    failures: int | None = Field(
+        None,
+        ge=1,
+        description="Fail fast: unhealthy after this many failed attempts in a row, without "
+        "waiting for `within`. Default: keep trying until `within` runs out.",
+    )
 
     def for_monitoring(self, interval: float) -> Self:
         """One attempt, no longer than the monitor's interval."""

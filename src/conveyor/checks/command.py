@@ -71,7 +71,8 @@ async def command_check(
     sandbox: Sandbox | None = None,
 ) -> CheckResult:
     """Run ``bash -c check.run`` every ``interval`` until ``successes`` runs in a row exit 0
-    (PASS) or ``within`` runs out (FAIL, with the last failing run's output tail).
+    (PASS) or ``within`` runs out or ``failures`` runs in a row fail (FAIL, with the last failing
+    run's output tail).
 
     The command comes from the user's own repository, which is why it runs through a shell at
     all, and in ``sandbox`` (default: the server's) with ``cwd`` as its only writable folder
@@ -116,11 +117,13 @@ async def command_check(
             if streak.passed():
                 break
         else:
-            if result.timed_out:
-                streak.failed(f"command still running after {format_seconds(check.within)}")
-            else:
-                streak.failed(f"command {describe_exit(result, None)}")
             last_output = output_tail(lines)
+            if result.timed_out:
+                failure = f"command still running after {format_seconds(check.within)}"
+            else:
+                failure = f"command {describe_exit(result, None)}"
+            if streak.failed(failure):
+                break
         next_at = run_started + check.interval
         if next_at >= deadline:
             break

@@ -98,6 +98,25 @@ def test_an_environment_key_inside_the_start_command_names_the_environment() -> 
     ]
 
 
+def test_a_block_merged_from_an_anchor_is_judged_where_it_is_used() -> None:
+    found = problems("""
+        service: shop
+        x-build: &build
+          run: |
+            make
+            needs: [lint]
+        jobs:
+          lint: {run: ruff check .}
+          build:
+            <<: *build
+    """)
+    assert found == [
+        "conveyor.yml:5:5: jobs.build.run: `needs:` is inside the `run: |` block of job build "
+        "(indented like the script), so it is run as a line of the script — if it is a key of "
+        "job build, indent it like `run:`"
+    ]
+
+
 def test_shell_lines_with_colons_are_scripts_not_keys() -> None:
     """Every line here is ordinary shell; the YAML in the heredoc and the quoted string is
     content the script writes, and `env:` values are free text."""

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from conveyor.spec.problems import Finding, KeyPath, format_path
-from conveyor.spec.yamlpos import BlockScalar, Document
+from conveyor.spec.yamlpos import Document
 
 __all__ = ["KeysAt", "misplaced_keys"]
 
@@ -37,7 +37,7 @@ _WORD_BREAK = " \t;|&()"
 
 @dataclass(frozen=True)
 class _KeyLine:
-    offset: int  # line of the block, from 0
+    line: int  # of the file, from 1
     key: str
     dash: bool  # written `- key:`, as the first key of a list item
     indent: int
@@ -56,24 +56,27 @@ def misplaced_keys(text: str, doc: Document, keys_at: KeysAt) -> list[Finding]:
     lines = _LINE_BREAK.split(text)
     findings: list[Finding] = []
     for block in doc.blocks:
-        if not block.path or not isinstance(block.path[-1], str):
-            continue  # an item of a list of strings, not a keyed script
-        owners = _owners(block.path, keys_at)
-        if not owners or owners[0].path != block.path[:-1]:
-            continue  # inside `env:` or another free-form mapping: any text may be meant
+        # A block written under `x-*` and merged into a job is judged where it is used.
+        placed = ((p, _owners(p, keys_at)) for p in block.paths)
+        path, owners = next(((p, o) for p, o in placed if o), ((), []))
+        if not owners:
+            continue  # in `env:` or another free-form mapping, or a list: any text is meant
         script = lines[block.first_line - 1 : block.last_line]
         indents = [len(line) - len(line.lstrip(" ")) for line in script if line.strip()]
         if not indents:
             continue
-        for found in _key_lines(script):
-            finding = _finding(block, found, owners, doc, script_indent=indents[0])
+        for found in _key_lines(script, block.first_line):
+            finding = _finding(block.style, path, found, owners, script_indent=indents[0])
             if finding is not None:
                 findings.append(finding)
     return findings
 
 
 def _owners(path: KeyPath, keys_at: KeysAt) -> list[_Owner]:
-    """The modelled mappings around the value at ``path``, innermost first."""
+    """The modelled mappings around the value at ``path``, innermost first; none unless the
+    value is itself a key of a modelled mapping."""
+    if not path or not isinstance(path[-1], str) or keys_at(path[:-1]) is None:
+        return []
     owners = []
     for end in range(len(path) - 1, -1, -1):
         keys = keys_at(path[:end])
@@ -83,7 +86,11 @@ def _owners(path: KeyPath, keys_at: KeysAt) -> list[_Owner]:
 
 
 def _finding(
-    block: BlockScalar, found: _KeyLine, owners: list[_Owner], doc: Document, script_indent: int
+    style: str,
+    path: KeyPath,
+    found: _KeyLine,
+    owners: list[_Owner],
+    script_indent: int,
 ) -> Finding | None:
     if found.dash:
         # `- name:` starts an item of a list: only a list item around the block can mean it.
@@ -95,23 +102,22 @@ def _finding(
         owner = next((o for o in owners if found.key in o.keys), None)
     if owner is None:
         return None
-    key = str(block.path[-1])
+    key = str(path[-1])
     written = f"{'- ' if found.dash else ''}{found.key}:"
     depth = "like the script" if found.indent <= script_indent else "deeper than the script"
     message = (
-        f"`{written}` is inside the `{key}: {block.style}` block of {_name(block.path[:-1], doc)} "
+        f"`{written}` is inside the `{key}: {style}` block of {_name(path[:-1])} "
         f"(indented {depth}), so it is run as a line of the script"
     )
     if found.dash:
         items = str(owner.path[-2])
         hint = f"if it starts another entry of `{items}:`, indent its `-` like this entry's"
     else:
-        hint = f"if it is a key of {_name(owner.path, doc)}, indent it like `{owner.child}:`"
-    line = block.first_line + found.offset
-    return Finding(block.path, message, hint, (line, found.indent + 1))
+        hint = f"if it is a key of {_name(owner.path)}, indent it like `{owner.child}:`"
+    return Finding(path, message, hint, (found.line, found.indent + 1))
 
 
-def _name(path: KeyPath, doc: Document) -> str:
+def _name(path: KeyPath) -> str:
     """How a person calls the mapping at ``path``: "job build", "step 2 of job build"."""
     match path:
         case ():
@@ -129,8 +135,9 @@ def _name(path: KeyPath, doc: Document) -> str:
     return f"`{format_path(path)}`"
 
 
-def _key_lines(script: list[str]) -> Iterator[_KeyLine]:
-    """Lines that start a shell command and read as `key:` (or `- key:`)."""
+def _key_lines(script: list[str], first_line: int) -> Iterator[_KeyLine]:
+    """Lines that start a shell command and read as `key:` (or `- key:`); the script's first
+    line is line ``first_line`` of the file."""
     quote: str | None = None  # the quote of a string still open at the end of a line
     heredocs: list[str] = []  # terminators of the heredocs being read, in order
     continued = False  # the previous line ended with a backslash
@@ -149,7 +156,8 @@ def _key_lines(script: list[str]) -> Iterator[_KeyLine]:
         if quote is None and not continued:
             match = _KEY_LINE.match(stripped)
             if match:
-                yield _KeyLine(offset, match.group("key"), match.group("dash") is not None, indent)
+                dash = match.group("dash") is not None
+                yield _KeyLine(first_line + offset, match.group("key"), dash, indent)
                 value_of = indent
                 continue
         quote, started = _scan(line, quote)

@@ -12,41 +12,9 @@ import pytest
 
 from tests.conftest import Conveyor, GitRepo
 from tests.delivery.harness import delivery, pipeline
+from tests.targets.test_target_process_data import NOTEBOOK
 
 pytestmark = pytest.mark.integration
-
-# Each start is recorded in the database; `/` lists them, `/healthz` answers as HEALTHY says.
-APP = """\
-import http.server, os, pathlib, sqlite3
-
-VERSION = pathlib.Path("VERSION").read_text().strip()
-HEALTHY = pathlib.Path("HEALTHY").read_text().strip() == "yes"
-DATABASE = os.path.join(os.environ["CONVEYOR_DATA_DIR"], "app.db")
-
-with sqlite3.connect(DATABASE) as db:
-    db.execute("CREATE TABLE IF NOT EXISTS starts (version TEXT)")
-    db.execute("INSERT INTO starts VALUES (?)", (VERSION,))
-
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        if self.path == "/healthz":
-            code, body = (200, b"ok") if HEALTHY else (500, b"Internal Server Error")
-        else:
-            with sqlite3.connect(DATABASE) as db:
-                rows = db.execute("SELECT version FROM starts ORDER BY rowid").fetchall()
-            code, body = 200, " ".join(row[0] for row in rows).encode()
-        self.send_response(code)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
-"""
 
 PRODUCTION = """
 production:
@@ -59,7 +27,7 @@ def release(repo: GitRepo, conveyor: Conveyor, version: str, *, healthy: bool) -
     repo.commit(
         version,
         {
-            "app.py": APP,
+            "app.py": NOTEBOOK,
             "VERSION": version,
             "HEALTHY": "yes" if healthy else "no",
             "conveyor.yml": pipeline(PRODUCTION),
@@ -84,7 +52,7 @@ def test_the_database_survives_a_failed_deploy_and_its_rollback(
             production = h.env("production")
             assert production["version"].startswith("r1-")
             # v2 started and wrote its row, then v1 came back and read both.
-            assert (await h.get(url)).text == "v1 v2 v1"
+            assert (await h.get(url)).text.splitlines() == ["v1", "v2", "v1"]
             _first, failed, rollback = h.deployments("production")
             assert failed["status"] == "rolled_back"
             assert "GET /healthz → 500 (expected 200)" in failed["reason"]
@@ -92,5 +60,5 @@ def test_the_database_survives_a_failed_deploy_and_its_rollback(
             assert (rollback["kind"], rollback["status"]) == ("rollback", "succeeded")
 
     asyncio.run(asyncio.wait_for(scenario(), 100))
-    database = conveyor.home / "deploy" / "shop" / "production" / "data" / "app.db"
+    database = conveyor.home / "deploy" / "shop" / "production" / "data" / "notebook.db"
     assert database.is_file()

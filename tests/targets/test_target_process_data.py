@@ -18,37 +18,41 @@ from tests.targets.test_target_process import (
     run,
 )
 
-# Each release records that it started in the database, then serves everything recorded so far.
+# Each start of a release is recorded in the database; `/` lists them, one version a line, and
+# `/healthz` answers 200, or 500 when a HEALTHY file says "no" (tests/delivery uses it too).
 NOTEBOOK = """
     import os, pathlib, sqlite3
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
 
     VERSION = pathlib.Path("VERSION").read_text().strip()
+    HEALTHY = pathlib.Path("HEALTHY")
     DATABASE = os.path.join(os.environ["CONVEYOR_DATA_DIR"], "notebook.db")
 
     with sqlite3.connect(DATABASE) as db:
         db.execute("CREATE TABLE IF NOT EXISTS starts (version TEXT)")
         db.execute("INSERT INTO starts VALUES (?)", (VERSION,))
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/healthz":
+            ok = not HEALTHY.exists() or HEALTHY.read_text().strip() == "yes"
+            status, body = ("200 OK", "ok") if ok else ("500 Internal Server Error", "broken")
+        else:
             with sqlite3.connect(DATABASE) as db:
                 rows = db.execute("SELECT version FROM starts ORDER BY rowid").fetchall()
-            body = "\\n".join([DATABASE] + [row[0] for row in rows]).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            status, body = "200 OK", "\\n".join(row[0] for row in rows)
+        start_response(status, [("Content-Type", "text/plain")])
+        return [body.encode()]
 
+    class Quiet(WSGIRequestHandler):
         def log_message(self, *args):
             pass
 
-    ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+    make_server("127.0.0.1", int(os.environ["PORT"]), app, handler_class=Quiet).serve_forever()
 """
 
 
 async def notebook(url: str | None) -> list[str]:
-    """What the release at ``url`` reads from its database: its path, then the starts."""
+    """The starts the release at ``url`` reads from its database."""
     assert url is not None
     response = await get(url)
     assert response.status_code == 200, response.text
@@ -58,26 +62,26 @@ async def notebook(url: str | None) -> list[str]:
 def test_the_database_in_the_data_dir_survives_deploys_and_a_rollback(tmp_path: Path) -> None:
     env = Env(tmp_path)
     a, b = release(tmp_path, 1, NOTEBOOK), release(tmp_path, 2, NOTEBOOK)
-    database = str(env.ctx.state_dir / "data" / "notebook.db")
 
     async def scenario() -> None:
         target = env.target()
         try:
             first = await target.deploy(a, None)
-            assert await notebook(first.url) == [database, a.version]
+            assert await notebook(first.url) == [a.version]
 
             second = await target.deploy(b, first)
             await target.switch(second, first)
             # Release 2 reads what release 1 wrote.
-            assert await notebook(second.url) == [database, a.version, b.version]
+            assert await notebook(second.url) == [a.version, b.version]
 
             back = await target.rollback(second, a, None)
-            assert await notebook(back.url) == [database, a.version, b.version, a.version]
+            assert await notebook(back.url) == [a.version, b.version, a.version]
         finally:
             await target.close()
 
     run(scenario())
-    # The release folders hold no database: only the data folder does.
+    # The database is in the data folder; the release folders hold none.
+    assert (env.ctx.state_dir / "data" / "notebook.db").is_file()
     assert not list(a.root.glob("*.db"))
     assert not list(b.root.glob("*.db"))
 
@@ -112,9 +116,7 @@ def test_each_environment_has_a_data_dir_of_its_own(tmp_path: Path) -> None:
                 await target.close()
         return seen
 
-    in_staging, in_production = run(scenario())
-    assert in_staging == [str(staging.ctx.state_dir / "data" / "notebook.db"), bundles[0].version]
-    assert in_production == [
-        str(production.ctx.state_dir / "data" / "notebook.db"),
-        bundles[1].version,
-    ]
+    # One start each: neither environment sees the other's database.
+    assert run(scenario()) == [[bundles[0].version], [bundles[1].version]]
+    for env in (staging, production):
+        assert (env.ctx.state_dir / "data" / "notebook.db").is_file()

@@ -16,7 +16,7 @@ from conveyor.checks.base import Outcome
 from conveyor.checks.command import CommandCheck, command_check
 from conveyor.checks.health import run_health
 from conveyor.checks.http import HttpCheck, http_check
-from conveyor.spec import PipelineError, parse_pipeline
+from conveyor.spec import PipelineError, explain_pipeline, parse_pipeline
 from conveyor.spec.models import Health
 from tests.prometheus import Reply, StubServer, replies
 
@@ -107,6 +107,9 @@ def test_failures_is_read_from_the_pipeline_file() -> None:
     http = health.configured()["http"]
     assert isinstance(http, HttpCheck)
     assert http.failures == 2
+    assert "GET /healthz expects 200 within 30s, failing after 2 failures in a row" in (
+        explain_pipeline(pipeline)
+    )
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "many"])

@@ -16,6 +16,7 @@ from pydantic import Field
 
 from conveyor.extensions import Extension, Kind, Options
 from conveyor.sandbox import Sandbox
+from conveyor.spec.durations import format_duration
 from conveyor.spec.fields import Duration
 
 __all__ = [
@@ -106,6 +107,13 @@ class RepeatedCheck(CheckOptions):
         description="Fail fast: unhealthy after this many failed attempts in a row, without "
         "waiting for `within`. Default: keep trying until `within` runs out.",
     )
+
+    def window(self) -> str:
+        """How long the check may take, for `conveyor explain`: "within 30 s"."""
+        text = f"within {format_duration(self.within)}"
+        if self.failures is not None:
+            text += f", failing after {self.failures} failures in a row"
+        return text
 
     def for_monitoring(self, interval: float) -> Self:
         """One attempt, no longer than the monitor's interval."""

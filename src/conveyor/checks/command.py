@@ -21,7 +21,6 @@ from conveyor.checks.http import Streak, format_seconds
 from conveyor.errors import ConveyorError
 from conveyor.proc import ProcessResult, run_process
 from conveyor.sandbox import Sandbox, default_sandbox
-from conveyor.spec.durations import format_duration
 from conveyor.spec.fields import Command
 
 __all__ = ["EXTENSION", "CommandCheck", "command_check", "describe_exit", "output_tail"]
@@ -33,7 +32,7 @@ class CommandCheck(RepeatedCheck):
     run: Command = Field(description="Command to run; exit status 0 means healthy.")
 
     def explain(self) -> str:
-        return f"`{self.run.strip()}` within {format_duration(self.within)}"
+        return f"`{self.run.strip()}` {self.window()}"
 
 
 # A health script's output matters for its last few lines ("connection refused", "0 replicas

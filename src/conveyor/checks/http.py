@@ -23,7 +23,6 @@ import httpx
 from pydantic import AfterValidator, Field, field_validator
 
 from conveyor.checks.base import CheckContext, CheckResult, Outcome, RepeatedCheck, check
-from conveyor.spec.durations import format_duration
 from conveyor.spec.fields import Duration, check_regex, user_error
 from conveyor.spec.problems import describe
 
@@ -54,7 +53,7 @@ class HttpCheck(RepeatedCheck):
         text = f"GET {self.path} expects {self.expect}"
         if self.body:
             text += f" and body ~ /{self.body}/"
-        return text + f" within {format_duration(self.within)}"
+        return f"{text} {self.window()}"
 
 
 # Enough of a body to match a regular expression against; a health endpoint that sends more is

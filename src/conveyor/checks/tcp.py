@@ -15,7 +15,6 @@ from pydantic import Field
 
 from conveyor.checks.base import CheckContext, CheckResult, Outcome, RepeatedCheck, check
 from conveyor.checks.http import Streak, describe_error, format_seconds
-from conveyor.spec.durations import format_duration
 from conveyor.spec.fields import Duration
 
 __all__ = ["EXTENSION", "TcpCheck", "tcp_check"]
@@ -34,7 +33,7 @@ class TcpCheck(RepeatedCheck):
 
     def explain(self) -> str:
         where = f"{self.host or '<deployment>'}:{self.port or '<deployment port>'}"
-        return f"connect to {where} within {format_duration(self.within)}"
+        return f"connect to {where} {self.window()}"
 
 
 def _address(options: TcpCheck, base_url: str | None) -> tuple[str, int] | None:

@@ -7,7 +7,8 @@ command runs under bubblewrap in namespaces of its own:
 - a private mount tree with only /usr, /etc (and the /bin, /lib... links into /usr) read-only, a
   new /dev, a new /proc (new pid namespace: the server's processes are not there), a private
   /tmp and /dev/shm, and one writable folder, bound at its own path: the job's workspace or the
-  release's folder. The network is shared: tests listen on 127.0.0.1 and releases serve there.
+  release's folder (a release also gets its environment's data folder, $CONVEYOR_DATA_DIR).
+  The network is shared: tests listen on 127.0.0.1 and releases serve there.
 - as root, the command runs as nobody (65534) after bubblewrap has set everything up, so files
   of the machine that only root may read stay unreadable; the writable folder is given to nobody
   first. Run by another user, the command keeps that user's id inside a user namespace.

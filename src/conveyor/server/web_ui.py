@@ -97,6 +97,7 @@ def signin(request: Request) -> Response:
 # The UI's pages: each is index.html (for a signed-in user), and the page's router draws it.
 PAGES = (
     "/",
+    "/runs",
     "/runs/{run_id}",
     "/releases/{release_id}",
     "/services/{service}/environments/{environment}",

@@ -8,6 +8,7 @@ export {ApiError};
 
 const ROUTES = [
   [/^\/$/, 'overview', []],
+  [/^\/runs$/, 'runs', []],
   [/^\/runs\/([^/]+)$/, 'run', ['id']],
   [/^\/releases\/([^/]+)$/, 'release', ['id']],
   [/^\/services\/([^/]+)\/environments\/([^/]+)$/, 'environment', ['service', 'env']],
@@ -19,9 +20,9 @@ const ROUTES = [
   [/^\/signin$/, 'signin', []],
 ];
 const TITLES = {
-  overview: 'Overview', run: 'Run', release: 'Release', environment: 'Environment',
-  approvals: 'Approvals', dora: 'DORA', teams: 'Teams', incidents: 'Incidents', inbox: 'Inbox',
-  signin: 'Sign in',
+  overview: 'Overview', runs: 'Runs', run: 'Run', release: 'Release',
+  environment: 'Environment', approvals: 'Approvals', dora: 'DORA', teams: 'Teams',
+  incidents: 'Incidents', inbox: 'Inbox', signin: 'Sign in',
 };
 
 const main = document.getElementById('main');

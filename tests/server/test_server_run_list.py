@@ -1,5 +1,6 @@
-"""GET /runs as the runs page uses it: real runs of real commits (two services, two branches,
-two authors) narrowed by branch, author, time and a search of the subject or sha, paged by
+"""GET /runs and GET /releases as the list pages use them: real runs of real commits (two
+services, two branches, two authors) narrowed by branch, author, time and a search of the
+subject or sha, releases by the environment they served in (a real deployment), both paged by
 `before`, and bad parameters refused with a clear JSON error."""
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import GitRepo
-from tests.server.conftest import Api, Serve
+from tests.delivery.harness import APP, HEALTH, stop_released_processes
+from tests.server.conftest import Api, Serve, until
 from tests.server.test_server_api import assert_error, pipeline
 
 
@@ -106,3 +108,90 @@ def test_runs_are_narrowed_by_branch_author_time_and_search_and_paged(
         await refused({"author": "x" * 201}, "author")
 
     serve(body)
+
+
+STAGED = f"""\
+service: shop
+jobs:
+  test:
+    run: "true"
+environments:
+  staging:
+    deploy: {{ target: process, start: python3 app.py }}
+    {HEALTH}
+"""
+
+
+def test_releases_are_narrowed_by_service_environment_time_and_search_and_paged(
+    serve: Serve, repo: GitRepo, tmp_path: Path
+) -> None:
+    commit_by(
+        repo,
+        "Grace Hopper <grace@example.com>",
+        "Ship the shop",
+        {"app.py": APP, "VERSION": "v1", "HEALTHY": "yes", "conveyor.yml": STAGED},
+    )
+    blog = GitRepo(tmp_path / "blog")
+    blog.path.mkdir()
+    blog.git("init", "-q", "-b", "main")
+    first = commit_by(
+        blog,
+        "Ada Lovelace <ada@example.com>",
+        "Start the blog",
+        pipeline("blog", "  check:\n    run: 'true'\n"),
+    )
+    second = commit_by(blog, "Ada Lovelace <ada@example.com>", "Add an about page", {})
+
+    async def body(api: Api) -> None:
+        await api.register("shop", repo.path)
+        await api.register("blog", tmp_path / "blog")
+        before_any = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+        for service, rev in (("shop", "HEAD"), ("blog", first), ("blog", second)):
+            run = await api.trigger(service, rev, ref="refs/heads/main")
+            assert (await api.wait_run(run["id"]))["status"] == "succeeded"
+
+        async def listed(**params: Any) -> list[tuple[str, str | None]]:
+            r = await api.get("/releases", params=params)
+            assert r.status_code == 200, r.text
+            return [(release["service"], release["subject"]) for release in r.json()]
+
+        shop, start, about = (
+            ("shop", "Ship the shop"),
+            ("blog", "Start the blog"),
+            (
+                "blog",
+                "Add an about page",
+            ),
+        )
+        assert await listed() == [about, start, shop]
+        assert await listed(service="blog") == [about, start]
+
+        async def staged() -> list[tuple[str, str | None]]:
+            return await listed(environment="staging")
+
+        assert await until(staged, 30, "the shop's release to serve in staging") == [shop]
+        assert await listed(environment="production") == []
+        assert await listed(author="lovelace") == [about, start]
+        assert await listed(q="about") == [about]
+        assert await listed(q=second[:10]) == [about]
+        assert await listed(branch="main", service="shop") == [shop]
+        assert await listed(since=before_any.isoformat()) == [about, start, shop]
+        later = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()
+        assert await listed(since=later) == []
+        ids = [r["id"] for r in (await api.get("/releases")).json()]
+        assert await listed(limit=1, before=ids[0]) == [start]
+        assert await listed(limit=5, before=ids[-1]) == []
+
+        async def refused(params: dict[str, Any], *words: str) -> None:
+            r = await api.get("/releases", params=params)
+            assert_error(r, 422, "invalid_request", *words)
+
+        await refused({"before": -1}, "before")
+        await refused({"since": "2026-12-01 10:00"}, "since", "timezone")
+        await refused({"environment": "e" * 201}, "environment")
+        await refused({"limit": 0}, "limit")
+
+    try:
+        serve(body)
+    finally:
+        stop_released_processes(tmp_path / "home")

@@ -158,12 +158,7 @@ class RunIn(BaseModel):
     )
 
 
-@router.get("/runs", tags=["runs"], response_model=list[schemas.RunSummary], responses=ERRORS)
-def list_runs(
-    request: Request,
-    _: Reader,
-    service: Annotated[str | None, Query(max_length=200)] = None,
-    status: RunStatus | None = None,
+def _run_filter(
     branch: Annotated[
         str | None, Query(max_length=500, description="A branch name, or a whole ref.")
     ] = None,
@@ -171,20 +166,31 @@ def list_runs(
         str | None, Query(max_length=200, description="Part of the commit author's name.")
     ] = None,
     since: Annotated[
-        AwareDatetime | None, Query(description="Runs queued at or after this time.")
+        AwareDatetime | None,
+        Query(description="Made (a run queued, a release built) at or after this time."),
     ] = None,
     q: Annotated[
         str | None,
         Query(max_length=200, description="Part of the commit's subject, or a sha prefix."),
     ] = None,
     before: Annotated[
-        int | None,
-        Query(ge=1, description="Only runs older than this run id: the last id of a page."),
+        int | None, Query(ge=1, description="Only older ones than this id: a page's last id.")
     ] = None,
+) -> queries.RunFilter:
+    """The filters GET /runs and GET /releases share, as query parameters."""
+    return queries.RunFilter(branch=branch, author=author, since=since, search=q, before=before)
+
+
+@router.get("/runs", tags=["runs"], response_model=list[schemas.RunSummary], responses=ERRORS)
+def list_runs(
+    request: Request,
+    _: Reader,
+    narrow: Annotated[queries.RunFilter, Depends(_run_filter)],
+    service: Annotated[str | None, Query(max_length=200)] = None,
+    status: RunStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
 ) -> list[dict[str, Any]]:
     """The newest runs first. Page with `before` (the last id of the page before)."""
-    narrow = queries.RunFilter(branch=branch, author=author, since=since, search=q, before=before)
     return queries.list_runs(
         _state(request).store, service=service, status=status, limit=limit, narrow=narrow
     )
@@ -393,10 +399,22 @@ def download_artifact(request: Request, digest: str, _: Reader) -> FileResponse:
 def list_releases(
     request: Request,
     _: Reader,
-    service: str | None = None,
+    narrow: Annotated[queries.RunFilter, Depends(_run_filter)],
+    service: Annotated[str | None, Query(max_length=200)] = None,
+    environment: Annotated[
+        str | None,
+        Query(max_length=200, description="Only releases that served users in it."),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
 ) -> list[dict[str, Any]]:
-    return queries.list_releases(_state(request).store, service=service, limit=limit)
+    """The newest releases first. Page with `before` (the last id of the page before)."""
+    return queries.list_releases(
+        _state(request).store,
+        service=service,
+        limit=limit,
+        narrow=narrow,
+        environment=environment,
+    )
 
 
 @router.get(

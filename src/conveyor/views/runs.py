@@ -16,7 +16,7 @@ from conveyor.errors import NotFound
 from conveyor.events import EventType
 from conveyor.states import RunStatus
 from conveyor.store.db import Store, get_or_not_found
-from conveyor.store.models import Artifact, Event, Job, LogLine, Release, Run
+from conveyor.store.models import Artifact, Deployment, Event, Job, LogLine, Release, Run
 from conveyor.views.filters import filtered
 
 
@@ -54,7 +54,11 @@ class RunFilter:
     # Keyset paging: only runs older than this one (the last id of the page before).
     before: int | None = None
 
-    def conditions(self) -> list[ColumnElement[bool]]:
+    def conditions(
+        self, order: Any = Run.id, made: Any = Run.created_at
+    ) -> list[ColumnElement[bool]]:
+        """The conditions on Run (joined); `order` is the listed rows' id (`before` pages by
+        it) and `made` their time (`since`): a release's own, for a list of releases."""
         found: list[ColumnElement[bool]] = []
         if self.branch:
             # A branch name, or a whole ref (refs/tags/v1) for anything else.
@@ -65,13 +69,13 @@ class RunFilter:
                 Run.commit["author_name"].as_string().icontains(self.author, autoescape=True)
             )
         if self.since is not None:
-            found.append(Run.created_at >= self.since)
+            found.append(made >= self.since)
         if self.search:
             subject = Run.commit["subject"].as_string().icontains(self.search, autoescape=True)
             # A sha prefix as people copy it, in either case.
             found.append(or_(subject, Run.sha.startswith(self.search.lower(), autoescape=True)))
         if self.before is not None:
-            found.append(Run.id < self.before)
+            found.append(order < self.before)
         return found
 
 
@@ -340,11 +344,27 @@ def release_summary(release: Release) -> dict[str, Any]:
 
 
 def list_releases(
-    store: Store, *, service: str | None = None, limit: int = 20
+    store: Store,
+    *,
+    service: str | None = None,
+    limit: int = 20,
+    narrow: RunFilter = RunFilter(),
+    environment: str | None = None,
 ) -> list[dict[str, Any]]:
+    """The newest releases first, at most `limit`; `narrow` filters by the run that built each
+    (since: the release's own time), `environment` keeps those that served users there."""
     with store.session() as session:
-        query = select(Release).order_by(Release.id.desc()).limit(limit)
-        query = filtered(query, service=service)
+        query = filtered(select(Release), service=service)
+        query = query.join(Run, Release.run_id == Run.id).where(
+            *narrow.conditions(order=Release.id, made=Release.created_at)
+        )
+        if environment:
+            served = select(Deployment.release_id).where(
+                Deployment.environment == environment,
+                or_(Deployment.served_at.is_not(None), Deployment.status == "succeeded"),
+            )
+            query = query.where(Release.id.in_(served))
+        query = query.order_by(Release.id.desc()).limit(limit)
         return [release_summary(r) for r in session.scalars(query)]
 
 

@@ -99,6 +99,7 @@ PAGES = (
     "/",
     "/runs",
     "/runs/{run_id}",
+    "/releases",
     "/releases/{release_id}",
     "/services/{service}/environments/{environment}",
     "/approvals",

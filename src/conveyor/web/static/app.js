@@ -10,6 +10,7 @@ const ROUTES = [
   [/^\/$/, 'overview', []],
   [/^\/runs$/, 'runs', []],
   [/^\/runs\/([^/]+)$/, 'run', ['id']],
+  [/^\/releases$/, 'releases', []],
   [/^\/releases\/([^/]+)$/, 'release', ['id']],
   [/^\/services\/([^/]+)\/environments\/([^/]+)$/, 'environment', ['service', 'env']],
   [/^\/approvals$/, 'approvals', []],
@@ -20,7 +21,7 @@ const ROUTES = [
   [/^\/signin$/, 'signin', []],
 ];
 const TITLES = {
-  overview: 'Overview', runs: 'Runs', run: 'Run', release: 'Release',
+  overview: 'Overview', runs: 'Runs', run: 'Run', releases: 'Releases', release: 'Release',
   environment: 'Environment', approvals: 'Approvals', dora: 'DORA', teams: 'Teams',
   incidents: 'Incidents', inbox: 'Inbox', signin: 'Sign in',
 };

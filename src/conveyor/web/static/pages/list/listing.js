@@ -2,7 +2,7 @@
 // (so a reload or a shared link shows the same list, and back/forward step through filters),
 // the filter form, keyset paging links and times shown with their zone.
 
-import {h, replace} from '../../lib/dom.js';
+import {h, replace, errorBox, empty, loadAndFollow} from '../../lib/dom.js';
 import {absTime, relTime} from '../../lib/format.js';
 
 // Rows a page shows unless the URL's per_page says otherwise (1 to MAX_PAGE_SIZE); one more
@@ -128,7 +128,97 @@ export function pager(path, state, rows, more, noun) {
   return links.length ? h('nav', {class: 'list-pager', 'aria-label': 'Pages'}, links) : null;
 }
 
+/** refs/heads/main → "main", refs/tags/v1 → "v1"; null for a bare commit. */
+export function branchOf(ref) {
+  if (!ref) return null;
+  return ref.replace(/^refs\/(heads|tags)\//, '');
+}
+
 /** A table cell that names its column on narrow screens, where each row is a card. */
 export function cell(label, ...children) {
   return h('td', {dataset: {label}}, h('span', {class: 'cell-value'}, ...children));
+}
+
+const LIVE_DEBOUNCE_MS = 300;
+
+/**
+ * Draw a list page in `root` and follow it live. `page`: {path, title, intro, noun ('runs'),
+ * fields (the filter form's), columns (header names), row (item → <tr>), topics (live
+ * channels)}. The filters and the page come from the URL query (`params.query`); a change of
+ * filter is a new history entry, so back and forward step through them.
+ */
+export async function renderList(root, params, ctx, page) {
+  let state = readState(params.query, page.fields);
+  let seq = 0;
+  const filters = h('div');
+  const status = h('p', {class: 'subtle list-status', role: 'status', 'aria-live': 'polite'});
+  const body = h('div', {class: 'list-body'});
+  const id = `${page.noun}-title`;
+
+  replace(root, h('section', {class: [`${page.noun}-list`, 'list-page'], 'aria-labelledby': id},
+    h('div', {class: 'page-head'}, h('h1', {id}, page.title),
+      h('p', {class: 'subtle'}, page.intro)),
+    filters, status, body));
+
+  function drawFilters() {
+    const focused = document.activeElement && document.activeElement.id;
+    replace(filters, filterForm(page.fields, state, apply));
+    if (focused && focused.startsWith('filter-')) document.getElementById(focused)?.focus();
+  }
+
+  function apply(next) {
+    const url = withQuery(page.path, next);
+    if (url === location.pathname + location.search) return;
+    history.pushState(null, '', url);
+    state = next;
+    drawFilters();
+    load();
+  }
+
+  async function load() {
+    const mine = ++seq;
+    let items;
+    try {
+      items = await ctx.api(`${page.path}?${apiQuery(state)}`);
+    } catch (err) {
+      if (mine !== seq) return;
+      status.textContent = '';
+      replace(body, errorBox(err, `The ${page.noun} could not be listed`));
+      return;
+    }
+    if (mine !== seq) return;
+    const size = pageSize(state);
+    const more = items.length > size;
+    const shown = items.slice(0, size);
+    const filtered = Object.keys(state).some((k) => k !== 'before' && k !== 'per_page');
+    const one = page.noun.replace(/s$/, '');
+    status.textContent = shown.length === 0 ? '' :
+      `${shown.length} ${shown.length === 1 ? one : page.noun}` +
+      (state.before ? ` older than ${one} #${state.before}` : '') +
+      (more ? ', more on the next page' : '');
+    const links = pager(page.path, state, shown, more, page.noun);
+    if (shown.length === 0) {
+      replace(body, empty(filtered ? `No ${page.noun} match these filters.` :
+        state.before ? `No older ${page.noun}.` : page.none), links);
+      return;
+    }
+    replace(body, h('div', {class: 'list-table-wrap'},
+      h('table', {class: ['list-table', `${page.noun}-table`]},
+        h('caption', {class: 'visually-hidden'}, `${page.title}, newest first`),
+        h('thead', null, h('tr', null, page.columns.map((c) => h('th', {scope: 'col'}, c)))),
+        h('tbody', null, shown.map(page.row)))), links);
+  }
+
+  drawFilters();
+  return loadAndFollow(ctx, page.topics, load, LIVE_DEBOUNCE_MS, () => { seq += 1; });
+}
+
+/** The names `path` (an API list) gives in `key`, sorted, or none if it cannot be read. */
+export async function namesFrom(ctx, path, key) {
+  try {
+    return [...new Set((await ctx.api(path)).map((item) => item[key]))].sort();
+  } catch {
+    // The filter still takes a name from the URL; the list says what went wrong, if anything.
+    return [];
+  }
 }

@@ -11,6 +11,7 @@ from typing import Any
 
 from tests.conftest import GitRepo
 from tests.delivery.harness import APP, HEALTH, stop_released_processes
+from tests.delivery.harness import pipeline as staged_pipeline
 from tests.server.conftest import Api, Serve, until
 from tests.server.test_server_api import assert_error, pipeline
 
@@ -21,6 +22,20 @@ def commit_by(repo: GitRepo, author: str, message: str, files: dict[str, str]) -
     repo.git("add", "-A")
     repo.git("commit", "-q", "--allow-empty", f"--author={author}", "-m", message)
     return repo.git("rev-parse", "HEAD")
+
+
+def new_service_repo(path: Path, service: str, message: str) -> tuple[GitRepo, str]:
+    """A repository at `path` whose first commit (by Ada) runs a pipeline that passes."""
+    repo = GitRepo(path)
+    path.mkdir()
+    repo.git("init", "-q", "-b", "main")
+    first = commit_by(
+        repo,
+        "Ada Lovelace <ada@example.com>",
+        message,
+        pipeline(service, "  check:\n    run: 'true'\n"),
+    )
+    return repo, first
 
 
 def test_runs_are_narrowed_by_branch_author_time_and_search_and_paged(
@@ -39,15 +54,7 @@ def test_runs_are_narrowed_by_branch_author_time_and_search_and_paged(
         "Fix the 100% cache bug",
         pipeline("svc", "  check:\n    run: 'false'\n"),
     )
-    other = GitRepo(tmp_path / "other")
-    other.path.mkdir()
-    other.git("init", "-q", "-b", "main")
-    commit_by(
-        other,
-        "Ada Lovelace <ada@example.com>",
-        "First page",
-        pipeline("other", "  check:\n    run: 'true'\n"),
-    )
+    other, _ = new_service_repo(tmp_path / "other", "other", "First page")
 
     async def body(api: Api) -> None:
         await api.register("svc", repo.path)
@@ -110,16 +117,10 @@ def test_runs_are_narrowed_by_branch_author_time_and_search_and_paged(
     serve(body)
 
 
-STAGED = f"""\
-service: shop
-jobs:
-  test:
-    run: "true"
-environments:
-  staging:
-    deploy: {{ target: process, start: python3 app.py }}
-    {HEALTH}
-"""
+# shop, deployed to staging by the process target.
+STAGED = staged_pipeline(
+    f"staging:\n  deploy: {{ target: process, start: python3 app.py }}\n  {HEALTH}"
+)
 
 
 def test_releases_are_narrowed_by_service_environment_time_and_search_and_paged(
@@ -131,15 +132,7 @@ def test_releases_are_narrowed_by_service_environment_time_and_search_and_paged(
         "Ship the shop",
         {"app.py": APP, "VERSION": "v1", "HEALTHY": "yes", "conveyor.yml": STAGED},
     )
-    blog = GitRepo(tmp_path / "blog")
-    blog.path.mkdir()
-    blog.git("init", "-q", "-b", "main")
-    first = commit_by(
-        blog,
-        "Ada Lovelace <ada@example.com>",
-        "Start the blog",
-        pipeline("blog", "  check:\n    run: 'true'\n"),
-    )
+    blog, first = new_service_repo(tmp_path / "blog", "blog", "Start the blog")
     second = commit_by(blog, "Ada Lovelace <ada@example.com>", "Add an about page", {})
 
     async def body(api: Api) -> None:

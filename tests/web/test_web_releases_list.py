@@ -10,22 +10,12 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.server.test_server_run_list import STAGED
 from tests.serverproc import until
-from tests.web.conftest import APP, HEALTH, Web, shot, signed_in
+from tests.web.conftest import APP, Web, shot, signed_in
 from tests.web.test_web_runs_list import pipeline, queue
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
-
-STAGED = f"""\
-service: shop
-jobs:
-  test:
-    run: "true"
-environments:
-  staging:
-    deploy: {{ target: process, start: python3 app.py }}
-    {HEALTH}
-"""
 
 
 def three_releases(web: Web) -> dict[str, int]:

@@ -140,6 +140,12 @@ def test_runs_are_listed_filtered_in_the_url_and_paged(web: Web, page: Page) -> 
     page.get_by_role("link", name="Newest runs").click()
     expect_rows(page, newest_first[:2])
 
+    # The overview's latest runs of a service lead to all of them.
+    page.goto(f"{web.url}/")
+    page.get_by_role("link", name="All runs of shop").click()
+    expect(page).to_have_url(re.compile(r"/runs\?service=shop$"))
+    expect_rows(page, [runs["mended"], runs["broken"], runs["basket"]])
+
 
 def test_runs_page_fits_a_360px_phone(web: Web, page: Page) -> None:
     runs = five_runs(web)

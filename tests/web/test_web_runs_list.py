@@ -115,6 +115,15 @@ def test_runs_are_listed_filtered_in_the_url_and_paged(web: Web, page: Page) -> 
     # A search of the commit's subject, or of a sha prefix.
     page.get_by_role("button", name="Clear filters").click()
     expect_rows(page, newest_first)
+    # Since a day: today's runs are all of them, tomorrow has none yet.
+    today = dt.datetime.now(zone).date()
+    page.get_by_label("Since").fill(today.isoformat())
+    expect(page).to_have_url(re.compile(rf"/runs\?since={today.isoformat()}$"))
+    expect_rows(page, newest_first)
+    page.get_by_label("Since").fill((today + dt.timedelta(days=1)).isoformat())
+    expect(page.locator(".runs-list")).to_contain_text("No runs match these filters.")
+    page.get_by_role("button", name="Clear filters").click()
+    expect_rows(page, newest_first)
     search = page.get_by_label("Search")
     search.fill("checkout")
     search.press("Enter")
@@ -169,3 +178,8 @@ def test_runs_page_fits_a_360px_phone(web: Web, page: Page) -> None:
     assert label == '"Status"'
     expect(page.get_by_label("Status")).to_have_value("succeeded")
     shot(page, "360px")
+
+    # An address with a bad page cursor says what is wrong with it.
+    page.goto(f"{web.url}/runs?before=abc")
+    expect(page.get_by_role("alert")).to_contain_text("before")
+    expect(page.locator(".runs-table")).to_have_count(0)

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 from sqlalchemy import select
 
 from conveyor import __version__, jsonio
@@ -26,6 +26,7 @@ from conveyor.server.schemas.common import ERRORS, errors, event_stream
 from conveyor.server.tokens import Identity
 from conveyor.sources.commits import queue_commit
 from conveyor.sources.mirror import source_for
+from conveyor.states import RunStatus
 from conveyor.store.models import Service, utcnow
 from conveyor.store.vault import seal_webhook_secret
 from conveyor.views import runs as queries
@@ -157,15 +158,42 @@ class RunIn(BaseModel):
     )
 
 
+def _run_filter(
+    branch: Annotated[
+        str | None, Query(max_length=500, description="A branch name, or a whole ref.")
+    ] = None,
+    author: Annotated[
+        str | None, Query(max_length=200, description="Part of the commit author's name.")
+    ] = None,
+    since: Annotated[
+        AwareDatetime | None,
+        Query(description="Made (a run queued, a release built) at or after this time."),
+    ] = None,
+    q: Annotated[
+        str | None,
+        Query(max_length=200, description="Part of the commit's subject, or a sha prefix."),
+    ] = None,
+    before: Annotated[
+        int | None, Query(ge=1, description="Only older ones than this id: a page's last id.")
+    ] = None,
+) -> queries.RunFilter:
+    """The filters GET /runs and GET /releases share, as query parameters."""
+    return queries.RunFilter(branch=branch, author=author, since=since, search=q, before=before)
+
+
 @router.get("/runs", tags=["runs"], response_model=list[schemas.RunSummary], responses=ERRORS)
 def list_runs(
     request: Request,
     _: Reader,
-    service: str | None = None,
-    status: str | None = None,
+    narrow: Annotated[queries.RunFilter, Depends(_run_filter)],
+    service: Annotated[str | None, Query(max_length=200)] = None,
+    status: RunStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
 ) -> list[dict[str, Any]]:
-    return queries.list_runs(_state(request).store, service=service, status=status, limit=limit)
+    """The newest runs first. Page with `before` (the last id of the page before)."""
+    return queries.list_runs(
+        _state(request).store, service=service, status=status, limit=limit, narrow=narrow
+    )
 
 
 @router.post("/runs", status_code=201, **_ANSWERS_RUN)
@@ -371,10 +399,22 @@ def download_artifact(request: Request, digest: str, _: Reader) -> FileResponse:
 def list_releases(
     request: Request,
     _: Reader,
-    service: str | None = None,
+    narrow: Annotated[queries.RunFilter, Depends(_run_filter)],
+    service: Annotated[str | None, Query(max_length=200)] = None,
+    environment: Annotated[
+        str | None,
+        Query(max_length=200, description="Only releases that served users in it."),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
 ) -> list[dict[str, Any]]:
-    return queries.list_releases(_state(request).store, service=service, limit=limit)
+    """The newest releases first. Page with `before` (the last id of the page before)."""
+    return queries.list_releases(
+        _state(request).store,
+        service=service,
+        limit=limit,
+        narrow=narrow,
+        environment=environment,
+    )
 
 
 @router.get(

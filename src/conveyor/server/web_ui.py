@@ -97,7 +97,9 @@ def signin(request: Request) -> Response:
 # The UI's pages: each is index.html (for a signed-in user), and the page's router draws it.
 PAGES = (
     "/",
+    "/runs",
     "/runs/{run_id}",
+    "/releases",
     "/releases/{release_id}",
     "/services/{service}/environments/{environment}",
     "/approvals",

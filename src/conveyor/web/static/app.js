@@ -8,7 +8,9 @@ export {ApiError};
 
 const ROUTES = [
   [/^\/$/, 'overview', []],
+  [/^\/runs$/, 'runs', []],
   [/^\/runs\/([^/]+)$/, 'run', ['id']],
+  [/^\/releases$/, 'releases', []],
   [/^\/releases\/([^/]+)$/, 'release', ['id']],
   [/^\/services\/([^/]+)\/environments\/([^/]+)$/, 'environment', ['service', 'env']],
   [/^\/approvals$/, 'approvals', []],
@@ -19,9 +21,9 @@ const ROUTES = [
   [/^\/signin$/, 'signin', []],
 ];
 const TITLES = {
-  overview: 'Overview', run: 'Run', release: 'Release', environment: 'Environment',
-  approvals: 'Approvals', dora: 'DORA', teams: 'Teams', incidents: 'Incidents', inbox: 'Inbox',
-  signin: 'Sign in',
+  overview: 'Overview', runs: 'Runs', run: 'Run', releases: 'Releases', release: 'Release',
+  environment: 'Environment', approvals: 'Approvals', dora: 'DORA', teams: 'Teams',
+  incidents: 'Incidents', inbox: 'Inbox', signin: 'Sign in',
 };
 
 const main = document.getElementById('main');

@@ -296,6 +296,13 @@ class Incidents:
             record["title"] = title
         self.found.records.append(record)
 
+    @classmethod
+    def start(cls, cursor: Mapping[str, Any], first_days: int) -> Incidents:
+        """A pull from ``cursor``: from where the previous pull left off, or ``first_days`` back
+        for the first one (``since``, as the tool is asked)."""
+        since = cursor.get("since") or text(first_since(first_days))
+        return cls(Pull(cursor=dict(cursor)), since)
+
     def done(self) -> Pull:
         if self.still_open:
             self.found.cursor["since"] = text(min(self.still_open))

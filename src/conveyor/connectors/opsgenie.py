@@ -25,9 +25,7 @@ from conveyor.connectors.base import (
     Name,
     Pull,
     connector,
-    first_since,
     items,
-    text,
     time_of,
 )
 
@@ -49,13 +47,12 @@ def api(options: OpsgenieConnector, token: str | None) -> Api:
 
 
 def pull(api: Api, options: OpsgenieConnector, cursor: Mapping[str, Any]) -> Pull:
-    since = cursor.get("since") or text(first_since(options.first_days))
-    millis = int(time_of(since, "cursor").timestamp() * 1000)
+    found = Incidents.start(cursor, options.first_days)
+    millis = int(time_of(found.since, "cursor").timestamp() * 1000)
     query = f"createdAt>={millis}"
     if options.query.strip():
         query = f"({options.query.strip()}) AND {query}"
     params = {"query": query, "sort": "createdAt", "order": "asc"}
-    found = Incidents(Pull(cursor=dict(cursor)), since)
     pages = api.offset_pages(
         "/v2/alerts", params, PAGE, lambda page: bool((page.get("paging") or {}).get("next"))
     )

@@ -27,7 +27,6 @@ from conveyor.connectors.base import (
     Name,
     Pull,
     connector,
-    first_since,
     items,
     text,
     time_of,
@@ -57,14 +56,13 @@ def api(options: PagerDutyConnector, token: str | None) -> Api:
 
 
 def pull(api: Api, options: PagerDutyConnector, cursor: Mapping[str, Any]) -> Pull:
-    since = cursor.get("since") or text(first_since(options.first_days))
+    found = Incidents.start(cursor, options.first_days)
     params = {
-        "since": since,
+        "since": found.since,
         "until": text(dt.datetime.now(dt.UTC)),
         "service_ids[]": sorted(options.services),
         "time_zone": "UTC",
     }
-    found = Incidents(Pull(cursor=dict(cursor)), since)
     pages = api.offset_pages("/incidents", params, PAGE, lambda page: bool(page.get("more")))
     for page in pages:
         for entry in items(page, "incidents", "PagerDuty incidents"):

@@ -142,6 +142,20 @@ def _int(value: Any) -> int:
         return 0
 
 
+def _flow(noun: str, what: str, took: str, waited: str) -> Flow:
+    """The families of a flow of ``noun`` (run, job): ``what`` ended by service and status
+    (conveyor_<noun>s_finished), how long they took and how long they waited to start."""
+    return Flow(
+        queue=Family(f"conveyor_{noun}_queue_wait_seconds", waited, ("service",), QUEUE_BUCKETS),
+        finished=Family(
+            f"conveyor_{noun}s_finished",
+            f"{what} that ended, by service and status.",
+            ("service", "status"),
+        ),
+        duration=Family(f"conveyor_{noun}_duration_seconds", took, ("service",), DURATION_BUCKETS),
+    )
+
+
 class _History:
     """Counters and histograms over the store's whole history, brought up to date
     incrementally from three append-only tables."""
@@ -186,41 +200,19 @@ class _History:
             ("service",),
             LEAD_TIME_BUCKETS,
         )
-        self.runs_finished = F(
-            "conveyor_runs_finished",
-            "Pipeline runs that ended, by service and status.",
-            ("service", "status"),
-        )
-        self.run_duration = F(
-            "conveyor_run_duration_seconds",
+        self._runs = _flow(
+            "run",
+            "Pipeline runs",
             "How long pipeline runs took, from start to end (runs that never started are "
             "not observed; how each ended is conveyor_runs_finished's status).",
-            ("service",),
-            DURATION_BUCKETS,
-        )
-        self.run_queue = F(
-            "conveyor_run_queue_wait_seconds",
             "How long runs waited between being queued and starting.",
-            ("service",),
-            QUEUE_BUCKETS,
         )
-        self.jobs_finished = F(
-            "conveyor_jobs_finished",
-            "Jobs that ended, by service and status.",
-            ("service", "status"),
-        )
-        self.job_duration = F(
-            "conveyor_job_duration_seconds",
+        self._jobs = _flow(
+            "job",
+            "Jobs",
             "How long jobs took on their runner, from start to end (how each ended is "
             "conveyor_jobs_finished's status).",
-            ("service",),
-            DURATION_BUCKETS,
-        )
-        self.job_queue = F(
-            "conveyor_job_queue_wait_seconds",
             "How long jobs waited between being ready (queued) and a runner starting them.",
-            ("service",),
-            QUEUE_BUCKETS,
         )
         self.approval_wait = F(
             "conveyor_approval_wait_seconds",
@@ -252,8 +244,6 @@ class _History:
             ("sink",),
         )
         self._recovery = Recovery(self.recovery_time)
-        self._runs = Flow(self.run_queue, self.runs_finished, self.run_duration)
-        self._jobs = Flow(self.job_queue, self.jobs_finished, self.job_duration)
         # What is in flight, to measure waits when it ends (runs and jobs: their flows):
         # approval id -> (requested time, service, environment, kind).
         self._approvals: dict[int, tuple[dt.datetime, str, str, str]] = {}
@@ -270,12 +260,12 @@ class _History:
             self.deployment_duration,
             self.recovery_time,
             self.lead_time,
-            self.runs_finished,
-            self.run_duration,
-            self.run_queue,
-            self.jobs_finished,
-            self.job_duration,
-            self.job_queue,
+            self._runs.finished,
+            self._runs.duration,
+            self._runs.queue,
+            self._jobs.finished,
+            self._jobs.duration,
+            self._jobs.queue,
             self.approval_wait,
             self.approvals_decided,
             self.incidents_opened,
@@ -333,20 +323,10 @@ class _History:
         if service in self._services:
             return
         self._services.add(service)
-        for family in (
-            self.lead_time,
-            self.incidents_opened,
-            self.incident_resolution,
-            self.run_duration,
-            self.run_queue,
-            self.job_duration,
-            self.job_queue,
-        ):
+        for family in (self.lead_time, self.incidents_opened, self.incident_resolution):
             family.ensure((service,))
-        for run_status in sorted(RUN_TERMINAL):
-            self.runs_finished.ensure((service, run_status))
-        for job_status in sorted(JOB_TERMINAL):
-            self.jobs_finished.ensure((service, job_status))
+        self._runs.ensure(service, RUN_TERMINAL)
+        self._jobs.ensure(service, JOB_TERMINAL)
 
     def _environment(self, service: str, environment: str, tier: str, source: str) -> None:
         key = (service, environment, tier, source)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,6 +118,13 @@ class Flow:
     finished: Family
     duration: Family
     queued: dict[int, dt.datetime] = field(default_factory=dict)
+
+    def ensure(self, service: str, statuses: Iterable[str]) -> None:
+        """The series of ``service`` at 0: its waits, its durations and each way one ends."""
+        self.queue.ensure((service,))
+        self.duration.ensure((service,))
+        for status in sorted(statuses):
+            self.finished.ensure((service, status))
 
     def on_queued(self, key: int | None, at: dt.datetime) -> None:
         if key is not None:

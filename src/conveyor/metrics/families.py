@@ -117,6 +117,8 @@ class Flow:
     queue: Family
     finished: Family
     duration: Family
+    # The types of the events it follows: one queued, started, finished.
+    events: tuple[str, str, str]
     queued: dict[int, dt.datetime] = field(default_factory=dict)
 
     def ensure(self, service: str, statuses: Iterable[str]) -> None:
@@ -125,6 +127,22 @@ class Flow:
         self.duration.ensure((service,))
         for status in sorted(statuses):
             self.finished.ensure((service, status))
+
+    def follow(
+        self, kind: str, key: int | None, at: dt.datetime, service: str, data: dict[str, Any]
+    ) -> bool:
+        """Follow an event of type ``kind`` about ``key`` if it is one of this flow's; True if
+        it was."""
+        queued, started, finished = self.events
+        if kind == queued:
+            self.on_queued(key, at)
+        elif kind == started:
+            self.on_started(key, at, service)
+        elif kind == finished:
+            self.on_finished(key, service, data)
+        else:
+            return False
+        return True
 
     def on_queued(self, key: int | None, at: dt.datetime) -> None:
         if key is not None:

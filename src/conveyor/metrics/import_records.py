@@ -274,11 +274,12 @@ class DeploymentRecord(_Line):
 class IncidentRecord(_Line):
     service: str
     id: str
-    opened_at: dt.datetime | None
-    resolved_at: dt.datetime | None
-    environment: str | None
-    title: str | None
-    deployment: str | None
+    # None until known: a CDEvents incident learns them from its events, in any order.
+    opened_at: dt.datetime | None = None
+    resolved_at: dt.datetime | None = None
+    environment: str | None = None
+    title: str | None = None
+    deployment: str | None = None
     artifact: str | None = None
     cdevent: bool = False
     resolved_line: int | None = None

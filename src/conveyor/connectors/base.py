@@ -30,6 +30,8 @@ from conveyor.extensions import Extension, Kind, Options
 # Pages read at most in one pull: a first sync of a long history goes on at the next one.
 MAX_PAGES = 50
 TIMEOUT_SECONDS = 30.0
+# Objects asked for a page where a list is paged by offset (PagerDuty's and Opsgenie's most).
+OFFSET_PAGE = 100
 # A response larger than this is refused (a tool's page is a few hundred kilobytes).
 MAX_RESPONSE_BYTES = 20 * 1024 * 1024
 _LINK_NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
@@ -176,18 +178,19 @@ class Api:
             if not page:
                 return
 
-    def offset_pages(
-        self, path: str, params: Mapping[str, Any], limit: int, more: Callable[[Any], bool]
-    ) -> Iterator[Any]:
-        """Each page of a list paged by ``offset`` and ``limit``; ``more`` tells from a page
-        whether another follows (PagerDuty's ``more``, Opsgenie's ``paging.next``)."""
+    def offset_items(
+        self, path: str, params: Mapping[str, Any], key: str, what: str, more: Callable[[Any], bool]
+    ) -> Iterator[dict[str, Any]]:
+        """Each object (``data[key]``) of a list paged by ``offset`` and ``limit``, OFFSET_PAGE
+        a page; ``more`` tells from a page whether another follows (PagerDuty's ``more``,
+        Opsgenie's ``paging.next``)."""
         offset = 0
         for _ in range(MAX_PAGES):
-            data = self.get(path, {**params, "limit": limit, "offset": offset})[0]
-            yield data
+            data = self.get(path, {**params, "limit": OFFSET_PAGE, "offset": offset})[0]
+            yield from items(data, key, what)
             if not more(data):
                 return
-            offset += limit
+            offset += OFFSET_PAGE
 
 
 # --- what the tools answer ---------------------------------------------------------------------

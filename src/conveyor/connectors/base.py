@@ -254,6 +254,43 @@ def raw_commits(
     return [one]
 
 
+def deployment_record(
+    service: str,
+    environment: str,
+    id_: str,
+    sha: str,
+    started: dt.datetime,
+    finished: dt.datetime,
+    status: str,
+) -> dict[str, Any]:
+    """A native deployment record (docs/import.md); it ends no earlier than it started."""
+    return {
+        "kind": "deployment",
+        "service": service,
+        "environment": environment,
+        "id": id_,
+        "commit": sha,
+        "started_at": text(started),
+        "finished_at": text(max(finished, started)),
+        "status": status,
+    }
+
+
+def with_commits(
+    record: dict[str, Any],
+    shas: dict[str, str],
+    commits_since: Callable[[str | None, str], list[dict[str, Any]]],
+) -> dict[str, Any]:
+    """A successful deployment ``record`` with the commits it brought (``commits_since(the
+    environment's previous successful commit, its own)``); ``shas``, the last successful commit
+    of each environment, moves on to it."""
+    if record["status"] == "succeeded":
+        environment, sha = record["environment"], record["commit"]
+        record["commits"] = commits_since(shas.get(environment), sha)
+        shas[environment] = sha
+    return record
+
+
 def commit(sha: str, committed_at: str, authored_at: str | None = None) -> dict[str, Any]:
     found: dict[str, Any] = {"sha": sha, "committed_at": committed_at}
     if authored_at is not None:

@@ -157,17 +157,20 @@ def default_tier(environment: str) -> str:
 # --- the native records -----------------------------------------------------------------------
 
 
-class CommitIn(BaseModel):
+class _NativeIn(BaseModel):
+    """Part of a native line: a field it does not know is an error (a typo would otherwise
+    drop what it meant to say)."""
+
     model_config = ConfigDict(extra="forbid")
 
+
+class CommitIn(_NativeIn):
     sha: Sha
     committed_at: Time
     authored_at: Time | None = None
 
 
-class DeploymentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class DeploymentIn(_NativeIn):
     kind: Literal["deployment"]
     service: ServiceName
     environment: EnvironmentName
@@ -190,9 +193,7 @@ class DeploymentIn(BaseModel):
     served_at: Time | None = None
 
 
-class IncidentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class IncidentIn(_NativeIn):
     kind: Literal["incident"]
     service: ServiceName
     id: RecordId

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
+from functools import partial
 from typing import Annotated, Any
 
 from pydantic import Field
@@ -46,10 +47,12 @@ from conveyor.connectors.base import (
     Pull,
     commit,
     connector,
+    deployment_record,
     items,
     raw_commits,
     text,
     time_of,
+    with_commits,
 )
 
 DEPLOYMENT_RESULTS = {"success": "succeeded", "failure": "failed", "error": "failed"}
@@ -135,15 +138,17 @@ def _deployments(api: Api, options: GitHubConnector, found: Pull, shas: dict[str
         result = DEPLOYMENT_RESULTS[str(final["state"])]
         sha = str(deployment.get("sha") or "")
         record = _record(
+            api,
             options,
             f"deployment-{deployment['id']}",
             environment,
             sha,
+            chain,
             started=deployment.get("created_at"),
             finished=final.get("created_at"),
             result=result,
         )
-        found.records.append(_with_commits(api, options, record, chain))
+        found.records.append(record)
         if not blocked and result == "succeeded":
             shas[environment] = sha
     found.cursor["deployment"] = done_up_to
@@ -198,15 +203,17 @@ def _runs(api: Api, options: GitHubConnector, found: Pull, shas: dict[str, str])
             continue
         sha = str(run.get("head_sha") or "")
         record = _record(
+            api,
             options,
             f"run-{run['id']}",
             environment,
             sha,
+            shas,
             started=run.get("run_started_at") or run.get("created_at"),
             finished=run.get("updated_at"),
             result=result,
         )
-        found.records.append(_with_commits(api, options, record, shas))
+        found.records.append(record)
     times = [time_of(r.get("created_at"), "created_at") for r in (going or runs)]
     if times:
         # Runs still going hold the cursor back to the oldest of them; else the newest seen
@@ -216,39 +223,24 @@ def _runs(api: Api, options: GitHubConnector, found: Pull, shas: dict[str, str])
 
 
 def _record(
+    api: Api,
     options: GitHubConnector,
     id_: str,
     environment: str,
     sha: str,
+    shas: dict[str, str],
     *,
     started: Any,
     finished: Any,
     result: str,
 ) -> dict[str, Any]:
+    """The record of a deployment (or a workflow run) and, if it succeeded, its commits."""
     started_at = time_of(started, f"{id_}: started")
-    finished_at = max(time_of(finished, f"{id_}: finished"), started_at)
-    return {
-        "kind": "deployment",
-        "service": options.service,
-        "environment": environment,
-        "id": id_,
-        "commit": sha,
-        "started_at": text(started_at),
-        "finished_at": text(finished_at),
-        "status": result,
-    }
-
-
-def _with_commits(
-    api: Api, options: GitHubConnector, record: dict[str, Any], shas: dict[str, str]
-) -> dict[str, Any]:
-    """A successful deployment with the commits it brought; ``shas`` (the last successful
-    commit of each environment) moves on to it."""
-    if record["status"] == "succeeded":
-        environment, sha = record["environment"], record["commit"]
-        record["commits"] = commits(api, options.repository, shas.get(environment), sha)
-        shas[environment] = sha
-    return record
+    finished_at = time_of(finished, f"{id_}: finished")
+    record = deployment_record(
+        options.service, environment, id_, sha, started_at, finished_at, result
+    )
+    return with_commits(record, shas, partial(commits, api, options.repository))
 
 
 def commits(api: Api, repository: str, previous: str | None, sha: str) -> list[dict[str, Any]]:

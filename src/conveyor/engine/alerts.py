@@ -43,7 +43,12 @@ from conveyor.engine.attribution import (
     attribution_window,
     explicit_deployment,
 )
-from conveyor.engine.incidents import environment_of, open_incident, resolve_incident
+from conveyor.engine.incidents import (
+    emit_about,
+    environment_of,
+    open_incident,
+    resolve_incident,
+)
 from conveyor.errors import NotFound
 from conveyor.events import EventType
 from conveyor.settings import Settings
@@ -283,14 +288,8 @@ def _update(w: Writer, incident: Incident, alert: Alert, actor: str) -> Outcome:
         "alert": {**after, "starts_at": before.get("starts_at", start)},
         "starts": ([*starts, start] if new_start else starts)[-MAX_STARTS:],
     }
-    w.emit(
-        EventType.INCIDENT_UPDATED,
-        service=incident.service.name,
-        incident=incident.id,
-        environment=incident.environment,
-        changed=changed,
-        title=incident.title,
-        actor=actor,
+    emit_about(
+        w, EventType.INCIDENT_UPDATED, incident, changed=changed, title=incident.title, actor=actor
     )
     return "updated"
 

@@ -267,13 +267,16 @@ def _section_summary(r: dict[str, Any]) -> str:
         row("history import (`conveyor import`)", "—", f"{i:,} records/s")
     if "dora_real" in r:
         api = r["dora_real"]["real"]["api"]
+        cli = r["dora_real"]["real"]["cli"]
         runs = r["dora_real"]["real"]["dataset"]["runs"]
         row(
-            f"DORA, 90 days, {runs:,} runs written through the real tables, one core "
-            "(`GET /api/v1/dora` in-process, repeated / first)",
+            f"DORA, 90 days, {runs:,} runs written through the real tables, one core: "
+            "`GET /api/v1/dora` in-process first (summary dropped) / repeated; `conveyor dora` "
+            "first after `db upgrade` / repeated (CPU time)",
             "≤ 1 s",
-            f"{api['repeated_s']} s / {api['first_s']} s",
-            api["repeated_s"] <= 1,
+            f"{api['first_s']} s / {api['repeated_s']} s; {cli['first_cpu_s']} s / "
+            f"{cli['repeated_cpu_s']} s",
+            max(api["first_s"], api["repeated_s"], cli["first_cpu_s"], cli["repeated_cpu_s"]) <= 1,
         )
     if "agent_log" in r:
         g = r["agent_log"]

@@ -8,10 +8,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 
-from conveyor.states import allowed, check_transition, register
+from conveyor.states import Status, allowed, check_transition, register
 
 
-class DeploymentStatus(enum.StrEnum):
+class DeploymentStatus(Status):
     QUEUED = "queued"  # waiting for its turn in the environment (FIFO), a hold, or publishing
     AWAITING_APPROVAL = "awaiting_approval"
     DEPLOYING = "deploying"  # the target is putting it in place
@@ -27,10 +27,6 @@ class DeploymentStatus(enum.StrEnum):
     CANCELLED = "cancelled"
 
     @property
-    def terminal(self) -> bool:
-        return self in DEPLOYMENT_TERMINAL
-
-    @property
     def active(self) -> bool:
         """Occupies its environment: only one such deployment per environment at a time."""
         return self in DEPLOYMENT_ACTIVE
@@ -43,25 +39,17 @@ class DeploymentKind(enum.StrEnum):
     ROLLBACK = "rollback"  # a release that served there before, put back
 
 
-class ApprovalStatus(enum.StrEnum):
+class ApprovalStatus(Status):
     PENDING = "pending"
     APPROVED = "approved"
     REJECTED = "rejected"
     EXPIRED = "expired"  # the timeout passed; its on_timeout action was applied
     WITHDRAWN = "withdrawn"  # the deployment went away (superseded, cancelled)
 
-    @property
-    def terminal(self) -> bool:
-        return self is not ApprovalStatus.PENDING
 
-
-class IncidentStatus(enum.StrEnum):
+class IncidentStatus(Status):
     OPEN = "open"
     RESOLVED = "resolved"
-
-    @property
-    def terminal(self) -> bool:
-        return self is IncidentStatus.RESOLVED
 
 
 DEPLOYMENT_TERMINAL = frozenset(

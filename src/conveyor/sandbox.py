@@ -7,7 +7,8 @@ command runs under bubblewrap in namespaces of its own:
 - a private mount tree with only /usr, /etc (and the /bin, /lib... links into /usr) read-only, a
   new /dev, a new /proc (new pid namespace: the server's processes are not there), a private
   /tmp and /dev/shm, and one writable folder, bound at its own path: the job's workspace or the
-  release's folder. The network is shared: tests listen on 127.0.0.1 and releases serve there.
+  release's folder (a release also gets its environment's data folder, $CONVEYOR_DATA_DIR).
+  The network is shared: tests listen on 127.0.0.1 and releases serve there.
 - as root, the command runs as nobody (65534) after bubblewrap has set everything up, so files
   of the machine that only root may read stay unreadable; the writable folder is given to nobody
   first. Run by another user, the command keeps that user's id inside a user namespace.
@@ -393,9 +394,11 @@ class Sandbox:
         root: Path,
         cwd: Path | None = None,
         die_with_parent: bool = True,
+        writable: Sequence[Path] = (),
     ) -> Iterator[Launch]:
         """The command line, environment and descriptors that run ``argv`` in ``cwd``
-        (default ``root``) with ``root`` as the only writable folder and its home.
+        (default ``root``) with ``root`` as its home and writable folder; ``writable`` names
+        more folders it may write (a release's data folder), claimed first as ``root`` is.
 
         ``die_with_parent``: the sandbox is killed when this process dies. Jobs and checks
         want that; release processes must outlive the server (design §8) and do not.
@@ -408,7 +411,7 @@ class Sandbox:
         group = self._group(die_with_parent)
         fd = _environment_file(environment, self.limits, per_job=group is not None)
         launch = Launch(
-            [*self._prefix(root, cwd, die_with_parent), *_through_bash(argv)],
+            [*self._prefix([root, *writable], cwd, die_with_parent), *_through_bash(argv)],
             self._helper_env(environment, fd),
             # bubblewrap itself starts there too: whoever looks for a release's or a step's
             # processes by their folder (/proc/<pid>/cwd) finds it, the group's leader.
@@ -455,7 +458,7 @@ class Sandbox:
         helper.update({k: environment[k] for k in _MARKERS if k in environment})
         return helper
 
-    def _prefix(self, root: Path, cwd: Path, die_with_parent: bool) -> list[str]:
+    def _prefix(self, roots: Sequence[Path], cwd: Path, die_with_parent: bool) -> list[str]:
         argv = [self.bwrap]
         if self.setpriv is None:
             # Unprivileged: the user namespace is what lets bubblewrap mount; none may be made
@@ -466,7 +469,8 @@ class Sandbox:
         tmp = str(self.limits.tmp_size)
         argv += ["--dev", "/dev", "--perms", "1777", "--size", tmp, "--tmpfs", _SHM]
         argv += ["--proc", "/proc", "--perms", "1777", "--size", tmp, "--tmpfs", _TMP]
-        argv += _writable(root)
+        for root in roots:
+            argv += _writable(root)
         argv += ["--chdir", str(cwd)]
         if die_with_parent:
             argv.append("--die-with-parent")

@@ -31,6 +31,7 @@ JOB_VARIABLES = frozenset(
     {
         "CONVEYOR_ATTEMPT",
         "CONVEYOR_BRANCH",
+        "CONVEYOR_DATA_DIR",
         "CONVEYOR_DEPLOY_URL",
         "CONVEYOR_ENVIRONMENT",
         "CONVEYOR_HOST",

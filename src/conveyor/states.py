@@ -23,7 +23,16 @@ class IllegalTransition(Exception):
         self.target = target
 
 
-class RunStatus(enum.StrEnum):
+class Status(enum.StrEnum):
+    """A kind of status with a table of moves (`TABLES`): terminal is what no move leaves,
+    the one rule for runs, jobs, steps, deployments, approvals and incidents alike."""
+
+    @property
+    def terminal(self) -> bool:
+        return self not in TABLES[type(self)]
+
+
+class RunStatus(Status):
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -32,12 +41,8 @@ class RunStatus(enum.StrEnum):
     # The process driving the run died (kill -9, power loss); found and closed at the next start.
     INTERRUPTED = "interrupted"
 
-    @property
-    def terminal(self) -> bool:
-        return self in RUN_TERMINAL
 
-
-class JobStatus(enum.StrEnum):
+class JobStatus(Status):
     PENDING = "pending"  # waiting for the jobs it needs
     QUEUED = "queued"  # ready, waiting for a runner
     RUNNING = "running"
@@ -47,12 +52,8 @@ class JobStatus(enum.StrEnum):
     CANCELLED = "cancelled"
     INTERRUPTED = "interrupted"
 
-    @property
-    def terminal(self) -> bool:
-        return self in JOB_TERMINAL
 
-
-class StepStatus(enum.StrEnum):
+class StepStatus(Status):
     PENDING = "pending"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -60,10 +61,6 @@ class StepStatus(enum.StrEnum):
     SKIPPED = "skipped"
     CANCELLED = "cancelled"
     INTERRUPTED = "interrupted"
-
-    @property
-    def terminal(self) -> bool:
-        return self in STEP_TERMINAL
 
 
 # Each rule names why the move exists; the tables below are the whole machine.

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import delete
 
+from conveyor.connectors import github as github_connector
 from conveyor.connectors.base import ConnectorError
 from conveyor.connectors.sync import states, sync
 from conveyor.store import vault
@@ -79,7 +80,11 @@ def config(url: str, extra: str = "") -> str:
     )
 
 
-def test_deployments_are_pulled_once_finished_with_their_commits(store: Store) -> None:
+def test_deployments_are_pulled_once_finished_with_their_commits(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Pulled the day 103 was started: it is still going, not abandoned.
+    monkeypatch.setattr(github_connector, "now", lambda: at("2024-05-02T09:30:00Z"))
     state = {"103": "going"}
     with serving(github(state)) as api:
         shop = connector(store, "shop-github", config(api.url))
@@ -242,3 +247,88 @@ def test_a_next_page_on_another_host_is_refused_so_the_token_stays_home(store: S
         with pytest.raises(ConnectorError, match="the next page is elsewhere"):
             sync(store, shop)
         assert deployments(store) == {}
+
+
+# --- shapes seen in responses recorded from api.github.com ------------------------------------
+# Client libraries' test suites (octokit.rb, github3.py, PyGithub) publish responses recorded
+# from the real API. Two shapes in them broke the connector: a deployment given a `success`
+# status again years after it ended, and deployments that never get a final status. These
+# tests build those shapes from the documented examples above (the recordings themselves are
+# not copied here).
+
+
+def _deployment(number: int, created: str) -> dict[str, Any]:
+    template = fixture("github/deployments_page2.json")[0]
+    return template | {"id": number, "created_at": created, "updated_at": created}
+
+
+def _status(number: int, state: str, created: str) -> dict[str, Any]:
+    template = fixture("github/statuses_101.json")[0]
+    return template | {"id": number, "state": state, "created_at": created, "updated_at": created}
+
+
+def test_a_deployment_ends_at_its_first_success_and_one_never_given_a_status_is_skipped(
+    store: Store,
+) -> None:
+    """Deployment 201 got a `success` status the day after it started, and the same status
+    again every year after (github3.py's recorded deployment 801 has five, 2014 to 2018): it
+    ended at the first, not four years later. Deployment 200, years old, never got a status
+    (octokit.rb recorded `[]` for one): it is skipped, not waited for, so the cursor moves on."""
+    api = FakeApi(("Authorization", f"Bearer {TOKEN}"), BAD_CREDENTIALS)
+    api.route(
+        f"{REPO}/deployments",
+        [_deployment(201, "2014-02-24T02:22:44Z"), _deployment(200, "2014-02-20T10:00:00Z")],
+    )
+    reposted = [
+        _status(2000 + year, "success", f"{year}-01-01T00:00:00Z")
+        for year in (2018, 2017, 2016, 2015)
+    ]
+    first = _status(2014, "success", "2014-02-25T02:57:29Z")
+    pending = _status(2013, "pending", "2014-02-24T02:23:00Z")
+    api.route(f"{REPO}/deployments/201/statuses", [*reposted, first, pending])
+    api.route(f"{REPO}/deployments/200/statuses", [])
+    commit = fixture("github/commit_1.json")
+    api.route(f"{REPO}/commits/{commit['sha']}", commit)
+    with serving(api):
+        shop = connector(store, "shop-github", config(api.url))
+        vault.set_connector_secret(store, "shop-github", "GITHUB_TOKEN", TOKEN)
+        done = sync(store, shop)
+        assert (done.pulled, done.skipped) == (1, 1)
+        (key, (environment, result, started, finished)), *rest = deployments(store).items()
+        assert rest == []
+        assert (key, environment, result) == ("i:shop:deployment-201", "production", "succeeded")
+        assert (started, finished) == (at("2014-02-24T02:22:44Z"), at("2014-02-25T02:57:29Z"))
+        assert states(store)["shop-github"].cursor["deployment"] == 201
+        again = sync(store, shop)
+        assert again.pulled == 0
+        assert len(api.asked(f"{REPO}/deployments/201/statuses")) == 1
+
+
+def test_a_queued_deployment_is_waited_for_then_given_up_after_30_days(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deployment 300 is `queued` (PyGithub recorded one queued three times): it may still end,
+    so it holds the cursor back; with nothing new 30 days after its newest status, it is given
+    up and the cursor moves past it."""
+    api = FakeApi(("Authorization", f"Bearer {TOKEN}"), BAD_CREDENTIALS)
+    api.route(f"{REPO}/deployments", [_deployment(300, "2020-08-26T15:00:00Z")])
+    queued = [
+        _status(3003, "queued", "2020-08-26T15:21:32Z"),
+        _status(3002, "queued", "2020-08-26T15:10:00Z"),
+        _status(3001, "queued", "2020-08-26T15:00:05Z"),
+    ]
+    api.route(f"{REPO}/deployments/300/statuses", queued)
+    with serving(api):
+        shop = connector(store, "shop-github", config(api.url))
+        vault.set_connector_secret(store, "shop-github", "GITHUB_TOKEN", TOKEN)
+        monkeypatch.setattr(github_connector, "now", lambda: at("2020-08-27T15:00:00Z"))
+        waiting = sync(store, shop)
+        assert (waiting.pulled, waiting.skipped) == (0, 0)
+        assert states(store)["shop-github"].cursor.get("deployment") != 300
+
+        monkeypatch.setattr(github_connector, "now", lambda: at("2020-09-26T15:21:33Z"))
+        given_up = sync(store, shop)
+        assert (given_up.pulled, given_up.skipped) == (0, 1)
+        assert states(store)["shop-github"].cursor["deployment"] == 300
+        assert deployments(store) == {}
+        assert len(api.asked(f"{REPO}/deployments/300/statuses")) == 2

@@ -77,6 +77,7 @@ JOB_VARIABLES = {
     "CONVEYOR_IMAGE",
     "CONVEYOR_IMAGES",
     "CONVEYOR_PREVIOUS_RELEASE",
+    "CONVEYOR_DATA_DIR",
 }
 # Settings of the server process that must never reach pipeline code.
 SERVER_SETTINGS = {
@@ -128,8 +129,11 @@ def verdicts(text: str) -> dict[str, str]:
     return found
 
 
-def assert_contained(text: str, *, home: Path, tmp_name: str, writable: Path) -> None:
-    """Every attack in `text` (the output of `attacks`) failed, and nothing leaked out."""
+def assert_contained(
+    text: str, *, home: Path, tmp_name: str, writable: Path, data: Path | None = None
+) -> None:
+    """Every attack in `text` (the output of `attacks`) failed, and nothing leaked out;
+    ``data``: a second writable folder (a release's $CONVEYOR_DATA_DIR)."""
     seen = verdicts(text)
     assert seen, text
     assert set(seen.values()) == {"blocked"}, seen
@@ -145,9 +149,12 @@ def assert_contained(text: str, *, home: Path, tmp_name: str, writable: Path) ->
         assert value not in text
     assert environment["PATH"] == "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     assert environment["HOME"] == str(writable)
-    # The data directory shows only the way down to the command's own folder.
+    # The data directory shows only the way down to the command's own folders.
     [shown] = [line for line in text.splitlines() if line.strip().startswith("home holds:")]
-    assert shown.split(":", 1)[1].split() == [writable.relative_to(home).parts[0]]
+    folders = [writable] if data is None else [writable, data]
+    assert sorted(shown.split(":", 1)[1].split()) == sorted(
+        {folder.relative_to(home).parts[0] for folder in folders}
+    )
     assert not (home / "pwned").exists()
     assert not Path("/pwned").exists()
     assert not Path("/usr/local/pwned").exists()
@@ -420,9 +427,10 @@ environments:
     assert deployment["status"] == "succeeded", deployment
     release = home / "releases" / "shop" / "1"
     for name in ("start", "health", "verify"):
-        assert_contained(
-            (release / f"{name}.txt").read_text(), home=home, tmp_name=tmp_name, writable=release
-        )
+        # The release itself may write its environment's data folder too; nothing else.
+        data = home / "deploy" / "shop" / "staging" / "data" if name == "start" else None
+        text = (release / f"{name}.txt").read_text()
+        assert_contained(text, home=home, tmp_name=tmp_name, writable=release, data=data)
 
     # The release is bubblewrap's process group, in no server's: it outlives a kill -9.
     port = int((release / "port.txt").read_text())

@@ -163,11 +163,11 @@ def test_the_keyboard_reaches_the_navigation_and_follows_its_links(web: Web, pag
     signed_in(page, web, web.token("viewer", "read"))
     expect(page.get_by_role("heading", name="Overview")).to_be_visible()
     reached = []
-    for _ in range(8):
+    for _ in range(12):
         page.keyboard.press("Tab")
         reached.append(page.evaluate("document.activeElement.textContent.trim()"))
     assert reached[0] == "Skip to content"
-    for name in ("Overview", "Approvals", "DORA", "Incidents", "Sign out"):
+    for name in ("Overview", "Runs", "Releases", "Approvals", "DORA", "Incidents", "Sign out"):
         assert any(r.startswith(name) for r in reached), (name, reached)
     # A focus ring shows where the keyboard is.
     page.locator('nav a[href="/dora"]').focus()

@@ -16,6 +16,7 @@ from pydantic import Field
 
 from conveyor.extensions import Extension, Kind, Options
 from conveyor.sandbox import Sandbox
+from conveyor.spec.durations import format_duration
 from conveyor.spec.fields import Duration
 
 __all__ = [
@@ -95,11 +96,24 @@ class CheckOptions(Options):
 
 class RepeatedCheck(CheckOptions):
     """A check tried every `interval` until it passes `successes` times in a row, or `within`
-    runs out (http, command, tcp)."""
+    runs out, or (with `failures`) fails that many times in a row (http, command, tcp)."""
 
     within: Duration = Field(30.0, description="Give up (unhealthy) after this long.")
     interval: Duration = Field(1.0, description="Time between attempts.")
     successes: int = Field(1, ge=1, description="Consecutive passing attempts needed.")
+    failures: int | None = Field(
+        None,
+        ge=1,
+        description="Fail fast: unhealthy after this many failed attempts in a row, without "
+        "waiting for `within`. Default: keep trying until `within` runs out.",
+    )
+
+    def window(self) -> str:
+        """How long the check may take, for `conveyor explain`: "within 30 s"."""
+        text = f"within {format_duration(self.within)}"
+        if self.failures is not None:
+            text += f", failing after {self.failures} failures in a row"
+        return text
 
     def for_monitoring(self, interval: float) -> Self:
         """One attempt, no longer than the monitor's interval."""

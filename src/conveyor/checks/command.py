@@ -21,7 +21,6 @@ from conveyor.checks.http import Streak, format_seconds
 from conveyor.errors import ConveyorError
 from conveyor.proc import ProcessResult, run_process
 from conveyor.sandbox import Sandbox, default_sandbox
-from conveyor.spec.durations import format_duration
 from conveyor.spec.fields import Command
 
 __all__ = ["EXTENSION", "CommandCheck", "command_check", "describe_exit", "output_tail"]
@@ -33,7 +32,7 @@ class CommandCheck(RepeatedCheck):
     run: Command = Field(description="Command to run; exit status 0 means healthy.")
 
     def explain(self) -> str:
-        return f"`{self.run.strip()}` within {format_duration(self.within)}"
+        return f"`{self.run.strip()}` {self.window()}"
 
 
 # A health script's output matters for its last few lines ("connection refused", "0 replicas
@@ -71,7 +70,8 @@ async def command_check(
     sandbox: Sandbox | None = None,
 ) -> CheckResult:
     """Run ``bash -c check.run`` every ``interval`` until ``successes`` runs in a row exit 0
-    (PASS) or ``within`` runs out (FAIL, with the last failing run's output tail).
+    (PASS) or ``within`` runs out or ``failures`` runs in a row fail (FAIL, with the last failing
+    run's output tail).
 
     The command comes from the user's own repository, which is why it runs through a shell at
     all, and in ``sandbox`` (default: the server's) with ``cwd`` as its only writable folder
@@ -116,11 +116,13 @@ async def command_check(
             if streak.passed():
                 break
         else:
-            if result.timed_out:
-                streak.failed(f"command still running after {format_seconds(check.within)}")
-            else:
-                streak.failed(f"command {describe_exit(result, None)}")
             last_output = output_tail(lines)
+            if result.timed_out:
+                failure = f"command still running after {format_seconds(check.within)}"
+            else:
+                failure = f"command {describe_exit(result, None)}"
+            if streak.failed(failure):
+                break
         next_at = run_started + check.interval
         if next_at >= deadline:
             break

@@ -23,7 +23,6 @@ import httpx
 from pydantic import AfterValidator, Field, field_validator
 
 from conveyor.checks.base import CheckContext, CheckResult, Outcome, RepeatedCheck, check
-from conveyor.spec.durations import format_duration
 from conveyor.spec.fields import Duration, check_regex, user_error
 from conveyor.spec.problems import describe
 
@@ -54,7 +53,7 @@ class HttpCheck(RepeatedCheck):
         text = f"GET {self.path} expects {self.expect}"
         if self.body:
             text += f" and body ~ /{self.body}/"
-        return text + f" within {format_duration(self.within)}"
+        return f"{text} {self.window()}"
 
 
 # Enough of a body to match a regular expression against; a health endpoint that sends more is
@@ -86,24 +85,41 @@ class Streak:
     count: int = 0
     passed_last: bool = False
     last_failure: str = ""
+    failed_in_row: int = 0
 
     @property
     def done(self) -> bool:
         """Whether as many attempts passed in a row as the check needs."""
         return self.count >= self.check.successes
 
+    @property
+    def gave_up(self) -> bool:
+        """Whether as many attempts failed in a row as `failures` allows: no need to wait for
+        the rest of the window."""
+        limit = self.check.failures
+        return limit is not None and self.failed_in_row >= limit
+
     def passed(self) -> bool:
         """Count a passing attempt; whether the streak is long enough now."""
         self.count += 1
         self.passed_last = True
+        self.failed_in_row = 0
         return self.done
 
-    def failed(self, failure: str) -> None:
-        """A failing attempt: the streak starts again, and ``failure`` says why."""
+    def failed(self, failure: str) -> bool:
+        """A failing attempt: the streak starts again, and ``failure`` says why. Whether the
+        check gives up now (`failures` in a row)."""
         self.count, self.passed_last, self.last_failure = 0, False, failure
+        self.failed_in_row += 1
+        return self.gave_up
 
     def failure(self, what: str) -> str:
         """Why the check failed, for its detail; ``what`` names what was tried."""
+        if self.gave_up:
+            return (
+                f"{self.last_failure}; gave up after {self.failed_in_row} failures in a row "
+                f"(failures: {self.check.failures})"
+            )
         tally = (
             f"{self.count}/{self.check.successes} consecutive successes in "
             f"{format_seconds(self.check.within)}"
@@ -203,7 +219,8 @@ async def http_check(
     clock: Callable[[], float] = time.monotonic,
 ) -> CheckResult:
     """Probe ``base_url + check.path`` until ``check.successes`` probes in a row pass (PASS) or
-    ``check.within`` runs out (FAIL, naming the last failure). A probe started inside the window
+    ``check.within`` runs out or ``check.failures`` probes in a row fail (FAIL, naming the last
+    failure). A probe started inside the window
     may finish after it, so the check takes at most about ``within + timeout``.
 
     An unusable ``base_url`` is INCONCLUSIVE: it says nothing about the deployment's health.
@@ -246,8 +263,8 @@ async def http_check(
             if probe.passed:
                 if streak.passed():
                     break
-            else:
-                streak.failed(probe.failure)
+            elif streak.failed(probe.failure):
+                break
             # No probe starts after the window: waiting for it would only delay the verdict.
             next_at = probe_started + check.interval
             if next_at >= deadline:

@@ -14,8 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import Field
 
 from conveyor.checks.base import CheckContext, CheckResult, Outcome, RepeatedCheck, check
-from conveyor.checks.http import describe_error, format_seconds
-from conveyor.spec.durations import format_duration
+from conveyor.checks.http import Streak, describe_error, format_seconds
 from conveyor.spec.fields import Duration
 
 __all__ = ["EXTENSION", "TcpCheck", "tcp_check"]
@@ -34,7 +33,7 @@ class TcpCheck(RepeatedCheck):
 
     def explain(self) -> str:
         where = f"{self.host or '<deployment>'}:{self.port or '<deployment port>'}"
-        return f"connect to {where} within {format_duration(self.within)}"
+        return f"connect to {where} {self.window()}"
 
 
 def _address(options: TcpCheck, base_url: str | None) -> tuple[str, int] | None:
@@ -49,11 +48,11 @@ def _address(options: TcpCheck, base_url: str | None) -> tuple[str, int] | None:
 
 async def tcp_check(options: TcpCheck, host: str, port: int) -> CheckResult:
     """Connect every ``interval`` until ``successes`` connections in a row succeed (PASS) or
-    ``within`` runs out (FAIL, naming the last error)."""
+    ``within`` runs out or ``failures`` attempts in a row fail (FAIL, naming the last error)."""
     started = time.monotonic()
     deadline = started + options.within
-    attempts = streak = 0
-    last_error = ""
+    attempts = 0
+    streak = Streak(options)
     while True:
         attempt_started = time.monotonic()
         attempts += 1
@@ -63,21 +62,23 @@ async def tcp_check(options: TcpCheck, host: str, port: int) -> CheckResult:
             writer.close()
             await writer.wait_closed()
         except TimeoutError:
-            streak, last_error = 0, f"timed out after {format_seconds(options.timeout)}"
+            if streak.failed(f"timed out after {format_seconds(options.timeout)}"):
+                break
         except OSError as exc:
-            streak, last_error = 0, describe_error(exc)
+            if streak.failed(describe_error(exc)):
+                break
         else:
-            streak += 1
-            if streak >= options.successes:
+            if streak.passed():
                 break
         next_at = attempt_started + options.interval
         if next_at >= deadline:
             break
         await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-    data = {"host": host, "port": port, "attempts": attempts, "consecutive_successes": streak}
+    count = streak.count
+    data = {"host": host, "port": port, "attempts": attempts, "consecutive_successes": count}
     duration = time.monotonic() - started
-    tally = f"{streak}/{options.successes} consecutive connections"
-    if streak >= options.successes:
+    tally = f"{count}/{options.successes} consecutive connections"
+    if streak.done:
         return CheckResult(
             "tcp",
             Outcome.PASS,
@@ -85,8 +86,11 @@ async def tcp_check(options: TcpCheck, host: str, port: int) -> CheckResult:
             duration=duration,
             data=data,
         )
-    tally += f" in {format_seconds(options.within)}"
-    detail = f"{host}:{port}: {last_error or 'no connection'}; {tally}"
+    if streak.gave_up:
+        detail = f"{host}:{port}: {streak.failure('connect')}"
+    else:
+        tally += f" in {format_seconds(options.within)}"
+        detail = f"{host}:{port}: {streak.last_failure or 'no connection'}; {tally}"
     return CheckResult("tcp", Outcome.FAIL, detail, duration=duration, data=data)
 
 

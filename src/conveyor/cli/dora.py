@@ -10,10 +10,12 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import sys
+from collections.abc import Callable, Sequence
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import click
+from click.decorators import FC
 
 from conveyor.cli.common import interactive, print_json, print_table
 
@@ -31,40 +33,39 @@ ORDER = (
 )
 
 
+def shown(
+    name: str, default: str, help: str, choices: Sequence[str] | None = None
+) -> Callable[[FC], FC]:
+    """An option whose default --help shows; ``choices``: the only values it takes."""
+    kind = click.Choice(choices) if choices else None
+    return click.option(name, default=default, show_default=True, help=help, type=kind)
+
+
 @click.command()
 @click.option("--service", help="Only this service (default: all).")
-@click.option("--env-tier", default="production", show_default=True, help="Environment tier.")
+@shown("--env-tier", "production", "Environment tier.")
 @click.option("--since", help="The last N days or weeks, today included (default 90d).")
 @click.option("--from", "start", metavar="DATE", help="First day of the window (YYYY-MM-DD).")
 @click.option("--to", "end", metavar="DATE", help="First day after the window (excluded).")
-@click.option(
-    "--by",
-    type=click.Choice(["day", "week", "month"]),
-    default="week",
-    show_default=True,
-    help="Buckets of the series.",
-)
-@click.option("--tz", default="UTC", show_default=True, help="IANA time zone of days and weeks.")
-@click.option("--week-start", default="monday", show_default=True, help="First day of a week.")
-@click.option(
+@shown("--by", "week", "Buckets of the series.", choices=("day", "week", "month"))
+@shown("--tz", "UTC", "IANA time zone of days and weeks.")
+@shown("--week-start", "monday", "First day of a week.")
+@shown(
     "--lead-time-from",
-    type=click.Choice(["committed", "authored", "seen"]),
-    default="committed",
-    show_default=True,
-    help="Lead time starts at the committer date, the author date or when Conveyor saw it.",
+    "committed",
+    "Lead time starts at the committer date, the author date or when Conveyor saw it.",
+    choices=("committed", "authored", "seen"),
 )
-@click.option("--tiers", default="2023", show_default=True, help="DORA tier table: 2023, 2024.")
-@click.option(
+@shown("--tiers", "2023", "DORA tier table: 2023, 2024.")
+@shown(
     "--look-back",
-    default="30d",
-    show_default=True,
-    help="How old a first deployment's commits may be and still count for lead time.",
+    "30d",
+    "How old a first deployment's commits may be and still count for lead time.",
 )
-@click.option(
+@shown(
     "--attribution-window",
-    default="48h",
-    show_default=True,
-    help="How long after a deployment ended an incident is still blamed on it.",
+    "48h",
+    "How long after a deployment ended an incident is still blamed on it.",
 )
 @click.option("--explain", is_flag=True, help="List the deployments, commits and incidents.")
 @click.option(
@@ -74,44 +75,22 @@ ORDER = (
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print the series (one row per bucket) as CSV.")
 def dora(
-    service: str | None,
-    env_tier: str,
-    since: str | None,
-    start: str | None,
-    end: str | None,
-    by: str,
-    tz: str,
-    week_start: str,
-    lead_time_from: str,
-    tiers: str,
-    look_back: str,
-    attribution_window: str,
     explain: bool,
     by_service: bool,
     team: str | None,
     as_json: bool,
     as_csv: bool,
+    **options: Any,
 ) -> None:
     """Deployment frequency, lead time, change failure rate, recovery time and rework rate,
     with batch size and work in progress; tiers from the DORA reports, trends against the
     previous window of the same length. docs/metrics.md defines each figure."""
+    from conveyor.metrics.dora_query import params_of
+
     if as_json and as_csv:
         raise click.UsageError("--json and --csv cannot be used together")
-    params = {
-        "service": service,
-        "env_tier": env_tier,
-        "since": since,
-        "from": start,
-        "to": end,
-        "by": by,
-        "tz": tz,
-        "week_start": week_start,
-        "lead_time_from": lead_time_from,
-        "tiers": tiers,
-        "look_back": look_back,
-        "attribution_window": attribution_window,
-        "explain": explain,
-    }
+    # --service and the window's options, under the names of GET /api/v1/dora's query.
+    params = params_of(options) | {"explain": explain}
     if by_service or team:
         from conveyor.cli.portfolio import show_portfolio
 

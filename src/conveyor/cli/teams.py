@@ -1,7 +1,8 @@
-"""`conveyor team create|list|delete`: named groups of services, for `conveyor dora --team`.
+"""`conveyor team create|list|add|remove|rename|delete`: named groups of services, for
+`conveyor dora --team`.
 
-Embedded against the local store, or through a server when CONVEYOR_URL is set (creating and
-deleting take an admin token there; listing, a read one).
+Embedded against the local store, or through a server when CONVEYOR_URL is set (creating,
+changing and deleting take an admin token there; listing, a read one).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def team() -> None:
 )
 def team_create(name: str, services: tuple[str, ...]) -> None:
     """Create team NAME of these services (each must be known)."""
-    members = [s for value in services for s in value.split(",")]
+    members = _split(services)
     client = Client()
     if client.http:
         created = client.post("/teams", {"name": name, "services": members})
@@ -39,7 +40,59 @@ def team_create(name: str, services: tuple[str, ...]) -> None:
 
         assert client.store is not None
         created = create_team(client.store, name, members, client.actor)
-    click.echo(f"team {created['name']}: {', '.join(created['services'])}")
+    _show(created)
+
+
+def _split(values: tuple[str, ...]) -> list[str]:
+    """Repeated values, each possibly comma-separated: ("a,b", "c") is a, b and c."""
+    return [s for value in values for s in value.split(",")]
+
+
+def _show(team: dict[str, Any]) -> None:
+    click.echo(f"team {team['name']}: {', '.join(team['services'])}")
+
+
+def _change(name: str, change: dict[str, Any]) -> dict[str, Any]:
+    """PATCH /teams/{name} through a server, or the same change on the local store."""
+    client = Client()
+    if client.http:
+        changed: dict[str, Any] = client.http._call("PATCH", f"/teams/{name}", json=change)
+        return changed
+    from conveyor.metrics.teams import change_team
+
+    assert client.store is not None
+    return change_team(
+        client.store,
+        name,
+        new_name=change.get("name"),
+        add=change.get("add", ()),
+        remove=change.get("remove", ()),
+        by=client.actor,
+    )
+
+
+@team.command("add")
+@click.argument("name")
+@click.argument("services", nargs=-1, required=True)
+def team_add(name: str, services: tuple[str, ...]) -> None:
+    """Add SERVICES to team NAME (each must be known)."""
+    _show(_change(name, {"add": _split(services)}))
+
+
+@team.command("remove")
+@click.argument("name")
+@click.argument("services", nargs=-1, required=True)
+def team_remove(name: str, services: tuple[str, ...]) -> None:
+    """Remove SERVICES from team NAME (it keeps at least one)."""
+    _show(_change(name, {"remove": _split(services)}))
+
+
+@team.command("rename")
+@click.argument("name")
+@click.argument("new_name")
+def team_rename(name: str, new_name: str) -> None:
+    """Rename team NAME to NEW_NAME (a name no other team has)."""
+    _show(_change(name, {"name": new_name}))
 
 
 @team.command("list")

@@ -36,6 +36,7 @@ from conveyor.connectors.base import (
     Name,
     Pull,
     connector,
+    deployment_record,
     items,
     text,
     time_of,
@@ -85,8 +86,16 @@ def pull(api: Api, options: ArgoCDConnector, cursor: Mapping[str, Any]) -> Pull:
         deployed = time_of(entry.get("deployedAt"), f"history {number}: deployedAt")
         started = time_of(entry.get("deployStartedAt") or entry.get("deployedAt"), "started")
         found.records.append(
-            _record(options, environment, f"history-{number}", revision, started, deployed)
-            | {"status": "succeeded", "commits": []}
+            deployment_record(
+                options.service,
+                environment,
+                f"history-{number}",
+                revision.lower(),
+                started,
+                deployed,
+                "succeeded",
+            )
+            | {"commits": []}
         )
     found.cursor["history"] = newest
     operation = status.get("operationState") or {}
@@ -110,15 +119,15 @@ def _failed(
         return
     finished = time_of(operation.get("finishedAt") or operation.get("startedAt"), "finishedAt")
     found.records.append(
-        _record(
-            options,
+        deployment_record(
+            options.service,
             environment,
             f"operation-{text(started)}",
-            revision,
+            revision.lower(),
             started,
-            max(finished, started),
+            finished,
+            "failed",
         )
-        | {"status": "failed"}
     )
 
 
@@ -128,25 +137,6 @@ def _revision(synced: Mapping[str, Any]) -> str:
     listed = synced.get("revisions")
     candidates = [synced.get("revision"), *(listed if isinstance(listed, list) else [])]
     return next((str(c) for c in candidates if isinstance(c, str) and _SHA.fullmatch(c)), "")
-
-
-def _record(
-    options: ArgoCDConnector,
-    environment: str,
-    id_: str,
-    revision: str,
-    started: Any,
-    finished: Any,
-) -> dict[str, Any]:
-    return {
-        "kind": "deployment",
-        "service": options.service,
-        "environment": environment,
-        "id": id_,
-        "commit": revision.lower(),
-        "started_at": text(started),
-        "finished_at": text(max(finished, started)),
-    }
 
 
 EXTENSION = connector(

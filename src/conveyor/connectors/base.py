@@ -30,6 +30,8 @@ from conveyor.extensions import Extension, Kind, Options
 # Pages read at most in one pull: a first sync of a long history goes on at the next one.
 MAX_PAGES = 50
 TIMEOUT_SECONDS = 30.0
+# Objects asked for a page where a list is paged by offset (PagerDuty's and Opsgenie's most).
+OFFSET_PAGE = 100
 # A response larger than this is refused (a tool's page is a few hundred kilobytes).
 MAX_RESPONSE_BYTES = 20 * 1024 * 1024
 _LINK_NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
@@ -176,18 +178,19 @@ class Api:
             if not page:
                 return
 
-    def offset_pages(
-        self, path: str, params: Mapping[str, Any], limit: int, more: Callable[[Any], bool]
-    ) -> Iterator[Any]:
-        """Each page of a list paged by ``offset`` and ``limit``; ``more`` tells from a page
-        whether another follows (PagerDuty's ``more``, Opsgenie's ``paging.next``)."""
+    def offset_items(
+        self, path: str, params: Mapping[str, Any], key: str, what: str, more: Callable[[Any], bool]
+    ) -> Iterator[dict[str, Any]]:
+        """Each object (``data[key]``) of a list paged by ``offset`` and ``limit``, OFFSET_PAGE
+        a page; ``more`` tells from a page whether another follows (PagerDuty's ``more``,
+        Opsgenie's ``paging.next``)."""
         offset = 0
         for _ in range(MAX_PAGES):
-            data = self.get(path, {**params, "limit": limit, "offset": offset})[0]
-            yield data
+            data = self.get(path, {**params, "limit": OFFSET_PAGE, "offset": offset})[0]
+            yield from items(data, key, what)
             if not more(data):
                 return
-            offset += limit
+            offset += OFFSET_PAGE
 
 
 # --- what the tools answer ---------------------------------------------------------------------
@@ -251,6 +254,43 @@ def raw_commits(
     return [one]
 
 
+def deployment_record(
+    service: str,
+    environment: str,
+    id_: str,
+    sha: str,
+    started: dt.datetime,
+    finished: dt.datetime,
+    status: str,
+) -> dict[str, Any]:
+    """A native deployment record (docs/import.md); it ends no earlier than it started."""
+    return {
+        "kind": "deployment",
+        "service": service,
+        "environment": environment,
+        "id": id_,
+        "commit": sha,
+        "started_at": text(started),
+        "finished_at": text(max(finished, started)),
+        "status": status,
+    }
+
+
+def with_commits(
+    record: dict[str, Any],
+    shas: dict[str, str],
+    commits_since: Callable[[str | None, str], list[dict[str, Any]]],
+) -> dict[str, Any]:
+    """A successful deployment ``record`` with the commits it brought (``commits_since(the
+    environment's previous successful commit, its own)``); ``shas``, the last successful commit
+    of each environment, moves on to it."""
+    if record["status"] == "succeeded":
+        environment, sha = record["environment"], record["commit"]
+        record["commits"] = commits_since(shas.get(environment), sha)
+        shas[environment] = sha
+    return record
+
+
 def commit(sha: str, committed_at: str, authored_at: str | None = None) -> dict[str, Any]:
     found: dict[str, Any] = {"sha": sha, "committed_at": committed_at}
     if authored_at is not None:
@@ -295,6 +335,13 @@ class Incidents:
         if title:
             record["title"] = title
         self.found.records.append(record)
+
+    @classmethod
+    def start(cls, cursor: Mapping[str, Any], first_days: int) -> Incidents:
+        """A pull from ``cursor``: from where the previous pull left off, or ``first_days`` back
+        for the first one (``since``, as the tool is asked)."""
+        since = cursor.get("since") or text(first_since(first_days))
+        return cls(Pull(cursor=dict(cursor)), since)
 
     def done(self) -> Pull:
         if self.still_open:

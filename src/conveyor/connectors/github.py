@@ -21,11 +21,21 @@ Incremental: the cursor holds the newest deployment id up to which every deploym
 finished, the creation time from which workflow runs are asked for again, and the last
 successful commit of each environment (the start of the next compare). A deployment or run
 still going is asked for again at the next pull, and imported once it ends.
+
+What responses recorded from api.github.com by client libraries' test suites show: a
+deployment can be given no status at all (``[]``) or stay ``queued`` for years, and a status
+can be posted again long after the deployment ended (five ``success`` statuses from 2014 to
+2018 on one).
+So a deployment finishes when it first reached the state it ended in, and one that has shown
+no sign of life for ``GIVE_UP_AFTER`` (GitHub fails a job still waiting for its environment
+after 30 days) is skipped rather than holding every later deployment back for ever.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
+from functools import partial
 from typing import Annotated, Any
 
 from pydantic import Field
@@ -37,10 +47,12 @@ from conveyor.connectors.base import (
     Pull,
     commit,
     connector,
+    deployment_record,
     items,
     raw_commits,
     text,
     time_of,
+    with_commits,
 )
 
 DEPLOYMENT_RESULTS = {"success": "succeeded", "failure": "failed", "error": "failed"}
@@ -50,6 +62,8 @@ RUN_RESULTS = {"success": "succeeded", "failure": "failed", "timed_out": "failed
 API_VERSION = "2022-11-28"
 # Deployments looked at in one pull (each costs a request for its statuses, more for commits).
 MAX_PER_PULL = 300
+# A deployment with no final status and nothing new for this long is no longer waited for.
+GIVE_UP_AFTER = dt.timedelta(days=30)
 
 
 class GitHubConnector(ConnectorOptions):
@@ -110,32 +124,61 @@ def _deployments(api: Api, options: GitHubConnector, found: Pull, shas: dict[str
                 None,
                 "GitHub deployment statuses",
             )
-            final = next((s for s in statuses if s.get("state") in DEPLOYMENT_RESULTS), None)
-            if final is None and (not statuses or statuses[0].get("state") in GOING):
+            final = _final(statuses)
+            going = not statuses or statuses[0].get("state") in GOING
+            if final is None and going and not _abandoned(deployment, statuses):
                 blocked = True  # still going: asked for again next time
                 continue
         if not blocked:
             done_up_to = int(deployment["id"])
         if final is None or environment is None:
             if environment is not None:
-                found.skipped += 1  # inactive before it ever succeeded or failed
+                found.skipped += 1  # inactive, or abandoned, before it succeeded or failed
             continue
         result = DEPLOYMENT_RESULTS[str(final["state"])]
         sha = str(deployment.get("sha") or "")
         record = _record(
+            api,
             options,
             f"deployment-{deployment['id']}",
             environment,
             sha,
+            chain,
             started=deployment.get("created_at"),
             finished=final.get("created_at"),
             result=result,
         )
-        found.records.append(_with_commits(api, options, record, chain))
+        found.records.append(record)
         if not blocked and result == "succeeded":
             shas[environment] = sha
     found.cursor["deployment"] = done_up_to
     found.cursor["shas"] = shas
+
+
+def _final(statuses: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The status at which a deployment ended (statuses come newest first): the first of the
+    newest run of success, failure or error statuses, so that one posted again later (GitHub
+    keeps every status) does not move the end of the deployment."""
+    ended = [i for i, s in enumerate(statuses) if s.get("state") in DEPLOYMENT_RESULTS]
+    if not ended:
+        return None
+    state, oldest = statuses[ended[0]].get("state"), ended[0]
+    while oldest + 1 < len(statuses) and statuses[oldest + 1].get("state") == state:
+        oldest += 1
+    return statuses[oldest]
+
+
+def _abandoned(deployment: dict[str, Any], statuses: list[dict[str, Any]]) -> bool:
+    """Whether a deployment not ended yet has shown nothing new (no status, or none since its
+    newest) for GIVE_UP_AFTER."""
+    latest = statuses[0] if statuses else deployment
+    when = time_of(latest.get("created_at"), f"deployment {deployment.get('id')}: created_at")
+    return now() - when > GIVE_UP_AFTER
+
+
+def now() -> dt.datetime:
+    """The time a pull runs at (a test of deployments still going sets it)."""
+    return dt.datetime.now(dt.UTC)
 
 
 def _runs(api: Api, options: GitHubConnector, found: Pull, shas: dict[str, str]) -> None:
@@ -160,15 +203,17 @@ def _runs(api: Api, options: GitHubConnector, found: Pull, shas: dict[str, str])
             continue
         sha = str(run.get("head_sha") or "")
         record = _record(
+            api,
             options,
             f"run-{run['id']}",
             environment,
             sha,
+            shas,
             started=run.get("run_started_at") or run.get("created_at"),
             finished=run.get("updated_at"),
             result=result,
         )
-        found.records.append(_with_commits(api, options, record, shas))
+        found.records.append(record)
     times = [time_of(r.get("created_at"), "created_at") for r in (going or runs)]
     if times:
         # Runs still going hold the cursor back to the oldest of them; else the newest seen
@@ -178,39 +223,24 @@ def _runs(api: Api, options: GitHubConnector, found: Pull, shas: dict[str, str])
 
 
 def _record(
+    api: Api,
     options: GitHubConnector,
     id_: str,
     environment: str,
     sha: str,
+    shas: dict[str, str],
     *,
     started: Any,
     finished: Any,
     result: str,
 ) -> dict[str, Any]:
+    """The record of a deployment (or a workflow run) and, if it succeeded, its commits."""
     started_at = time_of(started, f"{id_}: started")
-    finished_at = max(time_of(finished, f"{id_}: finished"), started_at)
-    return {
-        "kind": "deployment",
-        "service": options.service,
-        "environment": environment,
-        "id": id_,
-        "commit": sha,
-        "started_at": text(started_at),
-        "finished_at": text(finished_at),
-        "status": result,
-    }
-
-
-def _with_commits(
-    api: Api, options: GitHubConnector, record: dict[str, Any], shas: dict[str, str]
-) -> dict[str, Any]:
-    """A successful deployment with the commits it brought; ``shas`` (the last successful
-    commit of each environment) moves on to it."""
-    if record["status"] == "succeeded":
-        environment, sha = record["environment"], record["commit"]
-        record["commits"] = commits(api, options.repository, shas.get(environment), sha)
-        shas[environment] = sha
-    return record
+    finished_at = time_of(finished, f"{id_}: finished")
+    record = deployment_record(
+        options.service, environment, id_, sha, started_at, finished_at, result
+    )
+    return with_commits(record, shas, partial(commits, api, options.repository))
 
 
 def commits(api: Api, repository: str, previous: str | None, sha: str) -> list[dict[str, Any]]:

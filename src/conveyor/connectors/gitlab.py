@@ -20,6 +20,7 @@ environment.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
@@ -32,11 +33,13 @@ from conveyor.connectors.base import (
     Pull,
     commit,
     connector,
+    deployment_record,
     items,
     later,
     raw_commits,
     text,
     time_of,
+    with_commits,
 )
 
 RESULTS = {"success": "succeeded", "failed": "failed"}
@@ -97,20 +100,9 @@ def _record(
     finished = time_of(job.get("finished_at") or deployment.get("updated_at"), f"{what}: finished")
     sha = str(deployment.get("sha") or "")
     result = RESULTS[str(deployment.get("status"))]
-    record: dict[str, Any] = {
-        "kind": "deployment",
-        "service": options.service,
-        "environment": environment,
-        "id": f"deployment-{deployment.get('id')}",
-        "commit": sha,
-        "started_at": text(started),
-        "finished_at": text(max(finished, started)),
-        "status": result,
-    }
-    if result == "succeeded":
-        record["commits"] = commits(api, project, shas.get(environment), sha)
-        shas[environment] = sha
-    return record
+    id_ = f"deployment-{deployment.get('id')}"
+    record = deployment_record(options.service, environment, id_, sha, started, finished, result)
+    return with_commits(record, shas, partial(commits, api, project))
 
 
 def commits(api: Api, project: str, previous: str | None, sha: str) -> list[dict[str, Any]]:

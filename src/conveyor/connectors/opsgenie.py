@@ -25,13 +25,8 @@ from conveyor.connectors.base import (
     Name,
     Pull,
     connector,
-    first_since,
-    items,
-    text,
     time_of,
 )
-
-PAGE = 100
 
 
 class OpsgenieConnector(ConnectorOptions):
@@ -49,32 +44,34 @@ def api(options: OpsgenieConnector, token: str | None) -> Api:
 
 
 def pull(api: Api, options: OpsgenieConnector, cursor: Mapping[str, Any]) -> Pull:
-    since = cursor.get("since") or text(first_since(options.first_days))
-    millis = int(time_of(since, "cursor").timestamp() * 1000)
+    found = Incidents.start(cursor, options.first_days)
+    millis = int(time_of(found.since, "cursor").timestamp() * 1000)
     query = f"createdAt>={millis}"
     if options.query.strip():
         query = f"({options.query.strip()}) AND {query}"
     params = {"query": query, "sort": "createdAt", "order": "asc"}
-    found = Incidents(Pull(cursor=dict(cursor)), since)
-    pages = api.offset_pages(
-        "/v2/alerts", params, PAGE, lambda page: bool((page.get("paging") or {}).get("next"))
+    alerts = api.offset_items(
+        "/v2/alerts",
+        params,
+        "data",
+        "Opsgenie alerts",
+        lambda page: bool((page.get("paging") or {}).get("next")),
     )
-    for page in pages:
-        for alert in items(page, "data", "Opsgenie alerts"):
-            id_ = str(alert.get("id") or "")
-            if not id_:
-                continue
-            created = time_of(alert.get("createdAt"), f"alert {id_}: createdAt")
-            resolved = None
-            if alert.get("status") == "closed":
-                close_ms = (alert.get("report") or {}).get("closeTime")
-                resolved = (
-                    created + dt.timedelta(milliseconds=close_ms)
-                    if isinstance(close_ms, int)
-                    else time_of(alert.get("updatedAt"), f"alert {id_}: updatedAt")
-                )
-            message = alert.get("message")
-            found.add(options.service, id_, created, resolved, options.environment, message)
+    for alert in alerts:
+        id_ = str(alert.get("id") or "")
+        if not id_:
+            continue
+        created = time_of(alert.get("createdAt"), f"alert {id_}: createdAt")
+        resolved = None
+        if alert.get("status") == "closed":
+            close_ms = (alert.get("report") or {}).get("closeTime")
+            resolved = (
+                created + dt.timedelta(milliseconds=close_ms)
+                if isinstance(close_ms, int)
+                else time_of(alert.get("updatedAt"), f"alert {id_}: updatedAt")
+            )
+        message = alert.get("message")
+        found.add(options.service, id_, created, resolved, options.environment, message)
     return found.done()
 
 

@@ -27,13 +27,9 @@ from conveyor.connectors.base import (
     Name,
     Pull,
     connector,
-    first_since,
-    items,
     text,
     time_of,
 )
-
-PAGE = 100
 
 
 class PagerDutyConnector(ConnectorOptions):
@@ -57,27 +53,31 @@ def api(options: PagerDutyConnector, token: str | None) -> Api:
 
 
 def pull(api: Api, options: PagerDutyConnector, cursor: Mapping[str, Any]) -> Pull:
-    since = cursor.get("since") or text(first_since(options.first_days))
+    found = Incidents.start(cursor, options.first_days)
     params = {
-        "since": since,
+        "since": found.since,
         "until": text(dt.datetime.now(dt.UTC)),
         "service_ids[]": sorted(options.services),
         "time_zone": "UTC",
     }
-    found = Incidents(Pull(cursor=dict(cursor)), since)
-    pages = api.offset_pages("/incidents", params, PAGE, lambda page: bool(page.get("more")))
-    for page in pages:
-        for entry in items(page, "incidents", "PagerDuty incidents"):
-            id_ = str(entry.get("id") or "")
-            service = options.services.get(str((entry.get("service") or {}).get("id")))
-            if not id_ or service is None:
-                continue
-            created = time_of(entry.get("created_at"), f"incident {id_}: created_at")
-            resolved = None
-            if entry.get("status") == "resolved":
-                when = entry.get("resolved_at") or entry.get("last_status_change_at")
-                resolved = time_of(when, f"incident {id_}: resolved_at")
-            found.add(service, id_, created, resolved, options.environment, entry.get("title"))
+    incidents = api.offset_items(
+        "/incidents",
+        params,
+        "incidents",
+        "PagerDuty incidents",
+        lambda page: bool(page.get("more")),
+    )
+    for entry in incidents:
+        id_ = str(entry.get("id") or "")
+        service = options.services.get(str((entry.get("service") or {}).get("id")))
+        if not id_ or service is None:
+            continue
+        created = time_of(entry.get("created_at"), f"incident {id_}: created_at")
+        resolved = None
+        if entry.get("status") == "resolved":
+            when = entry.get("resolved_at") or entry.get("last_status_change_at")
+            resolved = time_of(when, f"incident {id_}: resolved_at")
+        found.add(service, id_, created, resolved, options.environment, entry.get("title"))
     return found.done()
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 from sqlalchemy import select
@@ -30,28 +31,24 @@ log = logging.getLogger("conveyor.notify")
 SENDERS = 4
 
 
+# eq=False: one server's sender, the same only as itself.
+@dataclass(eq=False)
 class Outbox:
-    def __init__(
-        self,
-        store: Store,
-        *,
-        base_url: str | None = None,
-        smtp_url: str | None = None,
-        mail_from: str | None = None,
-        attempts: int = 5,
-        backoff: float = 0.5,
-        poll_seconds: float = 0.5,
-        wake: asyncio.Event | None = None,
-    ) -> None:
-        self.store = store
-        self.base_url = base_url
-        self.smtp = smtp_url
-        self.sender = mail_from
-        self.attempts, self.backoff, self.poll_seconds = attempts, backoff, poll_seconds
-        self.wake = wake or asyncio.Event()
-        self._busy: set[int] = set()
-        self._slots = asyncio.Semaphore(SENDERS)
-        self._tasks: set[asyncio.Task[None]] = set()
+    store: Store
+    _: KW_ONLY
+    # The server's own settings (CONVEYOR_BASE_URL, CONVEYOR_SMTP_URL, CONVEYOR_MAIL_FROM).
+    base_url: str | None = None
+    smtp_url: str | None = None
+    mail_from: str | None = None
+    attempts: int = 5
+    backoff: float = 0.5
+    poll_seconds: float = 0.5
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _busy: set[int] = field(default_factory=set, init=False)
+    _slots: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(SENDERS), init=False
+    )
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set, init=False)
 
     async def serve(self) -> None:
         try:
@@ -115,8 +112,8 @@ class Outbox:
             model,
             message,
             base_url=self.base_url,
-            default_smtp=self.smtp,
-            default_from=self.sender,
+            default_smtp=self.smtp_url,
+            default_from=self.mail_from,
             attempts=self.attempts,
             backoff=self.backoff,
         )

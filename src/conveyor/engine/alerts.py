@@ -28,7 +28,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from sqlalchemy import select
@@ -43,7 +43,12 @@ from conveyor.engine.attribution import (
     attribution_window,
     explicit_deployment,
 )
-from conveyor.engine.incidents import environment_of, open_incident, resolve_incident
+from conveyor.engine.incidents import (
+    emit_about,
+    environment_of,
+    open_incident,
+    resolve_incident,
+)
 from conveyor.errors import NotFound
 from conveyor.events import EventType
 from conveyor.settings import Settings
@@ -80,14 +85,7 @@ class AlertOutcome:
     reason: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "fingerprint": self.fingerprint,
-            "alert": self.alert,
-            "status": self.status,
-            "outcome": self.outcome,
-            "incident": self.incident,
-            "reason": self.reason,
-        }
+        return asdict(self)
 
 
 def record_alerts(
@@ -290,14 +288,8 @@ def _update(w: Writer, incident: Incident, alert: Alert, actor: str) -> Outcome:
         "alert": {**after, "starts_at": before.get("starts_at", start)},
         "starts": ([*starts, start] if new_start else starts)[-MAX_STARTS:],
     }
-    w.emit(
-        EventType.INCIDENT_UPDATED,
-        service=incident.service.name,
-        incident=incident.id,
-        environment=incident.environment,
-        changed=changed,
-        title=incident.title,
-        actor=actor,
+    emit_about(
+        w, EventType.INCIDENT_UPDATED, incident, changed=changed, title=incident.title, actor=actor
     )
     return "updated"
 

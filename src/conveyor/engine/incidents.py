@@ -163,11 +163,10 @@ def resolve_incident(
     recovery = recovery_of(w.session, incident, at)
     incident.status, incident.resolved_at, incident.resolved_by = IncidentStatus.RESOLVED, at, by
     incident.data = {**incident.data, "recovery": recovery}
-    w.emit(
+    emit_about(
+        w,
         EventType.INCIDENT_RESOLVED,
-        service=incident.service.name,
-        incident=incident.id,
-        environment=incident.environment,
+        incident,
         resolved_by=by,
         resolved_at=at.isoformat(),
         recovery_seconds=recovery["seconds"] if recovery else None,
@@ -175,6 +174,17 @@ def resolve_incident(
         actor=actor,
     )
     _notify(w, incident, NoticeEvent.INCIDENT_RESOLVED, f"{incident.title} — resolved: {by}")
+
+
+def emit_about(w: Writer, type_: EventType, incident: Incident, **data: Any) -> None:
+    """An event about a stored incident: its service, id and environment, then ``data``."""
+    w.emit(
+        type_,
+        service=incident.service.name,
+        incident=incident.id,
+        environment=incident.environment,
+        **data,
+    )
 
 
 def environment_of(

@@ -27,6 +27,7 @@ from conveyor.extensions import Extension, Kind, Options
 __all__ = [
     "MAX_BYTES",
     "Forge",
+    "GitHubShapedForge",
     "Push",
     "PushCommit",
     "WebhookRejected",
@@ -216,6 +217,21 @@ class Forge(abc.ABC):
         if base and base != sha:
             found["compare"] = self.compare_url(web, base, sha)
         return found
+
+
+class GitHubShapedForge(Forge):
+    """A forge whose push payload has GitHub's shape, as Gitea's and Forgejo's do: the
+    repository at ``repository.full_name``, the pusher at ``pusher.<pusher_key>``."""
+
+    pusher_key: ClassVar[str]
+    """Which field of ``pusher`` names the account (GitHub: name, Gitea: login)."""
+
+    def repository(self, data: Mapping[str, Any]) -> str:
+        return required(object_of(data, "repository"), "full_name", "repository")
+
+    def pusher(self, data: Mapping[str, Any]) -> str | None:
+        who = data.get("pusher")
+        return optional(who if isinstance(who, dict) else {}, self.pusher_key)
 
 
 # -- helpers for the forges ---------------------------------------------------------------------

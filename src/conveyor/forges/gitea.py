@@ -10,11 +10,8 @@ a push whose ``before`` and ``after`` are equal: it is answered and ignored.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from conveyor.extensions import Options
-from conveyor.forges.base import Forge, extension, hmac_sha256, object_of, optional, required
+from conveyor.forges.base import GitHubShapedForge, extension, hmac_sha256
 
 
 def sign_gitea(secret: str, body: bytes) -> str:
@@ -22,23 +19,17 @@ def sign_gitea(secret: str, body: bytes) -> str:
     return hmac_sha256(secret, body)
 
 
-class Gitea(Forge):
+class Gitea(GitHubShapedForge):
     name = "gitea"
     event_label = "X-Gitea-Event"
     event_headers = ("x-gitea-event", "x-forgejo-event")
     delivery_headers = ("x-gitea-delivery", "x-forgejo-delivery")
     signature_headers = ("x-gitea-signature", "x-forgejo-signature")
     push_events = frozenset({"push"})
+    pusher_key = "login"
 
     def signature(self, secret: str, body: bytes) -> str:
         return sign_gitea(secret, body)
-
-    def repository(self, data: Mapping[str, Any]) -> str:
-        return required(object_of(data, "repository"), "full_name", "repository")
-
-    def pusher(self, data: Mapping[str, Any]) -> str | None:
-        who = data.get("pusher")
-        return optional(who if isinstance(who, dict) else {}, "login")
 
     def likely_hosts(self, host: str) -> bool:
         # Self-hosted, so a guess: taken only when no delivery says which forge it is.

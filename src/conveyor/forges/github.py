@@ -9,11 +9,8 @@ be null (a hidden email).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from conveyor.extensions import Options
-from conveyor.forges.base import Forge, extension, hmac_sha256, object_of, optional, required
+from conveyor.forges.base import GitHubShapedForge, extension, hmac_sha256
 
 
 def sign_github(secret: str, body: bytes) -> str:
@@ -21,23 +18,17 @@ def sign_github(secret: str, body: bytes) -> str:
     return "sha256=" + hmac_sha256(secret, body)
 
 
-class GitHub(Forge):
+class GitHub(GitHubShapedForge):
     name = "github"
     event_label = "X-GitHub-Event"
     event_headers = ("x-github-event",)
     delivery_headers = ("x-github-delivery",)
     signature_headers = ("x-hub-signature-256",)
     push_events = frozenset({"push"})
+    pusher_key = "name"
 
     def signature(self, secret: str, body: bytes) -> str:
         return sign_github(secret, body)
-
-    def repository(self, data: Mapping[str, Any]) -> str:
-        return required(object_of(data, "repository"), "full_name", "repository")
-
-    def pusher(self, data: Mapping[str, Any]) -> str | None:
-        who = data.get("pusher")
-        return optional(who if isinstance(who, dict) else {}, "name")
 
     def hosts(self, host: str) -> bool:
         return host == "github.com" or host.endswith(".github.com")

@@ -142,6 +142,22 @@ def _int(value: Any) -> int:
         return 0
 
 
+def _flow(noun: str, what: str, took: str, waited: str, events: tuple[str, str, str]) -> Flow:
+    """The families of a flow of ``noun`` (run, job): ``what`` ended by service and status
+    (conveyor_<noun>s_finished), how long they took and how long they waited to start; followed
+    through ``events`` (the types of one queued, started, finished)."""
+    return Flow(
+        events=events,
+        queue=Family(f"conveyor_{noun}_queue_wait_seconds", waited, ("service",), QUEUE_BUCKETS),
+        finished=Family(
+            f"conveyor_{noun}s_finished",
+            f"{what} that ended, by service and status.",
+            ("service", "status"),
+        ),
+        duration=Family(f"conveyor_{noun}_duration_seconds", took, ("service",), DURATION_BUCKETS),
+    )
+
+
 class _History:
     """Counters and histograms over the store's whole history, brought up to date
     incrementally from three append-only tables."""
@@ -186,41 +202,25 @@ class _History:
             ("service",),
             LEAD_TIME_BUCKETS,
         )
-        self.runs_finished = F(
-            "conveyor_runs_finished",
-            "Pipeline runs that ended, by service and status.",
-            ("service", "status"),
-        )
-        self.run_duration = F(
-            "conveyor_run_duration_seconds",
+        self._runs = _flow(
+            "run",
+            "Pipeline runs",
             "How long pipeline runs took, from start to end (runs that never started are "
             "not observed; how each ended is conveyor_runs_finished's status).",
-            ("service",),
-            DURATION_BUCKETS,
-        )
-        self.run_queue = F(
-            "conveyor_run_queue_wait_seconds",
             "How long runs waited between being queued and starting.",
-            ("service",),
-            QUEUE_BUCKETS,
+            (
+                EventType.PIPELINERUN_QUEUED,
+                EventType.PIPELINERUN_STARTED,
+                EventType.PIPELINERUN_FINISHED,
+            ),
         )
-        self.jobs_finished = F(
-            "conveyor_jobs_finished",
-            "Jobs that ended, by service and status.",
-            ("service", "status"),
-        )
-        self.job_duration = F(
-            "conveyor_job_duration_seconds",
+        self._jobs = _flow(
+            "job",
+            "Jobs",
             "How long jobs took on their runner, from start to end (how each ended is "
             "conveyor_jobs_finished's status).",
-            ("service",),
-            DURATION_BUCKETS,
-        )
-        self.job_queue = F(
-            "conveyor_job_queue_wait_seconds",
             "How long jobs waited between being ready (queued) and a runner starting them.",
-            ("service",),
-            QUEUE_BUCKETS,
+            (EventType.TASKRUN_QUEUED, EventType.TASKRUN_STARTED, EventType.TASKRUN_FINISHED),
         )
         self.approval_wait = F(
             "conveyor_approval_wait_seconds",
@@ -252,8 +252,6 @@ class _History:
             ("sink",),
         )
         self._recovery = Recovery(self.recovery_time)
-        self._runs = Flow(self.run_queue, self.runs_finished, self.run_duration)
-        self._jobs = Flow(self.job_queue, self.jobs_finished, self.job_duration)
         # What is in flight, to measure waits when it ends (runs and jobs: their flows):
         # approval id -> (requested time, service, environment, kind).
         self._approvals: dict[int, tuple[dt.datetime, str, str, str]] = {}
@@ -270,12 +268,12 @@ class _History:
             self.deployment_duration,
             self.recovery_time,
             self.lead_time,
-            self.runs_finished,
-            self.run_duration,
-            self.run_queue,
-            self.jobs_finished,
-            self.job_duration,
-            self.job_queue,
+            self._runs.finished,
+            self._runs.duration,
+            self._runs.queue,
+            self._jobs.finished,
+            self._jobs.duration,
+            self._jobs.queue,
             self.approval_wait,
             self.approvals_decided,
             self.incidents_opened,
@@ -333,20 +331,10 @@ class _History:
         if service in self._services:
             return
         self._services.add(service)
-        for family in (
-            self.lead_time,
-            self.incidents_opened,
-            self.incident_resolution,
-            self.run_duration,
-            self.run_queue,
-            self.job_duration,
-            self.job_queue,
-        ):
+        for family in (self.lead_time, self.incidents_opened, self.incident_resolution):
             family.ensure((service,))
-        for run_status in sorted(RUN_TERMINAL):
-            self.runs_finished.ensure((service, run_status))
-        for job_status in sorted(JOB_TERMINAL):
-            self.jobs_finished.ensure((service, job_status))
+        self._runs.ensure(service, RUN_TERMINAL)
+        self._jobs.ensure(service, JOB_TERMINAL)
 
     def _environment(self, service: str, environment: str, tier: str, source: str) -> None:
         key = (service, environment, tier, source)
@@ -404,19 +392,11 @@ class _History:
         kind: str = row.type
         data: dict[str, Any] = row.data or {}
         service = row.service or ""
-        if kind == EventType.PIPELINERUN_QUEUED:
-            self._runs.on_queued(row.run_id, row.ts)
-        elif kind == EventType.PIPELINERUN_STARTED:
-            self._runs.on_started(row.run_id, row.ts, service)
-        elif kind == EventType.PIPELINERUN_FINISHED:
-            self._runs.on_finished(row.run_id, service, data)
-        elif kind == EventType.TASKRUN_QUEUED:
-            self._jobs.on_queued(row.job_id, row.ts)
-        elif kind == EventType.TASKRUN_STARTED:
-            self._jobs.on_started(row.job_id, row.ts, service)
-        elif kind == EventType.TASKRUN_FINISHED:
-            self._jobs.on_finished(row.job_id, service, data)
-        elif kind == EventType.APPROVAL_REQUESTED and data.get("approval") is not None:
+        if self._runs.follow(kind, row.run_id, row.ts, service, data):
+            return
+        if self._jobs.follow(kind, row.job_id, row.ts, service, data):
+            return
+        if kind == EventType.APPROVAL_REQUESTED and data.get("approval") is not None:
             self._approvals[int(data["approval"])] = (
                 row.ts,
                 service,
@@ -613,13 +593,7 @@ class StoreCollector(Collector):
         yield self._lag(session)
 
     def _runs(self, session: Session) -> Metric:
-        counts = _counts(
-            session,
-            select(Service.name, Run.status, func.count())
-            .join(Service, Service.id == Run.service_id)
-            .where(Run.status.in_(RUN_ACTIVE))
-            .group_by(Service.name, Run.status),
-        )
+        counts = _active(session, Run.status, RUN_ACTIVE, (Service, Service.id == Run.service_id))
         # Every service, at 0 when idle, so that graphs and sums have a series to show.
         return _by_status(
             "conveyor_runs_in_progress",
@@ -630,13 +604,12 @@ class StoreCollector(Collector):
         )
 
     def _jobs(self, session: Session) -> Metric:
-        counts = _counts(
+        counts = _active(
             session,
-            select(Service.name, Job.status, func.count())
-            .join(Run, Run.id == Job.run_id)
-            .join(Service, Service.id == Run.service_id)
-            .where(Job.status.in_(JOB_ACTIVE))
-            .group_by(Service.name, Job.status),
+            Job.status,
+            JOB_ACTIVE,
+            (Run, Run.id == Job.run_id),
+            (Service, Service.id == Run.service_id),
         )
         return _by_status(
             "conveyor_jobs_in_progress",
@@ -675,11 +648,6 @@ class StoreCollector(Collector):
         yield oldest
 
     def _approvals(self, session: Session) -> Metric:
-        gauge = _gauge(
-            "conveyor_approvals_pending",
-            "Approvals waiting for a decision now.",
-            ("service", "environment", "kind"),
-        )
         counts = _counts(
             session,
             select(Service.name, Deployment.environment, Approval.kind, func.count())
@@ -688,17 +656,14 @@ class StoreCollector(Collector):
             .where(Approval.status == "pending")
             .group_by(Service.name, Deployment.environment, Approval.kind),
         )
-        for key in sorted(counts):
-            gauge.add_metric(list(key), counts[key])
-        return gauge
+        return _counted(
+            "conveyor_approvals_pending",
+            "Approvals waiting for a decision now.",
+            ("service", "environment", "kind"),
+            counts,
+        )
 
     def _incidents(self, session: Session) -> Metric:
-        gauge = _gauge(
-            "conveyor_incidents_open",
-            "Incidents open now, by service, environment and its tier (an incident without "
-            "an environment counts as production: incidents are production failures).",
-            ("service", "environment", "tier"),
-        )
         env = aliased(EnvironmentState)
         rows = session.execute(
             select(Service.name, Incident.environment, env.tier, func.count())
@@ -710,13 +675,17 @@ class StoreCollector(Collector):
             .where(Incident.status == "open")
             .group_by(Service.name, Incident.environment, env.tier)
         ).all()
-        merged: dict[tuple[str, str, str], int] = {}
+        merged: dict[tuple[str, ...], int] = {}
         for service, environment, tier, count in rows:
             key = (service, environment or "", tier or "production")
             merged[key] = merged.get(key, 0) + int(count)
-        for key in sorted(merged):
-            gauge.add_metric(list(key), merged[key])
-        return gauge
+        return _counted(
+            "conveyor_incidents_open",
+            "Incidents open now, by service, environment and its tier (an incident without "
+            "an environment counts as production: incidents are production failures).",
+            ("service", "environment", "tier"),
+            merged,
+        )
 
     def _lag(self, session: Session) -> Metric:
         gauge = _gauge(
@@ -748,6 +717,27 @@ def _by_status(
         for status in statuses:
             gauge.add_metric([service, status], counts.get((service, status), 0))
     return gauge
+
+
+def _counted(
+    name: str, documentation: str, labels: Sequence[str], counts: Mapping[tuple[str, ...], int]
+) -> Metric:
+    """A gauge with a series for each counted key (its label values), in order."""
+    gauge = _gauge(name, documentation, labels)
+    for key in sorted(counts):
+        gauge.add_metric(list(key), counts[key])
+    return gauge
+
+
+def _active(
+    session: Session, status: Any, active: Sequence[str], *joins: tuple[Any, Any]
+) -> dict[tuple[str, ...], int]:
+    """How many rows are in each of the ``active`` statuses (``status``, their column) now, by
+    service name; ``joins`` lead from their table to Service."""
+    query = select(Service.name, status, func.count())
+    for target, on in joins:
+        query = query.join(target, on)
+    return _counts(session, query.where(status.in_(active)).group_by(Service.name, status))
 
 
 def _counts(session: Session, query: Executable) -> dict[tuple[str, ...], int]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,7 +117,32 @@ class Flow:
     queue: Family
     finished: Family
     duration: Family
+    # The types of the events it follows: one queued, started, finished.
+    events: tuple[str, str, str]
     queued: dict[int, dt.datetime] = field(default_factory=dict)
+
+    def ensure(self, service: str, statuses: Iterable[str]) -> None:
+        """The series of ``service`` at 0: its waits, its durations and each way one ends."""
+        self.queue.ensure((service,))
+        self.duration.ensure((service,))
+        for status in sorted(statuses):
+            self.finished.ensure((service, status))
+
+    def follow(
+        self, kind: str, key: int | None, at: dt.datetime, service: str, data: dict[str, Any]
+    ) -> bool:
+        """Follow an event of type ``kind`` about ``key`` if it is one of this flow's; True if
+        it was."""
+        queued, started, finished = self.events
+        if kind == queued:
+            self.on_queued(key, at)
+        elif kind == started:
+            self.on_started(key, at, service)
+        elif kind == finished:
+            self.on_finished(key, service, data)
+        else:
+            return False
+        return True
 
     def on_queued(self, key: int | None, at: dt.datetime) -> None:
         if key is not None:

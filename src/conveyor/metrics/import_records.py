@@ -157,17 +157,20 @@ def default_tier(environment: str) -> str:
 # --- the native records -----------------------------------------------------------------------
 
 
-class CommitIn(BaseModel):
+class _NativeIn(BaseModel):
+    """Part of a native line: a field it does not know is an error (a typo would otherwise
+    drop what it meant to say)."""
+
     model_config = ConfigDict(extra="forbid")
 
+
+class CommitIn(_NativeIn):
     sha: Sha
     committed_at: Time
     authored_at: Time | None = None
 
 
-class DeploymentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class DeploymentIn(_NativeIn):
     kind: Literal["deployment"]
     service: ServiceName
     environment: EnvironmentName
@@ -190,9 +193,7 @@ class DeploymentIn(BaseModel):
     served_at: Time | None = None
 
 
-class IncidentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class IncidentIn(_NativeIn):
     kind: Literal["incident"]
     service: ServiceName
     id: RecordId
@@ -274,11 +275,12 @@ class DeploymentRecord(_Line):
 class IncidentRecord(_Line):
     service: str
     id: str
-    opened_at: dt.datetime | None
-    resolved_at: dt.datetime | None
-    environment: str | None
-    title: str | None
-    deployment: str | None
+    # None until known: a CDEvents incident learns them from its events, in any order.
+    opened_at: dt.datetime | None = None
+    resolved_at: dt.datetime | None = None
+    environment: str | None = None
+    title: str | None = None
+    deployment: str | None = None
     artifact: str | None = None
     cdevent: bool = False
     resolved_line: int | None = None

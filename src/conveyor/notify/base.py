@@ -8,7 +8,7 @@ blocks or fails a deployment.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from conveyor.errors import ConveyorError
@@ -38,9 +38,9 @@ class Notice:
 
     id: int
     event: str
-    service: str
     summary: str
     at: str
+    service: str
     environment: str | None = None
     release: str | None = None
     sha: str | None = None
@@ -56,22 +56,9 @@ class Notice:
 
     def as_json(self) -> dict[str, Any]:
         """The JSON body of a generic webhook (stable, documented in docs/notifications.md)."""
-        return {
-            "id": self.id,
-            "event": self.event,
-            "title": self.title,
-            "summary": self.summary,
-            "at": self.at,
-            "service": self.service,
-            "environment": self.environment,
-            "release": self.release,
-            "sha": self.sha,
-            "deployment_id": self.deployment_id,
-            "approval_id": self.approval_id,
-            "incident_id": self.incident_id,
-            "url": self.url,
-            "fields": self.fields,
-        }
+        # Every field, in their order, with the title after the event.
+        body = asdict(self)
+        return {"id": body.pop("id"), "event": body.pop("event"), "title": self.title, **body}
 
 
 @dataclass(frozen=True)

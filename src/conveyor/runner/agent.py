@@ -40,7 +40,7 @@ import tarfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -182,34 +182,27 @@ async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
             yield chunk
 
 
+# eq=False: a reporter is one job's live state, the same only as itself.
+@dataclass(eq=False)
 class HttpReporter:
     """A JobReporter that sends a job's reports to the server, in order, without loss."""
 
-    def __init__(
-        self,
-        client: httpx.AsyncClient,
-        job_id: int,
-        token: int,
-        artifacts: ArtifactStore,
-        *,
-        give_up: float = GIVE_UP_SECONDS,
-        retry: tuple[float, float] = REPORT_RETRY,
-        notice: Callable[[str], None] | None = None,
-    ) -> None:
-        self.client = client
-        self.job_id = job_id
-        self.token = token
-        self.artifact_store = artifacts
-        self.give_up = give_up
-        self.retry = retry
-        self.notice = notice  # hears when the server stops and starts answering again
-        self._troubled = False
-        self.cancel_requested = False
-        self.failure: StaleLease | None = None
-        self._pending: list[dict[str, Any]] = []
-        self._seq = 0
-        self._delivered = 0
-        self._lock = asyncio.Lock()
+    client: httpx.AsyncClient
+    job_id: int
+    token: int
+    artifact_store: ArtifactStore
+    _: KW_ONLY
+    give_up: float = GIVE_UP_SECONDS
+    retry: tuple[float, float] = REPORT_RETRY
+    # Hears when the server stops and starts answering again.
+    notice: Callable[[str], None] | None = None
+    cancel_requested: bool = field(default=False, init=False)
+    failure: StaleLease | None = field(default=None, init=False)
+    _troubled: bool = field(default=False, init=False)
+    _pending: list[dict[str, Any]] = field(default_factory=list, init=False)
+    _seq: int = field(default=0, init=False)
+    _delivered: int = field(default=0, init=False)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
 
     @property
     def seq(self) -> int:
@@ -412,25 +405,24 @@ def _untar(data: bytes, dest: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+# eq=False: one agent's cache of trees, the same only as itself.
+@dataclass(eq=False)
 class ServerSources:
     """Commit trees from the server (GET /runs/{id}/source), downloaded once per commit and
     copied into each job's workspace, so jobs never see each other's changes."""
 
-    def __init__(
-        self,
-        client: httpx.AsyncClient,
-        root: Path,
-        *,
-        give_up: float = GIVE_UP_SECONDS,
-        keep: int = KEEP_SOURCES,
-    ) -> None:
-        self.client = client
-        self.root = root
-        self.give_up = give_up
-        self.keep = keep
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
-        self._trees: collections.OrderedDict[tuple[str, str], Path] = collections.OrderedDict()
-        self._copying: collections.Counter[tuple[str, str]] = collections.Counter()
+    client: httpx.AsyncClient
+    root: Path
+    _: KW_ONLY
+    give_up: float = GIVE_UP_SECONDS
+    keep: int = KEEP_SOURCES
+    _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict, init=False)
+    _trees: collections.OrderedDict[tuple[str, str], Path] = field(
+        default_factory=collections.OrderedDict, init=False
+    )
+    _copying: collections.Counter[tuple[str, str]] = field(
+        default_factory=collections.Counter, init=False
+    )
 
     def for_run(self, run_id: int, reporter: HttpReporter | None = None) -> RunSources:
         return RunSources(self, run_id, reporter)

@@ -57,6 +57,7 @@ from conveyor.server import (
     runs,
     session,
     stream,
+    teams,
     timeline,
     web_ui,
 )
@@ -335,6 +336,7 @@ API_ROUTERS = (
     delivery.router,
     dora.router,
     portfolio.router,
+    teams.router,
     alerts.router,
     imports.router,
     deployment_intake.router,

@@ -40,6 +40,33 @@ def _wake(request: Request) -> None:
     _state(request).notify("delivery")
 
 
+# What the routes that start or stop a deployment answer: the deployment, as shown on its own.
+_ANSWERS_DEPLOYMENT: dict[str, Any] = {
+    "tags": ["delivery"],
+    "response_model": schemas.DeploymentDetail,
+    "responses": errors(404, 409),
+}
+# What the routes that hold or release an environment answer: the environment.
+_ANSWERS_ENVIRONMENT: dict[str, Any] = {
+    "tags": ["delivery"],
+    "response_model": schemas.EnvironmentOut,
+    "responses": errors(404, 409),
+}
+
+
+def _deployment_changed(request: Request, store: Any, deployment_id: int) -> dict[str, Any]:
+    """After a deployment was started or cancelled: the delivery loop is woken to act on it
+    now, and the answer is the deployment."""
+    _wake(request)
+    return dq.deployment_detail(store, deployment_id)
+
+
+def _environment(store: Any, service: str, environment: str) -> dict[str, Any]:
+    """The environment as the environments list shows it."""
+    rows = dq.environments(store, service)
+    return rows[[row["environment"] for row in rows].index(environment)]
+
+
 @router.get(
     "/environments",
     tags=["delivery"],
@@ -80,30 +107,19 @@ def show_deployment(request: Request, deployment_id: int, _: Reader) -> dict[str
     return dq.deployment_detail(_state(request).store, deployment_id)
 
 
-@router.post(
-    "/deployments/{deployment_id}/cancel",
-    tags=["delivery"],
-    response_model=schemas.DeploymentDetail,
-    responses=errors(404, 409),
-)
+@router.post("/deployments/{deployment_id}/cancel", **_ANSWERS_DEPLOYMENT)
 def cancel_deployment(request: Request, deployment_id: int, identity: Trigger) -> dict[str, Any]:
-    scoping.check(identity, *scoping.of_deployment(_state(request).store, deployment_id), "cancel")
-    promotion.cancel_deployment(_state(request).store, deployment_id, _actor(identity))
-    _wake(request)
-    return dq.deployment_detail(_state(request).store, deployment_id)
+    store = _state(request).store
+    scoping.check(identity, *scoping.of_deployment(store, deployment_id), "cancel")
+    promotion.cancel_deployment(store, deployment_id, _actor(identity))
+    return _deployment_changed(request, store, deployment_id)
 
 
 class PromoteIn(BaseModel):
     environment: str = Field(min_length=1, max_length=200)
 
 
-@router.post(
-    "/releases/{release_id}/promote",
-    status_code=201,
-    tags=["delivery"],
-    response_model=schemas.DeploymentDetail,
-    responses=errors(404, 409),
-)
+@router.post("/releases/{release_id}/promote", status_code=201, **_ANSWERS_DEPLOYMENT)
 def promote(
     request: Request, release_id: int, body: PromoteIn, identity: Trigger
 ) -> dict[str, Any]:
@@ -111,8 +127,7 @@ def promote(
     service = scoping.of_release(store, release_id)
     scoping.check(identity, service, body.environment, "promote")
     dep = promotion.promote(store, release_id, body.environment, _actor(identity))
-    _wake(request)
-    return dq.deployment_detail(store, dep)
+    return _deployment_changed(request, store, dep)
 
 
 class RollbackIn(BaseModel):
@@ -122,9 +137,7 @@ class RollbackIn(BaseModel):
 @router.post(
     "/services/{service}/environments/{environment}/rollback",
     status_code=201,
-    tags=["delivery"],
-    response_model=schemas.DeploymentDetail,
-    responses=errors(404, 409),
+    **_ANSWERS_DEPLOYMENT,
 )
 def rollback(
     request: Request, service: str, environment: str, body: RollbackIn, identity: Trigger
@@ -132,46 +145,30 @@ def rollback(
     scoping.check(identity, service, environment, "roll back")
     store = _state(request).store
     dep = promotion.rollback(store, service, environment, _actor(identity), body.to)
-    _wake(request)
-    return dq.deployment_detail(store, dep)
+    return _deployment_changed(request, store, dep)
 
 
 class HoldIn(BaseModel):
     reason: str | None = Field(None, max_length=2000)
 
 
-@router.post(
-    "/services/{service}/environments/{environment}/hold",
-    tags=["delivery"],
-    response_model=schemas.EnvironmentOut,
-    responses=errors(404, 409),
-)
+@router.post("/services/{service}/environments/{environment}/hold", **_ANSWERS_ENVIRONMENT)
 def hold(
     request: Request, service: str, environment: str, body: HoldIn, identity: Trigger
 ) -> dict[str, Any]:
     scoping.check(identity, service, environment, "hold")
     store = _state(request).store
     promotion.hold(store, service, environment, _actor(identity), body.reason)
-    return dq.environments(store, service)[_index(store, service, environment)]
+    return _environment(store, service, environment)
 
 
-@router.post(
-    "/services/{service}/environments/{environment}/unhold",
-    tags=["delivery"],
-    response_model=schemas.EnvironmentOut,
-    responses=errors(404, 409),
-)
+@router.post("/services/{service}/environments/{environment}/unhold", **_ANSWERS_ENVIRONMENT)
 def unhold(request: Request, service: str, environment: str, identity: Trigger) -> dict[str, Any]:
     scoping.check(identity, service, environment, "unhold")
     store = _state(request).store
     promotion.unhold(store, service, environment, _actor(identity))
     _wake(request)
-    return dq.environments(store, service)[_index(store, service, environment)]
-
-
-def _index(store: Any, service: str, environment: str) -> int:
-    names = [e["environment"] for e in dq.environments(store, service)]
-    return names.index(environment)
+    return _environment(store, service, environment)
 
 
 @router.get("/approvals", tags=["approvals"], response_model=list[schemas.ApprovalListed])

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 
+from conveyor.metrics.dora_query import params_of
 from conveyor.server.auth import require
 from conveyor.server.schemas.common import ERRORS
 from conveyor.server.schemas.dora import DoraReport
@@ -34,19 +35,7 @@ def window_params(
 ) -> dict[str, Any]:
     """The window and settings of a report (one, or side by side), under `conveyor dora`'s
     option names (metrics.dora.from_params reads them)."""
-    return {
-        "env_tier": env_tier,
-        "since": since,
-        "from": start,
-        "to": end,
-        "by": by,
-        "tz": tz,
-        "week_start": week_start,
-        "lead_time_from": lead_time_from,
-        "tiers": tiers,
-        "look_back": look_back,
-        "attribution_window": attribution_window,
-    }
+    return params_of(locals())  # its parameters, and nothing else yet
 
 
 WindowQuery = Annotated[dict[str, Any], Depends(window_params)]

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 from sqlalchemy import select
 
 from conveyor import __version__, jsonio
@@ -26,6 +26,7 @@ from conveyor.server.schemas.common import ERRORS, errors, event_stream
 from conveyor.server.tokens import Identity
 from conveyor.sources.commits import queue_commit
 from conveyor.sources.mirror import checked_repository, source_for
+from conveyor.states import RunStatus
 from conveyor.store.models import Service, utcnow
 from conveyor.store.service_removal import remove_service as take_out
 from conveyor.store.service_removal import what_removal_takes
@@ -42,8 +43,25 @@ Admin = Annotated[Identity, Depends(require("admin"))]
 STREAM_POLL_SECONDS = 0.5
 
 
+# What the routes that show or queue a run answer: the run, as shown on its own.
+_ANSWERS_RUN: dict[str, Any] = {
+    "tags": ["runs"],
+    "response_model": schemas.RunDetail,
+    "responses": ERRORS | errors(404),
+}
+
+
 def _state(request: Request) -> Any:
     return request.app.state.conveyor
+
+
+def _check_run(request: Request, identity: Identity, run_id: int, action: str) -> Any:
+    """The store, once the caller may `action` run `run_id` and the run exists (404 if not)."""
+    store = _state(request).store
+    scoping.check(identity, scoping.of_run(store, run_id), action=action)
+    with store.session() as session:
+        queries.load_run(session, run_id)
+    return store
 
 
 @router.get("/health", tags=["server"], response_model=schemas.Health)
@@ -173,24 +191,45 @@ class RunIn(BaseModel):
     )
 
 
+def _run_filter(
+    branch: Annotated[
+        str | None, Query(max_length=500, description="A branch name, or a whole ref.")
+    ] = None,
+    author: Annotated[
+        str | None, Query(max_length=200, description="Part of the commit author's name.")
+    ] = None,
+    since: Annotated[
+        AwareDatetime | None,
+        Query(description="Made (a run queued, a release built) at or after this time."),
+    ] = None,
+    q: Annotated[
+        str | None,
+        Query(max_length=200, description="Part of the commit's subject, or a sha prefix."),
+    ] = None,
+    before: Annotated[
+        int | None, Query(ge=1, description="Only older ones than this id: a page's last id.")
+    ] = None,
+) -> queries.RunFilter:
+    """The filters GET /runs and GET /releases share, as query parameters."""
+    return queries.RunFilter(branch=branch, author=author, since=since, search=q, before=before)
+
+
 @router.get("/runs", tags=["runs"], response_model=list[schemas.RunSummary], responses=ERRORS)
 def list_runs(
     request: Request,
     _: Reader,
-    service: str | None = None,
-    status: str | None = None,
+    narrow: Annotated[queries.RunFilter, Depends(_run_filter)],
+    service: Annotated[str | None, Query(max_length=200)] = None,
+    status: RunStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
 ) -> list[dict[str, Any]]:
-    return queries.list_runs(_state(request).store, service=service, status=status, limit=limit)
+    """The newest runs first. Page with `before` (the last id of the page before)."""
+    return queries.list_runs(
+        _state(request).store, service=service, status=status, limit=limit, narrow=narrow
+    )
 
 
-@router.post(
-    "/runs",
-    status_code=201,
-    tags=["runs"],
-    response_model=schemas.RunDetail,
-    responses=ERRORS | errors(404),
-)
+@router.post("/runs", status_code=201, **_ANSWERS_RUN)
 def trigger_run(request: Request, body: RunIn, identity: Trigger) -> dict[str, Any]:
     """Queue a run of the service's pipeline for a commit, branch or tag."""
     scoping.check(identity, body.service, action="trigger")
@@ -214,12 +253,7 @@ def trigger_run(request: Request, body: RunIn, identity: Trigger) -> dict[str, A
     return queries.run_detail(state.store, queued.run_id)
 
 
-@router.get(
-    "/runs/{run_id}",
-    tags=["runs"],
-    response_model=schemas.RunDetail,
-    responses=ERRORS | errors(404),
-)
+@router.get("/runs/{run_id}", **_ANSWERS_RUN)
 def show_run(request: Request, run_id: int, _: Reader) -> dict[str, Any]:
     return queries.run_detail(_state(request).store, run_id)
 
@@ -231,10 +265,7 @@ def show_run(request: Request, run_id: int, _: Reader) -> dict[str, Any]:
     responses=ERRORS | errors(404),
 )
 def cancel_run(request: Request, run_id: int, identity: Trigger) -> dict[str, Any]:
-    store = _state(request).store
-    scoping.check(identity, scoping.of_run(store, run_id), action="cancel")
-    with store.session() as session:
-        queries.load_run(session, run_id)
+    store = _check_run(request, identity, run_id, "cancel")
     previous = request_cancel(store, run_id, by=identity.name)
     return {"run": run_id, "was": previous.value, "jobs": queries.job_count(store, run_id)}
 
@@ -243,20 +274,11 @@ class RerunIn(BaseModel):
     failed_only: bool = False
 
 
-@router.post(
-    "/runs/{run_id}/rerun",
-    status_code=201,
-    tags=["runs"],
-    response_model=schemas.RunDetail,
-    responses=ERRORS | errors(404),
-)
+@router.post("/runs/{run_id}/rerun", status_code=201, **_ANSWERS_RUN)
 def rerun(request: Request, run_id: int, body: RerunIn, identity: Trigger) -> dict[str, Any]:
     """Run the same commit again: every job, or only those that did not succeed (the others
     keep their results and artifacts)."""
-    store = _state(request).store
-    scoping.check(identity, scoping.of_run(store, run_id), action="rerun")
-    with store.session() as session:
-        queries.load_run(session, run_id)
+    store = _check_run(request, identity, run_id, "rerun")
     new_id = create_rerun(
         store, run_id, failed_only=body.failed_only, trigger=f"rerun:{identity.name}"
     )
@@ -410,10 +432,22 @@ def download_artifact(request: Request, digest: str, _: Reader) -> FileResponse:
 def list_releases(
     request: Request,
     _: Reader,
-    service: str | None = None,
+    narrow: Annotated[queries.RunFilter, Depends(_run_filter)],
+    service: Annotated[str | None, Query(max_length=200)] = None,
+    environment: Annotated[
+        str | None,
+        Query(max_length=200, description="Only releases that served users in it."),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
 ) -> list[dict[str, Any]]:
-    return queries.list_releases(_state(request).store, service=service, limit=limit)
+    """The newest releases first. Page with `before` (the last id of the page before)."""
+    return queries.list_releases(
+        _state(request).store,
+        service=service,
+        limit=limit,
+        narrow=narrow,
+        environment=environment,
+    )
 
 
 @router.get(

@@ -50,6 +50,7 @@ CHANNELS: dict[str, frozenset[EventType]] = {
     "approvals": types_of("approval"),
     "incidents": types_of("incident", "alert"),
     "services": types_of("service"),
+    "teams": types_of("team"),
     "dora": types_of("deployment", "incident", "pipelinerun", "release")
     | {EventType.HISTORY_IMPORTED},
 }

@@ -97,11 +97,14 @@ def signin(request: Request) -> Response:
 # The UI's pages: each is index.html (for a signed-in user), and the page's router draws it.
 PAGES = (
     "/",
+    "/runs",
     "/runs/{run_id}",
+    "/releases",
     "/releases/{release_id}",
     "/services/{service}/environments/{environment}",
     "/approvals",
     "/dora",
+    "/teams",
     "/incidents",
     "/inbox",
 )

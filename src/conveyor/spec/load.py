@@ -13,7 +13,8 @@ from conveyor.extensions import ExtensionError, Kind, registry
 from conveyor.spec import checks
 from conveyor.spec.blocks import DEPLOY_KEYS, ExtensionBlock, target_options
 from conveyor.spec.fields import TARGET_PATTERN
-from conveyor.spec.models import EXTENSION_PREFIX, SKIP_GRAPH_CHECKS, Pipeline
+from conveyor.spec.indentation import misplaced_keys
+from conveyor.spec.models import EXTENSION_PREFIX, SKIP_GRAPH_CHECKS, Deploy, Pipeline
 from conveyor.spec.problems import (
     Finding,
     KeyPath,
@@ -60,6 +61,7 @@ def parse_pipeline(text: str, filename: str = "conveyor.yml") -> Pipeline:
             findings += [f for f in _from_pydantic(exc, doc) if (f.path, f.position) not in seen]
         findings.extend(checks.findings_from_data(data))
         findings.extend(_target_findings(data, doc))
+        findings.extend(misplaced_keys(text, doc, functools.partial(_keys_at, data=data)))
     if findings or pipeline is None:
         raise PipelineError(_problems(filename, doc, findings))
     return pipeline
@@ -238,6 +240,25 @@ def _allowed_keys(path: KeyPath, root: type[BaseModel] = Pipeline, skip: int = 0
         return []
     keys = [f.alias or name for name, f in model.model_fields.items()]
     return keys + sorted(DEPLOY_KEYS) if skip and len(path) == skip else keys
+
+
+def _keys_at(path: KeyPath, data: object) -> list[str] | None:
+    """The keys the mapping at ``path`` accepts; None where no model describes it. A
+    `deploy:` accepts its target's options too."""
+    model = _model_at(path)
+    if model is None:
+        return None
+    keys = [f.alias or name for name, f in model.model_fields.items()]
+    if model is Deploy:
+        _, deploy, rest = _walk(data, path)
+        target = deploy.get("target", "process") if isinstance(deploy, dict) and not rest else None
+        try:
+            options = registry().get(Kind.TARGET, target) if isinstance(target, str) else None
+        except ExtensionError:
+            options = None  # the unknown target is reported on its own
+        if options is not None:
+            keys += [f.alias or name for name, f in options.options.model_fields.items()]
+    return keys
 
 
 def _model_at(path: KeyPath, root: type[BaseModel] = Pipeline) -> type[BaseModel] | None:

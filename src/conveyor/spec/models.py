@@ -175,7 +175,12 @@ class Deploy(_Model):
     target: TargetName = Field(
         "process", description="Deploy target: process, container, ssh, command, or a plugin's."
     )
-    start: str | None = Field(None, description="Command that starts the service ($PORT is set).")
+    start: str | None = Field(
+        None,
+        description="Command that starts the service ($PORT is set; with the process target, "
+        "$CONVEYOR_DATA_DIR names the environment's data folder, kept across deploys and "
+        "rollbacks).",
+    )
     strategy: Literal["recreate", "blue-green", "rolling"] = Field(
         "recreate", description="How the old release is replaced by the new one."
     )

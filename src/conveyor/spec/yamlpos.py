@@ -50,6 +50,22 @@ for _tag, _pattern, _first in [
     _Loader.add_implicit_resolver(_tag, re.compile(rf"^(?:{_pattern})$"), _first)
 
 
+#: Paths kept per block scalar: aliases may repeat one block at very many places.
+MAX_BLOCK_PATHS = 8
+
+
+@dataclass
+class BlockScalar:
+    """A literal (`|`) or folded (`>`) scalar: where its text was written, so the lines of
+    the text can be read from the source as they were typed (1-based, inclusive), and the
+    paths it is the value of (more than one through aliases and merge keys)."""
+
+    paths: list[KeyPath]
+    style: str
+    first_line: int
+    last_line: int
+
+
 @dataclass
 class Document:
     """The converted data plus where each path was written (1-based line, column)."""
@@ -59,6 +75,7 @@ class Document:
     values: dict[KeyPath, Position] = field(default_factory=dict)
     keys: dict[KeyPath, Position] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
+    blocks: list[BlockScalar] = field(default_factory=list)
     #: True when the text could not be turned into data at all (syntax error, alias bomb).
     fatal: bool = False
 
@@ -149,6 +166,8 @@ class _Converter:
         self.count = 0
         # Nodes being converted right now: meeting one again means a recursive alias.
         self.active: set[int] = set()
+        # Block scalars by node: aliases add paths to one record, not records.
+        self.blocks: dict[int, BlockScalar] = {}
 
     def convert(self, node: Node, path: KeyPath, depth: int) -> object:
         self.count += 1
@@ -162,6 +181,8 @@ class _Converter:
             )
         self.doc.values[path] = _pos(node)
         if isinstance(node, ScalarNode):
+            if node.style in ("|", ">"):
+                self._block(node, path)
             return self._scalar(node, path)
         if id(node) in self.active:
             self._add(path, "an alias refers to the value that contains it", _pos(node))
@@ -179,6 +200,19 @@ class _Converter:
         finally:
             self.active.discard(id(node))
         return None  # pragma: no cover - the composer only builds the three node kinds
+
+    def _block(self, node: ScalarNode, path: KeyPath) -> None:
+        block = self.blocks.get(id(node))
+        if block is None:
+            # The text starts on the line after the `|`; the end mark sits at the start of the
+            # first line after it, or on the last line when the file ends there.
+            end = node.end_mark
+            last = end.line + 1 if end.column else end.line
+            block = BlockScalar([path], str(node.style), node.start_mark.line + 2, last)
+            self.blocks[id(node)] = block
+            self.doc.blocks.append(block)
+        elif len(block.paths) < MAX_BLOCK_PATHS:
+            block.paths.append(path)
 
     def _add(
         self, path: KeyPath, message: str, position: Position, hint: str | None = None

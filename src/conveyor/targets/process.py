@@ -10,8 +10,11 @@ keeps their pid *and* process start time, so a restarted server can find them ag
 mistaking an unrelated process that reused the pid for one of them.
 
 The start command is pipeline code: it runs in the sandbox (conveyor.sandbox) with the release
-folder as its only writable folder and home, but not tied to the server's life (design §8). Its
-pid is then bubblewrap's, which lives exactly as long as the release inside it.
+folder as its home, but not tied to the server's life (design §8). Its pid is then bubblewrap's,
+which lives exactly as long as the release inside it. Besides the release folder it may write
+one more: the environment's data folder (``$CONVEYOR_DATA_DIR``), which every release of the
+environment shares and which outlives deploys and rollbacks, for what must persist (a SQLite
+database, uploads). A release folder is replaced on every deploy; the data folder never is.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from conveyor.targets.base import (
 )
 from conveyor.targets.proxied import ProxiedOptions, ProxiedTarget, accepts, free_port
 
-__all__ = ["EXTENSION", "ProcessOptions", "ProcessTarget"]
+__all__ = ["EXTENSION", "ProcessOptions", "ProcessTarget", "data_dir"]
 
 _POLL = 0.02
 # After SIGKILL, how long to wait for the kernel to take the process away.
@@ -59,9 +62,20 @@ _TAIL_BYTES = 16 * 1024
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
+def data_dir(state_dir: Path) -> Path:
+    """The environment's persistent data folder (``$CONVEYOR_DATA_DIR``), made if missing:
+    private to the releases (0700), whatever the umask."""
+    path = state_dir / "data"
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
 class ProcessOptions(ProxiedOptions):
     """Runs each release's `start` command as a process on the server's machine, on a fresh
-    port behind the environment's stable port."""
+    port behind the environment's stable port. `$CONVEYOR_DATA_DIR` is the environment's data
+    folder (mode 0700), shared by its releases and kept across deploys and rollbacks: keep a
+    SQLite database or uploads there, not in the release folder, which each deploy replaces."""
 
     stop_timeout: Duration = Field(
         5.0,
@@ -237,16 +251,24 @@ class ProcessTarget(ProxiedTarget[ProcessOptions]):
         if not root.is_dir():
             raise TargetError(f"release folder {root} does not exist")
         sandbox = self.ctx.confinement()
+        data = await asyncio.to_thread(data_dir, self.ctx.state_dir)
         await asyncio.to_thread(sandbox.claim, root)
+        await asyncio.to_thread(sandbox.claim, data)
         port = free_port()
         version = bundle.version
         log_path = self.ctx.state_dir / "logs" / f"{version}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**self.ctx.env, "PORT": str(port), "CONVEYOR_RELEASE": version}
+        env = {
+            **self.ctx.env,
+            "PORT": str(port),
+            "CONVEYOR_RELEASE": version,
+            "CONVEYOR_DATA_DIR": str(data),
+        }
+        argv = ["bash", "-c", start]
         with (
             log_path.open("ab") as log,
             sandbox.launch(
-                ["bash", "-c", start], env=env, root=root, die_with_parent=False
+                argv, env=env, root=root, die_with_parent=False, writable=[data]
             ) as launch,
         ):
             log.write(f"[conveyor] starting {version} on port {port}\n".encode())

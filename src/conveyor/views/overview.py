@@ -46,10 +46,15 @@ def _release(release: Release | None) -> dict[str, Any] | None:
     }
 
 
+def _picked(row: Any, **fields: str) -> dict[str, Any] | None:
+    """``{key: row.<attribute>}`` for each ``key=attribute``; None without a row."""
+    return None if row is None else {key: getattr(row, name) for key, name in fields.items()}
+
+
 def _state_of(env: EnvironmentState | None, **fields: str) -> dict[str, Any]:
-    """``{key: env.<attribute>}`` for each ``key=attribute``; all None for an environment never
-    deployed to (no state yet)."""
-    return {key: getattr(env, name) if env is not None else None for key, name in fields.items()}
+    """The environment's state (``_picked``); all None for an environment never deployed to
+    (no state yet)."""
+    return _picked(env, **fields) or dict.fromkeys(fields)
 
 
 def _health(env: EnvironmentState | None, last: Deployment | None) -> dict[str, Any]:
@@ -63,16 +68,15 @@ def _health(env: EnvironmentState | None, last: Deployment | None) -> dict[str, 
         "state": state,
         # The monitor's last look at what serves, and what it saw.
         **_state_of(env, healthy="healthy", checked_at="checked_at", detail="health_detail"),
-        "last_deployment": None
-        if last is None
-        else {
-            "id": last.id,
-            "status": last.status,
-            "kind": last.kind,
-            "release": last.release_id,
-            "reason": last.reason,
-            "finished_at": last.finished_at,
-        },
+        "last_deployment": _picked(
+            last,
+            id="id",
+            status="status",
+            kind="kind",
+            release="release_id",
+            reason="reason",
+            finished_at="finished_at",
+        ),
         "last_check": checks[-1] if checks else None,
     }
 
@@ -178,14 +182,13 @@ def overview(store: Store) -> dict[str, Any]:
                         "health": _health(env, last),
                         "held": bool(env is not None and env.held),
                         **_state_of(env, held_by="held_by", hold_reason="hold_reason"),
-                        "in_progress": None
-                        if underway is None
-                        else {
-                            "deployment": underway.id,
-                            "release": underway.release_id,
-                            "status": underway.status,
-                            "kind": underway.kind,
-                        },
+                        "in_progress": _picked(
+                            underway,
+                            deployment="id",
+                            release="release_id",
+                            status="status",
+                            kind="kind",
+                        ),
                         "queued": {
                             "count": len(waiting),
                             "releases": [d.release_id for d in waiting],

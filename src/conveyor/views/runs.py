@@ -6,16 +6,17 @@ import datetime as dt
 import heapq
 import itertools
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, func, select
+from sqlalchemy import ColumnElement, String, func, or_, select
 from sqlalchemy.orm import Session
 
 from conveyor.errors import NotFound
 from conveyor.events import EventType
 from conveyor.states import RunStatus
 from conveyor.store.db import Store, get_or_not_found
-from conveyor.store.models import Artifact, Event, Job, LogLine, Release, Run
+from conveyor.store.models import Artifact, Deployment, Event, Job, LogLine, Release, Run
 from conveyor.views.filters import filtered
 
 
@@ -42,11 +43,53 @@ def run_summary(run: Run) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class RunFilter:
+    """What a list of runs is narrowed to; a field left empty lets every run through."""
+
+    branch: str | None = None
+    author: str | None = None
+    since: dt.datetime | None = None
+    search: str | None = None
+    # Keyset paging: only runs older than this one (the last id of the page before).
+    before: int | None = None
+
+    def conditions(
+        self, order: Any = Run.id, made: Any = Run.created_at
+    ) -> list[ColumnElement[bool]]:
+        """The conditions on Run (joined); `order` is the listed rows' id (`before` pages by
+        it) and `made` their time (`since`): a release's own, for a list of releases."""
+        found: list[ColumnElement[bool]] = []
+        if self.branch:
+            # A branch name, or a whole ref (refs/tags/v1) for anything else.
+            ref = self.branch if self.branch.startswith("refs/") else f"refs/heads/{self.branch}"
+            found.append(Run.ref == ref)
+        if self.author:
+            found.append(
+                Run.commit["author_name"].as_string().icontains(self.author, autoescape=True)
+            )
+        if self.since is not None:
+            found.append(made >= self.since)
+        if self.search:
+            subject = Run.commit["subject"].as_string().icontains(self.search, autoescape=True)
+            # A sha prefix as people copy it, in either case.
+            found.append(or_(subject, Run.sha.startswith(self.search.lower(), autoescape=True)))
+        if self.before is not None:
+            found.append(order < self.before)
+        return found
+
+
 def list_runs(
-    store: Store, *, service: str | None = None, status: str | None = None, limit: int = 20
+    store: Store,
+    *,
+    service: str | None = None,
+    status: str | None = None,
+    limit: int = 20,
+    narrow: RunFilter = RunFilter(),
 ) -> list[dict[str, Any]]:
+    """The newest runs first (by id: the order they were queued), at most `limit`."""
     with store.session() as session:
-        query = select(Run).order_by(Run.id.desc()).limit(limit)
+        query = select(Run).where(*narrow.conditions()).order_by(Run.id.desc()).limit(limit)
         query = filtered(query, (Run.status, status), service=service)
         return [run_summary(r) for r in session.scalars(query)]
 
@@ -301,11 +344,27 @@ def release_summary(release: Release) -> dict[str, Any]:
 
 
 def list_releases(
-    store: Store, *, service: str | None = None, limit: int = 20
+    store: Store,
+    *,
+    service: str | None = None,
+    limit: int = 20,
+    narrow: RunFilter = RunFilter(),
+    environment: str | None = None,
 ) -> list[dict[str, Any]]:
+    """The newest releases first, at most `limit`; `narrow` filters by the run that built each
+    (since: the release's own time), `environment` keeps those that served users there."""
     with store.session() as session:
-        query = select(Release).order_by(Release.id.desc()).limit(limit)
-        query = filtered(query, service=service)
+        query = filtered(select(Release), service=service)
+        query = query.join(Run, Release.run_id == Run.id).where(
+            *narrow.conditions(order=Release.id, made=Release.created_at)
+        )
+        if environment:
+            served = select(Deployment.release_id).where(
+                Deployment.environment == environment,
+                or_(Deployment.served_at.is_not(None), Deployment.status == "succeeded"),
+            )
+            query = query.where(Release.id.in_(served))
+        query = query.order_by(Release.id.desc()).limit(limit)
         return [release_summary(r) for r in session.scalars(query)]
 
 

@@ -20,6 +20,11 @@ def id_column() -> sa.Column[int]:
     return sa.Column("id", Id, primary_key=True, autoincrement=True)
 
 
+def create_table(name: str, *columns: sa.schema.SchemaItem) -> None:
+    """Create table ``name`` beginning with the surrogate key (`id_column`), then ``columns``."""
+    op.create_table(name, id_column(), *columns)
+
+
 def reference(
     name: str, table: str, *, nullable: bool = False, unique: bool | None = None
 ) -> sa.Column[int]:

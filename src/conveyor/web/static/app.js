@@ -8,19 +8,22 @@ export {ApiError};
 
 const ROUTES = [
   [/^\/$/, 'overview', []],
+  [/^\/runs$/, 'runs', []],
   [/^\/runs\/([^/]+)$/, 'run', ['id']],
+  [/^\/releases$/, 'releases', []],
   [/^\/releases\/([^/]+)$/, 'release', ['id']],
   [/^\/services\/([^/]+)\/environments\/([^/]+)$/, 'environment', ['service', 'env']],
   [/^\/approvals$/, 'approvals', []],
   [/^\/dora$/, 'dora', []],
+  [/^\/teams$/, 'teams', []],
   [/^\/incidents$/, 'incidents', []],
   [/^\/inbox$/, 'inbox', []],
   [/^\/signin$/, 'signin', []],
 ];
 const TITLES = {
-  overview: 'Overview', run: 'Run', release: 'Release', environment: 'Environment',
-  approvals: 'Approvals', dora: 'DORA', incidents: 'Incidents', inbox: 'Inbox',
-  signin: 'Sign in',
+  overview: 'Overview', runs: 'Runs', run: 'Run', releases: 'Releases', release: 'Release',
+  environment: 'Environment', approvals: 'Approvals', dora: 'DORA', teams: 'Teams',
+  incidents: 'Incidents', inbox: 'Inbox', signin: 'Sign in',
 };
 
 const main = document.getElementById('main');

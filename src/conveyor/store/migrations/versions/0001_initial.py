@@ -6,8 +6,8 @@ import sqlalchemy as sa
 from alembic import op
 
 from conveyor.store.migrations.columns import (
+    create_table,
     flag,
-    id_column,
     indexes,
     integer,
     json,
@@ -23,9 +23,8 @@ down_revision = None
 
 
 def upgrade() -> None:
-    op.create_table(
+    create_table(
         "events",
-        id_column(),
         timestamp("ts"),
         string("type", 100),
         string("service", 200, nullable=True),
@@ -35,16 +34,14 @@ def upgrade() -> None:
     )
     op.create_index("ix_events_run", "events", ["run_id", "id"])
     indexes("events", "type")
-    op.create_table(
+    create_table(
         "services",
-        id_column(),
         string("name", 200, unique=True),
         text("repository"),
         timestamp("created_at"),
     )
-    op.create_table(
+    create_table(
         "runs",
-        id_column(),
         reference("service_id", "services"),
         string("status", 20),
         text("reason", nullable=True),
@@ -61,9 +58,8 @@ def upgrade() -> None:
         flag("cancel_requested"),
     )
     indexes("runs", "status")
-    op.create_table(
+    create_table(
         "jobs",
-        id_column(),
         reference("run_id", "runs"),
         string("name", 200),
         integer("position"),
@@ -79,9 +75,8 @@ def upgrade() -> None:
         sa.UniqueConstraint("run_id", "name"),
     )
     indexes("jobs", "run_id")
-    op.create_table(
+    create_table(
         "steps",
-        id_column(),
         reference("job_id", "jobs"),
         integer("position"),
         string("name", 500),
@@ -93,9 +88,8 @@ def upgrade() -> None:
         timestamp("finished_at", nullable=True),
     )
     indexes("steps", "job_id")
-    op.create_table(
+    create_table(
         "log_lines",
-        id_column(),
         reference("job_id", "jobs"),
         integer("step_position", nullable=True),
         integer("seq"),
@@ -103,9 +97,8 @@ def upgrade() -> None:
         text("text"),
         sa.UniqueConstraint("job_id", "seq", name="uq_log_lines_job_seq"),
     )
-    op.create_table(
+    create_table(
         "artifacts",
-        id_column(),
         reference("run_id", "runs"),
         reference("job_id", "jobs"),
         text("path"),

@@ -6,7 +6,7 @@ import sqlalchemy as sa
 from alembic import op
 
 from conveyor.store.migrations.columns import (
-    id_column,
+    create_table,
     indexes,
     json,
     row_id,
@@ -20,9 +20,8 @@ down_revision = "0002"
 
 
 def upgrade() -> None:
-    op.create_table(
+    create_table(
         "tokens",
-        id_column(),
         string("name", 200, unique=True),
         string("token_hash", 64, unique=True),
         string("prefix", 16),
@@ -32,9 +31,8 @@ def upgrade() -> None:
         timestamp("last_used_at", nullable=True),
         timestamp("revoked_at", nullable=True),
     )
-    op.create_table(
+    create_table(
         "deliveries",
-        id_column(),
         string("source", 50),
         string("delivery_id", 200),
         string("service", 200),

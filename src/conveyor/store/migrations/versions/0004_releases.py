@@ -4,16 +4,22 @@ from __future__ import annotations
 
 from alembic import op
 
-from conveyor.store.migrations.columns import id_column, indexes, json, reference, string, timestamp
+from conveyor.store.migrations.columns import (
+    create_table,
+    indexes,
+    json,
+    reference,
+    string,
+    timestamp,
+)
 
 revision = "0004"
 down_revision = "0003"
 
 
 def upgrade() -> None:
-    op.create_table(
+    create_table(
         "releases",
-        id_column(),
         reference("service_id", "services"),
         reference("run_id", "runs", unique=True),
         string("sha", 64),

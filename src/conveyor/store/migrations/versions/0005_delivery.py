@@ -6,8 +6,8 @@ import sqlalchemy as sa
 from alembic import op
 
 from conveyor.store.migrations.columns import (
+    create_table,
     flag,
-    id_column,
     indexes,
     integer,
     json,
@@ -25,9 +25,8 @@ down_revision = "0004"
 def upgrade() -> None:
     with op.batch_alter_table("releases") as batch:
         batch.add_column(sa.Column("publication", sa.JSON(), nullable=False, server_default="{}"))
-    op.create_table(
+    create_table(
         "deployments",
-        id_column(),
         reference("service_id", "services"),
         string("environment", 200),
         string("tier", 50),
@@ -51,9 +50,8 @@ def upgrade() -> None:
     )
     indexes("deployments", "service_id", "release_id", "status")
     op.create_index("ix_deployments_env", "deployments", ["service_id", "environment", "id"])
-    op.create_table(
+    create_table(
         "environments",
-        id_column(),
         reference("service_id", "services"),
         string("name", 200),
         string("tier", 50),
@@ -70,9 +68,8 @@ def upgrade() -> None:
         timestamp("updated_at"),
         sa.UniqueConstraint("service_id", "name", name="uq_environments_name"),
     )
-    op.create_table(
+    create_table(
         "approvals",
-        id_column(),
         reference("deployment_id", "deployments"),
         string("kind", 20),
         string("status", 20),
@@ -87,9 +84,8 @@ def upgrade() -> None:
         text("reason", nullable=True),
     )
     indexes("approvals", "deployment_id", "status", "deadline")
-    op.create_table(
+    create_table(
         "approval_decisions",
-        id_column(),
         reference("approval_id", "approvals"),
         string("user", 200),
         string("decision", 20),
@@ -99,9 +95,8 @@ def upgrade() -> None:
         sa.UniqueConstraint("approval_id", "user", name="uq_approval_decisions_user"),
     )
     indexes("approval_decisions", "approval_id")
-    op.create_table(
+    create_table(
         "incidents",
-        id_column(),
         reference("service_id", "services"),
         string("environment", 200, nullable=True),
         string("status", 20),
@@ -116,18 +111,16 @@ def upgrade() -> None:
         json("data"),
     )
     indexes("incidents", "service_id", "status", "deployment_id", "fingerprint")
-    op.create_table(
+    create_table(
         "users",
-        id_column(),
         string("name", 200, unique=True),
         json("emails"),
         json("groups"),
         string("slack_id", 50, nullable=True),
         timestamp("created_at"),
     )
-    op.create_table(
+    create_table(
         "notifications",
-        id_column(),
         reference("service_id", "services"),
         string("event", 50),
         string("channel", 20),

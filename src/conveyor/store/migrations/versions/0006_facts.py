@@ -8,8 +8,8 @@ import sqlalchemy as sa
 from alembic import op
 
 from conveyor.store.migrations.columns import (
+    create_table,
     flag,
-    id_column,
     indexes,
     json,
     reference,
@@ -23,9 +23,8 @@ down_revision = "0005"
 
 
 def upgrade() -> None:
-    op.create_table(
+    create_table(
         "deployment_facts",
-        id_column(),
         string("key", 300, unique=True),
         string("source", 20),
         string("service", 200),
@@ -44,9 +43,8 @@ def upgrade() -> None:
     )
     op.create_index("ix_deployment_facts_window", "deployment_facts", ["tier", "finished_at"])
     op.create_index("ix_deployment_facts_service", "deployment_facts", ["service", "finished_at"])
-    op.create_table(
+    create_table(
         "change_facts",
-        id_column(),
         reference("fact_id", "deployment_facts"),
         string("sha", 64),
         timestamp("committed_at"),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from conveyor.store.migrations.columns import id_column, integer, string, text, timestamp
+from conveyor.store.migrations.columns import create_table, integer, string, text, timestamp
 
 revision = "0007"
 down_revision = "0006"
@@ -30,9 +30,8 @@ def upgrade() -> None:
     op.create_index(
         "ix_deployment_facts_scope", "deployment_facts", ["service", "tier", "finished_at"]
     )
-    op.create_table(
+    create_table(
         "dora_marks",
-        id_column(),
         string("service", 200),
         timestamp("at"),
     )

@@ -6,7 +6,7 @@ import sqlalchemy as sa
 from alembic import op
 
 from conveyor.store.migrations.columns import (
-    id_column,
+    create_table,
     indexes,
     json,
     reference,
@@ -24,9 +24,8 @@ def upgrade() -> None:
         batch.add_column(text("password_hash", nullable=True))
         # Users added before this revision could not sign in; read-only is the safe default.
         batch.add_column(sa.Column("scopes", sa.JSON(), nullable=False, server_default='["read"]'))
-    op.create_table(
+    create_table(
         "sessions",
-        id_column(),
         string("digest", 64, unique=True),
         string("user", 200, nullable=True),
         reference("token_id", "tokens", nullable=True),

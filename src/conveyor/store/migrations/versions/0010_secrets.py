@@ -11,16 +11,15 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from conveyor.store.migrations.columns import id_column, string, text, timestamp
+from conveyor.store.migrations.columns import create_table, string, text, timestamp
 
 revision = "0010"
 down_revision = "0009"
 
 
 def upgrade() -> None:
-    op.create_table(
+    create_table(
         "secrets",
-        id_column(),
         string("service", 200),
         # "" for a secret of every environment of the service.
         string("environment", 200),

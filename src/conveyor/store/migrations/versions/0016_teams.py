@@ -9,23 +9,21 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from conveyor.store.migrations.columns import id_column, indexes, reference, string, timestamp
+from conveyor.store.migrations.columns import create_table, indexes, reference, string, timestamp
 
 revision = "0016"
 down_revision = "0015"
 
 
 def upgrade() -> None:
-    op.create_table(
+    create_table(
         "teams",
-        id_column(),
         string("name", 200, unique=True),
         timestamp("created_at"),
         string("created_by", 200, nullable=True),
     )
-    op.create_table(
+    create_table(
         "team_services",
-        id_column(),
         reference("team_id", "teams"),
         string("service", 200),
         sa.UniqueConstraint("team_id", "service", name="uq_team_services_service"),

@@ -88,7 +88,9 @@ function runsTable(service, runs) {
       h('td', null, h('code', {class: 'sha', title: run.sha}, shortSha(run.sha)), ' ',
         h('span', {class: 'ov-message-inline'}, run.message || '')),
       h('td', null, timeEl(run.started_at || run.created_at)),
-      h('td', {class: 'num'}, run.duration === null ? '—' : duration(run.duration)))))));
+      h('td', {class: 'num'}, run.duration === null ? '—' : duration(run.duration)))))),
+    h('p', {class: 'ov-all-runs'}, h('a', {href: `/runs?service=${encodeURIComponent(service)}`},
+      `All runs of ${service} →`)));
 }
 
 function serviceSection(service, ctx, onTrigger) {

@@ -23,7 +23,8 @@ export function portfolioSection({api, onTeam}) {
     h('div', {class: 'dora-filters portfolio-filters'},
       h('div', {class: 'field'}, h('label', {for: 'dora-team'}, 'Team'), teamSel)),
     h('p', {class: 'subtle'}, 'Each service side by side: its five figures over the same ' +
-      'window, and all of them together; a service\'s tier is the lowest of its figures\' tiers.'),
+      'window, and all of them together; a service\'s tier is the lowest of its figures\' tiers. ',
+    h('a', {href: '/teams'}, 'Teams'), ' are made and changed on their own page.'),
     status, table);
 
   function drawTeams(chosen) {

@@ -51,6 +51,7 @@ NOT_EVENTS = {
 COMPUTED_EMITS = {
     ("engine/runs.py", "kind"),  # a taskrun.* member chosen by the job's new status
     ("engine/job_reports.py", "type_"),  # its _emit helper passes its caller's literal on
+    ("engine/incidents.py", "type_"),  # emit_about: an EventType member its callers name
     ("engine/promotion.py", "deployment_event(status)"),
     ("engine/promotion.py", "approval_event(status)"),
 }

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 import click
 from click.decorators import FC
 
-from conveyor.cli.common import interactive, print_json, print_table
+from conveyor.cli.common import interactive, plural, print_json, print_table
 
 ARROW = {"up": "↑", "down": "↓", "flat": "→"}
 ORDER = (
@@ -149,10 +149,6 @@ def show(metric: str, value: float | None) -> str:
     return plural(value, "release")
 
 
-def plural(n: float, word: str) -> str:
-    return f"{n:g} {word}" + ("" if n == 1 else "s")
-
-
 SAMPLE = {
     "deployment_frequency": "deployment",
     "lead_time": "commit",
@@ -182,7 +178,7 @@ def render(data: dict[str, Any]) -> None:
     who = scope["service"] or f"all services ({len(scope['services'])})"
     click.echo(
         f"DORA · {who} · {scope['env_tier']} · {w['from']} → {w['to']} "
-        f"({w['days']} days, {w['time_zone']}, weeks from {w['week_start'].capitalize()})"
+        f"({plural(w['days'], 'day')}, {w['time_zone']}, weeks from {w['week_start'].capitalize()})"
     )
     if w.get("note"):
         click.echo(f"window: {w['note']} (give --since or --from to choose)")

@@ -4,7 +4,9 @@ follows the system's colour scheme; an unknown address answers 404 with a page t
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+import zoneinfo
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,8 +76,8 @@ PAGES = [
     ("/incidents", "checkout answers slowly"),
     ("/dora", "Deployment frequency"),
     ("/teams", "Teams"),
-    ("/runs", "shop"),
-    ("/releases", "shop"),
+    ("/runs", "first"),
+    ("/releases", "run #1"),
     (UNKNOWN, "Page not found"),
 ]
 
@@ -200,3 +202,23 @@ def test_an_unknown_address_is_a_404_page_that_leads_back(site: Web, page: Page)
     main.get_by_role("link", name=re.compile("runs", re.I)).click()
     expect(page).to_have_url(f"{site.url}/runs")
     expect(page.get_by_role("heading", name="Runs")).to_be_visible()
+
+
+def test_times_show_the_absolute_time_with_its_zone(site: Web, browser: Browser) -> None:
+    """Beside "5 min ago" the page shows when, in the browser's zone, and names the zone."""
+    context = browser.new_context(viewport=PHONE, timezone_id="America/New_York")
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        page = context.new_page()
+        signed_in(page, site, site.admin_token, next="/runs/1")
+        queued = dt.datetime.fromisoformat(site.api.get("/runs/1").json()["created_at"])
+        local = queued.astimezone(zoneinfo.ZoneInfo("America/New_York"))
+        shown = page.locator(".fact", has_text="Queued").locator("time")
+        expect(shown).to_be_visible()
+        expect(shown).to_contain_text(re.compile(r"^(just now|\d+ \w+ ago) "))
+        expect(shown).to_contain_text(f"({local.strftime('%Y-%m-%d %H:%M')} EST)")
+        expect(shown).to_have_attribute("title", f"{local.strftime('%Y-%m-%d %H:%M:%S')} EST")
+        expect(shown.locator(".time-abs")).to_be_visible()
+        shot(page, "zoned-run")
+    finally:
+        context.close()

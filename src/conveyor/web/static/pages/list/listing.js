@@ -61,10 +61,8 @@ export function zonedTime(value) {
     el.textContent = '—';
     return el;
   }
-  const zone = new Intl.DateTimeFormat('en', {timeZoneName: 'short'}).formatToParts(d)
-    .find((part) => part.type === 'timeZoneName');
   el.dateTime = d.toISOString();
-  el.textContent = `${absTime(d)} ${zone ? zone.value : ''}`.trim();
+  el.textContent = absTime(d);
   el.title = relTime(d);
   return el;
 }

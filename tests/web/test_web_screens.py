@@ -4,15 +4,17 @@ follows the system's colour scheme; an unknown address answers 404 with a page t
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
 import zoneinfo
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Page, ViewportSize, expect
 
 from tests.serverproc import until
 from tests.web.conftest import APP, HEALTH, TIMEOUT_MS, Web, shot, signed_in
@@ -29,8 +31,8 @@ environments:
     deploy: {{ target: process, start: python3 app.py }}
     {HEALTH}
 """
-PHONE = {"width": 360, "height": 740}
-DESKTOP = {"width": 1280, "height": 800}
+PHONE: ViewportSize = {"width": 360, "height": 740}
+DESKTOP: ViewportSize = {"width": 1280, "height": 800}
 UNKNOWN = "/no/such/page"
 
 
@@ -116,7 +118,7 @@ def fits(page: Page, name: str, width: int) -> None:
 
 
 @pytest.mark.parametrize("size", [PHONE, DESKTOP], ids=["phone-360", "desktop-1280"])
-def test_every_page_fits_the_window(site: Web, page: Page, size: dict[str, int]) -> None:
+def test_every_page_fits_the_window(site: Web, page: Page, size: ViewportSize) -> None:
     page.set_viewport_size(size)
     page.goto(f"{site.url}/signin")
     fits(page, "sign-in", size["width"])
@@ -149,12 +151,21 @@ def contrast(a: str, b: str) -> float:
     return (hi + 0.05) / (lo + 0.05)
 
 
-def test_a_dark_system_scheme_gives_a_dark_page(site: Web, browser: Browser) -> None:
-    context = browser.new_context(viewport=DESKTOP, color_scheme="dark")
+@contextlib.contextmanager
+def signed_in_as_admin(site: Web, browser: Browser, next: str, **options: Any) -> Iterator[Page]:
+    """A page in a context of its own (a colour scheme, a time zone), signed in at `next`."""
+    context = browser.new_context(**options)
     context.set_default_timeout(TIMEOUT_MS)
     try:
-        page = context.new_page()
-        signed_in(page, site, site.admin_token, next="/incidents")
+        yield signed_in(context.new_page(), site, site.admin_token, next=next)
+    finally:
+        context.close()
+
+
+def test_a_dark_system_scheme_gives_a_dark_page(site: Web, browser: Browser) -> None:
+    with signed_in_as_admin(
+        site, browser, "/incidents", viewport=DESKTOP, color_scheme="dark"
+    ) as page:
         expect(page.locator("main")).to_contain_text("checkout answers slowly")
         colours = page.evaluate(
             """() => {
@@ -174,8 +185,6 @@ def test_a_dark_system_scheme_gives_a_dark_page(site: Web, browser: Browser) -> 
         assert contrast(colours["text"], colours["bg"]) >= 7, colours
         assert contrast(colours["heading"], colours["bg"]) >= 7, colours
         assert contrast(colours["muted"], colours["table"]) >= 4.5, colours
-    finally:
-        context.close()
 
 
 def test_an_unknown_address_is_a_404_page_that_leads_back(site: Web, page: Page) -> None:
@@ -206,11 +215,9 @@ def test_an_unknown_address_is_a_404_page_that_leads_back(site: Web, page: Page)
 
 def test_times_show_the_absolute_time_with_its_zone(site: Web, browser: Browser) -> None:
     """Beside "5 min ago" the page shows when, in the browser's zone, and names the zone."""
-    context = browser.new_context(viewport=PHONE, timezone_id="America/New_York")
-    context.set_default_timeout(TIMEOUT_MS)
-    try:
-        page = context.new_page()
-        signed_in(page, site, site.admin_token, next="/runs/1")
+    with signed_in_as_admin(
+        site, browser, "/runs/1", viewport=PHONE, timezone_id="America/New_York"
+    ) as page:
         queued = dt.datetime.fromisoformat(site.api.get("/runs/1").json()["created_at"])
         local = queued.astimezone(zoneinfo.ZoneInfo("America/New_York"))
         shown = page.locator(".fact", has_text="Queued").locator("time")
@@ -220,5 +227,3 @@ def test_times_show_the_absolute_time_with_its_zone(site: Web, browser: Browser)
         expect(shown).to_have_attribute("title", f"{local.strftime('%Y-%m-%d %H:%M:%S')} EST")
         expect(shown.locator(".time-abs")).to_be_visible()
         shot(page, "zoned-run")
-    finally:
-        context.close()

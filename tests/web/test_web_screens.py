@@ -195,6 +195,15 @@ def test_an_unknown_address_is_a_404_page_that_leads_back(site: Web, page: Page)
     api = httpx.get(f"{site.url}/api/v1/no-such-thing")
     assert api.status_code == 404
     assert api.json()["error"]["code"] == "not_found"
+    posted = httpx.post(f"{site.url}{UNKNOWN}")
+    assert posted.status_code == 404
+    assert posted.json()["error"]["code"] == "not_found"
+    # A page's address with a trailing slash still leads to the page; never to another site.
+    slash = httpx.get(f"{site.url}/runs/?status=failed")
+    assert slash.status_code == 307
+    assert slash.headers["location"] == "/runs?status=failed"
+    elsewhere = httpx.get(f"{site.url}//elsewhere.example/")
+    assert elsewhere.status_code == 404, elsewhere.headers.get("location")
 
     signed_in(page, site, site.admin_token)
     response = page.goto(f"{site.url}{UNKNOWN}")

@@ -119,6 +119,7 @@ def page(request: Request) -> Response:
 
 for _path in PAGES:
     router.add_api_route(_path, page, methods=["GET"])
+# Where a trailing slash is dropped by a redirect (the UI's pages only, see unknown_page).
 _PAGE_PATTERNS = [compile_path(p)[0] for p in (*PAGES, "/signin")]
 
 

@@ -128,6 +128,13 @@ def test_every_page_fits_the_window(site: Web, page: Page, size: ViewportSize) -
         expect(page.locator("main")).to_contain_text(shows)
         expect(page.locator("main .loading")).to_have_count(0)
         fits(page, path, size["width"])
+        if path == "/incidents":
+            # The action of a row shows without scrolling sideways, on a phone too.
+            resolve = page.get_by_role("button", name=re.compile(r"^Resolve incident"))
+            expect(resolve).to_be_in_viewport()
+            box = resolve.bounding_box()
+            assert box is not None
+            assert box["x"] + box["width"] <= size["width"]
         shot(page, f"{size['width']}-{path.strip('/').replace('/', '-') or 'overview'}")
     # The current page is marked in the navigation, whatever the size.
     page.goto(f"{site.url}/runs")

@@ -10,6 +10,9 @@ from urllib.parse import quote, unquote, urlsplit
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
+from starlette.routing import Match, compile_path
+from starlette.types import Scope
 
 from conveyor.server.session import COOKIE, identity_from_cookie
 
@@ -49,7 +52,7 @@ def _signed_in(request: Request) -> bool:
     return identity_from_cookie(request.app.state.conveyor.store, value) is not None
 
 
-def _index(request: Request, *, public: bool = False) -> Response:
+def _index(request: Request, *, public: bool = False, status: int = 200) -> Response:
     if not public and not _signed_in(request):
         target = request.url.path
         if request.url.query:
@@ -57,7 +60,7 @@ def _index(request: Request, *, public: bool = False) -> Response:
         return RedirectResponse(f"/signin?next={quote(target, safe='')}", status_code=303)
     headers = dict(SECURITY_HEADERS)
     headers["Content-Security-Policy"] = CSP
-    return FileResponse(INDEX, media_type=TYPES[".html"], headers=headers)
+    return FileResponse(INDEX, media_type=TYPES[".html"], headers=headers, status_code=status)
 
 
 # Browsers drop tab, CR and LF from a URL and read a backslash as a slash, so "/\t/evil.example"
@@ -116,6 +119,37 @@ def page(request: Request) -> Response:
 
 for _path in PAGES:
     router.add_api_route(_path, page, methods=["GET"])
+# Where a trailing slash is dropped by a redirect (the UI's pages only, see unknown_page).
+_PAGE_PATTERNS = [compile_path(p)[0] for p in (*PAGES, "/signin")]
+
+
+class _UnknownPage(APIRoute):
+    """Matches what no other route did, for a browser only: a GET of a path outside the API.
+    Anything else matches nothing, so the API's and other methods' answers stay as they were
+    (a JSON 404, a 405 for a known path with another method)."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        path = scope.get("path", "")
+        if (
+            scope["type"] != "http"
+            or scope.get("method") not in ("GET", "HEAD")
+            or path == "/api"
+            or path.startswith(("/api/", "/static/"))
+        ):
+            return Match.NONE, {}
+        return super().matches(scope)
+
+
+def unknown_page(request: Request) -> Response:
+    """A human "page not found" (the shell draws it, with links back), answered as a 404. Shown
+    signed in or not: it says nothing about what exists."""
+    bare = request.url.path.rstrip("/")
+    if bare != request.url.path and any(p.match(bare) for p in _PAGE_PATTERNS):
+        # "/runs/" is "/runs", as the router's own slash redirect had it before this route.
+        # Only to a page of ours: never "//elsewhere.example" from "//elsewhere.example/".
+        target = quote(bare) + ("?" + request.url.query if request.url.query else "")
+        return RedirectResponse(target, status_code=307)
+    return _index(request, public=True, status=404)
 
 
 def _etag(target: Path) -> str:
@@ -136,3 +170,9 @@ def static(request: Request, path: str) -> Response:
         return Response(status_code=304, headers=headers)
     media = TYPES.get(target.suffix) or mimetypes.guess_type(target.name)[0]
     return FileResponse(target, media_type=media or "application/octet-stream", headers=headers)
+
+
+# Last of all the server's routes (server/app.py includes this router last).
+router.add_api_route(
+    "/{path:path}", unknown_page, methods=["GET", "HEAD"], route_class_override=_UnknownPage
+)

@@ -255,14 +255,14 @@ async function render() {
       clear(main).appendChild(errorBox(err, 'The server could not be reached'));
       return;
     }
-    if (!me) return toSignIn();
+    // An unknown address shows its "not found" page signed in or not (the server answers 404).
+    if (!me && route) return toSignIn();
   }
   renderHeader(name);
   document.title = (name ? TITLES[name] : 'Not found') + ' · Conveyor';
   clear(main);
   if (!route) {
-    main.appendChild(h('section', null, h('h1', null, 'Not found'),
-      h('p', null, 'There is no page at this address. ', h('a', {href: '/'}, 'Go to the overview'), '.')));
+    main.appendChild(notFound());
     return;
   }
   const params = {...route.params, query: new URLSearchParams(location.search)};
@@ -290,6 +290,17 @@ async function render() {
     console.error(err);
     clear(main).appendChild(errorBox(err));
   }
+}
+
+function notFound() {
+  return h('section', {class: 'not-found'},
+    h('h1', null, 'Page not found'),
+    h('p', null, 'There is no page at ', h('code', null, location.pathname),
+      '. The link may be old, or the address mistyped.'),
+    h('ul', {class: 'not-found-links'},
+      h('li', null, h('a', {href: '/'}, 'The overview'), ': every service and environment'),
+      h('li', null, h('a', {href: '/runs'}, 'All runs')),
+      h('li', null, h('a', {href: '/releases'}, 'All releases'))));
 }
 
 function navigate(path, {replace = false} = {}) {

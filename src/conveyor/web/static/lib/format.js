@@ -6,13 +6,36 @@ function toDate(value) {
   return Number.isNaN(d.getTime()) ? null : d;
 }
 
-/** "2026-11-26 09:58 UTC"-like local absolute time, e.g. for title attributes. */
+/** The short name of the browser's time zone at `d` ("UTC", "CET", "GMT+2"), or "". */
+function zoneName(d) {
+  const zone = new Intl.DateTimeFormat('en', {timeZoneName: 'short'}).formatToParts(d)
+    .find((part) => part.type === 'timeZoneName');
+  return zone ? zone.value : '';
+}
+
+function localParts(d) {
+  const pad = (n) => String(n).padStart(2, '0');
+  return {
+    date: `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`,
+    minutes: `${pad(d.getHours())}:${pad(d.getMinutes())}`,
+    seconds: pad(d.getSeconds()),
+  };
+}
+
+/** "2026-11-26 09:58:03 UTC": the local time with its zone, never a bare clock reading. */
 export function absTime(value) {
   const d = toDate(value);
   if (!d) return '';
-  const pad = (n) => String(n).padStart(2, '0');
-  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
-    `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  const {date, minutes, seconds} = localParts(d);
+  return `${date} ${minutes}:${seconds} ${zoneName(d)}`.trim();
+}
+
+/** "2026-11-26 09:58 UTC": as absTime, to the minute (shown beside a relative time). */
+export function absMinute(value) {
+  const d = toDate(value);
+  if (!d) return '';
+  const {date, minutes} = localParts(d);
+  return `${date} ${minutes} ${zoneName(d)}`.trim();
 }
 
 /** "just now", "5 min ago", "3 h ago", "2 days ago", "in 4 min". */
@@ -36,7 +59,8 @@ export function relTime(value, now = Date.now()) {
   return future ? `in ${text}` : `${text} ago`;
 }
 
-/** A <time> element showing the relative time, with the absolute one on hover. */
+/** A <time> element: the relative time, then the absolute one with its zone (to the minute;
+    to the second on hover), so a screenshot or a printout still says when. */
 export function timeEl(value) {
   const d = toDate(value);
   const el = document.createElement('time');
@@ -46,7 +70,11 @@ export function timeEl(value) {
   }
   el.dateTime = d.toISOString();
   el.title = absTime(d);
-  el.textContent = relTime(d);
+  el.append(relTime(d), ' ');
+  const exact = document.createElement('span');
+  exact.className = 'time-abs';
+  exact.textContent = `(${absMinute(d)})`;
+  el.append(exact);
   return el;
 }
 

@@ -14,6 +14,8 @@ const SOURCES = {
 };
 const HOW = {explicit: 'explicitly', window: 'by window', none: 'not attributed'};
 const LIMIT = 500;
+const COLUMNS = ['status', 'incident', 'service', 'environment', 'source', 'opened', 'resolved',
+  'recovery time', 'deployment'];
 const LIVE_DEBOUNCE_MS = 300;
 
 /** "3d 4h", "5h 12m", "47m", "30s" — as the DORA page and `conveyor dora` write durations. */
@@ -164,13 +166,18 @@ export async function render(root, params, ctx) {
       replace(panel, empty(tab === 'open' ? 'No open incidents. ✔' : 'No incidents here.'));
       return;
     }
-    replace(panel, h('div', {class: 'table-wrap'}, h('table', {class: 'incidents-table'},
+    const rows = shown.map(row);
+    // Each cell says its column, for the one-card-per-row layout of a phone (.table-cards).
+    for (const tr of rows) {
+      [...tr.children].forEach((td, n) => { if (COLUMNS[n]) td.dataset.label = COLUMNS[n]; });
+    }
+    replace(panel, h('div', {class: 'table-wrap'},
+      h('table', {class: ['incidents-table', 'table-cards']},
       h('caption', {class: 'visually-hidden'}, `${TABS.find(([k]) => k === tab)[1]} incidents`),
-      h('thead', null, h('tr', null, ['status', 'incident', 'service', 'environment', 'source',
-        'opened', 'resolved', 'recovery time', 'deployment', ''].map((c, n) =>
+      h('thead', null, h('tr', null, [...COLUMNS, ''].map((c, n) =>
         h('th', {scope: 'col', class: n === 7 ? 'num' : null},
           c || h('span', {class: 'visually-hidden'}, 'actions'))))),
-      h('tbody', null, shown.map(row)))),
+      h('tbody', null, rows))),
     incidents.length >= LIMIT ? h('p', {class: 'subtle'},
       `The latest ${LIMIT} incidents are shown.`) : null);
     refocus(panel, path);

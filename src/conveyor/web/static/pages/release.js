@@ -3,7 +3,7 @@
 // checks, approvals, rollbacks and incidents. It follows delivery and incident changes live.
 
 import {h, replace, badge, empty, errorBox} from '../lib/dom.js';
-import {timeEl, duration, between, shortSha, absTime, envPath} from '../lib/format.js';
+import {timeEl, duration, between, shortSha, envPath} from '../lib/format.js';
 import {httpHref} from '../lib/urls.js';
 
 // The shell loads pages/release.css with this page.
@@ -98,8 +98,7 @@ function entry(release, e, index) {
     h('div', {class: 'tl-body'},
       h('div', {class: 'tl-head'},
         h('span', {class: 'tl-kind'}, label),
-        ' ', timeEl(e.at),
-        h('span', {class: 'tl-abs subtle'}, ` ${absTime(e.at)}`)),
+        ' ', timeEl(e.at)),
       body));
 }
 

@@ -61,10 +61,8 @@ export function zonedTime(value) {
     el.textContent = '—';
     return el;
   }
-  const zone = new Intl.DateTimeFormat('en', {timeZoneName: 'short'}).formatToParts(d)
-    .find((part) => part.type === 'timeZoneName');
   el.dateTime = d.toISOString();
-  el.textContent = `${absTime(d)} ${zone ? zone.value : ''}`.trim();
+  el.textContent = absTime(d);
   el.title = relTime(d);
   return el;
 }
@@ -203,7 +201,7 @@ export async function renderList(root, params, ctx, page) {
       return;
     }
     replace(body, h('div', {class: 'list-table-wrap'},
-      h('table', {class: ['list-table', `${page.noun}-table`]},
+      h('table', {class: ['list-table', 'table-cards', `${page.noun}-table`]},
         h('caption', {class: 'visually-hidden'}, `${page.title}, newest first`),
         h('thead', null, h('tr', null, page.columns.map((c) => h('th', {scope: 'col'}, c)))),
         h('tbody', null, shown.map(page.row)))), links);

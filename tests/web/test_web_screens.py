@@ -211,6 +211,9 @@ def test_an_unknown_address_is_a_404_page_that_leads_back(site: Web, page: Page)
     assert slash.headers["location"] == "/runs?status=failed"
     elsewhere = httpx.get(f"{site.url}//elsewhere.example/")
     assert elsewhere.status_code == 404, elsewhere.headers.get("location")
+    # A scraper's "/metrics/" is redirected to /metrics, not given the page.
+    scraper = httpx.get(f"{site.url}/metrics/")
+    assert (scraper.status_code, scraper.headers["location"]) == (307, f"{site.url}/metrics")
 
     signed_in(page, site, site.admin_token)
     response = page.goto(f"{site.url}{UNKNOWN}")

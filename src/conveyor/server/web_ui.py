@@ -124,17 +124,18 @@ _PAGE_PATTERNS = [compile_path(p)[0] for p in (*PAGES, "/signin")]
 
 
 class _UnknownPage(APIRoute):
-    """Matches what no other route did, for a browser only: a GET of a path outside the API.
-    Anything else matches nothing, so the API's and other methods' answers stay as they were
-    (a JSON 404, a 405 for a known path with another method)."""
+    """Matches what no other route did, for a browser only: a GET of a path outside the API
+    and /metrics (a scraper's "/metrics/" is still redirected). Anything else matches nothing,
+    so the API's and other methods' answers stay as they were (a JSON 404, a 405 for a known
+    path with another method)."""
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         path = scope.get("path", "")
         if (
             scope["type"] != "http"
             or scope.get("method") not in ("GET", "HEAD")
-            or path == "/api"
-            or path.startswith(("/api/", "/static/"))
+            or path in ("/api", "/metrics")
+            or path.startswith(("/api/", "/static/", "/metrics/"))
         ):
             return Match.NONE, {}
         return super().matches(scope)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import click
 
 from conveyor.cli.common import local_only, settings, settings_for
-from conveyor.store.db import SCHEMA_REVISION, current_revision, make_engine, open_store, upgrade
+from conveyor.store.db import (
+    SCHEMA_REVISION,
+    Store,
+    current_revision,
+    make_engine,
+    open_store,
+    upgrade,
+)
 
 
 @click.group()
@@ -20,18 +27,28 @@ _ON_THE_DATABASE = (
 )
 
 
-def _backfill() -> bool:
+def _backfill(store: Store) -> bool:
     """Derive the DORA facts deployments made before schema 0006 never got (idempotent)."""
     from conveyor.metrics.backfill import backfill_facts
 
-    store = open_store(settings_for(), upgrade_new=False)
-    try:
-        done = backfill_facts(store, warn=lambda text: click.echo(f"warning: {text}", err=True))
-    finally:
-        store.close()
+    done = backfill_facts(store, warn=lambda text: click.echo(f"warning: {text}", err=True))
     if done.derived:
         click.echo(f"derived the DORA facts of {done.derived} earlier deployment(s)")
     return not done.skipped
+
+
+def _summarise(store: Store) -> None:
+    """Tally the DORA history now if an upgrade dropped the summary (or it never was), so that
+    the first report after an upgrade only adds days up."""
+    from conveyor.store.marks import summary_work
+
+    with store.session() as session:
+        if not summary_work(session):
+            return
+    from conveyor.metrics.summary import keep_current
+
+    keep_current(store)
+    click.echo("the DORA summary is up to date")
 
 
 @db.command("upgrade")
@@ -50,33 +67,24 @@ def upgrade_command() -> None:
         click.echo(f"the database is already at schema {after}")
     else:
         click.echo(f"upgraded the database from schema {before or 'none'} to {after}")
-    _backfill()
-    _summarise()
-
-
-def _summarise() -> None:
-    """Tally the DORA history now if an upgrade dropped the summary (or it never was), so that
-    the first report after an upgrade only adds days up."""
-    from conveyor.store.marks import summary_work
-
-    store = open_store(settings_for(), upgrade_new=False)
+    store = open_store(settings, upgrade_new=False)
     try:
-        with store.session() as session:
-            if not summary_work(session):
-                return
-        from conveyor.metrics.summary import keep_current
-
-        keep_current(store)
+        _backfill(store)
+        _summarise(store)
     finally:
         store.close()
-    click.echo("the DORA summary is up to date")
 
 
 @db.command("backfill")
 def backfill_command() -> None:
     """Derive the DORA facts of deployments that have none (run by `db upgrade` too)."""
     local_only("db backfill", _ON_THE_DATABASE)
-    if _backfill():
+    store = open_store(settings_for(), upgrade_new=False)
+    try:
+        complete = _backfill(store)
+    finally:
+        store.close()
+    if complete:
         click.echo("every ended deployment has its DORA facts")
 
 

@@ -93,10 +93,11 @@ RESOLUTION_BUCKETS: tuple[float, ...] = (
 RUN_ACTIVE = ("queued", "running")
 JOB_ACTIVE = ("queued", "running")
 APPROVAL_KINDS = ("approval", "inconclusive")
+# The event that decides an approval, and the result it gives.
 APPROVAL_ENDS = {
-    EventType.APPROVAL_APPROVED,
-    EventType.APPROVAL_REJECTED,
-    EventType.APPROVAL_EXPIRED,
+    EventType.APPROVAL_APPROVED: "approved",
+    EventType.APPROVAL_REJECTED: "rejected",
+    EventType.APPROVAL_EXPIRED: "expired",
 }
 # The event types the history families read (everything else in the log is skipped).
 EVENT_TYPES = (
@@ -350,8 +351,7 @@ class _History:
         if source == "conveyor":  # imported history has no approvals
             self.approval_wait.ensure((service, environment))
             for approval_kind in APPROVAL_KINDS:
-                for end in sorted(APPROVAL_ENDS):
-                    result = end.removeprefix("approval.")
+                for result in APPROVAL_ENDS.values():
                     self.approvals_decided.ensure((service, environment, approval_kind, result))
 
     # --- the event log -----------------------------------------------------------------------
@@ -407,7 +407,7 @@ class _History:
             requested = self._approvals.pop(_int(data.get("approval")), None)
             if requested is not None and kind in APPROVAL_ENDS:
                 at, svc, environment, approval_kind = requested
-                result = kind.removeprefix("approval.")
+                result = APPROVAL_ENDS[EventType(kind)]
                 self.approvals_decided.inc((svc, environment, approval_kind, result))
                 self.approval_wait.observe((svc, environment), seconds_between(row.ts, at))
         elif kind == EventType.INCIDENT_OPENED:

@@ -103,12 +103,8 @@ def report(
     from conveyor.metrics.load import work_in_progress
 
     profile = profile_of(window, settings)
-    if not summarise:
-        with store.session() as session:
-            if session.get(DoraSummary, profile) is None:
-                want_summary(session, profile)
-                return None
-    refresh(store, profile, window.tz, settings)
+    if not refresh(store, profile, window.tz, settings, summarise=summarise):
+        return None
     span = window.previous() if settings.compare else window
     with store.session() as session:
         tally = read(session, profile, span.start, window.end, settings.service)
@@ -195,24 +191,37 @@ def _array(blobs: list[bytes]) -> Any:
 # --- keeping it current -------------------------------------------------------------------------
 
 
-def refresh(store: Store, profile: str, tz: str, settings: Settings, *, touch: bool = True) -> None:
+def refresh(
+    store: Store,
+    profile: str,
+    tz: str,
+    settings: Settings,
+    *,
+    touch: bool = True,
+    summarise: bool = True,
+) -> bool:
     """Take in the marks written since the profile was last brought up to date (summarising
-    the profile first if it is new); ``touch``: a report uses it (unused ones are dropped)."""
+    the profile first if it is new, unless ``summarise``: then it is left to the background and
+    False says the profile is not there); ``touch``: a report uses it (unused ones are
+    dropped)."""
     with store.session() as session:
         state = session.get(DoraSummary, profile)
         latest = session.scalar(select(func.max(DoraMark.id))) or 0
+        if state is None and not summarise:
+            want_summary(session, profile)
+            return False
     if state is None:
         _build(store, profile, tz, settings)
-        return
+        return True
     now = utcnow()
     if latest <= state.last_mark_id and (not touch or now - state.used_at < dt.timedelta(hours=1)):
-        return
+        return True
     with store.write() as w:
         session = w.session
         _lock_marks(session)
         state = session.get(DoraSummary, profile)
         if state is None:  # dropped meanwhile: summarise again next time
-            return
+            return True
         marked = session.execute(
             select(DoraMark.service, func.min(DoraMark.at))
             .where(DoraMark.id > state.last_mark_id)
@@ -228,6 +237,7 @@ def refresh(store: Store, profile: str, tz: str, settings: Settings, *, touch: b
         if touch:
             state.used_at = now
         _prune(session, now)
+    return True
 
 
 def _build(store: Store, profile: str, tz: str, settings: Settings) -> None:

@@ -223,6 +223,13 @@ def test_a_data_directory_filling_up_during_a_log_heavy_run_corrupts_nothing_and
         assert http.get(f"/runs/{run_id}").json()["status"] == "running"
         assert http.get(f"/runs/{run_id}/logs").status_code == 200
         assert [s["name"] for s in http.get("/services").json()] == ["svc"]
+        # The refusal above and the runner's next log batch race for the last room: wait until
+        # the runner has dropped lines too (it tells the operator), so some are surely lost.
+        until(
+            lambda: "its log lines are dropped" in logs.read_text(errors="replace"),
+            20,
+            "the runner to drop log lines on the full disk",
+        )
 
         # Space comes back; the step is let finish. The same process recovers by itself.
         resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (hard, hard))

@@ -26,6 +26,8 @@ TIME_KEYS = {
     "deadline",
     "at",
     "opened_at",
+    "decided_at",
+    "failed_at",
     "resolved_at",
 }
 

@@ -27,7 +27,8 @@ def _prose(text: str) -> str:
 
 
 def _slug(heading: str) -> str:
-    """GitHub's anchor for a heading: lower case, punctuation but `-` and `_` dropped, spaces to hyphens."""
+    """GitHub's anchor for a heading: lower case, punctuation other than `-` and `_`
+    dropped, spaces to hyphens."""
     text = re.sub(r"[`*]|\[([^\]]*)\]\([^)]*\)", r"\1", heading).strip().lower()
     return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
 

@@ -24,7 +24,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
 from playwright.sync_api import Page, expect, sync_playwright
-
 from tests.web.conftest import CHROMIUM, CHROMIUM_ARGS, Web, signed_in
 
 SIZES = (10_000, 100_000)

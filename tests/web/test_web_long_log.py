@@ -40,6 +40,15 @@ def test_a_100000_line_log_keeps_the_page_small_and_every_line_reachable(
     expect(step.locator(".step-lines")).to_have_text(f"{LINES} lines")
     expect(page.locator(".log-line").first).to_contain_text("compiling unit 000001 ok")
     assert 0 < rows(page) <= FEW
+    # The whole log as text, with the signed-in page's own session.
+    href = page.get_by_role("link", name="Download log").get_attribute("href")
+    assert href is not None
+    raw = page.request.get(f"{web.url}{href}")
+    assert raw.ok
+    text = raw.text().splitlines()
+    assert text[0] == "==> build, attempt 1 <=="
+    assert len(text) == LINES + 1
+    assert text[-1] == f"compiling unit {LINES:06d} ok"
 
     # Scrolled to the end, the last lines are there, and the first are gone from the page.
     page.locator(".steps").evaluate("box => { box.scrollTop = box.scrollHeight; }")

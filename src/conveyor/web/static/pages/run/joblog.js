@@ -55,9 +55,13 @@ export function createJobView(page, panel, name) {
     // someone is reading this job: do not switch it under them
     reading: () => { page.auto = false; }});
 
+  const download = h('a', {class: 'log-download',
+    href: `/api/v1/runs/${page.id}/logs/raw?job=${encodeURIComponent(name)}`, download: ''},
+  'Download log');
   const tools = h('div', {class: 'log-tools'},
     search.element,
     h('div', {class: 'log-follow'}, follow, h('label', {for: 'log-follow'}, 'Follow log')),
+    download,
     streamState);
   replace(panel, head, note, tools, box);
 

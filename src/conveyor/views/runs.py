@@ -7,9 +7,19 @@ import heapq
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, String, case, func, literal, literal_column, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    String,
+    case,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+)
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import Session
 
@@ -19,6 +29,8 @@ from conveyor.states import RunStatus
 from conveyor.store.db import Store, get_or_not_found
 from conveyor.store.models import Artifact, Deployment, Event, Job, LogLine, Release, Run
 from conveyor.views.filters import filtered
+
+T = TypeVar("T")
 
 
 def run_summary(run: Run) -> dict[str, Any]:
@@ -52,14 +64,17 @@ class RunFilter:
     author: str | None = None
     since: dt.datetime | None = None
     search: str | None = None
-    # Keyset paging: only runs older than this one (the last id of the page before).
+    # Keyset paging: only runs older than this one (the last id of the page before), or
+    # newer than this one (the first id of the page after, paging back).
     before: int | None = None
+    after: int | None = None
 
     def conditions(
         self, order: Any = Run.id, made: Any = Run.created_at
     ) -> list[ColumnElement[bool]]:
         """The conditions on Run (joined); `order` is the listed rows' id (`before` pages by
-        it) and `made` their time (`since`): a release's own, for a list of releases."""
+        it, and `after`) and `made` their time (`since`): a release's own, for a list of
+        releases."""
         found: list[ColumnElement[bool]] = []
         if self.branch:
             # A branch name, or a whole ref (refs/tags/v1) for anything else.
@@ -77,7 +92,16 @@ class RunFilter:
             found.append(or_(subject, Run.sha.startswith(self.search.lower(), autoescape=True)))
         if self.before is not None:
             found.append(order < self.before)
+        if self.after is not None:
+            found.append(order > self.after)
         return found
+
+    def newest_first(self, session: Session, query: Select[T], order: Any, limit: int) -> list[T]:
+        """At most `limit` rows of `query`, newest (highest `order`) first: the newest ones,
+        or with `after` the ones just newer than it (the page before, paging back)."""
+        if self.after is not None:
+            return list(session.scalars(query.order_by(order.asc()).limit(limit)))[::-1]
+        return list(session.scalars(query.order_by(order.desc()).limit(limit)))
 
 
 def list_runs(
@@ -90,9 +114,10 @@ def list_runs(
 ) -> list[dict[str, Any]]:
     """The newest runs first (by id: the order they were queued), at most `limit`."""
     with store.session() as session:
-        query = select(Run).where(*narrow.conditions()).order_by(Run.id.desc()).limit(limit)
-        query = filtered(query, (Run.status, status), service=service)
-        return [run_summary(r) for r in session.scalars(query)]
+        query = filtered(
+            select(Run).where(*narrow.conditions()), (Run.status, status), service=service
+        )
+        return [run_summary(r) for r in narrow.newest_first(session, query, Run.id, limit)]
 
 
 def load_run(session: Session, run_id: int) -> Run:
@@ -408,8 +433,8 @@ def list_releases(
                 or_(Deployment.served_at.is_not(None), Deployment.status == "succeeded"),
             )
             query = query.where(Release.id.in_(served))
-        query = query.order_by(Release.id.desc()).limit(limit)
-        return [release_summary(r) for r in session.scalars(query)]
+        found = narrow.newest_first(session, query, Release.id, limit)
+        return [release_summary(r) for r in found]
 
 
 def release_detail(store: Store, release_id: int) -> dict[str, Any]:

@@ -76,6 +76,8 @@ def deployment_summary(dep: Deployment) -> dict[str, Any]:
         "release": dep.release_id,
         "version": version_of(dep.release),
         "sha": dep.release.sha,
+        "subject": dep.release.run.commit.get("subject"),
+        "author": dep.release.run.commit.get("author_name"),
         "kind": dep.kind,
         "status": dep.status,
         "reason": dep.reason,
@@ -116,6 +118,10 @@ def list_deployments(
             query.join(Release, Deployment.release_id == Release.id)
             .join(Run, Release.run_id == Run.id)
             .where(*narrow.conditions(order=Deployment.id, made=Deployment.created_at))
+            .options(
+                joinedload(Deployment.service),
+                joinedload(Deployment.release).joinedload(Release.run),
+            )
         )
         found = narrow.newest_first(session, query, Deployment.id, limit)
         return [deployment_summary(d) for d in found]
@@ -158,8 +164,6 @@ def deployment_detail(store: Store, deployment_id: int) -> dict[str, Any]:
             approval_summary(a)
             for a in session.scalars(select(Approval).where(Approval.deployment_id == dep.id))
         ]
-        data["subject"] = dep.release.run.commit.get("subject")
-        data["author"] = dep.release.run.commit.get("author_name")
         data["failed_at"] = dep.failed_at
         data["target"] = _target(dep)
         data["history"] = _history(session, dep)

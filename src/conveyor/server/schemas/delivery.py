@@ -40,6 +40,8 @@ class DeploymentSummary(Schema):
     release: int
     version: str = VERSION
     sha: str
+    subject: str | None = Field(None, description="The release's commit's subject.")
+    author: str | None = Field(None, description="The release's commit's author.")
     kind: str = Field(description="deploy or rollback.")
     status: str = Field(
         description="queued, awaiting_approval, held, deploying, checking, verifying, "
@@ -125,8 +127,6 @@ class DeploymentDetail(DeploymentSummary):
         "target keeps them on the server's machine (the process target); else empty.",
     )
     approvals: list[ApprovalOut]
-    subject: str | None = Field(None, description="The release's commit's subject.")
-    author: str | None = Field(None, description="The release's commit's author.")
     failed_at: dt.datetime | None = Field(None, description="When its failure was detected.")
     target: DeployTarget | None = Field(
         None, description="How it deploys; null when the release's file has no such environment."

@@ -118,7 +118,7 @@ export async function render(root, params, ctx) {
     const detail = (i.attribution && i.attribution.detail) || '';
     const what = [];
     if (i.deployment && i.release) {
-      what.push(h('a', {href: `/releases/${i.release}`},
+      what.push(h('a', {href: `/deployments/${i.deployment}`},
         `deployment ${i.deployment}`), ' of ',
       h('a', {href: `/releases/${i.release}`}, i.version ? `release ${i.version}` :
         `release ${i.release}`));
@@ -141,7 +141,8 @@ export async function render(root, params, ctx) {
     return h('tr', {id: `incident-${i.id}`, dataset: {id: String(i.id), status: i.status},
       class: i.id === focusId ? 'is-focus' : null},
     h('td', null, badge(i.status)),
-    h('td', {class: 'incident-title'}, h('span', {class: 'subtle'}, `#${i.id} `), i.title),
+    h('td', {class: 'incident-title'}, h('span', {class: 'subtle'}, `#${i.id} `),
+      h('a', {href: `/incidents/${i.id}`}, i.title)),
     h('td', null, i.service),
     h('td', null, env ? h('a', {href: `/services/${encodeURIComponent(i.service)}/environments/` +
       encodeURIComponent(env)}, env) : h('span', {class: 'subtle'}, '—')),

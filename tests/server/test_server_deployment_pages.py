@@ -16,21 +16,27 @@ from tests.server.conftest import Api, Serve, until
 from tests.server.test_server_api import assert_error
 from tests.server.test_server_run_list import commit_by, new_service_repo
 
-SHOP = f"""\
+
+def shop(version: str, healthy: bool = True, environment: str = "staging") -> dict[str, str]:
+    """The shop at `version`, whose build keeps its version as an artifact, deployed to
+    `environment` by the process target; its health check fails unless `healthy`."""
+    pipeline = f"""\
 service: shop
 jobs:
   build:
     run: mkdir -p dist && cat VERSION > dist/version.txt
     artifacts: [dist/version.txt]
 environments:
-  staging:
+  {environment}:
     deploy: {{ target: process, start: python3 app.py }}
     {HEALTH}
 """
-
-
-def shop(version: str) -> dict[str, str]:
-    return {"app.py": APP, "VERSION": version, "HEALTHY": "yes", "conveyor.yml": SHOP}
+    return {
+        "app.py": APP,
+        "VERSION": version,
+        "HEALTHY": "yes" if healthy else "no",
+        "conveyor.yml": pipeline,
+    }
 
 
 async def ship(api: Api, service: str, rev: str) -> int:

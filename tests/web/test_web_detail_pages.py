@@ -15,32 +15,16 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.server.test_server_deployment_pages import shop
 from tests.server.test_server_run_list import commit_by
 from tests.serverproc import until
-from tests.web.conftest import APP, HEALTH, Web, shot, signed_in
+from tests.web.conftest import Web, shot, signed_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
-PRODUCTION = f"""\
-service: shop
-jobs:
-  build:
-    run: mkdir -p dist && cat VERSION > dist/version.txt
-    artifacts: [dist/version.txt]
-environments:
-  production:
-    deploy: {{ target: process, start: python3 app.py }}
-    {HEALTH}
-"""
-
 
 def files(version: str, healthy: bool) -> dict[str, str]:
-    return {
-        "app.py": APP,
-        "VERSION": version,
-        "HEALTHY": "yes" if healthy else "no",
-        "conveyor.yml": PRODUCTION,
-    }
+    return shop(version, healthy, environment="production")
 
 
 def alert_body(starts: dt.datetime) -> dict[str, Any]:

@@ -6,7 +6,7 @@
 import {h, replace, badge, errorBox} from '../lib/dom.js';
 import {envPath, timeEl} from '../lib/format.js';
 import {httpHref} from '../lib/urls.js';
-import {recovery} from './incidents.js';
+import {recovery, resolveIncident} from './incidents.js';
 import {facts, numberIn, section} from './detail/detail.js';
 
 // The shell loads pages/incident.css with this page.
@@ -68,18 +68,7 @@ export async function render(root, params, ctx) {
   }
 
   async function resolve(incident, button) {
-    const ok = await ctx.confirm(`Resolve incident #${incident.id} “${incident.title}” ` +
-      `(${incident.service})? Its recovery time ends now.`, {confirmLabel: 'Resolve'});
-    if (!ok) return;
-    button.disabled = true;
-    try {
-      await ctx.api(`/incidents/${incident.id}/resolve`, {method: 'POST', body: {}});
-      ctx.toast(`Incident #${incident.id} resolved`, 'success');
-      await load();
-    } catch (err) {
-      button.disabled = false;
-      ctx.toast(`Incident #${incident.id} was not resolved: ${err.message}`, 'error');
-    }
+    if (await resolveIncident(ctx, incident, button)) await load();
   }
 
   await load();

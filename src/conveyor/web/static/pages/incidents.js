@@ -33,6 +33,24 @@ export function recovery(seconds) {
   return s >= 60 ? `${Math.floor(s / 60)}m` : `${s}s`;
 }
 
+/** Resolve `incident` once confirmed, `button` disabled meanwhile; says how it went in a
+ * toast and resolves to whether it was resolved. */
+export async function resolveIncident(ctx, incident, button) {
+  const ok = await ctx.confirm(`Resolve incident #${incident.id} “${incident.title}” ` +
+    `(${incident.service})? Its recovery time ends now.`, {confirmLabel: 'Resolve'});
+  if (!ok) return false;
+  button.disabled = true;
+  try {
+    await ctx.api(`/incidents/${incident.id}/resolve`, {method: 'POST', body: {}});
+  } catch (err) {
+    button.disabled = false;
+    ctx.toast(`Incident #${incident.id} was not resolved: ${err.message}`, 'error');
+    return false;
+  }
+  ctx.toast(`Incident #${incident.id} resolved`, 'success');
+  return true;
+}
+
 export async function render(root, params, ctx) {
   const q = params.query;
   const focusId = q.get('id') ? Number(q.get('id')) : null;
@@ -185,20 +203,10 @@ export async function render(root, params, ctx) {
   }
 
   async function resolve(incident, button) {
-    const ok = await ctx.confirm(`Resolve incident #${incident.id} “${incident.title}” ` +
-      `(${incident.service})? Its recovery time ends now.`, {confirmLabel: 'Resolve'});
-    if (!ok) return;
-    button.disabled = true;
-    try {
-      await ctx.api(`/incidents/${incident.id}/resolve`, {method: 'POST', body: {}});
-      ctx.toast(`Incident #${incident.id} resolved`, 'success');
-      await load();
-      // The row left the Open tab: keep the keyboard somewhere sensible.
-      tabs.querySelector('[aria-selected="true"]')?.focus();
-    } catch (err) {
-      button.disabled = false;
-      ctx.toast(`Incident #${incident.id} was not resolved: ${err.message}`, 'error');
-    }
+    if (!(await resolveIncident(ctx, incident, button))) return;
+    await load();
+    // The row left the Open tab: keep the keyboard somewhere sensible.
+    tabs.querySelector('[aria-selected="true"]')?.focus();
   }
 
   async function load() {

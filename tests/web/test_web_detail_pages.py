@@ -283,7 +283,20 @@ def test_an_incident_page_shows_its_alert_blame_and_times_and_can_be_resolved(
     expect(page.locator(".page-head")).to_contain_text("resolved")
     expect(when.locator(".recovery")).not_to_have_text("still open")
     expect(page.get_by_role("button", name="Resolve")).to_have_count(0)
+    # The button is gone: the keyboard stays on the page, at the incident's status.
+    expect(page.locator(".incident-status")).to_be_focused()
     assert site.api.get("/incidents/2").json()["status"] == "resolved"
+
+
+def test_a_read_only_viewer_sees_an_incident_without_a_resolve_button(
+    site: Web, page: Page
+) -> None:
+    viewer = site.token("incident-viewer", "read")
+    signed_in(page, site, viewer, next="/incidents/1")
+    expect(page.get_by_role("heading", name=re.compile("Incident #1"))).to_be_visible()
+    expect(page.get_by_role("main").get_by_role("button")).to_have_count(0)
+    page.goto(f"{site.url}/incidents/77")
+    expect(page.get_by_role("alert")).to_contain_text("77")
 
 
 def test_two_releases_compare_from_the_release_page(site: Web, page: Page) -> None:

@@ -47,7 +47,7 @@ export async function render(root, params, ctx) {
     last = signature;
     const focused = document.activeElement && root.contains(document.activeElement);
     replace(root, page(incident, deployment));
-    // After resolving, the button is gone: keep the keyboard on the page, at its status.
+    // A live redraw while the keyboard was on the page keeps it there.
     if (focused) root.querySelector('.incident-status')?.focus();
   }
 
@@ -68,7 +68,10 @@ export async function render(root, params, ctx) {
   }
 
   async function resolve(incident, button) {
-    if (await resolveIncident(ctx, incident, button)) await load();
+    if (!(await resolveIncident(ctx, incident, button))) return;
+    await load();
+    // The button is gone: keep the keyboard on the page, at the incident's status.
+    root.querySelector('.incident-status')?.focus();
   }
 
   await load();

@@ -4,6 +4,7 @@ is set. Both give the same dictionaries, so every command prints the same thing 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import time
 from collections.abc import Iterator, Mapping
@@ -13,6 +14,7 @@ from conveyor import jsonio
 from conveyor.errors import ConveyorError, NotFound
 
 if TYPE_CHECKING:
+    import urllib.request
     from http.client import HTTPResponse
 
 FOLLOW_POLL_SECONDS = 0.2
@@ -157,6 +159,19 @@ def _query_value(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+@functools.cache
+def _opener() -> urllib.request.OpenerDirector:
+    """urllib's opener without its redirect handler: a 3xx comes back as an HTTPError, so a
+    redirect never carries the Authorization header to another address."""
+    import urllib.request
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    return urllib.request.build_opener(NoRedirect)
+
+
 class HttpBackend:
     """The server's API over the standard library's HTTP client (urllib honours the *_proxy
     variables as well): an HTTP library would cost a command a quarter of its start-up in
@@ -205,9 +220,17 @@ class HttpBackend:
             method=method,
         )
         try:
-            response: HTTPResponse = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310
-        except urllib.error.HTTPError as refused:  # a 4xx or 5xx: its body says why
-            return refused  # type: ignore[return-value]
+            response: HTTPResponse = _opener().open(request, timeout=timeout)
+        except urllib.error.HTTPError as refused:
+            if 300 <= refused.code < 400:
+                refused.close()
+                raise ConveyorError(
+                    f"the server at {self.url} answered {refused.code}, a redirect to "
+                    f"{refused.headers.get('Location') or '?'}; the CLI follows none (it would "
+                    "take CONVEYOR_TOKEN along)",
+                    hint="set CONVEYOR_URL to the server's own address",
+                ) from None
+            return refused  # type: ignore[return-value]  # a 4xx or 5xx: its body says why
         except (OSError, ValueError, HTTPException) as exc:
             reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
             raise ConveyorError(

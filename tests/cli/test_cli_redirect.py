@@ -7,16 +7,16 @@ from __future__ import annotations
 import http.server
 import threading
 from collections.abc import Iterator
+from typing import ClassVar
 
 import pytest
-
 from tests.conftest import Conveyor
 
 pytestmark = pytest.mark.integration
 
 
 class _Recorder(http.server.BaseHTTPRequestHandler):
-    seen: list[dict[str, str]] = []
+    seen: ClassVar[list[dict[str, str]]] = []
 
     def do_GET(self) -> None:
         self.seen.append(dict(self.headers))

@@ -15,6 +15,7 @@ from playwright.sync_api import Browser, Page, expect
 from tests.conftest import GitRepo
 from tests.serverproc import until
 from tests.web.conftest import APP, HEALTH, Web, shot, signed_in
+from tests.web.test_web_screens import PHONE, fits
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -318,6 +319,11 @@ def test_a_card_shows_what_serves_what_comes_and_how_staging_went_and_focus_foll
     expect(cart.locator(f"#approval-{other['id']}-brings")).to_contain_text("1 commit")
     expect(cart.get_by_role("link", name="View the diff")).to_have_count(0)
     expect(page.locator("#approvals-status")).to_contain_text("2 wait for a decision")
+    # The cards with all this still fit a phone.
+    page.set_viewport_size(PHONE)
+    fits(page, "/approvals with two cards", PHONE["width"])
+    shot(page, "approvals-context-phone")
+    page.set_viewport_size({"width": 1024, "height": 800})
     shot(page, "approvals-context-second")
 
     # Deciding one card moves focus to the next card's Approve button.

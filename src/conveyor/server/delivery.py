@@ -21,7 +21,7 @@ from conveyor.server.schemas.incidents import IncidentListed
 from conveyor.server.tokens import Identity
 from conveyor.store.models import Approval
 from conveyor.views import delivery as dq
-from conveyor.views.approval_context import approval_context
+from conveyor.views.approval_context import add_contexts
 from conveyor.views.runs import RunFilter
 
 router = APIRouter(responses=ERRORS)
@@ -222,8 +222,7 @@ def list_approvals(request: Request, identity: Reader, all: bool = False) -> lis
                     f"{dep.environment}",
                 )
             row["you"] = {"may_decide": verdict.may_decide, "reason": verdict.reason}
-            if approval.status == "pending":
-                row["context"] = approval_context(session, approval, change_once(approval))
+    add_contexts(store, found, change_once)
     return found
 
 

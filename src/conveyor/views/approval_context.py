@@ -9,14 +9,16 @@ DORA counts): the card shows exactly the range whose authors may not approve it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from conveyor.engine.approvals import Change
+from conveyor.engine.approvals import Change, ChangeOf
 from conveyor.engine.promotion import pipeline_of, version_of
 from conveyor.forges import links as forge_links
+from conveyor.store.db import Store
 from conveyor.store.models import Approval, Delivery, Deployment, EnvironmentState, Release
 
 # Commits listed on a card; the count says how many more the range holds.
@@ -66,6 +68,18 @@ def approval_context(session: Session, approval: Approval, change: Change) -> di
         "compare_url": (links or {}).get("compare"),
         "commit_url": (links or {}).get("commit"),
     }
+
+
+def add_contexts(store: Store, rows: Sequence[dict[str, Any]], change: ChangeOf) -> None:
+    """Give each pending approval of ``rows`` (views.delivery.list_approvals) its ``context``;
+    a decided one's range is gone (it is what serves now), so it gets none."""
+    with store.session() as session:
+        for row in rows:
+            if row["status"] != "pending":
+                continue
+            approval = session.get(Approval, row["id"])
+            if approval is not None:
+                row["context"] = approval_context(session, approval, change(approval))
 
 
 def checks_on_the_way(session: Session, approval: Approval) -> list[dict[str, Any]]:

@@ -10,21 +10,9 @@ import asyncio
 
 import pytest
 from tests.conftest import Conveyor, GitRepo
-from tests.delivery.harness import APP, HEALTH, delivery, pipeline
+from tests.delivery.harness import APP, STAGED_THEN_APPROVED, delivery, pipeline
 
 pytestmark = pytest.mark.integration
-
-STAGED = f"""
-staging:
-  deploy: {{ target: process, start: python3 app.py }}
-  {HEALTH}
-  verify: [{{ name: smoke, run: "true" }}]
-production:
-  after: staging
-  approval: {{ approvers: [ops] }}
-  deploy: {{ target: process, start: python3 app.py }}
-  {HEALTH}
-"""
 
 
 def test_approvals_lists_the_commits_coming_their_authors_and_stagings_checks(
@@ -32,7 +20,12 @@ def test_approvals_lists_the_commits_coming_their_authors_and_stagings_checks(
 ) -> None:
     repo.commit(
         "Add the shop",
-        {"app.py": APP, "VERSION": "v1", "HEALTHY": "yes", "conveyor.yml": pipeline(STAGED)},
+        {
+            "app.py": APP,
+            "VERSION": "v1",
+            "HEALTHY": "yes",
+            "conveyor.yml": pipeline(STAGED_THEN_APPROVED),
+        },
     )
     repo.write("VERSION", "v1.1")
     repo.git("add", "-A")

@@ -13,6 +13,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.conftest import GitRepo
+from tests.delivery.harness import STAGED_THEN_APPROVED, pipeline
 from tests.serverproc import until
 from tests.web.conftest import APP, HEALTH, Web, shot, signed_in
 from tests.web.test_web_screens import PHONE, fits
@@ -198,23 +199,6 @@ def test_a_read_only_viewer_sees_the_inbox_without_buttons(web: Web, page: Page)
     shot(page, "approvals-read-only")
 
 
-# Staging verifies with a smoke step; both services' files differ only in their name.
-VERIFIED = """\
-service: {name}
-jobs:
-  test:
-    run: "true"
-environments:
-  staging:
-    deploy: {{ target: process, start: python3 app.py }}
-    {health}
-    verify: [{{ name: smoke, run: "curl -fsS $CONVEYOR_DEPLOY_URL >/dev/null || true" }}]
-  production:
-    after: staging
-    approval: {{ approvers: [ops], required: 1 }}
-    deploy: {{ target: process, start: python3 app.py }}
-    {health}
-"""
 FORGE_URL = "https://github.com/acme/shop.git"
 
 
@@ -223,7 +207,8 @@ def verified(name: str, version: str) -> dict[str, str]:
         "app.py": APP,
         "VERSION": version,
         "HEALTHY": "yes",
-        "conveyor.yml": VERIFIED.format(name=name, health=HEALTH),
+        # Staging verifies with a smoke step; the services differ only in their name.
+        "conveyor.yml": pipeline(STAGED_THEN_APPROVED).replace("service: shop", f"service: {name}"),
     }
 
 

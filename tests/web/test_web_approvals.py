@@ -126,6 +126,8 @@ def test_the_author_cannot_approve_an_approver_can_and_production_follows(
         shot(olga, "approvals-approver")
         approve.click()
         expect(olga.get_by_text("Nothing waits for approval.")).to_be_visible()
+        # Focus stays in the page, on what was decided.
+        expect(olga.locator("#approvals-status")).to_be_focused()
         recent = olga.locator("table.recent")
         expect(recent).to_contain_text("olga approved")
         # The author's page hears of it live: her card goes away without a reload.
@@ -173,6 +175,10 @@ def test_the_author_cannot_approve_an_approver_can_and_production_follows(
         reason.fill("not before the sale ends")
         reject.click()
         expect(olga.get_by_text("Nothing waits for approval.")).to_be_visible()
+        expect(olga.locator("#approvals-status")).to_be_focused()
+        expect(olga.locator("#approvals-status")).to_contain_text(
+            re.compile(r"^Rejected shop r2-\w+ for production: the approval is now rejected\.")
+        )
         expect(olga.locator("table.recent tbody tr").first).to_contain_text(
             "olga rejected: not before the sale ends"
         )

@@ -55,6 +55,20 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
 HEALTH = "health: { http: { path: /healthz, within: 5s, interval: 50ms } }"
 
 
+# Staging checks and verifies each release, then production waits for a person of group ops.
+STAGED_THEN_APPROVED = f"""
+staging:
+  deploy: {{ target: process, start: python3 app.py }}
+  {HEALTH}
+  verify: [{{ name: smoke, run: "true" }}]
+production:
+  after: staging
+  approval: {{ approvers: [ops] }}
+  deploy: {{ target: process, start: python3 app.py }}
+  {HEALTH}
+"""
+
+
 def pipeline(environments: str, *, extra: str = "") -> str:
     return (
         "service: shop\njobs:\n  test:\n    run: 'true'\nenvironments:\n"

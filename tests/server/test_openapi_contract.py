@@ -281,6 +281,7 @@ def test_real_answers_of_a_delivery_match_the_contract(serve: Serve, repo: GitRe
         pending = await until(lambda: _pending(api), 30, "the approval request")
         listed_approvals = await c.call("get", "/approvals", params={"all": True}, token=olga)
         assert listed_approvals[0]["you"]["may_decide"] is True
+        assert listed_approvals[0]["context"]["commit_count"] >= 1
         await c.call(
             "post",
             "/approvals/{approval_id}/approve",
@@ -315,6 +316,8 @@ def test_real_answers_of_a_delivery_match_the_contract(serve: Serve, repo: GitRe
         )
         await c.call("get", "/incidents")
         await c.call("get", "/incidents/{incident_id}", incident_id=incident["id"])
+        [env] = await c.call("get", "/environments", params={"service": "shop"})
+        assert [i["id"] for i in env["open_incidents"]] == [incident["id"]]
         await c.call(
             "post", "/incidents/{incident_id}/resolve", incident_id=incident["id"], json={}
         )

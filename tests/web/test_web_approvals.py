@@ -12,8 +12,11 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from tests.conftest import GitRepo
+from tests.delivery.harness import STAGED_THEN_APPROVED, pipeline
 from tests.serverproc import until
 from tests.web.conftest import APP, HEALTH, Web, shot, signed_in
+from tests.web.test_web_screens import PHONE, fits
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -58,8 +61,8 @@ def pending(web: Web) -> list[dict[str, Any]]:
     return found
 
 
-def release_waiting(web: Web, number: int) -> dict[str, Any]:
-    run = web.trigger("shop")
+def release_waiting(web: Web, number: int, service: str = "shop") -> dict[str, Any]:
+    run = web.trigger(service)
     assert web.wait_run(run["id"])["status"] == "succeeded"
     approval: dict[str, Any] = until(
         lambda: next((a for a in pending(web) if a["release"] == number), None),
@@ -123,6 +126,8 @@ def test_the_author_cannot_approve_an_approver_can_and_production_follows(
         shot(olga, "approvals-approver")
         approve.click()
         expect(olga.get_by_text("Nothing waits for approval.")).to_be_visible()
+        # Focus stays in the page, on what was decided.
+        expect(olga.locator("#approvals-status")).to_be_focused()
         recent = olga.locator("table.recent")
         expect(recent).to_contain_text("olga approved")
         # The author's page hears of it live: her card goes away without a reload.
@@ -170,6 +175,10 @@ def test_the_author_cannot_approve_an_approver_can_and_production_follows(
         reason.fill("not before the sale ends")
         reject.click()
         expect(olga.get_by_text("Nothing waits for approval.")).to_be_visible()
+        expect(olga.locator("#approvals-status")).to_be_focused()
+        expect(olga.locator("#approvals-status")).to_contain_text(
+            re.compile(r"^Rejected shop r2-\w+ for production: the approval is now rejected\.")
+        )
         expect(olga.locator("table.recent tbody tr").first).to_contain_text(
             "olga rejected: not before the sale ends"
         )
@@ -194,3 +203,127 @@ def test_a_read_only_viewer_sees_the_inbox_without_buttons(web: Web, page: Page)
     expect(page.get_by_role("button", name="Reject")).to_have_count(0)
     expect(page.get_by_label("Reason")).to_have_count(0)
     shot(page, "approvals-read-only")
+
+
+FORGE_URL = "https://github.com/acme/shop.git"
+
+
+def verified(name: str, version: str) -> dict[str, str]:
+    return {
+        "app.py": APP,
+        "VERSION": version,
+        "HEALTHY": "yes",
+        # Staging verifies with a smoke step; the services differ only in their name.
+        "conveyor.yml": pipeline(STAGED_THEN_APPROVED).replace("service: shop", f"service: {name}"),
+    }
+
+
+def on_github(web: Web) -> GitRepo:
+    """shop's repository as the server knows it: a GitHub URL, which git on this machine reads
+    from a local repository (`url.<path>.insteadOf`, in the server's own git configuration), so
+    that the server mirrors and reads real commits while the forge's links are GitHub's. The
+    server is restarted to take that configuration."""
+    path = web.tmp_path / "repos" / "shop"
+    path.mkdir(parents=True)
+    repo = GitRepo(path)
+    repo.git("init", "-q", "-b", "main")
+    repo.commit("v1: the first shop", verified("shop", "v1"))
+    home = web.tmp_path / "git-home"
+    home.mkdir()
+    (home / ".gitconfig").write_text(f'[url "{path}"]\n\tinsteadOf = {FORGE_URL}\n')
+    web.env["HOME"] = str(home)
+    web.server.stop()
+    web.server.start()
+    web.cli("service", "add", "shop", "--repo", FORGE_URL)
+    return repo
+
+
+def test_a_card_shows_what_serves_what_comes_and_how_staging_went_and_focus_follows(
+    web: Web, page: Page
+) -> None:
+    olga = person(web, "olga", "approve", groups=("ops",))
+    repo = on_github(web)
+    first = release_waiting(web, 1)
+    signed_in(page, web, olga, next="/approvals")
+
+    # The first release: nothing serves yet, one commit, staging's checks and verification.
+    card = page.locator(f"#approval-{first['id']}")
+    expect(card.locator(f"#approval-{first['id']}-serving")).to_have_text("nothing yet")
+    expect(card.locator(f"#approval-{first['id']}-brings")).to_have_text(
+        re.compile(r"^1 commit by Ada Author")
+    )
+    # Without an earlier release there is no diff to show.
+    expect(card.get_by_role("link", name="View the diff")).to_have_count(0)
+    staging = card.locator(f'#approval-{first["id"]}-checks li[data-environment="staging"]')
+    expect(staging).to_contain_text("succeeded")
+    expect(staging.locator('li[data-outcome="pass"]')).to_have_count(2)
+    expect(staging).to_contain_text("http")
+    expect(staging).to_contain_text("1 verify step passed")
+    shot(page, "approvals-context-first")
+
+    # The only card decided: focus goes to the outcome, not to <body>.
+    card.get_by_role("button", name="Approve").click()
+    expect(page.locator("#approvals-status")).to_contain_text("Nothing else waits for approval")
+    expect(page.locator("#approvals-status")).to_be_focused()
+    until(
+        lambda: next(
+            (
+                e
+                for e in web.api.get("/environments", params={"service": "shop"}).json()
+                if e["environment"] == "production" and e["release"] == 1 and not e["queue"]
+            ),
+            None,
+        ),
+        30,
+        "production to serve release 1",
+    )
+
+    # Two commits by two people, then a second service waiting too.
+    repo.write("VERSION", "v2")
+    repo.git("add", "-A")
+    repo.git("commit", "-q", "-m", "v2: faster checkout", "--author", "Bob Builder <bob@x.org>")
+    repo.commit("v2: the copy", verified("shop", "v2"))
+    second = release_waiting(web, 2)
+    web.service("cart", verified("cart", "c1"))
+    other = release_waiting(web, 3, "cart")
+
+    card = page.locator(f"#approval-{second['id']}")
+    expect(card.locator(f"#approval-{second['id']}-serving")).to_have_text(re.compile(r"^r1-"))
+    expect(card.locator(f"#approval-{second['id']}-brings")).to_contain_text(
+        "2 commits by Ada Author, Bob Builder"
+    )
+    commits = card.locator(f"#approval-{second['id']}-commits li")
+    expect(commits).to_have_text(
+        [re.compile("v2: the copy — Ada Author"), re.compile("v2: faster checkout — Bob Builder")]
+    )
+    shas = [
+        r["sha"]
+        for r in sorted(web.api.get("/releases").json(), key=lambda r: r["id"])
+        if r["service"] == "shop"
+    ]
+    expect(card.get_by_role("link", name="View the diff")).to_have_attribute(
+        "href", f"https://github.com/acme/shop/compare/{shas[0]}...{shas[1]}"
+    )
+    # cart's repository is a local path: no forge, no link. The first decision's message,
+    # still focused, says what waits now.
+    cart = page.locator(f"#approval-{other['id']}")
+    expect(cart.locator(f"#approval-{other['id']}-brings")).to_contain_text("1 commit")
+    expect(cart.get_by_role("link", name="View the diff")).to_have_count(0)
+    expect(page.locator("#approvals-status")).to_contain_text("2 wait for a decision")
+    # The cards with all this still fit a phone.
+    page.set_viewport_size(PHONE)
+    fits(page, "/approvals with two cards", PHONE["width"])
+    shot(page, "approvals-context-phone")
+    page.set_viewport_size({"width": 1024, "height": 800})
+    shot(page, "approvals-context-second")
+
+    # Deciding one card moves focus to the next card's Approve button.
+    card.get_by_role("button", name="Approve").click()
+    expect(page.locator(f"#approval-{second['id']}")).to_have_count(0)
+    expect(page.locator(f"#approval-{other['id']}-approve")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("#approvals-status")).to_be_focused()
+    expect(page.locator("#approvals-status")).to_contain_text(
+        re.compile(r"Approved cart r3-\w+ for production")
+    )
+    assert page.evaluate("document.activeElement.id") == "approvals-status"

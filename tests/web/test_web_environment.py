@@ -129,3 +129,49 @@ def test_an_unknown_environment_says_which_ones_exist(web: Web, page: Page) -> N
     signed_in(page, web, web.admin_token, next="/services/shop/environments/qa")
     expect(page.get_by_role("alert")).to_contain_text("service shop has no environment qa")
     expect(page.get_by_role("alert")).to_contain_text("production")
+
+
+def test_health_shows_the_monitor_and_an_open_incident_outweighs_a_passing_look(
+    web: Web, page: Page
+) -> None:
+    web.service("shop", files("v1"))
+    run = web.trigger("shop")
+    assert web.wait_run(run["id"])["status"] == "succeeded"
+    until(lambda: serving(web, 1), 30, "production to serve release 1")
+    # The monitor's first look (every 10 s by default) has been recorded.
+    until(lambda: production(web)["checked_at"], 30, "the monitor to look at production")
+    signed_in(page, web, web.token("viewer", "read", user="vera"), next=PAGE)
+
+    head = page.locator("#health-state")
+    expect(head).to_contain_text("healthy")
+    expect(page.locator("#monitor-state")).to_have_text(
+        "Watched every 10 s; acts after 3 failed looks in a row."
+    )
+    expect(page.locator("#monitor-look")).to_contain_text("checks passing")
+    expect(page.locator("#monitor-look")).to_contain_text("GET /healthz → 200")
+    expect(page.locator("#open-incidents")).to_have_text("No incident is open here.")
+
+    # An incident opened elsewhere shows up live, and the page stops calling it healthy even
+    # though the monitor's checks still pass.
+    r = web.api.post(
+        "/incidents",
+        json={"service": "shop", "environment": "production", "title": "checkout returns 500"},
+    )
+    assert r.status_code == 201, r.text
+    incident = r.json()
+    item = page.get_by_role("list", name="Open incidents").get_by_role("listitem")
+    expect(item).to_have_count(1)
+    expect(item).to_contain_text(f"#{incident['id']} checkout returns 500")
+    expect(item.get_by_role("link")).to_have_attribute(
+        "href", f"/incidents#incident-{incident['id']}"
+    )
+    expect(head).to_contain_text("incident open")
+    expect(page.get_by_role("main")).not_to_contain_text(re.compile(r"\bhealthy\b"))
+    expect(page.locator("#monitor-look")).to_contain_text("checks passing")
+    shot(page, "environment-incident-open")
+
+    # Resolved: healthy again.
+    r = web.api.post(f"/incidents/{incident['id']}/resolve", json={})
+    assert r.status_code == 200, r.text
+    expect(page.locator("#open-incidents")).to_have_text("No incident is open here.")
+    expect(head).to_contain_text("healthy")

@@ -308,10 +308,13 @@ def approvals(show_all: bool, as_json: bool) -> None:
     if client.http:
         found = client.get("/approvals", all="true" if show_all else None)
     else:
+        from conveyor.delivery.authorship import ChangeReader
+        from conveyor.views.approval_context import add_contexts
         from conveyor.views.delivery import list_approvals
 
         assert client.store is not None
         found = list_approvals(client.store, pending_only=not show_all)
+        add_contexts(client.store, found, ChangeReader(client.store))
     print_listing(
         found,
         as_json,
@@ -325,6 +328,44 @@ def approvals(show_all: bool, as_json: bool) -> None:
         ],
         empty="no approvals waiting" if not show_all else "no approvals yet",
     )
+    if not as_json:
+        for approval in found:
+            if approval.get("context"):
+                _print_context(approval)
+
+
+# Commits listed under an approval; the count says how many more there are.
+_SHOWN_COMMITS = 10
+
+
+def _print_context(approval: Mapping[str, Any]) -> None:
+    """What approving brings, under the table: what serves now, the commits and their authors,
+    the checks on the way, the forge's diff."""
+    c = approval["context"]
+    click.echo(
+        f"\napproval {approval['id']}: {approval['service']} {approval['version']} "
+        f"to {approval['environment']}"
+    )
+    serving = c["serving"]
+    click.echo(f"  serving now   {serving['version'] if serving else 'nothing yet'}")
+    if c["problem"]:
+        click.echo(f"  brings        ? the commits cannot be read: {c['problem']}")
+    else:
+        count = c["commit_count"]
+        by = f" by {', '.join(c['authors'])}" if c["authors"] else ""
+        since = f" since {c['base'][:7]}" if c["base"] else ""
+        click.echo(f"  brings        {count} commit{'' if count == 1 else 's'}{by}{since}")
+        for commit in c["commits"][:_SHOWN_COMMITS]:
+            click.echo(
+                f"                {commit['sha'][:7]} {commit['subject']} — {commit['author']}"
+            )
+        if count > _SHOWN_COMMITS:
+            click.echo(f"                … and {count - _SHOWN_COMMITS} more")
+    for where in c["checks"]:
+        checks = ", ".join(f"{k['kind']} {k['outcome']}" for k in where["checks"]) or "no checks"
+        click.echo(f"  {where['environment']:<13} {where['status']}: {checks}")
+    if c["compare_url"]:
+        click.echo(f"  diff          {c['compare_url']}")
 
 
 def _decide(approval_id: int, decision: str, reason: str | None) -> None:

@@ -4,8 +4,8 @@ The range is the one DORA counts for a deployment (``git rev-list RELEASE ^BASE`
 what the environment serves now, for an approval to deploy, or served before the deployment
 began, for accepting inconclusive checks. Never the last release that was cancelled, rejected
 or failed: a commit that never reached the environment is still part of what approving brings
-to it. Each commit comes with its author's and committer's names and e-mails, and with the
-pushers recorded for runs of it.
+to it. Each commit comes with its author's and committer's names and e-mails, its subject (for
+the approval card to show what is coming), and with the pushers recorded for runs of it.
 
 A range git cannot list is reported as a problem, not as an empty range: nobody may decide an
 approval whose authors cannot be told (engine.approvals).
@@ -28,7 +28,7 @@ from conveyor.store.db import Store
 from conveyor.store.models import Approval, EnvironmentState, Release, Run
 
 # Unit and record separators: git prints them between fields and commits, no name holds them.
-_FORMAT = "%H%x1f%an%x1f%ae%x1f%cn%x1f%ce%x1e"
+_FORMAT = "%H%x1f%an%x1f%ae%x1f%cn%x1f%ce%x1f%s%x1e"
 # Runs looked up per query (SQLite binds at most 32766 parameters).
 _CHUNK = 500
 
@@ -46,10 +46,19 @@ def _commits(repo: str, sha: str, base: str | None) -> tuple[Commit, ...]:
         )
     found = []
     for record in result.stdout.decode("utf-8", "replace").split("\x1e"):
-        fields = record.strip("\n").split("\x1f")
-        if len(fields) == 5:
-            sha, author_name, author_email, committer_name, committer_email = fields
-            found.append(Commit(sha, author_name, author_email, committer_name, committer_email))
+        fields = record.strip("\n").split("\x1f", 5)
+        if len(fields) == 6:
+            sha, author_name, author_email, committer_name, committer_email, subject = fields
+            found.append(
+                Commit(
+                    sha,
+                    author_name,
+                    author_email,
+                    committer_name,
+                    committer_email,
+                    subject=subject,
+                )
+            )
     return tuple(found)
 
 
@@ -108,6 +117,7 @@ class ChangeReader:
                     c.committer_name,
                     c.committer_email,
                     tuple(sorted(pushers.get(c.sha, ()))),
+                    subject=c.subject,
                 )
                 for c in commits
             ),

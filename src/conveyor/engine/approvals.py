@@ -60,6 +60,8 @@ class Commit:
     committer_email: str = ""
     # Who pushed it as the head of a push (runs of this commit), as recorded.
     pushers: tuple[str, ...] = ()
+    # Its first line, shown to whoever decides.
+    subject: str = ""
 
     def part_of(self, who: Person) -> str | None:
         """What ``who`` did to this commit ("authored", "committed", "pushed"), if anything."""

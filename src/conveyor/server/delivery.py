@@ -21,6 +21,7 @@ from conveyor.server.schemas.incidents import IncidentListed
 from conveyor.server.tokens import Identity
 from conveyor.store.models import Approval
 from conveyor.views import delivery as dq
+from conveyor.views.approval_context import add_contexts
 from conveyor.views.runs import RunFilter
 
 router = APIRouter(responses=ERRORS)
@@ -184,12 +185,21 @@ def unhold(request: Request, service: str, environment: str, identity: Trigger) 
 @router.get("/approvals", tags=["approvals"], response_model=list[schemas.ApprovalListed])
 def list_approvals(request: Request, identity: Reader, all: bool = False) -> list[dict[str, Any]]:
     """Approvals (pending only unless ``all``), each with the change behind it, its rule in
-    words, and ``you``: whether the caller may decide it now and, if not, why."""
+    words, ``you``: whether the caller may decide it now and, if not, why; and for a pending
+    one its ``context``: what serves now, the commits it brings, the checks on the way."""
     store = _state(request).store
     found = dq.list_approvals(store, pending_only=not all)
     known = approvals.people(store)
     can_approve = identity.allows("approve")
     change = ChangeReader(store)
+    # The verdict and the context read the same range: once per approval.
+    changes: dict[int, approvals.Change] = {}
+
+    def change_once(approval: Approval) -> approvals.Change:
+        if approval.id not in changes:
+            changes[approval.id] = change(approval)
+        return changes[approval.id]
+
     with store.session() as session:
         for row in found:
             approval = session.get(Approval, row["id"])
@@ -203,7 +213,7 @@ def list_approvals(request: Request, identity: Reader, all: bool = False) -> lis
             }
             row["decided_at"] = approval.decided_at
             row["rule"] = _rule(approval.required, approval.approvers, known)
-            verdict = approvals.verdict(approval, identity.user, can_approve, known, change)
+            verdict = approvals.verdict(approval, identity.user, can_approve, known, change_once)
             dep = approval.deployment
             if verdict.may_decide and not identity.may_act_on(dep.service.name, dep.environment):
                 verdict = approvals.Verdict(
@@ -212,6 +222,7 @@ def list_approvals(request: Request, identity: Reader, all: bool = False) -> lis
                     f"{dep.environment}",
                 )
             row["you"] = {"may_decide": verdict.may_decide, "reason": verdict.reason}
+    add_contexts(store, found, change_once)
     return found
 
 

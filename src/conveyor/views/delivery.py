@@ -234,9 +234,50 @@ def environments(store: Store, service: str | None = None) -> list[dict[str, Any
                 )
             }
             names += [n for n in rows if n not in names]
+            incidents = _open_incidents(session, svc)
             for name in names:
-                out.append(_environment(session, svc, name, rows.get(name)))
+                row = _environment(session, svc, name, rows.get(name))
+                row["monitor"] = _monitor(session, latest, name, rows.get(name))
+                row["open_incidents"] = incidents.get(name, [])
+                out.append(row)
     return out
+
+
+def _monitor(
+    session: Any, latest: Release | None, name: str, env: EnvironmentState | None
+) -> dict[str, Any] | None:
+    """The `monitor:` the serving release's file gives the environment (the monitor watches
+    with that one), else the latest release's."""
+    serving = (
+        session.get(Release, env.current_release_id) if env and env.current_release_id else None
+    )
+    for release in (serving, latest):
+        if release is None:
+            continue
+        config = pipeline_of(release.run).environments.get(name)
+        if config is not None:
+            mon = config.monitor
+            return {"enabled": mon.enabled, "interval": mon.interval, "failures": mon.failures}
+    return None
+
+
+def _open_incidents(session: Any, svc: Service) -> dict[str | None, list[dict[str, Any]]]:
+    """The service's open incidents by environment, latest first."""
+    found: dict[str | None, list[dict[str, Any]]] = {}
+    for incident in session.scalars(
+        select(Incident)
+        .where(Incident.service_id == svc.id, Incident.status == "open")
+        .order_by(Incident.opened_at.desc(), Incident.id.desc())
+    ):
+        found.setdefault(incident.environment, []).append(
+            {
+                "id": incident.id,
+                "title": incident.title,
+                "opened_at": incident.opened_at,
+                "release": incident.release_id,
+            }
+        )
+    return found
 
 
 def _environment(

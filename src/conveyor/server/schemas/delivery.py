@@ -13,6 +13,7 @@ from conveyor.server.schemas.runs import Artifact, ReleaseSummary
 
 __all__ = [
     "ApprovalCommit",
+    "ApprovalContext",
     "ApprovalDecision",
     "ApprovalListed",
     "ApprovalOut",
@@ -20,6 +21,8 @@ __all__ = [
     "DeployTarget",
     "DeploymentDetail",
     "DeploymentSummary",
+    "EnvironmentIncident",
+    "EnvironmentMonitor",
     "EnvironmentOut",
     "QueuedDeployment",
     "ReleaseDetail",
@@ -99,11 +102,62 @@ class YourTurn(Schema):
     reason: str | None = Field(description="If not, why.")
 
 
+class ServingRelease(Schema):
+    release: int
+    version: str = VERSION
+    sha: str
+
+
+class ComingCommit(Schema):
+    sha: str
+    subject: str
+    author: str
+    author_email: str
+
+
+class CheckOutcome(Schema):
+    kind: str | None = Field(description="http, tcp, command, prometheus, verify...")
+    outcome: str | None = Field(description="pass, fail or inconclusive.")
+    detail: str | None
+
+
+class ChecksOnTheWay(Schema):
+    environment: str
+    deployment: int
+    status: str = Field(description="The release's latest deployment there: its status.")
+    checks: list[CheckOutcome] = Field(description="Its checks and verifications, as they ran.")
+
+
+class ApprovalContext(Schema):
+    """What the decision is about, beside the rule: read when the approval is pending."""
+
+    serving: ServingRelease | None = Field(description="What the environment serves now.")
+    base: str | None = Field(
+        description="The commit the range starts after (what served when it was asked); "
+        "null: the range is the whole history."
+    )
+    commits: list[ComingCommit] = Field(
+        description="The commits approving brings, newest first: the range whose authors may "
+        "not approve it (at most 50 listed)."
+    )
+    commit_count: int = Field(description="How many commits the range holds.")
+    authors: list[str] = Field(description="Their authors, each once.")
+    problem: str | None = Field(description="Why the commits could not be read, if so.")
+    checks: list[ChecksOnTheWay] = Field(
+        description="How the release's checks went where it was deployed before (staging...)."
+    )
+    compare_url: str | None = Field(description="The forge's diff from base, when known.")
+    commit_url: str | None = Field(description="The release's commit on the forge, when known.")
+
+
 class ApprovalListed(ApprovalOut):
     commit: ApprovalCommit
     decided_at: dt.datetime | None
     rule: str = Field(description='The rule in words, like "2 of group ops, carol".')
     you: YourTurn
+    context: ApprovalContext | None = Field(
+        None, description="What it would let through; given for pending approvals only."
+    )
 
 
 class DeployTarget(Schema):
@@ -147,6 +201,21 @@ class QueuedDeployment(Schema):
     reason: str | None
 
 
+class EnvironmentMonitor(Schema):
+    """The serving release's `monitor:` (conveyor.yml): whether and how it is watched."""
+
+    enabled: bool
+    interval: float = Field(description="Seconds between two looks.")
+    failures: int = Field(description="Failed looks in a row before acting.")
+
+
+class EnvironmentIncident(Schema):
+    id: int
+    title: str
+    opened_at: dt.datetime
+    release: int | None
+
+
 class EnvironmentOut(Schema):
     service: str
     environment: str
@@ -158,6 +227,14 @@ class EnvironmentOut(Schema):
     healthy: bool | None = Field(description="The monitor's last verdict; null: not known.")
     checked_at: dt.datetime | None = Field(description="When the monitor last looked.")
     health_detail: str | None = Field(description="What the monitor saw.")
+    monitor: EnvironmentMonitor | None = Field(
+        None, description="How the monitor watches it; null: no release has said."
+    )
+    open_incidents: list[EnvironmentIncident] = Field(
+        default_factory=list,
+        description="Incidents open in this environment, latest first: it is not healthy "
+        "while there is one, whatever the monitor last saw.",
+    )
     url: str | None
     verified_release: int | None
     held: bool = Field(description="Held environments take no deployment until unheld.")

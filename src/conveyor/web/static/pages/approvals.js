@@ -1,14 +1,24 @@
 // Approvals inbox: deployments waiting for a person, with Approve and Reject. Whether the
 // signed-in person may decide each one comes from the server (GET /api/v1/approvals → `you`),
 // which applies the same rules as when they press the button; the page only shows them.
+// Each card says what the decision is about (`context`): what serves now, the commits coming
+// and who wrote them, how the checks went where the release has been, and the forge's diff.
+// After a decision, focus moves to the next card's Approve button or to the outcome's message.
 
 import {h, replace, badge, empty, errorBox} from '../lib/dom.js';
 import {timeEl, shortSha, firstLine, envPath} from '../lib/format.js';
+import {httpHref} from '../lib/urls.js';
 
 // The shell loads pages/approvals.css with this page.
 export const styled = true;
 
 const RECENT = 10;
+// A check's outcome as a badge state and its words.
+const OUTCOMES = {
+  pass: ['succeeded', 'pass'],
+  fail: ['failed', 'fail'],
+  inconclusive: ['held', 'inconclusive'],
+};
 
 export async function render(root, params, ctx) {
   // Read-only viewers get no action buttons; anyone else sees them, disabled with the reason
@@ -19,15 +29,20 @@ export async function render(root, params, ctx) {
   const busy = new Set();
   let last = null;
   let loading = null;
+  // The last decision in words, while its message is shown.
+  let outcome = null;
 
   const pendingBox = h('div', {id: 'approvals-pending'});
   const recentBox = h('div', {id: 'approvals-recent'});
+  // Where focus goes after a decision when no other card can take it: the outcome, in words.
+  const status = h('p', {id: 'approvals-status', class: 'decision-status', tabindex: '-1',
+    hidden: true});
   replace(root,
     h('div', {class: 'page-head'},
       h('h1', null, 'Approvals'),
       h('p', {class: 'subtle'}, 'Deployments waiting for a person’s decision.')),
     h('section', {'aria-labelledby': 'pending-title'},
-      h('h2', {id: 'pending-title'}, 'Waiting for a decision'), pendingBox),
+      h('h2', {id: 'pending-title'}, 'Waiting for a decision'), status, pendingBox),
     h('section', {'aria-labelledby': 'recent-title'},
       h('h2', {id: 'recent-title'}, 'Recently decided'), recentBox));
 
@@ -51,6 +66,9 @@ export async function render(root, params, ctx) {
       : empty('Nothing waits for approval.'));
     const decided = all.filter((a) => a.status !== 'pending').slice(0, RECENT);
     replace(recentBox, decided.length ? recentTable(decided) : empty('No decisions yet.'));
+    // The last decision's outcome stays while it has focus, with what waits now.
+    if (document.activeElement === status && outcome) showStatus(pending.length);
+    else status.hidden = true;
     if (focusedId) {
       const again = document.getElementById(focusedId);
       if (again) again.focus();
@@ -106,7 +124,55 @@ export async function render(root, params, ctx) {
       ? h('p', {class: 'hint'}, 'The checks could not decide: approving keeps this release, ' +
         'rejecting rolls it back.')
       : null,
+    a.context ? context(a) : null,
     acts ? actions(a) : null);
+  }
+
+  /** What approving brings: what serves now, the commits and their authors, the diff on the
+   * forge, and how the release's checks went in the environments it has been through. */
+  function context(a) {
+    const c = a.context;
+    const id = `approval-${a.id}`;
+    const compare = httpHref(c.compare_url);
+    const more = c.commit_count - c.commits.length;
+    return h('div', {class: 'context'},
+      h('dl', {class: 'facts'},
+        h('dt', null, 'Serving now'),
+        h('dd', {id: `${id}-serving`}, c.serving
+          ? [h('a', {href: `/releases/${c.serving.release}`}, c.serving.version), ' ',
+            h('span', {class: 'sha', title: c.serving.sha}, shortSha(c.serving.sha))]
+          : h('span', {class: 'subtle'}, 'nothing yet')),
+        h('dt', null, 'Brings'),
+        h('dd', {id: `${id}-brings`}, c.problem
+          ? h('span', {class: 'refusal-inline'}, 'the commits cannot be read: ', c.problem)
+          : [`${c.commit_count} commit${c.commit_count === 1 ? '' : 's'}`,
+            c.authors.length ? ` by ${c.authors.join(', ')}` : '',
+            c.base ? h('span', {class: 'subtle'}, ` since ${shortSha(c.base)}`) : null,
+            compare ? [' · ', h('a', {href: compare, rel: 'noopener noreferrer',
+              id: `${id}-compare`}, 'View the diff')] : null])),
+      c.commits.length
+        ? h('details', {class: 'coming', id: `${id}-commits`, open: c.commit_count <= 5},
+          h('summary', null, 'Commits coming'),
+          h('ul', {'aria-label': 'Commits coming'}, c.commits.map((m) => h('li', null,
+            h('span', {class: 'sha', title: m.sha}, shortSha(m.sha)), ' ',
+            h('span', {class: 'subject'}, m.subject || '—'),
+            h('span', {class: 'subtle'}, ' — ', m.author)))),
+          more > 0 ? h('p', {class: 'subtle'}, `and ${more} more`) : null)
+        : null,
+      h('section', {class: 'on-the-way', 'aria-labelledby': `${id}-checks-title`},
+        h('h4', {id: `${id}-checks-title`}, 'Checks on the way'),
+        c.checks.length
+          ? h('ul', {id: `${id}-checks`}, c.checks.map((d) => h('li', {dataset: {environment:
+            d.environment}},
+          h('a', {href: envPath(a.service, d.environment)}, d.environment), ' ', badge(d.status),
+          d.checks.length
+            ? h('ul', {class: 'checks'}, d.checks.map((k) => {
+              const [state, label] = OUTCOMES[k.outcome] || ['unknown', k.outcome || 'unknown'];
+              return h('li', {dataset: {outcome: k.outcome || ''}}, badge(state, label), ' ',
+                h('span', {class: 'check-kind'}, k.kind), ' ', h('span', null, k.detail));
+            }))
+            : h('span', {class: 'subtle'}, ' — no checks ran'))))
+          : empty('It has not been deployed anywhere before.')));
   }
 
   function actions(a) {
@@ -149,23 +215,52 @@ export async function render(root, params, ctx) {
   }
 
   async function decide(a, decision, reason) {
+    // The cards in order before the decision: the one after it is the next to look at.
+    const order = [...pendingBox.querySelectorAll('article[data-approval]')]
+      .map((el) => Number(el.dataset.approval));
     busy.add(a.id);
     last = null;
     await load();
+    let said;
     try {
       const text = reason.trim();
       const result = await ctx.api(`/approvals/${a.id}/${decision}`, {method: 'POST',
         body: text ? {reason: text} : {}});
       drafts.delete(a.id);
-      ctx.toast(`${decision === 'approve' ? 'Approved' : 'Rejected'} ${a.service} ${a.version} ` +
-        `for ${a.environment} (approval is now ${result.status})`, 'success');
+      said = `${decision === 'approve' ? 'Approved' : 'Rejected'} ${a.service} ${a.version} ` +
+        `for ${a.environment}: the approval is now ${result.status}.`;
+      ctx.toast(said, 'success');
     } catch (err) {
-      ctx.toast(`Could not ${decision}: ${err.message}`, 'error');
+      said = `Could not ${decision}: ${err.message}`;
+      ctx.toast(said, 'error');
     } finally {
       busy.delete(a.id);
       last = null;
       await reload();
     }
+    placeFocus(a.id, decision, order, said);
+  }
+
+  /** After a decision on approval `id`: its own button again if it can still be pressed (the
+   * decision failed), else the next card's Approve button, else the outcome's message; never
+   * <body>, where a keyboard user would have to start again from the top. */
+  function placeFocus(id, decision, order, said) {
+    const button = (n, what) => {
+      const el = document.getElementById(`approval-${n}-${what}`);
+      return el && !el.disabled ? el : null;
+    };
+    const after = order.slice(order.indexOf(id) + 1).concat(order.slice(0, order.indexOf(id)));
+    const target = button(id, decision) || after.map((n) => button(n, 'approve')).find(Boolean);
+    outcome = said;
+    showStatus(pendingBox.querySelectorAll('article[data-approval]').length);
+    (target || status).focus();
+  }
+
+  function showStatus(remaining) {
+    status.textContent = `${outcome} ${remaining
+      ? `${remaining} ${remaining === 1 ? 'waits' : 'wait'} for a decision.`
+      : 'Nothing else waits for approval.'}`;
+    status.hidden = false;
   }
 
   await load();

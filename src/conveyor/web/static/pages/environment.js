@@ -1,6 +1,7 @@
-// One environment of one service: what serves now and before, what waits, the deployment
-// history, and (for people who may trigger) roll back, hold and unhold. Everything comes from
-// the same API the CLI uses: GET /environments, GET /deployments, POST .../rollback|hold|unhold.
+// One environment of one service: what serves now and before, its health (the monitor's last
+// look and the incidents open there), what waits, the deployment history, and (for people who
+// may trigger) roll back, hold and unhold. Everything comes from the same API the CLI uses:
+// GET /environments, GET /deployments, POST .../rollback|hold|unhold.
 
 import {h, replace, badge, empty, errorBox} from '../lib/dom.js';
 import {timeEl, duration, between, shortSha, absTime, envPath} from '../lib/format.js';
@@ -113,6 +114,7 @@ export async function render(root, params, ctx) {
                 ' ', h('span', {class: 'sha', title: previous.sha}, shortSha(previous.sha))),
               h('p', {class: 'subtle'}, 'deployed ', timeEl(previous.finished_at || previous.created_at)))
             : empty('No earlier release has served here.')),
+        healthCard(state),
         h('section', {class: 'card', 'aria-labelledby': 'hold-title'},
           h('h2', {id: 'hold-title'}, 'Promotions'),
           state.held
@@ -129,15 +131,49 @@ export async function render(root, params, ctx) {
   }
 
   function health(state) {
-    const shown = state.healthy === true ? badge('healthy', 'healthy')
-      : state.healthy === false ? badge('unhealthy', 'unhealthy')
-        : badge('unknown', 'health unknown');
-    if (!state.checked_at) return shown;
+    // An open incident outweighs the monitor's passing look: people are dealing with a
+    // failure there, so the environment is not called healthy until it is resolved.
+    const incidents = state.open_incidents || [];
+    const shown = incidents.length
+      ? badge('open', incidents.length === 1 ? 'incident open' : `${incidents.length} incidents open`)
+      : state.healthy === true ? badge('healthy', 'healthy')
+        : state.healthy === false ? badge('unhealthy', 'unhealthy')
+          : badge('unknown', 'health unknown');
+    if (!state.checked_at) return h('span', {id: 'health-state'}, shown);
     // What the monitor saw last, and when: a badge alone cannot say how fresh it is.
     return h('span', {id: 'health-state', title: state.health_detail || ''}, shown,
       ' checked ', timeEl(state.checked_at),
       state.healthy === false && state.health_detail
         ? h('span', {class: 'health-detail'}, ': ', state.health_detail) : null);
+  }
+
+  /** The monitor (how it watches, what it saw last) and the incidents open here. */
+  function healthCard(state) {
+    const mon = state.monitor;
+    const incidents = state.open_incidents || [];
+    const look = state.healthy === true ? 'checks passing'
+      : state.healthy === false ? 'checks failing' : 'not looked yet';
+    return h('section', {class: 'card env-health', 'aria-labelledby': 'health-title'},
+      h('h2', {id: 'health-title'}, 'Health'),
+      h('p', {id: 'monitor-state'}, !mon
+        ? h('span', {class: 'subtle'}, 'No release has said how to watch it.')
+        : !mon.enabled ? 'Not watched: monitor.enabled is false.'
+          : [`Watched every ${duration(mon.interval)}; acts after ${mon.failures} failed ` +
+            `look${mon.failures === 1 ? '' : 's'} in a row.`]),
+      mon && mon.enabled && state.release
+        ? h('p', {id: 'monitor-look'}, badge(state.healthy === true ? 'succeeded'
+          : state.healthy === false ? 'failed' : 'unknown', look),
+        state.checked_at ? [' ', timeEl(state.checked_at)] : null,
+        state.health_detail ? h('span', {class: 'subtle health-detail'}, ' — ', state.health_detail)
+          : null)
+        : null,
+      incidents.length
+        ? h('ul', {class: 'env-incidents', id: 'open-incidents', 'aria-label': 'Open incidents'},
+          incidents.map((i) => h('li', {dataset: {incident: String(i.id)}},
+            badge('open', 'open'), ' ',
+            h('a', {href: `/incidents#incident-${i.id}`}, `#${i.id} ${i.title}`),
+            h('span', {class: 'subtle'}, ' since ', timeEl(i.opened_at)))))
+        : h('p', {id: 'open-incidents', class: 'empty'}, 'No incident is open here.'));
   }
 
   function holdControls(state) {

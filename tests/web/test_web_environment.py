@@ -162,13 +162,17 @@ def test_health_shows_the_monitor_and_an_open_incident_outweighs_a_passing_look(
     item = page.get_by_role("list", name="Open incidents").get_by_role("listitem")
     expect(item).to_have_count(1)
     expect(item).to_contain_text(f"#{incident['id']} checkout returns 500")
-    expect(item.get_by_role("link")).to_have_attribute(
-        "href", f"/incidents#incident-{incident['id']}"
-    )
+    expect(item.get_by_role("link")).to_have_attribute("href", f"/incidents/{incident['id']}")
     expect(head).to_contain_text("incident open")
     expect(page.get_by_role("main")).not_to_contain_text(re.compile(r"\bhealthy\b"))
     expect(page.locator("#monitor-look")).to_contain_text("checks passing")
     shot(page, "environment-incident-open")
+    # The overview's tile says the same.
+    page.goto(f"{web.url}/")
+    tile = page.locator(".ov-env", has_text="production")
+    expect(tile).to_contain_text("incident open")
+    expect(tile).not_to_contain_text(re.compile(r"\bhealthy\b"))
+    page.goto(f"{web.url}{PAGE}")
 
     # Resolved: healthy again.
     r = web.api.post(f"/incidents/{incident['id']}/resolve", json={})

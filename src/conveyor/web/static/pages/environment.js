@@ -171,7 +171,7 @@ export async function render(root, params, ctx) {
         ? h('ul', {class: 'env-incidents', id: 'open-incidents', 'aria-label': 'Open incidents'},
           incidents.map((i) => h('li', {dataset: {incident: String(i.id)}},
             badge('open', 'open'), ' ',
-            h('a', {href: `/incidents#incident-${i.id}`}, `#${i.id} ${i.title}`),
+            h('a', {href: `/incidents/${i.id}`}, `#${i.id} ${i.title}`),
             h('span', {class: 'subtle'}, ' since ', timeEl(i.opened_at)))))
         : h('p', {id: 'open-incidents', class: 'empty'}, 'No incident is open here.'));
   }

@@ -16,7 +16,11 @@ function releaseLink(release) {
     release.message ? h('div', {class: 'ov-message', title: release.message}, release.message) : null);
 }
 
-function healthBadge(health) {
+function healthBadge(health, openIncidents) {
+  // An open incident outweighs a passing look: the tile never says "healthy" beside it.
+  if (openIncidents) {
+    return badge('open', openIncidents === 1 ? 'incident open' : `${openIncidents} incidents open`);
+  }
   const shown = health.state === 'healthy' ? badge('healthy')
     : health.state === 'unhealthy' ? badge('unhealthy') : badge('unknown', 'health unknown');
   if (!health.checked_at) return shown;
@@ -66,7 +70,7 @@ function environmentTile(service, env) {
       env.tier ? h('span', {class: 'tier'}, env.tier) : null),
     releaseLink(env.release),
     h('div', {class: 'ov-state'},
-      env.release ? healthBadge(env.health) : null,
+      env.release ? healthBadge(env.health, env.open_incidents) : null,
       env.held ? badge('held', 'held') : null,
       env.since ? h('span', {class: 'subtle'}, 'since ', timeEl(env.since)) : null),
     env.held && env.hold_reason ? h('p', {class: 'hint'},

@@ -315,6 +315,14 @@ def _section_summary(r: dict[str, Any]) -> str:
             f"{x['duplicate_runs']} ({x['server_errors']} 5xx)",
             x["met"],
         )
+    if "run_page" in r:
+        p = r["run_page"]["100000"]
+        row(
+            "run page, 100,000-line log: first lines on screen / whole log in; elements",
+            "≤ 1 s usable; DOM bounded",
+            f"{p['first_lines_s']} s / {p['whole_log_s']} s; {p['elements']:,} elements",
+            p["first_lines_s"] <= 1.0,
+        )
     if "cli_startup" in r:
         c = r["cli_startup"]
         for what, key, limit in (
@@ -354,6 +362,7 @@ BENCHMARKS = (
     "cli_startup",
     "log_read",
     "exposition_size",
+    "run_page",
 )
 
 
@@ -371,6 +380,7 @@ def _measure(name: str) -> dict[str, Any]:
     import exposition_size
     import log_read
     import push_latency
+    import run_page
     import sandbox_overhead
     import server_memory
     import serving_death
@@ -397,6 +407,7 @@ def _measure(name: str) -> dict[str, Any]:
         "cli_startup": cli_startup.measure,
         "log_read": log_read.measure,
         "exposition_size": exposition_size.measure,
+        "run_page": run_page.measure,
     }
     result: dict[str, Any] = runs[name]()
     return result
@@ -510,6 +521,10 @@ def main(only: list[str] | None = None) -> None:
         import log_read
 
         sections.append(log_read.section(results["log_read"]))
+    if "run_page" in results:
+        import run_page
+
+        sections.append(run_page.section(results["run_page"]))
     body = "\n".join(sections)
     text = f"""# Benchmarks
 

@@ -80,5 +80,29 @@ def measure(repeats: int = REPEATS) -> dict[str, Any]:
     return out
 
 
+def section(r: dict[str, Any]) -> str:
+    rows = "\n".join(
+        f"| {int(n):,} | **{r[n]['first_lines_s']} s** | {r[n]['whole_log_s']} s | "
+        f"{r[n]['elements']:,} | {r[n]['log_rows']:,} |"
+        for n in (str(size) for size in SIZES)
+    )
+    return f"""## The run page with a long log (target: usable within 1 s, DOM bounded)
+
+A real `conveyor server` and its runner ran a step printing N lines (awk); the machine's
+Chromium (headless, 1280×800, signed in) opened the run page {REPEATS} times each, timed from
+the navigation's start (medians; elements and rows: the most seen). Load average
+{r["load"]:.1f} on 2 cores at the end.
+
+| lines | first lines on screen | whole log in ("Log complete") | elements on the page | log rows |
+|---|---|---|---|---|
+{rows}
+
+Before (issue 16's review, one DOM row per line, the log read line by line over server-sent
+events): a 10,000-line log took 4.9 s and 40,000 elements; a 100,000-line one never settled.
+Now the lines written already come in pages of 10,000 (one request and one JSON document each),
+the rest streams, and only the 200-line blocks near the view hold rows.
+"""
+
+
 if __name__ == "__main__":
     print(json.dumps(measure(), indent=2))

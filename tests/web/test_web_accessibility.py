@@ -1,0 +1,244 @@
+"""axe-core (from npm, tests/web/axe/) on every page and state of the web UI, in a real Chromium
+against a real `conveyor server`, in the light and the dark colour scheme: no violation of
+impact serious or critical. A failure names each rule, the elements it found and why.
+
+To cover a new page or state, add a :class:`Screen` to SCREENS (and what it needs to the
+`site` fixture)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from tests.serverproc import until
+from tests.web.conftest import APP, HEALTH, ROOT, TIMEOUT_MS, Web, shot, signed_in
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration]
+
+AXE = ROOT / "tests" / "web" / "axe" / "node_modules" / "axe-core" / "axe.min.js"
+BLOCKING = ("serious", "critical")
+
+# Ada Author <ada@example.com> commits every change in tests (tests.conftest.GIT_ENV); olga
+# approves. A log line with ANSI colours, so the log's styled text is checked too.
+CHAIN = f"""\
+service: shop
+jobs:
+  build:
+    run: "printf '\\\\033[32mbuilt\\\\033[0m the shop\\\\n'"
+  test:
+    needs: [build]
+    run: "echo testing the shop"
+environments:
+  staging:
+    deploy: {{ target: process, start: python3 app.py }}
+    {HEALTH}
+  production:
+    after: staging
+    approval: {{ approvers: [ops], required: 1 }}
+    deploy: {{ target: process, start: python3 app.py }}
+    {HEALTH}
+"""
+QUIET = """\
+service: docs
+jobs:
+  build:
+    run: "true"
+"""
+UNKNOWN = "/no/such/page"
+
+
+def files(version: str) -> dict[str, str]:
+    return {"app.py": APP, "VERSION": version, "HEALTHY": "yes", "conveyor.yml": CHAIN}
+
+
+def pending_approval(web: Web, release: int) -> dict[str, Any]:
+    def found() -> dict[str, Any] | None:
+        approvals: list[dict[str, Any]] = web.api.get("/approvals").json()
+        return next((a for a in approvals if a["release"] == release), None)
+
+    approval: dict[str, Any] = until(found, 30, f"release {release} to wait for approval")
+    return approval
+
+
+def production_serves(web: Web, release: int) -> None:
+    def serving() -> bool:
+        envs = web.api.get("/environments", params={"service": "shop"}).json()
+        prod = next(e for e in envs if e["environment"] == "production")
+        return bool(prod["release"] == release and prod["healthy"] and not prod["queue"])
+
+    until(serving, 30, f"production to serve release {release}")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
+    """One server for the module: release 1 approved and in production, release 2 waiting
+    for approval, an open incident, a team, and a service `docs` that has never deployed
+    (DORA's empty state)."""
+    web = Web(Path(tmp_path_factory.mktemp("axe")))
+    try:
+        web.cli("user", "add", "olga", "--group", "ops")
+        olga = web.token("olga-approver", "approve", user="olga")
+        repo = web.service("shop", files("v1"), message="v1: the first shop")
+        web.service("docs", {"conveyor.yml": QUIET})
+        web.cli("team", "create", "storefront", "--service", "shop,docs")
+        for release in (1, 2):
+            if release == 2:
+                repo.commit("v2: a faster checkout", files("v2"))
+            run = web.trigger("shop")
+            assert web.wait_run(run["id"])["status"] == "succeeded", web.logs()
+            approval = pending_approval(web, release)
+            if release == 1:
+                r = httpx.post(
+                    f"{web.url}/api/v1/approvals/{approval['id']}/approve",
+                    json={},
+                    headers={"Authorization": f"Bearer {olga}"},
+                    timeout=15,
+                )
+                assert r.status_code == 200, r.text
+                production_serves(web, 1)
+        r = web.api.post(
+            "/incidents",
+            json={
+                "service": "shop",
+                "title": "checkout answers slowly",
+                "environment": "production",
+            },
+        )
+        assert r.status_code == 201, r.text
+        yield web
+    finally:
+        web.close()
+
+
+def opens_dialog(opener: str) -> Callable[[Page], None]:
+    """A state: the dialog that the first control matching CSS `opener` opens."""
+
+    def act(page: Page) -> None:
+        page.locator(opener).first.click()
+        expect(page.locator("dialog[open]")).to_be_visible()
+
+    return act
+
+
+def show_test_log(page: Page) -> None:
+    page.get_by_role("link", name=re.compile(r"^test\b")).click()
+    expect(page.locator("main")).to_contain_text("testing the shop")
+
+
+@dataclass(frozen=True)
+class Screen:
+    """A page, the text that shows once its data is drawn, and an optional step into a state."""
+
+    name: str
+    path: str
+    shows: str
+    then: Callable[[Page], None] | None = None
+    signed_in: bool = True
+
+
+SCREENS = [
+    Screen("sign-in", "/signin", "Sign in", signed_in=False),
+    Screen("overview", "/", "shop"),
+    Screen("runs", "/runs", "v2: a faster checkout"),
+    Screen("run with its log", "/runs/1", "built the shop"),
+    Screen("run, another job's log", "/runs/1", "built the shop", then=show_test_log),
+    Screen("releases", "/releases", "run #1"),
+    Screen("release", "/releases/1", "production"),
+    Screen("release awaiting approval", "/releases/2", "staging"),
+    Screen("approvals", "/approvals", "v2: a faster checkout"),
+    Screen("environment", "/services/shop/environments/production", "production"),
+    Screen(
+        "environment, roll back dialog",
+        "/services/shop/environments/staging",
+        "staging",
+        then=opens_dialog("main button:has-text('Roll back')"),
+    ),
+    Screen("incidents", "/incidents", "checkout answers slowly"),
+    Screen("DORA", "/dora?service=shop", "Deployment frequency"),
+    Screen(
+        "DORA, what is behind a number",
+        "/dora?service=shop",
+        "Deployment frequency",
+        then=opens_dialog("main [aria-haspopup=dialog]"),
+    ),
+    Screen("DORA, no deployments yet", "/dora?service=docs", "Deployment frequency"),
+    Screen("teams", "/teams", "storefront"),
+    Screen("inbox", "/inbox", "Inbox"),
+    Screen("not found", UNKNOWN, "Page not found"),
+]
+
+# axe-core's own report, cut to what a failure message needs. Its default rules, and one it
+# counts as experimental: a control's accessible name must contain its visible text (WCAG 2.5.3),
+# which the job graph once broke.
+RUN_AXE = """async () => {
+  const result = await axe.run(document, {resultTypes: ['violations'],
+    rules: {'label-content-name-mismatch': {enabled: true}}});
+  return result.violations
+    .filter((v) => ['serious', 'critical'].includes(v.impact))
+    .map((v) => ({id: v.id, impact: v.impact, help: v.help,
+      nodes: v.nodes.map((n) => ({target: n.target.join(' '), why: n.failureSummary}))}));
+}"""
+
+
+@pytest.fixture(scope="module")
+def axe_source() -> str:
+    if not AXE.is_file():
+        pytest.fail(
+            f"{AXE.relative_to(ROOT)} is missing: install it with `make setup` "
+            "(npm ci --prefix tests/web/axe; .ci/run does this)"
+        )
+    return AXE.read_text(encoding="utf-8")
+
+
+def violations(page: Page, axe_source: str) -> list[dict[str, Any]]:
+    # Through the DevTools protocol, so the page's Content-Security-Policy does not apply to it.
+    page.evaluate(axe_source)
+    found: list[dict[str, Any]] = page.evaluate(RUN_AXE)
+    return found
+
+
+def report(found: dict[str, list[dict[str, Any]]]) -> str:
+    lines = []
+    for screen, problems in found.items():
+        for v in problems:
+            lines.append(f"{screen}: {v['id']} ({v['impact']}): {v['help']}")
+            for node in v["nodes"][:8]:
+                why = " ".join(node["why"].split())
+                lines.append(f"    {node['target']}  — {why[:300]}")
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_no_serious_or_critical_violation_on_any_page(
+    site: Web, browser: Browser, axe_source: str, scheme: Literal["light", "dark"]
+) -> None:
+    found: dict[str, list[dict[str, Any]]] = {}
+    for signed in (False, True):
+        context = browser.new_context(viewport={"width": 1280, "height": 800}, color_scheme=scheme)
+        context.set_default_timeout(TIMEOUT_MS)
+        try:
+            page = context.new_page()
+            if signed:
+                signed_in(page, site, site.admin_token)
+            for screen in SCREENS:
+                if screen.signed_in != signed:
+                    continue
+                page.goto(f"{site.url}{screen.path}")
+                expect(page.locator("main")).to_contain_text(screen.shows)
+                expect(page.locator("main .loading")).to_have_count(0)
+                if screen.then is not None:
+                    screen.then(page)
+                problems = violations(page, axe_source)
+                if problems:
+                    found[screen.name] = problems
+                    shot(page, f"{scheme}-{re.sub(r'[^a-z0-9]+', '-', screen.name.lower())}")
+        finally:
+            context.close()
+    assert not found, f"axe-core, {scheme} scheme:\n{report(found)}"

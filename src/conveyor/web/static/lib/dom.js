@@ -152,3 +152,13 @@ export async function loadAndFollow(ctx, topics, load, ms, stop) {
     stop();
   };
 }
+
+/** After an action redrew what had focus (a button disabled while it worked, a card that is
+ * gone): when focus has fallen to the page itself, move it to `fallback()` (an element, or
+ * null to leave it), so a keyboard user goes on from there rather than from the top. */
+export function refocus(fallback) {
+  const active = document.activeElement;
+  if (active && active !== document.body && active.isConnected) return;
+  const el = fallback();
+  if (el) el.focus();
+}

@@ -2,7 +2,7 @@
 // signed-in person may decide each one comes from the server (GET /api/v1/approvals → `you`),
 // which applies the same rules as when they press the button; the page only shows them.
 
-import {h, replace, badge, empty, errorBox} from '../lib/dom.js';
+import {h, replace, badge, empty, errorBox, refocus} from '../lib/dom.js';
 import {timeEl, shortSha, firstLine, envPath} from '../lib/format.js';
 
 // The shell loads pages/approvals.css with this page.
@@ -27,7 +27,7 @@ export async function render(root, params, ctx) {
       h('h1', null, 'Approvals'),
       h('p', {class: 'subtle'}, 'Deployments waiting for a person’s decision.')),
     h('section', {'aria-labelledby': 'pending-title'},
-      h('h2', {id: 'pending-title'}, 'Waiting for a decision'), pendingBox),
+      h('h2', {id: 'pending-title', tabindex: '-1'}, 'Waiting for a decision'), pendingBox),
     h('section', {'aria-labelledby': 'recent-title'},
       h('h2', {id: 'recent-title'}, 'Recently decided'), recentBox));
 
@@ -80,7 +80,7 @@ export async function render(root, params, ctx) {
     const commit = a.commit || {};
     const approvedBy = (a.decisions || []).filter((d) => d.decision === 'approve').map((d) => d.user);
     return h('article', {class: 'card approval', id: `approval-${a.id}`, 'aria-labelledby': titleId,
-      dataset: {approval: String(a.id)}},
+      tabindex: '-1', dataset: {approval: String(a.id)}},
     h('h3', {id: titleId},
       h('span', {class: 'svc'}, a.service), ' → ',
       h('a', {href: envPath(a.service, a.environment)}, a.environment),
@@ -149,6 +149,8 @@ export async function render(root, params, ctx) {
   }
 
   async function decide(a, decision, reason) {
+    const cards = () => [...pendingBox.querySelectorAll('article.approval')];
+    const place = cards().findIndex((el) => el.id === `approval-${a.id}`);
     busy.add(a.id);
     last = null;
     await load();
@@ -165,6 +167,9 @@ export async function render(root, params, ctx) {
       busy.delete(a.id);
       last = null;
       await reload();
+      // The decided card has left the list: on to the one that took its place, else the list.
+      refocus(() => cards()[Math.max(0, Math.min(place, cards().length - 1))] ||
+        document.getElementById('pending-title'));
     }
   }
 

@@ -2,7 +2,7 @@
 // history, and (for people who may trigger) roll back, hold and unhold. Everything comes from
 // the same API the CLI uses: GET /environments, GET /deployments, POST .../rollback|hold|unhold.
 
-import {h, replace, badge, empty, errorBox} from '../lib/dom.js';
+import {h, replace, badge, empty, errorBox, refocus} from '../lib/dom.js';
 import {timeEl, duration, between, shortSha, absTime, envPath} from '../lib/format.js';
 import {httpHref} from '../lib/urls.js';
 
@@ -192,6 +192,8 @@ export async function render(root, params, ctx) {
   }
 
   async function act(what, body, done) {
+    // The button pressed is disabled while it works; it has focus again when it is back.
+    const pressed = document.activeElement && document.activeElement.id;
     working = true;
     last = null;
     await load();
@@ -205,6 +207,7 @@ export async function render(root, params, ctx) {
       working = false;
       last = null;
       await load();
+      refocus(() => (pressed ? document.getElementById(pressed) : null));
     }
   }
 

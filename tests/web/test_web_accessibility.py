@@ -51,6 +51,13 @@ jobs:
   build:
     run: "true"
 """
+# A failing job, its error in red: the page opens at the failed step.
+BROKEN = """\
+service: broken
+jobs:
+  lint:
+    run: "printf '\\\\033[31merror\\\\033[0m: line too long\\\\n'; exit 1"
+"""
 UNKNOWN = "/no/such/page"
 
 
@@ -87,6 +94,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
         olga = web.token("olga-approver", "approve", user="olga")
         repo = web.service("shop", files("v1"), message="v1: the first shop")
         web.service("docs", {"conveyor.yml": QUIET})
+        web.service("broken", {"conveyor.yml": BROKEN})
         web.cli("team", "create", "storefront", "--service", "shop,docs")
         for release in (1, 2):
             if release == 2:
@@ -103,6 +111,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
                 )
                 assert r.status_code == 200, r.text
                 production_serves(web, 1)
+        failed = web.trigger("broken")
+        assert web.wait_run(failed["id"])["status"] == "failed", web.logs()
         r = web.api.post(
             "/incidents",
             json={
@@ -127,6 +137,21 @@ def opens_dialog(opener: str) -> Callable[[Page], None]:
     return act
 
 
+def searched_log(page: Page) -> None:
+    page.get_by_label("Search log").fill("shop")
+    expect(page.locator(".log mark").first).to_be_visible()
+
+
+def refused_sign_in(page: Page) -> None:
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_contain_text("Enter a token.")
+
+
+def resolved_incidents(page: Page) -> None:
+    page.get_by_role("tab", name="Resolved").click()
+    expect(page.get_by_role("tab", name="Resolved")).to_have_attribute("aria-selected", "true")
+
+
 def show_test_log(page: Page) -> None:
     page.get_by_role("link", name=re.compile(r"^test\b")).click()
     expect(page.locator("main")).to_contain_text("testing the shop")
@@ -145,10 +170,13 @@ class Screen:
 
 SCREENS = [
     Screen("sign-in", "/signin", "Sign in", signed_in=False),
+    Screen("sign-in, refused", "/signin", "Sign in", then=refused_sign_in, signed_in=False),
     Screen("overview", "/", "shop"),
     Screen("runs", "/runs", "v2: a faster checkout"),
     Screen("run with its log", "/runs/1", "built the shop"),
     Screen("run, another job's log", "/runs/1", "built the shop", then=show_test_log),
+    Screen("run, a search in its log", "/runs/1", "built the shop", then=searched_log),
+    Screen("failed run", "/runs/3", "line too long"),
     Screen("releases", "/releases", "run #1"),
     Screen("release", "/releases/1", "production"),
     Screen("release awaiting approval", "/releases/2", "staging"),
@@ -161,6 +189,7 @@ SCREENS = [
         then=opens_dialog("main button:has-text('Roll back')"),
     ),
     Screen("incidents", "/incidents", "checkout answers slowly"),
+    Screen("incidents, resolved", "/incidents", "checkout answers slowly", then=resolved_incidents),
     Screen("DORA", "/dora?service=shop", "Deployment frequency"),
     Screen(
         "DORA, what is behind a number",

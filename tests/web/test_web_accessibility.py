@@ -17,8 +17,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.serverproc import until
-from tests.web.conftest import APP, HEALTH, ROOT, TIMEOUT_MS, Web, shot, signed_in
+from tests.web.conftest import ROOT, TIMEOUT_MS, Web, shop_files, shot, signed_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -26,25 +25,7 @@ AXE = ROOT / "tests" / "web" / "axe" / "node_modules" / "axe-core" / "axe.min.js
 BLOCKING = ("serious", "critical")
 
 # Ada Author <ada@example.com> commits every change in tests (tests.conftest.GIT_ENV); olga
-# approves. A log line with ANSI colours, so the log's styled text is checked too.
-CHAIN = f"""\
-service: shop
-jobs:
-  build:
-    run: "printf '\\\\033[32mbuilt\\\\033[0m the shop\\\\n'"
-  test:
-    needs: [build]
-    run: "echo testing the shop"
-environments:
-  staging:
-    deploy: {{ target: process, start: python3 app.py }}
-    {HEALTH}
-  production:
-    after: staging
-    approval: {{ approvers: [ops], required: 1 }}
-    deploy: {{ target: process, start: python3 app.py }}
-    {HEALTH}
-"""
+# approves.
 QUIET = """\
 service: docs
 jobs:
@@ -61,28 +42,6 @@ jobs:
 UNKNOWN = "/no/such/page"
 
 
-def files(version: str) -> dict[str, str]:
-    return {"app.py": APP, "VERSION": version, "HEALTHY": "yes", "conveyor.yml": CHAIN}
-
-
-def pending_approval(web: Web, release: int) -> dict[str, Any]:
-    def found() -> dict[str, Any] | None:
-        approvals: list[dict[str, Any]] = web.api.get("/approvals").json()
-        return next((a for a in approvals if a["release"] == release), None)
-
-    approval: dict[str, Any] = until(found, 30, f"release {release} to wait for approval")
-    return approval
-
-
-def production_serves(web: Web, release: int) -> None:
-    def serving() -> bool:
-        envs = web.api.get("/environments", params={"service": "shop"}).json()
-        prod = next(e for e in envs if e["environment"] == "production")
-        return bool(prod["release"] == release and prod["healthy"] and not prod["queue"])
-
-    until(serving, 30, f"production to serve release {release}")
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
     """One server for the module: release 1 approved and in production, release 2 waiting
@@ -92,16 +51,16 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
     try:
         web.cli("user", "add", "olga", "--group", "ops")
         olga = web.token("olga-approver", "approve", user="olga")
-        repo = web.service("shop", files("v1"), message="v1: the first shop")
+        repo = web.service("shop", shop_files("v1"), message="v1: the first shop")
         web.service("docs", {"conveyor.yml": QUIET})
         web.service("broken", {"conveyor.yml": BROKEN})
         web.cli("team", "create", "storefront", "--service", "shop,docs")
         for release in (1, 2):
             if release == 2:
-                repo.commit("v2: a faster checkout", files("v2"))
+                repo.commit("v2: a faster checkout", shop_files("v2"))
             run = web.trigger("shop")
             assert web.wait_run(run["id"])["status"] == "succeeded", web.logs()
-            approval = pending_approval(web, release)
+            approval = web.wait_approval(release)
             if release == 1:
                 r = httpx.post(
                     f"{web.url}/api/v1/approvals/{approval['id']}/approve",
@@ -110,18 +69,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
                     timeout=15,
                 )
                 assert r.status_code == 200, r.text
-                production_serves(web, 1)
+                web.wait_serving("shop", "production", 1)
         failed = web.trigger("broken")
         assert web.wait_run(failed["id"])["status"] == "failed", web.logs()
-        r = web.api.post(
-            "/incidents",
-            json={
-                "service": "shop",
-                "title": "checkout answers slowly",
-                "environment": "production",
-            },
-        )
-        assert r.status_code == 201, r.text
+        web.open_incident("shop", "checkout answers slowly", "production")
         yield web
     finally:
         web.close()

@@ -7,57 +7,18 @@ something that carries on from there, never the bare page."""
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from tests.serverproc import until
-from tests.web.conftest import APP, HEALTH, Web, shot
+from tests.web.conftest import Web, shop_files, shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
-CHAIN = f"""\
-service: shop
-jobs:
-  test:
-    run: "echo testing the shop"
-environments:
-  staging:
-    deploy: {{ target: process, start: python3 app.py }}
-    {HEALTH}
-  production:
-    after: staging
-    approval: {{ approvers: [ops], required: 1 }}
-    deploy: {{ target: process, start: python3 app.py }}
-    {HEALTH}
-"""
 LONG = 30_000
 # A Tab walk never needs more presses than a page has controls; this bounds a missed target.
 MOST_TABS = 80
 PRODUCTION = "/services/shop/environments/production"
-
-
-def files(version: str) -> dict[str, str]:
-    return {"app.py": APP, "VERSION": version, "HEALTHY": "yes", "conveyor.yml": CHAIN}
-
-
-def pending(web: Web, release: int) -> dict[str, Any]:
-    def found() -> dict[str, Any] | None:
-        approvals: list[dict[str, Any]] = web.api.get("/approvals").json()
-        return next((a for a in approvals if a["release"] == release), None)
-
-    approval: dict[str, Any] = until(found, 30, f"release {release} to wait for approval")
-    return approval
-
-
-def production_serves(web: Web, release: int) -> None:
-    def serving() -> bool:
-        envs = web.api.get("/environments", params={"service": "shop"}).json()
-        prod = next(e for e in envs if e["environment"] == "production")
-        return bool(prod["release"] == release and prod["healthy"] and not prod["queue"])
-
-    until(serving, 30, f"production to serve release {release}")
 
 
 def focused(target: Locator) -> bool:
@@ -102,10 +63,10 @@ def test_sign_in_approve_reject_roll_back_and_re_run_with_the_keyboard(
     web: Web, page: Page
 ) -> None:
     web.user("olga", "correct horse battery", "approve,trigger", groups=("ops",))
-    repo = web.service("shop", files("v1"), message="v1: the first shop")
+    repo = web.service("shop", shop_files("v1"), message="v1: the first shop")
     first = web.trigger("shop")
     assert web.wait_run(first["id"])["status"] == "succeeded", web.logs()
-    pending(web, 1)
+    web.wait_approval(1)
 
     # Sign in: the token field has focus; back to the tabs, the arrow key picks the other one.
     page.goto(f"{web.url}/signin?next=/approvals")
@@ -134,12 +95,12 @@ def test_sign_in_approve_reject_roll_back_and_re_run_with_the_keyboard(
     expect(page.locator("#approvals-pending")).to_contain_text("Nothing waits for approval.")
     expect(page.locator("#pending-title")).to_be_focused()
     assert focus_ring(page) != "none", focus_is_on(page)
-    production_serves(web, 1)
+    web.wait_serving("shop", "production", 1)
 
     # Reject release 2: a reason typed into its field, then Space on Reject.
-    repo.commit("v2: a slower checkout", files("v2"))
+    repo.commit("v2: a slower checkout", shop_files("v2"))
     assert web.wait_run(web.trigger("shop")["id"])["status"] == "succeeded"
-    pending(web, 2)
+    web.wait_approval(2)
     card = page.get_by_role("article", name=re.compile("shop → production"))
     expect(card).to_contain_text("v2: a slower checkout", timeout=LONG)
     tab_to(page, card.get_by_label("Reason"))
@@ -154,9 +115,9 @@ def test_sign_in_approve_reject_roll_back_and_re_run_with_the_keyboard(
     assert rejected["status"] == "rejected"
 
     # Release 3 reaches production (approved through the API), so there is one to roll back.
-    repo.commit("v3: the checkout again", files("v3"))
+    repo.commit("v3: the checkout again", shop_files("v3"))
     assert web.wait_run(web.trigger("shop")["id"])["status"] == "succeeded"
-    approval = pending(web, 3)
+    approval = web.wait_approval(3)
     olga = web.token("olga-api", "approve", user="olga")
     approved = web.api.post(
         f"/approvals/{approval['id']}/approve",
@@ -164,7 +125,7 @@ def test_sign_in_approve_reject_roll_back_and_re_run_with_the_keyboard(
         headers={"Authorization": f"Bearer {olga}"},
     )
     assert approved.status_code == 200, approved.text
-    production_serves(web, 3)
+    web.wait_serving("shop", "production", 3)
 
     # Roll back production to release 1: the dialog opens on Cancel, Tab reaches the
     # confirmation; afterwards focus is back on the Roll back button.
@@ -188,7 +149,7 @@ def test_sign_in_approve_reject_roll_back_and_re_run_with_the_keyboard(
     expect(rollback).to_be_enabled()
     expect(rollback).to_be_focused()
     assert focus_ring(page) != "none", focus_is_on(page)
-    production_serves(web, 1)
+    web.wait_serving("shop", "production", 1)
 
     # Re-run run 1 from its page: Enter on the button; the new run's page has focus.
     page.goto(f"{web.url}/runs/{first['id']}")

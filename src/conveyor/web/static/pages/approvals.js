@@ -2,7 +2,7 @@
 // signed-in person may decide each one comes from the server (GET /api/v1/approvals → `you`),
 // which applies the same rules as when they press the button; the page only shows them.
 
-import {h, replace, badge, empty, errorBox, refocus} from '../lib/dom.js';
+import {h, replace, badge, empty, errorBox, refocus, keepingFocus} from '../lib/dom.js';
 import {timeEl, shortSha, firstLine, envPath} from '../lib/format.js';
 
 // The shell loads pages/approvals.css with this page.
@@ -44,17 +44,14 @@ export async function render(root, params, ctx) {
     const signature = JSON.stringify([pending, all, [...busy]]);
     if (signature === last) return;
     last = signature;
-    const focusedId = document.activeElement && root.contains(document.activeElement)
-      ? document.activeElement.id : null;
-    replace(pendingBox, pending.length
-      ? h('ul', {class: 'approval-list'}, pending.map((a) => h('li', null, card(a))))
-      : empty('Nothing waits for approval.'));
-    const decided = all.filter((a) => a.status !== 'pending').slice(0, RECENT);
-    replace(recentBox, decided.length ? recentTable(decided) : empty('No decisions yet.'));
-    if (focusedId) {
-      const again = document.getElementById(focusedId);
-      if (again) again.focus();
-    }
+    // A reason being typed keeps its focus and caret across a live refresh.
+    keepingFocus(root, () => {
+      replace(pendingBox, pending.length
+        ? h('ul', {class: 'approval-list'}, pending.map((a) => h('li', null, card(a))))
+        : empty('Nothing waits for approval.'));
+      const decided = all.filter((a) => a.status !== 'pending').slice(0, RECENT);
+      replace(recentBox, decided.length ? recentTable(decided) : empty('No decisions yet.'));
+    }, {sameOnly: true});
   }
 
   function reload() {

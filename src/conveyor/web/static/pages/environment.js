@@ -2,7 +2,7 @@
 // history, and (for people who may trigger) roll back, hold and unhold. Everything comes from
 // the same API the CLI uses: GET /environments, GET /deployments, POST .../rollback|hold|unhold.
 
-import {h, replace, badge, empty, errorBox, refocus} from '../lib/dom.js';
+import {h, replace, badge, empty, errorBox, refocus, keepingFocus} from '../lib/dom.js';
 import {timeEl, duration, between, shortSha, absTime, envPath} from '../lib/format.js';
 import {httpHref} from '../lib/urls.js';
 
@@ -67,13 +67,7 @@ export async function render(root, params, ctx) {
     const signature = JSON.stringify([state, history, working]);
     if (signature === last) return;
     last = signature;
-    const focusedId = document.activeElement && root.contains(document.activeElement)
-      ? document.activeElement.id : null;
-    draw(state, history);
-    if (focusedId) {
-      const again = document.getElementById(focusedId);
-      if (again) again.focus();
-    }
+    keepingFocus(root, () => draw(state, history), {sameOnly: true});
   }
 
   function draw(state, history) {

@@ -19,7 +19,7 @@ export function portfolioSection({api, onTeam}) {
   const status = h('div', {class: 'dora-status', role: 'status', 'aria-live': 'polite'});
   // On a phone the table scrolls sideways in this box: a tab stop, so the keyboard scrolls it.
   const table = h('div', {class: 'table-wrap portfolio', tabindex: '0', role: 'region',
-    'aria-label': 'Services side by side'});
+    'aria-labelledby': 'dora-portfolio'});
   const el = h('section', {class: 'dora-section', 'aria-labelledby': 'dora-portfolio'},
     h('h2', {id: 'dora-portfolio'}, 'Portfolio'),
     h('div', {class: 'dora-filters portfolio-filters'},

@@ -182,7 +182,7 @@ def axe_source() -> str:
     if not AXE.is_file():
         pytest.fail(
             f"{AXE.relative_to(ROOT)} is missing: install it with `make setup` "
-            "(npm ci --prefix tests/web/axe; .ci/run does this)"
+            "(cd tests/web/axe && npm ci; .ci/run does this)"
         )
     return AXE.read_text(encoding="utf-8")
 
@@ -208,9 +208,9 @@ def report(found: dict[str, list[dict[str, Any]]]) -> str:
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 @pytest.mark.parametrize("size", [DESKTOP, PHONE], ids=["desktop-1280", "phone-360"])
 def test_no_serious_or_critical_violation_on_any_page(
+    axe_source: str,
     site: Web,
     browser: Browser,
-    axe_source: str,
     scheme: Literal["light", "dark"],
     size: ViewportSize,
 ) -> None:

@@ -4,6 +4,7 @@ value; the docs' table generated from it; and no other module reading a setting 
 from __future__ import annotations
 
 import ast
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -64,7 +65,7 @@ def test_values_are_parsed_and_empty_means_unset() -> None:
 
 def test_settings_are_frozen_and_hide_secrets() -> None:
     s = Settings.from_env({"CONVEYOR_TOKEN": "t0ps3cret", "CONVEYOR_METRICS_TOKEN": "m3trics"})
-    with pytest.raises(ValueError, match="frozen"):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         s.lease_seconds = 1.0  # type: ignore[misc]
     assert "t0ps3cret" not in repr(s)
     assert "m3trics" not in repr(s)
@@ -105,13 +106,13 @@ def test_the_docs_table_is_generated_from_the_model() -> None:
 
 
 def test_no_setting_is_also_a_job_variable() -> None:
-    names = {Settings.variable(name) for name in Settings.model_fields}
+    names = {Settings.variable(name) for name in Settings.names()}
     assert not names & JOB_VARIABLES
 
 
 # --- nothing else reads a setting -------------------------------------------------------------
 
-SETTINGS = {Settings.variable(name) for name in Settings.model_fields}
+SETTINGS = {Settings.variable(name) for name in Settings.names()}
 
 
 def _setting_reads(path: Path, root: Path = SRC.parent) -> list[str]:

@@ -19,6 +19,7 @@ from conveyor.errors import GitError
 
 __all__ = [
     "CommitInfo",
+    "commits_between",
     "current_branch",
     "export_commit",
     "find_repo_root",
@@ -160,9 +161,17 @@ def resolve_commit(repo: Path, rev: str = "HEAD") -> CommitInfo:
     )
     if result.returncode != 0:
         raise _explain_missing(repo, rev)
-    fields = result.stdout.decode("utf-8", "replace").split("\0", 10)
-    if len(fields) != 11:
+    commit = _parse_commit(result.stdout.decode("utf-8", "replace"))
+    if commit is None:
         raise GitError(f"'{rev}' in {repo} is not a commit")
+    return commit
+
+
+def _parse_commit(text: str) -> CommitInfo | None:
+    """One commit as _LOG_FORMAT prints it; None if it is not one."""
+    fields = text.split("\0", 10)
+    if len(fields) != 11:
+        return None
     sha, short, subject, an, ae, ad, cn, ce, cd, parents, body = fields
     return CommitInfo(
         sha=sha,
@@ -177,6 +186,34 @@ def resolve_commit(repo: Path, rev: str = "HEAD") -> CommitInfo:
         committed_at=datetime.fromisoformat(cd),
         parents=tuple(parents.split()),
     )
+
+
+def commits_between(repo: Path, base: str, head: str, limit: int) -> list[CommitInfo]:
+    """The commits reachable from ``head`` and not from ``base`` (``git log base..head``),
+    newest first, at most ``limit``."""
+    for rev in (base, head):
+        _check_rev(rev)
+    result = run_git(
+        repo,
+        "log",
+        f"--max-count={limit}",
+        "--no-color",
+        "--no-show-signature",
+        # A record separator after each commit: a message may hold any other character.
+        f"--format={_LOG_FORMAT}%x1e",
+        "--end-of-options",
+        head,
+        f"^{base}",
+        "--",
+        check=False,
+    )
+    if result.returncode != 0:
+        raise GitError(
+            f"git cannot list the commits from {base[:7]} to {head[:7]} in {repo}: "
+            + _stderr(result)
+        )
+    records = result.stdout.decode("utf-8", "replace").split("\x1e")
+    return [c for c in (_parse_commit(r.lstrip("\n")) for r in records) if c is not None]
 
 
 def current_branch(repo: Path) -> str | None:

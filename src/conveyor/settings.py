@@ -2,22 +2,24 @@
 a runner agent or the edge, read once where a process starts (``Settings.from_env``) and
 handed down from there.
 
-A leaf: it imports no part of Conveyor but ``conveyor.errors``. The variables Conveyor sets
-*for* jobs and deploy commands (``CONVEYOR_SHA``, ``CONVEYOR_RELEASE``...) are not settings and
-are not here (``JOB_VARIABLES``). The settings table of docs/operations.md is rendered from
-this model (``markdown_table``; a test keeps them equal).
+A leaf: it imports no part of Conveyor but ``conveyor.errors``, and nothing outside the standard
+library: a frozen dataclass, not a pydantic model, because every CLI command reads its settings
+and importing pydantic would cost a command that only asks a server a third of its start-up.
+The variables Conveyor sets *for* jobs and deploy commands (``CONVEYOR_SHA``,
+``CONVEYOR_RELEASE``...) are not settings and are not here (``JOB_VARIABLES``). The settings
+table of docs/operations.md is rendered from this class (``markdown_table``; a test keeps them
+equal).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor.errors import ConveyorError
 
@@ -188,14 +190,16 @@ def _field(
     shown: str | None = None,
     secret: bool = False,
 ) -> Any:
-    field = Field(
-        default,
-        description=description,
+    return dataclasses.field(
+        default=default,
         repr=not secret,
-        json_schema_extra={"used_by": used_by, "shown": shown},
+        metadata={
+            "description": description,
+            "used_by": used_by,
+            "shown": shown,
+            "parse": parse,
+        },
     )
-    field.metadata.append(_Parser(parse))
-    return field
 
 
 def _amount(
@@ -208,22 +212,14 @@ def _amount(
     return _field(parse(shown), description, used_by, parse, shown=shown)
 
 
-class _Parser:
-    """Field metadata: how from_env turns the variable's text into the field's value."""
-
-    def __init__(self, parse: Callable[[str], Any]) -> None:
-        self.parse = parse
-
-
 _SERVER = "the server"
 _RUNNERS = "runners, the server"
 
 
-class Settings(BaseModel):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Settings:
     """Every setting of the server, the CLI, runner agents and the edge. Each field ``name`` is
     read from ``CONVEYOR_<NAME>``; unset or empty: the default."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     # --- where the data is, whom the CLI talks to --------------------------------------------
     home: Path | None = _field(
@@ -452,14 +448,14 @@ class Settings(BaseModel):
         SettingsError naming the variable when one has a value that cannot be used."""
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
-        for name, info in cls.model_fields.items():
+        for info in dataclasses.fields(cls):
+            name = info.name
             variable = cls.variable(name)
             text = environ.get(variable, "").strip()
             if not text:
                 continue
-            parser = next(m for m in info.metadata if isinstance(m, _Parser))
             try:
-                values[name] = parser.parse(text)
+                values[name] = info.metadata["parse"](text)
             except ValueError as exc:
                 raise SettingsError(
                     f"{variable} must be {exc}, got {text!r}",
@@ -467,11 +463,24 @@ class Settings(BaseModel):
                 ) from None
         return cls(**values)
 
+    @classmethod
+    def names(cls) -> list[str]:
+        """The fields' names, in the order of the docs' table."""
+        return [info.name for info in dataclasses.fields(cls)]
+
+    @classmethod
+    def default(cls, name: str) -> Any:
+        """The value of field ``name`` when its variable is unset."""
+        return _fields()[name].default
+
+
+def _fields() -> dict[str, dataclasses.Field[Any]]:
+    return {info.name: info for info in dataclasses.fields(Settings)}
+
 
 def _shown_default(name: str) -> str:
-    info = Settings.model_fields[name]
-    extra = info.json_schema_extra
-    shown = extra.get("shown") if isinstance(extra, dict) else None
+    info = _fields()[name]
+    shown = info.metadata["shown"]
     if shown:
         return str(shown)
     default = info.default
@@ -485,12 +494,10 @@ def _shown_default(name: str) -> str:
 def markdown_table() -> str:
     """The settings table of docs/operations.md, one row per field of Settings."""
     lines = ["| variable | used by | default | meaning |", "|---|---|---|---|"]
-    for name, info in Settings.model_fields.items():
-        extra = info.json_schema_extra
-        used_by = extra.get("used_by") if isinstance(extra, dict) else ""
+    for name, info in _fields().items():
         lines.append(
-            f"| `{Settings.variable(name)}` | {used_by} | {_shown_default(name)} "
-            f"| {info.description} |"
+            f"| `{Settings.variable(name)}` | {info.metadata['used_by']} | "
+            f"{_shown_default(name)} | {info.metadata['description']} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -332,6 +332,7 @@ def test_help_lists_every_command(conveyor: Conveyor) -> None:
         "incident",
         "import",
         "connectors",
+        "watch",
     ]
     text = conveyor("--help", check=True).stdout
     section = text.split("Commands:", 1)[1]

@@ -22,7 +22,7 @@ FOLLOWS_THE_SERVER = {
     "run", "runs", "show", "logs", "cancel", "rerun", "releases", "release", "envs",
     "deployments", "deployment", "promote", "rollback", "hold", "unhold", "approvals",
     "approve", "reject", "incidents", "audit", "user", "dora", "team", "incident", "import",
-    "connectors", "secret", "service",
+    "connectors", "secret", "service", "watch",
 }  # fmt: skip
 REFUSES = {"token", "db", "edge"}
 # Not about the CLI's store: the server serves its own data directory, the demo makes its own,

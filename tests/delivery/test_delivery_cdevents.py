@@ -398,6 +398,12 @@ def test_deployments_map_to_deployed_upgraded_and_rolledback(store: Store) -> No
             Deployment(service_id=svc.id, environment="production", tier="production",
                        release_id=releases[0].id, kind="rollback", status="succeeded",
                        trigger="rollback", previous_release_id=releases[1].id, rollback_of=2),
+            # A container target ran an image: that image is what was deployed.
+            Deployment(service_id=svc.id, environment="staging", tier="staging",
+                       release_id=releases[1].id, kind="deploy", status="succeeded",
+                       trigger="auto", previous_release_id=releases[0].id,
+                       instance={"image": "127.0.0.1:5000/team/web:r2",
+                                 "pinned": "127.0.0.1:5000/team/web@sha256:" + "f" * 64}),
         ]  # fmt: skip
         w.session.add_all(deployments)
         w.session.flush()
@@ -415,11 +421,15 @@ def test_deployments_map_to_deployed_upgraded_and_rolledback(store: Store) -> No
         "dev.cdevents.service.deployed.0.2.0",
         "dev.cdevents.service.upgraded.0.2.0",
         "dev.cdevents.service.rolledback.0.2.0",
+        "dev.cdevents.service.upgraded.0.2.0",
         None,
         None,
         None,
     ]
-    first, upgraded, _ = (m for m in mapped if m)
+    first, upgraded, _, container = (m for m in mapped if m)
+    assert container["data"]["subject"]["content"]["artifactId"] == (
+        "pkg:oci/web@sha256%3A" + "f" * 64 + "?repository_url=127.0.0.1:5000/team/web"
+    )
     assert first["source"] == "https://conveyor.example.com"
     assert first["data"]["subject"]["content"]["artifactId"] == "pkg:generic/shop@r1-0000000"
     assert upgraded["data"]["subject"]["content"]["artifactId"] == (

@@ -5,6 +5,7 @@ Also: the reader of the append-only tables (`Tail`) and the optional scrape toke
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Iterable
 from typing import Any
@@ -312,7 +313,7 @@ def test_openmetrics_when_asked_and_the_optional_token(serve: Serve) -> None:
 
         # As with CONVEYOR_METRICS_TOKEN set (read at start, into the server's settings).
         state = api.app.state.conveyor
-        state.settings = state.settings.model_copy(update={"metrics_token": "s3cret-scrape-token"})
+        state.settings = dataclasses.replace(state.settings, metrics_token="s3cret-scrape-token")
         r = await api.client.get("/metrics")
         assert r.status_code == 401
         assert r.headers["www-authenticate"].startswith("Bearer")

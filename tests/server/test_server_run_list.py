@@ -1,7 +1,7 @@
 """GET /runs and GET /releases as the list pages use them: real runs of real commits (two
 services, two branches, two authors) narrowed by branch, author, time and a search of the
 subject or sha, releases by the environment they served in (a real deployment), both paged by
-`before`, and bad parameters refused with a clear JSON error."""
+`before` and back by `after`, and bad parameters refused with a clear JSON error."""
 
 from __future__ import annotations
 
@@ -101,6 +101,11 @@ def test_runs_are_narrowed_by_branch_author_time_and_search_and_paged(
         assert await listed(limit=2, before=b) == [a]
         assert await listed(limit=2, before=a) == []
         assert await listed(author="ada", limit=1, before=c) == [a]
+        # Back by `after`: the page just newer than an id, still newest first.
+        assert await listed(limit=1, after=a) == [b]
+        assert await listed(limit=2, after=a) == [c, b]
+        assert await listed(limit=2, after=c) == []
+        assert await listed(author="ada", limit=5, after=a) == [c]
 
         async def refused(params: dict[str, Any], *words: str) -> None:
             assert_error(await api.get("/runs", params=params), 422, "invalid_request", *words)
@@ -174,6 +179,7 @@ def test_releases_are_narrowed_by_service_environment_time_and_search_and_paged(
         ids = [r["id"] for r in (await api.get("/releases")).json()]
         assert await listed(limit=1, before=ids[0]) == [start]
         assert await listed(limit=5, before=ids[-1]) == []
+        assert await listed(limit=1, after=ids[-1]) == [start]
 
         async def refused(params: dict[str, Any], *words: str) -> None:
             r = await api.get("/releases", params=params)

@@ -146,6 +146,16 @@ def test_runs_are_listed_filtered_in_the_url_and_paged(web: Web, page: Page) -> 
     page.get_by_role("link", name="Older runs").click()
     expect_rows(page, newest_first[4:])
     expect(page.get_by_role("link", name="Older runs")).to_have_count(0)
+    # And back, a page at a time, from the first run shown, to the newest.
+    page.get_by_role("link", name="Newer runs").click()
+    expect(page).to_have_url(re.compile(rf"after={newest_first[4]}"))
+    expect_rows(page, newest_first[2:4])
+    expect(page.locator(".list-status")).to_contain_text(f"newer than run #{newest_first[4]}")
+    page.get_by_role("link", name="Newer runs").click()
+    expect_rows(page, newest_first[:2])
+    expect(page.get_by_role("link", name="Newer runs")).to_have_count(0)
+    page.get_by_role("link", name="Older runs").click()
+    expect_rows(page, newest_first[2:4])
     page.get_by_role("link", name="Newest runs").click()
     expect_rows(page, newest_first[:2])
 

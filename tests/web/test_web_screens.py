@@ -80,6 +80,10 @@ PAGES = [
     ("/teams", "Teams"),
     ("/runs", "first"),
     ("/releases", "run #1"),
+    ("/deployments", "production"),
+    ("/deployments/1", "Deployment log"),
+    ("/incidents/1", "checkout answers slowly"),
+    ("/releases/1/compare/1", "brings no commit"),
     (UNKNOWN, "Page not found"),
 ]
 

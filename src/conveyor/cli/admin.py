@@ -6,7 +6,6 @@ import secrets as pysecrets
 from typing import Any
 
 import click
-from sqlalchemy import select
 
 from conveyor.cli.backend import remote
 from conveyor.cli.common import (
@@ -20,10 +19,11 @@ from conveyor.cli.common import (
     when,
 )
 from conveyor.errors import ConveyorError
-from conveyor.events import EventType
-from conveyor.server.tokens import SCOPES, create_token, list_tokens, revoke_token
-from conveyor.store.models import Service, utcnow
-from conveyor.store.vault import seal_webhook_secret
+
+# The store and the tokens' code are imported by the commands that work on the store: `service`
+# commands that ask a server start without them. So the scopes are spelled here, for --help
+# (server.tokens.SCOPES; tests/cli/test_cli_startup.py keeps them equal).
+SCOPES_HELP = "Comma-separated: read, trigger, approve, admin, runner."
 
 
 @click.group()
@@ -39,7 +39,7 @@ def token() -> None:
     "scopes",
     default="read",
     show_default=True,
-    help=f"Comma-separated: {', '.join(SCOPES)}.",
+    help=SCOPES_HELP,
 )
 @click.option("--user", help="The person this token acts for (used for approvals).")
 @click.option(
@@ -70,6 +70,8 @@ def token_create(
 ) -> None:
     """Create a token and print it (the only time it is shown). Works on the local store (the
     server's data directory): refused while CONVEYOR_URL is set."""
+    from conveyor.server.tokens import create_token
+
     local_only("token create", _TOKENS_ON_THE_SERVER)
     value = create_token(
         store_for(),
@@ -107,6 +109,8 @@ def _limits(t: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True)
 def token_list(as_json: bool) -> None:
     """List tokens (names, scopes, prefixes; never the tokens). Local store only."""
+    from conveyor.server.tokens import list_tokens
+
     local_only("token list", _TOKENS_ON_THE_SERVER)
     tokens = list_tokens(store_for())
     if as_json:
@@ -133,6 +137,8 @@ def token_list(as_json: bool) -> None:
 @click.argument("name")
 def token_revoke(name: str) -> None:
     """Revoke a token: it stops working at once. Local store only."""
+    from conveyor.server.tokens import revoke_token
+
     local_only("token revoke", _TOKENS_ON_THE_SERVER)
     revoke_token(store_for(), name)
     click.echo(f"token {name!r} revoked")
@@ -183,6 +189,12 @@ def service_add(
         )
         _registered(saved["name"], saved["repository"], saved.get("webhook_secret"))
         return
+    from sqlalchemy import select
+
+    from conveyor.events import EventType
+    from conveyor.store.models import Service, utcnow
+    from conveyor.store.vault import seal_webhook_secret
+
     repository = checked_repository(repository)
     secret = pysecrets.token_urlsafe(32) if webhook_secret else None
     store = store_for()
@@ -234,6 +246,10 @@ def service_list(as_json: bool) -> None:
 
 
 def _local_services() -> list[dict[str, Any]]:
+    from sqlalchemy import select
+
+    from conveyor.store.models import Service
+
     with store_for().session() as session:
         return [
             {

@@ -6,12 +6,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from collections.abc import Iterator
-from typing import Any, Protocol
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
+from conveyor import jsonio
 from conveyor.errors import ConveyorError, NotFound
 
+if TYPE_CHECKING:
+    from http.client import HTTPResponse
+
 FOLLOW_POLL_SECONDS = 0.2
+REQUEST_TIMEOUT_SECONDS = 30.0
 PAGE = 5000
 TIME_KEYS = {
     "created_at",
@@ -26,6 +31,8 @@ TIME_KEYS = {
     "deadline",
     "at",
     "opened_at",
+    "decided_at",
+    "failed_at",
     "resolved_at",
 }
 
@@ -143,44 +150,94 @@ def _times(value: Any) -> Any:
     return value
 
 
-class HttpBackend:
-    def __init__(self, url: str, token: str | None) -> None:
-        import httpx
+def _query_value(value: Any) -> str:
+    """A query parameter as the server reads it: booleans as ``true``/``false``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
 
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+class HttpBackend:
+    """The server's API over the standard library's HTTP client (urllib honours the *_proxy
+    variables as well): an HTTP library would cost a command a quarter of its start-up in
+    imports alone. TLS (its context loads the CA bundle) is set up only for an https server."""
+
+    def __init__(self, url: str, token: str | None) -> None:
+        if not url.lower().startswith(("http://", "https://")):
+            # urllib would also open file: and ftp: URLs
+            raise ConveyorError(
+                f"CONVEYOR_URL must be the server's http:// or https:// URL, got {url!r}",
+                hint="for example CONVEYOR_URL=http://127.0.0.1:8080",
+            )
         self.url = url.rstrip("/")
         self.token = token
-        # A TLS context loads the CA bundle (20-75 ms of a command's start): made only for an
-        # https server. This client follows no redirects and is given paths only, so with an
-        # http URL it never opens a TLS connection.
-        self.client = httpx.Client(
-            base_url=f"{self.url}/api/v1",
-            headers=headers,
-            timeout=httpx.Timeout(30.0),
-            verify=self.url.lower().startswith("https:"),
+        self.api = f"{self.url}/api/v1"
+
+    def _open(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = REQUEST_TIMEOUT_SECONDS,
+    ) -> HTTPResponse:
+        """The server's response to one request, whatever its status; ConveyorError when the
+        server cannot be reached."""
+        import urllib.error
+        import urllib.parse
+        import urllib.request
+        from http.client import HTTPException
+
+        sent = dict(headers or {})
+        if self.token:
+            sent["Authorization"] = f"Bearer {self.token}"
+        if json is not None:
+            content = jsonio.dumps(json).encode()
+            sent.setdefault("Content-Type", "application/json")
+        query = urllib.parse.urlencode({k: _query_value(v) for k, v in (params or {}).items()})
+        request = urllib.request.Request(  # noqa: S310 - http(s) only, checked in __init__
+            f"{self.api}{path}{'?' if query else ''}{query}",
+            data=content,
+            headers=sent,
+            method=method,
         )
-
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        import httpx
-
         try:
-            response = self.client.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
+            response: HTTPResponse = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310
+        except urllib.error.HTTPError as refused:  # a 4xx or 5xx: its body says why
+            return refused  # type: ignore[return-value]
+        except (OSError, ValueError, HTTPException) as exc:
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
             raise ConveyorError(
-                f"cannot reach the server at {self.url}: {exc}",
+                f"cannot reach the server at {self.url}: {reason}",
                 hint="is `conveyor server` running? CONVEYOR_URL names it",
             ) from None
-        if response.status_code >= 400:
+        return response
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        from http.client import HTTPException
+
+        with self._open(method, path, **kwargs) as response:
             try:
-                error = response.json()["error"]
+                body = response.read()
+            except (OSError, HTTPException) as exc:
+                raise ConveyorError(
+                    f"the server at {self.url} stopped answering: {exc}",
+                    hint="is `conveyor server` running? CONVEYOR_URL names it",
+                ) from None
+        if response.status >= 400:
+            try:
+                error = json.loads(body)["error"]
                 message, hint = error["message"], error.get("hint")
             except (ValueError, KeyError, TypeError):
-                message, hint = f"the server answered {response.status_code}", None
-            if response.status_code in (401, 403):
-                message, hint = self._refused(response.status_code, message)
-            cls = NotFound if response.status_code == 404 else ConveyorError
+                message, hint = f"the server answered {response.status}", None
+            if response.status in (401, 403):
+                message, hint = self._refused(response.status, message)
+            cls = NotFound if response.status == 404 else ConveyorError
             raise cls(message, hint=hint)
-        return _times(response.json()) if response.content else None
+        return _times(json.loads(body)) if body else None
 
     def _refused(self, status: int, said: str) -> tuple[str, str]:
         """A refusal in the CLI's terms: the server speaks HTTP (Authorization: Bearer), the
@@ -230,11 +287,12 @@ class HttpBackend:
                     return
                 cursor = page["next"]
         self.run_detail(run_id)  # a clear error for an unknown run, before streaming
-        with self.client.stream(
+        with self._open(
             "GET", f"/runs/{run_id}/logs/stream", params=params, timeout=None
         ) as response:
             event = None
-            for raw in response.iter_lines():
+            for line in response:
+                raw = line.decode().rstrip("\r\n")
                 if raw.startswith("event: "):
                     event = raw.removeprefix("event: ")
                 elif raw.startswith("data: ") and event == "line":

@@ -53,9 +53,12 @@ def connectors() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def connectors_list(as_json: bool) -> None:
     """The connectors, their type, and their last sync."""
-    from conveyor.connectors.sync import listing
+    if settings().url:
+        rows = _remote("GET", "/connectors")
+    else:
+        from conveyor.connectors.sync import listing
 
-    rows = _remote("GET", "/connectors") if settings().url else _embedded(listing)
+        rows = _embedded(listing)
     print_listing(
         rows,
         as_json,
@@ -75,11 +78,11 @@ def connectors_list(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def connectors_sync(name: str, as_json: bool) -> None:
     """Sync connector NAME now: pull what is new and import it."""
-    from conveyor.connectors.sync import sync_named
-
     if settings().url:
         done = _remote("POST", f"/connectors/{quote(name, safe='')}/sync", timeout=600.0)
     else:
+        from conveyor.connectors.sync import sync_named
+
         done = _embedded(lambda store, path: sync_named(store, name, path).as_dict())
     if as_json:
         print_json(done)

@@ -68,7 +68,7 @@ def _service(client: Client, service: str | None) -> str:
             return parse_pipeline(path.read_text(encoding="utf-8"), filename=str(path)).service
         except ConveyorError:
             pass
-    names = sorted({e["service"] for e in _environments(client, None)})
+    names = sorted({e["service"] for e in environment_list(client, None)})
     if len(names) == 1:
         return str(names[0])
     raise ConveyorError(
@@ -76,7 +76,8 @@ def _service(client: Client, service: str | None) -> str:
     )
 
 
-def _environments(client: Client, service: str | None) -> list[dict[str, Any]]:
+def environment_list(client: Client, service: str | None) -> list[dict[str, Any]]:
+    """The environments of a service (or all), in the chain order of its latest file."""
     if client.http:
         found: list[dict[str, Any]] = client.get("/environments", service=service)
         return found
@@ -106,7 +107,7 @@ def incident_list(client: Client, service: str | None, open_only: bool) -> list[
 def envs(service: str | None, as_json: bool) -> None:
     """What runs where: each environment's release, since when, healthy or not, and its queue."""
     client = Client()
-    found = _environments(client, service)
+    found = environment_list(client, service)
     if as_json:
         print_json(found)
         return

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "logs": ("conveyor.cli.runs", "logs", "Print (or follow) the logs of a run or job."),
     "cancel": ("conveyor.cli.runs", "cancel", "Cancel a queued or running run."),
     "rerun": ("conveyor.cli.runs", "rerun", "Run a finished run again (all or failed jobs)."),
+    "watch": ("conveyor.cli.watch", "watch", "Follow a run and its release to production, live."),
     "releases": ("conveyor.cli.releases", "releases", "List releases (successful runs)."),
     "release": ("conveyor.cli.releases", "release", "Show one release and its evidence."),
     "db": ("conveyor.cli.db", "db", "Database: upgrade, revision, DORA backfill, prune."),

@@ -82,7 +82,7 @@ def _duration(seconds: float | None) -> str:
     return "" if seconds is None else f" in {seconds:.1f}s"
 
 
-def _event(entry: Mapping[str, Any]) -> str:
+def timeline_event(entry: Mapping[str, Any]) -> str:
     """One line of the timeline: what happened, by whom, how it ended."""
     kind = entry["kind"]
     if kind == "commit":
@@ -132,4 +132,4 @@ def _print_timeline(entries: list[dict[str, Any]]) -> None:
         return
     click.echo("  timeline:")
     for entry in entries:
-        click.echo(f"    {when(entry['at'])}  {_event(entry)}")
+        click.echo(f"    {when(entry['at'])}  {timeline_event(entry)}")

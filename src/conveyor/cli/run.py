@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from sqlalchemy import select
 
 from conveyor.cli.common import STATUS_MARK, interactive, settings, store_for
-from conveyor.cli.view import LiveView, PlainView, RunView
-from conveyor.engine.driver import RunDriver, process_owner
 from conveyor.git import find_repo_root
-from conveyor.proc import use_fast_child_watcher
-from conveyor.runner.artifacts import ArtifactStore
-from conveyor.runner.executor import RunnerSettings, SourceCache
-from conveyor.runner.local import LocalRunner
-from conveyor.sandbox import configure
-from conveyor.secrets import Secrets
-from conveyor.sources.commits import full_ref, queue_commit
 from conveyor.states import JobStatus, RunStatus
-from conveyor.store.db import Store
-from conveyor.store.models import Job, LogLine
-from conveyor.store.vault import legacy_file, legacy_warning
+
+if TYPE_CHECKING:
+    from conveyor.cli.view import RunView
+    from conveyor.runner.local import LocalRunner
+    from conveyor.store.db import Store
 
 EXIT_CODES = {
     RunStatus.SUCCEEDED: 0,
@@ -64,6 +56,20 @@ def run(
     given = settings()
     if given.url:
         raise SystemExit(_run_on_server(root, rev, given.url, given.token))
+    # Here the run is driven by this process: the engine, the runner and the store, imported
+    # only now (against a server this command needs none of them).
+    import asyncio
+
+    from conveyor.cli.view import LiveView, PlainView
+    from conveyor.engine.driver import process_owner
+    from conveyor.runner.artifacts import ArtifactStore
+    from conveyor.runner.executor import RunnerSettings, SourceCache
+    from conveyor.runner.local import LocalRunner
+    from conveyor.sandbox import configure
+    from conveyor.secrets import Secrets
+    from conveyor.sources.commits import queue_commit
+    from conveyor.store.vault import legacy_file, legacy_warning
+
     # Before the run is recorded: without a sandbox nothing is queued.
     sandbox = configure(disabled=no_sandbox, settings=given)
     if not sandbox.enabled:
@@ -113,6 +119,11 @@ async def _drive(
     view: RunView,
     lease_seconds: float,
 ) -> RunStatus:
+    import asyncio
+
+    from conveyor.engine.driver import RunDriver
+    from conveyor.proc import use_fast_child_watcher
+
     driver = RunDriver(store, run_id, runner.launch, parallelism, lease_seconds)
     loop = asyncio.get_running_loop()
     use_fast_child_watcher(loop)
@@ -131,7 +142,7 @@ def _run_on_server(root: Path, rev: str, url: str, token: str | None) -> int:
     from conveyor.cli.backend import HttpBackend
     from conveyor.cli.runs import print_run
     from conveyor.git import resolve_commit
-    from conveyor.sources.commits import load_pipeline_at
+    from conveyor.sources.commits import full_ref, load_pipeline_at
 
     commit = resolve_commit(root, rev)
     service = load_pipeline_at(root, commit).service
@@ -158,6 +169,10 @@ def _run_on_server(root: Path, rev: str, url: str, token: str | None) -> int:
 
 
 def _print_failed_tail(store: Store, run_id: int) -> None:
+    from sqlalchemy import select
+
+    from conveyor.store.models import Job, LogLine
+
     with store.session() as session:
         failed = session.scalars(
             select(Job)

@@ -53,6 +53,16 @@ def _commits(repo: str, sha: str, base: str | None) -> tuple[Commit, ...]:
     return tuple(found)
 
 
+def repository_of(store: Store, release: Release) -> Path:
+    """Where git can read ``release``'s commits: the folder its run was made from, else the
+    service's mirror (as it is: never fetched here)."""
+    service = release.service
+    source = str(release.run.commit.get("source") or service.repository)
+    if Path(source).is_dir():
+        return Path(source)
+    return source_for(store.home, service.name, service.repository, fetch=False)
+
+
 class ChangeReader:
     """``reader(approval)``: the Change ``approval`` would let through. The approval must be
     attached to a session (its deployment, release and environment are read through it)."""
@@ -75,15 +85,8 @@ class ChangeReader:
         else:
             base_id = dep.previous_release_id
         base = session.scalar(select(Release.sha).where(Release.id == base_id)) if base_id else None
-        service = dep.service
-        source = str(release.run.commit.get("source") or service.repository)
         try:
-            repo = (
-                Path(source)
-                if Path(source).is_dir()
-                else source_for(self.store.home, service.name, service.repository, fetch=False)
-            )
-            commits = _commits(str(repo), release.sha, base)
+            commits = _commits(str(repository_of(self.store, release)), release.sha, base)
         except ConveyorError as exc:
             return Change(base=base, problem=exc.message)
         pushers: dict[str, set[str]] = {}

@@ -130,15 +130,20 @@ def artifact_id(service: str, version: str, publication: dict[str, Any]) -> str:
     generic one named by the service and the release's version."""
     reference, digest = publication.get("reference"), publication.get("digest")
     if publication.get("status") == "published" and reference and digest:
-        repository = str(reference).split("@", 1)[0]
-        if repository.rfind(":") > repository.rfind("/"):
-            repository = repository[: repository.rfind(":")]  # a tag
-        name = repository.rsplit("/", 1)[-1].lower()
-        return (
-            f"pkg:oci/{quote(name, safe='')}@{quote(str(digest), safe='')}"
-            f"?repository_url={quote(repository, safe='/:')}"
-        )
+        return oci_purl(str(reference), str(digest))
     return f"pkg:generic/{quote(service, safe='')}@{quote(version, safe='')}"
+
+
+def oci_purl(reference: str, digest: str) -> str:
+    """The package URL of an OCI artifact or image: its repository (tag dropped) and digest."""
+    repository = reference.split("@", 1)[0]
+    if repository.rfind(":") > repository.rfind("/"):
+        repository = repository[: repository.rfind(":")]  # a tag
+    name = repository.rsplit("/", 1)[-1].lower()
+    return (
+        f"pkg:oci/{quote(name, safe='')}@{quote(digest, safe='')}"
+        f"?repository_url={quote(repository, safe='/:')}"
+    )
 
 
 @dataclass(frozen=True)
@@ -320,6 +325,11 @@ class Mapper:
         else:
             predicate = "upgraded"
         artifact, version = self._release_facts(release, service)
+        # What was deployed: the image a container target ran, pinned by digest, rather than
+        # the release's own published files.
+        deployed = str((dep.instance or {}).get("pinned") or "")
+        if "@sha256:" in deployed:
+            artifact = oci_purl(deployed, deployed.split("@", 1)[1])
         subject = self._subject(
             f"services/{service}",
             "service",

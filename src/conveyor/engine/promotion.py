@@ -128,10 +128,13 @@ def about(dep: Deployment) -> dict[str, Any]:
 
 
 def move(w: Writer, dep: Deployment, status: DeploymentStatus, reason: str | None = None) -> None:
-    check_transition("deployment", DeploymentStatus(dep.status), status)
+    was = DeploymentStatus(dep.status)
+    check_transition("deployment", was, status)
     dep.status = status
     if reason is not None:
         dep.reason = reason
+    elif was in (D.QUEUED, D.AWAITING_APPROVAL):
+        dep.reason = None  # what it waited for is over: "waiting for approval 3" is no more
     if status.terminal:
         dep.finished_at = utcnow()
     w.emit(deployment_event(status), **about(dep), kind=dep.kind, reason=reason)

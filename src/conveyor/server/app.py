@@ -42,6 +42,7 @@ from conveyor.sandbox import Sandbox, default_sandbox
 from conveyor.secrets import Secrets
 from conveyor.server import (
     alerts,
+    compare,
     connectors,
     delivery,
     deployment_intake,
@@ -345,6 +346,7 @@ API_ROUTERS = (
     runners.router,
     pipeline_secrets.router,
     timeline.router,
+    compare.router,
     session.router,
     stream.router,
     overview.router,

@@ -9,16 +9,19 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from conveyor.delivery.authorship import ChangeReader
+from conveyor.deploy_states import DeploymentStatus
 from conveyor.engine import approvals, promotion
 from conveyor.errors import ConveyorError, NotFound
 from conveyor.server import scoping
 from conveyor.server.auth import require
+from conveyor.server.runs import run_filter
 from conveyor.server.schemas import delivery as schemas
 from conveyor.server.schemas.common import ERRORS, errors
 from conveyor.server.schemas.incidents import IncidentListed
 from conveyor.server.tokens import Identity
 from conveyor.store.models import Approval
 from conveyor.views import delivery as dq
+from conveyor.views.runs import RunFilter
 
 router = APIRouter(responses=ERRORS)
 Reader = Annotated[Identity, Depends(require("read"))]
@@ -83,17 +86,24 @@ def list_environments(
 def list_deployments(
     request: Request,
     _: Reader,
-    service: str | None = None,
-    environment: str | None = None,
-    release: int | None = None,
+    narrow: Annotated[RunFilter, Depends(run_filter)],
+    service: Annotated[str | None, Query(max_length=200)] = None,
+    environment: Annotated[str | None, Query(max_length=200)] = None,
+    release: Annotated[int | None, Query(ge=1)] = None,
+    status: DeploymentStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> list[dict[str, Any]]:
+    """The newest deployments first. Page with `before` (the last id of the page before), back
+    with `after` (the first id of the page after); `branch`, `author` and `q` are the
+    release's commit's, `since` the deployment's own time."""
     return dq.list_deployments(
         _state(request).store,
         service=service,
         environment=environment,
         release=release,
+        status=status,
         limit=limit,
+        narrow=narrow,
     )
 
 

@@ -29,7 +29,7 @@ log = logging.getLogger("conveyor.server")
 
 HEADER_TIMEOUT_SECONDS = 10.0
 MAX_HEADER_BYTES = 64 * 1024
-MAX_CONNECTIONS: int = Settings.model_fields["max_connections"].default
+MAX_CONNECTIONS: int = Settings.default("max_connections")
 # File descriptors kept for everything but client connections: the database, log files,
 # workspaces, pipes to step processes, connections to registries and Prometheus.
 RESERVED_FDS = 256

@@ -104,11 +104,15 @@ PAGES = (
     "/runs/{run_id}",
     "/releases",
     "/releases/{release_id}",
+    "/releases/{base_id}/compare/{head_id}",
+    "/deployments",
+    "/deployments/{deployment_id}",
     "/services/{service}/environments/{environment}",
     "/approvals",
     "/dora",
     "/teams",
     "/incidents",
+    "/incidents/{incident_id}",
     "/inbox",
 )
 

@@ -1,5 +1,8 @@
 """A commit becomes a queued run: read the pipeline file from the commit itself (never the
-working tree), validate it, and record the run with its plan."""
+working tree), validate it, and record the run with its plan.
+
+The engine and the store are imported by ``queue_commit`` alone: `conveyor run` against a server
+reads the commit's pipeline file here and starts without them."""
 
 from __future__ import annotations
 
@@ -7,14 +10,15 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from conveyor.engine.planner import plan_jobs
-from conveyor.engine.runs import create_run
 from conveyor.errors import ConveyorError
 from conveyor.git import CommitInfo, current_branch, read_file_at, resolve_commit
-from conveyor.plan import JobPlan
 from conveyor.spec import Pipeline, parse_pipeline
-from conveyor.store.db import Store, Writer
+
+if TYPE_CHECKING:
+    from conveyor.plan import JobPlan
+    from conveyor.store.db import Store, Writer
 
 PIPELINE_FILE = "conveyor.yml"
 
@@ -81,6 +85,9 @@ def queue_commit(
 ) -> QueuedRun:
     """Queue a run of `rev`; with `service`, refuse a commit whose file names another one.
     `read` passes a commit and pipeline already read from `repo`, to skip reading them again."""
+    from conveyor.engine.planner import plan_jobs
+    from conveyor.engine.runs import create_run
+
     commit, pipeline = read or (None, None)
     if commit is None or pipeline is None:
         commit = resolve_commit(repo, rev)

@@ -114,7 +114,8 @@ class ContainerOptions(ProxiedOptions):
     init: Flag = Field(
         True,
         description="Run an init process as the container's PID 1 (`--init`), which forwards "
-        "signals and reaps zombies.",
+        "signals and reaps zombies. podman needs its `catatonit` package for it "
+        "(`apt-get install catatonit`); `init: false` runs without.",
     )
     args: Strings = Field(
         (),

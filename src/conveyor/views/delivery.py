@@ -8,10 +8,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import or_, select
-from sqlalchemy.orm import joinedload
+from sqlalchemy.orm import Session, joinedload
 
-from conveyor.engine.promotion import pipeline_of, version_of
-from conveyor.errors import NotFound
+from conveyor.engine.promotion import environment_config, pipeline_of, version_of
+from conveyor.errors import ConveyorError, NotFound
 from conveyor.events import EventType
 from conveyor.store.db import Store, get_or_not_found
 from conveyor.store.models import (
@@ -21,9 +21,11 @@ from conveyor.store.models import (
     Event,
     Incident,
     Release,
+    Run,
     Service,
 )
 from conveyor.views.filters import filtered
+from conveyor.views.runs import RunFilter
 
 # Events that record a person's (or the policy's) decision: the audit log.
 AUDIT_EVENTS = (
@@ -61,6 +63,10 @@ AUDIT_EVENTS = (
 )
 
 
+# A deployment's own events, one per status it entered (engine.promotion.move).
+DEPLOYMENT_EVENTS = [t.value for t in EventType if t.value.startswith("deployment.")]
+
+
 def deployment_summary(dep: Deployment) -> dict[str, Any]:
     return {
         "id": dep.id,
@@ -70,6 +76,8 @@ def deployment_summary(dep: Deployment) -> dict[str, Any]:
         "release": dep.release_id,
         "version": version_of(dep.release),
         "sha": dep.release.sha,
+        "subject": dep.release.run.commit.get("subject"),
+        "author": dep.release.run.commit.get("author_name"),
         "kind": dep.kind,
         "status": dep.status,
         "reason": dep.reason,
@@ -91,16 +99,32 @@ def list_deployments(
     service: str | None = None,
     environment: str | None = None,
     release: int | None = None,
+    status: str | None = None,
     limit: int = 50,
+    narrow: RunFilter | None = None,
 ) -> list[dict[str, Any]]:
+    """The newest deployments first, at most `limit`; `narrow` filters by the run that built
+    each one's release (since: the deployment's own time)."""
+    narrow = narrow or RunFilter()
     with store.session() as session:
         query = filtered(
-            select(Deployment).order_by(Deployment.id.desc()).limit(limit),
+            select(Deployment),
             (Deployment.environment, environment),
             (Deployment.release_id, release),
+            (Deployment.status, status),
             service=service,
         )
-        return [deployment_summary(d) for d in session.scalars(query)]
+        query = (
+            query.join(Release, Deployment.release_id == Release.id)
+            .join(Run, Release.run_id == Run.id)
+            .where(*narrow.conditions(order=Deployment.id, made=Deployment.created_at))
+            .options(
+                joinedload(Deployment.service),
+                joinedload(Deployment.release).joinedload(Release.run),
+            )
+        )
+        found = narrow.newest_first(session, query, Deployment.id, limit)
+        return [deployment_summary(d) for d in found]
 
 
 # The end of a deployed app's own output shown with its deployment: enough for a traceback.
@@ -140,7 +164,47 @@ def deployment_detail(store: Store, deployment_id: int) -> dict[str, Any]:
             approval_summary(a)
             for a in session.scalars(select(Approval).where(Approval.deployment_id == dep.id))
         ]
+        data["failed_at"] = dep.failed_at
+        data["target"] = _target(dep)
+        data["history"] = _history(session, dep)
+        data["incidents"] = list(
+            session.scalars(
+                select(Incident.id).where(Incident.deployment_id == dep.id).order_by(Incident.id)
+            )
+        )
         return data
+
+
+def _target(dep: Deployment) -> dict[str, Any] | None:
+    """How the release's pipeline file deploys to the environment: its target and strategy;
+    None when that file has no such environment (a rollback to an older file)."""
+    try:
+        deploy = environment_config(dep).deploy
+    except ConveyorError:
+        return None
+    return {"kind": deploy.target, "strategy": deploy.strategy}
+
+
+def _history(session: Session, dep: Deployment) -> list[dict[str, Any]]:
+    """Each status the deployment went through, when, and why (its events, in order)."""
+    events = session.scalars(
+        select(Event)
+        .where(
+            Event.service == dep.service.name,
+            Event.type.in_(DEPLOYMENT_EVENTS),
+            Event.data["deployment"].as_integer() == dep.id,
+        )
+        .order_by(Event.id)
+    )
+    return [
+        {
+            "status": e.type.removeprefix("deployment."),
+            "at": e.ts,
+            "reason": e.data.get("reason"),
+            "actor": e.data.get("actor"),
+        }
+        for e in events
+    ]
 
 
 def environments(store: Store, service: str | None = None) -> list[dict[str, Any]]:

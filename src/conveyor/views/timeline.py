@@ -142,7 +142,9 @@ def _deployment_fields(dep: Deployment) -> dict[str, Any]:
     checks; "deployment" for its id and no "kind" (the entry's own kind says that)."""
     fields = deployment_summary(dep)
     fields["deployment"] = fields.pop("id")
-    del fields["kind"]
+    # The kind is the entry's own; the commit is the release's, told in its own entry.
+    for known in ("kind", "subject", "author"):
+        del fields[known]
     return fields | {
         "failed_at": dep.failed_at,
         "duration": _seconds(dep.started_at, dep.finished_at),

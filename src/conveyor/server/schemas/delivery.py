@@ -17,12 +17,14 @@ __all__ = [
     "ApprovalListed",
     "ApprovalOut",
     "AuditEntry",
+    "DeployTarget",
     "DeploymentDetail",
     "DeploymentSummary",
     "EnvironmentOut",
     "QueuedDeployment",
     "ReleaseDetail",
     "SlackAnswer",
+    "StatusChange",
     "UserOut",
     "YourTurn",
 ]
@@ -38,6 +40,8 @@ class DeploymentSummary(Schema):
     release: int
     version: str = VERSION
     sha: str
+    subject: str | None = Field(None, description="The release's commit's subject.")
+    author: str | None = Field(None, description="The release's commit's author.")
     kind: str = Field(description="deploy or rollback.")
     status: str = Field(
         description="queued, awaiting_approval, held, deploying, checking, verifying, "
@@ -102,6 +106,18 @@ class ApprovalListed(ApprovalOut):
     you: YourTurn
 
 
+class DeployTarget(Schema):
+    kind: str = Field(description="The deploy target: process, container, ssh, command...")
+    strategy: str = Field(description="recreate, blue-green or rolling.")
+
+
+class StatusChange(Schema):
+    status: str = Field(description="The status entered (queued, deploying, checking...).")
+    at: dt.datetime
+    reason: str | None
+    actor: Any = Field(None, description="Who asked for it, when a person or token did.")
+
+
 class DeploymentDetail(DeploymentSummary):
     checks: list[Any] = Field(description="The checks' results, in the order they ran.")
     log: list[Any] = Field(description="What the target and the checks reported, in order.")
@@ -111,6 +127,16 @@ class DeploymentDetail(DeploymentSummary):
         "target keeps them on the server's machine (the process target); else empty.",
     )
     approvals: list[ApprovalOut]
+    failed_at: dt.datetime | None = Field(None, description="When its failure was detected.")
+    target: DeployTarget | None = Field(
+        None, description="How it deploys; null when the release's file has no such environment."
+    )
+    history: list[StatusChange] = Field(
+        default_factory=list, description="Each status it went through, oldest first."
+    )
+    incidents: list[int] = Field(
+        default_factory=list, description="The incidents attributed to it."
+    )
 
 
 class QueuedDeployment(Schema):

@@ -12,18 +12,23 @@ const ROUTES = [
   [/^\/runs\/([^/]+)$/, 'run', ['id']],
   [/^\/releases$/, 'releases', []],
   [/^\/releases\/([^/]+)$/, 'release', ['id']],
+  [/^\/releases\/([^/]+)\/compare\/([^/]+)$/, 'compare', ['base', 'head']],
+  [/^\/deployments$/, 'deployments', []],
+  [/^\/deployments\/([^/]+)$/, 'deployment', ['id']],
   [/^\/services\/([^/]+)\/environments\/([^/]+)$/, 'environment', ['service', 'env']],
   [/^\/approvals$/, 'approvals', []],
   [/^\/dora$/, 'dora', []],
   [/^\/teams$/, 'teams', []],
   [/^\/incidents$/, 'incidents', []],
+  [/^\/incidents\/([^/]+)$/, 'incident', ['id']],
   [/^\/inbox$/, 'inbox', []],
   [/^\/signin$/, 'signin', []],
 ];
 const TITLES = {
   overview: 'Overview', runs: 'Runs', run: 'Run', releases: 'Releases', release: 'Release',
   environment: 'Environment', approvals: 'Approvals', dora: 'DORA', teams: 'Teams',
-  incidents: 'Incidents', inbox: 'Inbox', signin: 'Sign in',
+  incidents: 'Incidents', inbox: 'Inbox', signin: 'Sign in', deployments: 'Deployments',
+  deployment: 'Deployment', incident: 'Incident', compare: 'Compare releases',
 };
 
 const main = document.getElementById('main');
@@ -300,7 +305,8 @@ function notFound() {
     h('ul', {class: 'not-found-links'},
       h('li', null, h('a', {href: '/'}, 'The overview'), ': every service and environment'),
       h('li', null, h('a', {href: '/runs'}, 'All runs')),
-      h('li', null, h('a', {href: '/releases'}, 'All releases'))));
+      h('li', null, h('a', {href: '/releases'}, 'All releases')),
+      h('li', null, h('a', {href: '/deployments'}, 'All deployments'))));
 }
 
 function navigate(path, {replace = false} = {}) {

@@ -47,7 +47,7 @@ function links(n) {
     out.push(h('a', {href: '/approvals'}, `approval #${n.approval_id}`));
   }
   if (n.incident_id) {
-    out.push(h('a', {href: `/incidents?status=all&id=${n.incident_id}`},
+    out.push(h('a', {href: `/incidents/${n.incident_id}`},
       `incident #${n.incident_id}`));
   }
   if (n.environment) {

@@ -33,6 +33,24 @@ export function recovery(seconds) {
   return s >= 60 ? `${Math.floor(s / 60)}m` : `${s}s`;
 }
 
+/** Resolve `incident` once confirmed, `button` disabled meanwhile; says how it went in a
+ * toast and resolves to whether it was resolved. */
+export async function resolveIncident(ctx, incident, button) {
+  const ok = await ctx.confirm(`Resolve incident #${incident.id} “${incident.title}” ` +
+    `(${incident.service})? Its recovery time ends now.`, {confirmLabel: 'Resolve'});
+  if (!ok) return false;
+  button.disabled = true;
+  try {
+    await ctx.api(`/incidents/${incident.id}/resolve`, {method: 'POST', body: {}});
+  } catch (err) {
+    button.disabled = false;
+    ctx.toast(`Incident #${incident.id} was not resolved: ${err.message}`, 'error');
+    return false;
+  }
+  ctx.toast(`Incident #${incident.id} resolved`, 'success');
+  return true;
+}
+
 export async function render(root, params, ctx) {
   const q = params.query;
   const focusId = q.get('id') ? Number(q.get('id')) : null;
@@ -118,7 +136,7 @@ export async function render(root, params, ctx) {
     const detail = (i.attribution && i.attribution.detail) || '';
     const what = [];
     if (i.deployment && i.release) {
-      what.push(h('a', {href: `/releases/${i.release}`},
+      what.push(h('a', {href: `/deployments/${i.deployment}`},
         `deployment ${i.deployment}`), ' of ',
       h('a', {href: `/releases/${i.release}`}, i.version ? `release ${i.version}` :
         `release ${i.release}`));
@@ -141,7 +159,8 @@ export async function render(root, params, ctx) {
     return h('tr', {id: `incident-${i.id}`, dataset: {id: String(i.id), status: i.status},
       class: i.id === focusId ? 'is-focus' : null},
     h('td', null, badge(i.status)),
-    h('td', {class: 'incident-title'}, h('span', {class: 'subtle'}, `#${i.id} `), i.title),
+    h('td', {class: 'incident-title'}, h('span', {class: 'subtle'}, `#${i.id} `),
+      h('a', {href: `/incidents/${i.id}`}, i.title)),
     h('td', null, i.service),
     h('td', null, env ? h('a', {href: `/services/${encodeURIComponent(i.service)}/environments/` +
       encodeURIComponent(env)}, env) : h('span', {class: 'subtle'}, '—')),
@@ -184,20 +203,10 @@ export async function render(root, params, ctx) {
   }
 
   async function resolve(incident, button) {
-    const ok = await ctx.confirm(`Resolve incident #${incident.id} “${incident.title}” ` +
-      `(${incident.service})? Its recovery time ends now.`, {confirmLabel: 'Resolve'});
-    if (!ok) return;
-    button.disabled = true;
-    try {
-      await ctx.api(`/incidents/${incident.id}/resolve`, {method: 'POST', body: {}});
-      ctx.toast(`Incident #${incident.id} resolved`, 'success');
-      await load();
-      // The row left the Open tab: keep the keyboard somewhere sensible.
-      tabs.querySelector('[aria-selected="true"]')?.focus();
-    } catch (err) {
-      button.disabled = false;
-      ctx.toast(`Incident #${incident.id} was not resolved: ${err.message}`, 'error');
-    }
+    if (!(await resolveIncident(ctx, incident, button))) return;
+    await load();
+    // The row left the Open tab: keep the keyboard somewhere sensible.
+    tabs.querySelector('[aria-selected="true"]')?.focus();
   }
 
   async function load() {

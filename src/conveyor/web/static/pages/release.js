@@ -5,6 +5,7 @@
 import {h, replace, badge, empty, errorBox} from '../lib/dom.js';
 import {timeEl, duration, between, shortSha, envPath} from '../lib/format.js';
 import {httpHref} from '../lib/urls.js';
+import {comparePath} from './compare.js';
 
 // The shell loads pages/release.css with this page.
 export const styled = true;
@@ -45,12 +46,18 @@ export async function render(root, params, ctx) {
     return undefined;
   }
   let last = null;
+  // The service's release before this one, to compare with (null: none); read once.
+  let previous;
   replace(root, h('p', {class: 'loading'}, 'Loading…'));
 
   async function load() {
     let data;
     try {
       data = await ctx.api(`/releases/${id}/timeline`);
+      if (previous === undefined) {
+        const query = new URLSearchParams({service: data.release.service, before: id, limit: 1});
+        previous = (await ctx.api(`/releases?${query}`).catch(() => []))[0] || null;
+      }
     } catch (err) {
       replace(root, h('h1', null, `Release ${id}`), errorBox(err, 'This release could not be loaded'));
       last = null;
@@ -77,7 +84,9 @@ export async function render(root, params, ctx) {
         h('p', {class: 'serving'}, r.environments.length
           ? ['Serving in ', r.environments.map((e, i) => [i ? ', ' : '',
             h('a', {href: envPath(r.service, e)}, e)])]
-          : 'Not serving in any environment now')),
+          : 'Not serving in any environment now'),
+        previous ? h('p', {class: 'compare-link'}, h('a', {href: comparePath(previous.id, id)},
+          `Compare with the previous release, #${previous.id}`)) : null),
       data.entries.length
         ? h('ol', {class: 'rel-timeline', 'aria-label': `What happened to release ${r.version}`},
           data.entries.map((e, i) => entry(r, e, i)))
@@ -216,7 +225,7 @@ const BODIES = {
   incident(release, e) {
     return [
       h('h2', {class: 'tl-title'},
-        h('a', {href: `/incidents#incident-${e.incident}`}, `Incident #${e.incident}`), ' ',
+        h('a', {href: `/incidents/${e.incident}`}, `Incident #${e.incident}`), ' ',
         badge(e.status)),
       h('p', null, e.title),
       h('dl', {class: 'facts'},
@@ -251,7 +260,7 @@ function deploymentBody(release, e, title) {
   ];
 }
 
-function triggered(e) {
+export function triggered(e) {
   switch (e.trigger) {
     case 'auto': return 'automatically, by promotion';
     case 'manual': return `by hand, by ${e.requested_by || 'someone'}`;
@@ -261,7 +270,7 @@ function triggered(e) {
   }
 }
 
-function check(c, id) {
+export function check(c, id) {
   const [state, label] = OUTCOMES[c.outcome] || ['unknown', c.outcome || 'unknown'];
   const observed = Object.entries(c.data || {}).filter(([, v]) => v !== null && v !== '' &&
     !(Array.isArray(v) && !v.length));

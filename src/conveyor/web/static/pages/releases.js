@@ -27,7 +27,8 @@ export async function render(root, params, ctx) {
   return renderList(root, params, ctx, {
     path: '/releases',
     title: 'Releases',
-    intro: 'What each successful run made, newest first, and where it served.',
+    intro: ['What each successful run made, newest first, and where it served. ',
+      h('a', {href: '/deployments'}, 'Their deployments')],
     noun: 'releases',
     none: 'No releases yet: a run that succeeds makes one.',
     fields: [

@@ -1,6 +1,6 @@
-// What the runs and releases lists share: the filter state read from and written to the URL
-// (so a reload or a shared link shows the same list, and back/forward step through filters),
-// the filter form, keyset paging links and times shown with their zone.
+// What the runs, releases and deployments lists share: the filter state read from and written
+// to the URL (so a reload or a shared link shows the same list, and back/forward step through
+// filters), the filter form, keyset paging links both ways and times shown with their zone.
 
 import {h, replace, errorBox, empty, loadAndFollow} from '../../lib/dom.js';
 import {absTime, relTime} from '../../lib/format.js';
@@ -14,10 +14,13 @@ export const PER_PAGE = {key: 'per_page', label: 'Per page', kind: 'select', any
   options: ['10', '50', '100']};
 const DATE = /^\d{4}-\d{2}-\d{2}$/;
 
-/** The filters named by `fields` (and the `before` cursor) as the URL query gives them. */
+// The paging cursors: `before` an id (older rows), or `after` one (newer rows, paging back).
+const CURSORS = ['before', 'after'];
+
+/** The filters named by `fields` (and a paging cursor) as the URL query gives them. */
 export function readState(query, fields) {
   const state = {};
-  for (const field of [...fields.map((f) => f.key), 'before']) {
+  for (const field of [...fields.map((f) => f.key), ...CURSORS]) {
     const value = (query.get(field) || '').trim();
     if (value) state[field] = value;
   }
@@ -112,16 +115,32 @@ export function filterForm(fields, state, apply) {
   return form;
 }
 
-/** "Newest" and "Older" links: keyset paging by the last id shown. */
-export function pager(path, state, rows, more, noun) {
-  const links = [];
-  if (state.before) {
-    links.push(h('a', {href: withQuery(path, {...state, before: ''}), class: 'button'},
-      `← Newest ${noun}`));
+/** The rows a page shows of what the API gave (one more than a page was asked for), and
+ * whether newer and older rows exist beyond them. With `after` the API gives the rows just
+ * newer than it, newest first: the page is the last of them. */
+export function pageOf(state, items, size) {
+  const beyond = items.length > size;
+  if (state.after) {
+    return {shown: items.slice(Math.max(items.length - size, 0)), newer: beyond, older: true};
   }
-  if (more && rows.length) {
-    links.push(h('a', {href: withQuery(path, {...state, before: String(rows[rows.length - 1].id)}),
-      class: 'button', rel: 'next'}, `Older ${noun} →`));
+  return {shown: items.slice(0, size), newer: Boolean(state.before), older: beyond};
+}
+
+/** "Newest", "Newer" and "Older" links: keyset paging by the first or last id shown. */
+export function pager(path, state, {shown, newer, older}, noun) {
+  const at = (cursor, id) => withQuery(path, {...state, before: '', after: '', [cursor]: String(id)});
+  const links = [];
+  if (state.before || state.after) {
+    links.push(h('a', {href: withQuery(path, {...state, before: '', after: ''}), class: 'button'},
+      `⇤ Newest ${noun}`));
+  }
+  if (newer && shown.length) {
+    links.push(h('a', {href: at('after', shown[0].id), class: 'button', rel: 'prev'},
+      `← Newer ${noun}`));
+  }
+  if (older && shown.length) {
+    links.push(h('a', {href: at('before', shown[shown.length - 1].id), class: 'button',
+      rel: 'next'}, `Older ${noun} →`));
   }
   return links.length ? h('nav', {class: 'list-pager', 'aria-label': 'Pages'}, links) : null;
 }
@@ -185,19 +204,20 @@ export async function renderList(root, params, ctx, page) {
       return;
     }
     if (mine !== seq) return;
-    const size = pageSize(state);
-    const more = items.length > size;
-    const shown = items.slice(0, size);
-    const filtered = Object.keys(state).some((k) => k !== 'before' && k !== 'per_page');
+    const paged = pageOf(state, items, pageSize(state));
+    const {shown} = paged;
+    const filtered = Object.keys(state).some((k) => !CURSORS.includes(k) && k !== 'per_page');
     const one = page.noun.replace(/s$/, '');
     status.textContent = shown.length === 0 ? '' :
       `${shown.length} ${shown.length === 1 ? one : page.noun}` +
       (state.before ? ` older than ${one} #${state.before}` : '') +
-      (more ? ', more on the next page' : '');
-    const links = pager(page.path, state, shown, more, page.noun);
+      (state.after ? ` newer than ${one} #${state.after}` : '') +
+      (paged.older && !state.after ? ', more on the next page' : '');
+    const links = pager(page.path, state, paged, page.noun);
     if (shown.length === 0) {
       replace(body, empty(filtered ? `No ${page.noun} match these filters.` :
-        state.before ? `No older ${page.noun}.` : page.none), links);
+        state.before ? `No older ${page.noun}.` : state.after ? `No newer ${page.noun}.` :
+          page.none), links);
       return;
     }
     replace(body, h('div', {class: 'list-table-wrap'},

@@ -1,6 +1,11 @@
 // The selected job of the run page: its head (status, duration, runner, needs), a note when
 // it has not run, and its steps, each a <details> with its log, streamed live, searchable,
 // with a link to every line.
+//
+// A log of any size: each step's lines are kept as records and shown in blocks of BLOCK lines;
+// only the blocks near the view hold rows, the others are empty boxes of their height. The
+// page's DOM stays bounded however long the log (a 100,000-line log is 500 blocks, a few with
+// rows), and a line's row is made when it is wanted (scrolled to, linked, matched).
 
 import {h, replace, badge} from '../../lib/dom.js';
 import {absTime} from '../../lib/format.js';
@@ -11,6 +16,9 @@ import {
 import {createLogSearch} from './logsearch.js';
 import {streamLog} from './logstream.js';
 
+// Lines per block of a step's log (see the top of this file).
+const BLOCK = 200;
+
 /**
  * Shows job `name` in `panel`. `page` is the run page's shared state: {id, ctx, run, auto,
  * pendingAnchor, disposed, jobOf(name), refresh(), showing(name)}. Returns {job, update(job),
@@ -18,8 +26,11 @@ import {streamLog} from './logstream.js';
  */
 export function createJobView(page, panel, name) {
   const sections = new Map(); // key (step position or SETUP) → section
-  const lines = []; // {seq, key (its section), text, plain (lower case, no ANSI), row}
-  const rowsBySeq = new Map();
+  // {seq, key (its section), text, plain (lower case, no ANSI), block, row (while shown)}
+  const lines = [];
+  const rowsBySeq = new Map(); // seq → record
+  let targetSeq = null; // the line a link pointed at
+  const grown = new Set(); // blocks that took lines in the batch being added
   let stream = null;
   let scrolledToFailure = false;
 
@@ -30,13 +41,27 @@ export function createJobView(page, panel, name) {
   const streamState = h('span', {class: 'log-stream-state', role: 'status'});
   const box = h('div', {class: 'steps', role: 'region', 'aria-label': `Steps and log of ${name}`,
     tabindex: '0'});
+  // Blocks come into view (and get rows) a little before they are seen, and lose their rows
+  // once well out of it.
+  const observer = new IntersectionObserver((entries) => {
+    for (const entry of entries) {
+      const block = entry.target.block;
+      if (entry.isIntersecting) renderBlock(block);
+      else unrenderBlock(block);
+    }
+  }, {root: box, rootMargin: '600px 0px'});
   const search = createLogSearch({box, sections, lines, setOpen, scrollInBox, follow,
+    rowOf, relayout,
     // someone is reading this job: do not switch it under them
     reading: () => { page.auto = false; }});
 
+  const download = h('a', {class: 'log-download',
+    href: `/api/v1/runs/${page.id}/logs/raw?job=${encodeURIComponent(name)}`, download: ''},
+  'Download log');
   const tools = h('div', {class: 'log-tools'},
     search.element,
     h('div', {class: 'log-follow'}, follow, h('label', {for: 'log-follow'}, 'Follow log')),
+    download,
     streamState);
   replace(panel, head, note, tools, box);
 
@@ -64,7 +89,7 @@ export function createJobView(page, panel, name) {
     const body = h('div', {class: 'log', role: 'log', 'aria-live': 'off'});
     const details = h('details', {class: 'step', dataset: {step: String(key)}}, summary, body);
     section = {key, details, summary, body, lines: 0, wanted: false, userSet: false,
-      step: stepData || null};
+      step: stepData || null, blocks: []};
     details.addEventListener('toggle', () => {
       // Our own opening and closing set `wanted` first; any other toggle is the reader's.
       if (details.open !== section.wanted) {
@@ -173,24 +198,20 @@ export function createJobView(page, panel, name) {
       if (key !== SETUP && !sections.has(key)) unknownStep = true;
       const section = sectionFor(key, null);
       const rule = attemptRule(section, line, (page.jobOf(name) || {}).attempt || 1);
-      if (rule) section.body.appendChild(rule);
-      const seq = line.seq;
-      const anchorId = lineId(name, seq);
-      const text = h('span', {class: 'lt'}, ansiToFragment(line.text));
-      const row = h('div', {class: 'log-line', id: anchorId},
-        h('a', {class: 'ln', href: `#${anchorId}`, tabindex: '-1', title: absTime(line.ts),
-          'aria-label': `Line ${seq}`}, String(seq)),
-        text);
-      const record = {seq, key, text: line.text, plain: stripAnsi(line.text).toLowerCase(), row};
+      if (rule) place(section, {rule});
+      const record = {seq: line.seq, key, text: line.text, ts: line.ts,
+        plain: stripAnsi(line.text).toLowerCase(), block: null, row: null};
       lines.push(record);
-      rowsBySeq.set(seq, record);
-      section.body.appendChild(row);
+      rowsBySeq.set(record.seq, record);
+      search.added(record); // first: the row made in place() is marked as the search has it
+      place(section, record);
       section.lines += 1;
       touched.add(section);
-      search.added(record);
       last = record;
     }
     for (const section of touched) renderSummary(section);
+    for (const block of grown) if (!block.rendered) sizeBlock(block);
+    grown.clear();
     search.addedAll();
     // A line from a step the run detail does not show as started yet: read the run again.
     if (unknownStep || batch.some((l) => (page.jobOf(name)?.steps || [])
@@ -206,6 +227,96 @@ export function createJobView(page, panel, name) {
     }
   }
 
+  // --- blocks --------------------------------------------------------------------------------
+
+  /** Puts a record (or an attempt's rule) at the end of its section's last block. */
+  function place(section, item) {
+    let block = section.blocks[section.blocks.length - 1];
+    if (!block || block.items.length >= BLOCK) {
+      const el = h('div', {class: 'log-block'});
+      block = {el, items: [], rendered: false, section};
+      el.block = block;
+      section.blocks.push(block);
+      section.body.appendChild(el);
+      observer.observe(el);
+    }
+    block.items.push(item);
+    grown.add(block);
+    if (item.rule === undefined) item.block = block;
+    if (block.rendered && search.shows(item)) block.el.appendChild(elementOf(item));
+  }
+
+  function elementOf(item) {
+    if (item.rule !== undefined) return item.rule;
+    const anchorId = lineId(name, item.seq);
+    item.row = h('div', {class: 'log-line', id: anchorId},
+      h('a', {class: 'ln', href: `#${anchorId}`, tabindex: '-1', title: absTime(item.ts),
+        'aria-label': `Line ${item.seq}`}, String(item.seq)),
+      h('span', {class: 'lt'}, ansiToFragment(item.text)));
+    if (item.seq === targetSeq) item.row.classList.add('log-line-target');
+    search.decorate(item);
+    return item.row;
+  }
+
+  /** Rows for the block's lines that show (and for `wanted`, shown or not). */
+  function renderBlock(block, wanted = null) {
+    if (block.rendered && !wanted) return;
+    block.rendered = true;
+    const rows = document.createDocumentFragment();
+    for (const item of block.items) {
+      if (item === wanted || search.shows(item)) rows.appendChild(elementOf(item));
+      else if (item.rule === undefined) item.row = null;
+    }
+    block.el.style.height = '';
+    block.el.replaceChildren(rows);
+  }
+
+  function unrenderBlock(block) {
+    if (!block.rendered) return;
+    const height = block.el.offsetHeight;
+    block.rendered = false;
+    for (const item of block.items) if (item.rule === undefined) item.row = null;
+    block.el.replaceChildren();
+    block.el.style.height = height ? `${height}px` : '';
+    if (!height) sizeBlock(block);
+  }
+
+  /** An empty block's height: its lines (those a search shows) at one text line each. */
+  function sizeBlock(block) {
+    const shown = block.items.filter((item) => search.shows(item)).length;
+    block.el.style.height = `${shown * lineHeight()}px`;
+  }
+
+  let measured = 0;
+  function lineHeight() {
+    if (!measured) {
+      const row = box.querySelector('.log-line:not([hidden])');
+      if (row && row.offsetHeight) measured = row.offsetHeight;
+    }
+    return measured || 19;
+  }
+
+  /** After a search changed which lines show: every block sized again, rows made anew. */
+  function relayout() {
+    for (const section of sections.values()) {
+      for (const block of section.blocks) {
+        block.rendered = false;
+        for (const item of block.items) if (item.rule === undefined) item.row = null;
+        block.el.replaceChildren();
+        sizeBlock(block);
+        // Observed again: one already in view is reported (and given rows) anew.
+        observer.unobserve(block.el);
+        observer.observe(block.el);
+      }
+    }
+  }
+
+  /** The record's row, its block given rows first if it had none. */
+  function rowOf(record) {
+    if (!record.row) renderBlock(record.block, record);
+    return record.row;
+  }
+
   function ended() {
     streamState.textContent = `Log complete · ${lines.length} line${lines.length === 1 ? '' : 's'}`;
     streamState.dataset.state = 'complete';
@@ -219,7 +330,7 @@ export function createJobView(page, panel, name) {
 
   function scrollToEnd() {
     const last = lines[lines.length - 1];
-    if (!last || !last.row.offsetParent) return;
+    if (!last || !rowOf(last).offsetParent) return;
     scrollInBox(last.row, 'end');
   }
 
@@ -239,9 +350,10 @@ export function createJobView(page, panel, name) {
     const failed = job && job.steps.find((s) => BAD.has(s.status));
     const section = failed ? sections.get(failed.position) : null;
     if (!section || !section.details.open) return;
-    const rows = section.body.querySelectorAll('.log-line');
     // The error is usually the last thing the step printed.
-    if (rows.length) rows[rows.length - 1].scrollIntoView({block: 'nearest'});
+    const block = section.blocks[section.blocks.length - 1];
+    const lastLine = block && block.items.filter((item) => item.rule === undefined).pop();
+    if (lastLine) rowOf(lastLine).scrollIntoView({block: 'nearest'});
   }
 
   /** Highlight line `seq` (a link to it was opened or clicked) and bring it into view. */
@@ -249,7 +361,7 @@ export function createJobView(page, panel, name) {
     const record = rowsBySeq.get(seq);
     if (!record) return;
     for (const el of box.querySelectorAll('.log-line-target')) el.classList.remove('log-line-target');
-    record.row.classList.add('log-line-target');
+    targetSeq = seq;
     const section = sections.get(record.key);
     if (section && !section.details.open) {
       section.userSet = true;
@@ -257,12 +369,14 @@ export function createJobView(page, panel, name) {
     }
     follow.checked = false; // the reader asked for this line; new lines must not move it
     scrolledToFailure = true;
+    rowOf(record).classList.add('log-line-target');
     record.row.scrollIntoView({block: 'center'});
   }
 
   function close() {
     if (stream) stream.close();
     stream = null;
+    observer.disconnect();
     search.close();
   }
 

@@ -2,16 +2,17 @@
 // the steps without a match close; ↑ ↓ and Enter move between matches.
 
 import {h} from '../../lib/dom.js';
-import {ansiToFragment} from '../../lib/ansi.js';
 
 /**
  * `log` is the job view's log: {box, sections (key → section), lines (records in order),
- * setOpen(section, open), scrollInBox(row, where), follow (the checkbox), reading() (someone
- * is reading this job: the page must not switch it)}. Returns the search box's element and
- * what the log tells it: added(record) for each new line, then addedAll() after a batch.
+ * setOpen(section, open), scrollInBox(row, where), follow (the checkbox), rowOf(record) (its
+ * row, made if it had none), relayout() (rows made again after the lines shown changed),
+ * reading() (someone is reading this job: the page must not switch it)}. Returns the search
+ * box's element and what the log tells it: added(record) for each new line, then addedAll()
+ * after a batch; decorate(record) for each row made; shows(item) whether a line is shown.
  */
 export function createLogSearch(log) {
-  const {box, sections, lines, setOpen, scrollInBox, follow} = log;
+  const {box, sections, lines, setOpen, scrollInBox, follow, rowOf, relayout} = log;
   let query = '';
   let matches = [];
   let current = -1;
@@ -47,21 +48,22 @@ export function createLogSearch(log) {
     }
   });
 
-  function matchLine(record, fresh) {
-    const hit = record.plain.includes(query);
-    record.row.classList.toggle('log-line-match', hit);
-    record.row.hidden = !hit;
-    if (!fresh && !hit && record.marked) unmark(record);
-    if (hit) {
-      mark(record);
-      matches.push(record);
-    }
-    return hit;
+  function matchLine(record) {
+    record.hit = record.plain.includes(query);
+    if (record.hit) matches.push(record);
   }
 
-  function mark(record) {
-    if (record.marked) unmark(record);
-    const lt = record.row.querySelector('.lt');
+  /** A row just made for `record`: marked, hidden or current as the search has it. */
+  function decorate(record) {
+    if (!query) return;
+    record.row.classList.toggle('log-line-match', record.hit);
+    record.row.hidden = !record.hit;
+    if (record.hit) mark(record.row);
+    if (current >= 0 && matches[current] === record) record.row.classList.add('log-line-current');
+  }
+
+  function mark(row) {
+    const lt = row.querySelector('.lt');
     const walker = document.createTreeWalker(lt, NodeFilter.SHOW_TEXT);
     const nodes = [];
     for (let n = walker.nextNode(); n; n = walker.nextNode()) nodes.push(n);
@@ -81,13 +83,6 @@ export function createLogSearch(log) {
       parts.appendChild(document.createTextNode(text.slice(from)));
       node.replaceWith(parts);
     }
-    record.marked = true;
-  }
-
-  function unmark(record) {
-    const lt = record.row.querySelector('.lt');
-    lt.replaceChildren(ansiToFragment(record.text));
-    record.marked = false;
   }
 
   function applySearch(value) {
@@ -100,15 +95,9 @@ export function createLogSearch(log) {
     matches = [];
     current = -1;
     box.classList.toggle('searching', Boolean(q));
-    for (const record of lines) {
-      if (q) {
-        matchLine(record, false);
-      } else {
-        record.row.hidden = false;
-        record.row.classList.remove('log-line-match', 'log-line-current');
-        if (record.marked) unmark(record);
-      }
-    }
+    if (q) for (const record of lines) matchLine(record);
+    // Rows are made again, as the search now shows them.
+    relayout();
     const withHits = new Set(matches.map((m) => m.key));
     for (const section of sections.values()) {
       if (q) {
@@ -138,14 +127,16 @@ export function createLogSearch(log) {
 
   function step(direction) {
     if (!matches.length) return;
-    if (current >= 0 && matches[current]) matches[current].row.classList.remove('log-line-current');
+    const was = current >= 0 ? matches[current] : null;
+    if (was && was.row) was.row.classList.remove('log-line-current');
     current = (current + direction + matches.length) % matches.length;
     const record = matches[current];
-    record.row.classList.add('log-line-current');
     const section = sections.get(record.key);
     if (section && !section.details.open) setOpen(section, true);
+    const row = rowOf(record);
+    row.classList.add('log-line-current');
     follow.checked = false;
-    scrollInBox(record.row, 'top');
+    scrollInBox(row, 'top');
     renderCount();
   }
 
@@ -154,8 +145,11 @@ export function createLogSearch(log) {
     /** Whether a search is on (the log then leaves opening and closing steps to it). */
     active: () => Boolean(query),
     added(record) {
-      if (query) matchLine(record, true);
+      if (query) matchLine(record);
     },
+    decorate,
+    /** Whether `item` (a line, or an attempt's rule) is shown: every one, or the matches. */
+    shows: (item) => !query || item.rule !== undefined || Boolean(item.hit),
     addedAll() {
       if (query) renderCount();
     },

@@ -1,7 +1,12 @@
-// A job's log lines over SSE (/runs/{id}/logs/stream), handed on in batches of one animation
-// frame; after a dropped connection it resumes after the last line it has.
+// A job's log lines: what is written already read by pages (GET /runs/{id}/logs, one request
+// and one JSON document per PAGE lines), then the rest over SSE (/runs/{id}/logs/stream) as it
+// is written, handed on in batches of one animation frame; after a dropped connection it
+// resumes after the last line it has.
+
+import {api} from '../../lib/api.js';
 
 const RETRY_MS = 2000;
+const PAGE = 10000;
 
 /**
  * Streams the log of job `name` of run `runId`. `state` is the element that says how the
@@ -66,9 +71,39 @@ export function streamLog(runId, name, {state, live, onBatch, onEnd, wanted}) {
     if (batch.length) onBatch(batch);
   }
 
-  connect(0);
+  let closed = false;
+
+  /** Pages of what is written already; then the stream, for what comes (or the end). */
+  async function catchUp() {
+    const job = encodeURIComponent(name);
+    state.textContent = 'Loading log…';
+    state.dataset.state = 'streaming';
+    try {
+      while (!closed) {
+        const page = await api(`/runs/${runId}/logs?job=${job}&after=${lastId}&limit=${PAGE}`);
+        if (closed) return;
+        const fresh = page.lines.filter((line) => line.id > lastId);
+        if (fresh.length) {
+          lastId = fresh[fresh.length - 1].id;
+          onBatch(fresh);
+        }
+        if (page.ended) {
+          ended = true;
+          onEnd();
+          return;
+        }
+        if (page.lines.length < PAGE) break;
+      }
+    } catch {
+      // The stream below reads from the last line we have, and says so if it cannot.
+    }
+    if (!closed) connect(lastId);
+  }
+
+  catchUp();
   return {
     close() {
+      closed = true;
       if (source) source.close();
       source = null;
       clearTimeout(retry);

@@ -138,6 +138,9 @@ SCREENS = [
     Screen("releases", "/releases", "run #1"),
     Screen("release", "/releases/1", "production"),
     Screen("release awaiting approval", "/releases/2", "staging"),
+    Screen("compare two releases", "/releases/1/compare/2", "v2: a faster checkout"),
+    Screen("deployments", "/deployments", "production"),
+    Screen("deployment", "/deployments/1", "staging"),
     Screen("approvals", "/approvals", "v2: a faster checkout"),
     Screen("environment", "/services/shop/environments/production", "production"),
     Screen(
@@ -147,6 +150,7 @@ SCREENS = [
         then=opens_dialog("main button:has-text('Roll back')"),
     ),
     Screen("incidents", "/incidents", "checkout answers slowly"),
+    Screen("incident", "/incidents/1", "checkout answers slowly"),
     Screen("incidents, resolved", "/incidents", "checkout answers slowly", then=resolved_incidents),
     Screen("DORA", "/dora?service=shop", "Deployment frequency", later=PORTFOLIO),
     Screen(

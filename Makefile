@@ -8,6 +8,10 @@ LOCK   := requirements/lock.txt
 SYNCED := $(VENV)/.synced
 STAMP  := $(VENV)/.installed
 LATEST := .venv-latest
+# axe-core for the browser tests' accessibility check (tests/web/test_web_accessibility.py), from
+# the npm registry at the version package-lock.json pins; test-only, never part of the package.
+AXE_DIR := tests/web/axe
+AXE     := $(AXE_DIR)/node_modules/axe-core/axe.min.js
 LOCK_COMPILE = $(BIN)/uv pip compile pyproject.toml requirements/build.in --extra dev \
 	--extra postgres --generate-hashes --universal --python-version 3.11 \
 	--custom-compile-command "make lock" --quiet --output-file $(LOCK)
@@ -28,14 +32,20 @@ $(STAMP): $(SYNCED) pyproject.toml requirements/build.in
 	$(BIN)/python tools/check_lock.py
 	touch $(STAMP)
 
-setup: $(STAMP)
+# `npm ci` installs exactly the lock (its integrity hashes checked), nothing resolved today.
+$(AXE): $(AXE_DIR)/package.json $(AXE_DIR)/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "npm is missing (apt-get install npm): the browser tests need axe-core from $(AXE_DIR)" >&2; exit 1; }
+	cd $(AXE_DIR) && npm ci --no-audit --no-fund --ignore-scripts
+	touch $(AXE)
+
+setup: $(STAMP) $(AXE)
 
 ## The whole story on this machine: a sample service's three commits to production, then stop.
 demo: $(STAMP)
 	$(BIN)/conveyor demo --exit
 
 ## Lint, type-check and run every test (what CI runs).
-test: $(STAMP) lint
+test: $(STAMP) $(AXE) lint
 	$(BIN)/pytest
 
 lint: $(STAMP) lock-check
@@ -72,4 +82,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) $(LATEST) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LATEST) $(AXE_DIR)/node_modules build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -16,8 +16,10 @@ Fixtures and helpers (stable names; page modules' tests use them):
   string "read,approve" or a list), ``web.user(name, password, scopes, groups=())`` (a user who
   can sign in with a password), ``web.service(name, files)`` (a git repository with these files
   committed, registered as a service; returns the GitRepo), ``web.trigger(service)`` and
-  ``web.wait_run(run_id)`` (through the API), ``web.stop()``. The server is stopped by its PID
-  at teardown, and processes that deployments started under the home are killed.
+  ``web.wait_run(run_id)`` (through the API), ``web.wait_approval(release)`` (its pending
+  approval), ``web.wait_serving(service, environment, release)`` (healthy, nothing queued),
+  ``web.open_incident(service, title, environment)``, ``web.stop()``. The server is stopped by
+  its PID at teardown, and processes that deployments started under the home are killed.
 - ``page`` (function): a fresh browser context (1280×800) and page, 10 s default timeout. An
   uncaught JavaScript exception on the page fails the test at teardown; on a failed test a
   screenshot `<test>-failure.png` is saved.
@@ -27,6 +29,8 @@ Fixtures and helpers (stable names; page modules' tests use them):
 - ``shot(page, name)``: a full-page screenshot to test-results/screenshots/<test>-<name>.png.
 - ``APP`` and ``HEALTH`` (re-exported from tests.delivery.harness): a tiny service that answers
   its VERSION and /healthz, and the health-check block for conveyor.yml.
+- ``SHOP_CHAIN`` and ``shop_files(version)``: service `shop`, jobs build (a line in green) then
+  test, deployed to staging and then, once one of group `ops` approves, to production.
 
 Mark browser tests ``@pytest.mark.browser`` (they also start a server process: add
 ``@pytest.mark.integration`` too).
@@ -52,7 +56,7 @@ from tests.conftest import GitRepo
 from tests.delivery.harness import APP, HEALTH, stop_released_processes
 from tests.serverproc import TERMINAL, ServerProcess, conveyor_argv, until
 
-__all__ = ["APP", "HEALTH", "Web", "shot", "signed_in"]
+__all__ = ["APP", "HEALTH", "SHOP_CHAIN", "Web", "shop_files", "shot", "signed_in"]
 
 CHROMIUM = "/usr/lib/chromium/chromium"
 CHROMIUM_ARGS = [
@@ -68,6 +72,29 @@ CHROMIUM_ARGS = [
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "test-results" / "screenshots"
 TIMEOUT_MS = 10_000
+SHOP_CHAIN = f"""\
+service: shop
+jobs:
+  build:
+    run: "printf '\\\\033[32mbuilt\\\\033[0m the shop\\\\n'"
+  test:
+    needs: [build]
+    run: "echo testing the shop"
+environments:
+  staging:
+    deploy: {{ target: process, start: python3 app.py }}
+    {HEALTH}
+  production:
+    after: staging
+    approval: {{ approvers: [ops], required: 1 }}
+    deploy: {{ target: process, start: python3 app.py }}
+    {HEALTH}
+"""
+
+
+def shop_files(version: str) -> dict[str, str]:
+    """The files of service `shop` (SHOP_CHAIN) whose app answers `version`."""
+    return {"app.py": APP, "VERSION": version, "HEALTHY": "yes", "conveyor.yml": SHOP_CHAIN}
 
 
 class Web:
@@ -158,6 +185,44 @@ class Web:
 
         found: dict[str, Any] = until(ended, timeout, f"run {run_id} to end")
         return found
+
+    # --- delivery ------------------------------------------------------------------------------
+
+    def wait_approval(self, release: int, timeout: float = 30.0) -> dict[str, Any]:
+        """The pending approval of `release`, once the release waits for one."""
+
+        def waiting() -> dict[str, Any] | None:
+            approvals: list[dict[str, Any]] = self.api.get("/approvals").json()
+            return next((a for a in approvals if a["release"] == release), None)
+
+        found: dict[str, Any] = until(waiting, timeout, f"release {release} to await approval")
+        return found
+
+    def wait_serving(
+        self, service: str, environment: str, release: int, timeout: float = 30.0
+    ) -> dict[str, Any]:
+        """The environment, once `release` serves there, healthy, with nothing queued."""
+
+        def serving() -> dict[str, Any] | None:
+            envs: list[dict[str, Any]] = self.api.get(
+                "/environments", params={"service": service}
+            ).json()
+            env = next(e for e in envs if e["environment"] == environment)
+            ready = env["release"] == release and env["healthy"] and not env["queue"]
+            return env if ready else None
+
+        found: dict[str, Any] = until(
+            serving, timeout, f"{service} {environment} to serve release {release}"
+        )
+        return found
+
+    def open_incident(self, service: str, title: str, environment: str) -> dict[str, Any]:
+        r = self.api.post(
+            "/incidents", json={"service": service, "title": title, "environment": environment}
+        )
+        assert r.status_code == 201, r.text
+        incident: dict[str, Any] = r.json()
+        return incident
 
     # --- the process ---------------------------------------------------------------------------
 

@@ -152,3 +152,38 @@ export async function loadAndFollow(ctx, topics, load, ms, stop) {
     stop();
   };
 }
+
+/** After an action redrew what had focus (a button disabled while it worked, a card that is
+ * gone): when focus has fallen to the page itself, move it to `fallback()` (an element, or
+ * null to leave it), so a keyboard user goes on from there rather than from the top. */
+export function refocus(fallback) {
+  const active = document.activeElement;
+  if (active && active !== document.body && active.isConnected) return;
+  const el = fallback();
+  if (el) el.focus();
+}
+
+const CONTROLS = 'a[href], button:not([disabled]), input:not([disabled]), select, textarea';
+
+/** Redraw part of a page with `redraw()` (a live refresh) without throwing a keyboard user
+ * back to the top: when focus was inside `container`, it goes to the new element of the same id
+ * (a text field keeps where its caret was); failing that, unless `sameOnly` (where another
+ * control could act on something else, as the next approval's Approve), to the control of the
+ * same text, else the container's first control. */
+export function keepingFocus(container, redraw, {sameOnly = false} = {}) {
+  const active = document.activeElement;
+  const had = Boolean(active) && active !== container && container.contains(active);
+  const id = had ? active.id : '';
+  const text = had ? active.textContent : '';
+  const caret = had && typeof active.selectionStart === 'number'
+    ? [active.selectionStart, active.selectionEnd, active.selectionDirection] : null;
+  redraw();
+  if (!had || container.contains(document.activeElement)) return;
+  const controls = [...container.querySelectorAll(CONTROLS)];
+  const same = id ? document.getElementById(id) : null;
+  const next = sameOnly ? same
+    : same || (text && controls.find((el) => el.textContent === text)) || controls[0];
+  if (!next) return;
+  next.focus();
+  if (caret && typeof next.selectionStart === 'number') next.setSelectionRange(...caret);
+}

@@ -5,7 +5,7 @@
 // and who wrote them, how the checks went where the release has been, and the forge's diff.
 // After a decision, focus moves to the next card's Approve button or to the outcome's message.
 
-import {h, replace, badge, empty, errorBox} from '../lib/dom.js';
+import {h, replace, badge, empty, errorBox, keepingFocus} from '../lib/dom.js';
 import {timeEl, shortSha, firstLine, envPath} from '../lib/format.js';
 import {httpHref} from '../lib/urls.js';
 
@@ -42,7 +42,8 @@ export async function render(root, params, ctx) {
       h('h1', null, 'Approvals'),
       h('p', {class: 'subtle'}, 'Deployments waiting for a person’s decision.')),
     h('section', {'aria-labelledby': 'pending-title'},
-      h('h2', {id: 'pending-title'}, 'Waiting for a decision'), status, pendingBox),
+      h('h2', {id: 'pending-title', tabindex: '-1'}, 'Waiting for a decision'), status,
+      pendingBox),
     h('section', {'aria-labelledby': 'recent-title'},
       h('h2', {id: 'recent-title'}, 'Recently decided'), recentBox));
 
@@ -59,20 +60,17 @@ export async function render(root, params, ctx) {
     const signature = JSON.stringify([pending, all, [...busy]]);
     if (signature === last) return;
     last = signature;
-    const focusedId = document.activeElement && root.contains(document.activeElement)
-      ? document.activeElement.id : null;
-    replace(pendingBox, pending.length
-      ? h('ul', {class: 'approval-list'}, pending.map((a) => h('li', null, card(a))))
-      : empty('Nothing waits for approval.'));
-    const decided = all.filter((a) => a.status !== 'pending').slice(0, RECENT);
-    replace(recentBox, decided.length ? recentTable(decided) : empty('No decisions yet.'));
+    // A reason being typed keeps its focus and caret across a live refresh.
+    keepingFocus(root, () => {
+      replace(pendingBox, pending.length
+        ? h('ul', {class: 'approval-list'}, pending.map((a) => h('li', null, card(a))))
+        : empty('Nothing waits for approval.'));
+      const decided = all.filter((a) => a.status !== 'pending').slice(0, RECENT);
+      replace(recentBox, decided.length ? recentTable(decided) : empty('No decisions yet.'));
+    }, {sameOnly: true});
     // The last decision's outcome stays while it has focus, with what waits now.
     if (document.activeElement === status && outcome) showStatus(pending.length);
     else status.hidden = true;
-    if (focusedId) {
-      const again = document.getElementById(focusedId);
-      if (again) again.focus();
-    }
   }
 
   function reload() {
@@ -98,7 +96,7 @@ export async function render(root, params, ctx) {
     const commit = a.commit || {};
     const approvedBy = (a.decisions || []).filter((d) => d.decision === 'approve').map((d) => d.user);
     return h('article', {class: 'card approval', id: `approval-${a.id}`, 'aria-labelledby': titleId,
-      dataset: {approval: String(a.id)}},
+      tabindex: '-1', dataset: {approval: String(a.id)}},
     h('h3', {id: titleId},
       h('span', {class: 'svc'}, a.service), ' → ',
       h('a', {href: envPath(a.service, a.environment)}, a.environment),

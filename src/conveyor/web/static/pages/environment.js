@@ -3,7 +3,7 @@
 // may trigger) roll back, hold and unhold. Everything comes from the same API the CLI uses:
 // GET /environments, GET /deployments, POST .../rollback|hold|unhold.
 
-import {h, replace, badge, empty, errorBox} from '../lib/dom.js';
+import {h, replace, badge, empty, errorBox, refocus, keepingFocus} from '../lib/dom.js';
 import {timeEl, duration, between, shortSha, absTime, envPath} from '../lib/format.js';
 import {httpHref} from '../lib/urls.js';
 
@@ -68,13 +68,7 @@ export async function render(root, params, ctx) {
     const signature = JSON.stringify([state, history, working]);
     if (signature === last) return;
     last = signature;
-    const focusedId = document.activeElement && root.contains(document.activeElement)
-      ? document.activeElement.id : null;
-    draw(state, history);
-    if (focusedId) {
-      const again = document.getElementById(focusedId);
-      if (again) again.focus();
-    }
+    keepingFocus(root, () => draw(state, history), {sameOnly: true});
   }
 
   function draw(state, history) {
@@ -228,6 +222,8 @@ export async function render(root, params, ctx) {
   }
 
   async function act(what, body, done) {
+    // The button pressed is disabled while it works; it has focus again when it is back.
+    const pressed = document.activeElement && document.activeElement.id;
     working = true;
     last = null;
     await load();
@@ -241,6 +237,7 @@ export async function render(root, params, ctx) {
       working = false;
       last = null;
       await load();
+      refocus(() => (pressed ? document.getElementById(pressed) : null));
     }
   }
 

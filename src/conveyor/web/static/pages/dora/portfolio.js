@@ -17,7 +17,9 @@ export function portfolioSection({api, onTeam}) {
   const teamSel = h('select', {id: 'dora-team', name: 'team',
     onchange: (e) => onTeam(e.target.value)});
   const status = h('div', {class: 'dora-status', role: 'status', 'aria-live': 'polite'});
-  const table = h('div', {class: 'table-wrap portfolio'});
+  // On a phone the table scrolls sideways in this box: a tab stop, so the keyboard scrolls it.
+  const table = h('div', {class: 'table-wrap portfolio', tabindex: '0', role: 'region',
+    'aria-labelledby': 'dora-portfolio'});
   const el = h('section', {class: 'dora-section', 'aria-labelledby': 'dora-portfolio'},
     h('h2', {id: 'dora-portfolio'}, 'Portfolio'),
     h('div', {class: 'dora-filters portfolio-filters'},

@@ -1,7 +1,7 @@
 // The run page's header: service, number and status, the commit, the facts (trigger, ref,
 // times, release) and, for those who may trigger runs, the cancel and re-run buttons.
 
-import {h, replace, badge} from '../../lib/dom.js';
+import {h, replace, badge, keepingFocus} from '../../lib/dom.js';
 import {timeEl, shortSha, firstLine} from '../../lib/format.js';
 import {TERMINAL, BAD, branch, durationEl} from './common.js';
 
@@ -37,7 +37,7 @@ export function createHeader(page) {
     reasonLine.classList.toggle('run-reason-bad', BAD.has(run.status));
     reasonLine.textContent = run.reason || '';
     const fact = (term, ...value) => h('div', {class: 'fact'}, h('dt', null, term), h('dd', null, ...value));
-    replace(facts,
+    keepingFocus(facts, () => replace(facts,
       fact('Trigger', run.trigger),
       run.ref ? fact('Ref', h('code', {title: run.ref}, branch(run.ref))) : null,
       fact('Queued', timeEl(run.created_at)),
@@ -49,7 +49,7 @@ export function createHeader(page) {
         : null,
       run.rerun_of
         ? fact('Re-run of', h('a', {href: `/runs/${run.rerun_of}`}, `run #${run.rerun_of}`))
-        : null);
+        : null));
     renderActions();
   }
 
@@ -74,7 +74,8 @@ export function createHeader(page) {
       buttons.push(h('button', {type: 'button', class: 'button', disabled: busy,
         onclick: () => rerun(false)}, h('span', {'aria-hidden': 'true'}, '↻ '), 'Re-run all jobs'));
     }
-    replace(actions, buttons);
+    // The run ending turns Cancel into Re-run: focus moves on to it.
+    keepingFocus(actions, () => replace(actions, buttons));
   }
 
   async function cancel() {

@@ -85,7 +85,7 @@ def test_sign_in_approve_reject_roll_back_and_re_run_with_the_keyboard(
     expect(page).to_have_url(f"{web.url}/approvals")
     expect(page.locator("#who-name")).to_contain_text("olga")
 
-    # Approve release 1 with Enter; focus goes on to the list, not to the bare page.
+    # Approve release 1 with Enter; focus goes on to what is left, not to the bare page.
     card = page.get_by_role("article", name=re.compile("shop → production"))
     expect(card).to_contain_text("v1: the first shop")
     tab_to(page, card.get_by_role("button", name="Approve"))
@@ -93,7 +93,9 @@ def test_sign_in_approve_reject_roll_back_and_re_run_with_the_keyboard(
     page.keyboard.press("Enter")
     expect(page.locator("#toasts")).to_contain_text("Approved shop")
     expect(page.locator("#approvals-pending")).to_contain_text("Nothing waits for approval.")
-    expect(page.locator("#pending-title")).to_be_focused()
+    # Nothing else to decide: focus goes to the message that says what was done.
+    expect(page.locator("#approvals-status")).to_be_focused()
+    expect(page.locator("#approvals-status")).to_contain_text("Nothing else waits")
     assert focus_ring(page) != "none", focus_is_on(page)
     web.wait_serving("shop", "production", 1)
 
@@ -109,7 +111,7 @@ def test_sign_in_approve_reject_roll_back_and_re_run_with_the_keyboard(
     page.keyboard.press("Space")
     expect(page.locator("#toasts")).to_contain_text("Rejected shop")
     expect(page.locator("#approvals-recent")).to_contain_text("checkout got slower in staging")
-    expect(page.locator("#pending-title")).to_be_focused()
+    expect(page.locator("#approvals-status")).to_be_focused()
     assert focus_ring(page) != "none", focus_is_on(page)
     [rejected] = [a for a in web.api.get("/approvals?all=true").json() if a["release"] == 2]
     assert rejected["status"] == "rejected"

@@ -335,10 +335,13 @@ def figures_of(
         value: float | None,
         unit: str,
         n: int,
-        tier: str | None,
         detail: dict[str, Any],
+        graded: float | None = None,
         lower_is_better: bool = True,
     ) -> Figure:
+        # The tier table grades the metrics it has bounds for (None for the others), by the
+        # figure's own value unless ``graded`` (frequency is graded by days between deploys).
+        tier = table.classify(key, value if graded is None else graded)
         start = {"committed": "committer date", "authored": "author date"}
         definition = DEFINITIONS[key].format(start=start.get(lead_from, "first-seen time"))
         # Deployment frequency is exempt: the window's length is its sample (one deployment in
@@ -367,7 +370,6 @@ def figures_of(
             a.deploys / weeks,
             "deployments per week",
             a.deploys,
-            table.classify("deployment_frequency", interval),
             {
                 "count": a.deploys,
                 "days": window.days,
@@ -375,6 +377,7 @@ def figures_of(
                 "deploy_days_per_week": a.deploy_days / weeks,
                 "band": _band(interval),
             },
+            graded=interval,
             lower_is_better=False,
         ),
         "lead_time": figure(
@@ -382,7 +385,6 @@ def figures_of(
             lead,
             "seconds",
             len(a.leads),
-            table.classify("lead_time", lead),
             {"median": lead, "p90": p90(a.leads), "mean": _mean(a.leads)},
         ),
         "change_failure_rate": figure(
@@ -390,7 +392,6 @@ def figures_of(
             cfr,
             "ratio",
             a.cfr_total,
-            table.classify("change_failure_rate", cfr),
             {"failed": a.cfr_failed, "deployments": a.cfr_total},
         ),
         "recovery_time": figure(
@@ -398,7 +399,6 @@ def figures_of(
             recovery,
             "seconds",
             len(a.recoveries),
-            table.classify("recovery_time", recovery),
             {
                 "median": recovery,
                 "p90": p90(a.recoveries),
@@ -411,7 +411,6 @@ def figures_of(
             rework,
             "ratio",
             a.rework_total,
-            table.classify("rework_rate", rework),
             {"unplanned": a.unplanned, "deployments": a.rework_total},
         ),
         "batch_size": figure(
@@ -419,7 +418,6 @@ def figures_of(
             batch,
             "commits",
             len(a.batches),
-            None,
             {"median": batch, "p90": p90(a.batches), "mean": _mean(a.batches)},
         ),
         "caught_before_traffic": figure(
@@ -427,7 +425,6 @@ def figures_of(
             float(a.caught),
             "deployments",
             a.caught + a.cfr_total,
-            None,
             {
                 "caught": a.caught,
                 "share": _ratio(a.caught, a.caught + a.cfr_total),
@@ -438,7 +435,6 @@ def figures_of(
             incident,
             "seconds",
             len(a.incident_recoveries),
-            None,
             {
                 "median": incident,
                 "p90": p90(a.incident_recoveries),

@@ -123,6 +123,9 @@ def test_deployments_are_listed_filtered_in_the_url_and_paged_both_ways(
     page.get_by_role("link", name="Their deployments").click()
     expect(page).to_have_url(f"{site.url}/deployments")
     expect(page.get_by_role("heading", name="Deployments")).to_be_visible()
+    # The main navigation has it too, marked as the page shown.
+    main_nav = page.get_by_role("navigation", name="Main")
+    expect(main_nav.locator('a[aria-current="page"]')).to_have_text("Deployments")
     expect_rows(page, [3, 2, 1])
     failed = page.locator('tr[data-id="2"]')
     expect(failed).to_contain_text("rolled back")

@@ -53,8 +53,13 @@ def test_watch_follows_a_push_to_production_and_stops_on_a_failed_run(
             repo.path,
         )
         try:
+            # Each look reads the timeline as it is then: staging's success and the approval
+            # may show in two looks, in either order.
             asked = until(
-                lambda: "waiting for a decision: conveyor approve" in watching.stdout(),
+                lambda: (
+                    "waiting for a decision: conveyor approve" in watching.stdout()
+                    and "to staging: succeeded" in watching.stdout()
+                ),
                 90,
                 "the watch to reach the approval",
             )

@@ -77,6 +77,18 @@ def _final_environment(release: Mapping[str, Any]) -> str | None:
     return chain[-1]["environment"] if chain else None
 
 
+def _arrived(entries: list[dict[str, Any]], release_id: int, final: str) -> bool:
+    """Whether a deployment of the release to the last environment has ended well (it may
+    serve there a moment before its verification ends: the journey ends with the deployment)."""
+    return any(
+        entry["kind"] in ("deployment", "rollback")
+        and entry.get("release") == release_id
+        and entry.get("environment") == final
+        and entry.get("status") == "succeeded"
+        for entry in entries
+    )
+
+
 def _stop_reason(entries: list[dict[str, Any]], release_id: int) -> str | None:
     """Why the release will go no further, if a deployment of it ended without serving."""
     for entry in entries:
@@ -106,11 +118,10 @@ def _follow_release(source: Backend, release_id: int, watcher: Watcher, every: f
                     f"  waiting for a decision: conveyor approve {entry['approval']} "
                     f"(or conveyor reject {entry['approval']} --reason ...)"
                 )
-        serving = timeline["release"]["environments"]
         if final is None:
             click.echo(f"release {release_id} has no environments to go to: it is done")
             return 0
-        if final in serving:
+        if _arrived(timeline["entries"], release_id, final):
             click.echo(f"release {release_id} serves in {final}")
             return 0
         stopped = _stop_reason(timeline["entries"], release_id)

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from conveyor.cli.backend import HttpBackend, backend
+from conveyor.cli.backend import Backend, HttpBackend, backend
 from conveyor.cli.common import actor as acting_user
 from conveyor.cli.common import print_json, print_listing, print_table, when
 from conveyor.errors import ConveyorError
@@ -38,8 +38,8 @@ def _ships(item: Mapping[str, Any]) -> list[str]:
 class Client:
     """The same calls against the local store or a server."""
 
-    def __init__(self) -> None:
-        chosen = self.backend = backend()
+    def __init__(self, chosen: Backend | None = None) -> None:
+        chosen = self.backend = chosen or backend()
         self.http = chosen if isinstance(chosen, HttpBackend) else None
         self.store = None if self.http else chosen.store  # type: ignore[attr-defined]
 

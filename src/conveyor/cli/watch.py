@@ -72,8 +72,8 @@ def _entry_key(entry: Mapping[str, Any]) -> tuple[str, str]:
     return kind, str(ident or "")
 
 
-def _final_environment(release: Mapping[str, Any]) -> str | None:
-    chain = environment_list(Client(), release["service"])
+def _final_environment(source: Backend, release: Mapping[str, Any]) -> str | None:
+    chain = environment_list(Client(source), release["service"])
     return chain[-1]["environment"] if chain else None
 
 
@@ -103,7 +103,7 @@ def _stop_reason(entries: list[dict[str, Any]], release_id: int) -> str | None:
 def _follow_release(source: Backend, release_id: int, watcher: Watcher, every: float) -> int:
     timeline = source.release_timeline(release_id)
     release = timeline["release"]
-    final = _final_environment(release)
+    final = _final_environment(source, release)
     click.echo(f"watching release {release_id} ({release['version']}) of {release['service']}")
     asked: set[int] = set()
     while True:

@@ -229,9 +229,7 @@ def log_page(
     time, so a page costs the same wherever it is in the log (an IN over the jobs ordered by
     id would sort every line of the run after the cursor, for each page)."""
     with store.session() as session:
-        ended = RunStatus(
-            session.scalars(select(Run.status).where(Run.id == run_id)).one()
-        ).terminal
+        ended = _run_ended(session, run_id)
         last = _page_end(session, list(job_ids), after, limit)
         columns = list(_LINE_COLUMNS)
         if times_as_text:
@@ -277,9 +275,7 @@ def log_page_json(
     ranges as log_page: every page costs the same wherever it is."""
     dialect = store.engine.dialect.name
     with store.session() as session:
-        ended = RunStatus(
-            session.scalars(select(Run.status).where(Run.id == run_id)).one()
-        ).terminal
+        ended = _run_ended(session, run_id)
         last = _page_end(session, list(job_ids), after, limit)
         query = select(
             LogLine.id,
@@ -372,6 +368,12 @@ def _rfc3339(dialect: str) -> ColumnElement[str]:
     return func.to_char(
         func.timezone("UTC", LogLine.ts), 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"', type_=String
     )
+
+
+def _run_ended(session: Session, run_id: int) -> bool:
+    """Read before a page's lines: every line written before the run ended is in this page or
+    the next."""
+    return RunStatus(session.scalars(select(Run.status).where(Run.id == run_id)).one()).terminal
 
 
 def _page_end(session: Session, job_ids: list[int], after: int, limit: int) -> int | None:

@@ -274,11 +274,16 @@ export function createJobView(page, panel, name) {
   function unrenderBlock(block) {
     if (!block.rendered) return;
     const height = block.el.offsetHeight;
+    emptyBlock(block);
+    block.el.style.height = height ? `${height}px` : '';
+    if (!height) sizeBlock(block);
+  }
+
+  /** The block without rows (its records keep their lines). */
+  function emptyBlock(block) {
     block.rendered = false;
     for (const item of block.items) if (item.rule === undefined) item.row = null;
     block.el.replaceChildren();
-    block.el.style.height = height ? `${height}px` : '';
-    if (!height) sizeBlock(block);
   }
 
   /** An empty block's height: its lines (those a search shows) at one text line each. */
@@ -300,9 +305,7 @@ export function createJobView(page, panel, name) {
   function relayout() {
     for (const section of sections.values()) {
       for (const block of section.blocks) {
-        block.rendered = false;
-        for (const item of block.items) if (item.rule === undefined) item.row = null;
-        block.el.replaceChildren();
+        emptyBlock(block);
         sizeBlock(block);
         // Observed again: one already in view is reported (and given rows) anew.
         observer.unobserve(block.el);
